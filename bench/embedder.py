@@ -1,0 +1,93 @@
+"""Embedder speed: ms per face for the ONNX dlib ResNet (2 and 1 threads) and dlib-bin.
+
+Usage: ``python bench/embedder.py [--data DIR] [--rounds N]``. Chips are cut by dlib from
+lfw-dev (default ``<repo>/../shared/testdata/lfw-dev``); every engine runs on the same chips
+in the same process. Figures are medians over rounds, in milliseconds per face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+import dlib
+import face_recognition_models
+from facesearch.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
+from facesearch.embed_onnx import OnnxResNetEmbedder
+
+Chips = npt.NDArray[np.uint8]
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "lfw-dev"
+
+
+def make_chips(data: Path, count: int) -> Chips:
+    """``count`` 150x150 chips cut by dlib (HOG detector, 5 landmarks, padding 0.25)."""
+    detector = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(
+        face_recognition_models.pose_predictor_five_point_model_location())
+    images = sorted((data / "images").glob("**/*.jpg"))
+    if not images:
+        raise SystemExit(f"no JPEG files under {data / 'images'}")
+    chips: list[Chips] = []
+    for path in images[:: max(1, len(images) // (2 * count))]:
+        img = dlib.load_rgb_image(str(path))
+        chips += [dlib.get_face_chip(img, predictor(img, r), size=150, padding=0.25)
+                  for r in detector(img, 0)]
+        if len(chips) >= count:
+            return np.stack(chips[:count])
+    raise SystemExit(f"only {len(chips)} faces found under {data}")
+
+
+def ms_per_face(run: Callable[[Chips], object], chips: Chips, batch: int, rounds: int) -> float:
+    """Median over ``rounds`` of the time to embed ``chips`` ``batch`` at a time, per face."""
+    batches = [chips[i:i + batch] for i in range(0, len(chips), batch)]
+    run(batches[0])  # warm-up
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for b in batches:
+            run(b)
+        times.append((time.perf_counter() - start) / len(chips) * 1000.0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="lfw-dev folder")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per figure")
+    args = parser.parse_args()
+
+    chips = make_chips(args.data, 64)
+    model = build_resnet_onnx(dlib_resnet_dat_path())
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{len(chips)} lfw-dev chips, median of {args.rounds} rounds")
+    print(f"{'engine':<28} {'batch 1':>10} {'batch 32':>10}  (ms per face)")
+    for threads in (2, 1):
+        emb = OnnxResNetEmbedder(threads=threads, device="cpu", batch_size=32, model=model)
+        b1 = ms_per_face(emb.embed, chips, 1, args.rounds)
+        b32 = ms_per_face(emb.embed, chips, 32, args.rounds)
+        print(f"{f'onnx, {threads} thread(s)':<28} {b1:>10.2f} {b32:>10.2f}")
+
+    rec = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
+    dlib_chips = chips[:32]  # dlib is slow; fewer faces, same kind
+
+    def dlib_batch(b: Chips) -> object:
+        return rec.compute_face_descriptor(list(b))
+
+    def dlib_single(b: Chips) -> object:
+        return [rec.compute_face_descriptor(c) for c in b]
+
+    d1 = ms_per_face(dlib_single, dlib_chips, 1, max(1, args.rounds // 2))
+    d32 = ms_per_face(dlib_batch, dlib_chips, 32, max(1, args.rounds // 2))
+    print(f"{'dlib-bin ' + dlib.__version__:<28} {d1:>10.2f} {d32:>10.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,541 @@
+"""Collections service: create and delete collections, index faces, search, compare.
+
+All state is in a data directory: ``facesearch.db`` (metadata and vectors, the source of truth)
+and ``indexes/<collection id>.faiss`` (each collection's vector index, a cache the service
+reconciles with the database whenever the database changed, also from another process).
+Writes happen one image per transaction, so an interrupted indexing run loses at most the image
+in flight and never leaves the index and the metadata disagreeing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from . import similarity as sim
+from .decode import DEFAULT_LIMITS, DecodeLimits, ImageSource, load_image
+from .errors import (
+    AlreadyExistsError,
+    CollectionNotFoundError,
+    FaceNotFoundError,
+    InvalidParameterError,
+    ModelMismatchError,
+    NoFaceError,
+)
+from .index import VectorIndex
+from .pipeline import Pipeline
+from .quality import reasons as quality_reasons
+from .store import CollectionRow, FaceRow, NewFace, Store
+from .types import EMBEDDING_DIM, Faces, FloatArray, Image, QualityFilter
+
+Clock = Callable[[], float]
+MAX_RESULTS_LIMIT = 4096
+_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
+
+
+def validate_collection_name(name: str) -> str:
+    """Collection names: 1-255 of ``[a-zA-Z0-9_.-]`` (as Rekognition's CollectionId)."""
+    if not 1 <= len(name) <= 255 or not set(name) <= _NAME_CHARS:
+        raise InvalidParameterError(
+            f"invalid collection name {name!r}: use 1-255 letters, digits, '_', '.' or '-'"
+        )
+    return name
+
+
+def validate_threshold(threshold: float) -> float:
+    if not 0.0 <= float(threshold) <= 100.0:
+        raise InvalidParameterError(f"threshold must be between 0 and 100, got {threshold}")
+    return float(threshold)
+
+
+def validate_max_results(max_results: int) -> int:
+    if not 1 <= int(max_results) <= MAX_RESULTS_LIMIT:
+        raise InvalidParameterError(
+            f"max results must be between 1 and {MAX_RESULTS_LIMIT}, got {max_results}"
+        )
+    return int(max_results)
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model_version: str
+    created_at: float
+    face_count: int
+    user_count: int
+    image_count: int
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """A face stored in a collection. Box (x1, y1, x2, y2) and landmarks in source pixels."""
+
+    face_id: str
+    external_id: str | None
+    image_id: str | None
+    image_sha256: str | None
+    source: str | None
+    user_id: str | None
+    box: tuple[float, float, float, float]
+    landmarks: list[list[float]]
+    score: float
+    quality: dict[str, float]
+    image_width: int
+    image_height: int
+    created_at: float
+    model_version: str
+
+    @classmethod
+    def from_row(cls, r: FaceRow) -> FaceRecord:
+        return cls(r.face_id, r.external_id, r.image_id, r.image_sha256, r.source, r.user_id,
+                   r.box, r.landmarks, r.score, r.quality, r.image_width, r.image_height,
+                   r.created_at, r.model_version)
+
+
+@dataclass(frozen=True)
+class UnindexedFace:
+    """A detected face that was not indexed, with Rekognition-style reasons."""
+
+    face_index: int
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """What indexing one image did. ``faces`` holds every detected face (largest first);
+    ``indexed`` the stored records; ``duplicate`` is true when the same content was already
+    in the collection and nothing was done."""
+
+    image_id: str | None
+    sha256: str
+    width: int
+    height: int
+    faces: Faces
+    indexed: list[FaceRecord]
+    unindexed: list[UnindexedFace]
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Match:
+    face: FaceRecord
+    similarity: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Candidates for one probe face (``face_index`` into ``SearchResult.faces``)."""
+
+    face_index: int
+    matches: list[Match]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Candidates for the probe image's faces: leads for human review, never identifications."""
+
+    width: int
+    height: int
+    faces: Faces
+    results: list[ProbeResult]
+    threshold: float
+    model_version: str
+    collection_size: int
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """1:1 comparison: the source image's largest face against each face in the target."""
+
+    similarity: float
+    """The best similarity over the target's faces (0-100)."""
+    match: bool
+    threshold: float
+    source: Faces
+    target: Faces
+    similarities: list[float] = field(default_factory=list)
+    source_size: tuple[int, int] = (0, 0)
+    target_size: tuple[int, int] = (0, 0)
+
+
+@dataclass
+class _IndexEntry:
+    index: VectorIndex
+    generation: int = -1
+    top_row: int = -1
+    unsaved: int = 0
+
+
+class FaceCollections:
+    """Collections, faces and search over one data directory."""
+
+    SAVE_EVERY = 20_000
+
+    def __init__(self, home: Path, store: Store, pipeline: Callable[[], Pipeline],
+                 clock: Clock = time.time, limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+        self.home = home
+        self.store = store
+        self._pipeline_factory = pipeline
+        self._pipeline: Pipeline | None = None
+        self.clock = clock
+        self.limits = limits
+        self._indexes: dict[int, _IndexEntry] = {}
+        self._lock = threading.RLock()
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @property
+    def pipeline(self) -> Pipeline:
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = self._pipeline_factory()
+            return self._pipeline
+
+    @property
+    def model_version(self) -> str:
+        return self.pipeline.model_version
+
+    def _index_path(self, collection_id: int) -> Path:
+        return self.home / "indexes" / f"{collection_id}.faiss"
+
+    def collection(self, conn: Connection, name: str) -> CollectionRow:
+        row = self.store.get_collection(conn, name)
+        if row is None:
+            raise CollectionNotFoundError(f"collection {name!r} does not exist")
+        return row
+
+    def _check_model(self, coll: CollectionRow) -> None:
+        if coll.model_version != self.model_version:
+            raise ModelMismatchError(
+                f"collection {coll.name!r} holds vectors of model {coll.model_version!r}, but "
+                f"this server runs {self.model_version!r}; search or index it with that model, "
+                f"or re-index its images into a new collection"
+            )
+
+    def vector_index(self, coll: CollectionRow) -> VectorIndex:
+        """The collection's vector index, brought up to date with the database."""
+        with self._lock:
+            entry = self._indexes.get(coll.id)
+            if entry is None:
+                entry = _IndexEntry(VectorIndex.load(self._index_path(coll.id), EMBEDDING_DIM))
+                self._indexes[coll.id] = entry
+            with self.store.transaction() as conn:
+                gen, top = self.store.index_state(conn, coll.id)
+                if gen != entry.generation:
+                    truth = self.store.all_face_rows(conn, coll.id)
+                    added, _ = entry.index.reconcile(
+                        truth, lambda ids: self.store.embeddings(conn, ids, EMBEDDING_DIM))
+                    entry.unsaved += added
+                elif top > entry.top_row:
+                    new = self.store.face_rows_after(conn, coll.id, entry.top_row)
+                    entry.index.add(new, self.store.embeddings(conn, new, EMBEDDING_DIM))
+                    entry.unsaved += len(new)
+            entry.generation, entry.top_row = gen, top
+            if entry.unsaved >= self.SAVE_EVERY:
+                self._save(coll.id, entry)
+            return entry.index
+
+    def _save(self, collection_id: int, entry: _IndexEntry) -> None:
+        entry.index.save(self._index_path(collection_id))
+        entry.unsaved = 0
+
+    def flush(self) -> None:
+        """Write every changed vector index to disk."""
+        with self._lock:
+            for cid, entry in self._indexes.items():
+                if entry.unsaved:
+                    self._save(cid, entry)
+
+    def shutdown(self) -> None:
+        self.flush()
+
+    # -- collections -------------------------------------------------------------------
+
+    def create(self, name: str) -> CollectionInfo:
+        validate_collection_name(name)
+        try:
+            with self.store.transaction() as conn:
+                self.store.insert_collection(conn, name, self.model_version, self.clock(), {})
+        except IntegrityError:
+            raise AlreadyExistsError(f"collection {name!r} already exists") from None
+        return self.describe(name)
+
+    def list(self) -> list[CollectionInfo]:
+        with self.store.transaction() as conn:
+            return [self._info(conn, c) for c in self.store.list_collections(conn)]
+
+    def describe(self, name: str) -> CollectionInfo:
+        with self.store.transaction() as conn:
+            return self._info(conn, self.collection(conn, name))
+
+    def _info(self, conn: Connection, c: CollectionRow) -> CollectionInfo:
+        nf, nu, ni = self.store.counts(conn, c.id)
+        return CollectionInfo(c.name, c.model_version, c.created_at, nf, nu, ni)
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            with self.store.transaction() as conn:
+                coll = self.collection(conn, name)
+                self.store.delete_collection(conn, coll.id)
+            self._indexes.pop(coll.id, None)
+            self._index_path(coll.id).unlink(missing_ok=True)
+
+    # -- indexing ----------------------------------------------------------------------
+
+    def analyze(self, image: Image, max_faces: int | None = None) -> Faces:
+        """Detect, measure and embed the image's faces (no storage)."""
+        return self.pipeline.analyze(image, max_faces)
+
+    def index_image(
+        self,
+        collection: str,
+        source: ImageSource | Image,
+        *,
+        external_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: QualityFilter = QualityFilter.AUTO,
+        source_name: str | None = None,
+        force: bool = False,
+    ) -> IndexResult:
+        """Detect the faces of an image and store those that pass the quality filter.
+
+        ``max_faces`` keeps the largest passing faces (the rest are reported as
+        ``EXCEEDS_MAX_FACES``). The same image content already in the collection is skipped
+        (``duplicate=True``) unless ``force``.
+        """
+        image = source if isinstance(source, Image) else load_image(source, self.limits)
+        with self.store.transaction() as conn:
+            coll = self.collection(conn, collection)
+            self._check_model(coll)
+            prior = self.store.find_image(conn, coll.id, image.sha256)
+        if prior is not None and not force:
+            return IndexResult(prior.image_id, image.sha256, image.width, image.height,
+                               Faces.empty(), [], [], duplicate=True)
+        return self.store_analyzed(collection, image.sha256, image.width, image.height,
+                                   self.analyze(image), external_id=external_id,
+                                   max_faces=max_faces, quality_filter=quality_filter,
+                                   source_name=source_name, force=force)
+
+    def store_analyzed(
+        self,
+        collection: str,
+        sha256: str,
+        width: int,
+        height: int,
+        faces: Faces,
+        *,
+        external_id: str | None = None,
+        max_faces: int | None = None,
+        quality_filter: QualityFilter = QualityFilter.AUTO,
+        source_name: str | None = None,
+        force: bool = False,
+    ) -> IndexResult:
+        """Store faces that :meth:`analyze` found in an image (content hash ``sha256``,
+        ``width`` x ``height`` pixels), applying the quality filter and ``max_faces``."""
+        if max_faces is not None and not 1 <= max_faces <= 4096:
+            raise InvalidParameterError(f"max faces must be between 1 and 4096, got {max_faces}")
+        if external_id is not None:
+            _validate_external_id(external_id)
+        if faces.embeddings is None or faces.quality is None:
+            raise ValueError("faces must carry quality and embeddings (use analyze())")
+        why = quality_reasons(faces, quality_filter)
+        if max_faces is not None:
+            passing = [i for i in range(len(faces)) if not why[i]]
+            for i in passing[max_faces:]:
+                why[i].append("EXCEEDS_MAX_FACES")
+        keep = [i for i in range(len(faces)) if not why[i]]
+        now = self.clock()
+        new = [NewFace(
+            face_id=str(uuid.uuid4()), external_id=external_id,
+            box=tuple(float(v) for v in faces.boxes[i]),  # type: ignore[arg-type]
+            landmarks=faces.landmarks[i].round(2).tolist(), score=float(faces.scores[i]),
+            quality=_quality_dict(faces, i), embedding=faces.embeddings[i],
+        ) for i in keep]
+        try:
+            with self._lock, self.store.transaction() as conn:
+                coll = self.collection(conn, collection)
+                self._check_model(coll)
+                prior = self.store.find_image(conn, coll.id, sha256)
+                if prior is not None and not force:
+                    return IndexResult(prior.image_id, sha256, width, height, faces, [], [],
+                                       duplicate=True)
+                if prior is not None:
+                    image_id, image_row = prior.image_id, prior.id
+                    self.store.add_image_faces(conn, prior.id, len(faces), len(new))
+                else:
+                    image_id = str(uuid.uuid4())
+                    image_row = self.store.insert_image(
+                        conn, coll.id, image_id, sha256, source_name, external_id, width, height,
+                        len(faces), len(new), now)
+                rows = self.store.insert_faces(conn, coll.id, image_row, new, width, height, now,
+                                               coll.model_version)
+                records = self.store.faces_by_rows(conn, rows)
+        except IntegrityError:
+            # Another writer stored the same content between our check and our insert.
+            return IndexResult(None, sha256, width, height, faces, [], [], duplicate=True)
+        self.vector_index(coll)
+        return IndexResult(
+            image_id, sha256, width, height, faces,
+            [FaceRecord.from_row(records[r]) for r in rows],
+            [UnindexedFace(i, why[i]) for i in range(len(faces)) if why[i]],
+        )
+
+    def known_hashes(self, collection: str) -> set[str]:
+        """SHA-256 of every image content already indexed into the collection."""
+        with self.store.transaction() as conn:
+            return self.store.known_hashes(conn, self.collection(conn, collection).id)
+
+    # -- faces -------------------------------------------------------------------------
+
+    def list_faces(self, collection: str, *, limit: int = 100, after: int = 0,
+                   user_id: str | None = None,
+                   face_ids: Sequence[str] | None = None) -> tuple[list[FaceRecord], int | None]:
+        """A page of faces in insertion order and the cursor of the next page (or None)."""
+        if not 1 <= limit <= 4096:
+            raise InvalidParameterError(f"limit must be between 1 and 4096, got {limit}")
+        with self.store.transaction() as conn:
+            coll = self.collection(conn, collection)
+            user_row = None
+            if user_id is not None:
+                user_row = self.store.get_user(conn, coll.id, user_id)
+                if user_row is None:
+                    return [], None
+            rows = self.store.list_faces(conn, coll.id, after, limit + 1, user_row, face_ids)
+        nxt = rows[limit - 1].row if len(rows) > limit else None
+        return [FaceRecord.from_row(r) for r in rows[:limit]], nxt
+
+    def get_faces(self, collection: str, face_ids: Sequence[str]) -> dict[str, FaceRecord]:
+        with self.store.transaction() as conn:
+            coll = self.collection(conn, collection)
+            found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
+        return {k: FaceRecord.from_row(v) for k, v in found.items()}
+
+    def delete_faces(self, collection: str, face_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Delete faces by id; returns ``(deleted, not_found)``."""
+        for fid in face_ids:
+            _validate_face_id(fid)
+        with self._lock:
+            with self.store.transaction() as conn:
+                coll = self.collection(conn, collection)
+                found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
+                rows = [f.row for f in found.values()]
+                self.store.delete_faces(conn, rows)
+                if rows:
+                    self.store.bump_generation(conn, coll.id)
+            if rows:
+                self.vector_index(coll)
+        deleted = [f for f in face_ids if f in found]
+        return deleted, [f for f in face_ids if f not in found]
+
+    # -- search ------------------------------------------------------------------------
+
+    def _matches(self, conn: Connection, sims: FloatArray, rows: np.ndarray,
+                 threshold: float) -> list[Match]:
+        keep = [(float(s), int(r)) for s, r in zip(sim.to_similarity(sims), rows, strict=True)
+                if r >= 0 and s >= threshold]
+        found = self.store.faces_by_rows(conn, [r for _, r in keep])
+        return [Match(FaceRecord.from_row(found[r]), s) for s, r in keep if r in found]
+
+    def search_vectors(self, collection: str, vectors: FloatArray, *, max_results: int = 10,
+                       threshold: float = sim.DEFAULT_THRESHOLD,
+                       exclude: Sequence[str] = ()) -> list[list[Match]]:
+        """Candidates for each query vector, best first, similarity >= ``threshold``."""
+        validate_max_results(max_results)
+        validate_threshold(threshold)
+        with self.store.transaction() as conn:
+            coll = self.collection(conn, collection)
+            self._check_model(coll)
+        index = self.vector_index(coll)
+        extra = len(exclude)
+        sims, rows = index.search(vectors, max_results + extra)
+        out: list[list[Match]] = []
+        with self.store.transaction() as conn:
+            for s, r in zip(sims, rows, strict=True):
+                ms = [m for m in self._matches(conn, s, r, threshold) if m.face.face_id not in exclude]
+                out.append(ms[:max_results])
+        return out
+
+    def search_by_image(self, collection: str, source: ImageSource | Image, *,
+                        max_results: int = 10, threshold: float = sim.DEFAULT_THRESHOLD,
+                        all_faces: bool = False) -> SearchResult:
+        """Search the probe's largest face (or every face) against the collection."""
+        validate_max_results(max_results)
+        validate_threshold(threshold)
+        image = source if isinstance(source, Image) else load_image(source, self.limits)
+        with self.store.transaction() as conn:
+            coll = self.collection(conn, collection)
+            self._check_model(coll)
+            size = self.store.counts(conn, coll.id)[0]
+        faces = self.analyze(image, None if all_faces else 1)
+        if not len(faces):
+            raise NoFaceError("no face was found in the probe image")
+        assert faces.embeddings is not None
+        per_face = self.search_vectors(collection, faces.embeddings, max_results=max_results,
+                                       threshold=threshold)
+        return SearchResult(image.width, image.height, faces,
+                            [ProbeResult(i, m) for i, m in enumerate(per_face)], threshold,
+                            coll.model_version, size)
+
+    def face_vector(self, collection: str, face_id: str) -> FloatArray:
+        _validate_face_id(face_id)
+        with self.store.transaction() as conn:
+            coll = self.collection(conn, collection)
+            found = self.store.faces_by_face_ids(conn, coll.id, [face_id])
+            if face_id not in found:
+                raise FaceNotFoundError(f"face {face_id} is not in collection {collection!r}")
+            return self.store.embeddings(conn, np.array([found[face_id].row]), EMBEDDING_DIM)
+
+    def search_by_face_id(self, collection: str, face_id: str, *, max_results: int = 10,
+                          threshold: float = sim.DEFAULT_THRESHOLD) -> list[Match]:
+        """Candidates for a stored face (the face itself excluded)."""
+        vec = self.face_vector(collection, face_id)
+        return self.search_vectors(collection, vec, max_results=max_results,
+                                   threshold=threshold, exclude=[face_id])[0]
+
+    def compare(self, source: ImageSource | Image, target: ImageSource | Image, *,
+                threshold: float = sim.DEFAULT_THRESHOLD) -> Comparison:
+        """The source's largest face against every face of the target."""
+        validate_threshold(threshold)
+        a = source if isinstance(source, Image) else load_image(source, self.limits)
+        b = target if isinstance(target, Image) else load_image(target, self.limits)
+        fa = self.analyze(a, 1)
+        if not len(fa):
+            raise NoFaceError("no face was found in the source image")
+        fb = self.analyze(b)
+        if not len(fb):
+            raise NoFaceError("no face was found in the target image")
+        assert fa.embeddings is not None and fb.embeddings is not None
+        scores = sim.to_similarity(fb.embeddings @ fa.embeddings[0])
+        best = float(scores.max())
+        return Comparison(best, best >= threshold, threshold, fa, fb,
+                          [float(s) for s in scores], (a.width, a.height), (b.width, b.height))
+
+
+def _quality_dict(faces: Faces, i: int) -> dict[str, float]:
+    q = faces.quality
+    assert q is not None
+    return {"size": float(q.size[i]), "sharpness": float(q.sharpness[i]),
+            "brightness": float(q.brightness[i]), "yaw": float(q.yaw[i]),
+            "pitch": float(q.pitch[i]), "roll": float(q.roll[i])}
+
+
+def _validate_external_id(external_id: str) -> None:
+    if not 1 <= len(external_id) <= 255 or any(c in external_id for c in "\x00\n\r"):
+        raise InvalidParameterError(
+            f"invalid external id {external_id!r}: 1-255 characters, no control characters"
+        )
+
+
+def _validate_face_id(face_id: str) -> None:
+    try:
+        uuid.UUID(face_id)
+    except (ValueError, AttributeError, TypeError):
+        raise InvalidParameterError(f"invalid face id {face_id!r}: expected a UUID") from None

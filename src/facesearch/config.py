@@ -1,0 +1,36 @@
+"""Settings, read from ``FACESEARCH_*`` environment variables (with casts) or given in code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .decode import MAX_BYTES, MAX_PIXELS, MIN_SIDE, DecodeLimits
+
+
+def default_home() -> Path:
+    """``$XDG_DATA_HOME/facesearch`` (``~/.local/share/facesearch``)."""
+    import os
+
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "facesearch"
+
+
+class Settings(BaseSettings):
+    """Service settings. Every field can be set as ``FACESEARCH_<NAME>`` (e.g. FACESEARCH_HOME)."""
+
+    model_config = SettingsConfigDict(env_prefix="FACESEARCH_", extra="forbid")
+
+    home: Path = Field(default_factory=default_home, description="data directory")
+    pipeline: str = Field("dlib", description="face pipeline preset")
+    device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="inference device")
+    threads: int | None = Field(None, ge=1, description="inference threads per process")
+    max_image_bytes: int = Field(MAX_BYTES, ge=1024)
+    max_image_pixels: int = Field(MAX_PIXELS, ge=6400)
+    min_image_side: int = Field(MIN_SIDE, ge=1)
+
+    @property
+    def limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_image_bytes, self.max_image_pixels, self.min_image_side)

@@ -1,0 +1,206 @@
+"""Bulk indexing of files and folders, on every core, resumable.
+
+Files are read and hashed in the calling process; content already in the collection is skipped
+(so an interrupted run resumes where it stopped). Decoding, detection and embedding run in
+worker processes; the calling process alone writes to the store, one image per transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .collections import FaceCollections, IndexResult
+from .decode import DecodeLimits, load_image, read_bytes
+from .errors import FaceSearchError, InvalidParameterError
+from .pipeline import Pipeline, load_pipeline
+from .types import Faces, QualityFilter
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+class IdFrom(str, enum.Enum):
+    """Where a file's external id comes from."""
+
+    NAME = "name"
+    PARENT = "parent"
+    NONE = "none"
+
+
+class Outcome(str, enum.Enum):
+    INDEXED = "indexed"
+    SKIPPED = "skipped"
+    NO_FACE = "no_face"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: Path
+    outcome: Outcome
+    faces_indexed: int = 0
+    faces_detected: int = 0
+    reason: str = ""
+    result: IndexResult | None = None
+
+
+@dataclass
+class Summary:
+    indexed: int = 0
+    skipped: int = 0
+    no_face: int = 0
+    failed: int = 0
+    faces: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, r: FileResult) -> None:
+        if r.outcome is Outcome.INDEXED:
+            self.indexed += 1
+            self.faces += r.faces_indexed
+        elif r.outcome is Outcome.SKIPPED:
+            self.skipped += 1
+        elif r.outcome is Outcome.NO_FACE:
+            self.no_face += 1
+            self.failures.append((str(r.path), r.reason))
+        else:
+            self.failed += 1
+            self.failures.append((str(r.path), r.reason))
+
+    @property
+    def files(self) -> int:
+        return self.indexed + self.skipped + self.no_face + self.failed
+
+
+def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files named directly (any suffix) and image files under folders (recursive, sorted)."""
+    for p in paths:
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    f = Path(root) / name
+                    if f.suffix.lower() in IMAGE_SUFFIXES:
+                        yield f
+        else:
+            yield p
+
+
+def external_id_for(path: Path, id_from: IdFrom) -> str | None:
+    if id_from is IdFrom.NAME:
+        return path.stem[:255] or None
+    if id_from is IdFrom.PARENT:
+        return path.parent.name[:255] or None
+    return None
+
+
+# -- worker processes ---------------------------------------------------------------------
+
+_worker_pipeline: Pipeline | None = None
+_worker_limits: DecodeLimits | None = None
+
+
+def _init_worker(pipeline_name: str, limits: DecodeLimits) -> None:
+    global _worker_pipeline, _worker_limits
+    _worker_pipeline = load_pipeline(pipeline_name, threads=1, device="cpu")
+    _worker_limits = limits
+
+
+def _analyze(data: bytes) -> tuple[int, int, Faces] | str:
+    """Worker task: ``(width, height, faces)`` or the reason the image failed."""
+    assert _worker_pipeline is not None and _worker_limits is not None
+    try:
+        image = load_image(data, _worker_limits)
+    except FaceSearchError as exc:
+        return exc.message
+    return image.width, image.height, _worker_pipeline.analyze(image)
+
+
+class BulkIndexer:
+    """Index many files into one collection with ``workers`` processes (default: all cores)."""
+
+    def __init__(self, collections: FaceCollections, collection: str, *,
+                 pipeline_name: str, workers: int | None = None,
+                 quality_filter: QualityFilter = QualityFilter.AUTO,
+                 max_faces: int | None = None, id_from: IdFrom = IdFrom.NAME,
+                 external_id: str | None = None, force: bool = False) -> None:
+        self.collections = collections
+        self.collection = collection
+        self.pipeline_name = pipeline_name
+        self.workers = workers or max(1, len(os.sched_getaffinity(0)))
+        if self.workers < 1:
+            raise InvalidParameterError("workers must be at least 1")
+        self.quality_filter = quality_filter
+        self.max_faces = max_faces
+        self.id_from = id_from
+        self.external_id = external_id
+        self.force = force
+
+    def run(self, files: Iterable[Path],
+            on_result: Callable[[FileResult], None] | None = None) -> Summary:
+        """Index ``files``; ``on_result`` is called once per file as it finishes."""
+        summary = Summary()
+        known = set() if self.force else self.collections.known_hashes(self.collection)
+        limits = self.collections.limits
+
+        def emit(r: FileResult) -> None:
+            summary.add(r)
+            if on_result is not None:
+                on_result(r)
+
+        pending: dict[Future[tuple[int, int, Faces] | str], tuple[Path, str]] = {}
+        with ProcessPoolExecutor(self.workers, initializer=_init_worker,
+                                 initargs=(self.pipeline_name, limits)) as pool:
+            for path in files:
+                try:
+                    data = read_bytes(path, limits)
+                except FaceSearchError as exc:
+                    emit(FileResult(path, Outcome.FAILED, reason=exc.message))
+                    continue
+                sha = hashlib.sha256(data).hexdigest()
+                if sha in known:
+                    emit(FileResult(path, Outcome.SKIPPED, reason="already indexed"))
+                    continue
+                known.add(sha)
+                pending[pool.submit(_analyze, data)] = (path, sha)
+                while len(pending) >= 4 * self.workers:
+                    self._drain(pending, emit, block=True)
+            while pending:
+                self._drain(pending, emit, block=True)
+        self.collections.flush()
+        return summary
+
+    def _drain(self, pending: dict[Future[tuple[int, int, Faces] | str], tuple[Path, str]],
+               emit: Callable[[FileResult], None], block: bool) -> None:
+        done, _ = wait(list(pending), return_when=FIRST_COMPLETED if block else "ALL_COMPLETED")
+        for fut in done:
+            path, sha = pending.pop(fut)
+            out = fut.result()
+            if isinstance(out, str):
+                emit(FileResult(path, Outcome.FAILED, reason=out))
+                continue
+            width, height, faces = out
+            ext = self.external_id or external_id_for(path, self.id_from)
+            try:
+                res = self.collections.store_analyzed(
+                    self.collection, sha, width, height, faces, external_id=ext,
+                    max_faces=self.max_faces, quality_filter=self.quality_filter,
+                    source_name=str(path), force=self.force)
+            except FaceSearchError as exc:
+                emit(FileResult(path, Outcome.FAILED, reason=exc.message))
+                continue
+            if res.duplicate:
+                emit(FileResult(path, Outcome.SKIPPED, reason="already indexed", result=res))
+            elif not len(faces):
+                emit(FileResult(path, Outcome.NO_FACE, reason="no face found", result=res))
+            elif not res.indexed:
+                why = sorted({r for u in res.unindexed for r in u.reasons})
+                emit(FileResult(path, Outcome.NO_FACE, 0, len(faces),
+                                reason="no face passed the quality filter: " + ", ".join(why),
+                                result=res))
+            else:
+                emit(FileResult(path, Outcome.INDEXED, len(res.indexed), len(faces), result=res))
