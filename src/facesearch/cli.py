@@ -526,20 +526,25 @@ def users_search(
 
 
 def main() -> None:
-    """Entry point: run the app, mapping facesearch errors to one line and exit status 1."""
-    import click
+    """Entry point: run the app, mapping facesearch errors to one line and exit status 1.
 
+    Usage errors (typer's, shown with the command's help hint) exit with status 2.
+    """
     try:
         code = app(standalone_mode=False)
     except FaceSearchError as exc:
         err.print(f"[red]error:[/] {exc.message}", highlight=False, soft_wrap=True)
         sys.exit(1)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(1)
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:  # usage errors: bad or missing arguments and options
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc}")
+        sys.exit(getattr(exc, "exit_code", 2))
     sys.exit(code if isinstance(code, int) else 0)

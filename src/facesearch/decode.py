@@ -100,7 +100,9 @@ def _decode(data: bytes, label: str, limits: DecodeLimits) -> tuple[npt.NDArray[
                 f"{label}: not a recognised image format (JPEG, PNG, WebP, BMP, TIFF or GIF)"
             ) from None
         except PILImage.DecompressionBombError:
-            raise ImageTooLargeError(f"{label}: image dimensions are too large") from None
+            raise ImageTooLargeError(
+                f"{label}: image dimensions are over the {limits.max_pixels / 1e6:.0f} "
+                "megapixel limit") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise InvalidImageError(f"{label}: cannot read image header ({exc})") from None
         fmt = img.format or "UNKNOWN"
@@ -116,7 +118,9 @@ def _decode(data: bytes, label: str, limits: DecodeLimits) -> tuple[npt.NDArray[
             img = ImageOps.exif_transpose(img) or img
             pixels = _to_rgb8(img)
         except PILImage.DecompressionBombError:
-            raise ImageTooLargeError(f"{label}: image dimensions are too large") from None
+            raise ImageTooLargeError(
+                f"{label}: image dimensions are over the {limits.max_pixels / 1e6:.0f} "
+                "megapixel limit") from None
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise InvalidImageError(f"{label}: corrupt or truncated {fmt} data ({exc})") from None
     _check_side(pixels, label, limits)

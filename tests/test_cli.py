@@ -1,0 +1,105 @@
+"""The command-line interface: JSON shapes for scripts, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import face
+
+
+def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_detect_json_shape(home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "annotated.jpg"
+    d = json.loads(run(home, "detect", str(face("two_people.jpg")), "--json",
+                       "--annotate", str(out)).stdout)
+    assert (d["width"], d["height"]) == (1126, 661)
+    assert len(d["faces"]) == 2
+    f = d["faces"][0]
+    assert len(f["box"]) == 4 and len(f["landmarks"]) == 5 and 0 <= f["score"] <= 1
+    assert set(f["quality"]) == {"size", "sharpness", "brightness", "yaw", "pitch", "roll"}
+    assert out.stat().st_size > 10_000
+
+
+def test_compare_json(home: Path) -> None:
+    same = json.loads(run(home, "compare", str(face("obama.jpg")), str(face("obama2.jpg")),
+                          "--json").stdout)
+    assert same["match"] is True and same["threshold"] == 80 and same["similarity"] > 90
+    diff = json.loads(run(home, "compare", str(face("obama.jpg")), str(face("biden.jpg")),
+                          "--json", "--threshold", "70").stdout)
+    assert diff["match"] is False and diff["threshold"] == 70
+
+
+def test_embed_json_lines(home: Path) -> None:
+    a, b = str(face("obama.jpg")), str(face("two_people.jpg"))
+    lines = run(home, "embed", a, b, "--json").stdout.strip().splitlines()
+    objs = [json.loads(x) for x in lines]
+    assert [o["path"] for o in objs] == [a, b]
+    assert [len(o["faces"]) for o in objs] == [1, 2]
+    emb = objs[0]["faces"][0]["embedding"]
+    assert len(emb) == 128 and abs(sum(x * x for x in emb) - 1) < 1e-3
+
+
+def test_collection_index_search_flow(home: Path) -> None:
+    run(home, "collection", "create", "cli")
+    run(home, "index", "cli", str(face("obama.jpg")), str(face("biden.jpg")))
+    listed = json.loads(run(home, "collection", "list", "--json").stdout)
+    assert listed["collections"][0]["faces"] == 2
+    res = json.loads(run(home, "search", "cli", str(face("obama2.jpg")), "--json").stdout)
+    assert len(res["faces"]) == 1
+    matches = res["faces"][0]["matches"]
+    assert [m["external_id"] for m in matches] == ["obama"]
+    assert set(matches[0]) >= {"face_id", "external_id", "similarity"}
+    allf = json.loads(run(home, "search", "cli", str(face("two_people.jpg")), "--all-faces",
+                          "--json").stdout)
+    assert {f["matches"][0]["external_id"] for f in allf["faces"]} == {"obama", "biden"}
+    faces = json.loads(run(home, "faces", "list", "cli", "--json").stdout)["faces"]
+    gone = faces[0]["face_id"]
+    run(home, "faces", "delete", "cli", gone)
+    left = json.loads(run(home, "faces", "list", "cli", "--json").stdout)["faces"]
+    assert [f["face_id"] for f in left] == [faces[1]["face_id"]]
+    run(home, "users", "create", "cli", "someone")
+    users = json.loads(run(home, "users", "list", "cli", "--json").stdout)["users"]
+    assert users[0]["user_id"] == "someone"
+    run(home, "collection", "delete", "cli", "--yes")
+    assert json.loads(run(home, "collection", "list", "--json").stdout)["collections"] == []
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("search", "missing", "{obama}"), "does not exist"),
+    (("compare", "{blank}", "{obama}"), "no face"),
+    (("detect", "{garbage}"), "not a recognised image format"),
+    (("detect", "/no/such/file.jpg"), "no such file"),
+    (("collection", "create", "bad name"), "invalid collection name"),
+])
+def test_errors_exit_nonzero_with_one_line(home: Path, tmp_path: Path, args: tuple[str, ...],
+                                           words: str) -> None:
+    blank = tmp_path / "blank.png"
+    from PIL import Image as PILImage
+    PILImage.new("RGB", (200, 200), (90, 90, 90)).save(blank)
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"hello" * 100)
+    subs = {"{obama}": str(face("obama.jpg")), "{blank}": str(blank), "{garbage}": str(garbage)}
+    proc = run(home, *[subs.get(a, a) for a in args], ok=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_usage_error_exits_2(home: Path) -> None:
+    proc = run(home, "search", ok=False)
+    assert proc.returncode == 2
