@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import similarity as sim
-from .errors import FaceSearchError
+from .errors import AlreadyExistsError, FaceSearchError
 from .service import FaceSearch
 from .types import Faces, QualityFilter
 
@@ -98,10 +98,17 @@ def _collection_json(c: Any) -> dict[str, Any]:
 
 
 @collection_app.command("create")
-def collection_create(name: str, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+def collection_create(name: str, home: HomeOpt = None, as_json: JsonOpt = False,
+                      exist_ok: Annotated[bool, typer.Option(
+                          "--exist-ok", help="Succeed if it already exists.")] = False) -> None:
     """Create an empty collection."""
     with service(home) as fs:
-        c = fs.collections.create(name)
+        try:
+            c = fs.collections.create(name)
+        except AlreadyExistsError:
+            if not exist_ok:
+                raise
+            c = fs.collections.describe(name)
     if as_json:
         emit_json(_collection_json(c))
     else:

@@ -1,0 +1,102 @@
+"""Search latency on a large collection (synthetic unit vectors; real probe images).
+
+Fills a collection with N synthetic faces (default 300,000) straight through the store, then
+times, over Q random queries: the vector index alone, the service's search (index + metadata),
+and the whole search-by-image request (decode, detect, embed, search) on a real probe photo.
+
+    .venv/bin/python bench/search_latency.py [--faces 300000] [--queries 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = ROOT.parent / "shared" / "testdata" / "faces" / "obama2.jpg"
+
+
+def fill(fs, name: str, n: int, seed: int = 0) -> None:  # noqa: ANN001
+    from facesearch.embed import l2_normalise
+    from facesearch.store import NewFace
+
+    rng = np.random.default_rng(seed)
+    q = {"size": 50.0, "sharpness": 50.0, "brightness": 50.0, "yaw": 0.0, "pitch": 0.0,
+         "roll": 0.0}
+    lm = [[0.0, 0.0]] * 5
+    with fs.store.transaction() as conn:
+        coll = fs.collections.collection(conn, name)
+    for start in range(0, n, 10_000):
+        m = min(10_000, n - start)
+        vecs = l2_normalise(rng.normal(size=(m, 128)))
+        with fs.store.transaction() as conn:
+            for j in range(m):
+                image_row = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()),
+                                                  f"synthetic-{start + j}", None, None, 250,
+                                                  250, 1, 1, time.time())
+                fs.store.insert_faces(conn, coll.id, image_row, [NewFace(
+                    str(uuid.uuid4()), f"person-{start + j}", (0, 0, 100, 100), lm, 0.99, q,
+                    vecs[j])], 250, 250, time.time(), coll.model_version)
+
+
+def pct(xs: list[float]) -> str:
+    a = np.array(xs) * 1000
+    return f"p50 {np.percentile(a, 50):7.2f} ms   p99 {np.percentile(a, 99):7.2f} ms"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--faces", type=int, default=300_000)
+    ap.add_argument("--queries", type=int, default=500)
+    ap.add_argument("--max-results", type=int, default=10)
+    args = ap.parse_args()
+    from facesearch.decode import load_image
+    from facesearch.embed import l2_normalise
+    from facesearch.service import FaceSearch
+
+    with tempfile.TemporaryDirectory() as home, FaceSearch.open(home) as fs:
+        fs.collections.create("big")
+        t = time.perf_counter()
+        fill(fs, "big", args.faces)
+        print(f"filled {args.faces} faces in {time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        with fs.store.transaction() as conn:
+            coll = fs.collections.collection(conn, "big")
+        index = fs.collections.vector_index(coll)
+        print(f"built the vector index ({len(index)} vectors) in {time.perf_counter() - t:.1f} s")
+        fs.collections.flush()
+        fs.collections._indexes.clear()
+        t = time.perf_counter()
+        fs.collections.vector_index(coll)
+        print(f"reopened the saved vector index in {time.perf_counter() - t:.2f} s")
+        queries = l2_normalise(np.random.default_rng(1).normal(size=(args.queries, 128)))
+        raw, svc = [], []
+        for q in queries:
+            t = time.perf_counter()
+            index.search(q[None], args.max_results)
+            raw.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            fs.collections.search_vectors("big", q[None], max_results=args.max_results,
+                                          threshold=0)
+            svc.append(time.perf_counter() - t)
+        probe = PROBE.read_bytes()
+        fs.collections.search_by_image("big", probe)  # warm-up: loads the models
+        full = []
+        for _ in range(min(50, args.queries)):
+            t = time.perf_counter()
+            fs.collections.search_by_image("big", load_image(probe), max_results=args.max_results)
+            full.append(time.perf_counter() - t)
+        print(f"collection: {args.faces} faces, top {args.max_results}, pipeline "
+              f"{fs.pipeline.model_version}")
+        print(f"vector index search          {pct(raw)}")
+        print(f"service search (+metadata)   {pct(svc)}")
+        print(f"search by image (end to end) {pct(full)}")
+
+
+if __name__ == "__main__":
+    main()
