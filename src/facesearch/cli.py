@@ -32,7 +32,7 @@ from rich.text import Text
 from . import similarity as sim
 from .errors import AlreadyExistsError, FaceSearchError
 from .service import FaceSearch
-from .types import Faces, QualityFilter
+from .types import Caller, Faces, QualityFilter
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Self-hosted, accountable face search.")
@@ -51,6 +51,14 @@ HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="FACESEARCH_HOME"
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 ThresholdOpt = Annotated[float, typer.Option("--threshold", "-t", min=0, max=100,
                                              help="Minimum similarity (0-100).")]
+SearchThresholdOpt = Annotated[float | None, typer.Option(
+    "--threshold", "-t", min=0, max=100, show_default=False,
+    help="Minimum similarity (0-100); default: the collection's (80, or its floor).")]
+PurposeOpt = Annotated[str | None, typer.Option(
+    "--purpose", envvar="FACESEARCH_PURPOSE", help="Why this search is made (recorded in the "
+    "audit trail; required by law-enforcement collections).")]
+CaseOpt = Annotated[str | None, typer.Option(
+    "--case", envvar="FACESEARCH_CASE", help="Case reference (recorded in the audit trail).")]
 MaxOpt = Annotated[int, typer.Option("--max", "-n", min=1, max=4096,
                                      help="Most candidates per face.")]
 
@@ -252,16 +260,20 @@ def search(
     all_faces: Annotated[bool, typer.Option("--all-faces", help="Search every face in the "
                                                                 "probe, not only the largest.")] = False,
     max_results: MaxOpt = 10,
-    threshold: ThresholdOpt = sim.DEFAULT_THRESHOLD,
+    threshold: SearchThresholdOpt = None,
+    purpose: PurposeOpt = None,
+    case: CaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search a collection with the face(s) of a probe image. Candidates are leads for human
     review, never identifications."""
     with service(home) as fs:
         res = fs.collections.search_by_image(collection, image, max_results=max_results,
-                                             threshold=threshold, all_faces=all_faces)
+                                             threshold=threshold, all_faces=all_faces,
+                                             caller=Caller.local(purpose, case))
     if as_json:
         emit_json({
+            "search_id": res.search_id, "label": res.label,
             "width": res.width, "height": res.height, "threshold": res.threshold,
             "model_version": res.model_version, "collection_size": res.collection_size,
             "faces": [{**faces_json(res.faces, p.face_index),
@@ -508,19 +520,22 @@ def users_search(
     face: Annotated[str | None, typer.Option(help="Search with this stored face.")] = None,
     image: Annotated[Path | None, typer.Option(help="Search with a probe image.")] = None,
     max_results: MaxOpt = 10,
-    threshold: ThresholdOpt = sim.DEFAULT_THRESHOLD,
+    threshold: SearchThresholdOpt = None,
+    purpose: PurposeOpt = None,
+    case: CaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search users by user id, face id or probe image."""
     if sum(x is not None for x in (user, face, image)) != 1:
         raise typer.BadParameter("give exactly one of --user, --face or --image")
+    caller = Caller.local(purpose, case)
     with service(home) as fs:
         if image is not None:
             res = fs.users.search_by_image(collection, image, max_users=max_results,
-                                           threshold=threshold)
+                                           threshold=threshold, caller=caller)
         else:
             res = fs.users.search(collection, user_id=user, face_id=face, max_users=max_results,
-                                  threshold=threshold)
+                                  threshold=threshold, caller=caller)
     if as_json:
         emit_json({"threshold": res.threshold,
                    "matches": [{"user_id": m.user_id, "similarity": _r(m.similarity, 3),

@@ -1,10 +1,16 @@
-"""Collections service: create and delete collections, index faces, search, compare.
+"""Collections service: create and delete collections, index faces, search, compare, erase.
 
 All state is in a data directory: ``facesearch.db`` (metadata and vectors, the source of truth)
 and ``indexes/<collection id>.faiss`` (each collection's vector index, a cache the service
 reconciles with the database whenever the database changed, also from another process).
 Writes happen one image per transaction, so an interrupted indexing run loses at most the image
 in flight and never leaves the index and the metadata disagreeing.
+
+Accountability: every operation on biometric data is recorded in the audit trail with its
+:class:`~facesearch.types.Caller`; 1:N searches obey the collection's
+:class:`~facesearch.policy.CollectionPolicy` (purpose and case, threshold floor, result cap)
+and the per-caller rate limit; deleted faces are erased for good (rows zeroed, write-ahead log
+truncated, index file rewritten) and each erasure returns a receipt.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from . import similarity as sim
+from .crypto import Sealer
 from .decode import DEFAULT_LIMITS, DecodeLimits, ImageSource, load_image
 from .errors import (
     AlreadyExistsError,
@@ -29,15 +37,37 @@ from .errors import (
     InvalidParameterError,
     ModelMismatchError,
     NoFaceError,
+    UserNotFoundError,
 )
 from .index import VectorIndex
 from .pipeline import Pipeline
+from .policy import CollectionPolicy, EffectivePolicy, SearchLimiter, check_search, resolve
 from .quality import reasons as quality_reasons
 from .store import CollectionRow, FaceRow, NewFace, Store
-from .types import EMBEDDING_DIM, Faces, FloatArray, Image, QualityFilter
+from .types import EMBEDDING_DIM, Caller, Faces, FloatArray, Image, QualityFilter
+
+if TYPE_CHECKING:
+    from .audit import AuditEvent
 
 Clock = Callable[[], float]
 MAX_RESULTS_LIMIT = 4096
+REVIEW_LABEL = "candidates for human review, not identifications"
+Decision = Literal["confirmed", "rejected", "inconclusive"]
+DECISIONS: tuple[str, ...] = ("confirmed", "rejected", "inconclusive")
+
+
+class AuditSink(Protocol):
+    """Where audited operations go (``facesearch.audit.AuditLog``)."""
+
+    def record(self, event: AuditEvent) -> object: ...
+
+
+class FloorCalibration(Protocol):
+    """Calibration hooks the policy needs: similarity for an FMR, and the FMR at a similarity."""
+
+    def threshold_for_fmr(self, fmr: float) -> float: ...
+
+    def false_match_rate(self, similarity: float) -> float: ...
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -50,10 +80,10 @@ def validate_collection_name(name: str) -> str:
     return name
 
 
-def validate_threshold(threshold: float) -> float:
-    if not 0.0 <= float(threshold) <= 100.0:
+def validate_threshold(threshold: float | None) -> float | None:
+    if threshold is not None and not 0.0 <= float(threshold) <= 100.0:
         raise InvalidParameterError(f"threshold must be between 0 and 100, got {threshold}")
-    return float(threshold)
+    return None if threshold is None else float(threshold)
 
 
 def validate_max_results(max_results: int) -> int:
@@ -72,6 +102,8 @@ class CollectionInfo:
     face_count: int
     user_count: int
     image_count: int
+    policy: EffectivePolicy
+    settings: CollectionPolicy
 
 
 @dataclass(frozen=True)
@@ -140,8 +172,12 @@ class ProbeResult:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """Candidates for the probe image's faces: leads for human review, never identifications."""
+    """Candidates for the probe image's faces: leads for human review, never identifications.
 
+    ``search_id`` names this search in the audit trail (a review refers to it).
+    """
+
+    search_id: str
     width: int
     height: int
     faces: Faces
@@ -149,6 +185,7 @@ class SearchResult:
     threshold: float
     model_version: str
     collection_size: int
+    label: str = REVIEW_LABEL
 
 
 @dataclass(frozen=True)
@@ -166,6 +203,18 @@ class Comparison:
     target_size: tuple[int, int] = (0, 0)
 
 
+@dataclass(frozen=True)
+class ErasureReceipt:
+    """Proof of an erasure: what went, when, and the audit event that records it."""
+
+    receipt_id: str
+    collection: str
+    face_ids: list[str]
+    images_erased: int
+    erased_at: float
+    reason: str
+
+
 @dataclass
 class _IndexEntry:
     index: VectorIndex
@@ -179,14 +228,21 @@ class FaceCollections:
 
     SAVE_EVERY = 20_000
 
-    def __init__(self, home: Path, store: Store, pipeline: Callable[[], Pipeline],
-                 clock: Clock = time.time, limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+    def __init__(self, home: Path, store: Store, pipeline: Callable[[], Pipeline], *,
+                 clock: Clock = time.time, limits: DecodeLimits = DEFAULT_LIMITS,
+                 audit: AuditSink | None = None, limiter: SearchLimiter | None = None,
+                 sealer: Sealer | None = None,
+                 calibration: Callable[[], FloorCalibration | None] | None = None) -> None:
         self.home = home
         self.store = store
         self._pipeline_factory = pipeline
         self._pipeline: Pipeline | None = None
         self.clock = clock
         self.limits = limits
+        self.audit = audit
+        self.limiter = limiter
+        self.sealer = sealer
+        self._calibration = calibration
         self._indexes: dict[int, _IndexEntry] = {}
         self._lock = threading.RLock()
 
@@ -220,20 +276,37 @@ class FaceCollections:
                 f"or re-index its images into a new collection"
             )
 
+    def record(self, operation: str, caller: Caller | None, *, collection: str | None = None,
+               probe_sha256: str | None = None, threshold: float | None = None,
+               results: Sequence[tuple[str, float | None]] = (),
+               details: dict[str, str | int | float | bool | None] | None = None) -> None:
+        """Append an event to the audit trail (if one is attached)."""
+        if self.audit is None:
+            return
+        from .audit import AuditEvent
+
+        c = caller or Caller.local()
+        self.audit.record(AuditEvent(
+            operation=operation, actor=c.actor, role=c.role, collection=collection,
+            purpose=c.purpose, case_ref=c.case_ref, client=c.client, probe_sha256=probe_sha256,
+            threshold=threshold, model_version=self.model_version if self._pipeline else None,
+            results=tuple(results), details=details or {}))
+
     def vector_index(self, coll: CollectionRow) -> VectorIndex:
         """The collection's vector index, brought up to date with the database."""
         with self._lock:
             entry = self._indexes.get(coll.id)
             if entry is None:
-                entry = _IndexEntry(VectorIndex.load(self._index_path(coll.id), EMBEDDING_DIM))
+                entry = _IndexEntry(VectorIndex.load(self._index_path(coll.id), EMBEDDING_DIM,
+                                                     self.sealer))
                 self._indexes[coll.id] = entry
             with self.store.transaction() as conn:
                 gen, top = self.store.index_state(conn, coll.id)
                 if gen != entry.generation:
                     truth = self.store.all_face_rows(conn, coll.id)
-                    added, _ = entry.index.reconcile(
+                    added, removed = entry.index.reconcile(
                         truth, lambda ids: self.store.embeddings(conn, ids, EMBEDDING_DIM))
-                    entry.unsaved += added
+                    entry.unsaved += added + removed
                 elif top > entry.top_row:
                     new = self.store.face_rows_after(conn, coll.id, entry.top_row)
                     entry.index.add(new, self.store.embeddings(conn, new, EMBEDDING_DIM))
@@ -244,7 +317,7 @@ class FaceCollections:
             return entry.index
 
     def _save(self, collection_id: int, entry: _IndexEntry) -> None:
-        entry.index.save(self._index_path(collection_id))
+        entry.index.save(self._index_path(collection_id), self.sealer)
         entry.unsaved = 0
 
     def flush(self) -> None:
@@ -257,16 +330,22 @@ class FaceCollections:
     def shutdown(self) -> None:
         self.flush()
 
-    # -- collections -------------------------------------------------------------------
+    # -- collections and policy --------------------------------------------------------
 
-    def create(self, name: str) -> CollectionInfo:
+    def create(self, name: str, *, policy: CollectionPolicy | None = None,
+               caller: Caller | None = None) -> CollectionInfo:
         validate_collection_name(name)
+        settings = {"policy": (policy or CollectionPolicy()).model_dump(exclude_none=True)}
         try:
             with self.store.transaction() as conn:
-                self.store.insert_collection(conn, name, self.model_version, self.clock(), {})
+                self.store.insert_collection(conn, name, self.model_version, self.clock(),
+                                             settings)
         except IntegrityError:
             raise AlreadyExistsError(f"collection {name!r} already exists") from None
-        return self.describe(name)
+        info = self.describe(name)
+        self.record("collection.create", caller, collection=name,
+                    details={"law_enforcement": info.policy.law_enforcement})
+        return info
 
     def list(self) -> list[CollectionInfo]:
         with self.store.transaction() as conn:
@@ -276,23 +355,58 @@ class FaceCollections:
         with self.store.transaction() as conn:
             return self._info(conn, self.collection(conn, name))
 
+    def _policy(self, coll: CollectionRow) -> tuple[CollectionPolicy, EffectivePolicy]:
+        stated = CollectionPolicy(**coll.settings.get("policy", {}))
+        cal = self._calibration() if self._calibration is not None else None
+        eff = resolve(stated, cal.threshold_for_fmr if cal else None,
+                      cal.false_match_rate if cal else None)
+        return stated, eff
+
     def _info(self, conn: Connection, c: CollectionRow) -> CollectionInfo:
         nf, nu, ni = self.store.counts(conn, c.id)
-        return CollectionInfo(c.name, c.model_version, c.created_at, nf, nu, ni)
+        stated, eff = self._policy(c)
+        return CollectionInfo(c.name, c.model_version, c.created_at, nf, nu, ni, eff, stated)
 
-    def delete(self, name: str) -> None:
+    def set_policy(self, name: str, policy: CollectionPolicy, *,
+                   caller: Caller | None = None) -> CollectionInfo:
+        """Replace a collection's policy (audited)."""
+        with self.store.transaction() as conn:
+            coll = self.collection(conn, name)
+            settings = dict(coll.settings)
+            settings["policy"] = policy.model_dump(exclude_none=True)
+            self.store.update_collection_settings(conn, coll.id, settings)
+        info = self.describe(name)
+        self.record("policy.set", caller, collection=name, details={
+            k: v for k, v in policy.model_dump().items()})
+        return info
+
+    def delete(self, name: str, *, caller: Caller | None = None) -> None:
+        """Delete a collection and erase every face in it."""
         with self._lock:
             with self.store.transaction() as conn:
                 coll = self.collection(conn, name)
+                nfaces = self.store.counts(conn, coll.id)[0]
                 self.store.delete_collection(conn, coll.id)
             self._indexes.pop(coll.id, None)
             self._index_path(coll.id).unlink(missing_ok=True)
+            self.store.checkpoint()
+        self.record("collection.delete", caller, collection=name,
+                    details={"faces_erased": nfaces})
 
     # -- indexing ----------------------------------------------------------------------
 
     def analyze(self, image: Image, max_faces: int | None = None) -> Faces:
-        """Detect, measure and embed the image's faces (no storage)."""
+        """Detect, measure and embed the image's faces (no storage, not audited)."""
         return self.pipeline.analyze(image, max_faces)
+
+    def detect_faces(self, source: ImageSource | Image, *,
+                     caller: Caller | None = None) -> tuple[Image, Faces]:
+        """Detect the faces of an image with their quality (audited; nothing stored)."""
+        image = source if isinstance(source, Image) else load_image(source, self.limits)
+        faces = self.pipeline.detect(image)
+        self.record("detect", caller, probe_sha256=image.sha256,
+                    details={"faces": len(faces)})
+        return image, faces
 
     def index_image(
         self,
@@ -304,6 +418,7 @@ class FaceCollections:
         quality_filter: QualityFilter = QualityFilter.AUTO,
         source_name: str | None = None,
         force: bool = False,
+        caller: Caller | None = None,
     ) -> IndexResult:
         """Detect the faces of an image and store those that pass the quality filter.
 
@@ -322,7 +437,7 @@ class FaceCollections:
         return self.store_analyzed(collection, image.sha256, image.width, image.height,
                                    self.analyze(image), external_id=external_id,
                                    max_faces=max_faces, quality_filter=quality_filter,
-                                   source_name=source_name, force=force)
+                                   source_name=source_name, force=force, caller=caller)
 
     def store_analyzed(
         self,
@@ -337,6 +452,7 @@ class FaceCollections:
         quality_filter: QualityFilter = QualityFilter.AUTO,
         source_name: str | None = None,
         force: bool = False,
+        caller: Caller | None = None,
     ) -> IndexResult:
         """Store faces that :meth:`analyze` found in an image (content hash ``sha256``,
         ``width`` x ``height`` pixels), applying the quality filter and ``max_faces``."""
@@ -382,11 +498,16 @@ class FaceCollections:
             # Another writer stored the same content between our check and our insert.
             return IndexResult(None, sha256, width, height, faces, [], [], duplicate=True)
         self.vector_index(coll)
-        return IndexResult(
+        result = IndexResult(
             image_id, sha256, width, height, faces,
             [FaceRecord.from_row(records[r]) for r in rows],
             [UnindexedFace(i, why[i]) for i in range(len(faces)) if why[i]],
         )
+        self.record("index", caller, collection=collection, probe_sha256=sha256,
+                    results=[(f.face_id, None) for f in result.indexed],
+                    details={"image_id": image_id, "faces_detected": len(faces),
+                             "faces_indexed": len(result.indexed), "external_id": external_id})
+        return result
 
     def known_hashes(self, collection: str) -> set[str]:
         """SHA-256 of every image content already indexed into the collection."""
@@ -396,8 +517,8 @@ class FaceCollections:
     # -- faces -------------------------------------------------------------------------
 
     def list_faces(self, collection: str, *, limit: int = 100, after: int = 0,
-                   user_id: str | None = None,
-                   face_ids: Sequence[str] | None = None) -> tuple[list[FaceRecord], int | None]:
+                   user_id: str | None = None, face_ids: Sequence[str] | None = None,
+                   caller: Caller | None = None) -> tuple[list[FaceRecord], int | None]:
         """A page of faces in insertion order and the cursor of the next page (or None)."""
         if not 1 <= limit <= 4096:
             raise InvalidParameterError(f"limit must be between 1 and 4096, got {limit}")
@@ -410,7 +531,10 @@ class FaceCollections:
                     return [], None
             rows = self.store.list_faces(conn, coll.id, after, limit + 1, user_row, face_ids)
         nxt = rows[limit - 1].row if len(rows) > limit else None
-        return [FaceRecord.from_row(r) for r in rows[:limit]], nxt
+        page = [FaceRecord.from_row(r) for r in rows[:limit]]
+        self.record("faces.list", caller, collection=collection,
+                    details={"count": len(page), "user_id": user_id})
+        return page, nxt
 
     def get_faces(self, collection: str, face_ids: Sequence[str]) -> dict[str, FaceRecord]:
         with self.store.transaction() as conn:
@@ -418,24 +542,102 @@ class FaceCollections:
             found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
         return {k: FaceRecord.from_row(v) for k, v in found.items()}
 
-    def delete_faces(self, collection: str, face_ids: Sequence[str]) -> tuple[list[str], list[str]]:
-        """Delete faces by id; returns ``(deleted, not_found)``."""
+    def delete_faces(self, collection: str, face_ids: Sequence[str], *,
+                     caller: Caller | None = None) -> tuple[list[str], list[str]]:
+        """Delete (erase) faces by id; returns ``(deleted, not_found)``."""
         for fid in face_ids:
             _validate_face_id(fid)
+        receipt = self._erase(collection, "delete", caller, face_ids=face_ids)
+        gone = set(receipt.face_ids)
+        return ([f for f in dict.fromkeys(face_ids) if f in gone],
+                [f for f in dict.fromkeys(face_ids) if f not in gone])
+
+    def erase(self, collection: str, *, face_ids: Sequence[str] | None = None,
+              external_id: str | None = None, user_id: str | None = None,
+              caller: Caller | None = None) -> ErasureReceipt:
+        """Erase faces for good, chosen by face ids, external id or user (with the user).
+
+        The vectors and metadata are deleted with SQLite's ``secure_delete`` (overwritten), the
+        write-ahead log is truncated, the collection's index file is rewritten, and image
+        records with no face left are deleted too.
+        """
+        if sum(x is not None for x in (face_ids, external_id, user_id)) != 1:
+            raise InvalidParameterError("erase by exactly one of: face ids, external id, user id")
+        for fid in face_ids or ():
+            _validate_face_id(fid)
+        return self._erase(collection, "erase", caller, face_ids=face_ids,
+                           external_id=external_id, user_id=user_id)
+
+    def _erase(self, collection: str, reason: str, caller: Caller | None, *,
+               face_ids: Sequence[str] | None = None, external_id: str | None = None,
+               user_id: str | None = None, rows: Sequence[int] | None = None) -> ErasureReceipt:
         with self._lock:
             with self.store.transaction() as conn:
                 coll = self.collection(conn, collection)
-                found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
-                rows = [f.row for f in found.values()]
-                self.store.delete_faces(conn, rows)
-                if rows:
+                if face_ids is not None:
+                    found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
+                    target = [f.row for f in found.values()]
+                elif external_id is not None:
+                    target = self.store.face_rows_of(conn, coll.id, external_id=external_id)
+                elif user_id is not None:
+                    urow = self.store.get_user(conn, coll.id, user_id)
+                    if urow is None:
+                        raise UserNotFoundError(f"user {user_id!r} does not exist in "
+                                                f"{collection!r}")
+                    target = self.store.face_rows_of(conn, coll.id, user_row=urow)
+                else:
+                    target = list(rows or ())
+                erased = [f.face_id for f in self.store.faces_by_rows(conn, target).values()]
+                self.store.delete_faces(conn, target)
+                images = self.store.delete_orphan_images(conn, coll.id)
+                if user_id is not None:
+                    self.store.delete_user(conn, urow)
+                if target:
                     self.store.bump_generation(conn, coll.id)
-            if rows:
+            if target:
                 self.vector_index(coll)
-        deleted = [f for f in face_ids if f in found]
-        return deleted, [f for f in face_ids if f not in found]
+                entry = self._indexes.get(coll.id)
+                if entry is not None:
+                    self._save(coll.id, entry)  # the old index file held the vectors
+                self.store.checkpoint()
+        receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,
+                                 self.clock(), reason)
+        self.record(f"faces.{reason}", caller, collection=collection,
+                    results=[(f, None) for f in receipt.face_ids],
+                    details={"receipt_id": receipt.receipt_id, "faces": len(erased),
+                             "images": images, "external_id": external_id, "user_id": user_id})
+        return receipt
+
+    def expire(self, now: float | None = None) -> list[ErasureReceipt]:
+        """Erase faces older than their collection's retention period (as of ``now``)."""
+        now = self.clock() if now is None else now
+        receipts = []
+        with self.store.transaction() as conn:
+            colls = self.store.list_collections(conn)
+        for coll in colls:
+            days = self._policy(coll)[1].retention_days
+            if days is None:
+                continue
+            with self.store.transaction() as conn:
+                old = self.store.face_rows_older_than(conn, coll.id, now - days * 86400.0)
+            if old:
+                receipts.append(self._erase(coll.name, "expire",
+                                            Caller("system:retention", role="system"),
+                                            rows=old))
+        return receipts
 
     # -- search ------------------------------------------------------------------------
+
+    def _authorize(self, coll: CollectionRow, caller: Caller, threshold: float | None,
+                   max_results: int) -> float:
+        """Apply the collection's policy and the caller's rate limit to a 1:N search."""
+        validate_max_results(max_results)
+        validate_threshold(threshold)
+        eff = self._policy(coll)[1]
+        used = check_search(eff, caller, threshold, max_results, sim.DEFAULT_THRESHOLD)
+        if self.limiter is not None and caller.role != "system":
+            self.limiter.acquire(caller.actor)
+        return used
 
     def _matches(self, conn: Connection, sims: FloatArray, rows: np.ndarray,
                  threshold: float) -> list[Match]:
@@ -445,43 +647,57 @@ class FaceCollections:
         return [Match(FaceRecord.from_row(found[r]), s) for s, r in keep if r in found]
 
     def search_vectors(self, collection: str, vectors: FloatArray, *, max_results: int = 10,
-                       threshold: float = sim.DEFAULT_THRESHOLD,
-                       exclude: Sequence[str] = ()) -> list[list[Match]]:
-        """Candidates for each query vector, best first, similarity >= ``threshold``."""
-        validate_max_results(max_results)
-        validate_threshold(threshold)
+                       threshold: float | None = None, exclude: Sequence[str] = (),
+                       caller: Caller | None = None, operation: str = "search.vectors",
+                       probe_sha256: str | None = None,
+                       search_id: str | None = None) -> list[list[Match]]:
+        """Candidates for each query vector, best first, similarity >= the threshold.
+
+        ``threshold`` None means the collection's default (80, or its floor if higher).
+        """
+        caller = caller or Caller.local()
         with self.store.transaction() as conn:
             coll = self.collection(conn, collection)
             self._check_model(coll)
+        used = self._authorize(coll, caller, threshold, max_results)
         index = self.vector_index(coll)
-        extra = len(exclude)
-        sims, rows = index.search(vectors, max_results + extra)
+        sims, rows = index.search(vectors, max_results + len(exclude))
         out: list[list[Match]] = []
         with self.store.transaction() as conn:
             for s, r in zip(sims, rows, strict=True):
-                ms = [m for m in self._matches(conn, s, r, threshold) if m.face.face_id not in exclude]
+                ms = [m for m in self._matches(conn, s, r, used) if m.face.face_id not in exclude]
                 out.append(ms[:max_results])
+        self.record(operation, caller, collection=collection, probe_sha256=probe_sha256,
+                    threshold=used,
+                    results=[(m.face.face_id, round(m.similarity, 4)) for ms in out for m in ms],
+                    details={"search_id": search_id, "probes": len(out),
+                             "max_results": max_results})
         return out
 
     def search_by_image(self, collection: str, source: ImageSource | Image, *,
-                        max_results: int = 10, threshold: float = sim.DEFAULT_THRESHOLD,
-                        all_faces: bool = False) -> SearchResult:
+                        max_results: int = 10, threshold: float | None = None,
+                        all_faces: bool = False, caller: Caller | None = None) -> SearchResult:
         """Search the probe's largest face (or every face) against the collection."""
-        validate_max_results(max_results)
-        validate_threshold(threshold)
+        caller = caller or Caller.local()
         image = source if isinstance(source, Image) else load_image(source, self.limits)
         with self.store.transaction() as conn:
             coll = self.collection(conn, collection)
             self._check_model(coll)
             size = self.store.counts(conn, coll.id)[0]
+        # Policy first (cheap), before the probe is analysed; the rate limit is taken once,
+        # by search_vectors.
+        used = check_search(self._policy(coll)[1], caller, validate_threshold(threshold),
+                            validate_max_results(max_results), sim.DEFAULT_THRESHOLD)
         faces = self.analyze(image, None if all_faces else 1)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
         assert faces.embeddings is not None
+        search_id = str(uuid.uuid4())
         per_face = self.search_vectors(collection, faces.embeddings, max_results=max_results,
-                                       threshold=threshold)
-        return SearchResult(image.width, image.height, faces,
-                            [ProbeResult(i, m) for i, m in enumerate(per_face)], threshold,
+                                       threshold=used, caller=caller, operation="search.image",
+                                       probe_sha256=image.sha256, search_id=search_id)
+        return SearchResult(search_id, image.width, image.height, faces,
+                            [ProbeResult(i, m) for i, m in enumerate(per_face)], used,
                             coll.model_version, size)
 
     def face_vector(self, collection: str, face_id: str) -> FloatArray:
@@ -494,16 +710,19 @@ class FaceCollections:
             return self.store.embeddings(conn, np.array([found[face_id].row]), EMBEDDING_DIM)
 
     def search_by_face_id(self, collection: str, face_id: str, *, max_results: int = 10,
-                          threshold: float = sim.DEFAULT_THRESHOLD) -> list[Match]:
+                          threshold: float | None = None,
+                          caller: Caller | None = None) -> list[Match]:
         """Candidates for a stored face (the face itself excluded)."""
         vec = self.face_vector(collection, face_id)
         return self.search_vectors(collection, vec, max_results=max_results,
-                                   threshold=threshold, exclude=[face_id])[0]
+                                   threshold=threshold, exclude=[face_id], caller=caller,
+                                   operation="search.face", search_id=str(uuid.uuid4()))[0]
 
     def compare(self, source: ImageSource | Image, target: ImageSource | Image, *,
-                threshold: float = sim.DEFAULT_THRESHOLD) -> Comparison:
-        """The source's largest face against every face of the target."""
-        validate_threshold(threshold)
+                threshold: float | None = None, caller: Caller | None = None) -> Comparison:
+        """The source's largest face against every face of the target (1:1)."""
+        used = validate_threshold(threshold)
+        used = sim.DEFAULT_THRESHOLD if used is None else used
         a = source if isinstance(source, Image) else load_image(source, self.limits)
         b = target if isinstance(target, Image) else load_image(target, self.limits)
         fa = self.analyze(a, 1)
@@ -515,8 +734,27 @@ class FaceCollections:
         assert fa.embeddings is not None and fb.embeddings is not None
         scores = sim.to_similarity(fb.embeddings @ fa.embeddings[0])
         best = float(scores.max())
-        return Comparison(best, best >= threshold, threshold, fa, fb,
-                          [float(s) for s in scores], (a.width, a.height), (b.width, b.height))
+        self.record("compare", caller, probe_sha256=a.sha256, threshold=used,
+                    details={"target_sha256": b.sha256, "similarity": round(best, 4),
+                             "match": best >= used})
+        return Comparison(best, best >= used, used, fa, fb, [float(s) for s in scores],
+                          (a.width, a.height), (b.width, b.height))
+
+    def review(self, search_id: str, face_id: str, decision: str, *, note: str = "",
+               collection: str | None = None, caller: Caller | None = None) -> None:
+        """Record an analyst's decision on a candidate of a search in the audit trail."""
+        if decision not in DECISIONS:
+            raise InvalidParameterError(
+                f"decision must be one of {', '.join(DECISIONS)}, got {decision!r}")
+        _validate_face_id(face_id)
+        try:
+            uuid.UUID(search_id)
+        except ValueError:
+            raise InvalidParameterError(f"invalid search id {search_id!r}") from None
+        if len(note) > 4000:
+            raise InvalidParameterError("review note is limited to 4000 characters")
+        self.record("review", caller, collection=collection, results=[(face_id, None)],
+                    details={"search_id": search_id, "decision": decision, "note": note})
 
 
 def _quality_dict(faces: Faces, i: int) -> dict[str, float]:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .crypto import Sealer, load_sealer
 from .decode import MAX_BYTES, MAX_PIXELS, MIN_SIDE, DecodeLimits
 
 
@@ -30,6 +31,19 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(MAX_BYTES, ge=1024)
     max_image_pixels: int = Field(MAX_PIXELS, ge=6400)
     min_image_side: int = Field(MIN_SIDE, ge=1)
+    encryption_key: SecretStr | None = Field(
+        None, description="base64 AES-256 key: encrypt face vectors and index files at rest")
+    encryption_key_file: Path | None = Field(None, description="file holding that key")
+    searches_per_minute: float = Field(600.0, ge=0, description="per-caller 1:N search rate "
+                                                                 "limit (0: none)")
+    keys_master_key: SecretStr | None = Field(
+        None, description="base64 of 32 bytes: seals access-key secrets (default: a key file "
+                          "in the data directory, mode 0600)")
+
+    def sealer(self) -> Sealer | None:
+        """The at-rest sealer, or None when encryption at rest is off."""
+        key = self.encryption_key.get_secret_value() if self.encryption_key else None
+        return load_sealer(key, self.encryption_key_file)
 
     @property
     def limits(self) -> DecodeLimits:

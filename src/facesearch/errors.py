@@ -83,3 +83,25 @@ class ModelError(FaceSearchError):
     """A model file is missing, corrupt, or cannot be converted."""
 
     code = "model_error"
+
+
+class ThrottledError(FaceSearchError):
+    """Too many requests: a rate limit or a full work queue. Retry after ``retry_after`` s."""
+
+    code = "throttled"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class AccessDeniedError(FaceSearchError):
+    """The caller's role or key does not allow this operation."""
+
+    code = "access_denied"
+
+
+class EncryptionError(FaceSearchError):
+    """Encrypted data cannot be read: the key is missing or wrong, or the data is corrupt."""
+
+    code = "encryption_error"

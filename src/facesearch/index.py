@@ -17,7 +17,11 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from .crypto import Sealer, is_sealed
+from .errors import EncryptionError
 from .types import FloatArray, IntArray
+
+_AAD = b"facesearch-vector-index"
 
 
 class VectorIndex:
@@ -97,24 +101,38 @@ class VectorIndex:
                 self.add(missing, fetch(missing))
             return int(len(missing)), removed
 
-    def save(self, path: Path) -> None:
-        """Write the index atomically (temp file, fsync, rename)."""
+    def save(self, path: Path, sealer: Sealer | None = None) -> None:
+        """Write the index atomically (temp file, fsync, rename); sealed when ``sealer``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with self._lock:
-            faiss.write_index(self._index, str(tmp))
-        with tmp.open("rb") as f:
+            data = faiss.serialize_index(self._index).tobytes()
+        if sealer is not None:
+            data = sealer.seal(data, _AAD)
+        with tmp.open("wb") as f:
+            f.write(data)
+            f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path, dim: int) -> VectorIndex:
-        """Read an index written by :meth:`save`; a missing or unreadable file gives an empty one."""
-        if path.is_file():
-            try:
-                index = faiss.read_index(str(path))
-            except RuntimeError:
+    def load(cls, path: Path, dim: int, sealer: Sealer | None = None) -> VectorIndex:
+        """Read an index written by :meth:`save`. A missing, unreadable or undecryptable file
+        gives an empty index (the caller reconciles it with the database)."""
+        if not path.is_file():
+            return cls(dim)
+        data = path.read_bytes()
+        if is_sealed(data):
+            if sealer is None:
                 return cls(dim)
-            if index.d == dim and isinstance(index, faiss.IndexIDMap2):
-                return cls(dim, index)
+            try:
+                data = sealer.open(data, _AAD)
+            except EncryptionError:
+                return cls(dim)
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
+        except RuntimeError:
+            return cls(dim)
+        if index.d == dim and isinstance(index, faiss.IndexIDMap2):
+            return cls(dim, index)
         return cls(dim)

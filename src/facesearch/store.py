@@ -38,6 +38,8 @@ from sqlalchemy import (
     update,
 )
 
+from .crypto import Sealer, is_sealed
+from .errors import EncryptionError
 from .types import FloatArray, IntArray
 
 metadata = MetaData()
@@ -204,9 +206,10 @@ def _face_row(r: Any) -> FaceRow:
 class Store:
     """The metadata database of one data directory (``<home>/facesearch.db``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sealer: Sealer | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.sealer = sealer
         self.engine: Engine = create_engine(f"sqlite:///{path}", future=True)
         event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
@@ -320,7 +323,7 @@ class Store:
                 q_pitch=f.quality["pitch"], q_roll=f.quality["roll"],
                 image_width=width, image_height=height, created_at=now,
                 model_version=model_version,
-                embedding=np.ascontiguousarray(f.embedding, np.float32).tobytes()))
+                embedding=self._seal(f.face_id, f.embedding)))
             rows.append(int(res.inserted_primary_key[0]))
         return rows
 
@@ -381,6 +384,18 @@ class Store:
                             .order_by(faces_t.c.id)).all()
         return np.fromiter((r[0] for r in rows), np.int64, count=len(rows))
 
+    def _seal(self, face_id: str, vector: FloatArray) -> bytes:
+        raw = np.ascontiguousarray(vector, np.float32).tobytes()
+        return raw if self.sealer is None else self.sealer.seal(raw, face_id.encode())
+
+    def _unseal(self, face_id: str, blob: bytes, dim: int) -> FloatArray:
+        if len(blob) == 4 * dim and not is_sealed(blob):
+            return np.frombuffer(blob, np.float32, count=dim)
+        if self.sealer is None:
+            raise EncryptionError("face vectors are encrypted at rest but no key is configured "
+                                  "(FACESEARCH_ENCRYPTION_KEY or FACESEARCH_ENCRYPTION_KEY_FILE)")
+        return np.frombuffer(self.sealer.open(blob, face_id.encode()), np.float32, count=dim)
+
     def embeddings(self, conn: Connection, rows: IntArray, dim: int) -> FloatArray:
         """Vectors of face ``rows`` in the order given."""
         out = np.empty((len(rows), dim), np.float32)
@@ -388,10 +403,30 @@ class Store:
         ids = [int(r) for r in rows]
         for start in range(0, len(ids), 5000):
             chunk = ids[start:start + 5000]
-            q = select(faces_t.c.id, faces_t.c.embedding).where(faces_t.c.id.in_(chunk))
+            q = select(faces_t.c.id, faces_t.c.face_id, faces_t.c.embedding).where(
+                faces_t.c.id.in_(chunk))
             for r in conn.execute(q):
-                out[pos[r.id]] = np.frombuffer(r.embedding, np.float32, count=dim)
+                out[pos[r.id]] = self._unseal(r.face_id, r.embedding, dim)
         return out
+
+    def face_rows_older_than(self, conn: Connection, collection_id: int,
+                             created_before: float) -> list[int]:
+        q = select(faces_t.c.id).where(faces_t.c.collection_id == collection_id,
+                                       faces_t.c.created_at < created_before)
+        return [int(r[0]) for r in conn.execute(q)]
+
+    def delete_orphan_images(self, conn: Connection, collection_id: int) -> int:
+        """Delete image records (content hashes) with no face left; returns how many."""
+        has_face = select(faces_t.c.id).where(faces_t.c.image_row == images_t.c.id).exists()
+        return conn.execute(delete(images_t).where(
+            images_t.c.collection_id == collection_id, images_t.c.faces_indexed > 0,
+            ~has_face)).rowcount
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and truncate it, so that deleted
+        rows (zeroed by ``secure_delete``) leave no copy in the log."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def delete_faces(self, conn: Connection, rows: Sequence[int]) -> int:
         ids = [int(r) for r in rows]

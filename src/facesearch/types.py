@@ -221,3 +221,30 @@ class Embedder(Protocol):
     def embed(self, chips: npt.NDArray[np.uint8]) -> FloatArray:
         """``(N, S, S, 3)`` uint8 RGB chips to ``(N, dim)`` float32 unit vectors."""
         ...
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks and why; recorded in the audit trail with every operation on biometric data.
+
+    ``actor`` is an access key id for API calls or ``local:<os user>`` for the CLI and library;
+    ``purpose`` and ``case_ref`` state why (required for 1:N search where a collection's policy
+    says so); ``client`` is the remote address, if any.
+    """
+
+    actor: str
+    role: str | None = None
+    purpose: str | None = None
+    case_ref: str | None = None
+    client: str | None = None
+
+    @classmethod
+    def local(cls, purpose: str | None = None, case_ref: str | None = None) -> Caller:
+        """The person running this process (CLI or library use)."""
+        import getpass
+
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return cls(actor=f"local:{user}", role="admin", purpose=purpose, case_ref=case_ref)

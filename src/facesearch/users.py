@@ -7,6 +7,7 @@ user's score against a probe is the best similarity over the user's faces.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,14 +17,14 @@ from sqlalchemy.exc import IntegrityError
 
 from . import similarity as sim
 from .collections import FaceCollections, validate_max_results, validate_threshold
-from .decode import ImageSource
+from .decode import ImageSource, load_image
 from .errors import (
     AlreadyExistsError,
     InvalidParameterError,
     NoFaceError,
     UserNotFoundError,
 )
-from .types import EMBEDDING_DIM, Faces, FloatArray, Image
+from .types import EMBEDDING_DIM, Caller, Faces, FloatArray, Image
 
 MAX_FACES_PER_USER = 100
 DEFAULT_USER_MATCH_THRESHOLD = 75.0
@@ -70,10 +71,13 @@ class Association:
 
 @dataclass(frozen=True)
 class UserSearchResult:
+    """Users matching a probe: candidates for human review, never identifications."""
+
     faces: Faces
     """The probe faces (search by image) or empty (search by id)."""
     matches: list[UserMatch]
     threshold: float
+    search_id: str = ""
 
 
 class UserDirectory:
@@ -95,7 +99,8 @@ class UserDirectory:
             raise UserNotFoundError(f"user {user_id!r} does not exist in this collection")
         return UserInfo(found[1], found[2], found[3])
 
-    def create(self, collection: str, user_id: str) -> UserInfo:
+    def create(self, collection: str, user_id: str, *,
+               caller: Caller | None = None) -> UserInfo:
         validate_user_id(user_id)
         try:
             with self.store.transaction() as conn:
@@ -103,6 +108,8 @@ class UserDirectory:
                 self.store.insert_user(conn, coll.id, user_id, self.collections.clock())
         except IntegrityError:
             raise AlreadyExistsError(f"user {user_id!r} already exists in {collection!r}") from None
+        self.collections.record("users.create", caller, collection=collection,
+                                details={"user_id": user_id})
         return self.describe(collection, user_id)
 
     def describe(self, collection: str, user_id: str) -> UserInfo:
@@ -110,12 +117,14 @@ class UserDirectory:
             coll = self.collections.collection(conn, collection)
             return self._info(conn, coll.id, user_id)
 
-    def delete(self, collection: str, user_id: str) -> None:
+    def delete(self, collection: str, user_id: str, *, caller: Caller | None = None) -> None:
         """Delete the user; its faces stay in the collection, unassociated."""
         validate_user_id(user_id)
         with self.store.transaction() as conn:
             coll = self.collections.collection(conn, collection)
             self.store.delete_user(conn, self._user_row(conn, coll.id, user_id))
+        self.collections.record("users.delete", caller, collection=collection,
+                                details={"user_id": user_id})
 
     def list(self, collection: str, *, limit: int = 100,
              after: int = 0) -> tuple[list[UserInfo], int | None]:
@@ -128,7 +137,8 @@ class UserDirectory:
         return [UserInfo(uid, created, n) for _, uid, created, n in rows[:limit]], nxt
 
     def associate(self, collection: str, user_id: str, face_ids: Sequence[str], *,
-                  user_match_threshold: float = DEFAULT_USER_MATCH_THRESHOLD) -> Association:
+                  user_match_threshold: float = DEFAULT_USER_MATCH_THRESHOLD,
+                  caller: Caller | None = None) -> Association:
         """Give faces to a user. A face must match the user's existing faces (best similarity
         at least ``user_match_threshold``) when the user already has faces."""
         validate_user_id(user_id)
@@ -168,10 +178,14 @@ class UserDirectory:
                 done.append(fid)
             self.store.set_face_user(conn, take, urow)
             info = self._info(conn, coll.id, user_id)
+        self.collections.record("users.associate", caller, collection=collection,
+                                threshold=user_match_threshold,
+                                results=[(f, None) for f in done],
+                                details={"user_id": user_id, "failed": len(failed)})
         return Association(done, failed, info)
 
-    def disassociate(self, collection: str, user_id: str,
-                     face_ids: Sequence[str]) -> Association:
+    def disassociate(self, collection: str, user_id: str, face_ids: Sequence[str], *,
+                     caller: Caller | None = None) -> Association:
         validate_user_id(user_id)
         if not 1 <= len(face_ids) <= MAX_FACES_PER_USER:
             raise InvalidParameterError(f"give 1 to {MAX_FACES_PER_USER} face ids")
@@ -193,34 +207,49 @@ class UserDirectory:
                     done.append(fid)
             self.store.set_face_user(conn, rows, None)
             info = self._info(conn, coll.id, user_id)
+        self.collections.record("users.disassociate", caller, collection=collection,
+                                results=[(f, None) for f in done],
+                                details={"user_id": user_id, "failed": len(failed)})
         return Association(done, failed, info)
 
-    def _rank(self, collection: str, queries: FloatArray, max_users: int, threshold: float,
-              exclude_user: str | None = None) -> list[UserMatch]:
+    def _rank(self, collection: str, queries: FloatArray, max_users: int,
+              threshold: float | None, caller: Caller, operation: str,
+              probe_sha256: str | None = None,
+              exclude_user: str | None = None) -> tuple[list[UserMatch], float, str]:
+        """Users ranked by their best face's similarity to any query; policy and audit apply."""
         with self.store.transaction() as conn:
             coll = self.collections.collection(conn, collection)
             self.collections._check_model(coll)
+        used = self.collections._authorize(coll, caller, threshold, max_users)
+        search_id = str(uuid.uuid4())
+        with self.store.transaction() as conn:
             rows, owners = self.store.user_face_rows(conn, coll.id)
-            if not len(rows):
-                return []
             face_ids = {r: f.face_id for r, f in self.store.faces_by_rows(conn, rows).items()}
-        vecs = self.collections.vector_index(coll).vectors(rows)
-        best = (vecs @ np.asarray(queries, np.float32).T).max(axis=1)
-        scores = sim.to_similarity(best)
-        top: dict[str, tuple[float, int]] = {}
-        for s, owner, row in zip(scores, owners, rows, strict=True):
-            if owner == exclude_user:
-                continue
-            if owner not in top or s > top[owner][0]:
-                top[owner] = (float(s), int(row))
-        ranked = sorted(top.items(), key=lambda kv: -kv[1][0])
-        return [UserMatch(uid, s, face_ids[row]) for uid, (s, row) in ranked
-                if s >= threshold][:max_users]
+        matches: list[UserMatch] = []
+        if len(rows):
+            vecs = self.collections.vector_index(coll).vectors(rows)
+            best = (vecs @ np.asarray(queries, np.float32).T).max(axis=1)
+            scores = sim.to_similarity(best)
+            top: dict[str, tuple[float, int]] = {}
+            for s, owner, row in zip(scores, owners, rows, strict=True):
+                if owner == exclude_user:
+                    continue
+                if owner not in top or s > top[owner][0]:
+                    top[owner] = (float(s), int(row))
+            ranked = sorted(top.items(), key=lambda kv: -kv[1][0])
+            matches = [UserMatch(uid, s, face_ids[row]) for uid, (s, row) in ranked
+                       if s >= used][:max_users]
+        self.collections.record(
+            operation, caller, collection=collection, probe_sha256=probe_sha256, threshold=used,
+            results=[(m.face_id, round(m.similarity, 4)) for m in matches],
+            details={"search_id": search_id, "users": ",".join(m.user_id for m in matches)})
+        return matches, used, search_id
 
     def search(self, collection: str, *, user_id: str | None = None, face_id: str | None = None,
-               max_users: int = 10,
-               threshold: float = sim.DEFAULT_THRESHOLD) -> UserSearchResult:
+               max_users: int = 10, threshold: float | None = None,
+               caller: Caller | None = None) -> UserSearchResult:
         """Users matching a stored user (its faces) or a stored face."""
+        caller = caller or Caller.local()
         validate_max_results(max_users)
         validate_threshold(threshold)
         if (user_id is None) == (face_id is None):
@@ -234,26 +263,28 @@ class UserDirectory:
                 queries = self.store.embeddings(conn, rows, EMBEDDING_DIM)
             if not len(queries):
                 raise InvalidParameterError(f"user {user_id!r} has no faces to search with")
-            matches = self._rank(collection, queries, max_users, threshold, exclude_user=user_id)
+            matches, used, sid = self._rank(collection, queries, max_users, threshold, caller,
+                                            "users.search", exclude_user=user_id)
         else:
             assert face_id is not None
             queries = self.collections.face_vector(collection, face_id)
-            matches = self._rank(collection, queries, max_users, threshold)
-        return UserSearchResult(Faces.empty(), matches, threshold)
+            matches, used, sid = self._rank(collection, queries, max_users, threshold, caller,
+                                            "users.search")
+        return UserSearchResult(Faces.empty(), matches, used, sid)
 
     def search_by_image(self, collection: str, source: ImageSource | Image, *,
-                        max_users: int = 10,
-                        threshold: float = sim.DEFAULT_THRESHOLD) -> UserSearchResult:
+                        max_users: int = 10, threshold: float | None = None,
+                        caller: Caller | None = None) -> UserSearchResult:
         """Users matching the probe image's largest face."""
+        caller = caller or Caller.local()
         validate_max_results(max_users)
         validate_threshold(threshold)
-        from .decode import load_image
-
         image = source if isinstance(source, Image) else load_image(source,
                                                                     self.collections.limits)
         faces = self.collections.analyze(image, 1)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
         assert faces.embeddings is not None
-        return UserSearchResult(faces, self._rank(collection, faces.embeddings, max_users,
-                                                  threshold), threshold)
+        matches, used, sid = self._rank(collection, faces.embeddings, max_users, threshold,
+                                        caller, "users.search.image", probe_sha256=image.sha256)
+        return UserSearchResult(faces, matches, used, sid)
