@@ -118,3 +118,36 @@ def test_review_is_validated(le: FaceSearch) -> None:
     le.collections.review(res.search_id, fid, "confirmed", note="same scar", caller=ANALYST)
     with pytest.raises(InvalidParameterError):
         le.collections.review(res.search_id, fid, "maybe", caller=ANALYST)
+
+
+def test_every_search_leaves_an_audit_record(le: FaceSearch) -> None:
+    from facesearch.decode import load_image
+
+    probe = load_image(face("obama-720p.jpg"))
+    res = le.collections.search_by_image("bookings", probe, caller=ANALYST)
+    fid = res.results[0].matches[0].face.face_id
+    le.collections.review(res.search_id, fid, "rejected", note="different ear",
+                          collection="bookings", caller=ANALYST)
+    records, _ = le.audit.query(collection="bookings", operation="search.image")
+    assert len(records) == 1
+    ev = records[0].event
+    assert (ev.actor, ev.purpose, ev.case_ref) == ("key-1", "robbery investigation", "2026-0042")
+    assert ev.probe_sha256 == probe.sha256 and ev.threshold == res.threshold
+    assert ev.model_version == le.pipeline.model_version
+    assert [r[0] for r in ev.results] == [fid]
+    assert ev.details["search_id"] == res.search_id
+    reviews, _ = le.audit.query(operation="review")
+    assert reviews[0].event.details["decision"] == "rejected"
+    assert reviews[0].event.details["search_id"] == res.search_id
+    indexed, _ = le.audit.query(operation="index")
+    assert len(indexed) == 2
+    assert le.audit.verify().ok
+
+
+def test_refused_search_is_not_run(le: FaceSearch) -> None:
+    before = len(le.audit.query(operation="search.image", limit=1000)[0])
+    with pytest.raises(InvalidParameterError):
+        le.collections.search_by_image("bookings", face("obama2.jpg"), caller=NO_PURPOSE)
+    assert len(le.audit.query(operation="search.image", limit=1000)[0]) == before
+    refused, _ = le.audit.query(operation="search.refused")
+    assert len(refused) == 1 and "purpose" in str(refused[0].event.details["reason"])

@@ -37,6 +37,7 @@ from .errors import (
     InvalidParameterError,
     ModelMismatchError,
     NoFaceError,
+    ThrottledError,
     UserNotFoundError,
 )
 from .index import VectorIndex
@@ -629,14 +630,22 @@ class FaceCollections:
     # -- search ------------------------------------------------------------------------
 
     def _authorize(self, coll: CollectionRow, caller: Caller, threshold: float | None,
-                   max_results: int) -> float:
-        """Apply the collection's policy and the caller's rate limit to a 1:N search."""
+                   max_results: int, rate_limit: bool = True) -> float:
+        """Apply the collection's policy (and the caller's rate limit) to a 1:N search.
+
+        A refusal is recorded in the audit trail (``search.refused``) and raised.
+        """
         validate_max_results(max_results)
         validate_threshold(threshold)
-        eff = self._policy(coll)[1]
-        used = check_search(eff, caller, threshold, max_results, sim.DEFAULT_THRESHOLD)
-        if self.limiter is not None and caller.role != "system":
-            self.limiter.acquire(caller.actor)
+        try:
+            used = check_search(self._policy(coll)[1], caller, threshold, max_results,
+                                sim.DEFAULT_THRESHOLD)
+            if rate_limit and self.limiter is not None and caller.role != "system":
+                self.limiter.acquire(caller.actor)
+        except (InvalidParameterError, ThrottledError) as exc:
+            self.record("search.refused", caller, collection=coll.name, threshold=threshold,
+                        details={"reason": exc.message, "max_results": max_results})
+            raise
         return used
 
     def _matches(self, conn: Connection, sims: FloatArray, rows: np.ndarray,
@@ -686,8 +695,7 @@ class FaceCollections:
             size = self.store.counts(conn, coll.id)[0]
         # Policy first (cheap), before the probe is analysed; the rate limit is taken once,
         # by search_vectors.
-        used = check_search(self._policy(coll)[1], caller, validate_threshold(threshold),
-                            validate_max_results(max_results), sim.DEFAULT_THRESHOLD)
+        used = self._authorize(coll, caller, threshold, max_results, rate_limit=False)
         faces = self.analyze(image, None if all_faces else 1)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")

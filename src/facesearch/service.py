@@ -6,14 +6,21 @@ they all call the same service objects. Everything it starts stops with :meth:`s
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
+from .audit import AuditEvent, AuditLog
 from .collections import Clock, FaceCollections
 from .config import Settings
+from .keys import AccessKeys, load_master_key
 from .pipeline import Pipeline, load_pipeline
+from .policy import SearchLimiter, Spike
 from .store import Store
 from .users import UserDirectory
+
+
+log = logging.getLogger("facesearch")
 
 
 class FaceSearch:
@@ -24,11 +31,29 @@ class FaceSearch:
         self.settings = settings
         self.home: Path = settings.home
         self.home.mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.home / "facesearch.db")
+        sealer = settings.sealer()
+        self.store = Store(self.home / "facesearch.db", sealer)
+        self.audit = AuditLog(self.home / "audit.db", self.home / "keys" / "audit-ed25519.pem",
+                              clock=clock)
         self._pipeline = pipeline
-        self.collections = FaceCollections(self.home, self.store, self._load_pipeline,
-                                           clock=clock, limits=settings.limits)
+        limiter = SearchLimiter(per_minute=settings.searches_per_minute,
+                                on_spike=self._volume_spike)
+        self.collections = FaceCollections(
+            self.home, self.store, self._load_pipeline, clock=clock, limits=settings.limits,
+            audit=self.audit, sealer=sealer, limiter=limiter)
         self.users = UserDirectory(self.collections)
+        master = settings.keys_master_key
+        self.keys = AccessKeys(self.store, lambda: load_master_key(
+            self.home, master.get_secret_value() if master else None), clock=clock)
+
+    def _volume_spike(self, spike: Spike) -> None:
+        """A caller's search volume spiked far above its baseline: log it and audit it."""
+        log.warning("search volume spike: %s made %d searches in %.0f s (baseline %.1f)",
+                    spike.actor, spike.count, spike.window_seconds, spike.baseline)
+        self.audit.record(AuditEvent(
+            operation="alert.volume_spike", actor="system:monitor", role="system",
+            details={"subject": spike.actor, "count": spike.count,
+                     "baseline": round(spike.baseline, 2), "window_s": spike.window_seconds}))
 
     def _load_pipeline(self) -> Pipeline:
         if self._pipeline is None:
@@ -50,6 +75,7 @@ class FaceSearch:
     def shutdown(self) -> None:
         self.collections.shutdown()
         self.store.close()
+        self.audit.shutdown()
 
     def __enter__(self) -> FaceSearch:
         return self
