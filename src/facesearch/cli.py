@@ -29,8 +29,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from . import calibration as cal
 from . import similarity as sim
 from .errors import AlreadyExistsError, FaceSearchError
+from .eval_cli import eval_app
 from .service import FaceSearch
 from .types import Caller, Faces, QualityFilter
 
@@ -42,6 +44,7 @@ users_app = typer.Typer(no_args_is_help=True, help="Users: several faces of one 
 app.add_typer(collection_app, name="collection")
 app.add_typer(faces_app, name="faces")
 app.add_typer(users_app, name="users")
+app.add_typer(eval_app, name="eval")
 
 out = Console()
 err = Console(stderr=True)
@@ -80,6 +83,23 @@ def _r(v: float, nd: int = 2) -> float:
     return round(float(v), nd)
 
 
+def _risk(model_version: str, threshold: float, gallery: int | None) -> cal.ThresholdRisk | None:
+    """What ``threshold`` means for this model (None without a calibration for it)."""
+    c = cal.find_calibration(model_version)
+    return None if c is None else c.risk(threshold, gallery)
+
+
+def _risk_json(r: cal.ThresholdRisk | None) -> dict[str, Any]:
+    return {"false_match_rate": None if r is None else float(f"{r.false_match_rate:.3g}"),
+            "expected_fpir": None if r is None or r.expected_fpir is None
+            else float(f"{r.expected_fpir:.3g}"),
+            "fmr_extrapolated": None if r is None else r.extrapolated}
+
+
+def _risk_text(r: cal.ThresholdRisk | None) -> str:
+    return "no calibration for this model" if r is None else cal.format_risk(r)
+
+
 def faces_json(faces: Faces, i: int) -> dict[str, Any]:
     d: dict[str, Any] = {
         "box": [_r(v, 1) for v in faces.boxes[i]],
@@ -108,11 +128,18 @@ def _collection_json(c: Any) -> dict[str, Any]:
 @collection_app.command("create")
 def collection_create(name: str, home: HomeOpt = None, as_json: JsonOpt = False,
                       exist_ok: Annotated[bool, typer.Option(
-                          "--exist-ok", help="Succeed if it already exists.")] = False) -> None:
+                          "--exist-ok", help="Succeed if it already exists.")] = False,
+                      law_enforcement: Annotated[bool, typer.Option(
+                          "--law-enforcement", help="Strict policy: purpose and case required, "
+                          "threshold floor at FMR 1e-6, at most 50 candidates.")] = False,
+                      ) -> None:
     """Create an empty collection."""
+    from .policy import CollectionPolicy
+
     with service(home) as fs:
         try:
-            c = fs.collections.create(name)
+            c = fs.collections.create(name, policy=CollectionPolicy(
+                law_enforcement=law_enforcement))
         except AlreadyExistsError:
             if not exist_ok:
                 raise
@@ -271,11 +298,13 @@ def search(
         res = fs.collections.search_by_image(collection, image, max_results=max_results,
                                              threshold=threshold, all_faces=all_faces,
                                              caller=Caller.local(purpose, case))
+    risk = _risk(res.model_version, res.threshold, max(res.collection_size, 1))
     if as_json:
         emit_json({
             "search_id": res.search_id, "label": res.label,
             "width": res.width, "height": res.height, "threshold": res.threshold,
             "model_version": res.model_version, "collection_size": res.collection_size,
+            **_risk_json(risk),
             "faces": [{**faces_json(res.faces, p.face_index),
                        "matches": [_match_json(m) for m in p.matches]} for p in res.results],
         })
@@ -284,7 +313,8 @@ def search(
         box = ", ".join(f"{v:.0f}" for v in res.faces.boxes[p.face_index])
         t = Table("rank", "similarity", "external id", "face id",
                   title=f"probe face {p.face_index + 1} [{box}] - candidates for human review "
-                        f"(threshold {res.threshold:g}, {res.collection_size} faces searched)")
+                        f"(threshold {res.threshold:g}, {res.collection_size} faces searched; "
+                        f"{_risk_text(risk)})")
         for rank, m in enumerate(p.matches, 1):
             t.add_row(str(rank), f"{m.similarity:.2f}", m.face.external_id or "", m.face.face_id)
         out.print(t)
@@ -303,13 +333,16 @@ def compare(
     """Compare the largest face of SOURCE with the faces of TARGET (1:1)."""
     with service(home) as fs:
         c = fs.collections.compare(source, target, threshold=threshold)
+        risk = _risk(fs.pipeline.model_version, c.threshold, None)
     if as_json:
         emit_json({"similarity": _r(c.similarity, 3), "match": c.match, "threshold": c.threshold,
+                   **_risk_json(risk),
                    "target_faces": [{**faces_json(c.target, i), "similarity": _r(s, 3)}
                                     for i, s in enumerate(c.similarities)]})
         return
     verdict = "[green]match[/]" if c.match else "[red]no match[/]"
-    out.print(f"similarity {c.similarity:.2f} (threshold {c.threshold:g}): {verdict}")
+    out.print(f"similarity {c.similarity:.2f} (threshold {c.threshold:g}; {_risk_text(risk)}): "
+              f"{verdict}")
 
 
 @app.command("detect")
@@ -536,15 +569,346 @@ def users_search(
         else:
             res = fs.users.search(collection, user_id=user, face_id=face, max_users=max_results,
                                   threshold=threshold, caller=caller)
+        info = fs.collections.describe(collection)
+        risk = _risk(info.model_version, res.threshold, max(info.face_count, 1))
     if as_json:
-        emit_json({"threshold": res.threshold,
+        emit_json({"threshold": res.threshold, **_risk_json(risk),
                    "matches": [{"user_id": m.user_id, "similarity": _r(m.similarity, 3),
                                 "face_id": m.face_id} for m in res.matches]})
         return
-    t = Table("rank", "similarity", "user id", title="candidates for human review")
+    t = Table("rank", "similarity", "user id",
+              title=f"candidates for human review (threshold {res.threshold:g}; "
+                    f"{_risk_text(risk)})")
     for rank, m in enumerate(res.matches, 1):
         t.add_row(str(rank), f"{m.similarity:.2f}", m.user_id)
     out.print(t)
+
+
+# -- audit trail ----------------------------------------------------------------------------
+
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify, list, export, "
+                                                   "checkpoint, public key.")
+app.add_typer(audit_app, name="audit")
+
+ActorOpt = Annotated[str | None, typer.Option("--actor", help="Only this key id or user.")]
+CaseFilterOpt = Annotated[str | None, typer.Option("--case", help="Only this case reference.")]
+CollectionFilterOpt = Annotated[str | None, typer.Option("--collection",
+                                                         help="Only this collection.")]
+OperationOpt = Annotated[str | None, typer.Option(
+    "--operation", help="Only this operation ('search.*' for a prefix).")]
+SinceOpt = Annotated[str | None, typer.Option(
+    "--since", help="From this time on: ISO 8601 (local time unless it has an offset) or "
+                    "seconds since the epoch.")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Before this time (as --since).")]
+
+
+def _audit_time(value: str | None, option: str) -> float | None:
+    """``value`` as seconds since the epoch (a number, or ISO 8601 in local time)."""
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise typer.BadParameter(f"{option} {value!r}: give ISO 8601 (2024-05-01T12:00) or "
+                                 f"seconds since the epoch") from None
+
+
+@audit_app.command("verify")
+def audit_verify(
+    home: HomeOpt = None,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="Check checkpoints with this exported public key (PEM) instead "
+                             "of the key file in the data directory.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the hash chain and the signed checkpoints; exit 1 if anything was tampered with."""
+    pem = public_key.read_bytes() if public_key is not None else None
+    with service(home) as fs:
+        report = fs.audit.verify(pem)
+    if as_json:
+        emit_json({"ok": report.ok, "events": report.events, "head_seq": report.head_seq,
+                   "head_hash": report.head_hash, "checkpoints": report.checkpoints,
+                   "checkpoints_valid": report.checkpoints_valid,
+                   "problems": [{"seq": p.seq, "kind": p.kind.value, "message": p.message}
+                                for p in report.problems]})
+    else:
+        for p in report.problems:
+            out.print(f"seq {p.seq}: {p.kind.value}: {p.message}", highlight=False,
+                      soft_wrap=True)
+        verdict = "ok" if report.ok else f"TAMPERED ({len(report.problems)} problem(s))"
+        out.print(f"{verdict}: {report.events} events, head seq {report.head_seq} "
+                  f"{report.head_hash[:16]}..., {report.checkpoints_valid} of "
+                  f"{report.checkpoints} checkpoint(s) valid", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("list")
+def audit_list(
+    home: HomeOpt = None, actor: ActorOpt = None, case: CaseFilterOpt = None,
+    collection: CollectionFilterOpt = None, operation: OperationOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    next_token: Annotated[int, typer.Option(help="Cursor from the previous page.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List audit events, oldest first, a page at a time."""
+    with service(home) as fs:
+        records, nxt = fs.audit.query(
+            actor=actor, case_ref=case, collection=collection, operation=operation,
+            since=_audit_time(since, "--since"), until=_audit_time(until, "--until"),
+            limit=limit, after_seq=next_token)
+    if as_json:
+        emit_json({"events": [r.to_json() for r in records], "next_token": nxt})
+        return
+    t = Table("seq", "time", "operation", "actor", "collection", "case", "purpose", "results")
+    for r in records:
+        e = r.event
+        t.add_row(str(r.seq), _ts(r.ts), e.operation, e.actor, e.collection or "",
+                  e.case_ref or "", e.purpose or "", str(len(e.results)))
+    out.print(t)
+    if nxt is not None:
+        out.print(f"more: --next-token {nxt}")
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write here instead of stdout.")] = None,
+    home: HomeOpt = None, actor: ActorOpt = None, case: CaseFilterOpt = None,
+    collection: CollectionFilterOpt = None, operation: OperationOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None,
+) -> None:
+    """Export audit events (every field, with their hashes) as JSON lines or CSV."""
+    if fmt not in ("jsonl", "csv"):
+        raise typer.BadParameter("--format must be jsonl or csv")
+    filters = {"actor": actor, "case_ref": case, "collection": collection,
+               "operation": operation, "since": _audit_time(since, "--since"),
+               "until": _audit_time(until, "--until")}
+    with service(home) as fs:
+        if output is None:
+            n = fs.audit.export(fmt, sys.stdout, **filters)  # type: ignore[arg-type]
+        else:
+            with output.open("w", encoding="utf-8", newline="") as f:
+                n = fs.audit.export(fmt, f, **filters)  # type: ignore[arg-type]
+    err.print(f"exported {n} event(s)")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Sign the current head of the chain now (if no checkpoint covers it yet)."""
+    with service(home) as fs:
+        cp = fs.audit.checkpoint()
+    if as_json:
+        emit_json(None if cp is None else {"seq": cp.seq, "head_hash": cp.head_hash,
+                                           "ts": cp.ts, "signature": cp.signature,
+                                           "key_fingerprint": cp.key_fingerprint})
+    elif cp is None:
+        out.print("the audit trail is empty: nothing to sign")
+    else:
+        out.print(f"checkpoint at seq {cp.seq}: {cp.head_hash} "
+                  f"(key {cp.key_fingerprint[:16]}...)", highlight=False, soft_wrap=True)
+
+
+@audit_app.command("public-key")
+def audit_public_key(home: HomeOpt = None) -> None:
+    """Print the checkpoint signing key's public half (PEM), for auditors to keep elsewhere."""
+    with service(home) as fs:
+        pem = fs.audit.public_key()
+    sys.stdout.write(pem.decode("ascii"))
+
+
+# -- access keys and the HTTP server --------------------------------------------------------
+
+keys_app = typer.Typer(no_args_is_help=True, help="Access keys for the HTTP API.")
+app.add_typer(keys_app, name="keys")
+
+
+def _key_json(k: Any) -> dict[str, Any]:
+    return {"key_id": k.key_id, "role": k.role.value, "label": k.label,
+            "created_at": k.created_at, "revoked_at": k.revoked_at, "active": k.active}
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="admin, indexer, searcher or auditor.")],
+    label: Annotated[str | None, typer.Option(help="Who or what holds the key.")] = None,
+    home: HomeOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create an access key; its secret is printed this once only."""
+    with service(home) as fs:
+        new = fs.keys.create(role, label)
+    if as_json:
+        emit_json({**_key_json(new.info), "secret": new.secret})
+        return
+    out.print(f"access key id: {new.info.key_id}\nsecret:        {new.secret}\n"
+              f"role:          {new.info.role.value}\n(the secret is shown only now)",
+              highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List access keys (never their secrets)."""
+    with service(home) as fs:
+        keys = fs.keys.list()
+    if as_json:
+        emit_json({"keys": [_key_json(k) for k in keys]})
+        return
+    t = Table("key id", "role", "label", "created", "revoked")
+    for k in keys:
+        t.add_row(k.key_id, k.role.value, k.label or "", _ts(k.created_at),
+                  _ts(k.revoked_at) if k.revoked_at else "")
+    out.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke an access key (every server on this data directory refuses it at once)."""
+    with service(home) as fs:
+        k = fs.keys.revoke(key_id)
+    emit_json(_key_json(k)) if as_json else err.print(f"revoked {k.key_id}")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Inference worker threads.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run the HTTP API: native REST under /v1 and the Rekognition-compatible endpoint at /."""
+    from .api.app import serve as run_server
+    from .api.settings import ApiSettings
+    from .config import Settings
+
+    given = {k: v for k, v in (("host", host), ("port", port), ("workers", workers))
+             if v is not None}
+    run_server(Settings(**({"home": home} if home else {})), ApiSettings(**given))
+
+
+# -- accountability: policy, erasure, retention, review ------------------------------------
+
+policy_app = typer.Typer(no_args_is_help=True, help="A collection's use policy.")
+app.add_typer(policy_app, name="policy")
+
+
+def _policy_json(info: Any) -> dict[str, Any]:
+    p = info.policy
+    return {"collection": info.name, "stated": info.settings.model_dump(),
+            "effective": {"law_enforcement": p.law_enforcement,
+                          "require_purpose": p.require_purpose,
+                          "threshold_floor": round(p.threshold_floor, 3),
+                          "floor_false_match_rate": p.floor_fmr,
+                          "max_results_cap": p.max_results_cap,
+                          "retention_days": p.retention_days}}
+
+
+@policy_app.command("show")
+def policy_show(collection: str, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the stated and effective policy of a collection."""
+    with service(home) as fs:
+        info = fs.collections.describe(collection)
+    d = _policy_json(info)
+    if as_json:
+        emit_json(d)
+        return
+    t = Table("setting", "effective", "stated", title=f"policy of {collection}")
+    for k, v in d["effective"].items():
+        stated = d["stated"].get(k.replace("floor_false_match_rate", "-"), "")
+        t.add_row(k, str(v), "" if stated is None else str(stated))
+    out.print(t)
+
+
+@policy_app.command("set")
+def policy_set(
+    collection: str,
+    home: HomeOpt = None,
+    law_enforcement: Annotated[bool | None, typer.Option(
+        "--law-enforcement/--not-law-enforcement", help="Strict defaults for police use.")] = None,
+    require_purpose: Annotated[bool | None, typer.Option(
+        "--require-purpose/--no-require-purpose")] = None,
+    floor: Annotated[float | None, typer.Option(min=0, max=100, help="Threshold floor.")] = None,
+    max_results_cap: Annotated[int | None, typer.Option(min=1, max=4096)] = None,
+    retention_days: Annotated[float | None, typer.Option(min=0.001)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a collection's policy (unset options keep their stated values)."""
+    from .policy import CollectionPolicy
+
+    with service(home) as fs:
+        current = fs.collections.describe(collection).settings.model_dump()
+        changes = {"law_enforcement": law_enforcement, "require_purpose": require_purpose,
+                   "threshold_floor": floor, "max_results_cap": max_results_cap,
+                   "retention_days": retention_days}
+        current.update({k: v for k, v in changes.items() if v is not None})
+        info = fs.collections.set_policy(collection, CollectionPolicy(**current))
+    if as_json:
+        emit_json(_policy_json(info))
+    else:
+        out.print(f"policy of {collection} updated (floor {info.policy.threshold_floor:.2f}, "
+                  f"purpose {'required' if info.policy.require_purpose else 'optional'})")
+
+
+def _receipt_json(r: Any) -> dict[str, Any]:
+    return {"receipt_id": r.receipt_id, "collection": r.collection, "face_ids": r.face_ids,
+            "images_erased": r.images_erased, "erased_at": r.erased_at, "reason": r.reason}
+
+
+@app.command("erase")
+def erase(
+    collection: str,
+    home: HomeOpt = None,
+    face_id: Annotated[list[str] | None, typer.Option("--face-id", help="Face id (repeat).")] = None,
+    external_id: Annotated[str | None, typer.Option(help="Every face with this external "
+                                                         "id.")] = None,
+    user: Annotated[str | None, typer.Option(help="A user and all its faces.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase faces for good (vectors, metadata, index entries) and print the receipt."""
+    with service(home) as fs:
+        r = fs.collections.erase(collection, face_ids=face_id or None, external_id=external_id,
+                                 user_id=user)
+    if as_json:
+        emit_json(_receipt_json(r))
+    else:
+        out.print(f"erased {len(r.face_ids)} face(s) from {collection}; receipt {r.receipt_id}")
+
+
+@app.command("retention")
+def retention(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Erase every face older than its collection's retention period, now."""
+    with service(home) as fs:
+        receipts = fs.collections.expire()
+    if as_json:
+        emit_json({"receipts": [_receipt_json(r) for r in receipts]})
+    else:
+        out.print(f"expired {sum(len(r.face_ids) for r in receipts)} face(s) in "
+                  f"{len(receipts)} collection(s)")
+
+
+@app.command("review")
+def review(
+    search_id: str,
+    face_id: str,
+    decision: Annotated[str, typer.Argument(help="confirmed, rejected or inconclusive")],
+    home: HomeOpt = None,
+    note: Annotated[str, typer.Option(help="Why.")] = "",
+    collection: Annotated[str | None, typer.Option()] = None,
+    purpose: PurposeOpt = None,
+    case: CaseOpt = None,
+) -> None:
+    """Record an analyst's decision on a search candidate in the audit trail."""
+    with service(home) as fs:
+        fs.collections.review(search_id, face_id, decision, note=note, collection=collection,
+                              caller=Caller.local(purpose, case))
+    out.print(f"recorded: {decision}")
 
 
 def main() -> None:
