@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     keys_master_key: SecretStr | None = Field(
         None, description="base64 of 32 bytes: seals access-key secrets (default: a key file "
                           "in the data directory, mode 0600)")
+    video_workers: int = Field(1, ge=1, description="stored-video jobs run at once")
+    max_video_bytes: int = Field(10 * 1024**3, ge=1024, description="largest video accepted "
+                                                                    "(bytes)")
 
     def sealer(self) -> Sealer | None:
         """The at-rest sealer, or None when encryption at rest is off."""

@@ -1,0 +1,237 @@
+"""The app factory, its lifespan, and the server (``facesearch serve``).
+
+:func:`create_app` builds a FastAPI app over a :class:`~facesearch.service.FaceSearch`:
+the native API under ``/v1`` (OpenAPI at ``/docs``), the Rekognition endpoint at ``POST /``,
+``/healthz``, ``/readyz`` and ``/metrics`` (these three need no key). A pure ASGI middleware
+gives every request an id, enforces the body size limit, and records metrics and one
+structured (JSON) log line per request. :func:`serve` runs it with uvicorn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import __version__
+from ..config import Settings
+from ..errors import FaceSearchError
+from ..pipeline import load_pipeline
+from ..service import FaceSearch
+from . import native, rekognition
+from .context import ApiContext, context
+from .errors import (
+    RequestTooLargeError,
+    error_response,
+    on_facesearch_error,
+    on_http_error,
+    on_unexpected_error,
+    on_validation_error,
+)
+from .metrics import Metrics
+from .s3 import S3Images
+from .settings import ApiSettings
+from .work import PerThreadPipeline, WorkPool
+
+log = logging.getLogger("facesearch.api")
+
+DESCRIPTION = """\
+Self-hosted, accountable face search. Every search returns **candidates for human review,
+never identifications**.
+
+Authenticate every `/v1` call with an access key (`facesearch keys create --role ROLE`):
+`Authorization: Bearer <key id>:<secret>` (over TLS), or AWS Signature Version 4 with the
+service name `facesearch`. State why you search with the `X-Facesearch-Purpose` and
+`X-Facesearch-Case` headers. The Amazon Rekognition-compatible endpoint is `POST /` (AWS JSON
+1.1, SigV4 with the service name `rekognition`).
+"""
+
+
+def open_service(settings: Settings, api: ApiSettings) -> FaceSearch:
+    """The service for a server: one face pipeline per inference worker thread."""
+    pipeline = PerThreadPipeline(lambda: load_pipeline(
+        settings.pipeline, threads=settings.threads, device=settings.device))  # type: ignore[arg-type]
+    return FaceSearch(settings, pipeline=pipeline)
+
+
+def create_app(fs: FaceSearch, settings: ApiSettings) -> FastAPI:
+    """The HTTP app over ``fs``. Its pipeline must be safe to call from ``settings.workers``
+    threads (:func:`open_service` makes one that is). The app starts its workers when it
+    starts and stops them (and its S3 client) when it stops; ``fs`` stays the caller's."""
+
+    def warm() -> None:
+        pipeline = fs.pipeline
+        if isinstance(pipeline, PerThreadPipeline):
+            pipeline.mine()
+
+    pool = WorkPool(settings.workers, settings.queue, retry_after_s=settings.retry_after_s,
+                    init=warm)
+    ctx = ApiContext(fs=fs, settings=settings, pool=pool,
+                     metrics=Metrics(lambda: pool.depth, lambda: pool.busy),
+                     s3=S3Images(settings, fs.settings.max_image_bytes),
+                     body_limit=settings.body_limit(fs.settings.max_image_bytes))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.start()
+        try:
+            yield
+        finally:
+            await ctx.io(ctx.shutdown)
+
+    app = FastAPI(title="facesearch", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.ctx = ctx
+    app.add_exception_handler(FaceSearchError, on_facesearch_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
+    app.include_router(native.router)
+    app.include_router(rekognition.router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
+    app.add_middleware(RequestMiddleware, ctx=ctx)
+    return app
+
+
+async def healthz() -> JSONResponse:
+    """The process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """Ready when every worker has loaded its pipeline and the database answers."""
+    ctx = context(request)
+    if ctx.pool.init_error is not None:
+        return JSONResponse({"status": "failed", "reason": str(ctx.pool.init_error)}, 503)
+    if not ctx.pool.ready.is_set():
+        return JSONResponse({"status": "starting"}, 503)
+    await ctx.io(ctx.fs.collections.list)
+    return JSONResponse({"status": "ready", "model_version": ctx.fs.collections.model_version})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(context(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+class RequestMiddleware:
+    """Request id, body size limit, metrics and one JSON log line per request."""
+
+    def __init__(self, app: ASGIApp, ctx: ApiContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        state = scope.setdefault("state", {})
+        request_id = str(uuid.uuid4())
+        state["request_id"] = request_id
+        limit = self.ctx.body_limit
+        status = 500
+        received = 0
+
+        async def limited_receive() -> MutableMapping[str, Any]:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise RequestTooLargeError(f"the request body is over the server's limit "
+                                               f"of {limit} bytes")
+            return message
+
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"],
+                                      (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            length = _content_length(scope)
+            if length is not None and length > limit:
+                exc = RequestTooLargeError(f"the request body ({length} bytes) is over the "
+                                           f"server's limit of {limit} bytes")
+                self.ctx.metrics.rejected.labels("too_large").inc()
+                await error_response(Request(scope), exc)(scope, receive, send_with_id)
+                return
+            await self.app(scope, limited_receive, send_with_id)
+        finally:
+            self._record(scope, state, status, time.perf_counter() - start)
+
+    def _record(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
+        api = state.get("api")
+        if api is None:
+            return  # health, readiness, metrics, docs
+        operation = state.get("operation", "unknown")
+        self.ctx.metrics.observe(api, operation, status, seconds)
+        client = scope.get("client")
+        log.info("request", extra={"fields": {
+            "request_id": state.get("request_id"), "api": api, "operation": operation,
+            "status": status, "key_id": state.get("key_id"),
+            "client": client[0] if client else None, "ms": round(seconds * 1000, 1)}})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for k, v in scope["headers"]:
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+                               "logger": record.name, "msg": record.getMessage()}
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str) -> None:
+    """Structured logs on stderr for the server process (called by :func:`serve` only)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def serve(settings: Settings, api: ApiSettings) -> None:
+    """Run the server until interrupted (SIGINT/SIGTERM), then shut everything down."""
+    import uvicorn
+
+    configure_logging(api.log_level)
+    fs = open_service(settings, api)
+    try:
+        app = create_app(fs, api)
+        config = uvicorn.Config(app, host=api.host, port=api.port, log_config=None,
+                                access_log=False, limit_concurrency=api.max_connections,
+                                lifespan="on", server_header=False)
+        uvicorn.Server(config).run()
+    finally:
+        fs.shutdown()

@@ -1,0 +1,283 @@
+"""Authentication (AWS Signature Version 4, or a bearer key) and the one role table.
+
+Every request names an access key (:mod:`facesearch.keys`) and proves it holds the key's
+secret, in one of two ways:
+
+- **SigV4** (both endpoints; what the AWS SDKs do): ``Authorization: AWS4-HMAC-SHA256
+  Credential=<key id>/<date>/<region>/<service>/aws4_request, SignedHeaders=..., Signature=...``
+  with ``X-Amz-Date`` (or ``Date``). The service in the scope is ``rekognition`` on ``POST /``
+  and ``facesearch`` on ``/v1``; any region is accepted. The signed headers must include
+  ``host``; the payload hash is always computed from the body received. Requests more than
+  ``clock_skew_s`` (5 minutes) away from the server's clock are refused. Implemented from AWS's
+  specification of SigV4 (headers only; presigned query strings are not accepted).
+- **Bearer** (native API only, use over TLS): ``Authorization: Bearer <key id>:<secret>``.
+
+:data:`PERMISSIONS` is the only place that says which role may call which operation; the
+native router and the Rekognition dispatcher both ask :func:`authorize`.
+"""
+
+from __future__ import annotations
+
+import calendar
+import enum
+import hashlib
+import hmac
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, unquote_plus
+
+from ..errors import AccessDeniedError
+from ..keys import AccessKeys, KeyInfo, KeyNotFoundError, Role
+from .errors import (
+    IncompleteSignatureError,
+    MissingAuthError,
+    SignatureExpiredError,
+    SignatureMismatchError,
+    UnknownKeyError,
+)
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+AMZ_DATE = "%Y%m%dT%H%M%SZ"
+
+
+class Operation(str, enum.Enum):
+    """Every operation of the API: Rekognition's names, and the native API's own."""
+
+    CREATE_COLLECTION = "CreateCollection"
+    DELETE_COLLECTION = "DeleteCollection"
+    LIST_COLLECTIONS = "ListCollections"
+    DESCRIBE_COLLECTION = "DescribeCollection"
+    INDEX_FACES = "IndexFaces"
+    LIST_FACES = "ListFaces"
+    DELETE_FACES = "DeleteFaces"
+    SEARCH_FACES = "SearchFaces"
+    SEARCH_FACES_BY_IMAGE = "SearchFacesByImage"
+    COMPARE_FACES = "CompareFaces"
+    DETECT_FACES = "DetectFaces"
+    CREATE_USER = "CreateUser"
+    DELETE_USER = "DeleteUser"
+    LIST_USERS = "ListUsers"
+    ASSOCIATE_FACES = "AssociateFaces"
+    DISASSOCIATE_FACES = "DisassociateFaces"
+    SEARCH_USERS = "SearchUsers"
+    SEARCH_USERS_BY_IMAGE = "SearchUsersByImage"
+    # native only
+    CREATE_KEY = "CreateKey"
+    LIST_KEYS = "ListKeys"
+    REVOKE_KEY = "RevokeKey"
+    LIST_AUDIT_EVENTS = "ListAuditEvents"
+    WHO_AM_I = "WhoAmI"
+
+
+_A, _I, _S, _U = Role.ADMIN, Role.INDEXER, Role.SEARCHER, Role.AUDITOR
+_ALL = frozenset(Role)
+_O = Operation
+
+PERMISSIONS: dict[Operation, frozenset[Role]] = {
+    _O.CREATE_COLLECTION: frozenset({_A}),
+    _O.DELETE_COLLECTION: frozenset({_A}),
+    _O.LIST_COLLECTIONS: _ALL,
+    _O.DESCRIBE_COLLECTION: _ALL,
+    _O.INDEX_FACES: frozenset({_I}),
+    _O.LIST_FACES: frozenset({_A, _I, _U}),
+    _O.DELETE_FACES: frozenset({_I}),
+    _O.SEARCH_FACES: frozenset({_S}),
+    _O.SEARCH_FACES_BY_IMAGE: frozenset({_S}),
+    _O.COMPARE_FACES: frozenset({_S}),
+    _O.DETECT_FACES: frozenset({_S}),
+    _O.CREATE_USER: frozenset({_I}),
+    _O.DELETE_USER: frozenset({_I}),
+    _O.LIST_USERS: frozenset({_A, _I, _U}),
+    _O.ASSOCIATE_FACES: frozenset({_I}),
+    _O.DISASSOCIATE_FACES: frozenset({_I}),
+    _O.SEARCH_USERS: frozenset({_S}),
+    _O.SEARCH_USERS_BY_IMAGE: frozenset({_S}),
+    _O.CREATE_KEY: frozenset({_A}),
+    _O.LIST_KEYS: frozenset({_A, _U}),
+    _O.REVOKE_KEY: frozenset({_A}),
+    _O.LIST_AUDIT_EVENTS: frozenset({_U}),
+    _O.WHO_AM_I: _ALL,
+}
+
+
+def authorize(key: KeyInfo, operation: Operation) -> None:
+    """Raise :class:`AccessDeniedError` unless ``key``'s role may call ``operation``."""
+    if key.role not in PERMISSIONS[operation]:
+        raise AccessDeniedError(
+            f"access key {key.key_id} (role {key.role.value}) is not allowed to call "
+            f"{operation.value}")
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """What authentication reads of a request. ``path`` and ``query`` are as sent
+    (percent-encoded); ``headers`` are (lower-case name, value) pairs."""
+
+    method: str
+    path: str
+    query: str
+    headers: Sequence[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def header_values(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name]
+
+
+def authenticate(req: SignedRequest, keys: AccessKeys, *, service: str, max_skew_s: float,
+                 allow_bearer: bool, now: float | None = None) -> KeyInfo:
+    """The active key that signed ``req``, or an :class:`AuthenticationError` subclass."""
+    auth = req.header("authorization")
+    if not auth:
+        raise MissingAuthError("Missing Authentication Token: sign the request with an access "
+                               "key (AWS Signature Version 4)")
+    scheme, _, rest = auth.partition(" ")
+    if scheme == "Bearer" and allow_bearer:
+        return _bearer(rest.strip(), keys)
+    if scheme != ALGORITHM:
+        raise IncompleteSignatureError(f"unsupported authorization scheme {scheme!r}; use "
+                                       f"{ALGORITHM}" + (" or Bearer" if allow_bearer else ""))
+    return _sigv4(req, rest, keys, service, max_skew_s, time.time() if now is None else now)
+
+
+def _lookup(keys: AccessKeys, key_id: str) -> tuple[KeyInfo, str]:
+    try:
+        found = keys.lookup(key_id)
+    except KeyNotFoundError:
+        raise UnknownKeyError("The security token included in the request is invalid: unknown "
+                              "or revoked access key") from None
+    return found.info, found.secret
+
+
+def _bearer(token: str, keys: AccessKeys) -> KeyInfo:
+    key_id, sep, secret = token.partition(":")
+    if not sep or not key_id or not secret:
+        raise IncompleteSignatureError("a bearer token is '<access key id>:<secret>'")
+    info, expected = _lookup(keys, key_id)
+    if not hmac.compare_digest(expected.encode(), secret.encode()):
+        raise SignatureMismatchError("the secret does not match the access key")
+    return info
+
+
+def _sigv4(req: SignedRequest, params: str, keys: AccessKeys, service: str, max_skew_s: float,
+           now: float) -> KeyInfo:
+    fields: dict[str, str] = {}
+    for part in params.split(","):
+        name, sep, value = part.strip().partition("=")
+        if sep:
+            fields[name] = value
+    credential = fields.get("Credential")
+    signed = fields.get("SignedHeaders")
+    signature = fields.get("Signature")
+    if not credential or not signed or not signature:
+        raise IncompleteSignatureError("the Authorization header needs Credential, "
+                                       "SignedHeaders and Signature")
+    scope = credential.split("/")
+    if len(scope) != 5 or scope[4] != "aws4_request":
+        raise IncompleteSignatureError("Credential must be <key id>/<yyyymmdd>/<region>/"
+                                       "<service>/aws4_request")
+    key_id, day, _region, scoped_service, _ = scope
+    if scoped_service != service:
+        raise SignatureMismatchError(f"Credential should be scoped to the correct service: "
+                                     f"{service!r}")
+    names = signed.split(";")
+    if "host" not in names:
+        raise IncompleteSignatureError("the signed headers must include host")
+    stamp = _timestamp(req, names)
+    signed_at = calendar.timegm(time.strptime(stamp, AMZ_DATE))
+    if signed_at < now - max_skew_s:
+        raise SignatureExpiredError(
+            f"Signature expired: {stamp} is now earlier than "
+            f"{time.strftime(AMZ_DATE, time.gmtime(now - max_skew_s))} "
+            f"({time.strftime(AMZ_DATE, time.gmtime(now))} - {max_skew_s / 60:g} min.)")
+    if signed_at > now + max_skew_s:
+        raise SignatureExpiredError(
+            f"Signature not yet current: {stamp} is still later than "
+            f"{time.strftime(AMZ_DATE, time.gmtime(now + max_skew_s))} "
+            f"({time.strftime(AMZ_DATE, time.gmtime(now))} + {max_skew_s / 60:g} min.)")
+    if stamp[:8] != day:
+        raise SignatureMismatchError("the Credential date does not match the request's date")
+    info, secret = _lookup(keys, key_id)
+    payload = hashlib.sha256(req.body).hexdigest()
+    declared = req.header("x-amz-content-sha256")
+    if declared is not None and declared != payload:
+        raise SignatureMismatchError("x-amz-content-sha256 does not match the request body")
+    headers = []
+    for name in names:
+        values = req.header_values(name)
+        if not values:
+            raise SignatureMismatchError(f"signed header {name!r} is missing from the request")
+        headers.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
+    canonical = "\n".join([req.method.upper(), canonical_uri(req.path),
+                           canonical_query(req.query), "\n".join(headers) + "\n", signed,
+                           payload])
+    string_to_sign = "\n".join([ALGORITHM, stamp, "/".join(scope[1:]),
+                                hashlib.sha256(canonical.encode()).hexdigest()])
+    k = _hmac(f"AWS4{secret}".encode(), day)
+    for part in scope[2:]:
+        k = _hmac(k, part)
+    expected = hmac.new(k, string_to_sign.encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(expected, signature):
+        raise SignatureMismatchError(
+            "The request signature we calculated does not match the signature you provided. "
+            "Check your secret access key and signing method.")
+    return info
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+def _timestamp(req: SignedRequest, names: Sequence[str]) -> str:
+    """The request's signing time as ``yyyymmddThhmmssZ`` (from a signed X-Amz-Date or
+    Date header)."""
+    amz = req.header("x-amz-date")
+    if amz is not None and "x-amz-date" in names:
+        try:
+            time.strptime(amz, AMZ_DATE)
+        except ValueError:
+            raise IncompleteSignatureError(f"X-Amz-Date {amz!r} is not yyyymmddThhmmssZ") from None
+        return amz
+    date = req.header("date")
+    if date is not None and "date" in names:
+        try:
+            return parsedate_to_datetime(date).strftime(AMZ_DATE)
+        except (TypeError, ValueError):
+            raise IncompleteSignatureError(f"Date {date!r} is not an HTTP date") from None
+    raise IncompleteSignatureError("sign an X-Amz-Date (or Date) header")
+
+
+def canonical_uri(path: str) -> str:
+    """The path as sent, dot segments removed, percent-encoded once more (SigV4 for every
+    service but S3)."""
+    out: list[str] = []
+    for seg in (path or "/").split("/"):
+        if seg == "..":
+            if len(out) > 1:
+                out.pop()
+        elif seg != ".":
+            out.append(seg)
+    norm = "/".join(out)
+    if not norm.startswith("/"):
+        norm = "/" + norm
+    if path.endswith("/") and not norm.endswith("/"):
+        norm += "/"
+    return quote(norm, safe="/~")
+
+
+def canonical_query(query: str) -> str:
+    """Query parameters URI-encoded (RFC 3986 unreserved characters kept), sorted. A ``+`` in
+    the query as sent is a space (form encoding, as botocore sends parameters)."""
+    pairs = []
+    for item in query.split("&") if query else ():
+        name, _, value = item.partition("=")
+        pairs.append((quote(unquote_plus(name), safe="-_.~"),
+                      quote(unquote_plus(value), safe="-_.~")))
+    return "&".join(f"{k}={v}" for k, v in sorted(pairs))

@@ -1,0 +1,83 @@
+"""What the routes of one app share: the service, the work pool, metrics, the S3 store, and
+how a request becomes an authenticated, authorised :class:`~facesearch.types.Caller`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from ..keys import KeyInfo
+from ..service import FaceSearch
+from ..types import Caller
+from .auth import Operation, SignedRequest, authenticate, authorize
+from .errors import QueueFullError
+from .metrics import Metrics
+from .s3 import S3Images
+from .settings import ApiSettings
+from .work import WorkPool
+
+T = TypeVar("T")
+
+PURPOSE_HEADER = "x-facesearch-purpose"
+CASE_HEADER = "x-facesearch-case"
+
+
+@dataclass
+class ApiContext:
+    fs: FaceSearch
+    settings: ApiSettings
+    pool: WorkPool
+    metrics: Metrics
+    s3: S3Images
+    body_limit: int
+
+    async def infer(self, fn: Callable[[], T]) -> T:
+        """Run inference or search work on the bounded pool."""
+        try:
+            return await self.pool.run(fn)
+        except QueueFullError:
+            self.metrics.rejected.labels("queue_full").inc()
+            raise
+
+    async def io(self, fn: Callable[[], T]) -> T:
+        """Run a short blocking call (database, S3) off the event loop."""
+        return await run_in_threadpool(fn)
+
+    async def caller(self, request: Request, operation: Operation, *, service: str,
+                     allow_bearer: bool) -> Caller:
+        """Authenticate the request, authorise ``operation`` for its key, and name the caller
+        (with the purpose and case reference headers, if sent)."""
+        state = request.scope.setdefault("state", {})
+        state["operation"] = operation.value
+        signed = SignedRequest(
+            method=request.method,
+            path=request.scope.get("raw_path", request.url.path.encode()).decode("latin-1"),
+            query=request.scope.get("query_string", b"").decode("latin-1"),
+            headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
+                     for k, v in request.scope["headers"]],
+            body=await request.body())
+        key: KeyInfo = await self.io(lambda: authenticate(
+            signed, self.fs.keys, service=service, max_skew_s=self.settings.clock_skew_s,
+            allow_bearer=allow_bearer, now=time.time()))
+        state["key_id"] = key.key_id
+        authorize(key, operation)
+        return Caller(actor=key.key_id, role=key.role.value,
+                      purpose=request.headers.get(PURPOSE_HEADER),
+                      case_ref=request.headers.get(CASE_HEADER),
+                      client=request.client.host if request.client else None)
+
+    def shutdown(self) -> None:
+        """Stop the workers (after the queued jobs) and the S3 client."""
+        self.pool.shutdown()
+        self.s3.shutdown()
+
+
+def context(request: Request) -> ApiContext:
+    """The app's context (set by :func:`facesearch.api.app.create_app`)."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx

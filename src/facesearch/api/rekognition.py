@@ -1,0 +1,497 @@
+"""The Amazon Rekognition-compatible endpoint: AWS JSON 1.1 over ``POST /``.
+
+``X-Amz-Target: RekognitionService.<Operation>`` names the operation; the body is its JSON
+request. Each operation parses Rekognition's request shape, calls the same service method as
+the CLI, and answers Rekognition's response shape:
+
+- boxes and landmarks as ratios of the image's width and height (``eyeLeft`` is the eye with
+  the smaller x, as in Rekognition); ``Confidence`` is the detector's score x 100; ``Pose``
+  is yaw, pitch and roll in degrees; ``Quality`` is brightness and sharpness (0-100);
+- similarities on facesearch's 0-100 scale, thresholds (``FaceMatchThreshold``,
+  ``SimilarityThreshold``, ``UserMatchThreshold``) compared on it (default 80; 75 for
+  ``AssociateFaces``);
+- ``FaceModelVersion`` is facesearch's model version (e.g. ``dlib-hog+sp68/dlib-resnet-v1``);
+- ``NextToken`` is opaque; ``Image`` is ``Bytes`` or an ``S3Object`` of the configured store.
+
+Errors carry Rekognition's codes (:mod:`facesearch.api.errors`), so botocore raises the same
+exception classes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..collections import FaceRecord
+from ..decode import load_image
+from ..errors import InvalidParameterError, NoFaceError
+from ..quality import reasons as quality_reasons
+from ..types import LANDMARK_NAMES, Caller, Faces, Image, QualityFilter
+from ..users import DEFAULT_USER_MATCH_THRESHOLD, UserMatch, UserSearchResult
+from .auth import Operation
+from .context import ApiContext, context
+from .errors import AMZ_JSON, SerializationError, UnknownOperationError
+from .paging import decode_row, encode_token, page_by_name
+
+TARGET_PREFIX = "RekognitionService"
+DEFAULT_MAX_FACES = 10
+DEFAULT_MAX_USERS = 10
+DEFAULT_PAGE = 1000
+DEFAULT_USER_PAGE = 50
+_REK_LANDMARKS = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
+assert len(_REK_LANDMARKS) == len(LANDMARK_NAMES)
+
+Json = dict[str, Any]
+"""A response body, built at the edge from typed service results."""
+
+router = APIRouter()
+
+
+# -- request shapes -------------------------------------------------------------------------
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class S3ObjectIn(_In):
+    Bucket: str = Field(min_length=3, max_length=255)
+    Name: str = Field(min_length=1, max_length=1024)
+    Version: str | None = None
+
+
+class ImageIn(_In):
+    Bytes: str | None = None
+    S3Object: S3ObjectIn | None = None
+
+
+CollectionId = Field(min_length=1, max_length=255)
+
+
+class CollectionIn(_In):
+    CollectionId: str = CollectionId
+
+
+class ListCollectionsIn(_In):
+    NextToken: str | None = None
+    MaxResults: int | None = Field(None, ge=0, le=4096)
+
+
+class IndexFacesIn(_In):
+    CollectionId: str = CollectionId
+    Image: ImageIn
+    ExternalImageId: str | None = Field(None, min_length=1, max_length=255,
+                                        pattern=r"^[a-zA-Z0-9_.\-:]+$")
+    DetectionAttributes: list[str] = []
+    MaxFaces: int | None = Field(None, ge=1)
+    QualityFilter: QualityFilter = QualityFilter.AUTO
+
+
+class ListFacesIn(_In):
+    CollectionId: str = CollectionId
+    NextToken: str | None = None
+    MaxResults: int | None = Field(None, ge=0, le=4096)
+    UserId: str | None = None
+    FaceIds: list[str] | None = Field(None, min_length=1, max_length=4096)
+
+
+class DeleteFacesIn(_In):
+    CollectionId: str = CollectionId
+    FaceIds: list[str] = Field(min_length=1, max_length=4096)
+
+
+class SearchFacesIn(_In):
+    CollectionId: str = CollectionId
+    FaceId: str
+    MaxFaces: int | None = Field(None, ge=1, le=4096)
+    FaceMatchThreshold: float | None = Field(None, ge=0, le=100)
+
+
+class SearchFacesByImageIn(_In):
+    CollectionId: str = CollectionId
+    Image: ImageIn
+    MaxFaces: int | None = Field(None, ge=1, le=4096)
+    FaceMatchThreshold: float | None = Field(None, ge=0, le=100)
+    QualityFilter: QualityFilter = QualityFilter.NONE
+
+
+class CompareFacesIn(_In):
+    SourceImage: ImageIn
+    TargetImage: ImageIn
+    SimilarityThreshold: float | None = Field(None, ge=0, le=100)
+    QualityFilter: QualityFilter = QualityFilter.NONE
+
+
+class DetectFacesIn(_In):
+    Image: ImageIn
+    Attributes: list[str] = []
+
+
+class UserIn(_In):
+    CollectionId: str = CollectionId
+    UserId: str
+    ClientRequestToken: str | None = None
+
+
+class ListUsersIn(_In):
+    CollectionId: str = CollectionId
+    MaxResults: int | None = Field(None, ge=1, le=500)
+    NextToken: str | None = None
+
+
+class UserFacesIn(_In):
+    CollectionId: str = CollectionId
+    UserId: str
+    FaceIds: list[str] = Field(min_length=1, max_length=100)
+    UserMatchThreshold: float | None = Field(None, ge=0, le=100)
+    ClientRequestToken: str | None = None
+
+
+class SearchUsersIn(_In):
+    CollectionId: str = CollectionId
+    UserId: str | None = None
+    FaceId: str | None = None
+    UserMatchThreshold: float | None = Field(None, ge=0, le=100)
+    MaxUsers: int | None = Field(None, ge=1, le=500)
+
+
+class SearchUsersByImageIn(_In):
+    CollectionId: str = CollectionId
+    Image: ImageIn
+    UserMatchThreshold: float | None = Field(None, ge=0, le=100)
+    MaxUsers: int | None = Field(None, ge=1, le=500)
+    QualityFilter: QualityFilter = QualityFilter.NONE
+
+
+# -- response shapes ------------------------------------------------------------------------
+
+def bounding_box(box: tuple[float, float, float, float] | Any, width: int, height: int) -> Json:
+    """(x1, y1, x2, y2) pixels to Rekognition's ratios of the image's width and height."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return {"Width": (x2 - x1) / width, "Height": (y2 - y1) / height,
+            "Left": x1 / width, "Top": y1 / height}
+
+
+def face_detail(faces: Faces, i: int, width: int, height: int) -> Json:
+    """A ``FaceDetail`` (also a ``ComparedFace``): box, landmarks, pose, quality, confidence."""
+    q = faces.quality
+    assert q is not None
+    return {
+        "BoundingBox": bounding_box(faces.boxes[i], width, height),
+        "Landmarks": [{"Type": t, "X": float(x) / width, "Y": float(y) / height}
+                      for t, (x, y) in zip(_REK_LANDMARKS, faces.landmarks[i], strict=True)],
+        "Pose": {"Roll": float(q.roll[i]), "Yaw": float(q.yaw[i]), "Pitch": float(q.pitch[i])},
+        "Quality": {"Brightness": float(q.brightness[i]), "Sharpness": float(q.sharpness[i])},
+        "Confidence": 100.0 * float(faces.scores[i]),
+    }
+
+
+def stored_face(f: FaceRecord) -> Json:
+    """A ``Face``: a face stored in a collection."""
+    out: Json = {"FaceId": f.face_id,
+                 "BoundingBox": bounding_box(f.box, f.image_width, f.image_height),
+                 "Confidence": 100.0 * f.score, "IndexFacesModelVersion": f.model_version}
+    if f.image_id:
+        out["ImageId"] = f.image_id
+    if f.external_id:
+        out["ExternalImageId"] = f.external_id
+    if f.user_id:
+        out["UserId"] = f.user_id
+    return out
+
+
+def collection_arn(ctx: ApiContext, name: str) -> str:
+    s = ctx.settings
+    return f"arn:aws:rekognition:{s.region}:{s.account_id}:collection/{name}"
+
+
+async def image_bytes(ctx: ApiContext, image: ImageIn) -> bytes:
+    """The encoded image: ``Bytes`` (base64 in JSON) or the ``S3Object``'s content."""
+    if (image.Bytes is None) == (image.S3Object is None):
+        raise InvalidParameterError("Image needs exactly one of Bytes or S3Object")
+    if image.Bytes is not None:
+        try:
+            data = base64.b64decode(image.Bytes, validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidParameterError("Image.Bytes is not valid base64") from None
+        if not data:
+            raise InvalidParameterError("Image.Bytes is empty")
+        return data
+    s3 = image.S3Object
+    assert s3 is not None
+    return await ctx.io(lambda: ctx.s3.fetch(s3.Bucket, s3.Name, s3.Version))
+
+
+def _check_quality(faces: Faces, qf: QualityFilter, what: str) -> None:
+    why = quality_reasons(faces[:1], qf)[0] if len(faces) else []
+    if why:
+        raise InvalidParameterError(f"the {what} does not pass the {qf.value} quality filter "
+                                    f"({', '.join(why)})")
+
+
+# -- operations -----------------------------------------------------------------------------
+
+async def create_collection(ctx: ApiContext, caller: Caller, p: CollectionIn) -> Json:
+    info = await ctx.io(lambda: ctx.fs.collections.create(p.CollectionId, caller=caller))
+    return {"StatusCode": 200, "CollectionArn": collection_arn(ctx, info.name),
+            "FaceModelVersion": info.model_version}
+
+
+async def delete_collection(ctx: ApiContext, caller: Caller, p: CollectionIn) -> Json:
+    await ctx.infer(lambda: ctx.fs.collections.delete(p.CollectionId, caller=caller))
+    return {"StatusCode": 200}
+
+
+async def list_collections(ctx: ApiContext, caller: Caller, p: ListCollectionsIn) -> Json:
+    infos = {c.name: c for c in await ctx.io(ctx.fs.collections.list)}
+    names, nxt = page_by_name(list(infos), p.NextToken, p.MaxResults or DEFAULT_PAGE,
+                              "collections")
+    out: Json = {"CollectionIds": names,
+                 "FaceModelVersions": [infos[n].model_version for n in names]}
+    if nxt is not None:
+        out["NextToken"] = nxt
+    return out
+
+
+async def describe_collection(ctx: ApiContext, caller: Caller, p: CollectionIn) -> Json:
+    c = await ctx.io(lambda: ctx.fs.collections.describe(p.CollectionId))
+    return {"FaceCount": c.face_count, "UserCount": c.user_count,
+            "FaceModelVersion": c.model_version, "CollectionARN": collection_arn(ctx, c.name),
+            "CreationTimestamp": c.created_at}
+
+
+async def index_faces(ctx: ApiContext, caller: Caller, p: IndexFacesIn) -> Json:
+    data = await image_bytes(ctx, p.Image)
+    # Rekognition indexes the same image again when asked (new face ids): force=True.
+    res = await ctx.infer(lambda: ctx.fs.collections.index_image(
+        p.CollectionId, data, external_id=p.ExternalImageId, max_faces=p.MaxFaces,
+        quality_filter=p.QualityFilter, force=True, caller=caller))
+    ctx.metrics.faces_indexed.inc(len(res.indexed))
+    why = {u.face_index: u.reasons for u in res.unindexed}
+    kept = [i for i in range(len(res.faces)) if i not in why]
+    return {
+        "FaceRecords": [{"Face": stored_face(rec),
+                         "FaceDetail": face_detail(res.faces, i, res.width, res.height)}
+                        for i, rec in zip(kept, res.indexed, strict=True)],
+        "UnindexedFaces": [{"Reasons": r,
+                            "FaceDetail": face_detail(res.faces, i, res.width, res.height)}
+                           for i, r in sorted(why.items())],
+        "FaceModelVersion": ctx.fs.collections.model_version,
+    }
+
+
+async def list_faces(ctx: ApiContext, caller: Caller, p: ListFacesIn) -> Json:
+    after = decode_row("faces", p.NextToken)
+    faces, nxt = await ctx.io(lambda: ctx.fs.collections.list_faces(
+        p.CollectionId, limit=p.MaxResults or DEFAULT_PAGE, after=after, user_id=p.UserId,
+        face_ids=p.FaceIds, caller=caller))
+    out: Json = {"Faces": [stored_face(f) for f in faces],
+                 "FaceModelVersion": ctx.fs.collections.model_version}
+    if nxt is not None:
+        out["NextToken"] = encode_token("faces", nxt)
+    return out
+
+
+async def delete_faces(ctx: ApiContext, caller: Caller, p: DeleteFacesIn) -> Json:
+    deleted, missing = await ctx.infer(lambda: ctx.fs.collections.delete_faces(
+        p.CollectionId, p.FaceIds, caller=caller))
+    return {"DeletedFaces": deleted,
+            "UnsuccessfulFaceDeletions": [{"FaceId": f, "Reasons": ["FACE_NOT_FOUND"]}
+                                          for f in missing]}
+
+
+async def search_faces(ctx: ApiContext, caller: Caller, p: SearchFacesIn) -> Json:
+    matches = await ctx.infer(lambda: ctx.fs.collections.search_by_face_id(
+        p.CollectionId, p.FaceId, max_results=p.MaxFaces or DEFAULT_MAX_FACES,
+        threshold=p.FaceMatchThreshold, caller=caller))
+    return {"SearchedFaceId": p.FaceId,
+            "FaceMatches": [{"Similarity": m.similarity, "Face": stored_face(m.face)}
+                            for m in matches],
+            "FaceModelVersion": ctx.fs.collections.model_version}
+
+
+async def search_faces_by_image(ctx: ApiContext, caller: Caller, p: SearchFacesByImageIn) -> Json:
+    data = await image_bytes(ctx, p.Image)
+    res = await ctx.infer(lambda: ctx.fs.collections.search_by_image(
+        p.CollectionId, data, max_results=p.MaxFaces or DEFAULT_MAX_FACES,
+        threshold=p.FaceMatchThreshold, caller=caller))
+    _check_quality(res.faces, p.QualityFilter, "largest face of the image")
+    matches = res.results[0].matches if res.results else []
+    return {"SearchedFaceBoundingBox": bounding_box(res.faces.boxes[0], res.width, res.height),
+            "SearchedFaceConfidence": 100.0 * float(res.faces.scores[0]),
+            "FaceMatches": [{"Similarity": m.similarity, "Face": stored_face(m.face)}
+                            for m in matches],
+            "FaceModelVersion": res.model_version}
+
+
+async def compare_faces(ctx: ApiContext, caller: Caller, p: CompareFacesIn) -> Json:
+    source = await image_bytes(ctx, p.SourceImage)
+    target = await image_bytes(ctx, p.TargetImage)
+    c = await ctx.infer(lambda: ctx.fs.collections.compare(
+        source, target, threshold=p.SimilarityThreshold, caller=caller))
+    _check_quality(c.source, p.QualityFilter, "largest face of the source image")
+    (sw, sh), (tw, th) = c.source_size, c.target_size
+    passing = [i for i, why in enumerate(quality_reasons(c.target, p.QualityFilter)) if not why]
+    ranked = sorted(passing, key=lambda i: -c.similarities[i])
+    return {
+        "SourceImageFace": {"BoundingBox": bounding_box(c.source.boxes[0], sw, sh),
+                            "Confidence": 100.0 * float(c.source.scores[0])},
+        "FaceMatches": [{"Similarity": c.similarities[i], "Face": face_detail(c.target, i, tw, th)}
+                        for i in ranked if c.similarities[i] >= c.threshold],
+        "UnmatchedFaces": [face_detail(c.target, i, tw, th)
+                           for i in ranked if c.similarities[i] < c.threshold],
+    }
+
+
+async def detect_faces(ctx: ApiContext, caller: Caller, p: DetectFacesIn) -> Json:
+    data = await image_bytes(ctx, p.Image)
+    image, faces = await ctx.infer(lambda: ctx.fs.collections.detect_faces(data, caller=caller))
+    return {"FaceDetails": [face_detail(faces, i, image.width, image.height)
+                            for i in range(len(faces))]}
+
+
+async def create_user(ctx: ApiContext, caller: Caller, p: UserIn) -> Json:
+    await ctx.io(lambda: ctx.fs.users.create(p.CollectionId, p.UserId, caller=caller))
+    return {}
+
+
+async def delete_user(ctx: ApiContext, caller: Caller, p: UserIn) -> Json:
+    await ctx.io(lambda: ctx.fs.users.delete(p.CollectionId, p.UserId, caller=caller))
+    return {}
+
+
+async def list_users(ctx: ApiContext, caller: Caller, p: ListUsersIn) -> Json:
+    after = decode_row("users", p.NextToken)
+    users, nxt = await ctx.io(lambda: ctx.fs.users.list(
+        p.CollectionId, limit=p.MaxResults or DEFAULT_USER_PAGE, after=after))
+    out: Json = {"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in users]}
+    if nxt is not None:
+        out["NextToken"] = encode_token("users", nxt)
+    return out
+
+
+async def associate_faces(ctx: ApiContext, caller: Caller, p: UserFacesIn) -> Json:
+    threshold = (DEFAULT_USER_MATCH_THRESHOLD if p.UserMatchThreshold is None
+                 else p.UserMatchThreshold)
+    a = await ctx.infer(lambda: ctx.fs.users.associate(
+        p.CollectionId, p.UserId, p.FaceIds, user_match_threshold=threshold, caller=caller))
+    return {"AssociatedFaces": [{"FaceId": f} for f in a.done],
+            "UnsuccessfulFaceAssociations": [{"FaceId": f, "Reasons": r} for f, r in a.failed],
+            "UserStatus": a.user.status}
+
+
+async def disassociate_faces(ctx: ApiContext, caller: Caller, p: UserFacesIn) -> Json:
+    a = await ctx.io(lambda: ctx.fs.users.disassociate(p.CollectionId, p.UserId, p.FaceIds,
+                                                       caller=caller))
+    return {"DisassociatedFaces": [{"FaceId": f} for f in a.done],
+            "UnsuccessfulFaceDisassociations": [{"FaceId": f, "UserId": p.UserId, "Reasons": r}
+                                                for f, r in a.failed],
+            "UserStatus": a.user.status}
+
+
+def _user_matches(matches: list[UserMatch]) -> list[Json]:
+    return [{"Similarity": m.similarity, "User": {"UserId": m.user_id, "UserStatus": "ACTIVE"}}
+            for m in matches]
+
+
+async def search_users(ctx: ApiContext, caller: Caller, p: SearchUsersIn) -> Json:
+    res = await ctx.infer(lambda: ctx.fs.users.search(
+        p.CollectionId, user_id=p.UserId, face_id=p.FaceId,
+        max_users=p.MaxUsers or DEFAULT_MAX_USERS, threshold=p.UserMatchThreshold,
+        caller=caller))
+    out: Json = {"UserMatches": _user_matches(res.matches),
+                 "FaceModelVersion": ctx.fs.collections.model_version}
+    if p.FaceId is not None:
+        out["SearchedFace"] = {"FaceId": p.FaceId}
+    if p.UserId is not None:
+        out["SearchedUser"] = {"UserId": p.UserId}
+    return out
+
+
+async def search_users_by_image(ctx: ApiContext, caller: Caller, p: SearchUsersByImageIn) -> Json:
+    data = await image_bytes(ctx, p.Image)
+    version = ctx.fs.collections.model_version
+
+    def run() -> tuple[Image, UserSearchResult]:
+        image = load_image(data, ctx.fs.collections.limits)
+        return image, ctx.fs.users.search_by_image(
+            p.CollectionId, image, max_users=p.MaxUsers or DEFAULT_MAX_USERS,
+            threshold=p.UserMatchThreshold, caller=caller)
+
+    try:
+        image, res = await ctx.infer(run)
+    except NoFaceError:  # Rekognition: no valid face is an empty answer, not an error
+        return {"UserMatches": [], "FaceModelVersion": version, "UnsearchedFaces": []}
+    detail = face_detail(res.faces, 0, image.width, image.height)
+    why = quality_reasons(res.faces[:1], p.QualityFilter)[0]
+    if why:
+        return {"UserMatches": [], "FaceModelVersion": version,
+                "UnsearchedFaces": [{"FaceDetails": detail, "Reasons": why}]}
+    return {"UserMatches": _user_matches(res.matches), "FaceModelVersion": version,
+            "SearchedFace": {"FaceDetail": detail}, "UnsearchedFaces": []}
+
+
+Handler = Callable[[ApiContext, Caller, Any], Awaitable[Json]]
+HANDLERS: dict[Operation, tuple[type[_In], Handler]] = {
+    Operation.CREATE_COLLECTION: (CollectionIn, create_collection),
+    Operation.DELETE_COLLECTION: (CollectionIn, delete_collection),
+    Operation.LIST_COLLECTIONS: (ListCollectionsIn, list_collections),
+    Operation.DESCRIBE_COLLECTION: (CollectionIn, describe_collection),
+    Operation.INDEX_FACES: (IndexFacesIn, index_faces),
+    Operation.LIST_FACES: (ListFacesIn, list_faces),
+    Operation.DELETE_FACES: (DeleteFacesIn, delete_faces),
+    Operation.SEARCH_FACES: (SearchFacesIn, search_faces),
+    Operation.SEARCH_FACES_BY_IMAGE: (SearchFacesByImageIn, search_faces_by_image),
+    Operation.COMPARE_FACES: (CompareFacesIn, compare_faces),
+    Operation.DETECT_FACES: (DetectFacesIn, detect_faces),
+    Operation.CREATE_USER: (UserIn, create_user),
+    Operation.DELETE_USER: (UserIn, delete_user),
+    Operation.LIST_USERS: (ListUsersIn, list_users),
+    Operation.ASSOCIATE_FACES: (UserFacesIn, associate_faces),
+    Operation.DISASSOCIATE_FACES: (UserFacesIn, disassociate_faces),
+    Operation.SEARCH_USERS: (SearchUsersIn, search_users),
+    Operation.SEARCH_USERS_BY_IMAGE: (SearchUsersByImageIn, search_users_by_image),
+}
+
+
+def _operation(target: str) -> Operation:
+    prefix, _, name = target.partition(".")
+    try:
+        op = Operation(name)
+    except ValueError:
+        op = None
+    if prefix != TARGET_PREFIX or op not in HANDLERS:
+        raise UnknownOperationError(f"unknown operation {target!r}")
+    assert op is not None
+    return op
+
+
+@router.post("/", include_in_schema=False)
+async def dispatch(request: Request) -> Response:
+    """One Rekognition call: authenticate, authorise, parse, run, answer."""
+    ctx = context(request)
+    state = request.scope.setdefault("state", {})
+    state["api"] = "rekognition"
+    op = _operation(request.headers.get("x-amz-target", ""))
+    caller = await ctx.caller(request, op, service="rekognition", allow_bearer=False)
+    model, handler = HANDLERS[op]
+    try:
+        data = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise SerializationError("the request body is not JSON") from None
+    if not isinstance(data, dict):
+        raise SerializationError("the request body must be a JSON object")
+    try:
+        params = model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidParameterError("; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )) from None
+    out = await handler(ctx, caller, params)
+    return Response(json.dumps(out), media_type=AMZ_JSON,
+                    headers={"x-amzn-RequestId": state.get("request_id", "")})

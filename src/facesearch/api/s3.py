@@ -1,0 +1,67 @@
+"""Images named by ``Image.S3Object``, read from the S3-compatible store the operator configures
+(``FACESEARCH_API_S3_ENDPOINT_URL`` and credentials). Without one, S3 objects are refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ImageTooLargeError
+from .errors import InvalidS3ObjectError
+from .settings import ApiSettings
+
+
+class S3Images:
+    """Fetch objects (at most ``max_bytes``) from one S3-compatible store (blocking calls)."""
+
+    def __init__(self, settings: ApiSettings, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._client: Any = None
+        if settings.s3_endpoint_url is None:
+            return
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
+
+        secret = settings.s3_secret_access_key
+        self._client = boto3.client(
+            "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
+            aws_access_key_id=settings.s3_access_key_id,
+            aws_secret_access_key=secret.get_secret_value() if secret else None,
+            config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30))
+
+    def fetch(self, bucket: str, name: str, version: str | None = None) -> bytes:
+        """The object's bytes; :class:`InvalidS3ObjectError` if it cannot be read,
+        :class:`ImageTooLargeError` if it is over the image byte limit."""
+        if self._client is None:
+            raise InvalidS3ObjectError("this server has no S3 store configured "
+                                       "(FACESEARCH_API_S3_ENDPOINT_URL); send Image.Bytes")
+        from botocore.exceptions import (  # type: ignore[import-untyped]
+            BotoCoreError,
+            ClientError,
+        )
+
+        where = f"s3://{bucket}/{name}" + (f"?versionId={version}" if version else "")
+        try:
+            args = {"Bucket": bucket, "Key": name}
+            if version:
+                args["VersionId"] = version
+            obj = self._client.get_object(**args)
+            size = int(obj.get("ContentLength", 0))
+            if size > self.max_bytes:
+                obj["Body"].close()
+                raise ImageTooLargeError(f"{where}: {size / 1e6:.1f} MB is over the "
+                                         f"{self.max_bytes / 1e6:.0f} MB image limit")
+            data: bytes = obj["Body"].read(self.max_bytes + 1)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "error")
+            raise InvalidS3ObjectError(f"{where}: cannot be read ({code})") from None
+        except BotoCoreError as exc:
+            raise InvalidS3ObjectError(f"{where}: cannot be read ({exc})") from None
+        if len(data) > self.max_bytes:
+            raise ImageTooLargeError(f"{where}: over the {self.max_bytes / 1e6:.0f} MB image "
+                                     f"limit")
+        return data
+
+    def shutdown(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -1,0 +1,223 @@
+"""Access keys service: API credentials that the operator creates, lists and revokes.
+
+A key is an id (``FSAK`` + 16 characters, shown in logs and the audit trail), a secret (shown
+once, at creation) and one role (:class:`Role`). SigV4 verification needs the secret itself
+(an HMAC key), so it cannot be stored as a one-way hash: secrets are sealed with AES-256-GCM
+(:class:`facesearch.crypto.Sealer`, the key id as associated data) under a master key that is
+either given as ``FACESEARCH_KEYS_MASTER_KEY`` (base64 of 32 bytes) or kept in
+``<home>/keys/access-keys-master.key``, created with mode 0600 on first use. The database alone does not
+reveal a secret; the database together with the master key file does.
+
+Keys live in the ``access_keys`` table of the data directory's database; revoked keys stay
+listed (with the time of revocation) for the record.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Float,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Row,
+    String,
+    Table,
+    insert,
+    select,
+    update,
+)
+
+from .crypto import Sealer
+from .errors import EncryptionError, InvalidParameterError, NotFoundError
+from .store import Store
+
+MASTER_KEY_FILE = "keys/access-keys-master.key"
+_KEY_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+keys_metadata = MetaData()
+access_keys_t = Table(
+    "access_keys", keys_metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_id", String, nullable=False, unique=True),
+    Column("role", String, nullable=False),
+    Column("label", String),
+    Column("secret", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    sqlite_autoincrement=True,
+)
+
+
+class Role(str, enum.Enum):
+    """What a key may do (the operations of each role are in ``facesearch.api.auth``)."""
+
+    ADMIN = "admin"
+    """Collections and keys."""
+    INDEXER = "indexer"
+    """Index and delete faces; users and their faces."""
+    SEARCHER = "searcher"
+    """Search, compare, detect."""
+    AUDITOR = "auditor"
+    """Read-only: collections, faces, users, keys, the audit trail."""
+
+
+class KeyNotFoundError(NotFoundError):
+    code = "key_not_found"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An access key without its secret. Times are seconds since the epoch."""
+
+    key_id: str
+    role: Role
+    label: str | None
+    created_at: float
+    revoked_at: float | None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """A key just created: the only time its secret is available to show."""
+
+    info: KeyInfo
+    secret: str
+
+
+@dataclass(frozen=True)
+class ActiveKey:
+    """An active key with its secret, for verifying a request's signature."""
+
+    info: KeyInfo
+    secret: str
+
+
+def load_master_key(home: Path, given: str | None) -> bytes:
+    """The master key: ``given`` (base64 of 32 bytes), else :data:`MASTER_KEY_FILE` in
+    ``home`` (created with mode 0600, in a 0700 folder, when missing)."""
+    if given:
+        return _decode_master(given, "FACESEARCH_KEYS_MASTER_KEY")
+    path = home / MASTER_KEY_FILE
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process created it first
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+    try:
+        return _decode_master(path.read_text().strip(), str(path))
+    except OSError as exc:
+        raise EncryptionError(f"cannot read the keys master key {path}: {exc.strerror}") from None
+
+
+def _decode_master(text: str, where: str) -> bytes:
+    try:
+        key = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise EncryptionError(f"{where}: the keys master key must be base64 of 32 bytes")
+    return key
+
+
+def _new_key_id() -> str:
+    return "FSAK" + "".join(secrets.choice(_KEY_ID_CHARS) for _ in range(16))
+
+
+class AccessKeys:
+    """Create, list, revoke and look up access keys in one data directory's database."""
+
+    def __init__(self, store: Store, master_key: Callable[[], bytes],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self._master_key = master_key
+        self._sealer: Sealer | None = None
+        self._lock = threading.Lock()
+        keys_metadata.create_all(store.engine)
+
+    def _seal(self) -> Sealer:
+        with self._lock:
+            if self._sealer is None:
+                self._sealer = Sealer(self._master_key())
+            return self._sealer
+
+    def create(self, role: Role | str, label: str | None = None) -> NewKey:
+        """A new active key for ``role``; the returned secret is not retrievable later."""
+        try:
+            r = Role(role)
+        except ValueError:
+            raise InvalidParameterError(
+                f"unknown role {role!r}; choose one of {', '.join(x.value for x in Role)}"
+            ) from None
+        if label is not None and not 1 <= len(label) <= 200:
+            raise InvalidParameterError("a key label has 1-200 characters")
+        key_id = _new_key_id()
+        secret = secrets.token_urlsafe(30)
+        sealed = self._seal().seal(secret.encode(), key_id.encode())
+        now = self.clock()
+        with self.store.transaction() as conn:
+            conn.execute(insert(access_keys_t).values(
+                key_id=key_id, role=r.value, label=label, secret=sealed, created_at=now))
+        return NewKey(KeyInfo(key_id, r, label, now, None), secret)
+
+    def list(self, include_revoked: bool = True) -> list[KeyInfo]:
+        """Keys in creation order."""
+        q = select(access_keys_t).order_by(access_keys_t.c.id)
+        if not include_revoked:
+            q = q.where(access_keys_t.c.revoked_at.is_(None))
+        with self.store.transaction() as conn:
+            return [_info(r) for r in conn.execute(q)]
+
+    def describe(self, key_id: str) -> KeyInfo:
+        with self.store.transaction() as conn:
+            r = conn.execute(select(access_keys_t)
+                             .where(access_keys_t.c.key_id == key_id)).first()
+        if r is None:
+            raise KeyNotFoundError(f"access key {key_id!r} does not exist")
+        return _info(r)
+
+    def revoke(self, key_id: str) -> KeyInfo:
+        """Revoke a key (at once, in every server on this data directory); idempotent."""
+        with self.store.transaction() as conn:
+            conn.execute(update(access_keys_t).where(
+                access_keys_t.c.key_id == key_id, access_keys_t.c.revoked_at.is_(None),
+            ).values(revoked_at=self.clock()))
+        return self.describe(key_id)
+
+    def lookup(self, key_id: str) -> ActiveKey:
+        """The active key ``key_id`` with its secret; :class:`KeyNotFoundError` when the key is
+        unknown or revoked."""
+        if not 1 <= len(key_id) <= 128:
+            raise KeyNotFoundError("unknown access key")
+        with self.store.transaction() as conn:
+            r = conn.execute(select(access_keys_t)
+                             .where(access_keys_t.c.key_id == key_id)).first()
+        if r is None or r.revoked_at is not None:
+            raise KeyNotFoundError(f"access key {key_id!r} is unknown or revoked")
+        secret = self._seal().open(r.secret, key_id.encode()).decode()
+        return ActiveKey(_info(r), secret)
+
+
+def _info(r: Row[Any]) -> KeyInfo:
+    return KeyInfo(r.key_id, Role(r.role), r.label, r.created_at, r.revoked_at)

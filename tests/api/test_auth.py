@@ -1,0 +1,152 @@
+"""SigV4 verification against requests signed by botocore's own signer; bearer keys; the role
+table."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from facesearch.api.auth import (
+    PERMISSIONS,
+    Operation,
+    SignedRequest,
+    authenticate,
+    authorize,
+    canonical_query,
+)
+from facesearch.api.errors import (
+    IncompleteSignatureError,
+    MissingAuthError,
+    SignatureExpiredError,
+    SignatureMismatchError,
+    UnknownKeyError,
+)
+from facesearch.config import Settings
+from facesearch.errors import AccessDeniedError
+from facesearch.keys import AccessKeys, NewKey, Role
+from facesearch.service import FaceSearch
+
+HOST = "127.0.0.1:8123"
+
+
+@pytest.fixture
+def keys(home: Path) -> Iterator[AccessKeys]:
+    fs = FaceSearch(Settings(home=home))
+    yield fs.keys
+    fs.shutdown()
+
+
+def sign(key: NewKey, method: str, path: str, *, params: dict[str, str] | None = None,
+         body: bytes = b"", service: str = "rekognition", headers: dict[str, str] | None = None,
+         when: datetime.datetime | None = None,
+         monkeypatch: pytest.MonkeyPatch | None = None) -> SignedRequest:
+    """A request signed by botocore, as the server would receive it."""
+    req = AWSRequest(method=method, url=f"http://{HOST}{path}", params=params or {}, data=body,
+                     headers={"Content-Type": "application/x-amz-json-1.1", **(headers or {})})
+    if when is not None and monkeypatch is not None:
+        import botocore.auth
+
+        monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda **kw: when)
+    SigV4Auth(Credentials(key.info.key_id, key.secret), service, "eu-west-1").add_auth(req)
+    prepared = req.prepare()
+    raw_path, _, query = prepared.url.split(HOST, 1)[1].partition("?")
+    hdrs = [(k.lower(), v) for k, v in prepared.headers.items()] + [("host", HOST)]
+    return SignedRequest(method, raw_path, query, hdrs, body)
+
+
+def check(req: SignedRequest, keys: AccessKeys, service: str = "rekognition",
+          now: float | None = None) -> str:
+    return authenticate(req, keys, service=service, max_skew_s=300, allow_bearer=True,
+                        now=now).key_id
+
+
+def test_accepts_botocore_signatures(keys: AccessKeys) -> None:
+    k = keys.create("searcher")
+    body = b'{"CollectionId": "a"}'
+    assert check(sign(k, "POST", "/", body=body), keys) == k.info.key_id
+    odd = sign(k, "GET", "/v1/collections/a.b-c_d/faces", service="facesearch",
+               params={"max_results": "5", "next_token": "ab/c+d=", "user_id": "x y:z"})
+    assert check(odd, keys, "facesearch") == k.info.key_id
+
+
+def test_refuses_tampering(keys: AccessKeys) -> None:
+    k = keys.create("searcher")
+    req = sign(k, "POST", "/", body=b'{"a": 1}')
+    with pytest.raises(SignatureMismatchError):
+        check(SignedRequest(req.method, req.path, req.query, req.headers, b'{"a": 2}'), keys)
+    with pytest.raises(SignatureMismatchError):
+        check(SignedRequest("PUT", req.path, req.query, req.headers, req.body), keys)
+    signed = sign(k, "POST", "/", headers={"X-Amz-Target": "RekognitionService.DetectFaces"})
+    swapped = [(n, "RekognitionService.DeleteCollection" if n == "x-amz-target" else v)
+               for n, v in signed.headers]
+    with pytest.raises(SignatureMismatchError):
+        check(SignedRequest("POST", "/", "", swapped, b""), keys)
+    with pytest.raises(SignatureMismatchError):  # scoped to another service
+        check(req, keys, "facesearch")
+    forged = NewKey(k.info, "x" * 40)
+    with pytest.raises(SignatureMismatchError):
+        check(sign(forged, "POST", "/"), keys)
+
+
+def test_refuses_unknown_revoked_and_missing(keys: AccessKeys) -> None:
+    k = keys.create("searcher")
+    req = sign(k, "POST", "/")
+    keys.revoke(k.info.key_id)
+    with pytest.raises(UnknownKeyError):
+        check(req, keys)
+    with pytest.raises(MissingAuthError):
+        check(SignedRequest("POST", "/", "", [("host", HOST)], b""), keys)
+    broken = [(n, "AWS4-HMAC-SHA256 Credential=abc" if n == "authorization" else v)
+              for n, v in req.headers]
+    with pytest.raises(IncompleteSignatureError):
+        check(SignedRequest("POST", "/", "", broken, b""), keys)
+
+
+def test_clock_skew(keys: AccessKeys, monkeypatch: pytest.MonkeyPatch) -> None:
+    k = keys.create("searcher")
+    t0 = datetime.datetime(2030, 1, 2, 3, 4, 5)
+    now = t0.replace(tzinfo=datetime.UTC).timestamp()
+    req = sign(k, "POST", "/", when=t0, monkeypatch=monkeypatch)
+    assert check(req, keys, now=now + 299) == k.info.key_id
+    assert check(req, keys, now=now - 299) == k.info.key_id
+    with pytest.raises(SignatureExpiredError, match="Signature expired"):
+        check(req, keys, now=now + 301)
+    with pytest.raises(SignatureExpiredError, match="not yet current"):
+        check(req, keys, now=now - 301)
+
+
+def test_bearer(keys: AccessKeys) -> None:
+    k = keys.create("auditor")
+    ok = SignedRequest("GET", "/v1/whoami", "",
+                       [("authorization", f"Bearer {k.info.key_id}:{k.secret}")], b"")
+    assert check(ok, keys, "facesearch") == k.info.key_id
+    bad = SignedRequest("GET", "/v1/whoami", "",
+                        [("authorization", f"Bearer {k.info.key_id}:nope")], b"")
+    with pytest.raises(SignatureMismatchError):
+        check(bad, keys, "facesearch")
+    with pytest.raises(IncompleteSignatureError):  # the Rekognition endpoint takes SigV4 only
+        authenticate(ok, keys, service="rekognition", max_skew_s=300, allow_bearer=False)
+
+
+def test_role_table(keys: AccessKeys) -> None:
+    assert set(PERMISSIONS) == set(Operation)
+    admin = keys.create(Role.ADMIN).info
+    searcher = keys.create(Role.SEARCHER).info
+    authorize(admin, Operation.CREATE_COLLECTION)
+    authorize(searcher, Operation.SEARCH_FACES_BY_IMAGE)
+    with pytest.raises(AccessDeniedError):
+        authorize(searcher, Operation.CREATE_COLLECTION)
+    with pytest.raises(AccessDeniedError):
+        authorize(admin, Operation.SEARCH_FACES_BY_IMAGE)
+
+
+def test_canonical_query_sorts_and_encodes() -> None:
+    assert canonical_query("b=2&a=x%20y&a=1") == "a=1&a=x%20y&b=2"
+    assert canonical_query("a=x+y%2Bz") == "a=x%20y%2Bz"
+    assert canonical_query("") == ""

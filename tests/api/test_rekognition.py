@@ -1,0 +1,417 @@
+"""The Rekognition-compatible endpoint, driven by a real boto3 client against a real server
+process: every supported operation, Rekognition's shapes, paging, error classes, S3 objects,
+roles and refused signatures."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import re
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import ClientError
+from PIL import Image as PILImage
+
+from .conftest import S3_BUCKET, Server, blank_png, image_bytes, log_lines
+
+UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+PEOPLE = "rek-people"
+
+
+def img(name: str) -> dict[str, bytes]:
+    return {"Bytes": image_bytes(name)}
+
+
+def code(exc: ClientError) -> str:
+    return str(exc.response["Error"]["Code"])
+
+
+@pytest.fixture(scope="module")
+def people(server: Server) -> dict[str, Any]:
+    """A collection with obama.jpg, biden.jpg and two_people.jpg indexed."""
+    server.rekognition("admin").create_collection(CollectionId=PEOPLE)
+    rek = server.rekognition("indexer")
+    return {name: rek.index_faces(CollectionId=PEOPLE, Image=img(f"{name}.jpg"),
+                                  ExternalImageId=name)
+            for name in ("obama", "biden", "two_people")}
+
+
+def check_box(box: dict[str, float]) -> None:
+    assert set(box) == {"Width", "Height", "Left", "Top"}
+    assert 0 < box["Width"] <= 1 and 0 < box["Height"] <= 1
+    assert -0.5 < box["Left"] < 1 and -0.5 < box["Top"] < 1
+
+
+def check_detail(d: dict[str, Any]) -> None:
+    check_box(d["BoundingBox"])
+    marks = {m["Type"]: (m["X"], m["Y"]) for m in d["Landmarks"]}
+    assert set(marks) == {"eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight"}
+    assert marks["eyeLeft"][0] < marks["eyeRight"][0]  # as seen in the image
+    assert marks["mouthLeft"][0] < marks["mouthRight"][0]
+    assert all(0 <= x <= 1 and 0 <= y <= 1 for x, y in marks.values())
+    b = d["BoundingBox"]
+    assert b["Left"] < marks["nose"][0] < b["Left"] + b["Width"]
+    assert set(d["Pose"]) == {"Roll", "Yaw", "Pitch"}
+    assert set(d["Quality"]) == {"Brightness", "Sharpness"}
+    assert 0 <= d["Quality"]["Brightness"] <= 100 and 0 <= d["Quality"]["Sharpness"] <= 100
+    assert 50 <= d["Confidence"] <= 100
+
+
+# -- collections ------------------------------------------------------------------------------
+
+def test_collection_lifecycle(server: Server) -> None:
+    rek = server.rekognition("admin")
+    out = rek.create_collection(CollectionId="rek-life")
+    assert out["StatusCode"] == 200
+    assert out["CollectionArn"].endswith(":collection/rek-life")
+    assert out["FaceModelVersion"]
+    with pytest.raises(rek.exceptions.ResourceAlreadyExistsException):
+        rek.create_collection(CollectionId="rek-life")
+    d = rek.describe_collection(CollectionId="rek-life")
+    assert d["FaceCount"] == 0 and d["UserCount"] == 0
+    assert d["FaceModelVersion"] == out["FaceModelVersion"]
+    age = datetime.datetime.now(datetime.UTC) - d["CreationTimestamp"]
+    assert abs(age.total_seconds()) < 120
+    listed = rek.list_collections()
+    assert "rek-life" in listed["CollectionIds"]
+    assert len(listed["FaceModelVersions"]) == len(listed["CollectionIds"])
+    assert rek.delete_collection(CollectionId="rek-life")["StatusCode"] == 200
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.describe_collection(CollectionId="rek-life")
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.delete_collection(CollectionId="rek-life")
+    with pytest.raises(rek.exceptions.InvalidParameterException):
+        rek.create_collection(CollectionId="no spaces allowed")
+
+
+def test_list_collections_pages(server: Server) -> None:
+    rek = server.rekognition("admin")
+    names = {f"rek-page-{i}" for i in range(3)}
+    for n in names:
+        rek.create_collection(CollectionId=n)
+    seen: list[str] = []
+    kwargs: dict[str, Any] = {"MaxResults": 1}
+    while True:
+        page = rek.list_collections(**kwargs)
+        assert len(page["CollectionIds"]) <= 1
+        seen += page["CollectionIds"]
+        if "NextToken" not in page:
+            break
+        kwargs["NextToken"] = page["NextToken"]
+    assert names <= set(seen) and seen == sorted(seen) and len(seen) == len(set(seen))
+    paginator = rek.get_paginator("list_collections")
+    assert names <= {c for p in paginator.paginate(PaginationConfig={"PageSize": 2})
+                     for c in p["CollectionIds"]}
+    with pytest.raises(rek.exceptions.InvalidPaginationTokenException):
+        rek.list_collections(NextToken="not-a-token")
+
+
+# -- faces ------------------------------------------------------------------------------------
+
+def test_index_faces_shapes(people: dict[str, Any]) -> None:
+    out = people["obama"]
+    assert len(out["FaceRecords"]) == 1 and out["UnindexedFaces"] == []
+    assert out["FaceModelVersion"]
+    face = out["FaceRecords"][0]["Face"]
+    assert UUID.match(face["FaceId"]) and UUID.match(face["ImageId"])
+    assert face["ExternalImageId"] == "obama"
+    assert 50 <= face["Confidence"] <= 100
+    check_box(face["BoundingBox"])
+    check_detail(out["FaceRecords"][0]["FaceDetail"])
+    assert face["BoundingBox"] == out["FaceRecords"][0]["FaceDetail"]["BoundingBox"]
+    two = people["two_people"]["FaceRecords"]
+    assert len(two) == 2 and two[0]["Face"]["ImageId"] == two[1]["Face"]["ImageId"]
+
+
+def test_index_faces_reports_unindexed_faces(server: Server) -> None:
+    server.rekognition("admin").create_collection(CollectionId="rek-maxfaces")
+    rek = server.rekognition("indexer")
+    out = rek.index_faces(CollectionId="rek-maxfaces", Image=img("two_people.jpg"), MaxFaces=1,
+                          QualityFilter="NONE")
+    assert len(out["FaceRecords"]) == 1
+    assert [u["Reasons"] for u in out["UnindexedFaces"]] == [["EXCEEDS_MAX_FACES"]]
+    check_detail(out["UnindexedFaces"][0]["FaceDetail"])
+    again = rek.index_faces(CollectionId="rek-maxfaces", Image=img("two_people.jpg"))
+    assert len(again["FaceRecords"]) == 2  # as Rekognition: the same image is indexed again
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.index_faces(CollectionId="rek-nowhere", Image=img("obama.jpg"))
+
+
+def test_list_faces_pages(server: Server, people: dict[str, Any]) -> None:
+    rek = server.rekognition("indexer")
+    total = server.rekognition("auditor").describe_collection(CollectionId=PEOPLE)["FaceCount"]
+    assert total == 4
+    seen: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"CollectionId": PEOPLE, "MaxResults": 3}
+    while True:
+        page = rek.list_faces(**kwargs)
+        assert page["FaceModelVersion"]
+        seen += page["Faces"]
+        if "NextToken" not in page:
+            break
+        kwargs["NextToken"] = page["NextToken"]
+    assert len(seen) == total == len({f["FaceId"] for f in seen})
+    assert {f["ExternalImageId"] for f in seen} == {"obama", "biden", "two_people"}
+    fid = people["biden"]["FaceRecords"][0]["Face"]["FaceId"]
+    only = rek.list_faces(CollectionId=PEOPLE, FaceIds=[fid])["Faces"]
+    assert [f["FaceId"] for f in only] == [fid]
+    paginator = rek.get_paginator("list_faces")
+    assert sum(len(p["Faces"]) for p in paginator.paginate(
+        CollectionId=PEOPLE, PaginationConfig={"PageSize": 1})) == total
+    with pytest.raises(rek.exceptions.InvalidPaginationTokenException):
+        rek.list_faces(CollectionId=PEOPLE, NextToken="bm9wZTox")
+
+
+def test_delete_faces(server: Server) -> None:
+    server.rekognition("admin").create_collection(CollectionId="rek-delete")
+    rek = server.rekognition("indexer")
+    fid = rek.index_faces(CollectionId="rek-delete",
+                          Image=img("obama.jpg"))["FaceRecords"][0]["Face"]["FaceId"]
+    ghost = str(uuid.uuid4())
+    out = rek.delete_faces(CollectionId="rek-delete", FaceIds=[fid, ghost])
+    assert out["DeletedFaces"] == [fid]
+    assert out["UnsuccessfulFaceDeletions"] == [{"FaceId": ghost, "Reasons": ["FACE_NOT_FOUND"]}]
+    assert rek.list_faces(CollectionId="rek-delete")["Faces"] == []
+    with pytest.raises(rek.exceptions.InvalidParameterException):
+        rek.delete_faces(CollectionId="rek-delete", FaceIds=["not-a-uuid"])
+
+
+# -- search, compare, detect --------------------------------------------------------------------
+
+def test_search_faces_by_image(server: Server, people: dict[str, Any]) -> None:
+    rek = server.rekognition("searcher")
+    out = rek.search_faces_by_image(CollectionId=PEOPLE, Image=img("obama2.jpg"))
+    assert out["FaceMatches"], out
+    top = out["FaceMatches"][0]
+    assert top["Face"]["ExternalImageId"] == "obama" and top["Similarity"] >= 80
+    assert all(m["Similarity"] >= 80 for m in out["FaceMatches"])
+    assert "biden" not in {m["Face"]["ExternalImageId"] for m in out["FaceMatches"]}
+    check_box(out["SearchedFaceBoundingBox"])
+    assert 50 <= out["SearchedFaceConfidence"] <= 100 and out["FaceModelVersion"]
+    loose = rek.search_faces_by_image(CollectionId=PEOPLE, Image=img("obama2.jpg"),
+                                      FaceMatchThreshold=0, MaxFaces=2)
+    assert len(loose["FaceMatches"]) == 2
+    sims = [m["Similarity"] for m in loose["FaceMatches"]]
+    assert sims == sorted(sims, reverse=True)
+
+
+def test_search_faces_by_face_id(server: Server, people: dict[str, Any]) -> None:
+    rek = server.rekognition("searcher")
+    fid = people["obama"]["FaceRecords"][0]["Face"]["FaceId"]
+    out = rek.search_faces(CollectionId=PEOPLE, FaceId=fid, FaceMatchThreshold=0, MaxFaces=10)
+    assert out["SearchedFaceId"] == fid
+    ids = [m["Face"]["FaceId"] for m in out["FaceMatches"]]
+    assert fid not in ids and len(ids) == 3
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.search_faces(CollectionId=PEOPLE, FaceId=str(uuid.uuid4()))
+
+
+def test_search_errors(server: Server, people: dict[str, Any]) -> None:
+    rek = server.rekognition("searcher")
+    with pytest.raises(rek.exceptions.InvalidParameterException):  # no face in the image
+        rek.search_faces_by_image(CollectionId=PEOPLE, Image={"Bytes": blank_png()})
+    with pytest.raises(rek.exceptions.InvalidImageFormatException):
+        rek.search_faces_by_image(CollectionId=PEOPLE, Image={"Bytes": b"not an image at all"})
+    buf = io.BytesIO()
+    PILImage.new("L", (8000, 6000)).save(buf, "PNG")  # 48 megapixels, a few kB
+    with pytest.raises(rek.exceptions.ImageTooLargeException):
+        rek.search_faces_by_image(CollectionId=PEOPLE, Image={"Bytes": buf.getvalue()})
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.search_faces_by_image(CollectionId="rek-nowhere", Image=img("obama2.jpg"))
+    with pytest.raises(rek.exceptions.InvalidParameterException):
+        rek.search_faces_by_image(CollectionId=PEOPLE, Image={})
+
+
+def test_compare_faces(server: Server) -> None:
+    rek = server.rekognition("searcher")
+    same = rek.compare_faces(SourceImage=img("obama.jpg"), TargetImage=img("obama2.jpg"))
+    assert len(same["FaceMatches"]) == 1 and same["UnmatchedFaces"] == []
+    assert same["FaceMatches"][0]["Similarity"] >= 80
+    check_detail(same["FaceMatches"][0]["Face"])
+    check_box(same["SourceImageFace"]["BoundingBox"])
+    other = rek.compare_faces(SourceImage=img("obama.jpg"), TargetImage=img("biden.jpg"))
+    assert other["FaceMatches"] == [] and len(other["UnmatchedFaces"]) == 1
+    loose = rek.compare_faces(SourceImage=img("obama.jpg"), TargetImage=img("biden.jpg"),
+                              SimilarityThreshold=0)
+    assert len(loose["FaceMatches"]) == 1
+    with pytest.raises(rek.exceptions.InvalidParameterException):
+        rek.compare_faces(SourceImage={"Bytes": blank_png()}, TargetImage=img("obama.jpg"))
+
+
+def test_detect_faces(server: Server) -> None:
+    rek = server.rekognition("searcher")
+    out = rek.detect_faces(Image=img("two_people.jpg"), Attributes=["DEFAULT"])
+    assert len(out["FaceDetails"]) == 2
+    for d in out["FaceDetails"]:
+        check_detail(d)
+    assert rek.detect_faces(Image={"Bytes": blank_png()})["FaceDetails"] == []
+
+
+def test_s3_objects(server: Server, people: dict[str, Any]) -> None:
+    rek = server.rekognition("searcher")
+    out = rek.search_faces_by_image(CollectionId=PEOPLE,
+                                    Image={"S3Object": {"Bucket": S3_BUCKET,
+                                                        "Name": "obama2.jpg"}})
+    assert out["FaceMatches"][0]["Face"]["ExternalImageId"] == "obama"
+    with pytest.raises(rek.exceptions.InvalidS3ObjectException):
+        rek.detect_faces(Image={"S3Object": {"Bucket": S3_BUCKET, "Name": "missing.jpg"}})
+    with pytest.raises(rek.exceptions.InvalidS3ObjectException):
+        rek.detect_faces(Image={"S3Object": {"Bucket": "no-such-bucket", "Name": "a.jpg"}})
+    with pytest.raises(rek.exceptions.InvalidImageFormatException):
+        rek.detect_faces(Image={"S3Object": {"Bucket": S3_BUCKET, "Name": "notes.txt"}})
+
+
+# -- users ------------------------------------------------------------------------------------
+
+def test_users(server: Server, people: dict[str, Any]) -> None:
+    rek = server.rekognition("indexer")
+    obama = people["obama"]["FaceRecords"][0]["Face"]["FaceId"]
+    biden = people["biden"]["FaceRecords"][0]["Face"]["FaceId"]
+    rek.create_user(CollectionId=PEOPLE, UserId="u-obama")
+    with pytest.raises(rek.exceptions.ConflictException):
+        rek.create_user(CollectionId=PEOPLE, UserId="u-obama")
+    for u in ("u-x", "u-y"):
+        rek.create_user(CollectionId=PEOPLE, UserId=u)
+    first = rek.list_users(CollectionId=PEOPLE, MaxResults=2)
+    assert len(first["Users"]) == 2 and "NextToken" in first
+    rest = rek.list_users(CollectionId=PEOPLE, MaxResults=2, NextToken=first["NextToken"])
+    users = {u["UserId"]: u["UserStatus"] for u in first["Users"] + rest["Users"]}
+    assert users == {"u-obama": "CREATED", "u-x": "CREATED", "u-y": "CREATED"}
+
+    a = rek.associate_faces(CollectionId=PEOPLE, UserId="u-obama", FaceIds=[obama])
+    assert a["AssociatedFaces"] == [{"FaceId": obama}] and a["UserStatus"] == "ACTIVE"
+    low = rek.associate_faces(CollectionId=PEOPLE, UserId="u-obama", FaceIds=[biden])
+    assert low["UnsuccessfulFaceAssociations"][0]["Reasons"] == ["LOW_MATCH_CONFIDENCE"]
+    listed = rek.list_faces(CollectionId=PEOPLE, UserId="u-obama")["Faces"]
+    assert [(f["FaceId"], f["UserId"]) for f in listed] == [(obama, "u-obama")]
+
+    search = server.rekognition("searcher")
+    by_face = search.search_users(CollectionId=PEOPLE, FaceId=obama)
+    assert by_face["SearchedFace"] == {"FaceId": obama}
+    assert by_face["UserMatches"][0]["User"] == {"UserId": "u-obama", "UserStatus": "ACTIVE"}
+    by_image = search.search_users_by_image(CollectionId=PEOPLE, Image=img("obama2.jpg"))
+    assert by_image["UserMatches"][0]["User"]["UserId"] == "u-obama"
+    assert by_image["UserMatches"][0]["Similarity"] >= 80
+    check_detail(by_image["SearchedFace"]["FaceDetail"])
+    none = search.search_users_by_image(CollectionId=PEOPLE, Image={"Bytes": blank_png()})
+    assert none["UserMatches"] == [] and "SearchedFace" not in none
+
+    d = rek.disassociate_faces(CollectionId=PEOPLE, UserId="u-obama", FaceIds=[obama, biden])
+    assert d["DisassociatedFaces"] == [{"FaceId": obama}]
+    assert [u["FaceId"] for u in d["UnsuccessfulFaceDisassociations"]] == [biden]
+    rek.delete_user(CollectionId=PEOPLE, UserId="u-obama")
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.delete_user(CollectionId=PEOPLE, UserId="u-obama")
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.associate_faces(CollectionId=PEOPLE, UserId="u-nobody", FaceIds=[obama])
+
+
+# -- authorisation and authentication -----------------------------------------------------------
+
+def test_roles(server: Server, people: dict[str, Any]) -> None:
+    denied = [
+        ("searcher", "create_collection", {"CollectionId": "rek-denied"}),
+        ("indexer", "delete_collection", {"CollectionId": PEOPLE}),
+        ("indexer", "search_faces_by_image", {"CollectionId": PEOPLE,
+                                              "Image": {"Bytes": b"x"}}),
+        ("admin", "index_faces", {"CollectionId": PEOPLE, "Image": {"Bytes": b"x"}}),
+        ("auditor", "delete_faces", {"CollectionId": PEOPLE, "FaceIds": [str(uuid.uuid4())]}),
+        ("auditor", "compare_faces", {"SourceImage": {"Bytes": b"x"},
+                                      "TargetImage": {"Bytes": b"x"}}),
+    ]
+    for role, op, kwargs in denied:
+        rek = server.rekognition(role)
+        with pytest.raises(rek.exceptions.AccessDeniedException):
+            getattr(rek, op)(**kwargs)
+    assert server.rekognition("auditor").list_faces(CollectionId=PEOPLE, MaxResults=1)["Faces"]
+
+
+def test_refused_signatures(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = server.rekognition("admin")
+    good.list_collections()
+    cases = [
+        (server.rekognition("admin", secret="wrong" * 8), "InvalidSignatureException"),
+        (server.rekognition("admin", key_id="FSAKUNKNOWNUNKNOWN00"),
+         "UnrecognizedClientException"),
+    ]
+    for client, expected in cases:
+        with pytest.raises(ClientError) as err:
+            client.list_collections()
+        assert code(err.value) == expected
+        assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+    import botocore.auth
+
+    for shift in (-10, +10):
+        real = botocore.auth.get_current_datetime
+        monkeypatch.setattr(botocore.auth, "get_current_datetime",
+                            lambda shift=shift, real=real, **kw: real(**kw)
+                            + datetime.timedelta(minutes=shift))
+        with pytest.raises(ClientError) as err:
+            good.list_collections()
+        assert code(err.value) == "InvalidSignatureException"
+        assert "Signature expired" in str(err.value) or "not yet current" in str(err.value)
+        monkeypatch.undo()
+    good.list_collections()
+
+    r = httpx.post(server.url + "/", content=b"{}", headers={
+        "X-Amz-Target": "RekognitionService.ListCollections",
+        "Content-Type": "application/x-amz-json-1.1"})
+    assert r.status_code == 403
+    assert r.json()["__type"] == "MissingAuthenticationTokenException"
+
+
+def test_revoked_key_is_refused(server: Server) -> None:
+    from facesearch.config import Settings
+    from facesearch.service import FaceSearch
+
+    with FaceSearch(Settings(home=server.home)) as fs:
+        new = fs.keys.create("auditor", label="short-lived")
+    rek = server.rekognition("auditor", key_id=new.info.key_id, secret=new.secret)
+    rek.list_collections()
+    with FaceSearch(Settings(home=server.home)) as fs:
+        fs.keys.revoke(new.info.key_id)
+    with pytest.raises(ClientError) as err:
+        rek.list_collections()
+    assert code(err.value) == "UnrecognizedClientException"
+
+
+def test_request_log_names_the_key(server: Server, people: dict[str, Any]) -> None:
+    server.rekognition("auditor").describe_collection(CollectionId=PEOPLE)
+    time.sleep(0.2)
+    lines = [x for x in log_lines(server) if x.get("operation") == "DescribeCollection"]
+    assert lines and lines[-1]["key_id"] == server.keys["auditor"].key_id
+    assert lines[-1]["api"] == "rekognition" and lines[-1]["status"] == 200
+
+
+# -- limits -----------------------------------------------------------------------------------
+
+def test_full_queue_is_throttled(small_server: Server) -> None:
+    rek = small_server.rekognition("searcher", retries=1)
+    blank = blank_png(1600, 1200)  # a few kB, but detection on it takes a while
+
+    def call(_: int) -> str:
+        try:
+            rek.detect_faces(Image={"Bytes": blank})
+            return "ok"
+        except ClientError as exc:
+            return code(exc)
+
+    with ThreadPoolExecutor(6) as pool:
+        outcomes = list(pool.map(call, range(6)))
+    assert "ok" in outcomes and "ThrottlingException" in outcomes, outcomes
+    assert set(outcomes) <= {"ok", "ThrottlingException"}
+    metrics = httpx.get(small_server.url + "/metrics").text
+    assert 'facesearch_rejected_total{reason="queue_full"}' in metrics
+
+
+def test_body_limit(small_server: Server) -> None:
+    rek = small_server.rekognition("searcher")
+    big = image_bytes("obama.jpg")  # 280 kB: over the small server's 64 KiB body limit
+    with pytest.raises(rek.exceptions.ImageTooLargeException):
+        rek.detect_faces(Image={"Bytes": big})
