@@ -2,7 +2,9 @@
 
 Usage: ``python bench/embedder.py [--data DIR] [--rounds N]``. Chips are cut by dlib from
 lfw-dev (default ``<repo>/../shared/testdata/lfw-dev``); every engine runs on the same chips
-in the same process. Figures are medians over rounds, in milliseconds per face.
+in the same process. Figures are medians over rounds, in milliseconds per face: wall-clock
+time, and in brackets this process's CPU time (all its threads), which is less disturbed by
+other load on the machine.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import dlib
+import face_recognition_models
 import numpy as np
 import numpy.typing as npt
 
-import dlib
-import face_recognition_models
 from facesearch.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
 from facesearch.embed_onnx import OnnxResNetEmbedder
 
@@ -45,17 +47,20 @@ def make_chips(data: Path, count: int) -> Chips:
     raise SystemExit(f"only {len(chips)} faces found under {data}")
 
 
-def ms_per_face(run: Callable[[Chips], object], chips: Chips, batch: int, rounds: int) -> float:
-    """Median over ``rounds`` of the time to embed ``chips`` ``batch`` at a time, per face."""
+def ms_per_face(run: Callable[[Chips], object], chips: Chips, batch: int,
+                rounds: int) -> str:
+    """Median over ``rounds`` of the wall (and CPU) time to embed ``chips`` ``batch`` at a
+    time, in ms per face, formatted ``"wall (cpu)"``."""
     batches = [chips[i:i + batch] for i in range(0, len(chips), batch)]
     run(batches[0])  # warm-up
-    times = []
+    wall, cpu = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         for b in batches:
             run(b)
-        times.append((time.perf_counter() - start) / len(chips) * 1000.0)
-    return statistics.median(times)
+        wall.append((time.perf_counter() - start) / len(chips) * 1000.0)
+        cpu.append((time.process_time() - start_cpu) / len(chips) * 1000.0)
+    return f"{statistics.median(wall):7.2f} ({statistics.median(cpu):6.2f})"
 
 
 def main() -> None:
@@ -68,12 +73,12 @@ def main() -> None:
     model = build_resnet_onnx(dlib_resnet_dat_path())
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{len(chips)} lfw-dev chips, median of {args.rounds} rounds")
-    print(f"{'engine':<28} {'batch 1':>10} {'batch 32':>10}  (ms per face)")
+    print(f"{'ms per face: wall (cpu)':<28} {'batch 1':>16} {'batch 32':>16}")
     for threads in (2, 1):
         emb = OnnxResNetEmbedder(threads=threads, device="cpu", batch_size=32, model=model)
         b1 = ms_per_face(emb.embed, chips, 1, args.rounds)
         b32 = ms_per_face(emb.embed, chips, 32, args.rounds)
-        print(f"{f'onnx, {threads} thread(s)':<28} {b1:>10.2f} {b32:>10.2f}")
+        print(f"{f'onnx, {threads} thread(s)':<28} {b1:>16} {b32:>16}")
 
     rec = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
     dlib_chips = chips[:32]  # dlib is slow; fewer faces, same kind
@@ -86,7 +91,7 @@ def main() -> None:
 
     d1 = ms_per_face(dlib_single, dlib_chips, 1, max(1, args.rounds // 2))
     d32 = ms_per_face(dlib_batch, dlib_chips, 32, max(1, args.rounds // 2))
-    print(f"{'dlib-bin ' + dlib.__version__:<28} {d1:>10.2f} {d32:>10.2f}")
+    print(f"{'dlib-bin ' + dlib.__version__:<28} {d1:>16} {d32:>16}")
 
 
 if __name__ == "__main__":

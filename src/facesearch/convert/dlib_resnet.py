@@ -18,6 +18,7 @@ a Euclidean distance of 0.6). Preprocessing ((pixel - channel mean) / 256) is in
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,10 @@ def _build_graph(dnn: DnnFile, ops: list[_Op]) -> onnx.GraphProto:
                 assert isinstance(folded, Affine)
                 affine = folded
                 i += 1
+            if conv.weights.shape[1] != shape[0] or (
+                    affine is not None and affine.gamma.size != conv.weights.shape[0]):
+                raise ModelError(f"convolution {conv.weights.shape} does not fit its input "
+                                 f"{shape} or the affine layer after it")
             w, b = _fold(conv, affine)
             (sy, sx), (py, px) = conv.stride, conv.padding
             x = g.node("Conv", [x, g.const("w", w), g.const("b", b)],
@@ -219,7 +224,9 @@ def _build_graph(dnn: DnnFile, ops: list[_Op]) -> onnx.GraphProto:
         elif op.kind == "affine":
             aff = next(layers)
             assert isinstance(aff, Affine)
-            view = (1, -1, 1, 1) if aff.per_channel else (1, *shape)
+            view = (1, shape[0], 1, 1) if aff.per_channel else (1, *shape)
+            if aff.gamma.size != math.prod(view):
+                raise ModelError(f"affine layer of {aff.gamma.size} values on input {shape}")
             x = g.node("Mul", [x, g.const("gamma", aff.gamma.reshape(view))])
             x = g.node("Add", [x, g.const("beta", aff.beta.reshape(view))])
         elif op.kind == "relu":
