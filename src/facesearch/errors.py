@@ -105,3 +105,23 @@ class EncryptionError(FaceSearchError):
     """Encrypted data cannot be read: the key is missing or wrong, or the data is corrupt."""
 
     code = "encryption_error"
+
+
+class InvalidVideoError(InvalidParameterError):
+    """The input is not a video facesearch can decode (no video stream, unknown format)."""
+
+    code = "invalid_video"
+
+
+class VideoTooLargeError(InvalidVideoError):
+    """The video exceeds the size limit."""
+
+    code = "video_too_large"
+
+
+class JobNotFoundError(NotFoundError):
+    code = "job_not_found"
+
+
+class StreamProcessorNotFoundError(NotFoundError):
+    code = "stream_processor_not_found"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .audit import AuditEvent, AuditLog
 from .collections import Clock, FaceCollections
@@ -18,6 +19,10 @@ from .pipeline import Pipeline, load_pipeline
 from .policy import SearchLimiter, Spike
 from .store import Store
 from .users import UserDirectory
+
+if TYPE_CHECKING:
+    from .stream import StreamProcessors
+    from .video import VideoJobs
 
 
 log = logging.getLogger("facesearch")
@@ -36,6 +41,9 @@ class FaceSearch:
         self.audit = AuditLog(self.home / "audit.db", self.home / "keys" / "audit-ed25519.pem",
                               clock=clock)
         self._pipeline = pipeline
+        self._clock = clock
+        self._video: VideoJobs | None = None
+        self._streams: StreamProcessors | None = None
         limiter = SearchLimiter(per_minute=settings.searches_per_minute,
                                 on_spike=self._volume_spike)
         self.collections = FaceCollections(
@@ -65,6 +73,30 @@ class FaceSearch:
     def pipeline(self) -> Pipeline:
         return self.collections.pipeline
 
+    @property
+    def video(self) -> VideoJobs:
+        """Stored-video face search and detection jobs (made on first use; call
+        ``video.start()`` in a long-running server to run jobs a restart interrupted)."""
+        if self._video is None:
+            from .video import VideoJobs
+
+            self._video = VideoJobs(self.home, self.store, self.collections,
+                                    workers=self.settings.video_workers,
+                                    max_video_bytes=self.settings.max_video_bytes,
+                                    clock=self._clock)
+        return self._video
+
+    @property
+    def streams(self) -> StreamProcessors:
+        """Live stream processors (made on first use; call ``streams.resume()`` in a
+        long-running server to restart the processors that were running)."""
+        if self._streams is None:
+            from .stream import StreamProcessors
+
+            self._streams = StreamProcessors(self.home, self.store, self.collections,
+                                             clock=self._clock)
+        return self._streams
+
     @classmethod
     def open(cls, home: Path | str | None = None, **overrides: object) -> FaceSearch:
         """Open (creating if needed) a data directory; settings come from the environment."""
@@ -73,6 +105,10 @@ class FaceSearch:
         return cls(Settings(**overrides))  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
+        if self._streams is not None:
+            self._streams.shutdown()
+        if self._video is not None:
+            self._video.shutdown()
         self.collections.shutdown()
         self.store.close()
         self.audit.shutdown()
