@@ -733,18 +733,26 @@ app.add_typer(keys_app, name="keys")
 
 def _key_json(k: Any) -> dict[str, Any]:
     return {"key_id": k.key_id, "role": k.role.value, "label": k.label,
-            "created_at": k.created_at, "revoked_at": k.revoked_at, "active": k.active}
+            "created_at": k.created_at, "revoked_at": k.revoked_at, "active": k.active,
+            "purpose": k.purpose, "case_ref": k.case_ref, "expires_at": k.expires_at}
 
 
 @keys_app.command("create")
 def keys_create(
     role: Annotated[str, typer.Option("--role", help="admin, indexer, searcher or auditor.")],
     label: Annotated[str | None, typer.Option(help="Who or what holds the key.")] = None,
+    purpose: Annotated[str | None, typer.Option(help="Issue the key for one case: its "
+                                                     "purpose (with --case).")] = None,
+    case: Annotated[str | None, typer.Option(help="Issue the key for one case: its "
+                                                  "reference (with --purpose).")] = None,
+    expires_in: Annotated[float | None, typer.Option(
+        "--expires-in", min=0.001, help="Days until the key expires.")] = None,
     home: HomeOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Create an access key; its secret is printed this once only."""
     with service(home) as fs:
-        new = fs.keys.create(role, label)
+        expires = time.time() + expires_in * 86400 if expires_in else None
+        new = fs.keys.create(role, label, purpose=purpose, case_ref=case, expires_at=expires)
     if as_json:
         emit_json({**_key_json(new.info), "secret": new.secret})
         return

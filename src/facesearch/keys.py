@@ -8,8 +8,12 @@ either given as ``FACESEARCH_KEYS_MASTER_KEY`` (base64 of 32 bytes) or kept in
 ``<home>/keys/access-keys-master.key``, created with mode 0600 on first use. The database alone does not
 reveal a secret; the database together with the master key file does.
 
+A key may be issued for one case: it then carries a purpose and a case reference that every
+call made with it is recorded under (AWS SDK calls have no fields for them), and usually an
+expiry time after which it no longer authenticates.
+
 Keys live in the ``access_keys`` table of the data directory's database; revoked keys stay
-listed (with the time of revocation) for the record.
+listed (with the time of revocation) for the record. Creating and revoking keys is audited.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ from sqlalchemy import (
     update,
 )
 
+from .audit import AuditEvent, AuditLog
 from .crypto import Sealer
 from .errors import EncryptionError, InvalidParameterError, NotFoundError
 from .store import Store
+from .types import Caller
 
 MASTER_KEY_FILE = "keys/access-keys-master.key"
 _KEY_ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -57,8 +63,12 @@ access_keys_t = Table(
     Column("secret", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
+    Column("purpose", String),
+    Column("case_ref", String),
+    Column("expires_at", Float),
     sqlite_autoincrement=True,
 )
+_ADDED_COLUMNS = {"purpose": "VARCHAR", "case_ref": "VARCHAR", "expires_at": "FLOAT"}
 
 
 class Role(str, enum.Enum):
@@ -80,17 +90,27 @@ class KeyNotFoundError(NotFoundError):
 
 @dataclass(frozen=True)
 class KeyInfo:
-    """An access key without its secret. Times are seconds since the epoch."""
+    """An access key without its secret. Times are seconds since the epoch.
+
+    ``purpose`` and ``case_ref``: set for a key issued for one case; every call made with the
+    key is recorded under them. ``expires_at``: after it the key no longer authenticates.
+    """
 
     key_id: str
     role: Role
     label: str | None
     created_at: float
     revoked_at: float | None
+    purpose: str | None = None
+    case_ref: str | None = None
+    expires_at: float | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
 
 
 @dataclass(frozen=True)
@@ -148,13 +168,31 @@ class AccessKeys:
     """Create, list, revoke and look up access keys in one data directory's database."""
 
     def __init__(self, store: Store, master_key: Callable[[], bytes],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 audit: AuditLog | None = None) -> None:
         self.store = store
         self.clock = clock
         self._master_key = master_key
         self._sealer: Sealer | None = None
         self._lock = threading.Lock()
+        self.audit = audit
         keys_metadata.create_all(store.engine)
+        with store.engine.begin() as conn:  # columns added since the table was first made
+            have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(access_keys)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    conn.exec_driver_sql(f"ALTER TABLE access_keys ADD COLUMN {name} {kind}")
+
+    def _record(self, operation: str, caller: Caller | None, info: KeyInfo) -> None:
+        if self.audit is None:
+            return
+        c = caller or Caller.local()
+        self.audit.record(AuditEvent(
+            operation=operation, actor=c.actor, role=c.role, purpose=c.purpose,
+            case_ref=c.case_ref, client=c.client,
+            details={"key_id": info.key_id, "key_role": info.role.value, "label": info.label,
+                     "key_purpose": info.purpose, "key_case": info.case_ref,
+                     "expires_at": info.expires_at}))
 
     def _seal(self) -> Sealer:
         with self._lock:
@@ -162,8 +200,14 @@ class AccessKeys:
                 self._sealer = Sealer(self._master_key())
             return self._sealer
 
-    def create(self, role: Role | str, label: str | None = None) -> NewKey:
-        """A new active key for ``role``; the returned secret is not retrievable later."""
+    def create(self, role: Role | str, label: str | None = None, *,
+               purpose: str | None = None, case_ref: str | None = None,
+               expires_at: float | None = None, caller: Caller | None = None) -> NewKey:
+        """A new active key for ``role``; the returned secret is not retrievable later.
+
+        ``purpose`` and ``case_ref`` (both or neither) bind the key to one case;
+        ``expires_at`` (seconds since the epoch) ends its validity.
+        """
         try:
             r = Role(role)
         except ValueError:
@@ -172,14 +216,25 @@ class AccessKeys:
             ) from None
         if label is not None and not 1 <= len(label) <= 200:
             raise InvalidParameterError("a key label has 1-200 characters")
+        if (purpose is None) != (case_ref is None):
+            raise InvalidParameterError("a key for a case needs both a purpose and a case "
+                                        "reference")
+        for name, text in (("purpose", purpose), ("case reference", case_ref)):
+            if text is not None and not 1 <= len(text) <= 500:
+                raise InvalidParameterError(f"a key's {name} has 1-500 characters")
+        now = self.clock()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidParameterError("a key's expiry must be in the future")
         key_id = _new_key_id()
         secret = secrets.token_urlsafe(30)
         sealed = self._seal().seal(secret.encode(), key_id.encode())
-        now = self.clock()
         with self.store.transaction() as conn:
             conn.execute(insert(access_keys_t).values(
-                key_id=key_id, role=r.value, label=label, secret=sealed, created_at=now))
-        return NewKey(KeyInfo(key_id, r, label, now, None), secret)
+                key_id=key_id, role=r.value, label=label, secret=sealed, created_at=now,
+                purpose=purpose, case_ref=case_ref, expires_at=expires_at))
+        info = KeyInfo(key_id, r, label, now, None, purpose, case_ref, expires_at)
+        self._record("key.create", caller, info)
+        return NewKey(info, secret)
 
     def list(self, include_revoked: bool = True) -> list[KeyInfo]:
         """Keys in creation order."""
@@ -197,13 +252,15 @@ class AccessKeys:
             raise KeyNotFoundError(f"access key {key_id!r} does not exist")
         return _info(r)
 
-    def revoke(self, key_id: str) -> KeyInfo:
+    def revoke(self, key_id: str, *, caller: Caller | None = None) -> KeyInfo:
         """Revoke a key (at once, in every server on this data directory); idempotent."""
         with self.store.transaction() as conn:
             conn.execute(update(access_keys_t).where(
                 access_keys_t.c.key_id == key_id, access_keys_t.c.revoked_at.is_(None),
             ).values(revoked_at=self.clock()))
-        return self.describe(key_id)
+        info = self.describe(key_id)
+        self._record("key.revoke", caller, info)
+        return info
 
     def lookup(self, key_id: str) -> ActiveKey:
         """The active key ``key_id`` with its secret; :class:`KeyNotFoundError` when the key is
@@ -215,9 +272,12 @@ class AccessKeys:
                              .where(access_keys_t.c.key_id == key_id)).first()
         if r is None or r.revoked_at is not None:
             raise KeyNotFoundError(f"access key {key_id!r} is unknown or revoked")
+        if r.expires_at is not None and self.clock() >= r.expires_at:
+            raise KeyNotFoundError(f"access key {key_id!r} has expired")
         secret = self._seal().open(r.secret, key_id.encode()).decode()
         return ActiveKey(_info(r), secret)
 
 
 def _info(r: Row[Any]) -> KeyInfo:
-    return KeyInfo(r.key_id, Role(r.role), r.label, r.created_at, r.revoked_at)
+    return KeyInfo(r.key_id, Role(r.role), r.label, r.created_at, r.revoked_at, r.purpose,
+                   r.case_ref, r.expires_at)

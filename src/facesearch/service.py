@@ -52,7 +52,8 @@ class FaceSearch:
         self.users = UserDirectory(self.collections)
         master = settings.keys_master_key
         self.keys = AccessKeys(self.store, lambda: load_master_key(
-            self.home, master.get_secret_value() if master else None), clock=clock)
+            self.home, master.get_secret_value() if master else None), clock=clock,
+            audit=self.audit)
 
     def _volume_spike(self, spike: Spike) -> None:
         """A caller's search volume spiked far above its baseline: log it and audit it."""

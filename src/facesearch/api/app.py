@@ -30,7 +30,8 @@ from ..config import Settings
 from ..errors import FaceSearchError
 from ..pipeline import load_pipeline
 from ..service import FaceSearch
-from . import native, rekognition
+from ..retention import RetentionWorker
+from . import accountability, native, rekognition
 from .context import ApiContext, context
 from .errors import (
     RequestTooLargeError,
@@ -83,12 +84,16 @@ def create_app(fs: FaceSearch, settings: ApiSettings) -> FastAPI:
                      s3=S3Images(settings, fs.settings.max_image_bytes),
                      body_limit=settings.body_limit(fs.settings.max_image_bytes))
 
+    retention = RetentionWorker(fs.collections, settings.retention_interval_s)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.start()
+        retention.start()
         try:
             yield
         finally:
+            await ctx.io(retention.shutdown)
             await ctx.io(ctx.shutdown)
 
     app = FastAPI(title="facesearch", version=__version__, description=DESCRIPTION,
@@ -99,6 +104,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings) -> FastAPI:
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
     app.include_router(native.router)
+    app.include_router(accountability.router)
     app.include_router(rekognition.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)

@@ -69,6 +69,14 @@ class Operation(str, enum.Enum):
     REVOKE_KEY = "RevokeKey"
     LIST_AUDIT_EVENTS = "ListAuditEvents"
     WHO_AM_I = "WhoAmI"
+    # accountability (native only)
+    GET_POLICY = "GetPolicy"
+    SET_POLICY = "SetPolicy"
+    ERASE_FACES = "EraseFaces"
+    RUN_RETENTION = "RunRetention"
+    REVIEW_CANDIDATE = "ReviewCandidate"
+    VERIFY_AUDIT = "VerifyAudit"
+    EXPORT_AUDIT = "ExportAudit"
 
 
 _A, _I, _S, _U = Role.ADMIN, Role.INDEXER, Role.SEARCHER, Role.AUDITOR
@@ -99,6 +107,13 @@ PERMISSIONS: dict[Operation, frozenset[Role]] = {
     _O.REVOKE_KEY: frozenset({_A}),
     _O.LIST_AUDIT_EVENTS: frozenset({_U}),
     _O.WHO_AM_I: _ALL,
+    _O.GET_POLICY: _ALL,
+    _O.SET_POLICY: frozenset({_A}),
+    _O.ERASE_FACES: frozenset({_A, _I}),
+    _O.RUN_RETENTION: frozenset({_A}),
+    _O.REVIEW_CANDIDATE: frozenset({_S}),
+    _O.VERIFY_AUDIT: frozenset({_U}),
+    _O.EXPORT_AUDIT: frozenset({_U}),
 }
 
 

@@ -11,6 +11,7 @@ from typing import TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
+from ..errors import AccessDeniedError
 from ..keys import KeyInfo
 from ..service import FaceSearch
 from ..types import Caller
@@ -66,9 +67,17 @@ class ApiContext:
             allow_bearer=allow_bearer, now=time.time()))
         state["key_id"] = key.key_id
         authorize(key, operation)
-        return Caller(actor=key.key_id, role=key.role.value,
-                      purpose=request.headers.get(PURPOSE_HEADER),
-                      case_ref=request.headers.get(CASE_HEADER),
+        purpose = request.headers.get(PURPOSE_HEADER) or None
+        case_ref = request.headers.get(CASE_HEADER) or None
+        if key.case_ref is not None:
+            # A key issued for a case always acts for that case; headers cannot move it.
+            if (case_ref and case_ref != key.case_ref) or (purpose and purpose != key.purpose):
+                raise AccessDeniedError(
+                    f"access key {key.key_id} is issued for case {key.case_ref!r}; it cannot "
+                    "act for another case or purpose")
+            purpose, case_ref = key.purpose, key.case_ref
+        return Caller(actor=key.key_id, role=key.role.value, purpose=purpose,
+                      case_ref=case_ref,
                       client=request.client.host if request.client else None)
 
     def shutdown(self) -> None:

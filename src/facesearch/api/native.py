@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -245,6 +246,12 @@ class UserSearchOut(_Out):
 class KeyIn(BaseModel):
     role: Role
     label: str | None = Field(None, min_length=1, max_length=200)
+    purpose: str | None = Field(None, min_length=1, max_length=500,
+                                description="issue the key for one case: its purpose")
+    case_ref: str | None = Field(None, min_length=1, max_length=500,
+                                 description="issue the key for one case: its reference")
+    expires_in_s: float | None = Field(None, gt=0, description="the key expires after this "
+                                                               "many seconds")
 
 
 class KeyOut(_Out):
@@ -254,6 +261,9 @@ class KeyOut(_Out):
     created_at: float
     revoked_at: float | None
     active: bool
+    purpose: str | None = None
+    case_ref: str | None = None
+    expires_at: float | None = None
 
 
 class KeyCreatedOut(KeyOut):
@@ -402,7 +412,8 @@ def user_search_out(r: UserSearchResult) -> UserSearchOut:
 
 def key_out(k: KeyInfo) -> KeyOut:
     return KeyOut(key_id=k.key_id, role=k.role, label=k.label, created_at=k.created_at,
-                  revoked_at=k.revoked_at, active=k.active)
+                  revoked_at=k.revoked_at, active=k.active, purpose=k.purpose,
+                  case_ref=k.case_ref, expires_at=k.expires_at)
 
 
 # -- collections ----------------------------------------------------------------------------
@@ -632,10 +643,13 @@ async def search_users_by_image(request: Request, collection: str,
 # -- keys -----------------------------------------------------------------------------------
 
 @router.post("/keys", name=Operation.CREATE_KEY.value, status_code=201)
-async def create_key(request: Request, body: KeyIn) -> KeyCreatedOut:
+async def create_key(request: Request, body: KeyIn, caller: CallerDep) -> KeyCreatedOut:
     """Create an access key; the secret is in this answer only."""
     ctx = context(request)
-    new = await ctx.io(lambda: ctx.fs.keys.create(body.role, body.label))
+    expires = time.time() + body.expires_in_s if body.expires_in_s else None
+    new = await ctx.io(lambda: ctx.fs.keys.create(
+        body.role, body.label, purpose=body.purpose, case_ref=body.case_ref, expires_at=expires,
+        caller=caller))
     return KeyCreatedOut(**key_out(new.info).model_dump(), secret=new.secret)
 
 
@@ -647,10 +661,10 @@ async def list_keys(request: Request) -> list[KeyOut]:
 
 
 @router.delete("/keys/{key_id}", name=Operation.REVOKE_KEY.value)
-async def revoke_key(request: Request, key_id: str) -> KeyOut:
+async def revoke_key(request: Request, key_id: str, caller: CallerDep) -> KeyOut:
     """Revoke an access key (at once)."""
     ctx = context(request)
-    return key_out(await ctx.io(lambda: ctx.fs.keys.revoke(key_id)))
+    return key_out(await ctx.io(lambda: ctx.fs.keys.revoke(key_id, caller=caller)))
 
 
 # -- audit trail ----------------------------------------------------------------------------

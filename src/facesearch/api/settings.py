@@ -34,6 +34,8 @@ class ApiSettings(BaseSettings):
                                                            "(unset: boto3's usual chain)")
     s3_secret_access_key: SecretStr | None = None
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+    retention_interval_s: float = Field(3600.0, ge=0, description="how often expired faces "
+                                                                  "are erased (0: never)")
 
     def body_limit(self, max_image_bytes: int) -> int:
         """Largest request body in bytes: the setting, else two base64 images plus 64 KiB."""

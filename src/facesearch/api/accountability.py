@@ -1,0 +1,193 @@
+"""Native routes for accountability: collection policy, erasure, retention, human review, and
+verifying and exporting the audit trail. Thin: each calls one service function."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..collections import CollectionInfo, ErasureReceipt
+from ..policy import CollectionPolicy
+from .auth import Operation
+from .context import context
+from .native import CallerDep, ErrorOut, native_caller
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(native_caller)],
+                   responses={s: {"model": ErrorOut} for s in (400, 401, 403, 404, 429)})
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolicyIn(BaseModel):
+    """A collection's policy; omitted fields take the defaults of the collection's kind."""
+
+    model_config = ConfigDict(extra="forbid")
+    law_enforcement: bool = False
+    require_purpose: bool | None = None
+    threshold_floor: float | None = Field(None, ge=0, le=100)
+    max_results_cap: int | None = Field(None, ge=1, le=4096)
+    retention_days: float | None = Field(None, gt=0)
+
+
+class EffectivePolicyOut(_Out):
+    law_enforcement: bool
+    require_purpose: bool
+    threshold_floor: float
+    floor_false_match_rate: float | None = Field(
+        description="calibrated false-match rate per comparison at the floor, when known")
+    max_results_cap: int
+    retention_days: float | None
+
+
+class PolicyOut(_Out):
+    collection: str
+    stated: PolicyIn
+    effective: EffectivePolicyOut
+
+
+def policy_out(info: CollectionInfo) -> PolicyOut:
+    p = info.policy
+    return PolicyOut(
+        collection=info.name, stated=PolicyIn(**info.settings.model_dump()),
+        effective=EffectivePolicyOut(
+            law_enforcement=p.law_enforcement, require_purpose=p.require_purpose,
+            threshold_floor=p.threshold_floor, floor_false_match_rate=p.floor_fmr,
+            max_results_cap=p.max_results_cap, retention_days=p.retention_days))
+
+
+@router.get("/collections/{collection}/policy", name=Operation.GET_POLICY.value)
+async def get_policy(request: Request, collection: str) -> PolicyOut:
+    """The collection's stated and effective policy."""
+    ctx = context(request)
+    return policy_out(await ctx.io(lambda: ctx.fs.collections.describe(collection)))
+
+
+@router.put("/collections/{collection}/policy", name=Operation.SET_POLICY.value)
+async def set_policy(request: Request, collection: str, body: PolicyIn,
+                     caller: CallerDep) -> PolicyOut:
+    """Replace the collection's policy (audited)."""
+    ctx = context(request)
+    policy = CollectionPolicy(**body.model_dump())
+    return policy_out(await ctx.io(
+        lambda: ctx.fs.collections.set_policy(collection, policy, caller=caller)))
+
+
+class EraseIn(BaseModel):
+    """Exactly one of: face ids, an external id, a user id (the user goes too)."""
+
+    model_config = ConfigDict(extra="forbid")
+    face_ids: list[str] | None = Field(None, min_length=1, max_length=4096)
+    external_id: str | None = None
+    user_id: str | None = None
+
+
+class ReceiptOut(_Out):
+    receipt_id: str
+    collection: str
+    face_ids: list[str]
+    images_erased: int
+    erased_at: float
+    reason: str
+
+
+def receipt_out(r: ErasureReceipt) -> ReceiptOut:
+    return ReceiptOut(receipt_id=r.receipt_id, collection=r.collection, face_ids=r.face_ids,
+                      images_erased=r.images_erased, erased_at=r.erased_at, reason=r.reason)
+
+
+@router.post("/collections/{collection}/erase", name=Operation.ERASE_FACES.value)
+async def erase(request: Request, collection: str, body: EraseIn,
+                caller: CallerDep) -> ReceiptOut:
+    """Erase faces for good and return the erasure receipt (audited)."""
+    ctx = context(request)
+    return receipt_out(await ctx.io(lambda: ctx.fs.collections.erase(
+        collection, face_ids=body.face_ids, external_id=body.external_id,
+        user_id=body.user_id, caller=caller)))
+
+
+class ReceiptsOut(_Out):
+    receipts: list[ReceiptOut]
+
+
+@router.post("/retention/run", name=Operation.RUN_RETENTION.value)
+async def run_retention(request: Request) -> ReceiptsOut:
+    """Erase every face older than its collection's retention period, now."""
+    ctx = context(request)
+    receipts = await ctx.io(ctx.fs.collections.expire)
+    return ReceiptsOut(receipts=[receipt_out(r) for r in receipts])
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    search_id: str = Field(description="the search_id of the search whose candidate this is")
+    face_id: str
+    decision: Literal["confirmed", "rejected", "inconclusive"]
+    note: str = Field("", max_length=4000)
+    collection: str | None = None
+
+
+class ReviewOut(_Out):
+    recorded: bool
+
+
+@router.post("/reviews", name=Operation.REVIEW_CANDIDATE.value, status_code=201)
+async def review(request: Request, body: ReviewIn, caller: CallerDep) -> ReviewOut:
+    """Record an analyst's decision on a search candidate in the audit trail."""
+    ctx = context(request)
+    await ctx.io(lambda: ctx.fs.collections.review(
+        body.search_id, body.face_id, body.decision, note=body.note,
+        collection=body.collection, caller=caller))
+    return ReviewOut(recorded=True)
+
+
+class ProblemOut(_Out):
+    kind: str
+    seq: int
+    message: str
+
+
+class VerifyOut(_Out):
+    ok: bool
+    events: int
+    head_seq: int
+    head_hash: str
+    checkpoints: int
+    checkpoints_valid: int
+    problems: list[ProblemOut]
+
+
+@router.get("/audit/verify", name=Operation.VERIFY_AUDIT.value)
+async def verify_audit(request: Request) -> VerifyOut:
+    """Check the audit trail's hash chain and signed checkpoints; lists every problem found."""
+    ctx = context(request)
+    r = await ctx.io(ctx.fs.audit.verify)
+    return VerifyOut(ok=r.ok, events=r.events, head_seq=r.head_seq, head_hash=r.head_hash,
+                     checkpoints=r.checkpoints, checkpoints_valid=r.checkpoints_valid,
+                     problems=[ProblemOut(kind=p.kind.value, seq=p.seq, message=p.message)
+                               for p in r.problems])
+
+
+@router.get("/audit/export", name=Operation.EXPORT_AUDIT.value,
+            response_class=Response,
+            responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}})
+async def export_audit(
+    request: Request, format: Literal["jsonl", "csv"] = "jsonl",  # noqa: A002
+    actor: str | None = None, case: str | None = None, collection: str | None = None,
+    operation: str | None = None,
+    since: Annotated[float | None, Query(description="seconds since the epoch")] = None,
+    until: float | None = None,
+) -> Response:
+    """The audit events matching every filter given, as JSON lines or CSV."""
+    ctx = context(request)
+    buf = io.StringIO()
+    await ctx.io(lambda: ctx.fs.audit.export(format, buf, actor=actor, case_ref=case,
+                                             collection=collection, operation=operation,
+                                             since=since, until=until))
+    media = "application/x-ndjson" if format == "jsonl" else "text/csv"
+    return Response(buf.getvalue(), media_type=media, headers={
+        "Content-Disposition": f'attachment; filename="facesearch-audit.{format}"'})
