@@ -70,7 +70,9 @@ def test_policy_enforced_on_real_searches(le: FaceSearch) -> None:
         le.collections.search_by_image("bookings", face("obama2.jpg"), threshold=80,
                                        caller=ANALYST)
     res = le.collections.search_by_image("bookings", face("obama-720p.jpg"), caller=ANALYST)
-    assert res.threshold == CONSERVATIVE_FLOOR
+    floor = le.collections.describe("bookings").policy
+    assert res.threshold == floor.threshold_floor >= CONSERVATIVE_FLOOR
+    assert floor.floor_fmr is not None and floor.floor_fmr <= 1e-6  # set by measured risk
     assert [m.face.external_id for m in res.results[0].matches] == ["obama"]
     assert "human review" in res.label
     with pytest.raises(InvalidParameterError, match="purpose"):

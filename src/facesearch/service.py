@@ -21,6 +21,7 @@ from .store import Store
 from .users import UserDirectory
 
 if TYPE_CHECKING:
+    from .calibration import Calibration
     from .stream import StreamProcessors
     from .video import VideoJobs
 
@@ -46,9 +47,10 @@ class FaceSearch:
         self._streams: StreamProcessors | None = None
         limiter = SearchLimiter(per_minute=settings.searches_per_minute,
                                 on_spike=self._volume_spike)
+        self._calibration: tuple[Calibration | None] | None = None
         self.collections = FaceCollections(
             self.home, self.store, self._load_pipeline, clock=clock, limits=settings.limits,
-            audit=self.audit, sealer=sealer, limiter=limiter)
+            audit=self.audit, sealer=sealer, limiter=limiter, calibration=self.calibration)
         self.users = UserDirectory(self.collections)
         master = settings.keys_master_key
         self.keys = AccessKeys(self.store, lambda: load_master_key(
@@ -63,6 +65,14 @@ class FaceSearch:
             operation="alert.volume_spike", actor="system:monitor", role="system",
             details={"subject": spike.actor, "count": spike.count,
                      "baseline": round(spike.baseline, 2), "window_s": spike.window_seconds}))
+
+    def calibration(self) -> Calibration | None:
+        """The shipped calibration of the pipeline's embedder (read once), or None."""
+        if self._calibration is None:
+            from .calibration import find_calibration
+
+            self._calibration = (find_calibration(self.pipeline.model_version),)
+        return self._calibration[0]
 
     def _load_pipeline(self) -> Pipeline:
         if self._pipeline is None:
