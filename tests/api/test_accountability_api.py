@@ -129,3 +129,21 @@ def test_native_review_erase_and_audit(server: Server, le: str) -> None:
         assert csv.status_code == 200 and "search.image" in csv.text
         assert auditor.get(f"/v1/collections/{le}/policy").json()["effective"][
             "threshold_floor"] >= 95
+
+
+def test_threshold_meaning_over_http(server: Server, le: str) -> None:
+    with server.native("searcher") as s:
+        r = s.get("/v1/calibration/threshold", params={"fpir": 0.001, "gallery_size": 300000})
+        assert r.status_code == 200, r.text
+        a = r.json()
+        assert a["required_fmr"] < 1e-8 and a["threshold"]["similarity"] > 99.9
+        assert a["threshold"]["extrapolated"] is True
+        risk80 = s.get("/v1/calibration/risk", params={"similarity": 80, "collection": le}).json()
+        risk99 = s.get("/v1/calibration/risk", params={"similarity": 99, "gallery_size": 2}).json()
+        assert risk80["false_match_rate"] > risk99["false_match_rate"] > 0
+        assert risk80["gallery_size"] >= 1 and 0 < risk80["expected_fpir"] < 1
+        r = s.post(f"/v1/collections/{le}/search",
+                   headers={"X-Facesearch-Purpose": "p", "X-Facesearch-Case": "c"},
+                   files={"image": ("p.jpg", image_bytes("obama-720p.jpg"), "image/jpeg")})
+        body = r.json()
+        assert body["false_match_rate"] <= 1e-6 and body["expected_fpir"] is not None

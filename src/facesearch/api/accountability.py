@@ -4,12 +4,13 @@ verifying and exporting the audit trail. Thin: each calls one service function."
 from __future__ import annotations
 
 import io
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..collections import CollectionInfo, ErasureReceipt
+from ..errors import NotFoundError
 from ..policy import CollectionPolicy
 from .auth import Operation
 from .context import context
@@ -191,3 +192,66 @@ async def export_audit(
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
     return Response(buf.getvalue(), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="facesearch-audit.{format}"'})
+
+
+# -- what a threshold means -----------------------------------------------------------------
+
+class RiskOut(_Out):
+    similarity: float
+    false_match_rate: float = Field(description="1:1: fraction of different-person pairs at or "
+                                                "above the threshold")
+    false_non_match_rate: float = Field(description="1:1: fraction of same-person pairs below")
+    gallery_size: int | None
+    expected_fpir: float | None = Field(description="expected fraction of searches for someone "
+                                                    "not enrolled that return a candidate")
+    extrapolated: bool = Field(description="the FMR is below what the calibration data "
+                                           "measures and comes from a fitted tail")
+    measured_with: str
+
+
+class AnswerOut(_Out):
+    target_fpir: float
+    gallery_size: int
+    required_fmr: float
+    threshold: RiskOut
+    note: str
+
+
+def risk_out(r: Any) -> RiskOut:
+    return RiskOut(similarity=r.similarity, false_match_rate=r.false_match_rate,
+                   false_non_match_rate=r.false_non_match_rate, gallery_size=r.gallery_size,
+                   expected_fpir=r.expected_fpir, extrapolated=r.extrapolated,
+                   measured_with=r.measured_with)
+
+
+def _calibration(request: Request) -> Any:
+    cal = context(request).fs.calibration()
+    if cal is None:
+        raise NotFoundError("no calibration ships for this server's face model")
+    return cal
+
+
+@router.get("/calibration/risk", name=Operation.THRESHOLD_RISK.value)
+async def threshold_risk(
+    request: Request, similarity: Annotated[float, Query(ge=0, le=100)],
+    gallery_size: Annotated[int | None, Query(ge=1)] = None,
+    collection: Annotated[str | None, Query(description="use this collection's size")] = None,
+) -> RiskOut:
+    """The false-match rate of a threshold, and the expected false-positive identification
+    rate for a gallery (given, or a collection's current size)."""
+    ctx = context(request)
+    if collection is not None:
+        gallery_size = max(1, (await ctx.io(
+            lambda: ctx.fs.collections.describe(collection))).face_count)
+    return risk_out(_calibration(request).risk(similarity, gallery_size))
+
+
+@router.get("/calibration/threshold", name=Operation.THRESHOLD_FOR_FPIR.value)
+async def threshold_for_fpir(
+    request: Request, fpir: Annotated[float, Query(gt=0, lt=1)],
+    gallery_size: Annotated[int, Query(ge=1)],
+) -> AnswerOut:
+    """Which threshold gives an expected FPIR at most ``fpir`` on a gallery of this size?"""
+    a = _calibration(request).answer(fpir, gallery_size)
+    return AnswerOut(target_fpir=a.target_fpir, gallery_size=a.gallery_size,
+                     required_fmr=a.required_fmr, threshold=risk_out(a.risk), note=a.note)

@@ -77,6 +77,8 @@ class Operation(str, enum.Enum):
     REVIEW_CANDIDATE = "ReviewCandidate"
     VERIFY_AUDIT = "VerifyAudit"
     EXPORT_AUDIT = "ExportAudit"
+    THRESHOLD_RISK = "ThresholdRisk"
+    THRESHOLD_FOR_FPIR = "ThresholdForFpir"
 
 
 _A, _I, _S, _U = Role.ADMIN, Role.INDEXER, Role.SEARCHER, Role.AUDITOR
@@ -114,6 +116,8 @@ PERMISSIONS: dict[Operation, frozenset[Role]] = {
     _O.REVIEW_CANDIDATE: frozenset({_S}),
     _O.VERIFY_AUDIT: frozenset({_U}),
     _O.EXPORT_AUDIT: frozenset({_U}),
+    _O.THRESHOLD_RISK: _ALL,
+    _O.THRESHOLD_FOR_FPIR: _ALL,
 }
 
 

@@ -155,6 +155,12 @@ class SearchOut(_Out):
     search_id: str
     label: str
     threshold: float
+    false_match_rate: float | None = Field(
+        None, description="1:1 false-match rate at the threshold (calibrated; None: no "
+                          "calibration for this model)")
+    expected_fpir: float | None = Field(
+        None, description="expected false-positive identification rate at the threshold for "
+                          "the collection's current size")
     model_version: str
     collection_size: int
     width: int
@@ -526,8 +532,12 @@ async def search_faces_by_image(request: Request, collection: str,
     res = await ctx.infer(lambda: ctx.fs.collections.search_by_image(
         collection, p.image, max_results=p.max_results, threshold=p.threshold,
         all_faces=p.all_faces, caller=caller))
+    cal = ctx.fs.calibration()
+    risk = None if cal is None else cal.risk(res.threshold, max(res.collection_size, 1))
     return SearchOut(
         search_id=res.search_id, label=res.label, threshold=res.threshold,
+        false_match_rate=None if risk is None else risk.false_match_rate,
+        expected_fpir=None if risk is None else risk.expected_fpir,
         model_version=res.model_version, collection_size=res.collection_size,
         width=res.width, height=res.height,
         probes=[ProbeOut(face=detected(res.faces, pr.face_index),
