@@ -64,10 +64,11 @@ from .errors import (
     StreamProcessorNotFoundError,
     ThrottledError,
 )
+from .pipeline import Pipeline
 from .store import Store
 from .tracking import IouTracker
 from .types import Caller, RGBImage
-from .video import VideoMatch, authorize_search, detect_frame
+from .video import VideoMatch, authorize_search, detect_frame, thread_pipeline
 from .webhook import WebhookSender, validate_url
 
 log = logging.getLogger(__name__)
@@ -647,7 +648,7 @@ class StreamProcessor:
 
     def _process_loop(self) -> None:
         s = self.settings
-        pipeline = self.collections.pipeline
+        pipeline = thread_pipeline(self.collections.pipeline)
         tracker = IouTracker(s.iou_threshold, s.max_gap_ms)
         states: dict[int, _TrackState] = {}
         session = -1
@@ -687,7 +688,8 @@ class StreamProcessor:
                 if st.embeddings == 0 or now_ms - st.last_embed_ms >= gap:
                     want.append(k)
             if want:
-                self._search(want, ids, states, faces.boxes, chips, pixels, item, now_ms)
+                self._search(pipeline, want, ids, states, faces.boxes, chips, pixels, item,
+                             now_ms)
             if self.status is ProcessorStatus.STARTING:
                 self._set_status(ProcessorStatus.RUNNING, None)
             self.frames_processed += 1
@@ -695,11 +697,11 @@ class StreamProcessor:
             self._rate_done.tick(done)
             self._processing.append((done - item.mono) * 1000.0)
 
-    def _search(self, want: list[int], ids: np.ndarray, states: dict[int, _TrackState],
-                boxes: np.ndarray, chips: np.ndarray, pixels: RGBImage, item: _Captured,
-                now_ms: float) -> None:
+    def _search(self, pipeline: Pipeline, want: list[int], ids: np.ndarray,
+                states: dict[int, _TrackState], boxes: np.ndarray, chips: np.ndarray,
+                pixels: RGBImage, item: _Captured, now_ms: float) -> None:
         s = self.settings
-        vecs = self.collections.pipeline.embedder.embed(chips[want])
+        vecs = pipeline.embedder.embed(chips[want])
         for k in want:
             st = states[int(ids[k])]
             st.embeddings += 1

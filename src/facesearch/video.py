@@ -340,6 +340,16 @@ def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: Video
     )
 
 
+def thread_pipeline(pipeline: Pipeline) -> Pipeline:
+    """The pipeline the calling thread should use: its own one when ``pipeline`` keeps one per
+    thread (the HTTP server's ``PerThreadPipeline``, whose ``detector``/``embedder`` attributes
+    belong to one of its inference workers), else ``pipeline`` itself. Video and stream threads
+    call the detector and embedder directly, which dlib's models do not allow from two threads."""
+    mine = getattr(pipeline, "mine", None)
+    own: Pipeline = mine() if callable(mine) else pipeline
+    return own
+
+
 def authorize_search(collections: FaceCollections, collection: str, caller: Caller,
                      threshold: float | None, max_results: int, operation: str) -> None:
     """Refuse, before any work, a video or stream search the collection's policy would refuse
@@ -754,8 +764,8 @@ class VideoJobs:
         settings = settings or VideoJobSettings()
         if webhook_url is not None:
             validate_url(webhook_url)
-        if job_tag is not None and not 1 <= len(job_tag) <= 256:
-            raise InvalidParameterError("job tag must be 1-256 characters")
+        if job_tag is not None and not 1 <= len(job_tag) <= 1024:
+            raise InvalidParameterError("job tag must be 1-1024 characters")
         if token is not None:
             if not 1 <= len(token) <= 64:
                 raise InvalidParameterError("client request token must be 1-64 characters")
@@ -1031,7 +1041,8 @@ class VideoJobs:
 
         try:
             try:
-                scan = scan_video(g["input_path"], self.collections.pipeline, job.settings,
+                scan = scan_video(g["input_path"], thread_pipeline(self.collections.pipeline),
+                                  job.settings,
                                   embed=job.kind is JobKind.FACE_SEARCH, info=job.video,
                                   on_progress=progress, should_stop=cancel.is_set)
                 per_person = (self._search(job, scan, caller, cancel)

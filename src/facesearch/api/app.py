@@ -9,8 +9,10 @@ structured (JSON) log line per request. :func:`serve` runs it with uvicorn.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
 import sys
 import time
 import uuid
@@ -32,6 +34,7 @@ from ..pipeline import load_pipeline
 from ..service import FaceSearch
 from ..retention import RetentionWorker
 from . import accountability, native, rekognition
+from . import video as video_api
 from .context import ApiContext, context
 from .errors import (
     RequestTooLargeError,
@@ -42,11 +45,13 @@ from .errors import (
     on_validation_error,
 )
 from .metrics import Metrics
-from .s3 import S3Images
 from .settings import ApiSettings
 from .work import PerThreadPipeline, WorkPool
 
 log = logging.getLogger("facesearch.api")
+
+SHUTDOWN_GRACE_S = 15
+"""At shutdown, requests still open after this long are cancelled."""
 
 DESCRIPTION = """\
 Self-hosted, accountable face search. Every search returns **candidates for human review,
@@ -67,10 +72,14 @@ def open_service(settings: Settings, api: ApiSettings) -> FaceSearch:
     return FaceSearch(settings, pipeline=pipeline)
 
 
-def create_app(fs: FaceSearch, settings: ApiSettings) -> FastAPI:
+def create_app(fs: FaceSearch, settings: ApiSettings,
+               video: video_api.VideoApiSettings | None = None) -> FastAPI:
     """The HTTP app over ``fs``. Its pipeline must be safe to call from ``settings.workers``
     threads (:func:`open_service` makes one that is). The app starts its workers when it
-    starts and stops them (and its S3 client) when it stops; ``fs`` stays the caller's."""
+    starts and stops them (and its S3 client) when it stops; ``fs`` stays the caller's.
+    It also starts ``fs``'s video jobs and resumes its stream processors, and stops both when
+    it stops; ``video`` (default: from the environment) bounds server paths and uploads."""
+    video = video or video_api.VideoApiSettings()
 
     def warm() -> None:
         pipeline = fs.pipeline
@@ -81,7 +90,8 @@ def create_app(fs: FaceSearch, settings: ApiSettings) -> FastAPI:
                     init=warm)
     ctx = ApiContext(fs=fs, settings=settings, pool=pool,
                      metrics=Metrics(lambda: pool.depth, lambda: pool.busy),
-                     s3=S3Images(settings, fs.settings.max_image_bytes),
+                     s3=video_api.S3Videos(settings, fs.settings.max_image_bytes,
+                                           fs.settings.max_video_bytes),
                      body_limit=settings.body_limit(fs.settings.max_image_bytes))
 
     retention = RetentionWorker(fs.collections, settings.retention_interval_s)
@@ -90,9 +100,14 @@ def create_app(fs: FaceSearch, settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.start()
         retention.start()
+        fs.video.path_roots = video.roots()
+        await ctx.io(fs.video.start)
+        await ctx.io(fs.streams.resume)
         try:
             yield
         finally:
+            await ctx.io(fs.streams.shutdown)
+            await ctx.io(fs.video.shutdown)
             await ctx.io(retention.shutdown)
             await ctx.io(ctx.shutdown)
 
@@ -106,10 +121,12 @@ def create_app(fs: FaceSearch, settings: ApiSettings) -> FastAPI:
     app.include_router(native.router)
     app.include_router(accountability.router)
     app.include_router(rekognition.router)
+    app.include_router(video_api.router)
+    app.include_router(video_api.ws_router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-    app.add_middleware(RequestMiddleware, ctx=ctx)
+    app.add_middleware(RequestMiddleware, ctx=ctx, upload_limit=video.max_upload_bytes)
     return app
 
 
@@ -136,9 +153,10 @@ async def metrics(request: Request) -> Response:
 class RequestMiddleware:
     """Request id, body size limit, metrics and one JSON log line per request."""
 
-    def __init__(self, app: ASGIApp, ctx: ApiContext) -> None:
+    def __init__(self, app: ASGIApp, ctx: ApiContext, upload_limit: int | None = None) -> None:
         self.app = app
         self.ctx = ctx
+        self.upload_limit = upload_limit  # video uploads (UPLOAD_PATHS)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -149,6 +167,8 @@ class RequestMiddleware:
         request_id = str(uuid.uuid4())
         state["request_id"] = request_id
         limit = self.ctx.body_limit
+        if self.upload_limit is not None and scope["path"] in video_api.UPLOAD_PATHS:
+            limit = max(limit, self.upload_limit)
         status = 500
         received = 0
 
@@ -237,7 +257,17 @@ def serve(settings: Settings, api: ApiSettings) -> None:
         app = create_app(fs, api)
         config = uvicorn.Config(app, host=api.host, port=api.port, log_config=None,
                                 access_log=False, limit_concurrency=api.max_connections,
-                                lifespan="on", server_header=False)
-        uvicorn.Server(config).run()
+                                lifespan="on", server_header=False,
+                                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+
+        class Server(uvicorn.Server):
+            async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+                # Live event feeds (SSE, WebSocket) never end by themselves, and uvicorn waits
+                # for open responses before the app's own shutdown: end them (and the stream
+                # processors) first.
+                await asyncio.to_thread(fs.streams.shutdown)
+                await super().shutdown(sockets)
+
+        Server(config).run()
     finally:
         fs.shutdown()

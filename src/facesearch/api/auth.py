@@ -79,6 +79,25 @@ class Operation(str, enum.Enum):
     EXPORT_AUDIT = "ExportAudit"
     THRESHOLD_RISK = "ThresholdRisk"
     THRESHOLD_FOR_FPIR = "ThresholdForFpir"
+    # stored video (Rekognition's names) and their native companions
+    START_FACE_SEARCH = "StartFaceSearch"
+    GET_FACE_SEARCH = "GetFaceSearch"
+    START_FACE_DETECTION = "StartFaceDetection"
+    GET_FACE_DETECTION = "GetFaceDetection"
+    LIST_VIDEO_JOBS = "ListVideoJobs"
+    DESCRIBE_VIDEO_JOB = "DescribeVideoJob"
+    GET_VIDEO_JOB_RESULTS = "GetVideoJobResults"
+    CANCEL_VIDEO_JOB = "CancelVideoJob"
+    DELETE_VIDEO_JOB = "DeleteVideoJob"
+    # live stream processors (native; Rekognition's names) and their feeds
+    CREATE_STREAM_PROCESSOR = "CreateStreamProcessor"
+    START_STREAM_PROCESSOR = "StartStreamProcessor"
+    STOP_STREAM_PROCESSOR = "StopStreamProcessor"
+    LIST_STREAM_PROCESSORS = "ListStreamProcessors"
+    DESCRIBE_STREAM_PROCESSOR = "DescribeStreamProcessor"
+    DELETE_STREAM_PROCESSOR = "DeleteStreamProcessor"
+    GET_STREAM_PROCESSOR_METRICS = "GetStreamProcessorMetrics"
+    GET_STREAM_PROCESSOR_EVENTS = "GetStreamProcessorEvents"
 
 
 _A, _I, _S, _U = Role.ADMIN, Role.INDEXER, Role.SEARCHER, Role.AUDITOR
@@ -118,6 +137,25 @@ PERMISSIONS: dict[Operation, frozenset[Role]] = {
     _O.EXPORT_AUDIT: frozenset({_U}),
     _O.THRESHOLD_RISK: _ALL,
     _O.THRESHOLD_FOR_FPIR: _ALL,
+    # Video and stream searches run as the searcher that starts the job or creates the
+    # processor (admin keys cannot search, so they cannot create processors either).
+    _O.START_FACE_SEARCH: frozenset({_S}),
+    _O.GET_FACE_SEARCH: frozenset({_S}),
+    _O.START_FACE_DETECTION: frozenset({_S}),
+    _O.GET_FACE_DETECTION: frozenset({_S}),
+    _O.LIST_VIDEO_JOBS: frozenset({_S, _U}),
+    _O.DESCRIBE_VIDEO_JOB: frozenset({_S, _U}),
+    _O.GET_VIDEO_JOB_RESULTS: frozenset({_S}),
+    _O.CANCEL_VIDEO_JOB: frozenset({_S}),
+    _O.DELETE_VIDEO_JOB: frozenset({_A, _S}),
+    _O.CREATE_STREAM_PROCESSOR: frozenset({_S}),
+    _O.START_STREAM_PROCESSOR: frozenset({_S}),
+    _O.STOP_STREAM_PROCESSOR: frozenset({_A, _S}),
+    _O.LIST_STREAM_PROCESSORS: frozenset({_A, _S, _U}),
+    _O.DESCRIBE_STREAM_PROCESSOR: frozenset({_A, _S, _U}),
+    _O.DELETE_STREAM_PROCESSOR: frozenset({_A, _S}),
+    _O.GET_STREAM_PROCESSOR_METRICS: frozenset({_A, _S, _U}),
+    _O.GET_STREAM_PROCESSOR_EVENTS: frozenset({_S}),
 }
 
 

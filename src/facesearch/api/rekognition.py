@@ -11,7 +11,10 @@ the CLI, and answers Rekognition's response shape:
   ``SimilarityThreshold``, ``UserMatchThreshold``) compared on it (default 80; 75 for
   ``AssociateFaces``);
 - ``FaceModelVersion`` is facesearch's model version (e.g. ``dlib-hog+sp68/dlib-resnet-v1``);
-- ``NextToken`` is opaque; ``Image`` is ``Bytes`` or an ``S3Object`` of the configured store.
+- ``NextToken`` is opaque; ``Image`` is ``Bytes`` or an ``S3Object`` of the configured store;
+- stored-video jobs (StartFaceSearch, GetFaceSearch, StartFaceDetection, GetFaceDetection)
+  read ``Video.S3Object`` (streamed by :mod:`facesearch.api.video`) and run on
+  :class:`facesearch.video.VideoJobs`; a CANCELLED job is reported as FAILED.
 
 Errors carry Rekognition's codes (:mod:`facesearch.api.errors`), so botocore raises the same
 exception classes.
@@ -23,7 +26,7 @@ import base64
 import binascii
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,10 +37,20 @@ from ..errors import InvalidParameterError, NoFaceError
 from ..quality import reasons as quality_reasons
 from ..types import LANDMARK_NAMES, Caller, Faces, Image, QualityFilter
 from ..users import DEFAULT_USER_MATCH_THRESHOLD, UserMatch, UserSearchResult
+from ..video import JobKind, JobStatus, VideoFace, VideoJob, VideoJobSettings, VideoMatch
 from .auth import Operation
 from .context import ApiContext, context
 from .errors import AMZ_JSON, SerializationError, UnknownOperationError
 from .paging import decode_row, encode_token, page_by_name
+from .video import (
+    Submit,
+    offset_token,
+    page_size,
+    parse_s3_label,
+    results_kind,
+    submit_s3,
+    wrap_offset,
+)
 
 TARGET_PREFIX = "RekognitionService"
 DEFAULT_MAX_FACES = 10
@@ -436,6 +449,153 @@ async def search_users_by_image(ctx: ApiContext, caller: Caller, p: SearchUsersB
             "SearchedFace": {"FaceDetail": detail}, "UnsearchedFaces": []}
 
 
+# -- stored video (StartFaceSearch, GetFaceSearch, StartFaceDetection, GetFaceDetection) -----
+
+JobIdField = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
+
+
+class VideoIn(_In):
+    S3Object: S3ObjectIn | None = None
+
+
+class NotificationChannelIn(_In):
+    """Accepted and ignored: there is no SNS here (the native API takes a webhook URL)."""
+
+    SNSTopicArn: str
+    RoleArn: str
+
+
+class _StartVideoIn(_In):
+    Video: VideoIn
+    ClientRequestToken: str | None = Field(None, min_length=1, max_length=64,
+                                           pattern=r"^[a-zA-Z0-9_-]+$")
+    NotificationChannel: NotificationChannelIn | None = None
+    JobTag: str | None = Field(None, min_length=1, max_length=1024,
+                               pattern=r"^[a-zA-Z0-9_.\-:+=/]+$")
+
+
+class StartFaceSearchIn(_StartVideoIn):
+    CollectionId: str = CollectionId
+    FaceMatchThreshold: float | None = Field(None, ge=0, le=100)
+
+
+class StartFaceDetectionIn(_StartVideoIn):
+    FaceAttributes: Literal["DEFAULT", "ALL"] = "DEFAULT"
+
+
+class GetFaceDetectionIn(_In):
+    JobId: str = JobIdField
+    MaxResults: int | None = Field(None, ge=1)
+    NextToken: str | None = Field(None, max_length=255)
+
+
+class GetFaceSearchIn(GetFaceDetectionIn):
+    SortBy: Literal["INDEX", "TIMESTAMP"] = "TIMESTAMP"
+
+
+async def _start_video(ctx: ApiContext, p: _StartVideoIn, submit: Submit) -> Json:
+    s3 = p.Video.S3Object
+    if s3 is None:
+        raise InvalidParameterError("Video needs an S3Object")
+    job_id = await ctx.io(lambda: submit_s3(ctx, s3.Bucket, s3.Name, s3.Version, submit))
+    return {"JobId": job_id}
+
+
+def video_face_detail(f: VideoFace, width: int, height: int) -> Json:
+    """A ``FaceDetail`` of a face seen in a video frame (boxes as ratios of the frame)."""
+    return {
+        "BoundingBox": bounding_box(f.box, width, height),
+        "Landmarks": [{"Type": t, "X": x / width, "Y": y / height}
+                      for t, (x, y) in zip(_REK_LANDMARKS, f.landmarks, strict=True)],
+        "Pose": {"Roll": f.roll, "Yaw": f.yaw, "Pitch": f.pitch},
+        "Quality": {"Brightness": f.brightness, "Sharpness": f.sharpness},
+        "Confidence": 100.0 * f.confidence,
+    }
+
+
+def _video_match(m: VideoMatch) -> Json:
+    face: Json = {"FaceId": m.face_id}
+    if m.image_id:
+        face["ImageId"] = m.image_id
+    if m.external_id:
+        face["ExternalImageId"] = m.external_id
+    if m.user_id:
+        face["UserId"] = m.user_id
+    return {"Similarity": m.similarity, "Face": face}
+
+
+def _video_job(job: VideoJob) -> tuple[Json, int, int]:
+    """The job's common answer fields, and its frame size."""
+    status = JobStatus.FAILED if job.status is JobStatus.CANCELLED else job.status
+    out: Json = {"JobId": job.job_id, "JobStatus": status.value}
+    message = job.status_message
+    if job.status is JobStatus.CANCELLED:
+        message = f"CANCELLED: {message or 'the job was cancelled'}"
+    if message and job.status is not JobStatus.SUCCEEDED:
+        out["StatusMessage"] = message
+    if job.job_tag:
+        out["JobTag"] = job.job_tag
+    s3 = parse_s3_label(job.source)
+    if s3 is not None:
+        obj: Json = {"Bucket": s3[0], "Name": s3[1]}
+        if s3[2]:
+            obj["Version"] = s3[2]
+        out["Video"] = {"S3Object": obj}
+    v = job.video
+    if v is None:
+        return out, 1, 1
+    meta: Json = {"Codec": v.codec, "Format": v.format, "FrameRate": v.fps,
+                  "FrameWidth": v.width, "FrameHeight": v.height}
+    if v.duration_ms is not None:
+        meta["DurationMillis"] = v.duration_ms
+    out["VideoMetadata"] = meta
+    return out, max(v.width, 1), max(v.height, 1)
+
+
+async def start_face_search(ctx: ApiContext, caller: Caller, p: StartFaceSearchIn) -> Json:
+    settings = VideoJobSettings(threshold=p.FaceMatchThreshold)
+    return await _start_video(ctx, p, lambda video, source: ctx.fs.video.start_face_search(
+        p.CollectionId, video, settings=settings, job_tag=p.JobTag,
+        client_request_token=p.ClientRequestToken, source_name=source, caller=caller))
+
+
+async def start_face_detection(ctx: ApiContext, caller: Caller, p: StartFaceDetectionIn) -> Json:
+    return await _start_video(ctx, p, lambda video, source: ctx.fs.video.start_face_detection(
+        video, job_tag=p.JobTag, client_request_token=p.ClientRequestToken, source_name=source,
+        caller=caller))
+
+
+async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -> Json:
+    kind = results_kind(p.JobId, f"persons-{p.SortBy}-0")
+    page = await ctx.io(lambda: ctx.fs.video.face_search_results(
+        p.JobId, max_results=page_size(p.MaxResults), next_token=offset_token(kind, p.NextToken),
+        sort_by=p.SortBy))
+    out, w, h = _video_job(page.job)
+    out["Persons"] = [{"Timestamp": e.timestamp_ms,
+                       "Person": {"Index": e.person_index,
+                                  "BoundingBox": bounding_box(e.face.box, w, h),
+                                  "Face": video_face_detail(e.face, w, h)},
+                       "FaceMatches": [_video_match(m) for m in e.matches]}
+                      for e in page.persons]
+    if page.next_token is not None:
+        out["NextToken"] = wrap_offset(kind, page.next_token)
+    return out
+
+
+async def get_face_detection(ctx: ApiContext, caller: Caller, p: GetFaceDetectionIn) -> Json:
+    kind = results_kind(p.JobId, "faces")
+    page = await ctx.io(lambda: ctx.fs.video.face_detection_results(
+        p.JobId, max_results=page_size(p.MaxResults), next_token=offset_token(kind, p.NextToken)))
+    if page.job.kind is not JobKind.FACE_DETECTION:
+        raise InvalidParameterError(f"job {p.JobId} is a face search job; call GetFaceSearch")
+    out, w, h = _video_job(page.job)
+    out["Faces"] = [{"Timestamp": f.timestamp_ms, "Face": video_face_detail(f.face, w, h)}
+                    for f in page.faces]
+    if page.next_token is not None:
+        out["NextToken"] = wrap_offset(kind, page.next_token)
+    return out
+
+
 Handler = Callable[[ApiContext, Caller, Any], Awaitable[Json]]
 HANDLERS: dict[Operation, tuple[type[_In], Handler]] = {
     Operation.CREATE_COLLECTION: (CollectionIn, create_collection),
@@ -456,6 +616,10 @@ HANDLERS: dict[Operation, tuple[type[_In], Handler]] = {
     Operation.DISASSOCIATE_FACES: (UserFacesIn, disassociate_faces),
     Operation.SEARCH_USERS: (SearchUsersIn, search_users),
     Operation.SEARCH_USERS_BY_IMAGE: (SearchUsersByImageIn, search_users_by_image),
+    Operation.START_FACE_SEARCH: (StartFaceSearchIn, start_face_search),
+    Operation.GET_FACE_SEARCH: (GetFaceSearchIn, get_face_search),
+    Operation.START_FACE_DETECTION: (StartFaceDetectionIn, start_face_detection),
+    Operation.GET_FACE_DETECTION: (GetFaceDetectionIn, get_face_detection),
 }
 
 
