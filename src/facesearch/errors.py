@@ -125,3 +125,9 @@ class JobNotFoundError(NotFoundError):
 
 class StreamProcessorNotFoundError(NotFoundError):
     code = "stream_processor_not_found"
+
+
+class IdempotencyMismatchError(ConflictError):
+    """A client request token was reused for a different request."""
+
+    code = "idempotency_mismatch"

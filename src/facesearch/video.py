@@ -59,9 +59,9 @@ from sqlalchemy import (
 from . import similarity as sim
 from .collections import FaceCollections, Match
 from .errors import (
-    AlreadyExistsError,
     ConflictError,
     FaceSearchError,
+    IdempotencyMismatchError,
     InvalidParameterError,
     InvalidVideoError,
     JobNotFoundError,
@@ -774,7 +774,7 @@ class VideoJobs:
                                      .where(jobs_t.c.client_token == token)).first()
             if prior is not None:
                 if prior.kind != kind.value:
-                    raise AlreadyExistsError(f"client request token {token!r} was used for "
+                    raise IdempotencyMismatchError(f"client request token {token!r} was used for "
                                              f"another kind of job")
                 return str(prior.job_id)
         with self._lock:

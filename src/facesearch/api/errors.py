@@ -23,6 +23,7 @@ from ..errors import (
     ConflictError,
     EncryptionError,
     FaceSearchError,
+    IdempotencyMismatchError,
     ImageTooLargeError,
     ImageTooSmallError,
     InvalidImageError,
@@ -32,6 +33,7 @@ from ..errors import (
     NoFaceError,
     NotFoundError,
     ThrottledError,
+    VideoTooLargeError,
 )
 
 log = logging.getLogger("facesearch.api")
@@ -128,6 +130,8 @@ ERRORS: dict[type[FaceSearchError], Mapping] = {
     AccessDeniedError: Mapping(403, "AccessDeniedException", 403),
     ThrottledError: Mapping(429, "ThrottlingException"),
     ImageTooLargeError: Mapping(413, "ImageTooLargeException"),
+    VideoTooLargeError: Mapping(413, "VideoTooLargeException"),
+    IdempotencyMismatchError: Mapping(409, "IdempotentParameterMismatchException"),
     ImageTooSmallError: Mapping(400, "InvalidParameterException"),
     InvalidImageError: Mapping(400, "InvalidImageFormatException"),
     NoFaceError: Mapping(422, "InvalidParameterException"),
