@@ -64,7 +64,7 @@ class DlibHog:
 
 
 def make_detectors(threads: int) -> dict[str, Callable[[Image], int]]:
-    from facesearch.detect_onnx import BlazeFaceDetector, MTCNNDetector
+    from facesearch.detect import BlazeFaceDetector, MTCNNDetector
 
     dets: dict[str, Callable[[Image], int]] = {}
     for label, kw in [

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facesearch.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
-from facesearch.embed_onnx import OnnxResNetEmbedder
+from facesearch.embed import OnnxResNetEmbedder
 
 Chips = npt.NDArray[np.uint8]
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "lfw-dev"

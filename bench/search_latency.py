@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT.parent / "shared" / "testdata" / "faces" / "obama2.jpg"
 
 
-def fill(fs, name: str, n: int, seed: int = 0) -> None:  # noqa: ANN001
+def fill(fs, name: str, n: int, seed: int = 0) -> None:
     from facesearch.embed import l2_normalise
     from facesearch.store import NewFace
 

@@ -138,6 +138,9 @@ def test_looped_file_processor_with_outputs(fs: FaceSearch, tmp_path: Path) -> N
         events: list[StreamEvent] = []
         wait_for(lambda: _lin_events(_drain(sub, events)), 60, "an event for Lin")
         wait_for(lambda: hook.bodies, 10, "the webhook")
+        # Rates are measured over a 5 s window: let a few seconds of frames through first.
+        wait_for(lambda: (m := fs.streams.metrics("file-cam")) and m.frames_processed >= 32,
+                 30, "32 frames processed")
         info = fs.streams.describe("file-cam")
         assert info.status is ProcessorStatus.RUNNING and info.metrics is not None
         m = info.metrics
@@ -146,6 +149,7 @@ def test_looped_file_processor_with_outputs(fs: FaceSearch, tmp_path: Path) -> N
         assert m.fps_processed <= 8.5 and m.latency_p50_ms is not None
         assert (m.frame_width, m.frame_height) == (640, 360)
         fs.streams.stop("file-cam")
+    _drain(sub, events)  # the events emitted before the stop
     assert fs.streams.describe("file-cam").status is ProcessorStatus.STOPPED
     ev = _lin_events(events)[0]
     assert ev.match.similarity >= 80 and ev.match.external_id == LIN
@@ -205,7 +209,10 @@ def test_rtsp_processor_reports_lin_and_not_without_him(fs: FaceSearch) -> None:
     ev = _lin_events(events["cam"])[0]
     assert ev.match.similarity >= 80 and ev.processor == "cam"
     assert 0 <= ev.frame_timestamp_ms <= CLIP_MS + 1000
-    assert events["cam-others"] == []
+    # Without him in the watchlist nobody is reported as him; Alex Lacamoire, who is in the
+    # clip (close-ups in profile before Lin's), may be, and Biden, who is not, never is.
+    assert not any(e.identity == LIN or e.match.external_id in (LIN, "biden")
+                   for e in events["cam-others"])
     assert (fs.streams.describe("cam-others").metrics is None
             and fs.streams.describe("cam-others").status is ProcessorStatus.STOPPED)
 

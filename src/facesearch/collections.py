@@ -640,7 +640,10 @@ class FaceCollections:
         try:
             used = check_search(self._policy(coll)[1], caller, threshold, max_results,
                                 sim.DEFAULT_THRESHOLD)
-            if rate_limit and self.limiter is not None and caller.role != "system":
+            # Rate limits are per access key; local use (CLI, library) and the system's own
+            # work (retention, streams) are not limited.
+            if (rate_limit and self.limiter is not None and caller.role != "system"
+                    and not caller.actor.startswith("local:")):
                 self.limiter.acquire(caller.actor)
         except (InvalidParameterError, ThrottledError) as exc:
             self.record("search.refused", caller, collection=coll.name, threshold=threshold,

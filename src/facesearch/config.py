@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACESEARCH_", extra="forbid")
 
     home: Path = Field(default_factory=default_home, description="data directory")
-    pipeline: str = Field("dlib", description="face pipeline preset")
+    pipeline: str = Field("fast", pattern="^(fast|dlib)$",
+                          description="face pipeline: fast (ONNX) or dlib")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="inference device")
     threads: int | None = Field(None, ge=1, description="inference threads per process")
     max_image_bytes: int = Field(MAX_BYTES, ge=1024)

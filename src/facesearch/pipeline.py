@@ -18,8 +18,9 @@ from .quality import measure
 from .runtime import Device
 from .types import Detector, Embedder, Faces, Image
 
-PipelineName = Literal["dlib"]
-PIPELINES: tuple[str, ...] = ("dlib",)
+PipelineName = Literal["fast", "dlib"]
+PIPELINES: tuple[str, ...] = ("fast", "dlib")
+DEFAULT_PIPELINE = "fast"
 
 
 @dataclass
@@ -54,9 +55,23 @@ class Pipeline:
         return faces.with_quality(quality).with_embeddings(self.embedder.embed(chips))
 
 
-def load_pipeline(name: str = "dlib", *, threads: int | None = None,
-                  device: Device = "auto") -> Pipeline:
-    """Build a named pipeline (loads its models: about a second)."""
+def load_pipeline(name: str = DEFAULT_PIPELINE, *, threads: int | None = None,
+                  device: Device = "auto", min_face: float | None = None) -> Pipeline:
+    """Build a named pipeline (loads its models; the first use converts them, a few seconds).
+
+    - ``fast`` (default): BlazeFace + MTCNN O-Net landmarks, dlib's ResNet, all on ONNX
+      Runtime (``threads`` intra-op threads per model, ``device`` cpu/cuda/auto);
+      ``min_face`` (pixels) adds tiled passes for faces smaller than about 1/12 of the
+      image's longer side.
+    - ``dlib``: dlib's HOG detector + 68-point landmarks and dlib's ResNet, run by dlib.
+    """
+    if name == "fast":
+        from .detect import BlazeFaceDetector
+        from .embed import OnnxResNetEmbedder
+
+        return Pipeline(detector=BlazeFaceDetector(min_face=min_face, threads=threads,
+                                                   device=device),
+                        embedder=OnnxResNetEmbedder(threads=threads, device=device))
     if name == "dlib":
         from .detect import DlibHogDetector
         from .embed import DlibResNetEmbedder

@@ -393,7 +393,10 @@ def test_request_log_names_the_key(server: Server, people: dict[str, Any]) -> No
 
 def test_full_queue_is_throttled(small_server: Server) -> None:
     rek = small_server.rekognition("searcher", retries=1)
-    blank = blank_png(1600, 1200)  # a few kB, but detection on it takes a while
+    # 12 megapixels in ~36 kB (base64 well under the 64 KiB body limit): decoding and
+    # detecting it keeps the one worker busy a while.
+    blank = blank_png(3500, 3500)
+    assert len(blank) * 4 // 3 < 60 * 1024
 
     def call(_: int) -> str:
         try:
@@ -402,8 +405,8 @@ def test_full_queue_is_throttled(small_server: Server) -> None:
         except ClientError as exc:
             return code(exc)
 
-    with ThreadPoolExecutor(6) as pool:
-        outcomes = list(pool.map(call, range(6)))
+    with ThreadPoolExecutor(12) as pool:
+        outcomes = list(pool.map(call, range(12)))
     assert "ok" in outcomes and "ThrottlingException" in outcomes, outcomes
     assert set(outcomes) <= {"ok", "ThrottlingException"}
     metrics = httpx.get(small_server.url + "/metrics").text

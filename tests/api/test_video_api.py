@@ -180,9 +180,11 @@ def test_rekognition_face_search_finds_lin(vserver: Server, rek_jobs: dict[str, 
     lin_times = [p["Timestamp"] for p in lin]
     assert all(0 <= t <= CLIP_MS for t in lin_times)
     assert any(2800 <= t <= 7500 for t in lin_times), lin_times
-    # Nobody is taken for Alex Lacamoire (seen in profile only).
-    assert not any(p["FaceMatches"] and p["FaceMatches"][0]["Face"].get("ExternalImageId")
-                   == "alex-lacamoire" for p in persons)
+    # Alex Lacamoire is in the clip too (profile close-ups before Lin's): where he is
+    # reported, it is there, never during Lin's close-ups.
+    assert all(p["Timestamp"] < 2800 for p in persons
+               if p.get("FaceMatches")
+               and p["FaceMatches"][0]["Face"].get("ExternalImageId") == "alex-lacamoire")
 
     by_index, _ = all_pages(rek.get_face_search, "Persons", JobId=job_id, SortBy="INDEX")
     order = [(p["Person"]["Index"], p["Timestamp"]) for p in by_index]

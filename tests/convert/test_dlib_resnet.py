@@ -28,7 +28,7 @@ from facesearch.convert.dlib_resnet import (
     dlib_resnet_dat_path,
     resnet_onnx_path,
 )
-from facesearch.embed_onnx import OnnxResNetEmbedder
+from facesearch.embed import OnnxResNetEmbedder
 from facesearch.errors import InvalidParameterError, ModelError
 from facesearch.types import Embedder
 

@@ -33,7 +33,7 @@ from ..errors import FaceSearchError
 from ..pipeline import load_pipeline
 from ..service import FaceSearch
 from ..retention import RetentionWorker
-from . import accountability, native, rekognition
+from . import accountability, native, rekognition, web
 from . import video as video_api
 from .context import ApiContext, context
 from .errors import (
@@ -123,6 +123,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     app.include_router(rekognition.router)
     app.include_router(video_api.router)
     app.include_router(video_api.ws_router)
+    app.include_router(web.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

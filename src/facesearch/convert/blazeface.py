@@ -79,8 +79,12 @@ def build_onnx(variant: Variant, tflite: bytes) -> bytes:
     """Serialized ONNX model for BlazeFace ``variant`` from the ``.tflite`` bytes."""
     spec = SPECS[variant]
     graph = read_tflite(tflite)
-    model = to_onnx(graph, input_scale=1.0 / 127.5, input_offset=-1.0, name=f"blazeface_{variant}",
-                    doc=f"MediaPipe BlazeFace {variant}-range from {spec.file}")
+    try:
+        model = to_onnx(graph, input_scale=1.0 / 127.5, input_offset=-1.0,
+                        name=f"blazeface_{variant}",
+                        doc=f"MediaPipe BlazeFace {variant}-range from {spec.file}")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ModelError(f"{spec.file}: malformed graph: {exc}") from exc
     inp = model.graph.input[0].type.tensor_type.shape.dim
     if [d.dim_value for d in inp[1:]] != [spec.size, spec.size, 3]:
         raise ModelError(f"{spec.file}: unexpected input shape")

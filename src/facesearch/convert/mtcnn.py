@@ -134,7 +134,7 @@ def _read_zip(data: bytes) -> dict[str, np.ndarray]:
         pkl = next(n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
         root = pkl[: -len("data.pkl")]
         refs = _Unpickler(io.BytesIO(z.read(pkl))).load()
-        storages = {}
+        storages: dict[str, np.ndarray] = {}
         for r in refs.values():
             if isinstance(r, _TensorRef) and r.storage.key not in storages:
                 raw = z.read(f"{root}data/{r.storage.key}")

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 #: ``BuiltinOperator`` codes used by the converters (schema.fbs).
 ADD = 0
@@ -41,7 +45,7 @@ _DTYPES: dict[int, type] = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uin
 class _Table:
     """A flatbuffer table at byte offset ``pos`` of ``buf``."""
 
-    __slots__ = ("buf", "pos", "_vt", "_vt_len")
+    __slots__ = ("_vt", "_vt_len", "buf", "pos")
 
     def __init__(self, buf: bytes, pos: int) -> None:
         self.buf = buf
@@ -170,7 +174,7 @@ def read_tflite(data: bytes) -> Graph:
                 raise ModelError("sparse tensors are not supported")
             dtype = _DTYPES[ttype]
             buf = buffers[t.scalar(2, "I", 0)]
-            arr = None
+            arr: np.ndarray | None = None
             if buf:
                 arr = np.frombuffer(buf, dtype=dtype).reshape(shape).copy()
             tensors.append(Tensor(t.string(3), shape, dtype, arr))
@@ -203,7 +207,7 @@ def _same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[
 
 
 def to_onnx(graph: Graph, *, input_scale: float, input_offset: float,
-            name: str = "tflite", doc: str = "") -> "onnx.ModelProto":  # noqa: F821
+            name: str = "tflite", doc: str = "") -> onnx.ModelProto:
     """Translate a float TFLite graph of convolutional ops into an ONNX model.
 
     The ONNX input ``image`` is ``(N, H, W, C)`` uint8 (batch size free); it is normalised in
@@ -237,14 +241,15 @@ def to_onnx(graph: Graph, *, input_scale: float, input_offset: float,
         names[i] = f"t{i}"
         return names[i]
 
-    def activation(src: str, act: int, i: int) -> str:
+    def activation(src: str, act: int) -> str:
         if act == ACT_NONE:
             return src
         dst = fresh("act")
         if act == ACT_RELU:
             nodes.append(helper.make_node("Relu", [src], [dst]))
         elif act == ACT_RELU6:
-            nodes.append(helper.make_node("Clip", [src, const(np.float32(0)), const(np.float32(6))],
+            nodes.append(helper.make_node("Clip", [src, const(np.array(0, np.float32)),
+                                                        const(np.array(6, np.float32))],
                                           [dst]))
         else:
             raise ModelError(f"unsupported fused activation {act}")
@@ -259,18 +264,19 @@ def to_onnx(graph: Graph, *, input_scale: float, input_offset: float,
     nchw = fresh("nchw")
     nodes.append(helper.make_node("Transpose", [cast], [nchw], perm=[0, 3, 1, 2]))
     scaled = fresh("scaled")
-    nodes.append(helper.make_node("Mul", [nchw, const(np.float32(input_scale))], [scaled]))
-    nodes.append(helper.make_node("Add", [scaled, const(np.float32(input_offset))],
+    nodes.append(helper.make_node("Mul", [nchw, const(np.array(input_scale, np.float32))],
+                                  [scaled]))
+    nodes.append(helper.make_node("Add", [scaled, const(np.array(input_offset, np.float32))],
                                   [out_name(in_idx)]))
 
     for op in graph.operators:
         o = op.options
         ins = op.inputs
         if op.code == DEQUANTIZE:
-            src = consts.get(ins[0])
-            if src is None:
+            q = consts.get(ins[0])
+            if q is None:
                 raise ModelError("DEQUANTIZE of a non-constant tensor is not supported")
-            consts[op.outputs[0]] = src.astype(np.float32)
+            consts[op.outputs[0]] = q.astype(np.float32)
             continue
         outs = op.outputs
         if op.code in (CONV_2D, DEPTHWISE_CONV_2D):
@@ -296,9 +302,10 @@ def to_onnx(graph: Graph, *, input_scale: float, input_offset: float,
                 conv_in.append(const(b.astype(np.float32), "b"))
             dst = fresh("conv")
             nodes.append(helper.make_node(
-                "Conv", conv_in, [dst], kernel_shape=[kh, kw], strides=[o["stride_h"], o["stride_w"]],
+                "Conv", conv_in, [dst], kernel_shape=[kh, kw],
+                strides=[o["stride_h"], o["stride_w"]],
                 dilations=[o["dilation_h"], o["dilation_w"]], pads=pads, group=group))
-            nodes.append(helper.make_node("Identity", [activation(dst, o["activation"], outs[0])],
+            nodes.append(helper.make_node("Identity", [activation(dst, o["activation"])],
                                           [out_name(outs[0])]))
         elif op.code in (MAX_POOL_2D, AVERAGE_POOL_2D):
             _, h, wd, _ = shape(ins[0])
@@ -314,17 +321,17 @@ def to_onnx(graph: Graph, *, input_scale: float, input_offset: float,
                 "MaxPool" if op.code == MAX_POOL_2D else "AveragePool", [names[ins[0]]], [dst],
                 kernel_shape=[o["filter_h"], o["filter_w"]], strides=[o["stride_h"], o["stride_w"]],
                 pads=pads))
-            nodes.append(helper.make_node("Identity", [activation(dst, o["activation"], outs[0])],
+            nodes.append(helper.make_node("Identity", [activation(dst, o["activation"])],
                                           [out_name(outs[0])]))
         elif op.code in (ADD, MUL):
             a, b2 = (names[i] if i in names else const(consts[i].astype(np.float32)) for i in ins)
             dst = fresh("bin")
             nodes.append(helper.make_node("Add" if op.code == ADD else "Mul", [a, b2], [dst]))
-            nodes.append(helper.make_node("Identity", [activation(dst, o["activation"], outs[0])],
+            nodes.append(helper.make_node("Identity", [activation(dst, o["activation"])],
                                           [out_name(outs[0])]))
         elif op.code in (RELU, RELU6):
             act = ACT_RELU if op.code == RELU else ACT_RELU6
-            nodes.append(helper.make_node("Identity", [activation(names[ins[0]], act, outs[0])],
+            nodes.append(helper.make_node("Identity", [activation(names[ins[0]], act)],
                                           [out_name(outs[0])]))
         elif op.code == PAD:
             p = consts.get(ins[1])
@@ -370,7 +377,7 @@ def to_onnx(graph: Graph, *, input_scale: float, input_offset: float,
                 axis = _NHWC_TO_NCHW_AXIS[axis]
             dst = fresh("cat")
             nodes.append(helper.make_node("Concat", [names[i] for i in ins], [dst], axis=axis))
-            nodes.append(helper.make_node("Identity", [activation(dst, o["activation"], outs[0])],
+            nodes.append(helper.make_node("Identity", [activation(dst, o["activation"])],
                                           [out_name(outs[0])]))
         else:
             raise ModelError(f"unsupported TensorFlow Lite operator {op.code}")
@@ -384,11 +391,15 @@ def to_onnx(graph: Graph, *, input_scale: float, input_offset: float,
             nodes.append(helper.make_node("Transpose", [src], [nhwc], perm=[0, 2, 3, 1]))
             src = nhwc
         nodes.append(helper.make_node("Identity", [src], [t.name]))
-        outputs.append(helper.make_tensor_value_info(t.name, TensorProto.FLOAT, ["N", *t.shape[1:]]))
+        outputs.append(
+            helper.make_tensor_value_info(t.name, TensorProto.FLOAT, ["N", *t.shape[1:]]))
     inp = helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", in_h, in_w, in_c])
     g = helper.make_graph(nodes, name, [inp], outputs, initializer=inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="facesearch", doc_string=doc)
     model.ir_version = 8
-    onnx.checker.check_model(model)
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"converted model is invalid: {exc}") from exc
     return model

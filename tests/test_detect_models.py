@@ -13,7 +13,7 @@ import pytest
 
 from facesearch.convert import blazeface, mtcnn
 from facesearch.convert.tflite import read_tflite
-from facesearch.detect_onnx import (
+from facesearch.detect import (
     BlazeFaceDetector,
     MTCNNDetector,
     crop_square,
@@ -207,6 +207,30 @@ def test_blazeface_keypoint_landmarks(dlib_reference: tuple[np.ndarray, np.ndarr
     _, dlib_lm = dlib_reference
     iod = np.linalg.norm(dlib_lm[1] - dlib_lm[0])
     assert (np.linalg.norm(faces.landmarks[0] - dlib_lm, axis=1) / iod).max() < 0.3
+
+
+def test_flipped_landmarks_agree(detector: BlazeFaceDetector,
+                                 dlib_reference: tuple[np.ndarray, np.ndarray]) -> None:
+    img = load("obama.jpg")
+    plain = detector.detect(img)
+    flip = BlazeFaceDetector(flip_landmarks=True, threads=1).detect(img)
+    assert len(flip) == 1
+    _, dlib_lm = dlib_reference
+    iod = np.linalg.norm(dlib_lm[1] - dlib_lm[0])
+    assert (np.linalg.norm(flip.landmarks[0] - plain.landmarks[0], axis=1) / iod).max() < 0.05
+    # A mirrored photo gives mirrored landmarks (image-left first still).
+    mirrored = detector.detect(np.ascontiguousarray(img[:, ::-1]))
+    back = mirrored.landmarks[0][[1, 0, 2, 4, 3]].copy()
+    back[:, 0] = img.shape[1] - 1 - back[:, 0]
+    assert (np.linalg.norm(back - plain.landmarks[0], axis=1) / iod).max() < 0.05
+
+
+def test_small_and_strided_images(detector: BlazeFaceDetector) -> None:
+    assert len(detector.detect(np.zeros((5, 7, 3), np.uint8))) == 0
+    img = load("two_people.jpg")
+    view = img[:, 500:]  # a non-contiguous view: only Biden, on the right
+    faces = detector.detect(view)
+    assert len(faces) == 1 and faces.boxes[0, 0] > 200
 
 
 def test_two_people(detector: BlazeFaceDetector) -> None:

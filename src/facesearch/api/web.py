@@ -1,0 +1,61 @@
+"""The analyst web page: a static page (HTML, CSS, plain JavaScript) served at ``/ui/``.
+
+The page and its assets need no key; every API call the page makes carries the analyst's
+access key (``Authorization: Bearer``), kept in the browser tab's session storage. Only the
+files named in :data:`ASSETS` are served, from the package (``facesearch/web/``), with a
+Content-Security-Policy that lets the page load and call nothing but this server.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from fastapi import APIRouter
+from fastapi.responses import RedirectResponse, Response
+
+from ..errors import NotFoundError
+
+ASSETS: dict[str, str] = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+}
+"""The files of the page and their content types; nothing else is served."""
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+       "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+router = APIRouter(include_in_schema=False)
+
+
+def asset(name: str) -> Response:
+    """One file of the page, with its content type and the page's security headers."""
+    if name not in ASSETS:
+        raise NotFoundError(f"no such file of the web page: {name!r}")
+    body = resources.files("facesearch").joinpath("web").joinpath(name).read_bytes()
+    return Response(body, media_type=ASSETS[name], headers=HEADERS)
+
+
+@router.get("/ui")
+async def ui_redirect() -> RedirectResponse:
+    return RedirectResponse("ui/", status_code=308)
+
+
+@router.get("/ui/")
+async def ui_index() -> Response:
+    """The analyst page."""
+    return asset("index.html")
+
+
+@router.get("/ui/{name}")
+async def ui_asset(name: str) -> Response:
+    """The page's script and style sheet."""
+    return asset(name)
