@@ -34,13 +34,15 @@ def baseline(files: list[Path], workers: int) -> tuple[float, int, int]:
     return time.perf_counter() - t, sum(c > 0 for c in counts), sum(counts)
 
 
-def ours(files: list[Path], pipeline: str, workers: int) -> tuple[float, int, int]:
+def ours(files: list[Path], pipeline: str, workers: int,
+         detector_model: str) -> tuple[float, int, int]:
     from facesearch.indexing import BulkIndexer, IdFrom
     from facesearch.service import FaceSearch
 
-    with tempfile.TemporaryDirectory() as home, FaceSearch.open(home, pipeline=pipeline) as fs:
+    with tempfile.TemporaryDirectory() as home, FaceSearch.open(
+            home, pipeline=pipeline, detector_model=detector_model) as fs:
         fs.collections.create("bench")
-        idx = BulkIndexer(fs.collections, "bench", pipeline_name=pipeline, workers=workers,
+        idx = BulkIndexer(fs.collections, "bench", settings=fs.settings, workers=workers,
                           id_from=IdFrom.PARENT)
         t = time.perf_counter()
         s = idx.run(files)
@@ -54,6 +56,8 @@ def main() -> None:
     ap.add_argument("--pipeline", default=None, help="pipeline preset (default: the configured one)")
     ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--detector-model", default="auto", choices=["auto", "short", "full"],
+                    help="fast pipeline: BlazeFace models to run")
     args = ap.parse_args()
     if args.pipeline is None:
         from facesearch.config import Settings
@@ -68,8 +72,9 @@ def main() -> None:
     print(f"{len(files)} images from {args.images}, {args.workers} workers, "
           f"CPU: {os.cpu_count()} cores")
     rows = []
-    secs, imgs, faces = ours(files, args.pipeline, args.workers)
-    rows.append((f"facesearch ({args.pipeline})", secs, imgs, faces))
+    secs, imgs, faces = ours(files, args.pipeline, args.workers, args.detector_model)
+    label = args.pipeline + (f", {args.detector_model}" if args.pipeline == "fast" else "")
+    rows.append((f"facesearch ({label})", secs, imgs, faces))
     if not args.no_baseline:
         rows.append(("face_recognition", *baseline(files, args.workers)))
     print(f"{'pipeline':28} {'seconds':>8} {'images/s':>9} {'faces/s':>8} "

@@ -426,3 +426,16 @@ def test_cli_verify_exit_code(tmp_path: Path) -> None:
     bad = _cli(home, "verify")
     assert bad.returncode == 1
     assert "4" in bad.stdout and "edited" in bad.stdout
+
+
+def test_record_many_appends_one_chain_with_checkpoints(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.db", tmp_path / "k.pem", checkpoint_every=10)
+    log.record(AuditEvent(operation="index", actor="a"))
+    recs = log.record_many([AuditEvent(operation="index", actor="a", details={"i": i})
+                            for i in range(25)])
+    assert [r.seq for r in recs] == list(range(2, 27))
+    assert recs[0].prev_hash != recs[1].prev_hash
+    assert log.record_many([]) == []
+    report = log.verify()
+    assert report.ok and report.events == 26 and report.checkpoints >= 1
+    log.shutdown()

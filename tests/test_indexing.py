@@ -41,7 +41,7 @@ def test_rank1_identification_on_50_lfw_people(fs: FaceSearch) -> None:
     gallery = [imgs[0] for imgs in people]
     probes = [(p.parent.name, p) for imgs in people for p in imgs[1:5]]
     fs.collections.create("lfw")
-    indexer = BulkIndexer(fs.collections, "lfw", pipeline_name=fs.settings.pipeline,
+    indexer = BulkIndexer(fs.collections, "lfw", settings=fs.settings,
                           id_from=IdFrom.PARENT, workers=2)
     summary = indexer.run(gallery)
     assert summary.files == 50 and summary.failed == 0
@@ -68,7 +68,7 @@ def test_bulk_summary_reasons_and_resume(fs: FaceSearch, tmp_path: Path) -> None
     files = [face("obama.jpg"), face("two_people.jpg"), bad, blank]
     fs.collections.create("b")
     seen = []
-    indexer = BulkIndexer(fs.collections, "b", pipeline_name=fs.settings.pipeline, workers=2)
+    indexer = BulkIndexer(fs.collections, "b", settings=fs.settings, workers=2)
     s = indexer.run(files, seen.append)
     assert (s.indexed, s.faces, s.failed, s.no_face, s.skipped) == (2, 3, 1, 1, 0)
     reasons = dict(s.failures)
@@ -78,6 +78,10 @@ def test_bulk_summary_reasons_and_resume(fs: FaceSearch, tmp_path: Path) -> None
     again = indexer.run(files)
     assert (again.indexed, again.skipped, again.failed) == (0, 3, 1)
     assert fs.collections.describe("b").face_count == 3
+    # One audit event per indexed image, naming its faces; the chain stays intact.
+    events, _ = fs.audit.query(operation="index", collection="b")
+    assert sorted(len(e.event.results) for e in events) == [1, 2]
+    assert fs.audit.verify().ok
 
 
 def test_iter_image_files_is_recursive_and_sorted(tmp_path: Path) -> None:

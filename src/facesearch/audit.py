@@ -531,6 +531,40 @@ class AuditLog:
                     self._checkpoint(conn, seq, digest)
             return AuditRecord(seq=seq, ts=ts, event=event, prev_hash=prev, hash=digest)
 
+    def record_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
+        """Append several events in one write transaction (one sync to disk), in order."""
+        out: list[AuditRecord] = []
+        if not events:
+            return out
+        with self._lock:
+            with self._write() as conn:
+                head = conn.execute(select(events_t.c.seq, events_t.c.hash)
+                                    .order_by(events_t.c.seq.desc()).limit(1)).first()
+                seq = 0 if head is None else head.seq
+                prev = GENESIS_HASH if head is None else head.hash
+                rows = []
+                for e in events:
+                    seq += 1
+                    ts = float(self._clock())
+                    digest = event_hash(seq, ts, prev, e)
+                    rows.append(dict(
+                        seq=seq, ts=ts, operation=e.operation, actor=e.actor, role=e.role,
+                        collection=e.collection, purpose=e.purpose, case_ref=e.case_ref,
+                        client=e.client, probe_sha256=e.probe_sha256, threshold=e.threshold,
+                        model_version=e.model_version,
+                        results=json.dumps([[f, s] for f, s in e.results]),
+                        details=json.dumps(dict(e.details), sort_keys=True),
+                        prev_hash=prev, hash=digest))
+                    out.append(AuditRecord(seq=seq, ts=ts, event=e, prev_hash=prev, hash=digest))
+                    prev = digest
+                conn.execute(insert(events_t), rows)
+                self._dirty = True
+                first = out[0].seq
+                due = [r for r in out if r.seq % self.checkpoint_every == 0]
+                if due or (seq - first + 1) >= self.checkpoint_every:
+                    self._checkpoint(conn, seq, prev)
+        return out
+
     def _checkpoint(self, conn: Connection, seq: int, head_hash: str) -> Checkpoint | None:
         key = self._signer()
         if key is None:

@@ -233,7 +233,7 @@ def index(
         raise typer.BadParameter("--external-id needs exactly one image file")
     with service(home) as fs:
         fs.collections.describe(collection)  # fail fast on an unknown collection
-        indexer = BulkIndexer(fs.collections, collection, pipeline_name=fs.settings.pipeline,
+        indexer = BulkIndexer(fs.collections, collection, settings=fs.settings,
                               workers=workers, quality_filter=quality_filter,
                               max_faces=max_faces, id_from=id_source, external_id=external_id,
                               force=force)

@@ -62,6 +62,8 @@ class AuditSink(Protocol):
 
     def record(self, event: AuditEvent) -> object: ...
 
+    def record_many(self, events: Sequence[AuditEvent]) -> object: ...
+
 
 class FloorCalibration(Protocol):
     """Calibration hooks the policy needs: similarity for an FMR, and the FMR at a similarity."""
@@ -277,6 +279,19 @@ class FaceCollections:
                 f"or re-index its images into a new collection"
             )
 
+    def _event(self, operation: str, caller: Caller | None, *, collection: str | None = None,
+               probe_sha256: str | None = None, threshold: float | None = None,
+               results: Sequence[tuple[str, float | None]] = (),
+               details: dict[str, str | int | float | bool | None] | None = None) -> AuditEvent:
+        from .audit import AuditEvent
+
+        c = caller or Caller.local()
+        return AuditEvent(
+            operation=operation, actor=c.actor, role=c.role, collection=collection,
+            purpose=c.purpose, case_ref=c.case_ref, client=c.client, probe_sha256=probe_sha256,
+            threshold=threshold, model_version=self.model_version if self._pipeline else None,
+            results=tuple(results), details=details or {})
+
     def record(self, operation: str, caller: Caller | None, *, collection: str | None = None,
                probe_sha256: str | None = None, threshold: float | None = None,
                results: Sequence[tuple[str, float | None]] = (),
@@ -284,14 +299,14 @@ class FaceCollections:
         """Append an event to the audit trail (if one is attached)."""
         if self.audit is None:
             return
-        from .audit import AuditEvent
+        self.audit.record(self._event(operation, caller, collection=collection,
+                                      probe_sha256=probe_sha256, threshold=threshold,
+                                      results=results, details=details))
 
-        c = caller or Caller.local()
-        self.audit.record(AuditEvent(
-            operation=operation, actor=c.actor, role=c.role, collection=collection,
-            purpose=c.purpose, case_ref=c.case_ref, client=c.client, probe_sha256=probe_sha256,
-            threshold=threshold, model_version=self.model_version if self._pipeline else None,
-            results=tuple(results), details=details or {}))
+    def record_many(self, events: Sequence[AuditEvent]) -> None:
+        """Append several events at once (one write to the audit trail)."""
+        if self.audit is not None and events:
+            self.audit.record_many(events)
 
     def vector_index(self, coll: CollectionRow) -> VectorIndex:
         """The collection's vector index, brought up to date with the database."""
@@ -321,8 +336,13 @@ class FaceCollections:
         entry.index.save(self._index_path(collection_id), self.sealer)
         entry.unsaved = 0
 
-    def flush(self) -> None:
-        """Write every changed vector index to disk."""
+    def flush(self, collection: str | None = None) -> None:
+        """Bring ``collection``'s vector index up to date with the database (if given), and
+        write every changed vector index to disk."""
+        if collection is not None:
+            with self.store.transaction() as conn:
+                coll = self.collection(conn, collection)
+            self.vector_index(coll)
         with self._lock:
             for cid, entry in self._indexes.items():
                 if entry.unsaved:
@@ -454,9 +474,16 @@ class FaceCollections:
         source_name: str | None = None,
         force: bool = False,
         caller: Caller | None = None,
+        sync_index: bool = True,
+        record: bool = True,
     ) -> IndexResult:
         """Store faces that :meth:`analyze` found in an image (content hash ``sha256``,
-        ``width`` x ``height`` pixels), applying the quality filter and ``max_faces``."""
+        ``width`` x ``height`` pixels), applying the quality filter and ``max_faces``.
+
+        One transaction. ``sync_index=False`` leaves the vector index to be brought up to
+        date later (:meth:`flush` or the next search); ``record=False`` leaves the audit event
+        to the caller (:meth:`index_event`, :meth:`record_many`).
+        """
         if max_faces is not None and not 1 <= max_faces <= 4096:
             raise InvalidParameterError(f"max faces must be between 1 and 4096, got {max_faces}")
         if external_id is not None:
@@ -492,23 +519,39 @@ class FaceCollections:
                     image_row = self.store.insert_image(
                         conn, coll.id, image_id, sha256, source_name, external_id, width, height,
                         len(faces), len(new), now)
-                rows = self.store.insert_faces(conn, coll.id, image_row, new, width, height, now,
-                                               coll.model_version)
-                records = self.store.faces_by_rows(conn, rows)
+                self.store.insert_faces(conn, coll.id, image_row, new, width, height, now,
+                                        coll.model_version)
         except IntegrityError:
             # Another writer stored the same content between our check and our insert.
             return IndexResult(None, sha256, width, height, faces, [], [], duplicate=True)
-        self.vector_index(coll)
+        if sync_index:
+            self.vector_index(coll)
         result = IndexResult(
             image_id, sha256, width, height, faces,
-            [FaceRecord.from_row(records[r]) for r in rows],
+            [FaceRecord(f.face_id, f.external_id, image_id, sha256, source_name, None, f.box,
+                        f.landmarks, f.score, f.quality, width, height, now,
+                        coll.model_version) for f in new],
             [UnindexedFace(i, why[i]) for i in range(len(faces)) if why[i]],
         )
-        self.record("index", caller, collection=collection, probe_sha256=sha256,
-                    results=[(f.face_id, None) for f in result.indexed],
-                    details={"image_id": image_id, "faces_detected": len(faces),
-                             "faces_indexed": len(result.indexed), "external_id": external_id})
+        if record:
+            self.audit_index(result, collection, caller)
         return result
+
+    def audit_index(self, result: IndexResult, collection: str,
+                    caller: Caller | None) -> None:
+        """Record the audit event of one indexed image (``store_analyzed(record=False)``
+        leaves this to its caller, which may batch events with :meth:`record_many`)."""
+        self.record_many([self.index_event(result, collection, caller)])
+
+    def index_event(self, result: IndexResult, collection: str,
+                    caller: Caller | None) -> AuditEvent:
+        ext = result.indexed[0].external_id if result.indexed else None
+        return self._event("index", caller, collection=collection,
+                           probe_sha256=result.sha256,
+                           results=[(f.face_id, None) for f in result.indexed],
+                           details={"image_id": result.image_id,
+                                    "faces_detected": len(result.faces),
+                                    "faces_indexed": len(result.indexed), "external_id": ext})
 
     def known_hashes(self, collection: str) -> set[str]:
         """SHA-256 of every image content already indexed into the collection."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .crypto import Sealer, load_sealer
 from .decode import MAX_BYTES, MAX_PIXELS, MIN_SIDE, DecodeLimits
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
 
 
 def default_home() -> Path:
@@ -28,6 +32,12 @@ class Settings(BaseSettings):
     pipeline: str = Field("fast", pattern="^(fast|dlib)$",
                           description="face pipeline: fast (ONNX) or dlib")
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$", description="inference device")
+    detector_model: str = Field(
+        "auto", pattern="^(auto|short|full)$",
+        description="fast pipeline's BlazeFace models: auto (both), short (large faces: "
+                    "portraits and booking photos, fastest) or full")
+    min_face: float | None = Field(
+        None, ge=8, description="smallest face to find, pixels (adds tiled passes; slower)")
     threads: int | None = Field(None, ge=1, description="inference threads per process")
     max_image_bytes: int = Field(MAX_BYTES, ge=1024)
     max_image_pixels: int = Field(MAX_PIXELS, ge=6400)
@@ -43,6 +53,16 @@ class Settings(BaseSettings):
     video_workers: int = Field(1, ge=1, description="stored-video jobs run at once")
     max_video_bytes: int = Field(10 * 1024**3, ge=1024, description="largest video accepted "
                                                                     "(bytes)")
+
+    def load_pipeline(self, threads: int | None = None) -> Pipeline:
+        """The configured face pipeline (``threads``: inference threads, default the
+        ``threads`` setting, else every core)."""
+        from .pipeline import load_pipeline
+
+        return load_pipeline(self.pipeline, threads=threads or self.threads,
+                             device=self.device,  # type: ignore[arg-type]
+                             min_face=self.min_face,
+                             detector_model=self.detector_model)  # type: ignore[arg-type]
 
     def sealer(self) -> Sealer | None:
         """The at-rest sealer, or None when encryption at rest is off."""

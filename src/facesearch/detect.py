@@ -262,7 +262,10 @@ class BlazeFaceDetector:
         self.iou_threshold = float(iou_threshold)
         self.landmarks: Landmarker = landmarks
         self.flip_landmarks = bool(flip_landmarks)
-        self.name = f"blazeface-{model}+{landmarks}"
+        # The boxes of every model variant are mapped onto one convention and the landmarks come
+        # from the same landmarker, so the variant does not change the vector space: it is not
+        # part of the name (collections made with one variant are searchable with another).
+        self.name = f"blazeface+{landmarks}"
         variants: tuple[Variant, ...] = ("short", "full") if model == "auto" else (model,)
         self._sessions = {v: runtime.create_session(ensure_blazeface(v), threads=threads,
                                                     device=device) for v in variants}

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .collections import FaceCollections, IndexResult
+from .config import Settings
 from .decode import DecodeLimits, load_image, read_bytes
 from .errors import FaceSearchError, InvalidParameterError
-from .pipeline import Pipeline, load_pipeline
-from .types import Faces, QualityFilter
+from .pipeline import Pipeline
+from .types import Caller, Faces, Image, QualityFilter
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
@@ -103,42 +104,65 @@ def external_id_for(path: Path, id_from: IdFrom) -> str | None:
 _worker_pipeline: Pipeline | None = None
 _worker_limits: DecodeLimits | None = None
 
+Analysis = tuple[int, int, Faces] | str
+"""A worker's answer for one image: ``(width, height, faces)`` or why the image failed."""
 
-def _init_worker(pipeline_name: str, limits: DecodeLimits) -> None:
+
+def _init_worker(settings: Settings) -> None:
     global _worker_pipeline, _worker_limits
-    _worker_pipeline = load_pipeline(pipeline_name, threads=1, device="cpu")
-    _worker_limits = limits
+    _worker_pipeline = settings.load_pipeline(threads=1)
+    _worker_limits = settings.limits
 
 
-def _analyze(data: bytes) -> tuple[int, int, Faces] | str:
-    """Worker task: ``(width, height, faces)`` or the reason the image failed."""
+def _analyze(chunk: list[bytes]) -> list[Analysis]:
+    """Worker task: decode and detect each image, then embed all their faces in one batch."""
     assert _worker_pipeline is not None and _worker_limits is not None
-    try:
-        image = load_image(data, _worker_limits)
-    except FaceSearchError as exc:
-        return exc.message
-    return image.width, image.height, _worker_pipeline.analyze(image)
+    images: list[Image] = []
+    errors: dict[int, str] = {}
+    for i, data in enumerate(chunk):
+        try:
+            images.append(load_image(data, _worker_limits))
+        except FaceSearchError as exc:
+            errors[i] = exc.message
+    analysed = iter(zip(images, _worker_pipeline.analyze_batch(images), strict=True))
+    out: list[Analysis] = []
+    for i in range(len(chunk)):
+        if i in errors:
+            out.append(errors[i])
+        else:
+            image, faces = next(analysed)
+            out.append((image.width, image.height, faces))
+    return out
 
 
 class BulkIndexer:
-    """Index many files into one collection with ``workers`` processes (default: all cores)."""
+    """Index many files into one collection with ``workers`` processes (default: all cores).
+
+    Files go to the workers in chunks of ``chunk`` images (each worker embeds a chunk's faces
+    in one batch). Each image is committed in its own transaction as its chunk comes back, so
+    an interrupted run loses only work in flight; the chunk's audit events are then written
+    together. The vector index is brought up to date once, at the end.
+    """
 
     def __init__(self, collections: FaceCollections, collection: str, *,
-                 pipeline_name: str, workers: int | None = None,
+                 settings: Settings, workers: int | None = None,
                  quality_filter: QualityFilter = QualityFilter.AUTO,
                  max_faces: int | None = None, id_from: IdFrom = IdFrom.NAME,
-                 external_id: str | None = None, force: bool = False) -> None:
+                 external_id: str | None = None, force: bool = False, chunk: int = 8,
+                 caller: Caller | None = None) -> None:
         self.collections = collections
         self.collection = collection
-        self.pipeline_name = pipeline_name
+        self.settings = settings
         self.workers = workers or max(1, len(os.sched_getaffinity(0)))
-        if self.workers < 1:
-            raise InvalidParameterError("workers must be at least 1")
+        if self.workers < 1 or chunk < 1:
+            raise InvalidParameterError("workers and chunk must be at least 1")
         self.quality_filter = quality_filter
         self.max_faces = max_faces
         self.id_from = id_from
         self.external_id = external_id
         self.force = force
+        self.chunk = chunk
+        self.caller = caller or Caller.local()
 
     def run(self, files: Iterable[Path],
             on_result: Callable[[FileResult], None] | None = None) -> Summary:
@@ -152,9 +176,16 @@ class BulkIndexer:
             if on_result is not None:
                 on_result(r)
 
-        pending: dict[Future[tuple[int, int, Faces] | str], tuple[Path, str]] = {}
+        pending: dict[Future[list[Analysis]], list[tuple[Path, str]]] = {}
+        batch: list[tuple[Path, str, bytes]] = []
         with ProcessPoolExecutor(self.workers, initializer=_init_worker,
-                                 initargs=(self.pipeline_name, limits)) as pool:
+                                 initargs=(self.settings,)) as pool:
+
+            def submit() -> None:
+                fut = pool.submit(_analyze, [data for _, _, data in batch])
+                pending[fut] = [(path, sha) for path, sha, _ in batch]
+                batch.clear()
+
             for path in files:
                 try:
                     data = read_bytes(path, limits)
@@ -166,41 +197,51 @@ class BulkIndexer:
                     emit(FileResult(path, Outcome.SKIPPED, reason="already indexed"))
                     continue
                 known.add(sha)
-                pending[pool.submit(_analyze, data)] = (path, sha)
-                while len(pending) >= 4 * self.workers:
-                    self._drain(pending, emit, block=True)
+                batch.append((path, sha, data))
+                if len(batch) >= self.chunk:
+                    submit()
+                while len(pending) >= 2 * self.workers:
+                    self._drain(pending, emit)
+            if batch:
+                submit()
             while pending:
-                self._drain(pending, emit, block=True)
-        self.collections.flush()
+                self._drain(pending, emit)
+        self.collections.flush(self.collection)
         return summary
 
-    def _drain(self, pending: dict[Future[tuple[int, int, Faces] | str], tuple[Path, str]],
-               emit: Callable[[FileResult], None], block: bool) -> None:
-        done, _ = wait(list(pending), return_when=FIRST_COMPLETED if block else "ALL_COMPLETED")
+    def _drain(self, pending: dict[Future[list[Analysis]], list[tuple[Path, str]]],
+               emit: Callable[[FileResult], None]) -> None:
+        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
         for fut in done:
-            path, sha = pending.pop(fut)
-            out = fut.result()
-            if isinstance(out, str):
-                emit(FileResult(path, Outcome.FAILED, reason=out))
-                continue
-            width, height, faces = out
-            ext = self.external_id or external_id_for(path, self.id_from)
-            try:
-                res = self.collections.store_analyzed(
-                    self.collection, sha, width, height, faces, external_id=ext,
-                    max_faces=self.max_faces, quality_filter=self.quality_filter,
-                    source_name=str(path), force=self.force)
-            except FaceSearchError as exc:
-                emit(FileResult(path, Outcome.FAILED, reason=exc.message))
-                continue
-            if res.duplicate:
-                emit(FileResult(path, Outcome.SKIPPED, reason="already indexed", result=res))
-            elif not len(faces):
-                emit(FileResult(path, Outcome.NO_FACE, reason="no face found", result=res))
-            elif not res.indexed:
-                why = sorted({r for u in res.unindexed for r in u.reasons})
-                emit(FileResult(path, Outcome.NO_FACE, 0, len(faces),
-                                reason="no face passed the quality filter: " + ", ".join(why),
-                                result=res))
-            else:
-                emit(FileResult(path, Outcome.INDEXED, len(res.indexed), len(faces), result=res))
+            events = []
+            for (path, sha), out in zip(pending.pop(fut), fut.result(), strict=True):
+                r = self._store(path, sha, out)
+                if r.result is not None and r.result.indexed:
+                    events.append(self.collections.index_event(r.result, self.collection,
+                                                               self.caller))
+                emit(r)
+            self.collections.record_many(events)
+
+    def _store(self, path: Path, sha: str, out: Analysis) -> FileResult:
+        if isinstance(out, str):
+            return FileResult(path, Outcome.FAILED, reason=out)
+        width, height, faces = out
+        ext = self.external_id or external_id_for(path, self.id_from)
+        try:
+            res = self.collections.store_analyzed(
+                self.collection, sha, width, height, faces, external_id=ext,
+                max_faces=self.max_faces, quality_filter=self.quality_filter,
+                source_name=str(path), force=self.force, caller=self.caller,
+                sync_index=False, record=False)
+        except FaceSearchError as exc:
+            return FileResult(path, Outcome.FAILED, reason=exc.message)
+        if res.duplicate:
+            return FileResult(path, Outcome.SKIPPED, reason="already indexed", result=res)
+        if not len(faces):
+            return FileResult(path, Outcome.NO_FACE, reason="no face found", result=res)
+        if not res.indexed:
+            why = sorted({r for u in res.unindexed for r in u.reasons})
+            return FileResult(path, Outcome.NO_FACE, 0, len(faces),
+                              reason="no face passed the quality filter: " + ", ".join(why),
+                              result=res)
+        return FileResult(path, Outcome.INDEXED, len(res.indexed), len(faces), result=res)

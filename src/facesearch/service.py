@@ -15,7 +15,7 @@ from .audit import AuditEvent, AuditLog
 from .collections import Clock, FaceCollections
 from .config import Settings
 from .keys import AccessKeys, load_master_key
-from .pipeline import Pipeline, load_pipeline
+from .pipeline import Pipeline
 from .policy import SearchLimiter, Spike
 from .store import Store
 from .users import UserDirectory
@@ -76,8 +76,7 @@ class FaceSearch:
 
     def _load_pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            self._pipeline = load_pipeline(self.settings.pipeline, threads=self.settings.threads,
-                                           device=self.settings.device)  # type: ignore[arg-type]
+            self._pipeline = self.settings.load_pipeline()
         return self._pipeline
 
     @property

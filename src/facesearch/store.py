@@ -324,21 +324,20 @@ class Store:
 
     def insert_faces(self, conn: Connection, collection_id: int, image_row: int,
                      faces: Sequence[NewFace], width: int, height: int, now: float,
-                     model_version: str) -> list[int]:
-        rows: list[int] = []
-        for f in faces:
-            res = conn.execute(insert(faces_t).values(
-                face_id=f.face_id, collection_id=collection_id, image_row=image_row,
-                external_id=f.external_id, x1=f.box[0], y1=f.box[1], x2=f.box[2], y2=f.box[3],
-                landmarks=json.dumps(f.landmarks), score=f.score,
-                q_size=f.quality["size"], q_sharpness=f.quality["sharpness"],
-                q_brightness=f.quality["brightness"], q_yaw=f.quality["yaw"],
-                q_pitch=f.quality["pitch"], q_roll=f.quality["roll"],
-                image_width=width, image_height=height, created_at=now,
-                model_version=model_version,
-                embedding=self._seal(f.face_id, f.embedding)))
-            rows.append(int(res.inserted_primary_key[0]))
-        return rows
+                     model_version: str) -> None:
+        """Insert faces (one statement); their row ids follow the collection's highest."""
+        if not faces:
+            return
+        conn.execute(insert(faces_t), [dict(
+            face_id=f.face_id, collection_id=collection_id, image_row=image_row,
+            external_id=f.external_id, x1=f.box[0], y1=f.box[1], x2=f.box[2], y2=f.box[3],
+            landmarks=json.dumps(f.landmarks), score=f.score,
+            q_size=f.quality["size"], q_sharpness=f.quality["sharpness"],
+            q_brightness=f.quality["brightness"], q_yaw=f.quality["yaw"],
+            q_pitch=f.quality["pitch"], q_roll=f.quality["roll"],
+            image_width=width, image_height=height, created_at=now,
+            model_version=model_version, embedding=self._seal(f.face_id, f.embedding))
+            for f in faces])
 
     def _faces_query(self) -> Any:
         return (select(*_face_columns())

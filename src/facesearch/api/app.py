@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 import sys
 import time
@@ -30,9 +31,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..config import Settings
 from ..errors import FaceSearchError
-from ..pipeline import load_pipeline
-from ..service import FaceSearch
 from ..retention import RetentionWorker
+from ..service import FaceSearch
 from . import accountability, native, rekognition, web
 from . import video as video_api
 from .context import ApiContext, context
@@ -67,8 +67,10 @@ service name `facesearch`. State why you search with the `X-Facesearch-Purpose` 
 
 def open_service(settings: Settings, api: ApiSettings) -> FaceSearch:
     """The service for a server: one face pipeline per inference worker thread."""
-    pipeline = PerThreadPipeline(lambda: load_pipeline(
-        settings.pipeline, threads=settings.threads, device=settings.device))  # type: ignore[arg-type]
+    # Each worker's models get an equal share of the cores (unless threads are configured).
+    share = max(1, len(os.sched_getaffinity(0)) // api.workers)
+    pipeline = PerThreadPipeline(lambda: settings.load_pipeline(threads=settings.threads
+                                                                or share))
     return FaceSearch(settings, pipeline=pipeline)
 
 
