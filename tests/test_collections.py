@@ -207,3 +207,32 @@ def test_no_face_image_is_recorded_and_not_indexed(fs: FaceSearch) -> None:
     res = fs.collections.index_image("n", blank, quality_filter=QualityFilter.NONE)
     assert not res.indexed and not len(res.faces)
     assert fs.collections.describe("n").face_count == 0
+
+
+def test_reembed_a_collection_made_with_another_model(home: Path, pipeline) -> None:  # noqa: ANN001
+    from facesearch.errors import ConflictError
+    from facesearch.pipeline import load_pipeline
+
+    old = load_pipeline("dlib")
+    assert old.model_version != pipeline.model_version
+    with FaceSearch(Settings(home=home), pipeline=old) as a:
+        a.collections.create("legacy")
+        kept = a.collections.index_image("legacy", face("obama.jpg"), external_id="obama",
+                                         source_name=str(face("obama.jpg"))).indexed[0]
+        a.collections.index_image("legacy", face("biden.jpg"), external_id="biden",
+                                  source_name=str(face("biden.jpg")))
+        a.collections.index_image("legacy", face("two_people.jpg").read_bytes())
+    with FaceSearch(Settings(home=home), pipeline=pipeline) as b:
+        with pytest.raises(ModelMismatchError):
+            b.collections.search_by_image("legacy", face("obama2.jpg"))
+        with pytest.raises(ConflictError, match="cannot be re-embedded"):
+            b.collections.reembed("legacy")  # two faces came from bytes: no source to re-read
+        assert b.collections.describe("legacy").model_version == old.model_version
+        report = b.collections.reembed("legacy", drop_missing=True)
+        assert (report.faces_reembedded, report.dropped) == (2, 2)
+        assert report.new_model == pipeline.model_version
+        info = b.collections.describe("legacy")
+        assert info.model_version == pipeline.model_version and info.face_count == 2
+        res = b.collections.search_by_image("legacy", face("obama2.jpg"))
+        assert [(m.face.face_id, m.face.external_id) for m in res.results[0].matches] == [
+            (kept.face_id, "obama")]

@@ -191,6 +191,26 @@ def collection_delete(name: str, home: HomeOpt = None,
     err.print(f"deleted collection {name}")
 
 
+@collection_app.command("reembed")
+def collection_reembed(
+    name: str, home: HomeOpt = None,
+    drop_missing: Annotated[bool, typer.Option(
+        "--drop-missing", help="Erase faces whose source image is gone or changed.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-embed a collection made with another face model, from its source image files."""
+    with service(home) as fs:
+        r = fs.collections.reembed(name, drop_missing=drop_missing)
+    if as_json:
+        emit_json({"collection": r.collection, "old_model": r.old_model,
+                   "new_model": r.new_model, "faces_reembedded": r.faces_reembedded,
+                   "dropped": r.dropped,
+                   "missing": [{"face_id": f, "reason": w} for f, w in r.missing]})
+        return
+    out.print(f"re-embedded {r.faces_reembedded} face(s) of {name} with {r.new_model}"
+              + (f"; erased {r.dropped} that could not be" if r.dropped else ""))
+
+
 # -- indexing -------------------------------------------------------------------------------
 
 class _RateColumn(ProgressColumn):

@@ -15,6 +15,7 @@ truncated, index file rewritten) and each erasure returns a receipt.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import uuid
@@ -33,7 +34,9 @@ from .decode import DEFAULT_LIMITS, DecodeLimits, ImageSource, load_image
 from .errors import (
     AlreadyExistsError,
     CollectionNotFoundError,
+    ConflictError,
     FaceNotFoundError,
+    FaceSearchError,
     InvalidParameterError,
     ModelMismatchError,
     NoFaceError,
@@ -216,6 +219,20 @@ class ErasureReceipt:
     images_erased: int
     erased_at: float
     reason: str
+
+
+@dataclass(frozen=True)
+class ReembedReport:
+    """What re-embedding a collection with the current model did (or would have to skip)."""
+
+    collection: str
+    old_model: str
+    new_model: str
+    faces_reembedded: int
+    missing: list[tuple[str, str]]
+    """(face id, why) for faces that could not be re-embedded: source file gone or changed,
+    or the face no longer found in it."""
+    dropped: int
 
 
 @dataclass
@@ -413,6 +430,84 @@ class FaceCollections:
             self.store.checkpoint()
         self.record("collection.delete", caller, collection=name,
                     details={"faces_erased": nfaces})
+
+    def reembed(self, name: str, *, drop_missing: bool = False,
+                caller: Caller | None = None) -> ReembedReport:
+        """Re-embed a collection made with another model with the current one, from the
+        source files its images were indexed from (face ids, external ids and users stay).
+
+        A face is re-found in its source image by box overlap (IoU >= 0.3). Faces whose source
+        is gone or changed, or that are not re-found, are listed in the report; then nothing
+        changes, unless ``drop_missing``, which erases them. Vectors of two models are never
+        mixed: the collection switches model in one transaction.
+        """
+        from .decode import read_bytes
+
+        with self.store.transaction() as conn:
+            coll = self.collection(conn, name)
+            images = self.store.images_of(conn, coll.id)
+            old_faces = {im.id: self.store.faces_of_image(conn, im.id) for im in images}
+        old_model, new_model = coll.model_version, self.model_version
+        updates: list[tuple[FaceRow, Faces, int]] = []
+        missing: list[tuple[str, str]] = []
+        for im in images:
+            faces = old_faces[im.id]
+            if not faces:
+                continue
+            why = None
+            if not im.source:
+                why = "indexed from bytes: no source file recorded"
+            else:
+                try:
+                    data = read_bytes(im.source, self.limits)
+                except FaceSearchError as exc:
+                    why = f"source unreadable: {exc.message}"
+                else:
+                    if hashlib.sha256(data).hexdigest() != im.sha256:
+                        why = "source file changed since it was indexed"
+            if why is not None:
+                missing += [(f.face_id, why) for f in faces]
+                continue
+            new = self.analyze(load_image(data, self.limits))
+            taken: set[int] = set()
+            for f in faces:
+                ious = [(_iou(f.box, new.boxes[j]), j) for j in range(len(new))
+                        if j not in taken]
+                best = max(ious, default=(0.0, -1))
+                if best[0] < 0.3:
+                    missing.append((f.face_id, "face not found again in its source image"))
+                    continue
+                taken.add(best[1])
+                updates.append((f, new, best[1]))
+        if missing and not drop_missing:
+            raise ConflictError(
+                f"{len(missing)} face(s) of {name!r} cannot be re-embedded (first: "
+                f"{missing[0][0]}: {missing[0][1]}); nothing changed. Re-index them, or "
+                "re-embed with drop_missing to erase them")
+        with self._lock:
+            with self.store.transaction() as conn:
+                coll = self.collection(conn, name)
+                for f, new, j in updates:
+                    assert new.embeddings is not None
+                    self.store.update_face_model(
+                        conn, f.row, f.face_id, tuple(float(v) for v in new.boxes[j]),  # type: ignore[arg-type]
+                        new.landmarks[j].round(2).tolist(), float(new.scores[j]),
+                        _quality_dict(new, j), new.embeddings[j], new_model)
+                if missing:
+                    gone = self.store.faces_by_face_ids(conn, coll.id, [m[0] for m in missing])
+                    self.store.delete_faces(conn, [r.row for r in gone.values()])
+                    self.store.delete_orphan_images(conn, coll.id)
+                self.store.set_collection_model(conn, coll.id, new_model)
+            # Same ids, new vectors: the index is rebuilt from the database, not reconciled.
+            self._indexes.pop(coll.id, None)
+            self._index_path(coll.id).unlink(missing_ok=True)
+            self.store.checkpoint()
+        report = ReembedReport(name, old_model, new_model, len(updates), missing,
+                               len(missing) if drop_missing else 0)
+        self.record("collection.reembed", caller, collection=name,
+                    details={"old_model": old_model, "new_model": new_model,
+                             "faces": len(updates), "dropped": report.dropped})
+        return report
 
     # -- indexing ----------------------------------------------------------------------
 
@@ -809,6 +904,14 @@ class FaceCollections:
             raise InvalidParameterError("review note is limited to 4000 characters")
         self.record("review", caller, collection=collection, results=[(face_id, None)],
                     details={"search_id": search_id, "decision": decision, "note": note})
+
+
+def _iou(a: tuple[float, float, float, float], b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], float(b[2])) - max(a[0], float(b[0])))
+    h = max(0.0, min(a[3], float(b[3])) - max(a[1], float(b[1])))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + float((b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
 
 
 def _quality_dict(faces: Faces, i: int) -> dict[str, float]:

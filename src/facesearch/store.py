@@ -434,6 +434,34 @@ class Store:
             images_t.c.collection_id == collection_id, images_t.c.faces_indexed > 0,
             ~has_face)).rowcount
 
+    def images_of(self, conn: Connection, collection_id: int) -> list[ImageRow]:
+        rows = conn.execute(select(images_t).where(images_t.c.collection_id == collection_id)
+                            .order_by(images_t.c.id))
+        return [ImageRow(r.id, r.image_id, r.sha256, r.source, r.external_id,
+                         r.faces_detected, r.faces_indexed) for r in rows]
+
+    def faces_of_image(self, conn: Connection, image_row: int) -> list[FaceRow]:
+        q = self._faces_query().where(faces_t.c.image_row == image_row).order_by(faces_t.c.id)
+        return [_face_row(r) for r in conn.execute(q)]
+
+    def update_face_model(self, conn: Connection, row: int, face_id: str,
+                          box: tuple[float, float, float, float], landmarks: list[list[float]],
+                          score: float, quality: dict[str, float], embedding: FloatArray,
+                          model_version: str) -> None:
+        """Replace a face's geometry, quality and vector (re-embedding with another model)."""
+        conn.execute(update(faces_t).where(faces_t.c.id == row).values(
+            x1=box[0], y1=box[1], x2=box[2], y2=box[3], landmarks=json.dumps(landmarks),
+            score=score, q_size=quality["size"], q_sharpness=quality["sharpness"],
+            q_brightness=quality["brightness"], q_yaw=quality["yaw"], q_pitch=quality["pitch"],
+            q_roll=quality["roll"], model_version=model_version,
+            embedding=self._seal(face_id, embedding)))
+
+    def set_collection_model(self, conn: Connection, collection_id: int,
+                             model_version: str) -> None:
+        conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
+                     .values(model_version=model_version,
+                             generation=collections_t.c.generation + 1))
+
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the database file and truncate it, so that deleted
         rows (zeroed by ``secure_delete``) leave no copy in the log."""
