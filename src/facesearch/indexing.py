@@ -231,7 +231,7 @@ class BulkIndexer:
             res = self.collections.store_analyzed(
                 self.collection, sha, width, height, faces, external_id=ext,
                 max_faces=self.max_faces, quality_filter=self.quality_filter,
-                source_name=str(path), force=self.force, caller=self.caller,
+                source_name=str(path.absolute()), force=self.force, caller=self.caller,
                 sync_index=False, record=False)
         except FaceSearchError as exc:
             return FileResult(path, Outcome.FAILED, reason=exc.message)
