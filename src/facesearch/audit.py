@@ -509,27 +509,7 @@ class AuditLog:
 
     def record(self, event: AuditEvent) -> AuditRecord:
         """Append ``event`` (time from the clock) and return it as chained; may checkpoint."""
-        with self._lock:
-            with self._write() as conn:
-                head = conn.execute(select(events_t.c.seq, events_t.c.hash)
-                                    .order_by(events_t.c.seq.desc()).limit(1)).first()
-                seq = 1 if head is None else head.seq + 1
-                prev = GENESIS_HASH if head is None else head.hash
-                ts = float(self._clock())
-                digest = event_hash(seq, ts, prev, event)
-                e = event
-                conn.execute(insert(events_t).values(
-                    seq=seq, ts=ts, operation=e.operation, actor=e.actor, role=e.role,
-                    collection=e.collection, purpose=e.purpose, case_ref=e.case_ref,
-                    client=e.client, probe_sha256=e.probe_sha256, threshold=e.threshold,
-                    model_version=e.model_version,
-                    results=json.dumps([[f, s] for f, s in e.results]),
-                    details=json.dumps(dict(e.details), sort_keys=True),
-                    prev_hash=prev, hash=digest))
-                self._dirty = True
-                if seq % self.checkpoint_every == 0:
-                    self._checkpoint(conn, seq, digest)
-            return AuditRecord(seq=seq, ts=ts, event=event, prev_hash=prev, hash=digest)
+        return self.record_many([event])[0]
 
     def record_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
         """Append several events in one write transaction (one sync to disk), in order."""
@@ -559,9 +539,7 @@ class AuditLog:
                     prev = digest
                 conn.execute(insert(events_t), rows)
                 self._dirty = True
-                first = out[0].seq
-                due = [r for r in out if r.seq % self.checkpoint_every == 0]
-                if due or (seq - first + 1) >= self.checkpoint_every:
+                if any(r.seq % self.checkpoint_every == 0 for r in out):
                     self._checkpoint(conn, seq, prev)
         return out
 

@@ -81,7 +81,7 @@ class VectorIndex:
         """All ids whose cosine with ``query`` ((D,)) is at least ``min_cosine``, best first."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         with self._lock:
-            lims, sims, ids = self._index.range_search(q, float(np.nextafter(min_cosine, -2)))
+            _lims, sims, ids = self._index.range_search(q, float(np.nextafter(min_cosine, -2)))
         order = np.argsort(-sims, kind="stable")
         return sims[order].astype(np.float32), ids[order].astype(np.int64)
 

@@ -191,7 +191,7 @@ class UserDirectory:
             raise InvalidParameterError(f"give 1 to {MAX_FACES_PER_USER} face ids")
         with self.store.transaction() as conn:
             coll = self.collections.collection(conn, collection)
-            urow = self._user_row(conn, coll.id, user_id)
+            self._user_row(conn, coll.id, user_id)  # the user must exist
             found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
             done: list[str] = []
             failed: list[tuple[str, list[str]]] = []
