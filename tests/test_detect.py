@@ -68,3 +68,16 @@ def test_every_resolution_has_the_face(detector: Detector, name: str) -> None:
     ref = np.array([854, 142, 1123, 410]) / np.array([1920, 1080] * 2)
     if name != "obama_small.jpg":
         assert np.abs(rel - ref).max() < 0.03
+
+
+@pytest.mark.parametrize("cut", [0.2, 0.4])
+def test_face_cut_by_the_border_is_found_with_a_box_past_it(pipeline, cut: float) -> None:  # noqa: ANN001
+    """A face with part of it outside the image keeps its whole box (x1 < 0)."""
+    px = load_image(face("obama.jpg")).pixels
+    x1, y1, x2, y2 = OBAMA_BOX
+    left = int(x1 + cut * (x2 - x1))
+    faces = pipeline.detector.detect(np.ascontiguousarray(px[:, left:]))
+    assert len(faces) == 1
+    shifted = (x1 - left, y1, x2 - left, y2)
+    assert faces.boxes[0][0] < 0
+    assert iou(faces.boxes[0], shifted) > 0.5
