@@ -38,6 +38,11 @@ class Settings(BaseSettings):
                     "portraits and booking photos, fastest) or full")
     min_face: float | None = Field(
         None, ge=8, description="smallest face to find, pixels (adds tiled passes; slower)")
+    precision: str = Field("fp32", pattern="^(fp32|int8)$",
+                           description="fast pipeline's embedder: fp32, or int8 (faster on "
+                                       "CPUs with VNNI; other vectors: a new model version)")
+    flip: bool = Field(False, description="fast pipeline: also embed each face's mirror image "
+                                          "and average (2x embedder cost; a new model version)")
     threads: int | None = Field(None, ge=1, description="inference threads per process")
     max_image_bytes: int = Field(MAX_BYTES, ge=1024)
     max_image_pixels: int = Field(MAX_PIXELS, ge=6400)
@@ -62,7 +67,9 @@ class Settings(BaseSettings):
         return load_pipeline(self.pipeline, threads=threads or self.threads,
                              device=self.device,  # type: ignore[arg-type]
                              min_face=self.min_face,
-                             detector_model=self.detector_model)  # type: ignore[arg-type]
+                             detector_model=self.detector_model,  # type: ignore[arg-type]
+                             precision=self.precision,  # type: ignore[arg-type]
+                             flip=self.flip)
 
     def sealer(self) -> Sealer | None:
         """The at-rest sealer, or None when encryption at rest is off."""

@@ -65,21 +65,50 @@ class OnnxResNetEmbedder:
 
     ``threads``: intra-op threads (default: :func:`facesearch.runtime.default_threads`);
     ``batch_size``: chips per inference call (memory grows with it); ``model``: an ONNX file
-    or serialized model to use instead of the cached conversion.
+    or serialized model to use instead of the cached conversion (of ``precision``).
+
+    ``precision``: ``"fp32"`` (default), or ``"int8"``: the statically quantised model of
+    :mod:`facesearch.convert.resnet_int8`, about 2.5x faster on a CPU with VNNI, cosine
+    >= 0.999 to fp32 on every LFW test chip and the same LFW accuracy within noise
+    (``docs/benchmarks.md``); it runs on the CPU provider (``device="cuda"`` is refused).
+    ``flip``: embed each chip and its mirror image and return the renormalised mean of the two
+    unit vectors (twice the work). Both change the vectors, so they change ``name`` (the
+    model version collections record): ``dlib-resnet-v1``, ``dlib-resnet-v1-int8``, each
+    with ``+flip`` when flipping.
     """
 
     name = MODEL_NAME
     dim = DESCRIPTOR_DIM
     chip_size = CHIP_SIZE
     chip_padding = 0.25
+    PRECISIONS = ("fp32", "int8")
 
     def __init__(self, threads: int | None = None, device: Device = "auto", *,
-                 batch_size: int = 32, model: Path | bytes | None = None) -> None:
+                 batch_size: int = 32, model: Path | bytes | None = None,
+                 precision: str = "fp32", flip: bool = False) -> None:
         if batch_size < 1:
             raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
+        if precision not in self.PRECISIONS:
+            raise InvalidParameterError(f"precision must be one of "
+                                        f"{', '.join(self.PRECISIONS)}, got {precision!r}")
         self.batch_size = batch_size
-        self._session = create_session(model if model is not None else resnet_onnx_path(),
-                                       threads=threads, device=device)
+        self.precision = precision
+        self.flip = bool(flip)
+        if precision == "int8":
+            from .convert.resnet_int8 import INT8_MODEL_NAME, check_int8_cpu, resnet_int8_onnx_path
+
+            if device == "cuda":
+                raise InvalidParameterError("precision='int8' runs on the CPU; use fp32 on "
+                                            "a GPU")
+            device = "cpu"
+            check_int8_cpu()
+            self.name = INT8_MODEL_NAME
+            source: Path | bytes = model if model is not None else resnet_int8_onnx_path()
+        else:
+            source = model if model is not None else resnet_onnx_path()
+        if self.flip:
+            self.name = f"{self.name}+flip"
+        self._session = create_session(source, threads=threads, device=device)
 
     def _check(self, chips: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         s = self.chip_size
@@ -91,8 +120,9 @@ class OnnxResNetEmbedder:
         return chips
 
     def descriptors(self, chips: npt.NDArray[np.uint8]) -> FloatArray:
-        """dlib's raw descriptors (not normalised): ``(N, 150, 150, 3)`` uint8 RGB to
-        ``(N, 128)`` float32. Euclidean distance < 0.6 is dlib's same-person threshold."""
+        """dlib's raw descriptors (not normalised, never flipped): ``(N, 150, 150, 3)``
+        uint8 RGB to ``(N, 128)`` float32. Euclidean distance < 0.6 is dlib's same-person
+        threshold."""
         chips = self._check(chips)
         out = np.empty((len(chips), self.dim), np.float32)
         for start in range(0, len(chips), self.batch_size):
@@ -102,5 +132,10 @@ class OnnxResNetEmbedder:
         return out
 
     def embed(self, chips: npt.NDArray[np.uint8]) -> FloatArray:
-        """``(N, 150, 150, 3)`` uint8 RGB chips to ``(N, 128)`` float32 unit vectors."""
-        return l2_normalise(self.descriptors(chips))
+        """``(N, 150, 150, 3)`` uint8 RGB chips to ``(N, 128)`` float32 unit vectors (with
+        ``flip``: the renormalised mean of the chip's and its mirror image's)."""
+        vectors = l2_normalise(self.descriptors(chips))
+        if self.flip and len(vectors):
+            mirrored = np.ascontiguousarray(chips[:, :, ::-1])
+            vectors = l2_normalise(vectors + l2_normalise(self.descriptors(mirrored)))
+        return vectors

@@ -171,9 +171,11 @@ def pick_face(boxes: npt.NDArray[np.floating], width: int, height: int, rule: Fa
 
 class _PipelineEncoder:
     def __init__(self, name: str, rule: FaceRule, threads: int | None, device: str) -> None:
-        from .pipeline import load_pipeline
+        from .config import Settings
 
-        self.pipeline = load_pipeline(name, threads=threads, device=device)  # type: ignore[arg-type]
+        # The other pipeline settings (detector model, precision, flip) come from the
+        # environment, as for the service.
+        self.pipeline = Settings(pipeline=name, device=device).load_pipeline(threads=threads)
         self.model_version = self.pipeline.model_version
         self.rule = rule
 

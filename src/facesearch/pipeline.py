@@ -73,7 +73,8 @@ class Pipeline:
 
 def load_pipeline(name: str = DEFAULT_PIPELINE, *, threads: int | None = None,
                   device: Device = "auto", min_face: float | None = None,
-                  detector_model: Literal["auto", "short", "full"] = "auto") -> Pipeline:
+                  detector_model: Literal["auto", "short", "full"] = "auto",
+                  precision: Literal["fp32", "int8"] = "fp32", flip: bool = False) -> Pipeline:
     """Build a named pipeline (loads its models; the first use converts them, a few seconds).
 
     - ``fast`` (default): BlazeFace + MTCNN O-Net landmarks, dlib's ResNet, all on ONNX
@@ -82,6 +83,9 @@ def load_pipeline(name: str = DEFAULT_PIPELINE, *, threads: int | None = None,
       image's longer side; ``detector_model`` picks BlazeFace's models: ``auto`` (both),
       ``short`` (faces over about 1/6 of the image: portraits, booking photos; ~3x faster)
       or ``full``. The variant does not change the vectors (same model version).
+      ``precision`` (``fp32`` or ``int8``) and ``flip`` (mirror test-time augmentation) pick
+      the embedder's variant (:class:`facesearch.embed.OnnxResNetEmbedder`); they change the
+      vectors and so the model version.
     - ``dlib``: dlib's HOG detector + 68-point landmarks and dlib's ResNet, run by dlib.
     """
     if name == "fast":
@@ -90,8 +94,11 @@ def load_pipeline(name: str = DEFAULT_PIPELINE, *, threads: int | None = None,
 
         return Pipeline(detector=BlazeFaceDetector(model=detector_model, min_face=min_face,
                                                    threads=threads, device=device),
-                        embedder=OnnxResNetEmbedder(threads=threads, device=device))
+                        embedder=OnnxResNetEmbedder(threads=threads, device=device,
+                                                    precision=precision, flip=flip))
     if name == "dlib":
+        if precision != "fp32" or flip:
+            raise InvalidParameterError("the dlib pipeline has no int8 or flip variant")
         from .detect import DlibHogDetector
         from .embed import DlibResNetEmbedder
 
