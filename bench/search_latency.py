@@ -35,13 +35,14 @@ def fill(fs, name: str, n: int, seed: int = 0) -> None:
         m = min(10_000, n - start)
         vecs = l2_normalise(rng.normal(size=(m, 128)))
         with fs.store.transaction() as conn:
-            for j in range(m):
-                image_row = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()),
-                                                  f"synthetic-{start + j}", None, None, 250,
-                                                  250, 1, 1, time.time())
-                fs.store.insert_faces(conn, coll.id, image_row, [NewFace(
-                    str(uuid.uuid4()), f"person-{start + j}", (0, 0, 100, 100), lm, 0.99, q,
-                    vecs[j])], 250, 250, time.time(), coll.model_version)
+            # One synthetic "image" per 10,000 faces (faces need an image record), then one
+            # multi-row insert of the faces.
+            image_row = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()),
+                                              f"synthetic-{start}", None, None, 250, 250, m, m,
+                                              time.time())
+            fs.store.insert_faces(conn, coll.id, image_row, [NewFace(
+                str(uuid.uuid4()), f"person-{start + j}", (0, 0, 100, 100), lm, 0.99, q,
+                vecs[j]) for j in range(m)], 250, 250, time.time(), coll.model_version)
 
 
 def pct(xs: list[float]) -> str:
