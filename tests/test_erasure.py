@@ -97,3 +97,30 @@ def test_encryption_at_rest(home: Path, pipeline) -> None:  # noqa: ANN001
     with FaceSearch(Settings(home=home), pipeline=pipeline) as fs, \
             pytest.raises(EncryptionError):
         fs.collections.search_by_image("x", face("obama2.jpg"))
+
+
+def test_erasure_takes_derived_records_with_it(fs: FaceSearch, home: Path) -> None:
+    """Erasing a watchlist face also deletes stream snapshots of its matches and video job
+    results that name it."""
+    from facesearch.stream import StreamSettings
+    from facesearch.video import VideoJobSettings
+
+    from .video_helpers import LIN, LIN_PHOTO, clip, wait_for, watchlist
+
+    watchlist(fs, "watch", [LIN_PHOTO])
+    lin_face = fs.collections.list_faces("watch")[0][0].face_id
+    job = fs.video.start_face_search("watch", clip(), settings=VideoJobSettings(sample_fps=3))
+    assert fs.video.wait(job, timeout_s=300).matched_persons
+    fs.streams.create("cam", StreamSettings(input_url=str(clip()), collection="watch",
+                                            snapshots=True, max_fps=8))
+    sub = fs.streams.subscribe("cam")
+    fs.streams.start("cam")
+    event = wait_for(lambda: sub.get(0.5), 60, "an event for Lin")
+    fs.streams.stop("cam")
+    assert event.identity == LIN and event.snapshot is not None
+    assert (home / event.snapshot).is_file()
+
+    receipt = fs.collections.erase("watch", face_ids=[lin_face])
+    assert receipt.face_ids == [lin_face] and receipt.derived_erased >= 2
+    assert not (home / event.snapshot).exists()
+    assert not any(m.face_id == lin_face for p in fs.video.persons(job) for m in p.matches)

@@ -886,7 +886,8 @@ def policy_set(
 
 def _receipt_json(r: Any) -> dict[str, Any]:
     return {"receipt_id": r.receipt_id, "collection": r.collection, "face_ids": r.face_ids,
-            "images_erased": r.images_erased, "erased_at": r.erased_at, "reason": r.reason}
+            "images_erased": r.images_erased, "erased_at": r.erased_at, "reason": r.reason,
+            "derived_erased": r.derived_erased}
 
 
 @app.command("erase")

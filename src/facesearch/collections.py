@@ -219,6 +219,9 @@ class ErasureReceipt:
     images_erased: int
     erased_at: float
     reason: str
+    derived_erased: int = 0
+    """Records derived from these faces that went too: stream snapshots of matches to them,
+    video job results naming them."""
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,9 @@ class FaceCollections:
         self.limiter = limiter
         self.sealer = sealer
         self._calibration = calibration
+        self.erase_hooks: list[Callable[[str, list[str]], int]] = []
+        """Called with (collection, erased face ids) after an erasure; each deletes what other
+        services derived from those faces and returns how many records went."""
         self._indexes: dict[int, _IndexEntry] = {}
         self._lock = threading.RLock()
 
@@ -739,12 +745,14 @@ class FaceCollections:
                 if entry is not None:
                     self._save(coll.id, entry)  # the old index file held the vectors
                 self.store.checkpoint()
+        derived = sum(hook(collection, erased) for hook in self.erase_hooks) if erased else 0
         receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,
-                                 self.clock(), reason)
+                                 self.clock(), reason, derived)
         self.record(f"faces.{reason}", caller, collection=collection,
                     results=[(f, None) for f in receipt.face_ids],
                     details={"receipt_id": receipt.receipt_id, "faces": len(erased),
-                             "images": images, "external_id": external_id, "user_id": user_id})
+                             "images": images, "derived": derived, "external_id": external_id,
+                             "user_id": user_id})
         return receipt
 
     def expire(self, now: float | None = None) -> list[ErasureReceipt]:

@@ -52,6 +52,7 @@ class FaceSearch:
             self.home, self.store, self._load_pipeline, clock=clock, limits=settings.limits,
             audit=self.audit, sealer=sealer, limiter=limiter, calibration=self.calibration)
         self.users = UserDirectory(self.collections)
+        self.collections.erase_hooks += [self._purge_snapshots, self._purge_video_matches]
         master = settings.keys_master_key
         self.keys = AccessKeys(self.store, lambda: load_master_key(
             self.home, master.get_secret_value() if master else None), clock=clock,
@@ -65,6 +66,16 @@ class FaceSearch:
             operation="alert.volume_spike", actor="system:monitor", role="system",
             details={"subject": spike.actor, "count": spike.count,
                      "baseline": round(spike.baseline, 2), "window_s": spike.window_seconds}))
+
+    def _purge_snapshots(self, collection: str, face_ids: list[str]) -> int:
+        from .stream import purge_snapshots
+
+        return purge_snapshots(self.home, face_ids)
+
+    def _purge_video_matches(self, collection: str, face_ids: list[str]) -> int:
+        from .video import purge_face_matches
+
+        return purge_face_matches(self.store, face_ids)
 
     def calibration(self) -> Calibration | None:
         """The shipped calibration of the pipeline's embedder (read once), or None."""

@@ -32,7 +32,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
@@ -731,7 +731,8 @@ class StreamProcessor:
     def _emit(self, track_id: int, identity: str, match: Match, matches: list[Match],
               box: np.ndarray, pixels: RGBImage, item: _Captured) -> None:
         event_id = str(uuid.uuid4())
-        snapshot = self._snapshot(event_id, pixels, box) if self.settings.snapshots else None
+        snapshot = (self._snapshot(event_id, match.face.face_id, pixels, box)
+                    if self.settings.snapshots else None)
         emitted = time.monotonic()
         latency = (emitted - item.mono) * 1000.0
         event = StreamEvent(
@@ -755,7 +756,10 @@ class StreamProcessor:
         if self._webhook is not None:
             self._webhook.submit(doc)
 
-    def _snapshot(self, event_id: str, pixels: RGBImage, box: np.ndarray) -> str | None:
+    def _snapshot(self, event_id: str, face_id: str, pixels: RGBImage,
+                  box: np.ndarray) -> str | None:
+        """Save the crop as ``<day>/<event id>_<matched face id>.jpg`` (the face id lets an
+        erasure of that face find and delete it: :func:`purge_snapshots`)."""
         if self.snapshot_dir is None:
             return None
         h, w = pixels.shape[:2]
@@ -766,7 +770,7 @@ class StreamProcessor:
         if r <= l or b <= t:
             return None
         day = time.strftime("%Y%m%d", time.gmtime(self.clock()))
-        path = self.snapshot_dir / day / f"{event_id}.jpg"
+        path = self.snapshot_dir / day / f"{event_id}_{face_id}.jpg"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             PILImage.fromarray(np.ascontiguousarray(pixels[t:b, l:r])).save(path, quality=90)
@@ -775,6 +779,20 @@ class StreamProcessor:
             return None
         root = self.snapshot_root
         return str(path.relative_to(root)) if root is not None else str(path)
+
+
+def purge_snapshots(home: Path, face_ids: Sequence[str]) -> int:
+    """Delete every stream snapshot of a match to one of ``face_ids``; returns how many."""
+    root = home / "snapshots"
+    if not root.is_dir() or not face_ids:
+        return 0
+    wanted = set(face_ids)
+    n = 0
+    for path in root.glob("*/*/*_*.jpg"):
+        if path.stem.rsplit("_", 1)[-1] in wanted:
+            path.unlink(missing_ok=True)
+            n += 1
+    return n
 
 
 # -- persistent processors ----------------------------------------------------------------------

@@ -462,6 +462,21 @@ matches_t = Table(
 Index("video_matches_by_person", matches_t.c.job_row, matches_t.c.person, matches_t.c.rank)
 
 
+def purge_face_matches(store: Store, face_ids: Sequence[str]) -> int:
+    """Delete video job results that name one of ``face_ids`` as a candidate (after those
+    faces are erased); returns how many rows went."""
+    if not face_ids:
+        return 0
+    video_metadata.create_all(store.engine)
+    n = 0
+    ids = list(face_ids)
+    with store.transaction() as conn:
+        for start in range(0, len(ids), 500):
+            n += conn.execute(delete(matches_t).where(
+                matches_t.c.face_id.in_(ids[start:start + 500]))).rowcount
+    return n
+
+
 # -- results ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

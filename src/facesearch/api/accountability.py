@@ -94,11 +94,14 @@ class ReceiptOut(_Out):
     images_erased: int
     erased_at: float
     reason: str
+    derived_erased: int = Field(0, description="stream snapshots and video results of these "
+                                               "faces that went too")
 
 
 def receipt_out(r: ErasureReceipt) -> ReceiptOut:
     return ReceiptOut(receipt_id=r.receipt_id, collection=r.collection, face_ids=r.face_ids,
-                      images_erased=r.images_erased, erased_at=r.erased_at, reason=r.reason)
+                      images_erased=r.images_erased, erased_at=r.erased_at, reason=r.reason,
+                      derived_erased=r.derived_erased)
 
 
 @router.post("/collections/{collection}/erase", name=Operation.ERASE_FACES.value)
