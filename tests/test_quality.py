@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
 from facesearch.decode import load_image
 from facesearch.quality import reasons
 from facesearch.types import Image, QualityFilter

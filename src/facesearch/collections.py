@@ -15,6 +15,7 @@ truncated, index file rewritten) and each erasure returns a receipt.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import threading
 import time
@@ -266,7 +267,7 @@ class FaceCollections:
         self.limiter = limiter
         self.sealer = sealer
         self._calibration = calibration
-        self.erase_hooks: list[Callable[[str, list[str]], int]] = []
+        self.erase_hooks: builtins.list[Callable[[str, builtins.list[str]], int]] = []
         """Called with (collection, erased face ids) after an erasure; each deletes what other
         services derived from those faces and returns how many records went."""
         self._indexes: dict[int, _IndexEntry] = {}
@@ -391,7 +392,7 @@ class FaceCollections:
                     details={"law_enforcement": info.policy.law_enforcement})
         return info
 
-    def list(self) -> list[CollectionInfo]:
+    def list(self) -> builtins.list[CollectionInfo]:
         with self.store.transaction() as conn:
             return [self._info(conn, c) for c in self.store.list_collections(conn)]
 
@@ -454,8 +455,8 @@ class FaceCollections:
             images = self.store.images_of(conn, coll.id)
             old_faces = {im.id: self.store.faces_of_image(conn, im.id) for im in images}
         old_model, new_model = coll.model_version, self.model_version
-        updates: list[tuple[FaceRow, Faces, int]] = []
-        missing: list[tuple[str, str]] = []
+        updates: builtins.list[tuple[FaceRow, Faces, int]] = []
+        missing: builtins.list[tuple[str, str]] = []
         for im in images:
             faces = old_faces[im.id]
             if not faces:
@@ -663,7 +664,7 @@ class FaceCollections:
 
     def list_faces(self, collection: str, *, limit: int = 100, after: int = 0,
                    user_id: str | None = None, face_ids: Sequence[str] | None = None,
-                   caller: Caller | None = None) -> tuple[list[FaceRecord], int | None]:
+                   caller: Caller | None = None) -> tuple[builtins.list[FaceRecord], int | None]:
         """A page of faces in insertion order and the cursor of the next page (or None)."""
         if not 1 <= limit <= 4096:
             raise InvalidParameterError(f"limit must be between 1 and 4096, got {limit}")
@@ -688,7 +689,7 @@ class FaceCollections:
         return {k: FaceRecord.from_row(v) for k, v in found.items()}
 
     def delete_faces(self, collection: str, face_ids: Sequence[str], *,
-                     caller: Caller | None = None) -> tuple[list[str], list[str]]:
+                     caller: Caller | None = None) -> tuple[builtins.list[str], builtins.list[str]]:
         """Delete (erase) faces by id; returns ``(deleted, not_found)``."""
         for fid in face_ids:
             _validate_face_id(fid)
@@ -755,7 +756,7 @@ class FaceCollections:
                              "user_id": user_id})
         return receipt
 
-    def expire(self, now: float | None = None) -> list[ErasureReceipt]:
+    def expire(self, now: float | None = None) -> builtins.list[ErasureReceipt]:
         """Erase faces older than their collection's retention period (as of ``now``)."""
         now = self.clock() if now is None else now
         receipts = []
@@ -798,7 +799,7 @@ class FaceCollections:
         return used
 
     def _matches(self, conn: Connection, sims: FloatArray, rows: np.ndarray,
-                 threshold: float) -> list[Match]:
+                 threshold: float) -> builtins.list[Match]:
         keep = [(float(s), int(r)) for s, r in zip(sim.to_similarity(sims), rows, strict=True)
                 if r >= 0 and s >= threshold]
         found = self.store.faces_by_rows(conn, [r for _, r in keep])
@@ -808,7 +809,7 @@ class FaceCollections:
                        threshold: float | None = None, exclude: Sequence[str] = (),
                        caller: Caller | None = None, operation: str = "search.vectors",
                        probe_sha256: str | None = None,
-                       search_id: str | None = None) -> list[list[Match]]:
+                       search_id: str | None = None) -> builtins.list[builtins.list[Match]]:
         """Candidates for each query vector, best first, similarity >= the threshold.
 
         ``threshold`` None means the collection's default (80, or its floor if higher).
@@ -820,7 +821,7 @@ class FaceCollections:
         used = self._authorize(coll, caller, threshold, max_results)
         index = self.vector_index(coll)
         sims, rows = index.search(vectors, max_results + len(exclude))
-        out: list[list[Match]] = []
+        out: builtins.list[builtins.list[Match]] = []
         with self.store.transaction() as conn:
             for s, r in zip(sims, rows, strict=True):
                 ms = [m for m in self._matches(conn, s, r, used) if m.face.face_id not in exclude]
@@ -868,7 +869,7 @@ class FaceCollections:
 
     def search_by_face_id(self, collection: str, face_id: str, *, max_results: int = 10,
                           threshold: float | None = None,
-                          caller: Caller | None = None) -> list[Match]:
+                          caller: Caller | None = None) -> builtins.list[Match]:
         """Candidates for a stored face (the face itself excluded)."""
         vec = self.face_vector(collection, face_id)
         return self.search_vectors(collection, vec, max_results=max_results,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import enum
 import os
 import secrets
@@ -236,7 +237,7 @@ class AccessKeys:
         self._record("key.create", caller, info)
         return NewKey(info, secret)
 
-    def list(self, include_revoked: bool = True) -> list[KeyInfo]:
+    def list(self, include_revoked: bool = True) -> builtins.list[KeyInfo]:
         """Keys in creation order."""
         q = select(access_keys_t).order_by(access_keys_t.c.id)
         if not include_revoked:

@@ -25,6 +25,7 @@ was decoded to the moment its event is emitted. Every match is a candidate for h
 from __future__ import annotations
 
 import asyncio
+import builtins
 import enum
 import json
 import logging
@@ -973,7 +974,7 @@ class StreamProcessors:
         if hub is not None:
             hub.close()
 
-    def resume(self) -> list[str]:
+    def resume(self) -> builtins.list[str]:
         """Start the processors that were running when the service last stopped."""
         with self.store.transaction() as conn:
             names = [r[0] for r in conn.execute(select(processors_t.c.name)
@@ -1000,7 +1001,7 @@ class StreamProcessors:
             h.close()
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
-    def list(self) -> list[ProcessorInfo]:
+    def list(self) -> builtins.list[ProcessorInfo]:
         with self.store.transaction() as conn:
             rows = conn.execute(select(processors_t).order_by(processors_t.c.name)).all()
         return [self._info(r) for r in rows]

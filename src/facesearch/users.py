@@ -6,6 +6,7 @@ user's score against a probe is the best similarity over the user's faces.
 
 from __future__ import annotations
 
+import builtins
 import re
 import uuid
 from collections.abc import Sequence
@@ -127,7 +128,7 @@ class UserDirectory:
                                 details={"user_id": user_id})
 
     def list(self, collection: str, *, limit: int = 100,
-             after: int = 0) -> tuple[list[UserInfo], int | None]:
+             after: int = 0) -> tuple[builtins.list[UserInfo], int | None]:
         if not 1 <= limit <= 500:
             raise InvalidParameterError(f"limit must be between 1 and 500, got {limit}")
         with self.store.transaction() as conn:
@@ -151,9 +152,9 @@ class UserDirectory:
             found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
             owned = self.store.face_rows_of(conn, coll.id, user_row=urow)
             owned_vecs = self.store.embeddings(conn, np.array(owned, np.int64), EMBEDDING_DIM)
-            done: list[str] = []
-            failed: list[tuple[str, list[str]]] = []
-            take: list[int] = []
+            done: builtins.list[str] = []
+            failed: builtins.list[tuple[str, builtins.list[str]]] = []
+            take: builtins.list[int] = []
             for fid in dict.fromkeys(face_ids):
                 f = found.get(fid)
                 if f is None:
@@ -193,9 +194,9 @@ class UserDirectory:
             coll = self.collections.collection(conn, collection)
             self._user_row(conn, coll.id, user_id)  # the user must exist
             found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
-            done: list[str] = []
-            failed: list[tuple[str, list[str]]] = []
-            rows: list[int] = []
+            done: builtins.list[str] = []
+            failed: builtins.list[tuple[str, builtins.list[str]]] = []
+            rows: builtins.list[int] = []
             for fid in dict.fromkeys(face_ids):
                 f = found.get(fid)
                 if f is None:
@@ -215,7 +216,7 @@ class UserDirectory:
     def _rank(self, collection: str, queries: FloatArray, max_users: int,
               threshold: float | None, caller: Caller, operation: str,
               probe_sha256: str | None = None,
-              exclude_user: str | None = None) -> tuple[list[UserMatch], float, str]:
+              exclude_user: str | None = None) -> tuple[builtins.list[UserMatch], float, str]:
         """Users ranked by their best face's similarity to any query; policy and audit apply."""
         with self.store.transaction() as conn:
             coll = self.collections.collection(conn, collection)
@@ -225,7 +226,7 @@ class UserDirectory:
         with self.store.transaction() as conn:
             rows, owners = self.store.user_face_rows(conn, coll.id)
             face_ids = {r: f.face_id for r, f in self.store.faces_by_rows(conn, rows).items()}
-        matches: list[UserMatch] = []
+        matches: builtins.list[UserMatch] = []
         if len(rows):
             vecs = self.collections.vector_index(coll).vectors(rows)
             best = (vecs @ np.asarray(queries, np.float32).T).max(axis=1)

@@ -23,6 +23,7 @@ Every similarity is a candidate for human review, never an identification.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import logging
 import os
@@ -667,7 +668,7 @@ class VideoJobs:
         self.uploads = home / "video" / "uploads"
         self._owner = owner_token()
         self._queue: queue.Queue[str] = queue.Queue()
-        self._threads: list[threading.Thread] = []
+        self._threads: builtins.list[threading.Thread] = []
         self._cancel: dict[str, threading.Event] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -676,7 +677,7 @@ class VideoJobs:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self, *, recover: bool = True) -> list[str]:
+    def start(self, *, recover: bool = True) -> builtins.list[str]:
         """Start the worker threads; with ``recover``, take over jobs left in progress by a
         process that is gone (run again from the start, or failed when their input is gone).
         Returns the ids of the jobs taken over."""
@@ -693,11 +694,11 @@ class VideoJobs:
                 self._threads.append(t)
                 t.start()
 
-    def recover(self) -> list[str]:
+    def recover(self) -> builtins.list[str]:
         """Requeue (or fail) jobs in progress whose owning process is gone."""
         now = self.clock()
-        taken: list[str] = []
-        failed: list[str] = []
+        taken: builtins.list[str] = []
+        failed: builtins.list[str] = []
         with self.store.transaction() as conn:
             rows = conn.execute(select(jobs_t).where(jobs_t.c.status == JobStatus.IN_PROGRESS.value)
                                 .order_by(jobs_t.c.id)).all()
@@ -929,8 +930,8 @@ class VideoJobs:
         return FaceSearchPage(job, page, nxt)
 
     def _matches(self, conn: object, job_row: int,
-                 persons: Sequence[int]) -> dict[int, list[VideoMatch]]:
-        out: dict[int, list[VideoMatch]] = {}
+                 persons: Sequence[int]) -> dict[int, builtins.list[VideoMatch]]:
+        out: dict[int, builtins.list[VideoMatch]] = {}
         m = matches_t.c
         for start in range(0, len(persons), 500):
             q = (select(matches_t).where(m.job_row == job_row,
@@ -958,7 +959,7 @@ class VideoJobs:
         return FaceDetectionPage(job, [FaceDetection(r.timestamp_ms, _video_face(r))
                                        for r in rows[:max_results]], nxt)
 
-    def persons(self, job_id: str) -> list[PersonSummary]:
+    def persons(self, job_id: str) -> builtins.list[PersonSummary]:
         """Each person of a finished job: first and last timestamp, detections, candidates."""
         row = self._row(job_id)
         jr = row.id  # type: ignore[attr-defined]
@@ -1082,9 +1083,9 @@ class VideoJobs:
             self._done.notify_all()
 
     def _search(self, job: VideoJob, scan: VideoScan, caller: Caller,
-                cancel: threading.Event) -> dict[int, list[Match]]:
+                cancel: threading.Event) -> dict[int, builtins.list[Match]]:
         assert job.collection is not None
-        per_vector: list[list[Match]] = []
+        per_vector: builtins.list[builtins.list[Match]] = []
         chunk = 1000
         for start in range(0, len(scan.embeddings), chunk):
             vecs = scan.embeddings[start:start + chunk]
@@ -1098,7 +1099,7 @@ class VideoJobs:
                 except ThrottledError as exc:
                     if attempt == 9 or cancel.wait(exc.retry_after):
                         raise
-        out: dict[int, list[Match]] = {}
+        out: dict[int, builtins.list[Match]] = {}
         tracks = scan.embedding_tracks.tolist()
         for person in sorted(set(tracks)):
             out[person] = best_matches([per_vector[i] for i, t in enumerate(tracks)
@@ -1106,7 +1107,7 @@ class VideoJobs:
         return out
 
     def _store_results(self, job_row: int, scan: VideoScan,
-                       per_person: dict[int, list[Match]]) -> None:
+                       per_person: dict[int, builtins.list[Match]]) -> None:
         import json
 
         f = scan.faces
@@ -1182,7 +1183,7 @@ class VideoJobs:
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
     def list(self, *, status: JobStatus | None = None, limit: int = 100,
-             next_token: str | None = None) -> tuple[list[VideoJob], str | None]:
+             next_token: str | None = None) -> tuple[builtins.list[VideoJob], str | None]:
         """Jobs, newest first, a page at a time."""
         offset = _page_args(limit, next_token)
         q = select(jobs_t).order_by(jobs_t.c.id.desc()).limit(limit + 1).offset(offset)
