@@ -329,6 +329,27 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
         "application/json": {"schema": schema("byte")}}}}
 
 
+async def json_object(request: Request) -> dict[str, object]:
+    """The request body as a JSON object (SerializationError otherwise)."""
+    try:
+        body = json.loads(await request.body())
+    except ValueError:
+        raise SerializationError("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise SerializationError("the request body must be a JSON object")
+    return body
+
+
+def validated(model: type[M], data: dict[str, object]) -> M:
+    """``data`` as ``model``; pydantic's complaints as one InvalidParameterError."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidParameterError("; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )) from None
+
+
 async def parse_images(request: Request, model: type[M]) -> M:
     """The request's fields as ``model``, from multipart/form-data or JSON (base64 images)."""
     files = [n for n, f in model.model_fields.items() if f.annotation is bytes]
@@ -339,13 +360,7 @@ async def parse_images(request: Request, model: type[M]) -> M:
         for k, v in form.multi_items():
             data[k] = await v.read() if isinstance(v, UploadFile) else v
     elif ctype.startswith("application/json"):
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise SerializationError("the request body is not JSON") from None
-        if not isinstance(body, dict):
-            raise SerializationError("the request body must be a JSON object")
-        data = body
+        data = await json_object(request)
         for n in files:
             if isinstance(data.get(n), str):
                 try:
@@ -357,12 +372,7 @@ async def parse_images(request: Request, model: type[M]) -> M:
     for n in files:
         if not data.get(n):
             raise InvalidParameterError(f"{n}: an image is required")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidParameterError("; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )) from None
+    return validated(model, data)
 
 
 # -- conversions ----------------------------------------------------------------------------

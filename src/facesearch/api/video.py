@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import UploadFile
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -55,7 +55,14 @@ from ..video import (
 from .auth import Operation, SignedRequest, authenticate, authorize
 from .context import ApiContext, context
 from .errors import InvalidS3ObjectError, SerializationError, mapping
-from .native import DetectedFaceOut, ErrorOut, QualityOut, native_caller
+from .native import (
+    DetectedFaceOut,
+    ErrorOut,
+    QualityOut,
+    json_object,
+    native_caller,
+    validated,
+)
 from .paging import decode_row, encode_token, page_by_name
 from .s3 import S3Images
 from .settings import ApiSettings
@@ -424,22 +431,11 @@ async def parse_job(request: Request, model: type[J]) -> tuple[J, UploadFile | N
             else:
                 data[k] = v
     elif ctype.startswith("application/json"):
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise SerializationError("the request body is not JSON") from None
-        if not isinstance(body, dict):
-            raise SerializationError("the request body must be a JSON object")
-        data = body
+        data = await json_object(request)
     else:
         raise SerializationError("send multipart/form-data (file part 'video') or "
                                  "application/json ('path' or 's3_object')")
-    try:
-        p = model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidParameterError("; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )) from None
+    p = validated(model, data)
     if sum(x is not None for x in (upload, p.path, p.s3_object)) != 1:
         raise InvalidParameterError("give exactly one video: an upload (file part 'video'), "
                                     "'path' or 's3_object'")
