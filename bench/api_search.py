@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +88,16 @@ def main() -> None:
             probe = PROBE.read_bytes()
 
             def client() -> Any:
-                return boto3.client("rekognition", endpoint_url=url, region_name="us-east-1",
-                                    aws_access_key_id=key.info.key_id,
-                                    aws_secret_access_key=key.secret,
-                                    config=Config(retries={"max_attempts": 1},
-                                                  max_pool_connections=2, read_timeout=300))
+                c = boto3.client("rekognition", endpoint_url=url, region_name="us-east-1",
+                                 aws_access_key_id=key.info.key_id,
+                                 aws_secret_access_key=key.secret,
+                                 config=Config(retries={"max_attempts": 1},
+                                               max_pool_connections=2, read_timeout=300))
+                # The server accepts a search's signature once; identical calls in one second
+                # would share one: sign a unique header on each.
+                c.meta.events.register("before-sign.rekognition.*", lambda request, **_: (
+                    request.headers.__setitem__("x-amz-meta-nonce", uuid.uuid4().hex)))
+                return c
 
             warm = client()
             warm.search_faces_by_image(CollectionId="big", Image={"Bytes": probe})

@@ -1,8 +1,9 @@
-"""Embedder speed: ms per face for the ONNX dlib ResNet (2 and 1 threads) and dlib-bin.
+"""Embedder speed: ms per face for SFace and the ONNX dlib ResNet (2 and 1 threads), dlib-bin.
 
 Usage: ``python bench/embedder.py [--data DIR] [--rounds N]``. Chips are cut by dlib from
 lfw-dev (default ``<repo>/../shared/testdata/lfw-dev``); every engine runs on the same chips
-in the same process. Figures are medians over rounds, in milliseconds per face: wall-clock
+in the same process (SFace on the same chips resized to its 112x112 input: the speed does not
+depend on the content). Figures are medians over rounds, in milliseconds per face: wall-clock
 time, and in brackets this process's CPU time (all its threads), which is less disturbed by
 other load on the machine.
 """
@@ -23,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from facesearch.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
-from facesearch.embed import OnnxResNetEmbedder
+from facesearch.embed import OnnxResNetEmbedder, SFaceEmbedder
 
 Chips = npt.NDArray[np.uint8]
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "lfw-dev"
@@ -74,11 +75,18 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{len(chips)} lfw-dev chips, median of {args.rounds} rounds")
     print(f"{'ms per face: wall (cpu)':<28} {'batch 1':>16} {'batch 32':>16}")
+    import cv2
+
+    small = np.stack([cv2.resize(c, (112, 112), interpolation=cv2.INTER_AREA) for c in chips])
     for threads in (2, 1):
+        sface = SFaceEmbedder(threads=threads, device="cpu", batch_size=32)
+        b1 = ms_per_face(sface.embed, small, 1, args.rounds)
+        b32 = ms_per_face(sface.embed, small, 32, args.rounds)
+        print(f"{f'sface onnx, {threads} thread(s)':<28} {b1:>16} {b32:>16}")
         emb = OnnxResNetEmbedder(threads=threads, device="cpu", batch_size=32, model=model)
         b1 = ms_per_face(emb.embed, chips, 1, args.rounds)
         b32 = ms_per_face(emb.embed, chips, 32, args.rounds)
-        print(f"{f'onnx, {threads} thread(s)':<28} {b1:>16} {b32:>16}")
+        print(f"{f'dlib resnet onnx, {threads} thread(s)':<28} {b1:>16} {b32:>16}")
 
     rec = dlib.face_recognition_model_v1(face_recognition_models.face_recognition_model_location())
     dlib_chips = chips[:32]  # dlib is slow; fewer faces, same kind

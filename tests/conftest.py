@@ -39,7 +39,9 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fs(home: Path, pipeline: Pipeline) -> Iterator[FaceSearch]:
-    """A service on a fresh data directory, sharing the session's pipeline."""
-    service = FaceSearch(Settings(home=home), pipeline=pipeline)
+    """A service on a fresh data directory, sharing the session's pipeline, with its audit
+    signing key outside the directory (as a law-enforcement deployment must keep it)."""
+    key = home.parent / "secrets" / "audit-ed25519.pem"
+    service = FaceSearch(Settings(home=home, audit_signing_key=key), pipeline=pipeline)
     yield service
     service.shutdown()

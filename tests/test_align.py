@@ -44,3 +44,21 @@ def test_chip_of_a_real_face_is_scale_invariant(pipeline) -> None:  # noqa: ANN0
     cs = align_faces(small.pixels, fs_.landmarks[:1]).astype(float)
     assert cb.shape == cs.shape == (1, 150, 150, 3)
     assert np.abs(cb - cs).mean() < 20
+    ab = align_faces(big.pixels, fb.landmarks[:1], 112, 0.0, "arcface").astype(float)
+    as_ = align_faces(small.pixels, fs_.landmarks[:1], 112, 0.0, "arcface").astype(float)
+    assert ab.shape == as_.shape == (1, 112, 112, 3)
+    assert np.abs(ab - as_).mean() < 20
+
+
+def test_arcface_template_is_the_standard_112px_one() -> None:
+    """SFace's chips: the five ArcFace points land on their standard 112x112 pixels."""
+    want = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366],
+                     [41.5493, 92.3655], [70.7299, 92.2041]])
+    assert np.allclose(template_points(112, 0.0, "arcface"), want, atol=1e-4)
+    img = np.zeros((300, 300, 3), np.uint8)
+    pts = want * 2.0 + 40.0  # the face twice as large, shifted
+    for x, y in pts:
+        img[int(round(y)) - 1:int(round(y)) + 2, int(round(x)) - 1:int(round(x)) + 2] = 255
+    chip = align_face(img, pts, 112, 0.0, "arcface")
+    for x, y in want:
+        assert chip[int(round(y)), int(round(x))].max() > 100

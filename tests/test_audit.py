@@ -31,6 +31,7 @@ from facesearch.audit import (
     event_hash,
     fingerprint,
     load_export,
+    read_witness,
 )
 from facesearch.types import Caller
 
@@ -252,7 +253,8 @@ def alter_checkpoint(con: sqlite3.Connection, recs: list[AuditRecord], key: Path
 
 def insert_checkpoint(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
     fp = con.execute("SELECT key_fingerprint FROM checkpoints").fetchone()[0]
-    con.execute("INSERT INTO checkpoints VALUES (11, ?, 2000.0, ?, ?)",
+    con.execute("INSERT INTO checkpoints (seq, head_hash, ts, signature, key_fingerprint) "
+                "VALUES (11, ?, 2000.0, ?, ?)",
                 (recs[10].hash, "00" * 64, fp))
 
 
@@ -269,7 +271,8 @@ def rewrite_and_resign(con: sqlite3.Connection, recs: list[AuditRecord], key: Pa
     con.execute("DELETE FROM checkpoints")
     for seq in (5, 10):
         cp = Checkpoint(seq, new[seq], 2000.0, "", fp)
-        con.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?)",
+        con.execute("INSERT INTO checkpoints (seq, head_hash, ts, signature, key_fingerprint) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (seq, cp.head_hash, cp.ts, mallory.sign(cp.message()).hex(), fp))
     key.write_bytes(mallory.private_bytes(serialization.Encoding.PEM,
                                           serialization.PrivateFormat.PKCS8,
@@ -439,3 +442,172 @@ def test_record_many_appends_one_chain_with_checkpoints(tmp_path: Path) -> None:
     report = log.verify()
     assert report.ok and report.events == 26 and report.checkpoints >= 1
     log.shutdown()
+
+
+# -- the signing key and a witness outside the data directory (issue 11, item 4) -----------
+
+def _resign_with(con: sqlite3.Connection, key: Ed25519PrivateKey, heads: dict[int, str]) -> None:
+    fp = fingerprint(key.public_key())
+    con.execute("DELETE FROM checkpoints")
+    for seq, head in heads.items():
+        cp = Checkpoint(seq, head, 2000.0, "", fp)
+        con.execute("INSERT INTO checkpoints (seq, head_hash, ts, signature, key_fingerprint) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (seq, head, cp.ts, key.sign(cp.message()).hex(), fp))
+
+
+def test_witness_shows_a_rewrite_resigned_with_the_stolen_key(tmp_path: Path) -> None:
+    """Whoever holds the signing key can rewrite and re-sign the chain so that the public key
+    says ok; the witness file kept elsewhere still shows every rewritten checkpoint."""
+    witness = tmp_path / "elsewhere" / "witness.jsonl"
+    witness.parent.mkdir()
+    log = AuditLog(tmp_path / "audit.db", tmp_path / "keys" / "audit.pem", clock=StepClock(),
+                   checkpoint_every=EVERY, witness=witness)
+    for i in range(N_EVENTS):
+        log.record(make_event(i))
+    pem = log.public_key()
+    recs = all_records(log)
+    log.shutdown()
+    assert [cp.seq for cp in read_witness(witness)] == [5, 10, 12]
+    stolen = serialization.load_pem_private_key((tmp_path / "keys" / "audit.pem").read_bytes(),
+                                                password=None)
+    assert isinstance(stolen, Ed25519PrivateKey)
+    con = raw_connection(tmp_path / "audit.db")
+    rewrite_chain(con, recs, tmp_path / "keys" / "audit.pem")
+    new = {r.seq: r.hash for r in _rechain(recs, 3)}
+    _resign_with(con, stolen, {5: new[5], 10: new[10], 12: new[12]})
+    con.close()
+    fresh = open_log(tmp_path)
+    assert fresh.verify(pem).ok  # the signature alone cannot tell
+    report = fresh.verify(pem, read_witness(witness))
+    assert {(p.kind, p.seq) for p in report.problems} == {
+        (P.REWRITTEN, 5), (P.REWRITTEN, 10), (P.REWRITTEN, 12)}
+
+
+def _cli_env(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200", **env}
+    return subprocess.run([sys.executable, "-m", "facesearch", *args], env=full,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_with_the_data_directory_alone_a_cut_tail_shows_against_the_witness(
+        tmp_path: Path) -> None:
+    """The service keeps its signing key and witness where configured (outside the data
+    directory): nothing in the directory can sign, and cutting the chain's tail together with
+    its checkpoints - consistent for the public key - shows against the witness."""
+    home, safe = tmp_path / "home", tmp_path / "safe"
+    env = {"FACESEARCH_AUDIT_SIGNING_KEY": str(safe / "audit.pem"),
+           "FACESEARCH_AUDIT_WITNESS": str(safe / "witness.jsonl")}
+    for i in range(4):  # one audited key creation and one checkpoint per process
+        r = _cli_env(home, env, "keys", "create", "--role", "searcher", "--label", f"k{i}")
+        assert r.returncode == 0, r.stderr
+    pem = _cli_env(home, env, "audit", "public-key")
+    assert pem.returncode == 0, pem.stderr
+    (safe / "audit.pub").write_text(pem.stdout)
+    assert (safe / "audit.pem").exists()
+    assert not [p for p in home.rglob("*") if p.is_file() and b"PRIVATE KEY" in p.read_bytes()]
+    ok = _cli_env(home, env, "audit", "verify", "--public-key", str(safe / "audit.pub"),
+                  "--witness", str(safe / "witness.jsonl"), "--json")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert json.loads(ok.stdout)["events"] == 4
+    con = raw_connection(home / "audit.db")  # the attacker, with the data directory only
+    con.execute("DELETE FROM events WHERE seq > 2")
+    con.execute("DELETE FROM checkpoints WHERE seq > 2")
+    con.close()
+    fooled = _cli_env(home, env, "audit", "verify", "--public-key", str(safe / "audit.pub"))
+    assert fooled.returncode == 0  # what the data directory says is consistent
+    bad = _cli_env(home, env, "audit", "verify", "--public-key", str(safe / "audit.pub"),
+                   "--witness", str(safe / "witness.jsonl"), "--json")
+    assert bad.returncode == 1
+    kinds = {(p["kind"], p["seq"]) for p in json.loads(bad.stdout)["problems"]}
+    assert kinds == {("truncated", 3)}
+
+
+def test_law_enforcement_deployment_refuses_a_signing_key_in_the_data_directory(
+        tmp_path: Path) -> None:
+    from facesearch.audit import AuditKeyError
+    from facesearch.config import Settings
+    from facesearch.errors import InvalidParameterError
+    from facesearch.policy import CollectionPolicy
+    from facesearch.service import FaceSearch
+
+    home, safe = tmp_path / "home", tmp_path / "safe"
+    with pytest.raises(AuditKeyError, match="law-enforcement"):
+        FaceSearch(Settings(home=home, law_enforcement=True))
+    with pytest.raises(AuditKeyError, match="outside the data directory"):
+        FaceSearch(Settings(home=home, audit_signing_key=home / "keys" / "a.pem"))
+    with FaceSearch(Settings(home=home)) as fs:  # elsewhere: the key in the directory, warned
+        # a law-enforcement collection is refused there (the next start would fail), and so is
+        # turning an existing collection into one; nothing is created
+        with pytest.raises(InvalidParameterError, match="FACESEARCH_AUDIT_SIGNING_KEY"):
+            fs.collections.create("bookings", policy=CollectionPolicy(law_enforcement=True))
+        fs.collections.create("plain")
+        with pytest.raises(InvalidParameterError, match="FACESEARCH_AUDIT_SIGNING_KEY"):
+            fs.collections.set_policy("plain", CollectionPolicy(law_enforcement=True))
+        assert [c.name for c in fs.collections.list()] == ["plain"]
+        assert not fs.collections.describe("plain").policy.law_enforcement
+    with FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem")) as fs:
+        fs.collections.create("bookings", policy=CollectionPolicy(law_enforcement=True))
+    with pytest.raises(AuditKeyError, match="FACESEARCH_AUDIT_SIGNING_KEY"):
+        FaceSearch(Settings(home=home))  # a law-enforcement collection: not without the key
+    with FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem")) as fs:
+        fs.audit.record(AuditEvent(operation="test", actor="a"))
+    assert (safe / "a.pem").stat().st_mode & 0o777 == 0o600
+
+
+# -- Merkle tree and inclusion proofs (RFC 9162) ---------------------------------------------
+
+def test_inclusion_proofs_verify_for_every_leaf_of_every_size() -> None:
+    from facesearch.audit import inclusion_path, merkle_leaf, merkle_root, verify_inclusion
+
+    leaves = [merkle_leaf(f"{i:064x}") for i in range(17)]
+    for size in range(1, 18):
+        root = merkle_root(leaves[:size])
+        for i in range(size):
+            path = inclusion_path(i, leaves[:size])
+            assert verify_inclusion(leaves[i], i, size, path, root)
+            assert not verify_inclusion(leaves[(i + 1) % 17], i, size, path, root) or size == 1
+            if path:
+                bad = [bytes(32)] + path[1:]
+                assert not verify_inclusion(leaves[i], i, size, bad, root)
+
+
+def test_signed_tree_roots_across_processes_and_proofs_of_one_event(tmp_path: Path) -> None:
+    """Checkpoints sign the Merkle root over every event so far (kept up across reopenings);
+    'audit prove' gives one event's proof that 'audit check-proof' checks with the public key
+    alone, and a changed event or another key fails it."""
+    home = tmp_path / "home"
+    for part in range(3):  # three processes, one after the other
+        a = AuditLog(home / "audit.db", home / "keys" / "audit-ed25519.pem", clock=StepClock(),
+                     checkpoint_every=4)
+        for i in range(5):
+            a.record(make_event(part * 5 + i))
+        a.shutdown()
+    a = AuditLog(home / "audit.db", home / "keys" / "audit-ed25519.pem")
+    cps = a.checkpoints()
+    assert all(cp.tree_root for cp in cps) and cps[-1].seq == 15
+    assert a.verify().ok  # every signed root recomputed from the stored events
+    pem = tmp_path / "audit.pub"
+    pem.write_bytes(a.public_key())
+    a.shutdown()
+    proof = _cli(home, "prove", "7")
+    assert proof.returncode == 0, proof.stderr
+    p = json.loads(proof.stdout)
+    assert p["tree_size"] == 15 and p["event"]["seq"] == 7 and len(p["audit_path"]) == 4
+    (tmp_path / "proof.json").write_text(proof.stdout)
+    ok = _cli(home, "check-proof", str(tmp_path / "proof.json"), "--public-key", str(pem))
+    assert ok.returncode == 0 and "ok: event 7" in ok.stdout, ok.stdout + ok.stderr
+    forged = dict(p, event={**p["event"], "actor": "mallory"})
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    bad = _cli(home, "check-proof", str(tmp_path / "forged.json"), "--public-key", str(pem))
+    assert bad.returncode == 1 and "does not match its hash" in bad.stderr
+    other = Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "other.pub").write_bytes(other)
+    wrong = _cli(home, "check-proof", str(tmp_path / "proof.json"), "--public-key",
+                 str(tmp_path / "other.pub"))
+    assert wrong.returncode == 1 and "not signed by the given key" in wrong.stderr
+    moved = dict(p, leaf_index=5)
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    assert _cli(home, "check-proof", str(tmp_path / "moved.json"), "--public-key",
+                str(pem)).returncode == 1

@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 
 from facesearch import calibration as cal
+from facesearch import evaluation as ev
 from facesearch import similarity as sim
 from facesearch.errors import InvalidParameterError
+from facesearch.policy import CollectionPolicy
+from facesearch.service import FaceSearch
+from facesearch.types import Caller
 
-from .conftest import face
+from .conftest import LFW, face
 
 
 def _normal_sf(x: float, mean: float, std: float) -> float:
@@ -32,8 +36,10 @@ def synthetic() -> cal.Calibration:
     rng = np.random.default_rng(7)
     imp = np.clip(rng.normal(IMP_MEAN, IMP_STD, 400_000), -1, 1)
     gen = np.clip(rng.normal(0.95, 0.02, 2_000), -1, 1)
-    return cal.build_calibration(imp, gen, embedder="synthetic", measured_with="test/synthetic",
-                                 dataset="synthetic", command="test")
+    # On dlib's ResNet's similarity scale (the one these cosines resemble).
+    return cal.build_calibration(imp, gen, embedder="dlib-resnet-v1",
+                                 measured_with="test/dlib-resnet-v1", dataset="synthetic",
+                                 command="test")
 
 
 def test_fmr_falls_and_fnmr_rises_with_similarity(synthetic: cal.Calibration) -> None:
@@ -50,13 +56,13 @@ def test_measured_region_equals_counts(synthetic: cal.Calibration) -> None:
     assert synthetic.fmr_at_cosine(c) == pytest.approx(
         synthetic.false_matches[i] / synthetic.impostor_pairs)
     assert synthetic.fmr_at_cosine(c) == pytest.approx(_normal_sf(c, IMP_MEAN, IMP_STD), rel=0.1)
-    assert not synthetic.extrapolated(float(sim.to_similarity(c)))
+    assert not synthetic.extrapolated(float(sim.to_similarity(c, synthetic.embedder)))
 
 
 @pytest.mark.parametrize("cosine", [0.80, 0.85, 0.9, 0.95, 1.0])
 def test_tail_overstates_a_gaussian_tail(synthetic: cal.Calibration, cosine: float) -> None:
     # Beyond the measured range the fit must not promise a lower FMR than the true one.
-    assert synthetic.extrapolated(float(sim.to_similarity(cosine)))
+    assert synthetic.extrapolated(float(sim.to_similarity(cosine, synthetic.embedder)))
     assert float(synthetic.fmr_at_cosine(cosine)) >= _normal_sf(cosine, IMP_MEAN, IMP_STD)
 
 
@@ -114,8 +120,9 @@ def test_save_load_round_trip(synthetic: cal.Calibration, tmp_path: Path) -> Non
     for s in (50.0, 90.0, 99.0, 99.99):
         assert back.false_match_rate(s) == synthetic.false_match_rate(s)
         assert back.false_non_match_rate(s) == synthetic.false_non_match_rate(s)
-    assert cal.find_calibration("test/synthetic", tmp_path / "cal") is not None
-    other = cal.find_calibration("other-detector/synthetic", tmp_path / "cal")
+    exact = cal.find_calibration("test/dlib-resnet-v1", tmp_path / "cal")
+    assert exact is not None and exact.exact
+    other = cal.find_calibration("other-detector/dlib-resnet-v1", tmp_path / "cal")
     assert other is not None and not other.exact
     assert cal.find_calibration("x/unknown-embedder", tmp_path / "cal") is None
 
@@ -173,3 +180,68 @@ def test_cli_search_shows_the_thresholds_risk(home: Path) -> None:
     c = json.loads(_cli(home, "compare", str(face("obama.jpg")), str(face("biden.jpg")),
                         "--json").stdout)
     assert c["false_match_rate"] == pytest.approx(cal.false_match_rate(80), rel=1e-2)
+
+
+# -- the shipped default calibration, re-derived, and what it means on real photos ---------
+
+# Every identity of the shipped file's highest impostor pairs, plus every 8th other person
+# with two or more images: ~400 images, embedded afresh (no cache) by the default pipeline.
+_TOP_NAMES = ("Andrew_Caldecott", "Andrew_Gilligan", "Choi_Sung-hong", "Sung_Hong_Choi",
+              "Joseph_Blatter", "Sepp_Blatter", "Abdullah_Gul", "Recep_Tayyip_Erdogan")
+
+
+def test_shipped_default_calibration_recomputed_from_lfw_dev() -> None:
+    shipped = cal.load_calibration()
+    assert shipped.measured_with == "blazeface+onet/sface-2021dec"
+    people = ev.labelled_images(ev.images_root(LFW))
+    multi = sorted(n for n, ps in people.items() if len(ps) >= 2 and n not in _TOP_NAMES)
+    names = [*_TOP_NAMES, *multi[::8]]
+    paths = [p for n in names for p in people[n]]
+    labels = [n for n in names for _ in people[n]]
+    emb = ev.embed_images(paths, "fast", workers=1, cache_dir=None)
+    assert emb.model_version == shipped.measured_with and emb.found.all()
+    imp, gen = ev.pair_score_sets(emb, labels)
+    # The subset's pairs are pairs of the full set: never more counts at any grid cosine.
+    sub = cal.build_calibration(imp, gen, embedder=shipped.embedder, measured_with="sub",
+                                dataset="sub", command="test")
+    assert np.all(sub.false_matches <= shipped.false_matches)
+    # The top of the impostor tail is made of these identities: counts equal exactly there,
+    # and the highest pairs are the ones the file names, at the same cosines.
+    top = shipped.cosine >= 0.75
+    assert shipped.false_matches[top][0] >= 5
+    assert np.array_equal(sub.false_matches[top], shipped.false_matches[top])
+    noted = [float(x.split()[0]) for x in shipped.notes[0].split(": ", 1)[1].split("; ")]
+    assert np.allclose(np.sort(imp)[::-1][:len(noted)], noted, atol=1e-4)
+    # Genuine pairs: the subset's misses at the default threshold and at the floor.
+    c80 = float(sim.to_cosine(80.0))
+    assert np.mean(gen < c80) <= 0.03
+    assert np.sum(gen < c80) <= shipped.false_non_matches[np.searchsorted(shipped.cosine,
+                                                                          c80)]
+    # FMR at 80 on ~70,000 impostor pairs of this subset, within a factor 3 of the file's.
+    fmr80 = float(np.mean(imp >= c80))
+    assert shipped.false_match_rate(80.0) / 3 <= fmr80 <= shipped.false_match_rate(80.0) * 3
+
+
+ANALYST = Caller("key-1", role="searcher", purpose="robbery investigation", case_ref="2026-0042")
+
+
+def test_real_photos_at_the_default_and_at_the_law_enforcement_floor(fs: FaceSearch) -> None:
+    fs.collections.create("bookings", policy=CollectionPolicy(law_enforcement=True))
+    fs.collections.index_image("bookings", face("obama.jpg"), external_id="obama")
+    fs.collections.index_image("bookings", face("biden.jpg"), external_id="biden")
+    floor = fs.collections.describe("bookings").policy
+    assert floor.floor_fmr is not None and floor.floor_fmr <= 1e-6
+    assert floor.threshold_floor == cal.load_calibration().threshold_for_fmr(1e-6)
+    res = fs.collections.search_by_image("bookings", face("obama2.jpg"), caller=ANALYST)
+    assert res.threshold == floor.threshold_floor
+    assert [m.face.external_id for m in res.results[0].matches] == ["obama"]
+    res = fs.collections.search_by_image("bookings", face("biden.jpg"), caller=ANALYST)
+    assert [m.face.external_id for m in res.results[0].matches] == ["biden"]
+    # 1:1 at the default 80 and at the floor: same person matches, different people do not.
+    same = fs.collections.compare(face("obama.jpg"), face("obama2.jpg"))
+    assert same.match and same.threshold == sim.DEFAULT_THRESHOLD
+    assert same.similarity >= floor.threshold_floor
+    other = fs.collections.compare(face("obama.jpg"), face("biden.jpg"))
+    assert not other.match and other.similarity < 50
+    assert not fs.collections.compare(face("obama2.jpg"), face("biden.jpg"),
+                                      threshold=floor.threshold_floor).match

@@ -103,3 +103,35 @@ def test_errors_exit_nonzero_with_one_line(home: Path, tmp_path: Path, args: tup
 def test_usage_error_exits_2(home: Path) -> None:
     proc = run(home, "search", ok=False)
     assert proc.returncode == 2
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    """SIGTERM (systemd, container runtimes) shuts the server down as Ctrl-C does: the vector
+    index is written and a final checkpoint signs the audit trail's head."""
+    import signal
+
+    from facesearch.config import Settings
+    from facesearch.service import FaceSearch
+
+    from .api.conftest import start_server
+
+    home = tmp_path / "home"
+    server = start_server(home, tmp_path / "server.log")
+    try:
+        with server.native("admin") as admin:
+            assert admin.post("/v1/collections", json={"name": "c"}).status_code == 201
+        with server.native("indexer") as c:
+            r = c.post("/v1/collections/c/faces",
+                       files={"image": ("obama.jpg", face("obama.jpg").read_bytes(),
+                                        "image/jpeg")})
+            assert r.status_code == 200, r.text
+        assert not list((home / "indexes").glob("*.faiss"))  # not yet written
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        rc = server.proc.wait(timeout=120)
+    assert rc == 128 + signal.SIGTERM, (tmp_path / "server.log").read_text()[-3000:]
+    assert len(list((home / "indexes").glob("*.faiss"))) == 1
+    with FaceSearch(Settings(home=home)) as fs:
+        report = fs.audit.verify()
+        assert report.ok and report.head_seq > 0
+        assert fs.audit.checkpoints()[-1].seq == report.head_seq

@@ -236,3 +236,58 @@ def test_reembed_a_collection_made_with_another_model(home: Path, pipeline) -> N
         res = b.collections.search_by_image("legacy", face("obama2.jpg"))
         assert [(m.face.face_id, m.face.external_id) for m in res.results[0].matches] == [
             (kept.face_id, "obama")]
+
+
+# -- faces and their audit events commit together (issue 11, item 7) ---------------------
+
+_CRASH_SCRIPT = """
+import os, sys
+from pathlib import Path
+from facesearch.audit import AuditLog
+from facesearch.service import FaceSearch
+from facesearch.store import Store
+
+home, image, where = sys.argv[1], sys.argv[2], sys.argv[3]
+fs = FaceSearch.open(home)
+fs.collections.create("c")
+if where == "before-audit":  # the faces committed, their audit event not yet appended
+    orig = AuditLog.record_many
+    def crash(self, events, *a, **k):
+        if any(e.operation == "index" for e in events):
+            os._exit(9)
+        return orig(self, events, *a, **k)
+    AuditLog.record_many = crash
+else:  # the audit event appended, its outbox row not yet removed
+    def crash_remove(self, *a, **k):
+        os._exit(9)
+    Store.remove_outbox = crash_remove
+fs.collections.index_image("c", Path(image), external_id="two")
+"""
+
+
+def _index_events(fs: FaceSearch) -> list[str]:
+    """Face ids named by the audit trail's index events (with repetitions)."""
+    records, _ = fs.audit.query(operation="index", limit=10_000)
+    return [face_id for r in records for face_id, _ in r.event.results]
+
+
+@pytest.mark.parametrize("where", ["before-audit", "before-outbox-removal"])
+def test_indexed_faces_get_their_audit_event_after_a_crash(home: Path, pipeline: object,
+                                                           where: str) -> None:
+    """A process killed (os._exit, like kill -9) between committing faces and appending their
+    audit event: on the next open every face has exactly one index event."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, str(home),
+                           str(face("two_people.jpg")), where],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 9, proc.stderr  # it died at the point under test
+    with FaceSearch(Settings(home=home), pipeline=pipeline) as fs:  # type: ignore[arg-type]
+        faces, _ = fs.collections.list_faces("c")
+        assert len(faces) == 2
+        events = _index_events(fs)
+        assert sorted(events) == sorted(f.face_id for f in faces)
+        assert fs.audit.verify().ok
+    with FaceSearch(Settings(home=home), pipeline=pipeline) as fs:  # type: ignore[arg-type]
+        assert len(_index_events(fs)) == 2  # replayed once, not on every open

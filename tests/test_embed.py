@@ -8,7 +8,6 @@ chips (worst 0.9992; ``bench/embedder_variants.py``, ``docs/benchmarks.md``).
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ from facesearch.convert.resnet_int8 import (
     resnet_int8_onnx_path,
 )
 from facesearch.decode import load_image
-from facesearch.embed import OnnxResNetEmbedder
+from facesearch.embed import OnnxResNetEmbedder, SFaceEmbedder
 from facesearch.errors import InvalidParameterError, ModelError
 from facesearch.pipeline import load_pipeline
 from facesearch.types import Embedder
@@ -51,7 +50,7 @@ def int8_bytes(fp32_bytes: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def chips() -> npt.NDArray[np.uint8]:
     """Chips of every face the fast pipeline finds in the test photos."""
-    p = load_pipeline("fast", threads=2, device="cpu")
+    p = load_pipeline("fast", threads=2, device="cpu", embedder="dlib-resnet")
     out = []
     for name in PHOTOS:
         path = FACES / name
@@ -68,8 +67,8 @@ def chips() -> npt.NDArray[np.uint8]:
 def test_names_follow_the_variant(fp32_bytes: bytes, int8_bytes: bytes) -> None:
     cases = [("fp32", False, fp32_bytes, "dlib-resnet-v1"),
              ("fp32", True, fp32_bytes, "dlib-resnet-v1+flip"),
-             ("int8", False, int8_bytes, "dlib-resnet-v1-int8"),
-             ("int8", True, int8_bytes, "dlib-resnet-v1-int8+flip")]
+             ("int8", False, int8_bytes, "dlib-resnet-v1-int8w7"),
+             ("int8", True, int8_bytes, "dlib-resnet-v1-int8w7+flip")]
     for precision, flip, model, name in cases:
         e = OnnxResNetEmbedder(threads=1, model=model, precision=precision, flip=flip)
         assert isinstance(e, Embedder)
@@ -94,7 +93,7 @@ def test_int8_conversion_is_deterministic_and_cached(fp32_bytes: bytes, int8_byt
     monkeypatch.setenv("FACESEARCH_CACHE", str(tmp_path))
     path = resnet_int8_onnx_path()
     assert path.name == int8_model_file() and path.read_bytes() == int8_bytes
-    assert path.name.startswith("dlib-resnet-v1-int8-1.1-")
+    assert path.name.startswith("dlib-resnet-v1-int8w7-1.2-")
     mtime = path.stat().st_mtime_ns
     assert resnet_int8_onnx_path() == path and path.stat().st_mtime_ns == mtime
     # Every convolution reads int8 weights; the graph is much smaller than fp32's.
@@ -160,22 +159,169 @@ def test_flip_averages_chip_and_mirror(precision: str, fp32_bytes: bytes, int8_b
 def test_pipeline_and_settings_pass_the_options(monkeypatch: pytest.MonkeyPatch) -> None:
     from facesearch.config import Settings
 
+    assert Settings().embedder == "sface"
+    assert Settings().load_pipeline(threads=1).model_version.endswith("/sface-2021dec")
+    monkeypatch.setenv("FACESEARCH_EMBEDDER", "dlib-resnet")
     monkeypatch.setenv("FACESEARCH_PRECISION", "int8")
     monkeypatch.setenv("FACESEARCH_FLIP", "true")
     s = Settings()
-    assert (s.precision, s.flip) == ("int8", True)
+    assert (s.embedder, s.precision, s.flip) == ("dlib-resnet", "int8", True)
     p = s.load_pipeline(threads=1)
-    assert p.model_version.endswith("/dlib-resnet-v1-int8+flip")
-    assert load_pipeline("fast", threads=1).model_version.endswith("/dlib-resnet-v1")
+    assert p.model_version.endswith("/dlib-resnet-v1-int8w7+flip")
+    assert load_pipeline("fast", threads=1,
+                         embedder="dlib-resnet").model_version.endswith("/dlib-resnet-v1")
 
 
-def test_warns_on_x86_without_vnni(monkeypatch: pytest.MonkeyPatch,
-                                   caplog: pytest.LogCaptureFixture) -> None:
-    assert resnet_int8.cpu_has_vnni() in (True, False, None)
-    monkeypatch.setattr(resnet_int8, "cpu_has_vnni", lambda: False)
-    monkeypatch.setattr(resnet_int8, "_warned", False)
-    with caplog.at_level(logging.WARNING, logger=resnet_int8.__name__):
-        resnet_int8.check_int8_cpu()
-        resnet_int8.check_int8_cpu()
-    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) == 1
-    assert "VNNI" in caplog.records[0].getMessage()
+def test_int8_session_passes_its_known_answer_check_or_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shipped model passes on this machine (and, by the next test, on one without VNNI).
+    e = OnnxResNetEmbedder(threads=1, precision="int8")
+    assert e.name == "dlib-resnet-v1-int8w7"
+    # A machine whose kernels give other sums is refused, naming the way out.
+    doc = json.loads(resnet_int8.CHECK_FILE.read_text())
+    doc["vectors"][0][7] += 2e-4
+    wrong = tmp_path / "check.json"
+    wrong.write_text(json.dumps(doc))
+    monkeypatch.setattr(resnet_int8, "CHECK_FILE", wrong)
+    with pytest.raises(ModelError, match="int8 is refused on this machine.*fp32"):
+        OnnxResNetEmbedder(threads=1, precision="int8")
+    with pytest.raises(ModelError, match="fp32"):
+        load_pipeline("fast", threads=1, precision="int8", embedder="dlib-resnet")
+    doc["quantiser_version"] = "1"
+    wrong.write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="another int8 model"):
+        OnnxResNetEmbedder(threads=1, precision="int8")
+    wrong.write_text("{")
+    with pytest.raises(ModelError, match="cannot read"):
+        OnnxResNetEmbedder(threads=1, precision="int8")
+
+
+def _probe(model: Path, chips: Path, out: Path, *, valgrind: bool,
+           verify: bool = False) -> npt.NDArray[np.float32]:
+    import shutil
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(Path(__file__).with_name("int8_probe.py")), str(model),
+           str(chips), str(out)] + (["--verify"] if verify else [])
+    if valgrind:
+        tool = shutil.which("valgrind")
+        if tool is None:
+            pytest.fail("valgrind is missing: scripts/install-test-deps installs it",
+                        pytrace=False)
+        cmd = [tool, "--tool=none", "-q", *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert ("verified" in done.stdout) == verify
+    return np.load(out)
+
+
+def test_int8_vectors_are_the_same_on_a_cpu_without_vnni(
+        fp32_bytes: bytes, chips: npt.NDArray[np.uint8], tmp_path: Path) -> None:
+    """valgrind runs the process on an emulated x86-64 with AVX2 but neither AVX-512 nor
+    VNNI, so ONNX Runtime picks its 16-bit-pair (VPMADDUBSW) int8 kernels there."""
+    np.save(tmp_path / "chips.npy", chips)
+    model = tmp_path / "int8.onnx"
+    model.write_bytes(build_resnet_int8_onnx(fp32_bytes))
+    here = _probe(model, tmp_path / "chips.npy", tmp_path / "here.npy", valgrind=False)
+    there = _probe(model, tmp_path / "chips.npy", tmp_path / "there.npy", valgrind=True,
+                   verify=True)
+    np.testing.assert_allclose(there, here, rtol=0, atol=1e-5 * np.abs(here).max())
+    if resnet_int8.cpu_has_vnni():
+        # The emulated CPU does run other kernels: full 8-bit weights, whose pair sums
+        # overflow int16, give other vectors there than on this VNNI machine.
+        model.write_bytes(build_resnet_int8_onnx(fp32_bytes, weight_qmax=127))
+        here = _probe(model, tmp_path / "chips.npy", tmp_path / "here8.npy", valgrind=False)
+        there = _probe(model, tmp_path / "chips.npy", tmp_path / "there8.npy", valgrind=True)
+        a = here / np.linalg.norm(here, axis=1, keepdims=True)
+        b = there / np.linalg.norm(there, axis=1, keepdims=True)
+        assert (a * b).sum(1).min() < 0.9995
+
+
+# -- SFace (the default embedder) -------------------------------------------------------------
+
+def _vectors(p, name: str) -> np.ndarray:  # noqa: ANN001
+    faces = p.analyze(load_image((FACES / name).read_bytes()))
+    assert len(faces) >= 1 and faces.embeddings is not None
+    return faces.embeddings
+
+
+def test_default_pipeline_is_sface_and_dlib_stays_selectable() -> None:
+    p = load_pipeline("fast", threads=2, device="cpu")
+    assert p.model_version == "blazeface+onet/sface-2021dec"
+    assert isinstance(p.embedder, SFaceEmbedder) and isinstance(p.embedder, Embedder)
+    old = load_pipeline("fast", threads=2, device="cpu", embedder="dlib-resnet")
+    assert old.model_version == "blazeface+onet/dlib-resnet-v1"
+    assert load_pipeline("fast", threads=1, embedder="sface", flip=True).model_version == (
+        "blazeface+onet/sface-2021dec+flip")
+    with pytest.raises(InvalidParameterError, match="int8"):
+        load_pipeline("fast", embedder="sface", precision="int8")
+    with pytest.raises(InvalidParameterError, match="embedder"):
+        load_pipeline("fast", embedder="resnet")  # type: ignore[arg-type]
+    # Same person far above, different people far below, in both models' own scales.
+    from facesearch import similarity as sim
+
+    for pipe in (p, old):
+        a, b, c = (_vectors(pipe, n)[0] for n in ("obama.jpg", "obama2.jpg", "biden.jpg"))
+        assert sim.similarity(a, b, pipe.model_version) > 95
+        assert sim.similarity(a, c, pipe.model_version) < 50
+
+
+def test_sface_batches_agree_and_inputs_are_checked() -> None:
+    p = load_pipeline("fast", threads=2, device="cpu")
+    chips = []
+    for name in PHOTOS:
+        image = load_image((FACES / name).read_bytes())
+        chips.append(p.chips(image, p.detector.detect(image.pixels)))
+    c = np.concatenate(chips)
+    assert c.shape[1:] == (112, 112, 3) and len(c) >= len(PHOTOS)
+    e = SFaceEmbedder(threads=2)
+    got = e.embed(c)
+    assert got.shape == (len(c), 128) and got.dtype == np.float32
+    assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    one = SFaceEmbedder(threads=1, batch_size=1).embed(c)
+    np.testing.assert_allclose(one, got, atol=1e-5)
+    assert e.embed(np.zeros((0, 112, 112, 3), np.uint8)).shape == (0, 128)
+    flip = SFaceEmbedder(threads=2, flip=True)
+    mirrored = e.embed(np.ascontiguousarray(c[:, :, ::-1]))
+    want = got + mirrored
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(flip.embed(c), want, atol=1e-5)
+    with pytest.raises(InvalidParameterError, match="112"):
+        e.embed(np.zeros((1, 150, 150, 3), np.uint8))
+
+
+def test_dlib_resnet_collection_keeps_working_and_reembed_moves_it_to_sface(
+        tmp_path: Path) -> None:
+    """A collection of the old default keeps its model (served by the dlib-resnet profile);
+    ``reembed`` moves it to SFace with face ids, external ids and users kept."""
+    from facesearch.config import Settings
+    from facesearch.errors import ModelMismatchError
+    from facesearch.service import FaceSearch
+
+    home = tmp_path / "home"
+    old = load_pipeline("fast", threads=2, embedder="dlib-resnet")
+    new = load_pipeline("fast", threads=2)
+    with FaceSearch(Settings(home=home, embedder="dlib-resnet"), pipeline=old) as a:
+        a.collections.create("legacy")
+        ids = {}
+        for name in ("obama", "biden"):
+            path = FACES / f"{name}.jpg"
+            ids[name] = a.collections.index_image("legacy", path, external_id=name,
+                                                  source_name=str(path)).indexed[0].face_id
+        a.users.create("legacy", "barack")
+        a.users.associate("legacy", "barack", [ids["obama"]])
+        before = a.collections.search_by_image("legacy", FACES / "obama2.jpg")
+        assert [m.face.face_id for m in before.results[0].matches] == [ids["obama"]]
+    with FaceSearch(Settings(home=home), pipeline=new) as b:
+        with pytest.raises(ModelMismatchError):
+            b.collections.search_by_image("legacy", FACES / "obama2.jpg")
+        report = b.collections.reembed("legacy")
+        assert (report.old_model, report.new_model) == (old.model_version, new.model_version)
+        assert report.faces_reembedded == 2
+        res = b.collections.search_by_image("legacy", FACES / "obama2.jpg")
+        assert [(m.face.face_id, m.face.external_id) for m in res.results[0].matches] == [
+            (ids["obama"], "obama")]
+        assert res.results[0].matches[0].similarity > 99  # on SFace's scale
+        hits = b.users.search_by_image("legacy", FACES / "obama2.jpg").matches
+        assert [h.user_id for h in hits] == ["barack"]

@@ -81,3 +81,56 @@ def test_cli(home: Path) -> None:
     assert json.loads(run("revoke", made["key_id"], "--json"))["active"] is False
     with FaceSearch(Settings(home=home)) as fs, pytest.raises(KeyNotFoundError):
         fs.keys.lookup(made["key_id"])
+
+
+# -- a copy of the data directory yields no secret (issue 11, item 10) ----------------------
+
+def _modes(home: Path) -> dict[str, int]:
+    return {str(p.relative_to(home)): p.stat().st_mode & 0o777 for p in home.rglob("*")
+            if not p.is_symlink()}
+
+
+def test_data_files_are_private_and_existing_ones_fixed_on_open(home: Path,
+                                                               pipeline: object) -> None:
+    old = os.umask(0o022)  # a usual umask: files 0644, folders 0755
+    try:
+        with FaceSearch(Settings(home=home), pipeline=pipeline) as fs:  # type: ignore[arg-type]
+            fs.keys.create("searcher")
+            fs.collections.create("c")
+            from .conftest import face
+
+            fs.collections.index_image("c", face("obama.jpg"))
+        modes = _modes(home)
+        assert {"facesearch.db", "audit.db", MASTER_KEY_FILE} <= set(modes)
+        assert any(k.startswith("indexes/") for k in modes)
+        for name, mode in modes.items():
+            want = 0o700 if (home / name).is_dir() else 0o600
+            assert mode == want, (name, oct(mode))
+        assert home.stat().st_mode & 0o777 == 0o700
+        os.umask(0o022)
+        for p in home.rglob("*"):  # as an older version left them
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        home.chmod(0o755)
+        with FaceSearch(Settings(home=home), pipeline=pipeline):  # type: ignore[arg-type]
+            pass
+        assert all(m == (0o700 if (home / n).is_dir() else 0o600)
+                   for n, m in _modes(home).items())
+        assert home.stat().st_mode & 0o777 == 0o700
+    finally:
+        os.umask(old)
+
+
+def test_master_key_file_outside_the_data_directory(home: Path, tmp_path: Path) -> None:
+    """With the master key in a file elsewhere, the data directory holds no master key and a
+    copy of it alone opens no secret."""
+    elsewhere = tmp_path / "secrets" / "master.key"
+    with FaceSearch(Settings(home=home, keys_master_key_file=elsewhere)) as fs:
+        new = fs.keys.create("admin")
+    assert not (home / MASTER_KEY_FILE).exists()
+    assert elsewhere.stat().st_mode & 0o777 == 0o600
+    assert len(base64.b64decode(elsewhere.read_text().strip())) == 32
+    with FaceSearch(Settings(home=home, keys_master_key_file=elsewhere)) as fs:
+        assert fs.keys.lookup(new.info.key_id).secret == new.secret
+    with FaceSearch(Settings(home=home)) as fs:  # the data directory alone
+        with pytest.raises(EncryptionError):
+            fs.keys.lookup(new.info.key_id)

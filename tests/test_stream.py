@@ -4,15 +4,23 @@ from Debian packages; see scripts/install-test-deps), and as a looped file."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import stat
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from facesearch.config import Settings
+from facesearch.crypto import is_sealed
 from facesearch.errors import (
+    AccessDeniedError,
     AlreadyExistsError,
     ConflictError,
     InvalidParameterError,
@@ -28,9 +36,12 @@ from facesearch.stream import (
     StreamSettings,
     Subscription,
     classify_input,
+    read_jsonl,
+    read_snapshot,
 )
 from facesearch.types import Caller
 from facesearch.video import VideoMatch
+from facesearch.webhook import DELIVERY_FAILED, EgressPolicy, post_json
 
 from .video_helpers import (
     ALEX_PHOTO,
@@ -41,9 +52,21 @@ from .video_helpers import (
     WebhookReceiver,
     clip,
     require_rtsp_server,
+    free_port,
     wait_for,
     watchlist,
 )
+
+LOOPBACK = "127.0.0.1/32"
+"""The egress allow-list of these tests: the RTSP server and webhook receiver are local."""
+
+
+@pytest.fixture
+def fs(home: Path, pipeline: Pipeline) -> Iterator[FaceSearch]:
+    """A service on a fresh data directory whose outbound connections may reach loopback."""
+    service = FaceSearch(Settings(home=home, egress_allow=LOOPBACK), pipeline=pipeline)
+    yield service
+    service.shutdown()
 
 
 def _event(n: int) -> StreamEvent:
@@ -168,13 +191,13 @@ def test_looped_file_processor_with_outputs(fs: FaceSearch, tmp_path: Path) -> N
 
 
 def test_processors_resume_after_restart(home: Path, pipeline: Pipeline) -> None:
-    a = FaceSearch(Settings(home=home), pipeline=pipeline)
+    a = FaceSearch(Settings(home=home, egress_allow=LOOPBACK), pipeline=pipeline)
     watchlist(a, "watch", [LIN_PHOTO])
     a.streams.create("cam", StreamSettings(input_url=str(clip()), collection="watch"))
     a.streams.create("idle", StreamSettings(input_url=str(clip()), collection="watch"))
     a.streams.start("cam")
     a.shutdown()
-    b = FaceSearch(Settings(home=home), pipeline=pipeline)
+    b = FaceSearch(Settings(home=home, egress_allow=LOOPBACK), pipeline=pipeline)
     try:
         assert b.streams.describe("cam").status is ProcessorStatus.STOPPED
         assert b.streams.resume() == ["cam"]
@@ -235,9 +258,10 @@ def test_rtsp_processor_reconnects_when_the_server_returns(fs: FaceSearch) -> No
                      and m.reconnects >= 1 and m, 20, "the processor to notice")
         assert m.last_error and "reconnecting" in m.last_error
         assert fs.streams.describe("cam").status is ProcessorStatus.RUNNING
-        time.sleep(1.5)
-        before = fs.streams.metrics("cam")
-        assert before is not None and not before.connected
+        # It keeps retrying (and failing) while the camera is away.
+        before = wait_for(lambda: (b := fs.streams.metrics("cam")) and
+                          b.reconnects > m.reconnects and b, 30, "another reconnection attempt")
+        assert not before.connected
         _drain(sub, [])
         back = time.time()
         server.start()  # the camera returns
@@ -251,3 +275,198 @@ def test_rtsp_processor_reconnects_when_the_server_returns(fs: FaceSearch) -> No
         assert m.frames_in > before.frames_in
     finally:
         server.kill()
+
+
+# -- security (issue 11) -------------------------------------------------------------------------
+
+def test_input_allow_list_refuses_device_tricks_and_other_formats() -> None:
+    """Issue 11 item 3: ``v4l2:///any/file.mp4`` with format ``mov`` opened any file."""
+    for url, fmt in (("v4l2:///any/path/file.mp4", "mov"), ("v4l2:///etc/passwd", None),
+                     ("/dev/../etc/passwd", None), ("/dev/video0", "mov"),
+                     ("rtmp://cam/live", None), ("udp://0.0.0.0:1234", None),
+                     ("concat:/a.mp4|/etc/passwd", None), ("clip.mp4", "hls"),
+                     ("clip.mp4", "concat"), ("rtsp://cam/1", "mov")):
+        with pytest.raises(InvalidParameterError):
+            classify_input(url, fmt)
+    with pytest.raises(InvalidParameterError, match="not allowed"):
+        classify_input("/dev/video0", None, allow_devices=False)
+    assert classify_input("v4l2:///dev/video2", "v4l2") == ("/dev/video2", "v4l2", False)
+    assert classify_input("/data/clip.mp4", "mov") == ("/data/clip.mp4", "mov", True)
+
+
+def test_egress_refuses_loopback_link_local_and_private_targets(home: Path,
+                                                                pipeline: Pipeline) -> None:
+    """Issue 11 item 9 (SSRF): webhooks and stream inputs reached 127.0.0.1 and the cloud
+    metadata address; failures told an open port from a closed one."""
+    strict = FaceSearch(Settings(home=home), pipeline=pipeline)  # no allow-list
+    try:
+        watchlist(strict, "watch", [LIN_PHOTO])
+        refused = []
+        for url, hook in (("rtsp://127.0.0.1:8554/clip", None),
+                          ("http://169.254.169.254/latest/meta-data", None),
+                          ("rtsp://10.1.2.3/cam", None), ("http://[::1]:80/x", None),
+                          ("rtsp://localhost:554/x", None), ("rtsp://2130706433/x", None),
+                          ("rtsp://0.0.0.0/x", None), ("http://[::ffff:127.0.0.1]/x", None),
+                          (str(clip()), "http://169.254.169.254/hook"),
+                          (str(clip()), "http://127.0.0.1:22/")):
+            with pytest.raises(InvalidParameterError) as exc:
+                strict.streams.create("cam", StreamSettings(input_url=url, collection="watch",
+                                                            webhook_url=hook))
+            refused.append(exc.value.message)
+        # One text per kind of target: nothing tells the targets apart.
+        assert len(set(refused[:8])) == 1 and len(set(refused[8:])) == 1, refused
+        with pytest.raises(InvalidParameterError):
+            strict.video.start_face_detection(clip(), webhook_url="http://127.0.0.1:9/x")
+        assert strict.streams.list() == [] and strict.video.list()[0] == []
+    finally:
+        strict.shutdown()
+    allowed = EgressPolicy.parse(LOOPBACK)
+    allowed.check_url("http://127.0.0.1:9/x", "webhook URL")  # the allow-list admits it
+    with pytest.raises(InvalidParameterError):
+        allowed.check_url("http://169.254.169.254/", "webhook URL")
+
+    # A closed port and a listening one that answers 404 read the same to the client.
+    class NotFound(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        open_port = post_json(f"http://127.0.0.1:{server.server_address[1]}/", {"a": 1},
+                              attempts=1, egress=allowed)
+        closed_port = post_json(f"http://127.0.0.1:{free_port()}/", {"a": 1}, attempts=1,
+                                egress=allowed)
+        refused_target = post_json("http://169.254.169.254/", {"a": 1}, attempts=1,
+                                   egress=allowed)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert open_port == closed_port == refused_target == DELIVERY_FAILED
+
+
+def _key_caller(fs: FaceSearch, role: str = "searcher", case: str | None = None,
+                expires_at: float | None = None) -> Caller:
+    k = fs.keys.create(role, purpose="test" if case else None, case_ref=case,
+                       expires_at=expires_at).info
+    return Caller(actor=k.key_id, role=role, purpose=k.purpose, case_ref=k.case_ref)
+
+
+def test_revoking_a_key_stops_its_processors_and_ends_its_feeds(fs: FaceSearch) -> None:
+    """Issue 11 item 1: a processor created by a revoked key kept searching and an open feed
+    kept delivering matches."""
+    watchlist(fs, "watch", [LIN_PHOTO])
+    owner, reader, other = _key_caller(fs), _key_caller(fs), _key_caller(fs)
+    settings = StreamSettings(input_url=str(clip()), collection="watch", max_fps=8)
+    fs.streams.create("cam", settings, caller=owner)
+    fs.streams.create("cam2", settings, caller=other)
+    feed = fs.streams.subscribe("cam2", caller=reader)
+    fs.streams.start("cam")
+    fs.streams.start("cam2")
+    wait_for(lambda: (m := fs.streams.metrics("cam")) and m.searches, 120, "a search")
+    fs.keys.revoke(owner.actor)
+    info = fs.streams.describe("cam")  # stopped at once, with the reason recorded
+    assert info.status is ProcessorStatus.STOPPED and info.metrics is None
+    assert info.status_message and "revoked" in info.status_message
+    seen = fs.audit.query(actor=owner.actor, operation="search.stream", limit=1000)[0]
+    with pytest.raises(AccessDeniedError, match="revoked"):
+        fs.streams.start("cam")
+    # The feed opened by another key ends when that key is revoked; the processor goes on.
+    events: list[StreamEvent] = []
+    wait_for(lambda: _drain(feed, events), 120, "an event on the reader's feed")
+    fs.keys.revoke(reader.actor)
+    assert feed.closed and feed.get(0) is None and feed.end_reason
+    assert "revoked" in feed.end_reason
+    assert fs.streams.describe("cam2").status is ProcessorStatus.RUNNING
+    after = fs.audit.query(actor=owner.actor, operation="search.stream", limit=1000)[0]
+    assert len(after) == len(seen)  # no search on behalf of the revoked key
+    fs.streams.stop("cam2")
+
+
+def test_an_expired_key_stops_its_processor(home: Path, pipeline: Pipeline) -> None:
+    """Issue 11 item 1: expiry is checked before each search and each second of processing."""
+    now = [time.time()]
+    fs = FaceSearch(Settings(home=home), pipeline=pipeline, clock=lambda: now[0])
+    try:
+        watchlist(fs, "watch", [LIN_PHOTO])
+        owner = _key_caller(fs, expires_at=now[0] + 3600)
+        fs.streams.create("cam", StreamSettings(input_url=str(clip()), collection="watch",
+                                                max_fps=4), caller=owner)
+        feed = fs.streams.subscribe("cam", caller=owner)
+        fs.streams.start("cam")
+        wait_for(lambda: (m := fs.streams.metrics("cam")) and m.frames_processed, 120,
+                 "frames processed")
+        now[0] += 3601  # the key expires
+        expired_at = now[0]
+        info = wait_for(lambda: (i := fs.streams.describe("cam")).status
+                        is ProcessorStatus.STOPPED and i, 60, "the processor to stop")
+        assert info.status_message and "expired" in info.status_message
+        assert fs.streams.describe("cam").metrics is None
+        with pytest.raises(AccessDeniedError, match="expired"):
+            fs.streams.start("cam")
+        assert fs.streams.key_problem(owner.actor)
+        # Nothing seen after the expiry reached the key's feed.
+        assert all(e.captured_at < expired_at for e in _drain(feed, []))
+    finally:
+        fs.shutdown()
+
+
+def test_case_bound_keys_see_only_their_case_processors(fs: FaceSearch) -> None:
+    """Issue 11 item 2: a key for case B received the live matches of a case-S processor."""
+    watchlist(fs, "watch", [LIN_PHOTO])
+    s_key, b_key = _key_caller(fs, case="S"), _key_caller(fs, case="B")
+    admin = _key_caller(fs, role="admin")
+    fs.streams.create("cam-s", StreamSettings(input_url=str(clip()), collection="watch"),
+                      caller=s_key)
+    for call in (lambda: fs.streams.subscribe("cam-s", caller=b_key),
+                 lambda: fs.streams.describe("cam-s", caller=b_key),
+                 lambda: fs.streams.start("cam-s", caller=b_key),
+                 lambda: fs.streams.stop("cam-s", caller=b_key),
+                 lambda: fs.streams.delete("cam-s", caller=b_key)):
+        with pytest.raises(StreamProcessorNotFoundError):
+            call()
+    assert fs.streams.list(caller=b_key) == []
+    assert [p.name for p in fs.streams.list(caller=s_key)] == ["cam-s"]
+    assert [p.name for p in fs.streams.list(caller=admin)] == ["cam-s"]  # no case: all
+    sub = fs.streams.subscribe("cam-s", caller=s_key)
+    subscribed = fs.audit.query(actor=s_key.actor, operation="stream.subscribe")[0]
+    assert len(subscribed) == 1 and subscribed[0].event.case_ref == "S"
+    sub.close()
+
+
+def test_snapshots_and_events_are_sealed_at_rest(home: Path, pipeline: Pipeline) -> None:
+    """Issue 11 item 10: with encryption at rest, stream snapshots (face crops) and JSONL
+    events were written in clear (and readable by other users)."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    fs = FaceSearch(Settings(home=home, encryption_key=key), pipeline=pipeline)
+    try:
+        watchlist(fs, "watch", [LIN_PHOTO])
+        jsonl = home / "streams" / "cam" / "events.jsonl"
+        fs.streams.create("cam", StreamSettings(input_url=str(clip()), collection="watch",
+                                                snapshots=True, jsonl_path=jsonl, max_fps=8))
+        sub = fs.streams.subscribe("cam")
+        fs.streams.start("cam")
+        events: list[StreamEvent] = []
+        wait_for(lambda: _lin_events(_drain(sub, events)), 120, "an event for Lin")
+        fs.streams.stop("cam")
+        ev = _lin_events(events)[0]
+        assert ev.snapshot is not None
+        raw = (home / ev.snapshot).read_bytes()
+        assert is_sealed(raw) and not raw.startswith(b"\xff\xd8")
+        jpeg = read_snapshot(home, ev.snapshot, fs.collections.sealer)
+        assert jpeg.startswith(b"\xff\xd8") and len(jpeg) > 1000
+        text = jsonl.read_text()
+        assert LIN not in text and text.startswith("FSE1:")
+        assert ev.event_id in {e["event_id"] for e in read_jsonl(jsonl, fs.collections.sealer)}
+        for path in (home / ev.snapshot, jsonl):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
+            assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        fs.collections.delete_faces("watch", [ev.match.face_id])  # erasure finds sealed crops
+        assert not (home / ev.snapshot).exists()
+    finally:
+        fs.shutdown()

@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +54,14 @@ from .video_helpers import (
 )
 
 FAST = VideoJobSettings(sample_fps=3)
+
+
+@pytest.fixture
+def fs(home: Path, pipeline: Pipeline) -> Iterator[FaceSearch]:
+    """A service on a fresh data directory whose webhooks may reach the loopback receiver."""
+    service = FaceSearch(Settings(home=home, egress_allow="127.0.0.1/32"), pipeline=pipeline)
+    yield service
+    service.shutdown()
 
 
 # -- tracking ---------------------------------------------------------------------------------
@@ -293,3 +302,56 @@ def test_cli_video_search_detect_and_stream_run(home: Path, tmp_path: Path) -> N
     assert events and events[0]["identity"] == LIN and events[0]["similarity"] >= 80
     assert [json.loads(x) for x in jsonl.read_text().splitlines()] == events
     assert "processed" in run.stderr
+
+
+# -- security (issue 11) -------------------------------------------------------------------------
+
+def _key_caller(fs: FaceSearch, role: str = "searcher", case: str | None = None) -> Caller:
+    k = fs.keys.create(role, purpose="test" if case else None, case_ref=case).info
+    return Caller(actor=k.key_id, role=role, purpose=k.purpose, case_ref=k.case_ref)
+
+
+def test_case_bound_keys_see_only_their_case_jobs(fs: FaceSearch) -> None:
+    """Issue 11 item 2: a key issued for case B listed, read (unaudited) and deleted case A's
+    video jobs."""
+    watchlist(fs, "watch", [LIN_PHOTO])
+    a_key, b_key = _key_caller(fs, case="A"), _key_caller(fs, case="B")
+    auditor = _key_caller(fs, role="auditor")  # issued for no case: sees every job
+    job_id = fs.video.start_face_search("watch", clip(), settings=VideoJobSettings(sample_fps=1),
+                                        caller=a_key)
+    assert fs.video.wait(job_id, timeout_s=300).status is JobStatus.SUCCEEDED
+    for call in (lambda: fs.video.describe(job_id, caller=b_key),
+                 lambda: fs.video.face_search_results(job_id, caller=b_key),
+                 lambda: fs.video.face_detection_results(job_id, caller=b_key),
+                 lambda: fs.video.persons(job_id, caller=b_key),
+                 lambda: fs.video.cancel(job_id, caller=b_key),
+                 lambda: fs.video.delete(job_id, caller=b_key)):
+        with pytest.raises(JobNotFoundError):
+            call()
+    assert fs.video.list(caller=b_key) == ([], None)
+    assert [j.job_id for j in fs.video.list(caller=a_key)[0]] == [job_id]
+    assert [j.job_id for j in fs.video.list(caller=auditor)[0]] == [job_id]
+    page = fs.video.face_search_results(job_id, caller=a_key)
+    persons = fs.video.persons(job_id, caller=auditor)
+    assert page.persons and persons
+    reads = fs.audit.query(operation="video.results.read")[0]
+    assert [(r.event.actor, r.event.case_ref) for r in reads] == [(a_key.actor, "A"),
+                                                                  (auditor.actor, None)]
+    assert reads[0].event.details["job_id"] == job_id
+    assert reads[0].event.details["entries"] == len(page.persons)
+    fs.video.delete(job_id, caller=a_key)
+    with pytest.raises(JobNotFoundError):
+        fs.video.describe(job_id)
+
+
+def test_revoking_a_key_cancels_its_jobs(fs: FaceSearch) -> None:
+    """Issue 11 item 1: revocation stops everything the key started, video jobs included."""
+    watchlist(fs, "watch", [LIN_PHOTO])
+    key = _key_caller(fs)
+    job_id = fs.video.start_face_search("watch", clip(),
+                                        settings=VideoJobSettings(sample_fps=15), caller=key)
+    fs.keys.revoke(key.actor)
+    job = fs.video.wait(job_id, timeout_s=300)
+    assert job.status is JobStatus.CANCELLED, job
+    assert job.status_message and "revoked" in job.status_message
+    assert fs.audit.query(actor=key.actor, operation="search.video")[0] == []

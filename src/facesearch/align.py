@@ -1,11 +1,12 @@
 """Pure 5-point face alignment: image + landmarks to the embedder's square face chip.
 
-The template is dlib's mean face shape (the one ``dlib.get_face_chip_details`` uses): eye
-centres (means of points 36-41 and 42-47), nose tip (30) and mouth corners (48, 54), in the unit
-square, padded by ``padding`` on each side and scaled to ``size`` pixels. A least-squares
-similarity transform (rotation, uniform scale, translation) maps the landmarks onto it. When
-the chip is more than 2x smaller than the face, the image is first reduced with a Gaussian
-pyramid (as dlib does) so the chip is not aliased.
+Two templates (:data:`TEMPLATES`): ``arcface``, the standard 112x112 ArcFace 5-point template
+(SFace's, used unpadded), and ``dlib``: dlib's mean face shape (the one
+``dlib.get_face_chip_details`` uses): eye centres (means of points 36-41 and 42-47), nose tip
+(30) and mouth corners (48, 54), in the unit square, padded by ``padding`` on each side and
+scaled to ``size`` pixels. A least-squares similarity transform (rotation, uniform scale,
+translation) maps the landmarks onto it. When the chip is more than 2x smaller than the face,
+the image is first reduced with a Gaussian pyramid (as dlib does) so the chip is not aliased.
 """
 
 from __future__ import annotations
@@ -38,9 +39,28 @@ TEMPLATE: FloatArray = np.array(
 )
 
 
-def template_points(size: int, padding: float) -> FloatArray:
-    """The template landmarks in chip pixel coordinates."""
-    return ((TEMPLATE + padding) / (1.0 + 2.0 * padding) * size).astype(np.float32)
+#: The standard ArcFace / InsightFace 112x112 5-point template (the one SFace was trained on),
+#: in the unit square (pixels / 112), LANDMARK_NAMES order; used with ``padding=0``.
+ARCFACE_TEMPLATE: FloatArray = (np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    dtype=np.float64,
+) / 112.0).astype(np.float32)
+
+TEMPLATES: dict[str, FloatArray] = {"dlib": TEMPLATE, "arcface": ARCFACE_TEMPLATE}
+"""Templates by name (an embedder's ``chip_template``)."""
+
+
+def template_points(size: int, padding: float, template: str = "dlib") -> FloatArray:
+    """The template landmarks in chip pixel coordinates (``template``: a :data:`TEMPLATES`
+    name)."""
+    t = TEMPLATES[template]
+    return ((t + padding) / (1.0 + 2.0 * padding) * size).astype(np.float32)
 
 
 def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -64,10 +84,10 @@ def similarity_transform(src: npt.ArrayLike, dst: npt.ArrayLike) -> npt.NDArray[
 
 
 def align_face(image: RGBImage, landmarks: npt.ArrayLike, size: int = 150,
-               padding: float = 0.25) -> RGBImage:
+               padding: float = 0.25, template: str = "dlib") -> RGBImage:
     """One ``(size, size, 3)`` uint8 chip for a face's five landmarks ((5, 2) pixels)."""
     pts = np.asarray(landmarks, np.float64)
-    m = similarity_transform(pts, template_points(size, padding))
+    m = similarity_transform(pts, template_points(size, padding, template))
     scale = float(np.hypot(m[0, 0], m[0, 1]))  # chip pixels per image pixel
     src = image
     if scale < 0.5:
@@ -96,9 +116,9 @@ def align_face(image: RGBImage, landmarks: npt.ArrayLike, size: int = 150,
 
 
 def align_faces(image: RGBImage, landmarks: FloatArray, size: int = 150,
-                padding: float = 0.25) -> npt.NDArray[np.uint8]:
+                padding: float = 0.25, template: str = "dlib") -> npt.NDArray[np.uint8]:
     """Chips for every face: ``(N, 5, 2)`` landmarks to ``(N, size, size, 3)`` uint8."""
     out = np.empty((len(landmarks), size, size, 3), np.uint8)
     for i, pts in enumerate(landmarks):
-        out[i] = align_face(image, pts, size, padding)
+        out[i] = align_face(image, pts, size, padding, template)
     return out

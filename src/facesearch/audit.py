@@ -47,7 +47,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, TextIO
@@ -227,11 +227,22 @@ class Checkpoint:
     ts: float
     signature: str
     key_fingerprint: str
+    tree_root: str | None = None
+    """Hex RFC 9162 Merkle tree root over the first ``seq`` event hashes (signed with the
+    rest; None in checkpoints made before the tree)."""
 
     def message(self) -> bytes:
-        return _canonical_json({"v": CHAIN_VERSION, "type": "facesearch-audit-checkpoint",
-                                "seq": self.seq, "head_hash": self.head_hash, "ts": self.ts,
-                                "key": self.key_fingerprint})
+        body: dict[str, object] = {"v": CHAIN_VERSION, "type": "facesearch-audit-checkpoint",
+                                   "seq": self.seq, "head_hash": self.head_hash, "ts": self.ts,
+                                   "key": self.key_fingerprint}
+        if self.tree_root is not None:
+            body["tree_root"] = self.tree_root
+        return _canonical_json(body)
+
+    def to_json(self) -> dict[str, object]:
+        return {"seq": self.seq, "head_hash": self.head_hash, "ts": self.ts,
+                "signature": self.signature, "key_fingerprint": self.key_fingerprint,
+                "tree_root": self.tree_root}
 
 
 class ProblemKind(str, enum.Enum):
@@ -312,6 +323,28 @@ def canonical_bytes(seq: int, ts: float, prev_hash: str, event: AuditEvent) -> b
                           dict(e.details))
 
 
+def event_to_json(event: AuditEvent) -> str:
+    """An event (not yet appended) as JSON, e.g. for an outbox row; :func:`event_from_json`
+    reads it back."""
+    e = event
+    return json.dumps({"operation": e.operation, "actor": e.actor, "role": e.role,
+                       "collection": e.collection, "purpose": e.purpose,
+                       "case_ref": e.case_ref, "client": e.client,
+                       "probe_sha256": e.probe_sha256, "threshold": e.threshold,
+                       "model_version": e.model_version,
+                       "results": [[f, s] for f, s in e.results], "details": dict(e.details)},
+                      sort_keys=True, allow_nan=False)
+
+
+def event_from_json(text: str) -> AuditEvent:
+    o = json.loads(text)
+    return AuditEvent(operation=o["operation"], actor=o["actor"], role=o["role"],
+                      collection=o["collection"], purpose=o["purpose"], case_ref=o["case_ref"],
+                      client=o["client"], probe_sha256=o["probe_sha256"],
+                      threshold=o["threshold"], model_version=o["model_version"],
+                      results=tuple((f, s) for f, s in o["results"]), details=o["details"])
+
+
 def event_hash(seq: int, ts: float, prev_hash: str, event: AuditEvent) -> str:
     """Hex SHA-256 of :func:`canonical_bytes`."""
     return hashlib.sha256(canonical_bytes(seq, ts, prev_hash, event)).hexdigest()
@@ -363,6 +396,94 @@ def _load_or_create_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
+# -- Merkle tree (RFC 9162, section 2.1) ----------------------------------------------------
+# Leaves are the events' 32-byte hashes, in seq order: leaf i (from 0) is event seq i + 1.
+
+def merkle_leaf(event_hash_hex: str) -> bytes:
+    return hashlib.sha256(b"\x00" + bytes.fromhex(event_hash_hex)).digest()
+
+
+def _node(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaves: Sequence[bytes]) -> bytes:
+    """MTH over leaf hashes (:func:`merkle_leaf`)."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)  # largest power of 2 below n
+    return _node(merkle_root(leaves[:k]), merkle_root(leaves[k:]))
+
+
+def inclusion_path(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """PATH(index, leaves): the audit path of leaf ``index``, bottom up."""
+    if len(leaves) <= 1:
+        return []
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if index < k:
+        return inclusion_path(index, leaves[:k]) + [merkle_root(leaves[k:])]
+    return inclusion_path(index - k, leaves[k:]) + [merkle_root(leaves[:k])]
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes],
+                     root: bytes) -> bool:
+    """RFC 9162 section 2.1.3.2: whether ``leaf`` is leaf ``index`` of the tree of ``size``
+    leaves whose root is ``root``."""
+    if not 0 <= index < size:
+        return False
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = _node(p, r)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = _node(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+class _Frontier:
+    """The roots of the perfect subtrees of a growing Merkle tree: O(log n) state from which
+    the root of the first n leaves follows."""
+
+    def __init__(self, size: int = 0, nodes: Sequence[tuple[int, bytes]] = ()) -> None:
+        self.size = size
+        self.nodes = list(nodes)  # (leaf count, hash), counts decreasing
+
+    def add(self, leaf: bytes) -> None:
+        self.nodes.append((1, leaf))
+        self.size += 1
+        while len(self.nodes) >= 2 and self.nodes[-1][0] == self.nodes[-2][0]:
+            (n, left), (_, right) = self.nodes[-2], self.nodes[-1]
+            self.nodes[-2:] = [(2 * n, _node(left, right))]
+
+    def root(self) -> bytes:
+        if not self.nodes:
+            return hashlib.sha256(b"").digest()
+        r = self.nodes[-1][1]
+        for _, h in reversed(self.nodes[:-1]):
+            r = _node(h, r)
+        return r
+
+    def dump(self) -> str:
+        return json.dumps([[n, h.hex()] for n, h in self.nodes])
+
+    @classmethod
+    def load(cls, size: int, text: str) -> _Frontier:
+        nodes = [(int(n), bytes.fromhex(h)) for n, h in json.loads(text)]
+        if sum(n for n, _ in nodes) != size:
+            raise ValueError("frontier does not add up to its size")
+        return cls(size, nodes)
+
+
 # -- schema ---------------------------------------------------------------------------------
 
 _metadata = MetaData()
@@ -399,12 +520,22 @@ checkpoints_t = Table(
     Column("ts", Float, nullable=False),
     Column("signature", String, nullable=False),
     Column("key_fingerprint", String, nullable=False),
+    Column("tree_root", String),
+    Column("tree_frontier", String),
 )
+_CHECKPOINT_ADDED = {"tree_root": "VARCHAR", "tree_frontier": "VARCHAR"}
+
+outbox_applied_t = Table(
+    "outbox_applied", _metadata,
+    Column("outbox_id", String, primary_key=True),
+    Column("seq", Integer, nullable=False),
+)
+"""Outbox rows (of the metadata database) already appended, so a replay appends each once."""
 
 _APPEND_ONLY = [
     f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op} BEFORE {op.upper()} ON {table} "
     f"BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
-    for table in ("events", "checkpoints") for op in ("update", "delete")
+    for table in ("events", "checkpoints", "outbox_applied") for op in ("update", "delete")
 ]
 
 _IMMEDIATE = "facesearch_audit_immediate"
@@ -471,14 +602,17 @@ class AuditLog:
     processes may append to the same file."""
 
     def __init__(self, path: Path, signing_key: Path | None, clock: Clock = time.time,
-                 checkpoint_every: int = 100) -> None:
+                 checkpoint_every: int = 100, witness: Path | None = None) -> None:
         """``signing_key``: PEM file of the Ed25519 key, created on first use; None keeps the
-        hash chain without checkpoints. ``checkpoint_every``: events between checkpoints."""
+        hash chain without checkpoints. ``checkpoint_every``: events between checkpoints.
+        ``witness``: a file (outside the data directory) every checkpoint is also appended to,
+        one JSON line each (see :func:`read_witness`)."""
         if checkpoint_every < 1:
             raise InvalidParameterError("checkpoint_every must be at least 1")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.signing_key_path = signing_key
+        self.witness_path = witness
         self.checkpoint_every = checkpoint_every
         self._clock = clock
         self._lock = threading.Lock()
@@ -487,8 +621,13 @@ class AuditLog:
         self.engine: Engine = create_engine(f"sqlite:///{path}")
         event.listen(self.engine, "connect", _on_connect)
         event.listen(self.engine, "begin", _on_begin)
+        self._tree: _Frontier | None = None
         with self._write() as conn:
             _metadata.create_all(conn)
+            have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(checkpoints)")}
+            for name, kind in _CHECKPOINT_ADDED.items():
+                if name not in have:
+                    conn.exec_driver_sql(f"ALTER TABLE checkpoints ADD COLUMN {name} {kind}")
             for ddl in _APPEND_ONLY:
                 conn.exec_driver_sql(ddl)
 
@@ -511,13 +650,29 @@ class AuditLog:
         """Append ``event`` (time from the clock) and return it as chained; may checkpoint."""
         return self.record_many([event])[0]
 
-    def record_many(self, events: Sequence[AuditEvent]) -> list[AuditRecord]:
-        """Append several events in one write transaction (one sync to disk), in order."""
+    def record_many(self, events: Sequence[AuditEvent],
+                    outbox_ids: Sequence[str] | None = None) -> list[AuditRecord]:
+        """Append several events in one write transaction (one sync to disk), in order.
+
+        ``outbox_ids`` (one per event) name the outbox rows the events come from: an event
+        whose id was appended before is skipped, so replaying an outbox appends each once.
+        """
         out: list[AuditRecord] = []
         if not events:
             return out
+        if outbox_ids is not None and len(outbox_ids) != len(events):
+            raise ValueError("record_many: one outbox id per event")
+        published: Checkpoint | None = None
         with self._lock:
             with self._write() as conn:
+                if outbox_ids is not None:
+                    done = set(conn.execute(select(outbox_applied_t.c.outbox_id).where(
+                        outbox_applied_t.c.outbox_id.in_(list(outbox_ids)))).scalars())
+                    pairs = [(e, o) for e, o in zip(events, outbox_ids, strict=True)
+                             if o not in done]
+                    events = [e for e, _ in pairs]
+                    if not events:
+                        return out
                 head = conn.execute(select(events_t.c.seq, events_t.c.hash)
                                     .order_by(events_t.c.seq.desc()).limit(1)).first()
                 seq = 0 if head is None else head.seq
@@ -538,50 +693,126 @@ class AuditLog:
                     out.append(AuditRecord(seq=seq, ts=ts, event=e, prev_hash=prev, hash=digest))
                     prev = digest
                 conn.execute(insert(events_t), rows)
+                if outbox_ids is not None:
+                    conn.execute(insert(outbox_applied_t),
+                                 [{"outbox_id": o, "seq": r.seq}
+                                  for (_, o), r in zip(pairs, out, strict=True)])
                 self._dirty = True
                 if any(r.seq % self.checkpoint_every == 0 for r in out):
-                    self._checkpoint(conn, seq, prev)
+                    published = self._checkpoint(conn, seq, prev)
+            if published is not None:
+                self._publish(published)
         return out
+
+    def _publish(self, cp: Checkpoint) -> None:
+        """Append a committed checkpoint to the witness file (O_APPEND, synced), if any."""
+        if self.witness_path is None:
+            return
+        line = json.dumps({"type": "facesearch-audit-checkpoint", **cp.to_json()},
+                          sort_keys=True) + "\n"
+        try:
+            fd = os.open(self.witness_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode("utf-8"))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise AuditKeyError(f"cannot append to the audit witness file "
+                                f"{self.witness_path}: {exc.strerror}") from None
 
     def _checkpoint(self, conn: Connection, seq: int, head_hash: str) -> Checkpoint | None:
         key = self._signer()
         if key is None:
             return None
+        tree = self._tree_at(conn, seq)
         unsigned = Checkpoint(seq=seq, head_hash=head_hash, ts=float(self._clock()),
-                              signature="", key_fingerprint=fingerprint(key.public_key()))
-        cp = Checkpoint(seq=seq, head_hash=head_hash, ts=unsigned.ts,
-                        signature=key.sign(unsigned.message()).hex(),
-                        key_fingerprint=unsigned.key_fingerprint)
+                              signature="", key_fingerprint=fingerprint(key.public_key()),
+                              tree_root=tree.root().hex())
+        cp = replace(unsigned, signature=key.sign(unsigned.message()).hex())
         conn.execute(insert(checkpoints_t).values(
             seq=cp.seq, head_hash=cp.head_hash, ts=cp.ts, signature=cp.signature,
-            key_fingerprint=cp.key_fingerprint))
+            key_fingerprint=cp.key_fingerprint, tree_root=cp.tree_root,
+            tree_frontier=tree.dump()))
         self._dirty = False
         return cp
+
+    def _tree_at(self, conn: Connection, seq: int) -> _Frontier:
+        """The Merkle frontier over events 1..``seq``: this process's, else the latest
+        checkpoint's (when it matches its signed root), else from scratch; then brought up to
+        ``seq`` from the stored event hashes."""
+        tree = self._tree
+        if tree is None or tree.size > seq:
+            tree = _Frontier()
+            last = conn.execute(select(checkpoints_t).where(
+                checkpoints_t.c.seq <= seq, checkpoints_t.c.tree_frontier.is_not(None))
+                .order_by(checkpoints_t.c.seq.desc()).limit(1)).first()
+            if last is not None:
+                try:
+                    loaded = _Frontier.load(int(last.seq), last.tree_frontier)
+                except (ValueError, TypeError):
+                    loaded = None
+                if loaded is not None and loaded.root().hex() == last.tree_root:
+                    tree = loaded
+        rows = conn.execute(select(events_t.c.hash).where(
+            events_t.c.seq > tree.size, events_t.c.seq <= seq).order_by(events_t.c.seq))
+        for (h,) in rows:
+            tree.add(merkle_leaf(h))
+        self._tree = tree
+        return tree
+
+    def prove(self, seq: int) -> dict[str, object]:
+        """An inclusion proof of event ``seq`` in the tree of the latest checkpoint that
+        covers it: the event (export form), its leaf index, the audit path (hex, bottom up)
+        and the signed checkpoint. Check it offline with :func:`check_proof`."""
+        with self.engine.connect() as conn, conn.begin():
+            cp = conn.execute(select(checkpoints_t).where(
+                checkpoints_t.c.seq >= seq, checkpoints_t.c.tree_root.is_not(None))
+                .order_by(checkpoints_t.c.seq.desc()).limit(1)).first()
+            row = conn.execute(select(events_t).where(events_t.c.seq == seq)).first()
+            if row is None:
+                raise InvalidParameterError(f"there is no audit event {seq}")
+            if cp is None:
+                raise InvalidParameterError(f"no checkpoint covers event {seq} yet (run "
+                                            f"'facesearch audit checkpoint')")
+            leaves = [merkle_leaf(h) for h in conn.execute(
+                select(events_t.c.hash).where(events_t.c.seq <= cp.seq)
+                .order_by(events_t.c.seq)).scalars()]
+        path = inclusion_path(seq - 1, leaves)
+        checkpoint = Checkpoint(cp.seq, cp.head_hash, cp.ts, cp.signature, cp.key_fingerprint,
+                                cp.tree_root)
+        return {"event": _record_from_row(row).to_json(), "leaf_index": seq - 1,
+                "tree_size": cp.seq, "audit_path": [p.hex() for p in path],
+                "checkpoint": checkpoint.to_json()}
 
     def checkpoint(self) -> Checkpoint | None:
         """Sign the current head (unless the latest checkpoint already covers it) and return
         the latest checkpoint; None when the log is empty or has no signing key."""
         if self.signing_key_path is None:
             return None
-        with self._lock, self._write() as conn:
-            head = conn.execute(select(events_t.c.seq, events_t.c.hash)
-                                .order_by(events_t.c.seq.desc()).limit(1)).first()
-            last = conn.execute(select(checkpoints_t)
-                                .order_by(checkpoints_t.c.seq.desc()).limit(1)).first()
-            if head is None:
-                return None
-            if last is not None and last.seq >= head.seq:
-                self._dirty = False
-                return Checkpoint(last.seq, last.head_hash, last.ts, last.signature,
-                                  last.key_fingerprint)
-            return self._checkpoint(conn, head.seq, head.hash)
+        with self._lock:
+            with self._write() as conn:
+                head = conn.execute(select(events_t.c.seq, events_t.c.hash)
+                                    .order_by(events_t.c.seq.desc()).limit(1)).first()
+                last = conn.execute(select(checkpoints_t)
+                                    .order_by(checkpoints_t.c.seq.desc()).limit(1)).first()
+                if head is None:
+                    return None
+                if last is not None and last.seq >= head.seq:
+                    self._dirty = False
+                    return Checkpoint(last.seq, last.head_hash, last.ts, last.signature,
+                                      last.key_fingerprint, last.tree_root)
+                cp = self._checkpoint(conn, head.seq, head.hash)
+            if cp is not None:
+                self._publish(cp)
+            return cp
 
     def checkpoints(self) -> list[Checkpoint]:
         """Every stored checkpoint, by seq."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(checkpoints_t).order_by(checkpoints_t.c.seq)).all()
-        return [Checkpoint(r.seq, r.head_hash, r.ts, r.signature, r.key_fingerprint)
-                for r in rows]
+        return [Checkpoint(r.seq, r.head_hash, r.ts, r.signature, r.key_fingerprint,
+                           r.tree_root) for r in rows]
 
     def public_key(self) -> bytes:
         """The checkpoint signing key's public half, PEM (SubjectPublicKeyInfo)."""
@@ -662,11 +893,14 @@ class AuditLog:
 
     # -- verification -----------------------------------------------------------------------
 
-    def verify(self, public_key: bytes | None = None) -> VerifyReport:
+    def verify(self, public_key: bytes | None = None,
+               witness: Sequence[Checkpoint] | None = None) -> VerifyReport:
         """Walk the chain and the checkpoints and report every inconsistency and where.
 
         Checkpoint signatures are checked against ``public_key`` (PEM, e.g. one an auditor
-        exported earlier) or, when None, against this log's own key file.
+        exported earlier) or, when None, against this log's own key file. ``witness``:
+        checkpoints kept outside the data directory (:func:`read_witness`); the chain must
+        still hold each one (a cut tail or a rewrite shows, even re-signed with a stolen key).
         """
         trusted: Ed25519PublicKey | None
         if public_key is not None:
@@ -681,6 +915,8 @@ class AuditLog:
             cps = conn.execute(select(checkpoints_t).order_by(checkpoints_t.c.seq)).all()
             problems = walk.problems
             valid = _check_checkpoints(conn, cps, trusted, walk, problems)
+            if witness is not None:
+                _check_witness(conn, witness, trusted, walk, problems)
         problems.sort(key=lambda p: (p.seq, p.kind.value))
         return VerifyReport(events=walk.count, head_seq=walk.head_seq, head_hash=walk.head_hash,
                             checkpoints=len(cps), checkpoints_valid=valid,
@@ -855,7 +1091,7 @@ def _check_checkpoints(conn: Connection, cps: Sequence[Any], trusted: Ed25519Pub
     truncated_to: int | None = None
     want_fp = fingerprint(trusted)
     for r in cps:
-        cp = Checkpoint(r.seq, r.head_hash, r.ts, r.signature, r.key_fingerprint)
+        cp = Checkpoint(r.seq, r.head_hash, r.ts, r.signature, r.key_fingerprint, r.tree_root)
         if cp.key_fingerprint != want_fp:
             problems.append(Problem(ProblemKind.CHECKPOINT_FORGED, int(cp.seq),
                                     f"checkpoint at event {cp.seq} is signed by another key "
@@ -881,4 +1117,108 @@ def _check_checkpoints(conn: Connection, cps: Sequence[Any], trusted: Ed25519Pub
         problems.append(Problem(ProblemKind.TRUNCATED, first,
                                 f"events from {first} on were removed: a signed checkpoint "
                                 f"covers event {truncated_to}"))
+    _check_tree_roots(conn, [r for r in cps if r.tree_root is not None and
+                             r.key_fingerprint == want_fp and r.seq <= walk.head_seq],
+                      problems)
     return valid
+
+
+def _check_tree_roots(conn: Connection, cps: Sequence[Any], problems: list[Problem]) -> None:
+    """The Merkle root signed in each checkpoint must be the root over the stored events
+    (reported only where no earlier problem already explains a difference)."""
+    first = min((p.seq for p in problems), default=None)
+    want = {int(r.seq): str(r.tree_root) for r in cps if first is None or int(r.seq) < first}
+    if not want:
+        return
+    tree = _Frontier()
+    top = max(want)
+    for (h,) in conn.execute(select(events_t.c.hash).where(events_t.c.seq <= top)
+                             .order_by(events_t.c.seq)):
+        tree.add(merkle_leaf(h))
+        if tree.size in want and tree.root().hex() != want[tree.size]:
+            problems.append(Problem(ProblemKind.REWRITTEN, tree.size,
+                                    f"the Merkle root signed at event {tree.size} differs from "
+                                    f"the events stored: the chain up to it was rewritten"))
+
+
+def read_witness(path: Path) -> list[Checkpoint]:
+    """The checkpoints in a witness file (as :class:`AuditLog` appends them), in file order."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise AuditKeyError(f"cannot read the witness file {path}: {exc.strerror}") from None
+    out: list[Checkpoint] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            o = json.loads(line)
+            root = o.get("tree_root")
+            out.append(Checkpoint(int(o["seq"]), str(o["head_hash"]), float(o["ts"]),
+                                  str(o["signature"]), str(o["key_fingerprint"]),
+                                  None if root is None else str(root)))
+        except (ValueError, KeyError, TypeError):
+            raise AuditKeyError(f"{path}:{n}: not a checkpoint line") from None
+    return out
+
+
+def _check_witness(conn: Connection, witness: Sequence[Checkpoint],
+                   trusted: Ed25519PublicKey | None, walk: _ChainWalk,
+                   problems: list[Problem]) -> None:
+    """Hold the chain to checkpoints kept elsewhere: each must still be in it, unchanged."""
+    want_fp = fingerprint(trusted) if trusted is not None else None
+    cut: int | None = None
+    for cp in witness:
+        if trusted is not None:
+            try:
+                if cp.key_fingerprint != want_fp:
+                    raise InvalidSignature
+                trusted.verify(bytes.fromhex(cp.signature), cp.message())
+            except (InvalidSignature, ValueError, TypeError):
+                problems.append(Problem(ProblemKind.CHECKPOINT_FORGED, cp.seq,
+                                        f"witnessed checkpoint at event {cp.seq} is not "
+                                        f"signed by the trusted key"))
+                continue
+        if cp.seq > walk.head_seq:
+            cut = max(cut or 0, cp.seq)
+            continue
+        stored = conn.execute(select(events_t.c.hash).where(events_t.c.seq == cp.seq)).scalar()
+        if stored != cp.head_hash:
+            problems.append(Problem(ProblemKind.REWRITTEN, cp.seq,
+                                    f"event {cp.seq} differs from the witnessed checkpoint: "
+                                    f"the chain up to it was rewritten"))
+    if cut is not None:
+        first = walk.head_seq + 1
+        problems.append(Problem(ProblemKind.TRUNCATED, first,
+                                f"events from {first} on were removed: a witnessed checkpoint "
+                                f"covers event {cut}"))
+
+
+def check_proof(proof: Mapping[str, Any], public_key: bytes) -> AuditRecord:
+    """Check an inclusion proof (:meth:`AuditLog.prove`) offline: the event matches its hash,
+    its leaf is in the signed tree, and the checkpoint is signed by ``public_key`` (PEM).
+    Returns the proven event; raises :class:`AuditKeyError` saying what failed."""
+    try:
+        rec = _record_from_json(proof["event"])
+        c = proof["checkpoint"]
+        cp = Checkpoint(int(c["seq"]), str(c["head_hash"]), float(c["ts"]), str(c["signature"]),
+                        str(c["key_fingerprint"]), str(c["tree_root"]))
+        index, size = int(proof["leaf_index"]), int(proof["tree_size"])
+        path = [bytes.fromhex(p) for p in proof["audit_path"]]
+        root = bytes.fromhex(cp.tree_root or "")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuditKeyError(f"not an inclusion proof: {exc}") from None
+    if event_hash(rec.seq, rec.ts, rec.prev_hash, rec.event) != rec.hash:
+        raise AuditKeyError(f"event {rec.seq} does not match its hash")
+    trusted = load_public_key(public_key)
+    try:
+        if cp.key_fingerprint != fingerprint(trusted):
+            raise InvalidSignature
+        trusted.verify(bytes.fromhex(cp.signature), cp.message())
+    except (InvalidSignature, ValueError):
+        raise AuditKeyError("the checkpoint is not signed by the given key") from None
+    if size != cp.seq or index != rec.seq - 1 or not verify_inclusion(
+            merkle_leaf(rec.hash), index, size, path, root):
+        raise AuditKeyError(f"event {rec.seq} is not in the tree of the checkpoint at "
+                            f"event {cp.seq}")
+    return rec

@@ -47,7 +47,7 @@ from . import similarity as sim
 from .errors import InvalidParameterError, NotFoundError
 
 CALIBRATION_DIR = Path(__file__).resolve().parent / "data" / "calibration"
-DEFAULT_EMBEDDER = "dlib-resnet-v1"
+DEFAULT_EMBEDDER = sim.DEFAULT_EMBEDDER
 FORMAT = 1
 MIN_FALSE_MATCHES = 10
 """False matches below which an FMR counts as not measured (extrapolated)."""
@@ -212,18 +212,19 @@ class Calibration:
 
     def false_match_rate(self, similarity: float) -> float:
         """1:1 FMR at a similarity threshold (0-100)."""
-        c = sim.to_cosine(_check_similarity(similarity))
+        c = sim.to_cosine(_check_similarity(similarity), self.embedder)
         return float(self.fmr_at_cosine(c))
 
     def false_non_match_rate(self, similarity: float) -> float:
         """1:1 FNMR at a similarity threshold (0-100), on the calibration's genuine pairs."""
-        c = float(sim.to_cosine(_check_similarity(similarity)))
+        c = float(sim.to_cosine(_check_similarity(similarity), self.embedder))
         fnm = np.interp(c, self.cosine, self.false_non_matches.astype(np.float64))
         return float(fnm / max(self.genuine_pairs, 1))
 
     def extrapolated(self, similarity: float) -> bool:
         """Whether FMR at ``similarity`` comes from the fitted tail (too few false matches)."""
-        return float(sim.to_cosine(_check_similarity(similarity))) > self.measured_cosine
+        c = float(sim.to_cosine(_check_similarity(similarity), self.embedder))
+        return c > self.measured_cosine
 
     def expected_fpir(self, similarity: float, gallery_size: int) -> float:
         """Expected FPIR at ``similarity`` for ``gallery_size`` enrolled faces."""
@@ -265,7 +266,7 @@ class Calibration:
         s = _check_similarity(similarity)
         fmr = self.false_match_rate(s)
         return ThresholdRisk(
-            similarity=s, cosine=float(sim.to_cosine(s)), false_match_rate=fmr,
+            similarity=s, cosine=float(sim.to_cosine(s, self.embedder)), false_match_rate=fmr,
             false_non_match_rate=self.false_non_match_rate(s),
             gallery_size=None if gallery_size is None else int(gallery_size),
             expected_fpir=None if gallery_size is None else fpir_for_fmr(fmr, gallery_size),

@@ -7,6 +7,9 @@ one-line reason on stderr (mapped once, in :func:`main`); usage errors exit with
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -644,13 +647,19 @@ def audit_verify(
     home: HomeOpt = None,
     public_key: Annotated[Path | None, typer.Option(
         "--public-key", help="Check checkpoints with this exported public key (PEM) instead "
-                             "of the key file in the data directory.")] = None,
+                             "of the configured signing key.")] = None,
+    witness: Annotated[Path | None, typer.Option(
+        "--witness", help="Also hold the chain to the checkpoints in this witness file (kept "
+                          "outside the data directory): shows a rewrite or a cut tail.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check the hash chain and the signed checkpoints; exit 1 if anything was tampered with."""
+    from .audit import read_witness
+
     pem = public_key.read_bytes() if public_key is not None else None
+    witnessed = read_witness(witness) if witness is not None else None
     with service(home) as fs:
-        report = fs.audit.verify(pem)
+        report = fs.audit.verify(pem, witnessed)
     if as_json:
         emit_json({"ok": report.ok, "events": report.events, "head_seq": report.head_seq,
                    "head_hash": report.head_hash, "checkpoints": report.checkpoints,
@@ -735,6 +744,37 @@ def audit_checkpoint(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     else:
         out.print(f"checkpoint at seq {cp.seq}: {cp.head_hash} "
                   f"(key {cp.key_fingerprint[:16]}...)", highlight=False, soft_wrap=True)
+
+
+@audit_app.command("prove")
+def audit_prove(
+    seq: Annotated[int, typer.Argument(min=1, help="The event's seq.")],
+    home: HomeOpt = None,
+) -> None:
+    """Print an inclusion proof (JSON) of one event in the signed Merkle tree (RFC 9162) of
+    the latest checkpoint, for an auditor to check with 'audit check-proof'."""
+    with service(home) as fs:
+        proof = fs.audit.prove(seq)
+    emit_json(proof)
+
+
+@audit_app.command("check-proof")
+def audit_check_proof(
+    proof: Annotated[Path, typer.Argument(help="A proof from 'audit prove' ('-': stdin).")],
+    public_key: Annotated[Path, typer.Option("--public-key", help="The exported public key "
+                                                                  "(PEM).")],
+) -> None:
+    """Check an inclusion proof offline (no data directory needed); exit 1 if it fails."""
+    from .audit import check_proof
+
+    text = sys.stdin.read() if str(proof) == "-" else proof.read_text(encoding="utf-8")
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}") from None
+    rec = check_proof(obj, public_key.read_bytes())
+    out.print(f"ok: event {rec.seq} ({rec.event.operation} by {rec.event.actor}) is in the "
+              f"signed tree of {obj['tree_size']} events", highlight=False, soft_wrap=True)
 
 
 @audit_app.command("public-key")
@@ -1172,11 +1212,38 @@ def stream_run(
         raise _Error(m.last_error or "the stream processor failed")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwind like Ctrl-C, so every command shuts down cleanly."""
+
+
+_TERMINATED: list[bool] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _TERMINATED.append(True)
+    raise Terminated()
+
+
 def main() -> None:
     """Entry point: run the app, mapping facesearch errors to one line and exit status 1.
 
-    Usage errors (typer's, shown with the command's help hint) exit with status 2.
+    Usage errors (typer's, shown with the command's help hint) exit with status 2. SIGTERM
+    (systemd, container runtimes) is handled like SIGINT: the command stops, shuts its
+    services down (final audit checkpoint, index files written) and exits with 143.
     """
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # Setup warnings (secrets kept in the data directory) are for the server's log, not for
+    # every one-shot command's stderr (whose errors are one line).
+    logging.getLogger("facesearch.setup").addHandler(logging.NullHandler())
+    try:
+        _run()
+    finally:
+        if _TERMINATED:  # whatever the command made of the interruption
+            err.print("terminated")
+            sys.exit(128 + signal.SIGTERM)  # after the shutdown; the status says why
+
+
+def _run() -> None:
     try:
         code = app(standalone_mode=False)
     except FaceSearchError as exc:

@@ -66,7 +66,8 @@ class AuditSink(Protocol):
 
     def record(self, event: AuditEvent) -> object: ...
 
-    def record_many(self, events: Sequence[AuditEvent]) -> object: ...
+    def record_many(self, events: Sequence[AuditEvent],
+                    outbox_ids: Sequence[str] | None = None) -> object: ...
 
 
 class FloorCalibration(Protocol):
@@ -256,8 +257,13 @@ class FaceCollections:
                  clock: Clock = time.time, limits: DecodeLimits = DEFAULT_LIMITS,
                  audit: AuditSink | None = None, limiter: SearchLimiter | None = None,
                  sealer: Sealer | None = None,
-                 calibration: Callable[[], FloorCalibration | None] | None = None) -> None:
+                 calibration: Callable[[], FloorCalibration | None] | None = None,
+                 law_enforcement_allowed: bool = True) -> None:
         self.home = home
+        self.law_enforcement_allowed = law_enforcement_allowed
+        """Whether law-enforcement policies may be set: only where the audit signing key is
+        kept outside the data directory (a deployment with such a collection refuses to start
+        without it)."""
         self.store = store
         self._pipeline_factory = pipeline
         self._pipeline: Pipeline | None = None
@@ -328,9 +334,39 @@ class FaceCollections:
                                       results=results, details=details))
 
     def record_many(self, events: Sequence[AuditEvent]) -> None:
-        """Append several events at once (one write to the audit trail)."""
-        if self.audit is not None and events:
-            self.audit.record_many(events)
+        """Append several events at once (one write to the audit trail).
+
+        Index events (:meth:`index_event`) are already in the outbox, written with their faces
+        (:meth:`store_analyzed`): for them the outbox is drained instead."""
+        if self.audit is None or not events:
+            return
+        other = [e for e in events if e.operation != "index"]
+        if other:
+            self.audit.record_many(other)
+        if len(other) < len(events):
+            self.drain_outbox()
+
+    def drain_outbox(self) -> int:
+        """Append the audit events waiting in the outbox (each once, even when several
+        processes drain at a time) and remove them; returns how many rows were drained."""
+        from .audit import event_from_json
+
+        if self.audit is None:
+            return 0
+        n = 0
+        while True:
+            with self.store.transaction() as conn:
+                rows = self.store.outbox(conn)
+            if not rows:
+                return n
+            self._append_outbox([(oid, event_from_json(text)) for oid, text in rows])
+            n += len(rows)
+
+    def _append_outbox(self, items: Sequence[tuple[str, AuditEvent]]) -> None:
+        assert self.audit is not None
+        self.audit.record_many([e for _, e in items], outbox_ids=[o for o, _ in items])
+        with self.store.transaction() as conn:
+            self.store.remove_outbox(conn, [o for o, _ in items])
 
     def vector_index(self, coll: CollectionRow) -> VectorIndex:
         """The collection's vector index, brought up to date with the database."""
@@ -380,7 +416,9 @@ class FaceCollections:
     def create(self, name: str, *, policy: CollectionPolicy | None = None,
                caller: Caller | None = None) -> CollectionInfo:
         validate_collection_name(name)
-        settings = {"policy": (policy or CollectionPolicy()).model_dump(exclude_none=True)}
+        policy = policy or CollectionPolicy()
+        self._check_law_enforcement(policy)
+        settings = {"policy": policy.model_dump(exclude_none=True)}
         try:
             with self.store.transaction() as conn:
                 self.store.insert_collection(conn, name, self.model_version, self.clock(),
@@ -391,6 +429,13 @@ class FaceCollections:
         self.record("collection.create", caller, collection=name,
                     details={"law_enforcement": info.policy.law_enforcement})
         return info
+
+    def _check_law_enforcement(self, policy: CollectionPolicy) -> None:
+        if policy.law_enforcement and not self.law_enforcement_allowed:
+            raise InvalidParameterError(
+                "a law-enforcement collection needs the audit signing key outside the data "
+                "directory: set FACESEARCH_AUDIT_SIGNING_KEY (and FACESEARCH_AUDIT_WITNESS) to "
+                "files on another volume and restart")
 
     def list(self) -> builtins.list[CollectionInfo]:
         with self.store.transaction() as conn:
@@ -415,6 +460,7 @@ class FaceCollections:
     def set_policy(self, name: str, policy: CollectionPolicy, *,
                    caller: Caller | None = None) -> CollectionInfo:
         """Replace a collection's policy (audited)."""
+        self._check_law_enforcement(policy)
         with self.store.transaction() as conn:
             coll = self.collection(conn, name)
             settings = dict(coll.settings)
@@ -599,6 +645,7 @@ class FaceCollections:
                 why[i].append("EXCEEDS_MAX_FACES")
         keep = [i for i in range(len(faces)) if not why[i]]
         now = self.clock()
+        outbox: tuple[str, AuditEvent] | None = None
         new = [NewFace(
             face_id=str(uuid.uuid4()), external_id=external_id,
             box=tuple(float(v) for v in faces.boxes[i]),  # type: ignore[arg-type]
@@ -623,6 +670,15 @@ class FaceCollections:
                         len(faces), len(new), now)
                 self.store.insert_faces(conn, coll.id, image_row, new, width, height, now,
                                         coll.model_version)
+                if self.audit is not None and (record or new):
+                    # The audit event commits with the faces (an outbox row), and is appended
+                    # to the trail after: a crash in between leaves it for drain_outbox().
+                    ev = self._index_event(collection, caller, sha256, image_id, len(faces),
+                                           [(f.face_id, f.external_id) for f in new])
+                    outbox = (str(uuid.uuid4()), ev)
+                    from .audit import event_to_json
+
+                    self.store.add_outbox(conn, outbox[0], event_to_json(ev), now)
         except IntegrityError:
             # Another writer stored the same content between our check and our insert.
             return IndexResult(None, sha256, width, height, faces, [], [], duplicate=True)
@@ -635,25 +691,26 @@ class FaceCollections:
                         coll.model_version) for f in new],
             [UnindexedFace(i, why[i]) for i in range(len(faces)) if why[i]],
         )
-        if record:
-            self.audit_index(result, collection, caller)
+        if record and outbox is not None:
+            self._append_outbox([outbox])
         return result
-
-    def audit_index(self, result: IndexResult, collection: str,
-                    caller: Caller | None) -> None:
-        """Record the audit event of one indexed image (``store_analyzed(record=False)``
-        leaves this to its caller, which may batch events with :meth:`record_many`)."""
-        self.record_many([self.index_event(result, collection, caller)])
 
     def index_event(self, result: IndexResult, collection: str,
                     caller: Caller | None) -> AuditEvent:
-        ext = result.indexed[0].external_id if result.indexed else None
-        return self._event("index", caller, collection=collection,
-                           probe_sha256=result.sha256,
-                           results=[(f.face_id, None) for f in result.indexed],
-                           details={"image_id": result.image_id,
-                                    "faces_detected": len(result.faces),
-                                    "faces_indexed": len(result.indexed), "external_id": ext})
+        """The audit event of one indexed image (already in the outbox: give it to
+        :meth:`record_many`, which drains the outbox)."""
+        return self._index_event(collection, caller, result.sha256, result.image_id,
+                                 len(result.faces),
+                                 [(f.face_id, f.external_id) for f in result.indexed])
+
+    def _index_event(self, collection: str, caller: Caller | None, sha256: str,
+                     image_id: str | None, detected: int,
+                     indexed: Sequence[tuple[str, str | None]]) -> AuditEvent:
+        ext = indexed[0][1] if indexed else None
+        return self._event("index", caller, collection=collection, probe_sha256=sha256,
+                           results=[(face_id, None) for face_id, _ in indexed],
+                           details={"image_id": image_id, "faces_detected": detected,
+                                    "faces_indexed": len(indexed), "external_id": ext})
 
     def known_hashes(self, collection: str) -> set[str]:
         """SHA-256 of every image content already indexed into the collection."""
@@ -681,12 +738,6 @@ class FaceCollections:
         self.record("faces.list", caller, collection=collection,
                     details={"count": len(page), "user_id": user_id})
         return page, nxt
-
-    def get_faces(self, collection: str, face_ids: Sequence[str]) -> dict[str, FaceRecord]:
-        with self.store.transaction() as conn:
-            coll = self.collection(conn, collection)
-            found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
-        return {k: FaceRecord.from_row(v) for k, v in found.items()}
 
     def delete_faces(self, collection: str, face_ids: Sequence[str], *,
                      caller: Caller | None = None) -> tuple[builtins.list[str], builtins.list[str]]:
@@ -800,7 +851,7 @@ class FaceCollections:
 
     def _matches(self, conn: Connection, sims: FloatArray, rows: np.ndarray,
                  threshold: float) -> builtins.list[Match]:
-        keep = [(float(s), int(r)) for s, r in zip(sim.to_similarity(sims), rows, strict=True)
+        keep = [(float(s), int(r)) for s, r in zip(sim.to_similarity(sims, self.model_version), rows, strict=True)
                 if r >= 0 and s >= threshold]
         found = self.store.faces_by_rows(conn, [r for _, r in keep])
         return [Match(FaceRecord.from_row(found[r]), s) for s, r in keep if r in found]
@@ -808,8 +859,8 @@ class FaceCollections:
     def search_vectors(self, collection: str, vectors: FloatArray, *, max_results: int = 10,
                        threshold: float | None = None, exclude: Sequence[str] = (),
                        caller: Caller | None = None, operation: str = "search.vectors",
-                       probe_sha256: str | None = None,
-                       search_id: str | None = None) -> builtins.list[builtins.list[Match]]:
+                       probe_sha256: str | None = None, search_id: str | None = None,
+                       rate_limit: bool = True) -> builtins.list[builtins.list[Match]]:
         """Candidates for each query vector, best first, similarity >= the threshold.
 
         ``threshold`` None means the collection's default (80, or its floor if higher).
@@ -818,7 +869,7 @@ class FaceCollections:
         with self.store.transaction() as conn:
             coll = self.collection(conn, collection)
             self._check_model(coll)
-        used = self._authorize(coll, caller, threshold, max_results)
+        used = self._authorize(coll, caller, threshold, max_results, rate_limit=rate_limit)
         index = self.vector_index(coll)
         sims, rows = index.search(vectors, max_results + len(exclude))
         out: builtins.list[builtins.list[Match]] = []
@@ -838,14 +889,14 @@ class FaceCollections:
                         all_faces: bool = False, caller: Caller | None = None) -> SearchResult:
         """Search the probe's largest face (or every face) against the collection."""
         caller = caller or Caller.local()
-        image = source if isinstance(source, Image) else load_image(source, self.limits)
         with self.store.transaction() as conn:
             coll = self.collection(conn, collection)
             self._check_model(coll)
             size = self.store.counts(conn, coll.id)[0]
-        # Policy first (cheap), before the probe is analysed; the rate limit is taken once,
-        # by search_vectors.
-        used = self._authorize(coll, caller, threshold, max_results, rate_limit=False)
+        # Policy and rate limit first (cheap), before the probe is decoded and analysed;
+        # search_vectors does not take the rate limit again.
+        used = self._authorize(coll, caller, threshold, max_results)
+        image = source if isinstance(source, Image) else load_image(source, self.limits)
         faces = self.analyze(image, None if all_faces else 1)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
@@ -853,7 +904,8 @@ class FaceCollections:
         search_id = str(uuid.uuid4())
         per_face = self.search_vectors(collection, faces.embeddings, max_results=max_results,
                                        threshold=used, caller=caller, operation="search.image",
-                                       probe_sha256=image.sha256, search_id=search_id)
+                                       probe_sha256=image.sha256, search_id=search_id,
+                                       rate_limit=False)
         return SearchResult(search_id, image.width, image.height, faces,
                             [ProbeResult(i, m) for i, m in enumerate(per_face)], used,
                             coll.model_version, size)
@@ -890,7 +942,7 @@ class FaceCollections:
         if not len(fb):
             raise NoFaceError("no face was found in the target image")
         assert fa.embeddings is not None and fb.embeddings is not None
-        scores = sim.to_similarity(fb.embeddings @ fa.embeddings[0])
+        scores = sim.to_similarity(fb.embeddings @ fa.embeddings[0], self.model_version)
         best = float(scores.max())
         self.record("compare", caller, probe_sha256=a.sha256, threshold=used,
                     details={"target_sha256": b.sha256, "similarity": round(best, 4),

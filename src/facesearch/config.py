@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     precision: str = Field("fp32", pattern="^(fp32|int8)$",
                            description="fast pipeline's embedder: fp32, or int8 (faster on "
                                        "CPUs with VNNI; other vectors: a new model version)")
+    embedder: str = Field("sface", pattern="^(sface|dlib-resnet)$",
+                          description="fast pipeline's embedder: sface (default) or "
+                                      "dlib-resnet (dlib's ResNet; collections made with it "
+                                      "keep it until `collection reembed`)")
     flip: bool = Field(False, description="fast pipeline: also embed each face's mirror image "
                                           "and average (2x embedder cost; a new model version)")
     threads: int | None = Field(None, ge=1, description="inference threads per process")
@@ -55,9 +59,27 @@ class Settings(BaseSettings):
     keys_master_key: SecretStr | None = Field(
         None, description="base64 of 32 bytes: seals access-key secrets (default: a key file "
                           "in the data directory, mode 0600)")
+    keys_master_key_file: Path | None = Field(
+        None, description="file holding that master key (base64), kept outside the data "
+                          "directory; created (0600) when missing")
+    audit_signing_key: Path | None = Field(
+        None, description="Ed25519 PEM that signs audit checkpoints, outside the data "
+                          "directory (created 0600 when missing; default: in the data "
+                          "directory, with a warning; required for law enforcement)")
+    audit_witness: Path | None = Field(
+        None, description="append-only file outside the data directory that every audit "
+                          "checkpoint is also written to (audit verify --witness)")
+    law_enforcement: bool = Field(
+        False, description="a law-enforcement deployment: refuse to start without an "
+                           "audit signing key outside the data directory (also implied by "
+                           "any law-enforcement collection)")
     video_workers: int = Field(1, ge=1, description="stored-video jobs run at once")
     max_video_bytes: int = Field(10 * 1024**3, ge=1024, description="largest video accepted "
                                                                     "(bytes)")
+    egress_allow: str = Field(
+        "", description="comma-separated CIDR networks, addresses or host names that webhooks "
+                        "and stream inputs may reach although they are loopback, link-local or "
+                        "private (default: none; public addresses only)")
 
     def load_pipeline(self, threads: int | None = None) -> Pipeline:
         """The configured face pipeline (``threads``: inference threads, default the
@@ -69,7 +91,8 @@ class Settings(BaseSettings):
                              min_face=self.min_face,
                              detector_model=self.detector_model,  # type: ignore[arg-type]
                              precision=self.precision,  # type: ignore[arg-type]
-                             flip=self.flip)
+                             flip=self.flip,
+                             embedder=self.embedder)  # type: ignore[arg-type]
 
     def sealer(self) -> Sealer | None:
         """The at-rest sealer, or None when encryption at rest is off."""

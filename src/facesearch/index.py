@@ -77,14 +77,6 @@ class VectorIndex:
             sims, ids = self._index.search(q, k)
         return sims.astype(np.float32), ids.astype(np.int64)
 
-    def range_search(self, query: FloatArray, min_cosine: float) -> tuple[FloatArray, IntArray]:
-        """All ids whose cosine with ``query`` ((D,)) is at least ``min_cosine``, best first."""
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
-        with self._lock:
-            _lims, sims, ids = self._index.range_search(q, float(np.nextafter(min_cosine, -2)))
-        order = np.argsort(-sims, kind="stable")
-        return sims[order].astype(np.float32), ids[order].astype(np.int64)
-
     def reconcile(self, truth_ids: IntArray,
                   fetch: Callable[[IntArray], FloatArray]) -> tuple[int, int]:
         """Make the index hold exactly ``truth_ids``: drop others, add missing ones.

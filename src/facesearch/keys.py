@@ -4,9 +4,11 @@ A key is an id (``FSAK`` + 16 characters, shown in logs and the audit trail), a 
 once, at creation) and one role (:class:`Role`). SigV4 verification needs the secret itself
 (an HMAC key), so it cannot be stored as a one-way hash: secrets are sealed with AES-256-GCM
 (:class:`facesearch.crypto.Sealer`, the key id as associated data) under a master key that is
-either given as ``FACESEARCH_KEYS_MASTER_KEY`` (base64 of 32 bytes) or kept in
-``<home>/keys/access-keys-master.key``, created with mode 0600 on first use. The database alone does not
-reveal a secret; the database together with the master key file does.
+either given as ``FACESEARCH_KEYS_MASTER_KEY`` (base64 of 32 bytes), or kept in the file
+``FACESEARCH_KEYS_MASTER_KEY_FILE`` names (outside the data directory, so that a copy of the
+directory yields no secret), or by default in ``<home>/keys/access-keys-master.key``; a missing
+file is created with mode 0600 on first use. The database alone does not reveal a secret; the
+database together with the master key does.
 
 A key may be issued for one case: it then carries a purpose and a case reference that every
 call made with it is recorded under (AWS SDK calls have no fields for them), and usually an
@@ -130,12 +132,13 @@ class ActiveKey:
     secret: str
 
 
-def load_master_key(home: Path, given: str | None) -> bytes:
-    """The master key: ``given`` (base64 of 32 bytes), else :data:`MASTER_KEY_FILE` in
-    ``home`` (created with mode 0600, in a 0700 folder, when missing)."""
+def load_master_key(home: Path, given: str | None, file: Path | None = None) -> bytes:
+    """The master key: ``given`` (base64 of 32 bytes), else the key in ``file`` (best kept
+    outside the data directory), else :data:`MASTER_KEY_FILE` in ``home``; a missing file is
+    created with a new key, mode 0600, in a 0700 folder."""
     if given:
         return _decode_master(given, "FACESEARCH_KEYS_MASTER_KEY")
-    path = home / MASTER_KEY_FILE
+    path = file if file is not None else home / MASTER_KEY_FILE
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
@@ -177,6 +180,9 @@ class AccessKeys:
         self._sealer: Sealer | None = None
         self._lock = threading.Lock()
         self.audit = audit
+        self.revoke_hooks: builtins.list[Callable[[str], None]] = []
+        """Called with the key id after a revocation (in this process): the services stop
+        what the key started (stream processors, video jobs, live feeds)."""
         keys_metadata.create_all(store.engine)
         with store.engine.begin() as conn:  # columns added since the table was first made
             have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(access_keys)")}
@@ -261,6 +267,8 @@ class AccessKeys:
             ).values(revoked_at=self.clock()))
         info = self.describe(key_id)
         self._record("key.revoke", caller, info)
+        for hook in list(self.revoke_hooks):
+            hook(key_id)
         return info
 
     def lookup(self, key_id: str) -> ActiveKey:

@@ -21,6 +21,9 @@ from .types import Detector, Embedder, Faces, Image
 PipelineName = Literal["fast", "dlib"]
 PIPELINES: tuple[str, ...] = ("fast", "dlib")
 DEFAULT_PIPELINE = "fast"
+EmbedderName = Literal["sface", "dlib-resnet"]
+EMBEDDERS: tuple[str, ...] = ("sface", "dlib-resnet")
+DEFAULT_EMBEDDER = "sface"
 
 
 @dataclass
@@ -35,7 +38,8 @@ class Pipeline:
     def chips(self, image: Image, faces: Faces) -> np.ndarray:
         """Aligned chips ((N, S, S, 3) uint8) for the embedder."""
         return align_faces(image.pixels, faces.landmarks, self.embedder.chip_size,
-                           self.embedder.chip_padding)
+                           self.embedder.chip_padding,
+                           getattr(self.embedder, "chip_template", "dlib"))
 
     def detect(self, image: Image, max_faces: int | None = None) -> Faces:
         """Faces with quality measures, largest first, at most ``max_faces``."""
@@ -74,28 +78,40 @@ class Pipeline:
 def load_pipeline(name: str = DEFAULT_PIPELINE, *, threads: int | None = None,
                   device: Device = "auto", min_face: float | None = None,
                   detector_model: Literal["auto", "short", "full"] = "auto",
-                  precision: Literal["fp32", "int8"] = "fp32", flip: bool = False) -> Pipeline:
+                  precision: Literal["fp32", "int8"] = "fp32", flip: bool = False,
+                  embedder: EmbedderName = DEFAULT_EMBEDDER) -> Pipeline:
     """Build a named pipeline (loads its models; the first use converts them, a few seconds).
 
-    - ``fast`` (default): BlazeFace + MTCNN O-Net landmarks, dlib's ResNet, all on ONNX
-      Runtime (``threads`` intra-op threads per model, ``device`` cpu/cuda/auto);
-      ``min_face`` (pixels) adds tiled passes for faces smaller than about 1/12 of the
-      image's longer side; ``detector_model`` picks BlazeFace's models: ``auto`` (both),
-      ``short`` (faces over about 1/6 of the image: portraits, booking photos; ~3x faster)
-      or ``full``. The variant does not change the vectors (same model version).
-      ``precision`` (``fp32`` or ``int8``) and ``flip`` (mirror test-time augmentation) pick
-      the embedder's variant (:class:`facesearch.embed.OnnxResNetEmbedder`); they change the
-      vectors and so the model version.
+    - ``fast`` (default): BlazeFace + MTCNN O-Net landmarks and ``embedder``: ``sface``
+      (default; :class:`facesearch.embed.SFaceEmbedder`, model version
+      ``blazeface+onet/sface-2021dec``) or ``dlib-resnet`` (dlib's ResNet, the default before
+      SFace: ``blazeface+onet/dlib-resnet-v1``), all on ONNX Runtime (``threads`` intra-op
+      threads per model, ``device`` cpu/cuda/auto); ``min_face`` (pixels) adds tiled passes for
+      faces smaller than about 1/12 of the image's longer side; ``detector_model`` picks
+      BlazeFace's models: ``auto`` (both), ``short`` (faces over about 1/6 of the image:
+      portraits, booking photos; ~3x faster) or ``full``. The variant does not change the
+      vectors (same model version). ``precision`` (``fp32``, or ``int8`` for ``dlib-resnet``
+      only) and ``flip`` (mirror test-time augmentation) pick the embedder's variant; they
+      change the vectors and so the model version.
     - ``dlib``: dlib's HOG detector + 68-point landmarks and dlib's ResNet, run by dlib.
     """
     if name == "fast":
         from .detect import BlazeFaceDetector
-        from .embed import OnnxResNetEmbedder
+        from .embed import OnnxResNetEmbedder, SFaceEmbedder
 
+        if embedder not in EMBEDDERS:
+            raise InvalidParameterError(f"unknown embedder {embedder!r}; choose one of "
+                                        f"{', '.join(EMBEDDERS)}")
+        if embedder == "sface" and precision != "fp32":
+            raise InvalidParameterError("precision int8 exists only for the dlib-resnet "
+                                        "embedder")
+        emb: Embedder = (SFaceEmbedder(threads=threads, device=device, flip=flip)
+                         if embedder == "sface" else
+                         OnnxResNetEmbedder(threads=threads, device=device,
+                                            precision=precision, flip=flip))
         return Pipeline(detector=BlazeFaceDetector(model=detector_model, min_face=min_face,
                                                    threads=threads, device=device),
-                        embedder=OnnxResNetEmbedder(threads=threads, device=device,
-                                                    precision=precision, flip=flip))
+                        embedder=emb)
     if name == "dlib":
         if precision != "fp32" or flip:
             raise InvalidParameterError("the dlib pipeline has no int8 or flip variant")

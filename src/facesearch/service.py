@@ -7,11 +7,12 @@ they all call the same service objects. Everything it starts stops with :meth:`s
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .audit import AuditEvent, AuditLog
+from .audit import AuditEvent, AuditKeyError, AuditLog
 from .collections import Clock, FaceCollections
 from .config import Settings
 from .keys import AccessKeys, load_master_key
@@ -24,23 +25,39 @@ if TYPE_CHECKING:
     from .calibration import Calibration
     from .stream import StreamProcessors
     from .video import VideoJobs
+    from .webhook import EgressPolicy
 
 
 log = logging.getLogger("facesearch")
+setup_log = logging.getLogger("facesearch.setup")
+"""Warnings about how secrets are kept (the server logs them; one-shot CLI commands don't)."""
 
 
 class FaceSearch:
-    """Collections, users (and, as they land, audit, policy, video and streams) on one home."""
+    """Collections, users, audit, keys, video and streams on one data directory.
+
+    Opening sets the process umask to 077 and makes the directory's existing files 0600 and
+    folders 0700; it refuses an audit signing key or witness inside the directory, and a
+    law-enforcement deployment without a configured signing key (:class:`AuditKeyError`); it
+    appends audit events a crash left in the outbox.
+    """
 
     def __init__(self, settings: Settings, *, pipeline: Pipeline | None = None,
                  clock: Clock = time.time) -> None:
         self.settings = settings
         self.home: Path = settings.home
-        self.home.mkdir(parents=True, exist_ok=True)
+        os.umask(0o077)  # everything written from now on: files 0600, folders 0700
+        self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        restrict_permissions(self.home)
         sealer = settings.sealer()
         self.store = Store(self.home / "facesearch.db", sealer)
-        self.audit = AuditLog(self.home / "audit.db", self.home / "keys" / "audit-ed25519.pem",
-                              clock=clock)
+        try:
+            signing_key, witness = self._audit_paths()
+        except AuditKeyError:
+            self.store.close()
+            raise
+        self.audit = AuditLog(self.home / "audit.db", signing_key, clock=clock,
+                              witness=witness)
         self._pipeline = pipeline
         self._clock = clock
         self._video: VideoJobs | None = None
@@ -50,13 +67,57 @@ class FaceSearch:
         self._calibration: tuple[Calibration | None] | None = None
         self.collections = FaceCollections(
             self.home, self.store, self._load_pipeline, clock=clock, limits=settings.limits,
-            audit=self.audit, sealer=sealer, limiter=limiter, calibration=self.calibration)
+            audit=self.audit, sealer=sealer, limiter=limiter, calibration=self.calibration,
+            law_enforcement_allowed=settings.audit_signing_key is not None)
         self.users = UserDirectory(self.collections)
         self.collections.erase_hooks += [self._purge_snapshots, self._purge_video_matches]
         master = settings.keys_master_key
+        master_file = settings.keys_master_key_file
+        if master is None and (master_file is None or _inside(master_file, self.home)):
+            setup_log.warning("the access-key master key is kept in the data directory: a copy of "
+                        "the directory yields every key secret; set "
+                        "FACESEARCH_KEYS_MASTER_KEY_FILE to a file outside it")
         self.keys = AccessKeys(self.store, lambda: load_master_key(
-            self.home, master.get_secret_value() if master else None), clock=clock,
-            audit=self.audit)
+            self.home, master.get_secret_value() if master else None, master_file),
+            clock=clock, audit=self.audit)
+        self.collections.drain_outbox()  # audit events a crash left behind
+
+    def _law_enforcement(self) -> bool:
+        """Whether this is a law-enforcement deployment (the setting, or any collection
+        with the law-enforcement policy)."""
+        if self.settings.law_enforcement:
+            return True
+        with self.store.transaction() as conn:
+            return any(c.settings.get("policy", {}).get("law_enforcement")
+                       for c in self.store.list_collections(conn))
+
+    def _audit_paths(self) -> tuple[Path, Path | None]:
+        """The audit signing key and witness file; both must lie outside the data directory.
+        Without a configured key a law-enforcement deployment refuses to start; others keep
+        the key in the data directory, with a warning."""
+        key, witness = self.settings.audit_signing_key, self.settings.audit_witness
+        for name, path in (("FACESEARCH_AUDIT_SIGNING_KEY", key),
+                           ("FACESEARCH_AUDIT_WITNESS", witness)):
+            if path is not None and _inside(path, self.home):
+                raise AuditKeyError(f"{name} ({path}) must lie outside the data directory "
+                                    f"{self.home}: whoever holds a copy of the directory could "
+                                    f"otherwise rewrite the audit trail unnoticed")
+        if key is None:
+            if self._law_enforcement():
+                raise AuditKeyError(
+                    "a law-enforcement deployment needs the audit signing key outside the data "
+                    "directory: set FACESEARCH_AUDIT_SIGNING_KEY (and FACESEARCH_AUDIT_WITNESS)"
+                    " to files on another volume")
+            setup_log.warning("the audit signing key is kept in the data directory: whoever copies "
+                        "it can rewrite and re-sign the audit trail; set "
+                        "FACESEARCH_AUDIT_SIGNING_KEY to a file outside it")
+            key = self.home / "keys" / "audit-ed25519.pem"
+        if witness is None:
+            setup_log.warning("no audit witness file: a cut tail of the audit trail shows only "
+                        "against checkpoints kept elsewhere; set FACESEARCH_AUDIT_WITNESS")
+        else:
+            witness.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return key, witness
 
     def _volume_spike(self, spike: Spike) -> None:
         """A caller's search volume spiked far above its baseline: log it and audit it."""
@@ -104,7 +165,8 @@ class FaceSearch:
             self._video = VideoJobs(self.home, self.store, self.collections,
                                     workers=self.settings.video_workers,
                                     max_video_bytes=self.settings.max_video_bytes,
-                                    clock=self._clock)
+                                    clock=self._clock, keys=self.keys,
+                                    egress=self._egress())
         return self._video
 
     @property
@@ -115,8 +177,16 @@ class FaceSearch:
             from .stream import StreamProcessors
 
             self._streams = StreamProcessors(self.home, self.store, self.collections,
-                                             clock=self._clock)
+                                             clock=self._clock, keys=self.keys,
+                                             egress=self._egress())
         return self._streams
+
+    def _egress(self) -> EgressPolicy:
+        """Where webhooks and stream inputs may connect (public addresses, plus
+        ``FACESEARCH_EGRESS_ALLOW``)."""
+        from .webhook import EgressPolicy
+
+        return EgressPolicy.parse(self.settings.egress_allow)
 
     @classmethod
     def open(cls, home: Path | str | None = None, **overrides: object) -> FaceSearch:
@@ -139,3 +209,26 @@ class FaceSearch:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _inside(path: Path, home: Path) -> bool:
+    """Whether ``path`` lies in ``home`` (after resolving links)."""
+    return path.resolve().is_relative_to(home.resolve())
+
+
+def restrict_permissions(home: Path) -> int:
+    """Make the data directory private to its owner: folders 0700, files 0600 (links are
+    left alone). Returns how many modes were changed."""
+    changed = 0
+    for root, dirs, files in os.walk(home):
+        for name, want in [(d, 0o700) for d in dirs] + [(f, 0o600) for f in files]:
+            p = os.path.join(root, name)
+            st = os.lstat(p)
+            if not os.path.islink(p) and st.st_mode & 0o777 != want:
+                os.chmod(p, want)
+                changed += 1
+    st = os.stat(home)
+    if st.st_mode & 0o777 != 0o700:
+        os.chmod(home, 0o700)
+        changed += 1
+    return changed

@@ -84,6 +84,16 @@ users_t = Table(
     sqlite_autoincrement=True,
 )
 
+audit_outbox_t = Table(
+    "audit_outbox", metadata,
+    Column("outbox_id", String, primary_key=True),
+    Column("event", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+"""Audit events written in the same transaction as the data they describe (indexed faces),
+then appended to the audit trail and removed; a crash in between leaves them here, and
+:meth:`facesearch.collections.FaceCollections.drain_outbox` appends them on the next open."""
+
 faces_t = Table(
     "faces", metadata,
     Column("id", Integer, primary_key=True),
@@ -229,6 +239,23 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # -- audit outbox ------------------------------------------------------------------
+
+    def add_outbox(self, conn: Connection, outbox_id: str, event_json: str, now: float) -> None:
+        conn.execute(insert(audit_outbox_t).values(outbox_id=outbox_id, event=event_json,
+                                                   created_at=now))
+
+    def outbox(self, conn: Connection, limit: int = 1000) -> list[tuple[str, str]]:
+        """The oldest ``limit`` outbox rows as ``(outbox_id, event JSON)``."""
+        rows = conn.execute(select(audit_outbox_t.c.outbox_id, audit_outbox_t.c.event)
+                            .order_by(audit_outbox_t.c.created_at, audit_outbox_t.c.outbox_id)
+                            .limit(limit)).all()
+        return [(r.outbox_id, r.event) for r in rows]
+
+    def remove_outbox(self, conn: Connection, outbox_ids: Sequence[str]) -> None:
+        conn.execute(delete(audit_outbox_t).where(audit_outbox_t.c.outbox_id.in_(
+            list(outbox_ids))))
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:

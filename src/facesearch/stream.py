@@ -18,17 +18,32 @@ file played at its own frame rate and looped as a simulated camera. It runs thre
 Events also go to in-process subscribers (:meth:`StreamProcessors.subscribe`, a bounded queue
 each, oldest dropped for slow readers; the HTTP API serves them as SSE or WebSocket), to a
 JSONL file, and optionally come with a JPEG snapshot of the matched face under
-``<home>/snapshots/<processor>/``. Frame-to-event latency is measured from the moment the frame
-was decoded to the moment its event is emitted. Every match is a candidate for human review.
+``<home>/snapshots/<processor>/``. With encryption at rest on (the collections' sealer),
+snapshots are sealed (``.jpg.fse``, read them with :func:`read_snapshot`) and JSONL lines are
+``FSE1:`` + base64 of the sealed JSON (:func:`read_jsonl`). Frame-to-event latency is
+measured from the moment the frame was decoded to the moment its event is emitted. Every match is a candidate for human review.
+
+Security (see docs/security.md): a processor searches on behalf of the key that created it
+and stops, with the reason recorded, as soon as that key is revoked or expires (checked before
+every search, and at once on a revocation in this process); a live feed ends when the key
+that opened it is revoked or expires. A case-bound key sees only the processors of its case.
+Inputs are allow-listed: files (the caller bounds them to its video roots), ``rtsp``,
+``rtsps``, ``http`` and ``https`` whose hosts pass the :class:`~facesearch.webhook.EgressPolicy`,
+and local V4L2 devices (``/dev/videoN``) only where ``allow_devices``; FFmpeg formats are
+allow-listed and FFmpeg is held to the input's own protocols (``protocol_whitelist``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import builtins
 import enum
+import io
 import json
 import logging
+import os
+import re
 import threading
 import time
 import uuid
@@ -57,7 +72,9 @@ from sqlalchemy import (
 
 from . import similarity as sim
 from .collections import FaceCollections, Match
+from .crypto import Sealer
 from .errors import (
+    AccessDeniedError,
     AlreadyExistsError,
     ConflictError,
     FaceSearchError,
@@ -69,14 +86,33 @@ from .pipeline import Pipeline
 from .store import Store
 from .tracking import IouTracker
 from .types import Caller, RGBImage
-from .video import VideoMatch, authorize_search, detect_frame, thread_pipeline
-from .webhook import WebhookSender, validate_url
+from .keys import AccessKeys
+from .video import (
+    VideoMatch,
+    authorize_search,
+    detect_frame,
+    key_case,
+    key_problem,
+    thread_pipeline,
+)
+from .webhook import OPEN, EgressPolicy, EgressRefusedError, WebhookSender, validate_url
 
 log = logging.getLogger(__name__)
 
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-NETWORK_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "srt://", "udp://",
-                   "tcp://")
+NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+"""The network inputs a processor may open (no rtmp, srt, udp or tcp listeners)."""
+NETWORK_FORMATS = frozenset({"mpjpeg", "mjpeg", "hls", "rtsp"})
+"""FFmpeg formats allowed for a network input (None: FFmpeg guesses)."""
+FILE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts", "mjpeg", "flv",
+                          "h264", "hevc"})
+"""FFmpeg formats allowed for a file input: containers only (no playlists such as hls or
+concat, which name other files)."""
+DEVICE_RE = re.compile(r"^/dev/video[0-9]{1,3}$")
+INPUT_REFUSED = "the input could not be opened or read; reconnecting"
+"""The one error text a client sees for a failing input (details go to the server log)."""
+_PROTOCOLS = {"file": "file", "rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls",
+              "http": "http,https,tcp,tls,crypto,httpproxy"}
 
 
 class StreamSettings(BaseModel):
@@ -193,9 +229,13 @@ class Subscription:
     """
 
     def __init__(self, max_queue: int = 256,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 actor: str | None = None) -> None:
         if max_queue < 1:
             raise InvalidParameterError("subscriber queue must hold at least 1 event")
+        self.actor = actor
+        """The access key that opened the feed (it ends when that key is revoked)."""
+        self.end_reason: str | None = None
         self._queue: deque[StreamEvent] = deque(maxlen=max_queue)
         self._cond = threading.Condition()
         self._loop = loop
@@ -243,23 +283,37 @@ class Subscription:
             except TimeoutError:
                 return None
 
-    def close(self) -> None:
+    def close(self, reason: str | None = None, *, discard: bool = False) -> None:
+        """End the feed (``discard``: drop the events not yet read, e.g. when the reader's
+        key was revoked)."""
         with self._cond:
+            if reason is not None and self.end_reason is None:
+                self.end_reason = reason
+            if discard:
+                self._queue.clear()
             self.closed = True
             self._cond.notify_all()
         self._wake()
 
 
-class EventHub:
-    """Fans a processor's events out to its subscribers (kept across stops and starts)."""
+Gate = Callable[[str], str | None]
+"""``actor -> why it may no longer read`` (None: it may)."""
 
-    def __init__(self) -> None:
+
+class EventHub:
+    """Fans a processor's events out to its subscribers (kept across stops and starts).
+    ``gate`` is asked before each delivery to a subscriber with an actor: a revoked or expired
+    key's feed ends instead of receiving the event."""
+
+    def __init__(self, gate: Gate | None = None) -> None:
         self._subs: set[Subscription] = set()
         self._lock = threading.Lock()
+        self.gate = gate
 
     def subscribe(self, max_queue: int = 256,
-                  loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
-        sub = Subscription(max_queue, loop)
+                  loop: asyncio.AbstractEventLoop | None = None,
+                  actor: str | None = None) -> Subscription:
+        sub = Subscription(max_queue, loop, actor)
         with self._lock:
             self._subs.add(sub)
         return sub
@@ -273,10 +327,23 @@ class EventHub:
         with self._lock:
             subs = list(self._subs)
         for s in subs:
+            problem = (self.gate(s.actor) if self.gate is not None and s.actor is not None
+                       and not s.closed else None)
+            if problem is not None:
+                s.close(problem, discard=True)
             if s.closed:
                 self.unsubscribe(s)
             else:
                 s.put(event)
+
+    def end_for(self, actor: str, reason: str) -> int:
+        """End, at once, every feed opened by ``actor``; returns how many."""
+        with self._lock:
+            subs = [s for s in self._subs if s.actor == actor]
+            self._subs.difference_update(subs)
+        for s in subs:
+            s.close(reason, discard=True)
+        return len(subs)
 
     @property
     def subscribers(self) -> int:
@@ -401,20 +468,36 @@ class _TrackState:
     identities: set[str] = field(default_factory=set)
 
 
-def classify_input(url: str, input_format: str | None) -> tuple[str, str | None, bool]:
-    """``(what to open, FFmpeg format, whether it is a file played as a camera)``."""
-    if url.startswith("file://"):
-        return url[len("file://"):], input_format, True
-    if url.startswith("v4l2://"):
-        return url[len("v4l2://"):], input_format or "v4l2", False
-    if url.startswith("/dev/video"):
-        return url, input_format or "v4l2", False
+def classify_input(url: str, input_format: str | None, *,
+                   allow_devices: bool = True) -> tuple[str, str | None, bool]:
+    """``(what to open, FFmpeg format, whether it is a file played as a camera)``.
+
+    Allowed: ``rtsp``/``rtsps``/``http``/``https`` URLs (formats of :data:`NETWORK_FORMATS`),
+    files (``file://`` or a path; formats of :data:`FILE_FORMATS`) and, when
+    ``allow_devices``, V4L2 devices ``/dev/videoN`` (or ``v4l2:///dev/videoN``; format v4l2).
+    Anything else is :class:`InvalidParameterError`."""
+    fmt = input_format or None
+    if url.startswith(("v4l2://", "/dev/")):
+        target = url[len("v4l2://"):] if url.startswith("v4l2://") else url
+        if not DEVICE_RE.match(target) or fmt not in (None, "v4l2"):
+            raise InvalidParameterError("a local camera input is /dev/videoN (or "
+                                        "v4l2:///dev/videoN) with input format v4l2")
+        if not allow_devices:
+            raise InvalidParameterError("local camera devices are not allowed on this server")
+        return target, "v4l2", False
     if url.startswith(NETWORK_SCHEMES):
-        return url, input_format, False
-    if "://" in url:
+        if fmt is not None and fmt not in NETWORK_FORMATS:
+            raise InvalidParameterError(f"input format {fmt!r} is not allowed for a network "
+                                        f"input; use one of {', '.join(sorted(NETWORK_FORMATS))}")
+        return url, fmt, False
+    path = url[len("file://"):] if url.startswith("file://") else url
+    if "://" in path or "|" in path:
         raise InvalidParameterError(f"unsupported stream input {url!r}: use rtsp://, http(s)://, "
                                     "/dev/videoN or a file path")
-    return url, input_format, True
+    if fmt is not None and fmt not in FILE_FORMATS:
+        raise InvalidParameterError(f"input format {fmt!r} is not allowed for a file input; use "
+                                    f"one of {', '.join(sorted(FILE_FORMATS))}")
+    return path, fmt, True
 
 
 def identity_of(m: Match) -> str:
@@ -437,8 +520,16 @@ class StreamProcessor:
                  caller: Caller | None = None, hub: EventHub | None = None,
                  snapshot_dir: Path | None = None, snapshot_root: Path | None = None,
                  on_status: StatusCallback | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 key_check: Callable[[], str | None] | None = None,
+                 egress: EgressPolicy = OPEN, sealer: Sealer | None = None,
+                 allow_devices: bool = True) -> None:
         self.name = name
+        self.key_check = key_check
+        """Why the creator's key may no longer search (asked before every search)."""
+        self.egress = egress
+        self.sealer = sealer if sealer is not None else collections.sealer
+        """Seals snapshots and JSONL lines (default: the collections' at-rest sealer)."""
         self.settings = settings
         self.collections = collections
         self.caller = caller or Caller.local()
@@ -447,8 +538,8 @@ class StreamProcessor:
         self.snapshot_root = snapshot_root
         self.on_status = on_status
         self.clock = clock
-        self.target, self.format, self.is_file = classify_input(settings.input_url,
-                                                                settings.input_format)
+        self.target, self.format, self.is_file = classify_input(
+            settings.input_url, settings.input_format, allow_devices=allow_devices)
         self.status = ProcessorStatus.STOPPED
         self._stop = threading.Event()
         self._slot = _LatestFrame()
@@ -482,10 +573,12 @@ class StreamProcessor:
                 raise ConflictError(f"stream processor {self.name!r} is already running")
             s = self.settings
             if s.webhook_url is not None:
-                self._webhook = WebhookSender(s.webhook_url, name=f"stream-{self.name}-webhook")
+                self._webhook = WebhookSender(s.webhook_url, name=f"stream-{self.name}-webhook",
+                                              egress=self.egress)
             if s.jsonl_path is not None:
-                s.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-                self._jsonl = open(s.jsonl_path, "a", encoding="utf-8")  # noqa: SIM115
+                s.jsonl_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(s.jsonl_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                self._jsonl = open(fd, "a", encoding="utf-8")  # noqa: SIM115
             self._stop.clear()
             self.started_at = self.clock()
             self._set_status(ProcessorStatus.STARTING, None)
@@ -535,6 +628,36 @@ class StreamProcessor:
         self.last_error = message
         self.last_error_at = self.clock()
 
+    def halt(self, message: str) -> None:
+        """Stop for good, from any thread, with ``message`` recorded as the status message
+        (STOPPED; e.g. the creator's key was revoked)."""
+        self._error(message)
+        log.warning("stream processor %s stopped: %s", self.name, message)
+        with self._lock:
+            threads, self._threads = self._threads, []
+            self._stop.set()
+        me = threading.current_thread()
+        for t in threads:
+            if t is not me:
+                t.join(self.settings.read_timeout_s + 5)
+        if self._webhook is not None:
+            self._webhook.shutdown()
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
+        self._set_status(ProcessorStatus.STOPPED, message)
+
+    def _key_revoked(self) -> bool:
+        """From the processing thread: whether the creator's key may no longer search; if so
+        the processor stops (:meth:`halt`, from another thread, which joins this one)."""
+        problem = self.key_check() if self.key_check is not None else None
+        if problem is None:
+            return False
+        self._stop.set()
+        threading.Thread(target=self.halt, args=(f"stopped: {problem}",),
+                         name=f"stream-{self.name}-halt", daemon=True).start()
+        return True
+
     def _fail(self, message: str) -> None:
         """Stop for good on an error that retrying cannot fix."""
         self._error(message)
@@ -567,9 +690,18 @@ class StreamProcessor:
     def _open(self) -> av.container.InputContainer:
         s = self.settings
         options: dict[str, str] = {}
+        target = self.target
         if self.target.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = s.rtsp_transport
-        return av.open(self.target, format=self.format, options=options,
+            options["protocol_whitelist"] = _PROTOCOLS["rtsp"]
+        elif self.target.startswith(("http://", "https://")):
+            options["protocol_whitelist"] = _PROTOCOLS["http"]
+        elif self.is_file:
+            options["protocol_whitelist"] = _PROTOCOLS["file"]
+            target = "file:" + str(Path(self.target).resolve())
+        if not self.is_file and self.format != "v4l2":
+            self.egress.check_url(self.target, "stream input")  # again: DNS may have changed
+        return av.open(target, format=self.format, options=options,
                        timeout=(s.open_timeout_s, s.read_timeout_s),
                        metadata_errors="ignore")
 
@@ -614,6 +746,9 @@ class StreamProcessor:
                 else:
                     if self.is_file and s.loop and got:
                         continue
+            except EgressRefusedError as exc:
+                self._fail(exc.message)
+                break
             except (av.FFmpegError, OSError, _NoVideo) as exc:
                 reason = f"{type(exc).__name__}: {str(exc).strip() or 'input error'}"
             finally:
@@ -628,7 +763,7 @@ class StreamProcessor:
                 self._set_status(ProcessorStatus.STOPPED, reason)
                 self._stop.set()
                 break
-            self._error(f"{self.settings.input_url}: {reason}; reconnecting")
+            self._error(INPUT_REFUSED)  # the same text whatever failed: no port scanning
             log.warning("stream processor %s: %s; reconnecting", self.name, reason)
             delay = min(s.reconnect_max_s, s.reconnect_initial_s * 2 ** attempt)
             attempt += 1
@@ -657,7 +792,12 @@ class StreamProcessor:
         next_at = 0.0
         certain = (s.threshold if s.threshold is not None else sim.DEFAULT_THRESHOLD) \
             + s.certain_margin
+        next_key_check = 0.0
         while not self._stop.is_set():
+            if self.key_check is not None and time.monotonic() >= next_key_check:
+                next_key_check = time.monotonic() + 1.0  # and before every search
+                if self._key_revoked():
+                    break
             if interval:
                 wait = next_at - time.monotonic()
                 if wait > 0 and self._stop.wait(wait):
@@ -702,6 +842,8 @@ class StreamProcessor:
                 states: dict[int, _TrackState], boxes: np.ndarray, chips: np.ndarray,
                 pixels: RGBImage, item: _Captured, now_ms: float) -> None:
         s = self.settings
+        if self._key_revoked():
+            return
         vecs = pipeline.embedder.embed(chips[want])
         for k in want:
             st = states[int(ids[k])]
@@ -750,7 +892,8 @@ class StreamProcessor:
         doc = event.to_json()
         if self._jsonl is not None:
             try:
-                self._jsonl.write(json.dumps(doc, ensure_ascii=False) + "\n")
+                self._jsonl.write(seal_line(json.dumps(doc, ensure_ascii=False), self.sealer)
+                                  + "\n")
                 self._jsonl.flush()
             except OSError as exc:
                 self._error(f"cannot write {self.settings.jsonl_path}: {exc.strerror or exc}")
@@ -771,15 +914,66 @@ class StreamProcessor:
         if r <= l or b <= t:
             return None
         day = time.strftime("%Y%m%d", time.gmtime(self.clock()))
-        path = self.snapshot_dir / day / f"{event_id}_{face_id}.jpg"
+        name = f"{event_id}_{face_id}.jpg" + (SEALED_SUFFIX if self.sealer else "")
+        path = self.snapshot_dir / day / name
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            PILImage.fromarray(np.ascontiguousarray(pixels[t:b, l:r])).save(path, quality=90)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            buf = io.BytesIO()
+            PILImage.fromarray(np.ascontiguousarray(pixels[t:b, l:r])).save(buf, "JPEG",
+                                                                              quality=90)
+            data = buf.getvalue()
+            if self.sealer is not None:
+                data = self.sealer.seal(data, _snapshot_aad(name))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
         except OSError as exc:
             self._error(f"cannot write snapshot {path}: {exc.strerror or exc}")
             return None
         root = self.snapshot_root
         return str(path.relative_to(root)) if root is not None else str(path)
+
+
+SEALED_SUFFIX = ".fse"
+"""Suffix of a sealed snapshot (``<event id>_<face id>.jpg.fse``)."""
+SEALED_LINE = "FSE1:"
+"""Prefix of a sealed JSONL line (then base64 of the sealed JSON)."""
+
+
+def _snapshot_aad(name: str) -> bytes:
+    return b"snapshot:" + name.encode()
+
+
+def seal_line(line: str, sealer: Sealer | None) -> str:
+    """A JSONL line as written: the JSON itself, or sealed when encryption at rest is on."""
+    if sealer is None:
+        return line
+    return SEALED_LINE + base64.b64encode(sealer.seal(line.encode(), b"stream-event")).decode()
+
+
+def read_jsonl(path: Path, sealer: Sealer | None) -> builtins.list[dict[str, object]]:
+    """The events of a processor's JSONL file (sealed lines opened with ``sealer``)."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith(SEALED_LINE):
+            if sealer is None:
+                raise InvalidParameterError(f"{path}: sealed events need the encryption key")
+            line = sealer.open(base64.b64decode(line[len(SEALED_LINE):]),
+                               b"stream-event").decode()
+        if line.strip():
+            out.append(json.loads(line))
+    return out
+
+
+def read_snapshot(home: Path, snapshot: str, sealer: Sealer | None) -> bytes:
+    """The JPEG bytes of an event's snapshot (``snapshot``: relative to the data directory)."""
+    path = home / snapshot
+    data = path.read_bytes()
+    if path.name.endswith(SEALED_SUFFIX):
+        if sealer is None:
+            raise InvalidParameterError(f"{snapshot}: a sealed snapshot needs the encryption key")
+        data = sealer.open(data, _snapshot_aad(path.name))
+    return data
 
 
 def purge_snapshots(home: Path, face_ids: Sequence[str]) -> int:
@@ -789,8 +983,8 @@ def purge_snapshots(home: Path, face_ids: Sequence[str]) -> int:
         return 0
     wanted = set(face_ids)
     n = 0
-    for path in root.glob("*/*/*_*.jpg"):
-        if path.stem.rsplit("_", 1)[-1] in wanted:
+    for path in root.glob("*/*/*_*.jpg*"):
+        if path.name.split(".", 1)[0].rsplit("_", 1)[-1] in wanted:
             path.unlink(missing_ok=True)
             n += 1
     return n
@@ -844,21 +1038,55 @@ class StreamProcessors:
     """Stream processor definitions (in the service's database) and the ones running here."""
 
     def __init__(self, home: Path, store: Store, collections: FaceCollections, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, keys: AccessKeys | None = None,
+                 egress: EgressPolicy = OPEN, allow_devices: bool = True) -> None:
         self.home = home
         self.store = store
         self.collections = collections
         self.clock = clock
+        self.keys = keys
+        self.egress = egress
+        self.allow_devices = allow_devices
+        """Whether local V4L2 devices may be inputs (the HTTP API sets it from its settings)."""
         self._live: dict[str, StreamProcessor] = {}
         self._hubs: dict[str, EventHub] = {}
         self._lock = threading.RLock()
         self._closed = False
+        if keys is not None:
+            keys.revoke_hooks.append(self.key_revoked)
         stream_metadata.create_all(store.engine)
 
-    def _row(self, name: str) -> object:
+    def key_problem(self, actor: str) -> str | None:
+        """Why the access key ``actor`` may no longer act (None: it may, or it is no key)."""
+        return key_problem(self.keys, actor)
+
+    def key_revoked(self, key_id: str) -> None:
+        """Stop, at once, the processors ``key_id`` created (STOPPED, with the reason, not
+        resumed on restart) and end the feeds it opened."""
+        reason = f"stopped: the access key {key_id} was revoked"
+        with self.store.transaction() as conn:
+            names = [r[0] for r in conn.execute(select(processors_t.c.name)
+                                                .where(processors_t.c.caller_actor == key_id))]
+            conn.execute(update(processors_t).where(processors_t.c.caller_actor == key_id)
+                         .values(desired_running=0, updated_at=self.clock()))
+        for name in names:
+            with self._lock:
+                proc = self._live.pop(name, None)
+            if proc is not None:
+                proc.halt(reason)
+            else:
+                self._on_status(name, ProcessorStatus.STOPPED, reason)
+        with self._lock:
+            hubs = list(self._hubs.values())
+        for hub in hubs:
+            hub.end_for(key_id, f"the access key {key_id} was revoked")
+
+    def _row(self, name: str, caller: Caller | None = None) -> object:
+        """The processor's row; one of another case is "not found" to a case-bound caller."""
+        case = key_case(self.keys, caller)
         with self.store.transaction() as conn:
             r = conn.execute(select(processors_t).where(processors_t.c.name == name)).first()
-        if r is None:
+        if r is None or (case is not None and r.caller_case != case):
             raise StreamProcessorNotFoundError(f"stream processor {name!r} does not exist")
         return r
 
@@ -870,9 +1098,15 @@ class StreamProcessors:
                              g["updated_at"], live.metrics() if live is not None else None)
 
     def _check(self, settings: StreamSettings, caller: Caller) -> None:
-        classify_input(settings.input_url, settings.input_format)
+        _, fmt, is_file = classify_input(settings.input_url, settings.input_format,
+                                         allow_devices=self.allow_devices)
+        if not is_file and fmt != "v4l2":
+            self.egress.check_url(settings.input_url, "stream input")
         if settings.webhook_url is not None:
-            validate_url(settings.webhook_url)
+            validate_url(settings.webhook_url, self.egress)
+        problem = self.key_problem(caller.actor)
+        if problem is not None:
+            raise AccessDeniedError(f"the processor cannot run: {problem}")
         authorize_search(self.collections, settings.collection, caller, settings.threshold,
                          settings.max_results, "search.stream")
 
@@ -894,33 +1128,38 @@ class StreamProcessors:
                 caller_client=c.client, created_at=now, updated_at=now))
         return self.describe(name)
 
-    def describe(self, name: str) -> ProcessorInfo:
-        return self._info(self._row(name))
+    def describe(self, name: str, *, caller: Caller | None = None) -> ProcessorInfo:
+        return self._info(self._row(name, caller))
 
-    def metrics(self, name: str) -> StreamMetrics | None:
-        self._row(name)
+    def metrics(self, name: str, *, caller: Caller | None = None) -> StreamMetrics | None:
+        self._row(name, caller)
         live = self._live.get(name)
         return live.metrics() if live is not None else None
 
     def hub(self, name: str) -> EventHub:
         with self._lock:
-            return self._hubs.setdefault(name, EventHub())
+            return self._hubs.setdefault(name, EventHub(self.key_problem))
 
     def subscribe(self, name: str, *, max_queue: int = 256,
-                  loop: asyncio.AbstractEventLoop | None = None) -> Subscription:
+                  loop: asyncio.AbstractEventLoop | None = None,
+                  caller: Caller | None = None) -> Subscription:
         """A feed of the processor's events (kept across stops and starts; close it when
-        done). Pass the running ``loop`` to read it with ``await sub.aget()``."""
-        self._row(name)
-        return self.hub(name).subscribe(max_queue, loop)
+        done). Pass the running ``loop`` to read it with ``await sub.aget()``. A ``caller``'s
+        feed ends when its key is revoked or expires; a case-bound key may subscribe only to
+        its case's processors. Subscribing is audited."""
+        self._row(name, caller)
+        sub = self.hub(name).subscribe(max_queue, loop, caller.actor if caller else None)
+        self.collections.record("stream.subscribe", caller, details={"processor": name})
+        return sub
 
     def _on_status(self, name: str, status: ProcessorStatus, message: str | None) -> None:
         with self.store.transaction() as conn:
             conn.execute(update(processors_t).where(processors_t.c.name == name).values(
                 status=status.value, status_message=message, updated_at=self.clock()))
 
-    def start(self, name: str) -> ProcessorInfo:
+    def start(self, name: str, *, caller: Caller | None = None) -> ProcessorInfo:
         """Start a processor in this process (ConflictError if it already runs)."""
-        r = self._row(name)
+        r = self._row(name, caller)
         g = r._mapping  # type: ignore[attr-defined]
         settings = StreamSettings.model_validate_json(g["settings"])
         with self._lock:
@@ -938,7 +1177,9 @@ class StreamProcessors:
             proc = StreamProcessor(name, settings, self.collections, caller=caller,
                                    hub=self.hub(name), snapshot_dir=self.home / "snapshots" / name,
                                    snapshot_root=self.home, on_status=self._on_status,
-                                   clock=self.clock)
+                                   clock=self.clock, key_check=self._key_check(name, caller),
+                                   egress=self.egress, sealer=self.collections.sealer,
+                                   allow_devices=self.allow_devices)
             with self.store.transaction() as conn:
                 conn.execute(update(processors_t).where(processors_t.c.name == name)
                              .values(desired_running=1, updated_at=self.clock()))
@@ -946,9 +1187,23 @@ class StreamProcessors:
             proc.start()
         return self.describe(name)
 
-    def stop(self, name: str) -> ProcessorInfo:
+    def _key_check(self, name: str, caller: Caller) -> Callable[[], str | None]:
+        """Before each search: whether the creator's key still may; when not, the processor
+        is no longer resumed on restart."""
+        def check() -> str | None:
+            problem = self.key_problem(caller.actor)
+            if problem is not None:
+                with self._lock:
+                    self._live.pop(name, None)
+                with self.store.transaction() as conn:
+                    conn.execute(update(processors_t).where(processors_t.c.name == name)
+                                 .values(desired_running=0, updated_at=self.clock()))
+            return problem
+        return check
+
+    def stop(self, name: str, *, caller: Caller | None = None) -> ProcessorInfo:
         """Stop a processor (a no-op when it is not running)."""
-        self._row(name)
+        self._row(name, caller)
         with self._lock:
             proc = self._live.pop(name, None)
             with self.store.transaction() as conn:
@@ -960,9 +1215,9 @@ class StreamProcessors:
             self._on_status(name, ProcessorStatus.STOPPED, None)
         return self.describe(name)
 
-    def delete(self, name: str) -> None:
+    def delete(self, name: str, *, caller: Caller | None = None) -> None:
         """Stop and delete a processor; its subscribers' feeds end."""
-        self._row(name)
+        self._row(name, caller)
         with self._lock:
             proc = self._live.pop(name, None)
         if proc is not None:
@@ -1001,7 +1256,12 @@ class StreamProcessors:
             h.close()
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
-    def list(self) -> builtins.list[ProcessorInfo]:
+    def list(self, *, caller: Caller | None = None) -> builtins.list[ProcessorInfo]:
+        """Processors in name order (a case-bound ``caller``: its case's only)."""
+        q = select(processors_t).order_by(processors_t.c.name)
+        case = key_case(self.keys, caller)
+        if case is not None:
+            q = q.where(processors_t.c.caller_case == case)
         with self.store.transaction() as conn:
-            rows = conn.execute(select(processors_t).order_by(processors_t.c.name)).all()
+            rows = conn.execute(q).all()
         return [self._info(r) for r in rows]

@@ -171,7 +171,8 @@ class UserDirectory:
                     continue
                 if len(owned_vecs):
                     vec = self.store.embeddings(conn, np.array([f.row]), EMBEDDING_DIM)[0]
-                    best = float(sim.to_similarity(owned_vecs @ vec).max())
+                    best = float(sim.to_similarity(owned_vecs @ vec,
+                                                    coll.model_version).max())
                     if best < user_match_threshold:
                         failed.append((fid, ["LOW_MATCH_CONFIDENCE"]))
                         continue
@@ -215,13 +216,14 @@ class UserDirectory:
 
     def _rank(self, collection: str, queries: FloatArray, max_users: int,
               threshold: float | None, caller: Caller, operation: str,
-              probe_sha256: str | None = None,
-              exclude_user: str | None = None) -> tuple[builtins.list[UserMatch], float, str]:
+              probe_sha256: str | None = None, exclude_user: str | None = None,
+              rate_limit: bool = True) -> tuple[builtins.list[UserMatch], float, str]:
         """Users ranked by their best face's similarity to any query; policy and audit apply."""
         with self.store.transaction() as conn:
             coll = self.collections.collection(conn, collection)
             self.collections._check_model(coll)
-        used = self.collections._authorize(coll, caller, threshold, max_users)
+        used = self.collections._authorize(coll, caller, threshold, max_users,
+                                           rate_limit=rate_limit)
         search_id = str(uuid.uuid4())
         with self.store.transaction() as conn:
             rows, owners = self.store.user_face_rows(conn, coll.id)
@@ -230,7 +232,7 @@ class UserDirectory:
         if len(rows):
             vecs = self.collections.vector_index(coll).vectors(rows)
             best = (vecs @ np.asarray(queries, np.float32).T).max(axis=1)
-            scores = sim.to_similarity(best)
+            scores = sim.to_similarity(best, coll.model_version)
             top: dict[str, tuple[float, int]] = {}
             for s, owner, row in zip(scores, owners, rows, strict=True):
                 if owner == exclude_user:
@@ -280,6 +282,11 @@ class UserDirectory:
         caller = caller or Caller.local()
         validate_max_results(max_users)
         validate_threshold(threshold)
+        # Policy and rate limit before the probe is decoded and analysed (not taken again).
+        with self.store.transaction() as conn:
+            coll = self.collections.collection(conn, collection)
+            self.collections._check_model(coll)
+        self.collections._authorize(coll, caller, threshold, max_users)
         image = source if isinstance(source, Image) else load_image(source,
                                                                     self.collections.limits)
         faces = self.collections.analyze(image, 1)
@@ -287,5 +294,6 @@ class UserDirectory:
             raise NoFaceError("no face was found in the probe image")
         assert faces.embeddings is not None
         matches, used, sid = self._rank(collection, faces.embeddings, max_users, threshold,
-                                        caller, "users.search.image", probe_sha256=image.sha256)
+                                        caller, "users.search.image", probe_sha256=image.sha256,
+                                        rate_limit=False)
         return UserSearchResult(faces, matches, used, sid)

@@ -60,6 +60,7 @@ from sqlalchemy import (
 from . import similarity as sim
 from .collections import FaceCollections, Match
 from .errors import (
+    AccessDeniedError,
     ConflictError,
     FaceSearchError,
     IdempotencyMismatchError,
@@ -69,13 +70,14 @@ from .errors import (
     ThrottledError,
     VideoTooLargeError,
 )
+from .keys import AccessKeys, KeyNotFoundError
 from .pipeline import Pipeline
 from .policy import check_search
 from .quality import measure
 from .store import Store
 from .tracking import IouTracker, view_scores
 from .types import Caller, Faces, FloatArray, Image, IntArray, RGBImage
-from .webhook import post_json, validate_url
+from .webhook import OPEN, EgressPolicy, post_json, validate_url
 
 log = logging.getLogger(__name__)
 
@@ -363,6 +365,38 @@ def authorize_search(collections: FaceCollections, collection: str, caller: Call
                            details={"reason": exc.message, "max_results": max_results,
                                     "operation": operation})
         raise
+
+
+KEY_PREFIX = "FSAK"
+"""Access key ids start with it (``facesearch.keys``); other actors (``local:<user>``) are not
+keys and are never revoked."""
+
+
+def key_problem(keys: AccessKeys | None, actor: str) -> str | None:
+    """Why the access key ``actor`` may no longer act (revoked, expired, gone), or None while
+    it may (and for callers that are not access keys)."""
+    if keys is None or not actor.startswith(KEY_PREFIX):
+        return None
+    try:
+        info = keys.describe(actor)
+    except KeyNotFoundError:
+        return f"the access key {actor} no longer exists"
+    if info.revoked_at is not None:
+        return f"the access key {actor} was revoked"
+    if info.expired(keys.clock()):
+        return f"the access key {actor} has expired"
+    return None
+
+
+def key_case(keys: AccessKeys | None, caller: Caller | None) -> str | None:
+    """The case a case-bound access key is confined to; None when ``caller`` is not confined
+    (a key issued for no case, the CLI's local user, or no caller given)."""
+    if keys is None or caller is None or not caller.actor.startswith(KEY_PREFIX):
+        return None
+    try:
+        return keys.describe(caller.actor).case_ref
+    except KeyNotFoundError:
+        raise AccessDeniedError(f"access key {caller.actor} is unknown") from None
 
 
 def best_matches(per_vector: Sequence[Sequence[Match]], max_results: int) -> list[Match]:
@@ -654,7 +688,8 @@ class VideoJobs:
                  workers: int = 1, max_queued: int = 100,
                  max_video_bytes: int = MAX_VIDEO_BYTES,
                  path_roots: Sequence[Path] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 keys: AccessKeys | None = None, egress: EgressPolicy = OPEN) -> None:
         if workers < 1:
             raise InvalidParameterError("video workers must be at least 1")
         self.home = home
@@ -673,7 +708,22 @@ class VideoJobs:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
+        self._reasons: dict[str, str] = {}
+        self.keys = keys
+        self.egress = egress
+        if keys is not None:
+            keys.revoke_hooks.append(self._key_revoked)
         video_metadata.create_all(store.engine)
+
+    def _key_revoked(self, key_id: str) -> None:
+        """Cancel, at once, every job in progress that the revoked key submitted."""
+        with self.store.transaction() as conn:
+            ids = [r[0] for r in conn.execute(select(jobs_t.c.job_id).where(
+                jobs_t.c.caller_actor == key_id,
+                jobs_t.c.status == JobStatus.IN_PROGRESS.value))]
+        for job_id in ids:
+            self._reasons[job_id] = f"cancelled: the access key {key_id} was revoked"
+            self.cancel(job_id)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -779,7 +829,7 @@ class VideoJobs:
                 token: str | None, source_name: str | None, caller: Caller | None) -> str:
         settings = settings or VideoJobSettings()
         if webhook_url is not None:
-            validate_url(webhook_url)
+            validate_url(webhook_url, self.egress)
         if job_tag is not None and not 1 <= len(job_tag) <= 1024:
             raise InvalidParameterError("job tag must be 1-1024 characters")
         if token is not None:
@@ -845,12 +895,13 @@ class VideoJobs:
                 raise VideoTooLargeError(f"{p}: {size / 1e9:.1f} GB is over the "
                                          f"{self.max_video_bytes / 1e9:.1f} GB video limit")
             return p.resolve(), False, source_name or str(p)
-        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.uploads.mkdir(parents=True, exist_ok=True, mode=0o700)
         suffix = Path(source_name).suffix[:10] if source_name else ""
         dest = self.uploads / f"{job_id}{suffix}"
         written = 0
         try:
-            with open(dest, "wb") as f:
+            with os.fdopen(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                           "wb") as f:
                 if isinstance(video, (bytes, bytearray, memoryview)):
                     written = len(video)
                     if written > self.max_video_bytes:
@@ -876,15 +927,24 @@ class VideoJobs:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _row(self, job_id: str) -> object:
+    def _row(self, job_id: str, caller: Caller | None = None) -> object:
+        """The job's row; a job of another case is "not found" to a case-bound ``caller``."""
+        case = key_case(self.keys, caller)
         with self.store.transaction() as conn:
             r = conn.execute(select(jobs_t).where(jobs_t.c.job_id == job_id)).first()
-        if r is None:
+        if r is None or (case is not None and r.caller_case != case):
             raise JobNotFoundError(f"video job {job_id!r} does not exist")
         return r
 
-    def describe(self, job_id: str) -> VideoJob:
-        return _job_from_row(self._row(job_id))
+    def describe(self, job_id: str, *, caller: Caller | None = None) -> VideoJob:
+        """The job (``caller``: a case-bound key sees only its case's jobs)."""
+        return _job_from_row(self._row(job_id, caller))
+
+    def _audit_read(self, job: VideoJob, caller: Caller | None, what: str, n: int) -> None:
+        """Record a read of a job's results (who, which job, how many entries)."""
+        self.collections.record("video.results.read", caller, collection=job.collection,
+                                details={"job_id": job.job_id, "kind": job.kind.value,
+                                         "what": what, "entries": n})
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> VideoJob:
         """The job once it has ended (or as it is when ``timeout_s`` passes)."""
@@ -901,12 +961,13 @@ class VideoJobs:
 
     def face_search_results(self, job_id: str, *, max_results: int = MAX_PAGE,
                             next_token: str | None = None, sort_by: SortBy = "TIMESTAMP",
-                            matched_only: bool = False) -> FaceSearchPage:
+                            matched_only: bool = False,
+                            caller: Caller | None = None) -> FaceSearchPage:
         """A page of a face search job's persons (GetFaceSearch). Empty until it SUCCEEDED."""
         offset = _page_args(max_results, next_token)
         if sort_by not in ("TIMESTAMP", "INDEX"):
             raise InvalidParameterError(f"sort by must be TIMESTAMP or INDEX, got {sort_by!r}")
-        row = self._row(job_id)
+        row = self._row(job_id, caller)
         job = _job_from_row(row)
         if job.kind is not JobKind.FACE_SEARCH:
             raise InvalidParameterError(f"job {job_id} is a face detection job")
@@ -927,6 +988,7 @@ class VideoJobs:
         page = [PersonMatch(r.timestamp_ms, r.person, _video_face(r), matches.get(r.person, []))
                 for r in rows[:max_results]]
         nxt = str(offset + max_results) if len(rows) > max_results else None
+        self._audit_read(job, caller, "persons", len(page))
         return FaceSearchPage(job, page, nxt)
 
     def _matches(self, conn: object, job_row: int,
@@ -943,10 +1005,11 @@ class VideoJobs:
         return out
 
     def face_detection_results(self, job_id: str, *, max_results: int = MAX_PAGE,
-                               next_token: str | None = None) -> FaceDetectionPage:
+                               next_token: str | None = None,
+                               caller: Caller | None = None) -> FaceDetectionPage:
         """A page of a job's detected faces by timestamp (GetFaceDetection)."""
         offset = _page_args(max_results, next_token)
-        row = self._row(job_id)
+        row = self._row(job_id, caller)
         job = _job_from_row(row)
         if job.status is not JobStatus.SUCCEEDED:
             return FaceDetectionPage(job, [], None)
@@ -956,12 +1019,14 @@ class VideoJobs:
         with self.store.transaction() as conn:
             rows = conn.execute(q).all()
         nxt = str(offset + max_results) if len(rows) > max_results else None
+        self._audit_read(job, caller, "faces", min(len(rows), max_results))
         return FaceDetectionPage(job, [FaceDetection(r.timestamp_ms, _video_face(r))
                                        for r in rows[:max_results]], nxt)
 
-    def persons(self, job_id: str) -> builtins.list[PersonSummary]:
+    def persons(self, job_id: str, *,
+                caller: Caller | None = None) -> builtins.list[PersonSummary]:
         """Each person of a finished job: first and last timestamp, detections, candidates."""
-        row = self._row(job_id)
+        row = self._row(job_id, caller)
         jr = row.id  # type: ignore[attr-defined]
         d = detections_t.c
         with self.store.transaction() as conn:
@@ -969,14 +1034,15 @@ class VideoJobs:
                 select(d.person, func.min(d.timestamp_ms), func.max(d.timestamp_ms), func.count())
                 .where(d.job_row == jr).group_by(d.person).order_by(d.person)).all()
             matches = self._matches(conn, jr, [s[0] for s in spans])
+        self._audit_read(_job_from_row(row), caller, "person summaries", len(spans))
         return [PersonSummary(int(p), int(a), int(b), int(n), matches.get(int(p), []))
                 for p, a, b, n in spans]
 
     # -- control -----------------------------------------------------------------------
 
-    def cancel(self, job_id: str) -> VideoJob:
+    def cancel(self, job_id: str, *, caller: Caller | None = None) -> VideoJob:
         """Cancel a waiting or running job (a no-op on a finished one)."""
-        row = self._row(job_id)
+        row = self._row(job_id, caller)
         with self._lock:
             ev = self._cancel.get(job_id)
             if ev is not None:
@@ -986,7 +1052,8 @@ class VideoJobs:
                 n = conn.execute(update(jobs_t).where(
                     jobs_t.c.job_id == job_id, jobs_t.c.status == JobStatus.IN_PROGRESS.value,
                     jobs_t.c.started_at.is_(None)).values(
-                    status=JobStatus.CANCELLED.value, status_message="cancelled before it started",
+                    status=JobStatus.CANCELLED.value,
+                    status_message=self._reasons.pop(job_id, "cancelled before it started"),
                     finished_at=self.clock(), updated_at=self.clock())).rowcount
             if n:
                 self._finish_input(job_id)
@@ -998,9 +1065,9 @@ class VideoJobs:
                         cancel_requested=1, updated_at=self.clock()))
         return self.describe(job_id)
 
-    def delete(self, job_id: str) -> None:
+    def delete(self, job_id: str, *, caller: Caller | None = None) -> None:
         """Delete a finished job and its results."""
-        job = self.describe(job_id)
+        job = self.describe(job_id, caller=caller)
         if job.status not in TERMINAL:
             raise ConflictError(f"video job {job_id} is still in progress; cancel it first")
         with self.store.transaction() as conn:
@@ -1068,7 +1135,7 @@ class VideoJobs:
                 if self._stop.is_set():
                     self._release(job_id)
                     return
-                self._end(job_id, JobStatus.CANCELLED, "cancelled")
+                self._end(job_id, JobStatus.CANCELLED, self._reasons.pop(job_id, "cancelled"))
             except FaceSearchError as exc:
                 self._end(job_id, JobStatus.FAILED, exc.message)
             except Exception as exc:  # a worker records any failure as the job's reason
@@ -1088,6 +1155,9 @@ class VideoJobs:
         per_vector: builtins.list[builtins.list[Match]] = []
         chunk = 1000
         for start in range(0, len(scan.embeddings), chunk):
+            problem = key_problem(self.keys, caller.actor)
+            if problem is not None:
+                raise AccessDeniedError(f"stopped before searching: {problem}")
             vecs = scan.embeddings[start:start + chunk]
             for attempt in range(10):
                 try:
@@ -1174,7 +1244,7 @@ class VideoJobs:
             "JobTag": job.job_tag, "Timestamp": int((job.finished_at or self.clock()) * 1000),
             "StatusMessage": job.status_message, "Video": {"Source": job.source},
         }
-        reason = post_json(job.webhook_url, payload, stop=self._stop)
+        reason = post_json(job.webhook_url, payload, stop=self._stop, egress=self.egress)
         with self.store.transaction() as conn:
             conn.execute(update(jobs_t).where(jobs_t.c.job_id == job_id).values(
                 notification="delivered" if reason is None else f"failed: {reason}"))
@@ -1183,12 +1253,16 @@ class VideoJobs:
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
     def list(self, *, status: JobStatus | None = None, limit: int = 100,
-             next_token: str | None = None) -> tuple[builtins.list[VideoJob], str | None]:
-        """Jobs, newest first, a page at a time."""
+             next_token: str | None = None,
+             caller: Caller | None = None) -> tuple[builtins.list[VideoJob], str | None]:
+        """Jobs, newest first, a page at a time (a case-bound ``caller``: its case's only)."""
         offset = _page_args(limit, next_token)
         q = select(jobs_t).order_by(jobs_t.c.id.desc()).limit(limit + 1).offset(offset)
         if status is not None:
             q = q.where(jobs_t.c.status == status.value)
+        case = key_case(self.keys, caller)
+        if case is not None:
+            q = q.where(jobs_t.c.caller_case == case)
         with self.store.transaction() as conn:
             rows = conn.execute(q).all()
         nxt = str(offset + limit) if len(rows) > limit else None

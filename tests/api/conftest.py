@@ -62,6 +62,12 @@ class Server:
     keys: dict[str, Key]
     proc: subprocess.Popen[bytes]
     log: Path
+    signing_key: Path
+
+    def settings(self) -> Settings:
+        """Settings for opening the server's data directory from a test (the same audit
+        signing key, kept outside the directory)."""
+        return Settings(home=self.home, audit_signing_key=self.signing_key)
 
     def rekognition(self, role: str, *, secret: str | None = None, key_id: str | None = None,
                     retries: int = 1) -> Any:
@@ -84,8 +90,14 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=120)
 
 
+def signing_key_for(home: Path) -> Path:
+    """Where a test deployment on ``home`` keeps its audit signing key: beside the data
+    directory, never in it (as docs/security.md asks)."""
+    return home.parent / f"{home.name}-secrets" / "audit-ed25519.pem"
+
+
 def make_keys(home: Path) -> dict[str, Key]:
-    with FaceSearch(Settings(home=home)) as fs:
+    with FaceSearch(Settings(home=home, audit_signing_key=signing_key_for(home))) as fs:
         out = {}
         for role in ROLES:
             new = fs.keys.create(role, label=f"test {role}")
@@ -98,6 +110,7 @@ def start_server(home: Path, log: Path, **env: str) -> Server:
     keys = make_keys(home)
     port = free_port()
     full_env = {**os.environ, "FACESEARCH_HOME": str(home), "FACESEARCH_API_WORKERS": "2",
+                "FACESEARCH_AUDIT_SIGNING_KEY": str(signing_key_for(home)),
                 "FACESEARCH_SEARCHES_PER_MINUTE": "0", **env}
     out = log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "facesearch", "serve", "--host", "127.0.0.1",
@@ -117,7 +130,7 @@ def start_server(home: Path, log: Path, **env: str) -> Server:
             proc.kill()
             pytest.fail(f"the server did not get ready:\n{log.read_text()[-3000:]}")
         time.sleep(0.2)
-    return Server(url, home, keys, proc, log)
+    return Server(url, home, keys, proc, log, signing_key_for(home))
 
 
 def stop_server(server: Server) -> None:

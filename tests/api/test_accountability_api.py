@@ -4,6 +4,7 @@ for a case, expiry, erasure receipts, reviews, and the audit trail for auditors.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +97,38 @@ def test_expired_key_is_refused(server: Server, le: str) -> None:
     with pytest.raises(ClientError) as info:
         client.list_collections()
     assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] in (400, 403)
+
+
+def test_reviews_must_name_a_real_search_and_one_of_its_candidates(server: Server,
+                                                                   le: str) -> None:
+    headers = {"X-Facesearch-Purpose": "burglary", "X-Facesearch-Case": "C-19"}
+    with server.native("searcher") as s:
+        r = s.post(f"/v1/collections/{le}/search", headers=headers,
+                   files={"image": ("p.jpg", image_bytes("obama-720p.jpg"), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        candidates = [m["face"]["face_id"] for m in body["probes"][0]["matches"]]
+        assert candidates
+        with server.native("admin") as admin:
+            listed = admin.get(f"/v1/collections/{le}/faces").json()["faces"]
+        others = [f["face_id"] for f in listed if f["face_id"] not in candidates]
+        review = {"search_id": body["search_id"], "face_id": candidates[0],
+                  "decision": "rejected"}
+        made_up = s.post("/v1/reviews", json={**review, "search_id": str(uuid.uuid4())})
+        assert made_up.status_code == 404, made_up.text
+        assert made_up.json()["code"] == "search_not_found"
+        for face_id in [str(uuid.uuid4()), *others[:1]]:
+            r = s.post("/v1/reviews", json={**review, "face_id": face_id})
+            assert r.status_code == 400, r.text
+            assert r.json()["code"] == "not_a_candidate"
+        r = s.post("/v1/reviews", json={**review, "collection": "another-collection"})
+        assert r.status_code == 400, r.text
+        r = s.post("/v1/reviews", json=review)
+        assert r.status_code == 201, r.text
+    with server.native("auditor") as auditor:
+        events = auditor.get("/v1/audit", params={"operation": "review"}).json()["events"]
+        mine = [e for e in events if e["details"]["search_id"] == body["search_id"]]
+        assert len(mine) == 1 and mine[0]["collection"] == le  # recorded once, the search's
 
 
 def test_native_review_erase_and_audit(server: Server, le: str) -> None:

@@ -15,14 +15,17 @@ from botocore.credentials import Credentials
 from facesearch.api.auth import (
     PERMISSIONS,
     Operation,
+    ReplayCache,
     SignedRequest,
     authenticate,
     authorize,
     canonical_query,
+    preauthenticate,
 )
 from facesearch.api.errors import (
     IncompleteSignatureError,
     MissingAuthError,
+    ReplayedRequestError,
     SignatureExpiredError,
     SignatureMismatchError,
     UnknownKeyError,
@@ -106,6 +109,40 @@ def test_refuses_unknown_revoked_and_missing(keys: AccessKeys) -> None:
               for n, v in req.headers]
     with pytest.raises(IncompleteSignatureError):
         check(SignedRequest("POST", "/", "", broken, b""), keys)
+
+
+def test_target_and_facesearch_headers_must_be_signed(keys: AccessKeys) -> None:
+    k = keys.create("admin")
+    for name, value in (("x-amz-target", "RekognitionService.DeleteCollection"),
+                        ("x-facesearch-case", "C-9"), ("x-facesearch-purpose", "other")):
+        req = sign(k, "POST", "/")  # signed without it, the header added after
+        added = SignedRequest("POST", "/", "", [*req.headers, (name, value)], b"")
+        with pytest.raises(IncompleteSignatureError, match=name):
+            check(added, keys)
+        with pytest.raises(IncompleteSignatureError, match=name):  # before the body, too
+            preauthenticate(added, keys, service="rekognition", max_skew_s=300,
+                            allow_bearer=False)
+        ok = sign(k, "POST", "/", headers={name: value})
+        assert check(ok, keys) == k.info.key_id
+
+
+def test_a_signature_is_accepted_once(keys: AccessKeys) -> None:
+    k = keys.create("admin")
+    req = sign(k, "POST", "/", body=b'{"a": 1}')
+    seen = ReplayCache()
+    assert authenticate(req, keys, service="rekognition", max_skew_s=300, allow_bearer=False,
+                        replays=seen).key_id == k.info.key_id
+    with pytest.raises(ReplayedRequestError):
+        authenticate(req, keys, service="rekognition", max_skew_s=300, allow_bearer=False,
+                     replays=seen)
+    # A wrong signature is not remembered (it cannot lock out the real one).
+    fresh = sign(k, "POST", "/", body=b'{"a": 2}')
+    forged = SignedRequest("POST", "/", "", fresh.headers, b'{"a": 3}')
+    with pytest.raises(SignatureMismatchError):
+        authenticate(forged, keys, service="rekognition", max_skew_s=300, allow_bearer=False,
+                     replays=seen)
+    assert authenticate(fresh, keys, service="rekognition", max_skew_s=300,
+                        allow_bearer=False, replays=seen).key_id == k.info.key_id
 
 
 def test_clock_skew(keys: AccessKeys, monkeypatch: pytest.MonkeyPatch) -> None:

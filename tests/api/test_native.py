@@ -273,4 +273,7 @@ def test_health_metrics_docs(server: Server, people: dict[str, Any]) -> None:
     body = spec["paths"]["/v1/collections/{collection}/faces"]["post"]["requestBody"]
     assert {"multipart/form-data", "application/json"} <= set(body["content"])
     assert httpx.get(server.url + "/docs").status_code == 200
-    error(httpx.get(server.url + "/v1/nothing-here"), 404, "not_found")
+    # Under /v1 the key is checked first (before any body is read), even for unknown routes.
+    error(httpx.get(server.url + "/v1/nothing-here"), 401, "missing_authentication")
+    with server.native("searcher") as s:
+        error(s.get("/v1/nothing-here"), 404, "not_found")

@@ -70,8 +70,14 @@ def test_collection_lifecycle(server: Server) -> None:
     assert out["StatusCode"] == 200
     assert out["CollectionArn"].endswith(":collection/rek-life")
     assert out["FaceModelVersion"]
+    # The same call again within the second would be signed identically (boto3 does not sign
+    # amz-sdk-invocation-id) and refused as a replay: sign a distinguishing header.
+    again = server.rekognition("admin")
+    again.meta.events.register("before-sign.rekognition.*",
+                               lambda request, **_: request.headers.__setitem__(
+                                   "x-amz-meta-attempt", "2"))
     with pytest.raises(rek.exceptions.ResourceAlreadyExistsException):
-        rek.create_collection(CollectionId="rek-life")
+        again.create_collection(CollectionId="rek-life")
     d = rek.describe_collection(CollectionId="rek-life")
     assert d["FaceCount"] == 0 and d["UserCount"] == 0
     assert d["FaceModelVersion"] == out["FaceModelVersion"]
@@ -84,7 +90,7 @@ def test_collection_lifecycle(server: Server) -> None:
     with pytest.raises(rek.exceptions.ResourceNotFoundException):
         rek.describe_collection(CollectionId="rek-life")
     with pytest.raises(rek.exceptions.ResourceNotFoundException):
-        rek.delete_collection(CollectionId="rek-life")
+        again.delete_collection(CollectionId="rek-life")
     with pytest.raises(rek.exceptions.InvalidParameterException):
         rek.create_collection(CollectionId="no spaces allowed")
 
@@ -367,14 +373,13 @@ def test_refused_signatures(server: Server, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_revoked_key_is_refused(server: Server) -> None:
-    from facesearch.config import Settings
     from facesearch.service import FaceSearch
 
-    with FaceSearch(Settings(home=server.home)) as fs:
+    with FaceSearch(server.settings()) as fs:
         new = fs.keys.create("auditor", label="short-lived")
     rek = server.rekognition("auditor", key_id=new.info.key_id, secret=new.secret)
     rek.list_collections()
-    with FaceSearch(Settings(home=server.home)) as fs:
+    with FaceSearch(server.settings()) as fs:
         fs.keys.revoke(new.info.key_id)
     with pytest.raises(ClientError) as err:
         rek.list_collections()

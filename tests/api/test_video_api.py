@@ -551,3 +551,97 @@ def test_restart_ends_feeds_and_resumes_processors_and_jobs(
             assert c.delete("/v1/streams/door").status_code == 204
     finally:
         stop_server(b)
+
+
+# -- security (issue 11) -------------------------------------------------------------------------
+
+def test_stream_inputs_are_allow_listed_over_http(vserver: Server) -> None:
+    """Issue 11 items 3 and 9: ``v4l2:///any/file`` with format ``mov`` bypassed the video
+    folder limit; loopback and metadata addresses were reachable as inputs and webhooks."""
+    base = {"collection": WITH_LIN}
+    with vserver.native("searcher") as c:
+        for i, wrong in enumerate((
+                {"input_url": "v4l2:///etc/hostname", "input_format": "mov"},
+                {"input_url": f"v4l2://{clip()}", "input_format": "mov"},
+                {"input_url": "/dev/video0"},  # no local devices unless configured
+                {"input_url": str(clip()), "input_format": "hls"},
+                {"input_url": "rtmp://example.com/live"},
+                {"input_url": "rtsp://127.0.0.1:8554/clip"},
+                {"input_url": "http://169.254.169.254/latest/meta-data/"},
+                {"input_url": str(clip()), "webhook_url": "http://127.0.0.1:22/"})):
+            error(c.post("/v1/streams", json={"name": f"cam-sec-{i}",
+                                              "settings": {**base, **wrong}}),
+                  400, "invalid_parameter")
+        error(c.post("/v1/video/detect", json={"path": str(clip()),
+                                               "webhook_url": "http://169.254.169.254/x"}),
+              400, "invalid_parameter")
+        assert not [p for p in c.get("/v1/streams").json()["processors"]
+                    if p["name"].startswith("cam-sec-")]
+
+
+def _client(server: Server, key: dict[str, Any]) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=120,
+                        headers={"Authorization": f"Bearer {key['key_id']}:{key['secret']}"})
+
+
+def test_case_keys_are_confined_and_revocation_ends_feeds(vserver: Server) -> None:
+    """Issue 11 items 1 and 2 over HTTP: a case-B key saw case A's jobs and processors; a
+    revoked key's processor and feed went on."""
+    with vserver.native("admin") as admin:
+        keys = {case: admin.post("/v1/keys", json={"role": "searcher", "purpose": "test",
+                                                   "case_ref": case}).json()
+                for case in ("A", "B")}
+        with _client(vserver, keys["A"]) as a, _client(vserver, keys["B"]) as b:
+            job = a.post("/v1/video/detect", json={"path": str(clip()), "sample_fps": 1})
+            assert job.status_code == 202, job.text
+            job_id = job.json()["job_id"]
+            assert poll_job(a, job_id)["status"] == "SUCCEEDED"
+            assert job_id not in {j["job_id"] for j in b.get("/v1/video/jobs").json()["jobs"]}
+            assert [j["job_id"] for j in a.get("/v1/video/jobs").json()["jobs"]] == [job_id]
+            for r in (b.get(f"/v1/video/jobs/{job_id}"),
+                      b.get(f"/v1/video/jobs/{job_id}/results"),
+                      b.get(f"/v1/video/jobs/{job_id}/persons"),
+                      b.post(f"/v1/video/jobs/{job_id}/cancel"),
+                      b.delete(f"/v1/video/jobs/{job_id}")):
+                error(r, 404, "job_not_found")
+            assert a.get(f"/v1/video/jobs/{job_id}/results").status_code == 200
+            settings = {"input_url": str(clip()), "collection": WITH_LIN, "max_fps": 4}
+            r = a.post("/v1/streams", json={"name": "cam-case-a", "settings": settings})
+            assert r.status_code == 201, r.text
+            for r in (b.get("/v1/streams/cam-case-a"), b.get("/v1/streams/cam-case-a/events"),
+                      b.post("/v1/streams/cam-case-a/start")):
+                error(r, 404, "stream_processor_not_found")
+            assert "cam-case-a" not in {p["name"] for p in b.get("/v1/streams").json()[
+                "processors"]}
+            assert a.post("/v1/streams/cam-case-a/start").status_code == 200
+            ws_url = vserver.url.replace("http://", "ws://") + "/v1/streams/cam-case-a/ws"
+            auth = {"Authorization": f"Bearer {keys['A']['key_id']}:{keys['A']['secret']}"}
+            with connect(ws_url, open_timeout=10, additional_headers=auth) as ws, \
+                    a.stream("GET", "/v1/streams/cam-case-a/events") as feed:
+                assert json.loads(ws.recv(10))["type"] == "subscribed"
+                events = sse_events(feed)
+                assert next(events)[0] == "subscribed"
+                for kind, _ in events:  # a live match, then the key is revoked
+                    if kind == "face_match":
+                        break
+                revoked = admin.delete(f"/v1/keys/{keys['A']['key_id']}")
+                assert revoked.status_code == 200, revoked.text
+                rest = list(events)  # the feed ends at once
+                while (msg := json.loads(ws.recv(30))).get("type") != "end":
+                    assert msg["emitted_at"] <= revoked.json()["revoked_at"]
+                assert "revoked" in msg["reason"]
+                with pytest.raises(ConnectionClosed):
+                    ws.recv(10)
+            assert rest and rest[-1][0] == "end" and "revoked" in rest[-1][1]["reason"]
+            revoked_at = revoked.json()["revoked_at"]
+            assert all(d["emitted_at"] <= revoked_at for k, d in rest if k == "face_match")
+            info = admin.get("/v1/streams/cam-case-a").json()
+            assert info["status"] == "STOPPED" and "revoked" in info["status_message"]
+            assert a.get("/v1/video/jobs").status_code == 401
+            assert admin.delete("/v1/streams/cam-case-a").status_code == 204
+        with vserver.native("auditor") as auditor:  # the read of case A's results
+            r = auditor.get("/v1/audit", params={"operation": "video.results.read",
+                                                 "case": "A"})
+            assert r.status_code == 200, r.text
+            reads = [e for e in r.json()["events"] if e["details"]["job_id"] == job_id]
+            assert [e["actor"] for e in reads] == [keys["A"]["key_id"]]

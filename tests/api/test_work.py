@@ -13,14 +13,21 @@ from facesearch.api.work import WorkPool
 
 
 def test_pool_runs_jobs_and_refuses_beyond_capacity() -> None:
-    gate = threading.Event()
+    gate, started = threading.Event(), threading.Event()
     pool = WorkPool(1, 1, init=lambda: None)
     pool.start()
 
+    def blocking() -> bool:
+        started.set()
+        return gate.wait()
+
     async def main() -> None:
-        blocked = asyncio.ensure_future(pool.run(gate.wait))
+        blocked = asyncio.ensure_future(pool.run(blocking))
+        # Synchronise on events, never on time: the only worker is inside the first job...
+        assert await asyncio.to_thread(started.wait, 60)
         queued = asyncio.ensure_future(pool.run(lambda: 42))
-        await asyncio.sleep(0.1)
+        # ...and one turn of the loop admits the second, which must wait in the queue.
+        await asyncio.sleep(0)
         assert pool.busy == 1 and pool.depth == 1
         with pytest.raises(QueueFullError) as err:
             await pool.run(lambda: 0)

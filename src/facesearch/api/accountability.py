@@ -4,14 +4,19 @@ verifying and exporting the audit trail. Thin: each calls one service function."
 from __future__ import annotations
 
 import io
+import json
+import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
+from ..audit import AuditLog, events_t
 from ..collections import CollectionInfo, ErasureReceipt
-from ..errors import NotFoundError
+from ..errors import AccessDeniedError, InvalidParameterError, NotFoundError
 from ..policy import CollectionPolicy
+from ..types import Caller
 from .auth import Operation
 from .context import context
 from .native import CallerDep, ErrorOut, native_caller
@@ -139,13 +144,57 @@ class ReviewOut(_Out):
     recorded: bool
 
 
+class SearchNotFoundError(NotFoundError):
+    code = "search_not_found"
+
+
+class CandidateNotFoundError(InvalidParameterError):
+    code = "not_a_candidate"
+
+
+def reviewed_collection(audit: AuditLog, body: ReviewIn, caller: Caller) -> str | None:
+    """The collection of the search a review names, after checking that the search is in the
+    audit trail (a ``search.*`` or ``users.search*`` event with that ``search_id``), that the
+    face is one of its candidates, that ``body.collection`` (if given) is the search's, and
+    that a case-scoped caller reviews a search of its own case. One scan of the trail's
+    details (no index on them): reviews are rare."""
+    try:
+        sid = str(uuid.UUID(body.search_id))
+    except ValueError:
+        raise InvalidParameterError(f"invalid search id {body.search_id!r}") from None
+    c = events_t.c
+    q = (select(c.collection, c.case_ref, c.results, c.operation)
+         .where(c.details.contains(f'"search_id": "{sid}"', autoescape=True))
+         .order_by(c.seq))
+    with audit.engine.connect() as conn:
+        rows = [r for r in conn.execute(q).all()
+                if r.operation.startswith(("search.", "users.search"))]
+    if not rows:
+        raise SearchNotFoundError(f"no search {sid} in the audit trail: review a candidate of "
+                                  "a search (its search_id)")
+    found = rows[0]
+    if caller.case_ref is not None and found.case_ref != caller.case_ref:
+        raise AccessDeniedError(f"search {sid} was not made for case {caller.case_ref!r}")
+    if body.collection is not None and body.collection != found.collection:
+        raise InvalidParameterError(f"search {sid} searched collection {found.collection!r}, "
+                                    f"not {body.collection!r}")
+    if body.face_id not in {f for f, _ in json.loads(found.results)}:
+        raise CandidateNotFoundError(f"face {body.face_id} is not a candidate of search {sid}")
+    return str(found.collection) if found.collection is not None else None
+
+
 @router.post("/reviews", name=Operation.REVIEW_CANDIDATE.value, status_code=201)
 async def review(request: Request, body: ReviewIn, caller: CallerDep) -> ReviewOut:
-    """Record an analyst's decision on a search candidate in the audit trail."""
+    """Record an analyst's decision on a candidate of a search (named by the search's
+    ``search_id``; the face must be one of its candidates) in the audit trail."""
     ctx = context(request)
-    await ctx.io(lambda: ctx.fs.collections.review(
-        body.search_id, body.face_id, body.decision, note=body.note,
-        collection=body.collection, caller=caller))
+
+    def run() -> None:
+        collection = reviewed_collection(ctx.fs.audit, body, caller)
+        ctx.fs.collections.review(body.search_id, body.face_id, body.decision, note=body.note,
+                                  collection=collection, caller=caller)
+
+    await ctx.io(run)
     return ReviewOut(recorded=True)
 
 

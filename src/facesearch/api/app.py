@@ -1,10 +1,12 @@
 """The app factory, its lifespan, and the server (``facesearch serve``).
 
 :func:`create_app` builds a FastAPI app over a :class:`~facesearch.service.FaceSearch`:
-the native API under ``/v1`` (OpenAPI at ``/docs``), the Rekognition endpoint at ``POST /``,
-``/healthz``, ``/readyz`` and ``/metrics`` (these three need no key). A pure ASGI middleware
-gives every request an id, enforces the body size limit, and records metrics and one
-structured (JSON) log line per request. :func:`serve` runs it with uvicorn.
+the native API under ``/v1`` (OpenAPI at ``/openapi.json``, a reference page at ``/docs``),
+the Rekognition endpoint at ``POST /``, ``/healthz``, ``/readyz`` and ``/metrics`` (these
+need no key). A pure ASGI middleware gives every request an id, checks the authentication
+headers and the declared length before any of the body is read, enforces the body size limit
+(413, chunked bodies too), and records metrics and one structured (JSON) log line per request.
+:func:`serve` runs it with uvicorn.
 """
 
 from __future__ import annotations
@@ -25,18 +27,21 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings
 from ..errors import FaceSearchError
 from ..retention import RetentionWorker
 from ..service import FaceSearch
-from . import accountability, native, rekognition, web
+from . import accountability, docs, native, rekognition, web
 from . import video as video_api
+from .auth import SignedRequest, preauthenticate
 from .context import ApiContext, context
 from .errors import (
+    AuthenticationError,
     RequestTooLargeError,
     error_response,
     on_facesearch_error,
@@ -53,15 +58,20 @@ log = logging.getLogger("facesearch.api")
 SHUTDOWN_GRACE_S = 15
 """At shutdown, requests still open after this long are cancelled."""
 
+RETRYABLE = frozenset({429, 503})
+"""Statuses of requests refused before any work (throttled, queue full): their SigV4
+signature may be sent again (a retry)."""
+
 DESCRIPTION = """\
 Self-hosted, accountable face search. Every search returns **candidates for human review,
 never identifications**.
 
 Authenticate every `/v1` call with an access key (`facesearch keys create --role ROLE`):
 `Authorization: Bearer <key id>:<secret>` (over TLS), or AWS Signature Version 4 with the
-service name `facesearch`. State why you search with the `X-Facesearch-Purpose` and
-`X-Facesearch-Case` headers. The Amazon Rekognition-compatible endpoint is `POST /` (AWS JSON
-1.1, SigV4 with the service name `rekognition`).
+service name `facesearch` (sign `X-Facesearch-*` headers too; a signature is accepted once).
+State why you search with the `X-Facesearch-Purpose` and `X-Facesearch-Case` headers. The
+Amazon Rekognition-compatible endpoint is `POST /` (AWS JSON 1.1, SigV4 with the service name
+`rekognition`).
 """
 
 
@@ -103,6 +113,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
         pool.start()
         retention.start()
         fs.video.path_roots = video.roots()
+        fs.streams.allow_devices = video.allow_devices
         await ctx.io(fs.video.start)
         await ctx.io(fs.streams.resume)
         try:
@@ -113,8 +124,10 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
             await ctx.io(retention.shutdown)
             await ctx.io(ctx.shutdown)
 
+    # FastAPI's /docs loads swagger-ui from a CDN (no integrity check, on the API's origin,
+    # where the web page keeps the analyst's key): replaced by a script-free page (docs.py).
     app = FastAPI(title="facesearch", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     app.add_exception_handler(FaceSearchError, on_facesearch_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
@@ -126,6 +139,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     app.include_router(video_api.router)
     app.include_router(video_api.ws_router)
     app.include_router(web.router)
+    app.include_router(docs.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
@@ -153,13 +167,46 @@ async def metrics(request: Request) -> Response:
     return Response(context(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
+def _auth_service(scope: Scope) -> tuple[str, bool] | None:
+    """The SigV4 service (and whether Bearer is accepted) of a route that needs a key."""
+    path = scope["path"]
+    if path == "/" and scope["method"] == "POST":
+        return "rekognition", False
+    if path.startswith("/v1/") or path == "/v1":
+        return "facesearch", True
+    return None
+
+
 class RequestMiddleware:
-    """Request id, body size limit, metrics and one JSON log line per request."""
+    """Request id, authentication headers before the body, body size limit, metrics and one
+    JSON log line per request."""
 
     def __init__(self, app: ASGIApp, ctx: ApiContext, upload_limit: int | None = None) -> None:
         self.app = app
         self.ctx = ctx
         self.upload_limit = upload_limit  # video uploads (UPLOAD_PATHS)
+
+    async def _refuse_headers(self, scope: Scope) -> AuthenticationError | None:
+        """Why the request's authentication headers are refused (None: they may be right).
+        Only the body-free checks: the signature itself is checked once the body is read."""
+        found = _auth_service(scope)
+        if found is None:
+            return None
+        service, bearer = found
+        scope.setdefault("state", {})["api"] = "rekognition" if service == "rekognition" \
+            else "native"
+        req = SignedRequest(
+            method=scope["method"], path=scope.get("raw_path", b"").decode("latin-1"),
+            query=scope.get("query_string", b"").decode("latin-1"),
+            headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
+                     for k, v in scope["headers"]], body=b"")
+        try:
+            await run_in_threadpool(lambda: preauthenticate(
+                req, self.ctx.fs.keys, service=service, max_skew_s=self.ctx.settings.clock_skew_s,
+                allow_bearer=bearer, now=time.time()))
+        except AuthenticationError as exc:
+            return exc
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -174,15 +221,17 @@ class RequestMiddleware:
             limit = max(limit, self.upload_limit)
         status = 500
         received = 0
+        overflow: RequestTooLargeError | None = None
 
-        async def limited_receive() -> MutableMapping[str, Any]:
-            nonlocal received
+        async def limited_receive() -> Message:
+            nonlocal received, overflow
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise RequestTooLargeError(f"the request body is over the server's limit "
-                                               f"of {limit} bytes")
+                    overflow = RequestTooLargeError(f"the request body is over the server's "
+                                                    f"limit of {limit} bytes")
+                    raise overflow
             return message
 
         async def send_with_id(message: MutableMapping[str, Any]) -> None:
@@ -194,7 +243,25 @@ class RequestMiddleware:
                                       (b"x-request-id", request_id.encode())]
             await send(message)
 
+        answered = False
+
+        async def send_or_413(message: MutableMapping[str, Any]) -> None:
+            # A body over the limit without a Content-Length (chunked) is noticed while it is
+            # read, where the framework may answer 400 ("error parsing the body"): answer 413.
+            nonlocal answered
+            if overflow is None:
+                await send_with_id(message)
+            elif not answered and message["type"] == "http.response.start":
+                answered = True
+                self.ctx.metrics.rejected.labels("too_large").inc()
+                await error_response(Request(scope), overflow)(scope, receive, send_with_id)
+
         try:
+            refused = await self._refuse_headers(scope)
+            if refused is not None:
+                self.ctx.metrics.rejected.labels("unauthenticated").inc()
+                await error_response(Request(scope), refused)(scope, receive, send_with_id)
+                return
             length = _content_length(scope)
             if length is not None and length > limit:
                 exc = RequestTooLargeError(f"the request body ({length} bytes) is over the "
@@ -202,8 +269,11 @@ class RequestMiddleware:
                 self.ctx.metrics.rejected.labels("too_large").inc()
                 await error_response(Request(scope), exc)(scope, receive, send_with_id)
                 return
-            await self.app(scope, limited_receive, send_with_id)
+            await self.app(scope, limited_receive, send_or_413)
         finally:
+            if status in RETRYABLE and state.get("signature"):
+                # Refused before doing anything: let the client retry it as signed.
+                self.ctx.replays.forget(state["signature"])
             self._record(scope, state, status, time.perf_counter() - start)
 
     def _record(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:

@@ -7,8 +7,11 @@ secret, in one of two ways:
   Credential=<key id>/<date>/<region>/<service>/aws4_request, SignedHeaders=..., Signature=...``
   with ``X-Amz-Date`` (or ``Date``). The service in the scope is ``rekognition`` on ``POST /``
   and ``facesearch`` on ``/v1``; any region is accepted. The signed headers must include
-  ``host``; the payload hash is always computed from the body received. Requests more than
-  ``clock_skew_s`` (5 minutes) away from the server's clock are refused. Implemented from AWS's
+  ``host``, ``x-amz-target`` when the request has one (as AWS requires), and every
+  ``X-Facesearch-*`` header sent (purpose, case: they change what the request means); the
+  payload hash is always computed from the body received. Requests more than ``clock_skew_s``
+  (5 minutes) away from the server's clock are refused, and so is a signature already seen
+  within that window (:class:`ReplayCache`, one per server process). Implemented from AWS's
   specification of SigV4 (headers only; presigned query strings are not accepted).
 - **Bearer** (native API only, use over TLS): ``Authorization: Bearer <key id>:<secret>``.
 
@@ -21,18 +24,21 @@ from __future__ import annotations
 import calendar
 import enum
 import hashlib
+import heapq
 import hmac
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_plus
 
-from ..errors import AccessDeniedError
+from ..errors import AccessDeniedError, ThrottledError
 from ..keys import AccessKeys, KeyInfo, KeyNotFoundError, Role
 from .errors import (
     IncompleteSignatureError,
     MissingAuthError,
+    ReplayedRequestError,
     SignatureExpiredError,
     SignatureMismatchError,
     UnknownKeyError,
@@ -40,6 +46,10 @@ from .errors import (
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
+MUST_SIGN_PREFIXES = ("x-amz-target", "x-facesearch-")
+"""Headers that, when sent, must be among a SigV4 request's signed headers: the operation
+(``X-Amz-Target``) and facesearch's own headers (purpose, case), which change what a request
+means; an unsigned one could be swapped on a captured request."""
 
 
 class Operation(str, enum.Enum):
@@ -159,6 +169,21 @@ PERMISSIONS: dict[Operation, frozenset[Role]] = {
 }
 
 
+READ_ONLY: frozenset[Operation] = frozenset({
+    _O.LIST_COLLECTIONS, _O.DESCRIBE_COLLECTION, _O.LIST_FACES, _O.LIST_USERS, _O.LIST_KEYS,
+    _O.LIST_AUDIT_EVENTS, _O.WHO_AM_I, _O.GET_POLICY, _O.THRESHOLD_RISK,
+    _O.THRESHOLD_FOR_FPIR, _O.VERIFY_AUDIT, _O.EXPORT_AUDIT, _O.GET_FACE_SEARCH,
+    _O.GET_FACE_DETECTION, _O.LIST_VIDEO_JOBS, _O.DESCRIBE_VIDEO_JOB, _O.GET_VIDEO_JOB_RESULTS,
+    _O.LIST_STREAM_PROCESSORS, _O.DESCRIBE_STREAM_PROCESSOR, _O.GET_STREAM_PROCESSOR_METRICS,
+    _O.GET_STREAM_PROCESSOR_EVENTS, _O.DETECT_FACES, _O.COMPARE_FACES,
+})
+"""Operations that store nothing and answer a replay as they answered the original (reads,
+and DetectFaces and CompareFaces, which look only at the images sent): a replayed signature
+of one of these is accepted, since the AWS SDKs sign identical calls made in the same second
+identically (a poll, parallel calls). Every other operation (a change, a 1:N search, a new
+key...) accepts a SigV4 signature once (:class:`ReplayCache`)."""
+
+
 def authorize(key: KeyInfo, operation: Operation) -> None:
     """Raise :class:`AccessDeniedError` unless ``key``'s role may call ``operation``."""
     if key.role not in PERMISSIONS[operation]:
@@ -188,20 +213,102 @@ class SignedRequest:
         return [v for k, v in self.headers if k == name]
 
 
+class ReplayCache:
+    """The SigV4 signatures accepted in the last clock-skew window, to refuse a replay.
+
+    Thread-safe, per process (the server runs one process; several worker processes would
+    each need their own window, so a replay sent to another process would get through). Each
+    signature is kept until its request's date + the skew window (after that the date is
+    refused anyway). Identical requests signed in the same second have the same signature
+    (the AWS SDKs add ``amz-sdk-invocation-id`` after signing): a client tells them apart
+    with a signed unique header, or :data:`READ_ONLY` operations skip the cache. At most
+    ``max_entries`` (default 200,000, about 50 MB) live at once; when that many unexpired
+    signatures are held, new ones are refused as throttled rather than an old one forgotten
+    (forgetting would re-open a replay).
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[str, float] = {}  # signature -> expiry
+        self._expiries: list[tuple[float, str]] = []  # a heap of (expiry, signature)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def admit(self, signature: str, expires_at: float, now: float) -> None:
+        """Remember ``signature`` until ``expires_at`` (s since the epoch), or raise
+        :class:`ReplayedRequestError` if it was admitted before and has not expired."""
+        with self._lock:
+            while self._expiries and self._expiries[0][0] <= now:
+                _, old = heapq.heappop(self._expiries)
+                self._seen.pop(old, None)
+            if signature in self._seen:
+                raise ReplayedRequestError(
+                    "this request signature was already used: sign every request afresh "
+                    "(replays within the clock-skew window are refused)")
+            if len(self._seen) >= self.max_entries:
+                raise ThrottledError("too many signed requests in the clock-skew window; "
+                                     "retry later", retry_after=60)
+            self._seen[signature] = expires_at
+            heapq.heappush(self._expiries, (expires_at, signature))
+
+    def forget(self, signature: str) -> None:
+        """Accept ``signature`` once more: its request was refused before it did anything
+        (throttled, overloaded), so that a client may retry it as sent."""
+        with self._lock:
+            self._seen.pop(signature, None)
+
+
 def authenticate(req: SignedRequest, keys: AccessKeys, *, service: str, max_skew_s: float,
-                 allow_bearer: bool, now: float | None = None) -> KeyInfo:
-    """The active key that signed ``req``, or an :class:`AuthenticationError` subclass."""
+                 allow_bearer: bool, now: float | None = None,
+                 replays: ReplayCache | None = None) -> KeyInfo:
+    """The active key that signed ``req``, or an :class:`AuthenticationError` subclass.
+    With ``replays``, a SigV4 signature is accepted once only."""
+    now = time.time() if now is None else now
+    auth = _scheme(req, allow_bearer)
+    if auth[0] == "Bearer":
+        return _bearer(auth[1], keys)
+    return _sigv4(req, _parse_sigv4(req, auth[1], keys, service, max_skew_s, now), max_skew_s,
+                  now, replays)
+
+
+def preauthenticate(req: SignedRequest, keys: AccessKeys, *, service: str, max_skew_s: float,
+                    allow_bearer: bool, now: float | None = None) -> None:
+    """Every check of :func:`authenticate` that needs no body (run before the body is read):
+    the scheme, a known active key, for SigV4 the scope, the date and the signed headers, for
+    Bearer the secret. Raises what :func:`authenticate` raises."""
+    now = time.time() if now is None else now
+    auth = _scheme(req, allow_bearer)
+    if auth[0] == "Bearer":
+        _bearer(auth[1], keys)
+    else:
+        _parse_sigv4(req, auth[1], keys, service, max_skew_s, now)
+
+
+def sigv4_signature(authorization: str | None) -> str | None:
+    """The ``Signature`` of a SigV4 Authorization header (None for another scheme)."""
+    if not authorization or not authorization.startswith(ALGORITHM + " "):
+        return None
+    for part in authorization[len(ALGORITHM) + 1:].split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "Signature":
+            return value
+    return None
+
+
+def _scheme(req: SignedRequest, allow_bearer: bool) -> tuple[str, str]:
     auth = req.header("authorization")
     if not auth:
         raise MissingAuthError("Missing Authentication Token: sign the request with an access "
                                "key (AWS Signature Version 4)")
     scheme, _, rest = auth.partition(" ")
     if scheme == "Bearer" and allow_bearer:
-        return _bearer(rest.strip(), keys)
+        return scheme, rest.strip()
     if scheme != ALGORITHM:
         raise IncompleteSignatureError(f"unsupported authorization scheme {scheme!r}; use "
                                        f"{ALGORITHM}" + (" or Bearer" if allow_bearer else ""))
-    return _sigv4(req, rest, keys, service, max_skew_s, time.time() if now is None else now)
+    return scheme, rest
 
 
 def _lookup(keys: AccessKeys, key_id: str) -> tuple[KeyInfo, str]:
@@ -223,8 +330,22 @@ def _bearer(token: str, keys: AccessKeys) -> KeyInfo:
     return info
 
 
-def _sigv4(req: SignedRequest, params: str, keys: AccessKeys, service: str, max_skew_s: float,
-           now: float) -> KeyInfo:
+@dataclass(frozen=True)
+class _SigV4:
+    """A SigV4 Authorization header, checked but for its signature."""
+
+    info: KeyInfo
+    secret: str
+    scope: list[str]
+    names: list[str]
+    signed: str
+    signature: str
+    stamp: str
+    signed_at: float
+
+
+def _parse_sigv4(req: SignedRequest, params: str, keys: AccessKeys, service: str,
+                 max_skew_s: float, now: float) -> _SigV4:
     fields: dict[str, str] = {}
     for part in params.split(","):
         name, sep, value = part.strip().partition("=")
@@ -247,6 +368,12 @@ def _sigv4(req: SignedRequest, params: str, keys: AccessKeys, service: str, max_
     names = signed.split(";")
     if "host" not in names:
         raise IncompleteSignatureError("the signed headers must include host")
+    unsigned = sorted({k for k, _ in req.headers
+                       if k.startswith(MUST_SIGN_PREFIXES) and k not in names})
+    if unsigned:
+        raise IncompleteSignatureError(
+            f"the signed headers must include {', '.join(unsigned)}: headers that name the "
+            "operation, purpose or case must be signed")
     stamp = _timestamp(req, names)
     signed_at = calendar.timegm(time.strptime(stamp, AMZ_DATE))
     if signed_at < now - max_skew_s:
@@ -262,30 +389,37 @@ def _sigv4(req: SignedRequest, params: str, keys: AccessKeys, service: str, max_
     if stamp[:8] != day:
         raise SignatureMismatchError("the Credential date does not match the request's date")
     info, secret = _lookup(keys, key_id)
+    return _SigV4(info, secret, scope, names, signed, signature, stamp, signed_at)
+
+
+def _sigv4(req: SignedRequest, p: _SigV4, max_skew_s: float, now: float,
+           replays: ReplayCache | None) -> KeyInfo:
     payload = hashlib.sha256(req.body).hexdigest()
     declared = req.header("x-amz-content-sha256")
     if declared is not None and declared != payload:
         raise SignatureMismatchError("x-amz-content-sha256 does not match the request body")
     headers = []
-    for name in names:
+    for name in p.names:
         values = req.header_values(name)
         if not values:
             raise SignatureMismatchError(f"signed header {name!r} is missing from the request")
         headers.append(f"{name}:{','.join(' '.join(v.split()) for v in values)}")
     canonical = "\n".join([req.method.upper(), canonical_uri(req.path),
-                           canonical_query(req.query), "\n".join(headers) + "\n", signed,
+                           canonical_query(req.query), "\n".join(headers) + "\n", p.signed,
                            payload])
-    string_to_sign = "\n".join([ALGORITHM, stamp, "/".join(scope[1:]),
+    string_to_sign = "\n".join([ALGORITHM, p.stamp, "/".join(p.scope[1:]),
                                 hashlib.sha256(canonical.encode()).hexdigest()])
-    k = _hmac(f"AWS4{secret}".encode(), day)
-    for part in scope[2:]:
+    k = _hmac(f"AWS4{p.secret}".encode(), p.scope[1])
+    for part in p.scope[2:]:
         k = _hmac(k, part)
     expected = hmac.new(k, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, signature):
+    if not hmac.compare_digest(expected, p.signature):
         raise SignatureMismatchError(
             "The request signature we calculated does not match the signature you provided. "
             "Check your secret access key and signing method.")
-    return info
+    if replays is not None:
+        replays.admit(p.signature, p.signed_at + max_skew_s, now)
+    return p.info
 
 
 def _hmac(key: bytes, msg: str) -> bytes:

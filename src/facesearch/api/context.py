@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from fastapi import Request
@@ -15,7 +15,15 @@ from ..errors import AccessDeniedError
 from ..keys import KeyInfo
 from ..service import FaceSearch
 from ..types import Caller
-from .auth import Operation, SignedRequest, authenticate, authorize
+from .auth import (
+    READ_ONLY,
+    Operation,
+    ReplayCache,
+    SignedRequest,
+    authenticate,
+    authorize,
+    sigv4_signature,
+)
 from .errors import QueueFullError
 from .metrics import Metrics
 from .s3 import S3Images
@@ -36,6 +44,8 @@ class ApiContext:
     metrics: Metrics
     s3: S3Images
     body_limit: int
+    replays: ReplayCache = field(default_factory=ReplayCache)
+    """SigV4 signatures seen in the clock-skew window (this process's)."""
 
     async def infer(self, fn: Callable[[], T]) -> T:
         """Run inference or search work on the bounded pool."""
@@ -64,8 +74,10 @@ class ApiContext:
             body=await request.body())
         key: KeyInfo = await self.io(lambda: authenticate(
             signed, self.fs.keys, service=service, max_skew_s=self.settings.clock_skew_s,
-            allow_bearer=allow_bearer, now=time.time()))
+            allow_bearer=allow_bearer, now=time.time(),
+            replays=None if operation in READ_ONLY else self.replays))
         state["key_id"] = key.key_id
+        state["signature"] = sigv4_signature(request.headers.get("authorization"))
         authorize(key, operation)
         purpose = request.headers.get(PURPOSE_HEADER) or None
         case_ref = request.headers.get(CASE_HEADER) or None

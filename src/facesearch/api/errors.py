@@ -67,6 +67,12 @@ class SignatureExpiredError(SignatureMismatchError):
     code = "signature_expired"
 
 
+class ReplayedRequestError(SignatureMismatchError):
+    """A SigV4 signature already accepted within the clock-skew window (a replay)."""
+
+    code = "replayed_request"
+
+
 class QueueFullError(ThrottledError):
     """Every inference worker is busy and the wait queue is full."""
 

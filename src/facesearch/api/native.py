@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
 from ..collections import CollectionInfo, FaceRecord, Match
-from ..decode import load_image
 from ..keys import KeyInfo, Role
 from ..types import Caller, Faces, QualityFilter
 from ..users import DEFAULT_USER_MATCH_THRESHOLD, Association, UserInfo, UserSearchResult
@@ -329,12 +328,19 @@ def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
         "application/json": {"schema": schema("byte")}}}}
 
 
-async def json_object(request: Request) -> dict[str, object]:
-    """The request body as a JSON object (SerializationError otherwise)."""
+def parse_json(raw: bytes) -> object:
+    """``raw`` as JSON; SerializationError if it is not JSON or nests too deep to parse."""
     try:
-        body = json.loads(await request.body())
+        return json.loads(raw)
     except ValueError:
         raise SerializationError("the request body is not JSON") from None
+    except RecursionError:
+        raise SerializationError("the request body's JSON nests too deeply") from None
+
+
+async def json_object(request: Request) -> dict[str, object]:
+    """The request body as a JSON object (SerializationError otherwise)."""
+    body = parse_json(await request.body())
     if not isinstance(body, dict):
         raise SerializationError("the request body must be a JSON object")
     return body
@@ -486,6 +492,11 @@ async def index_faces(request: Request, collection: str, caller: CallerDep) -> I
         collection, p.image, external_id=p.external_id, max_faces=p.max_faces,
         quality_filter=QualityFilter(p.quality_filter), force=p.force, caller=caller))
     ctx.metrics.faces_indexed.inc(len(res.indexed))
+    if res.duplicate:
+        # Nothing was stored (the same content is already there: found before or, when an
+        # identical request won the race, while storing): no faces to report either way.
+        return IndexOut(image_id=res.image_id, duplicate=True, width=res.width,
+                        height=res.height, indexed=[], unindexed=[])
     why = {u.face_index: u.reasons for u in res.unindexed}
     kept = [i for i in range(len(res.faces)) if i not in why]
     return IndexOut(
@@ -656,8 +667,7 @@ async def search_users_by_image(request: Request, collection: str,
     ctx = context(request)
     p = await parse_images(request, UserSearchImageIn)
     return user_search_out(await ctx.infer(lambda: ctx.fs.users.search_by_image(
-        collection, load_image(p.image, ctx.fs.collections.limits), max_users=p.max_users,
-        threshold=p.threshold, caller=caller)))
+        collection, p.image, max_users=p.max_users, threshold=p.threshold, caller=caller)))
 
 
 # -- keys -----------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from ..video import JobKind, JobStatus, VideoFace, VideoJob, VideoJobSettings, V
 from .auth import Operation
 from .context import ApiContext, context
 from .errors import AMZ_JSON, SerializationError, UnknownOperationError
+from .native import parse_json
 from .paging import decode_row, encode_token, page_by_name
 from .video import (
     Submit,
@@ -284,6 +285,14 @@ async def index_faces(ctx: ApiContext, caller: Caller, p: IndexFacesIn) -> Json:
     res = await ctx.infer(lambda: ctx.fs.collections.index_image(
         p.CollectionId, data, external_id=p.ExternalImageId, max_faces=p.MaxFaces,
         quality_filter=p.QualityFilter, force=True, caller=caller))
+    if res.duplicate:
+        # An identical request stored the same image between our check and our insert: add
+        # these faces to it, as the request asked (force).
+        first = res
+        res = await ctx.infer(lambda: ctx.fs.collections.store_analyzed(
+            p.CollectionId, first.sha256, first.width, first.height, first.faces,
+            external_id=p.ExternalImageId, max_faces=p.MaxFaces,
+            quality_filter=p.QualityFilter, force=True, caller=caller))
     ctx.metrics.faces_indexed.inc(len(res.indexed))
     why = {u.face_index: u.reasons for u in res.unindexed}
     kept = [i for i in range(len(res.faces)) if i not in why]
@@ -569,7 +578,7 @@ async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -
     kind = results_kind(p.JobId, f"persons-{p.SortBy}-0")
     page = await ctx.io(lambda: ctx.fs.video.face_search_results(
         p.JobId, max_results=page_size(p.MaxResults), next_token=offset_token(kind, p.NextToken),
-        sort_by=p.SortBy))
+        sort_by=p.SortBy, caller=caller))
     out, w, h = _video_job(page.job)
     out["Persons"] = [{"Timestamp": e.timestamp_ms,
                        "Person": {"Index": e.person_index,
@@ -585,7 +594,8 @@ async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -
 async def get_face_detection(ctx: ApiContext, caller: Caller, p: GetFaceDetectionIn) -> Json:
     kind = results_kind(p.JobId, "faces")
     page = await ctx.io(lambda: ctx.fs.video.face_detection_results(
-        p.JobId, max_results=page_size(p.MaxResults), next_token=offset_token(kind, p.NextToken)))
+        p.JobId, max_results=page_size(p.MaxResults), next_token=offset_token(kind, p.NextToken),
+        caller=caller))
     if page.job.kind is not JobKind.FACE_DETECTION:
         raise InvalidParameterError(f"job {p.JobId} is a face search job; call GetFaceSearch")
     out, w, h = _video_job(page.job)
@@ -644,10 +654,7 @@ async def dispatch(request: Request) -> Response:
     op = _operation(request.headers.get("x-amz-target", ""))
     caller = await ctx.caller(request, op, service="rekognition", allow_bearer=False)
     model, handler = HANDLERS[op]
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise SerializationError("the request body is not JSON") from None
+    data = parse_json(await request.body() or b"{}")
     if not isinstance(data, dict):
         raise SerializationError("the request body must be a JSON object")
     try:

@@ -3,11 +3,31 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import ImageTooLargeError
 from .errors import InvalidS3ObjectError
 from .settings import ApiSettings
+
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+
+
+def check_object(bucket: str, name: str) -> None:
+    """Refuse bucket and object names that are not plain: S3's bucket naming rules, and no
+    ``.`` or ``..`` segment, leading ``/``, empty segment, backslash or control character in
+    the name (``../../other-bucket/x`` would name another bucket on a path-style store)."""
+    if not _BUCKET_RE.fullmatch(bucket) or ".." in bucket:
+        raise InvalidS3ObjectError(f"invalid S3 bucket name {bucket!r}")
+    segments = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name
+            or any(seg in ("", ".", "..") for seg in segments[:-1])
+            or segments[-1] in (".", "..")
+            or any(ord(c) < 32 or ord(c) == 127 for c in name)):
+        raise InvalidS3ObjectError(f"invalid S3 object name {name!r}: no '.' or '..' "
+                                   "segments, leading or double '/', backslashes or control "
+                                   "characters")
 
 
 class S3Images:
@@ -31,6 +51,7 @@ class S3Images:
     def fetch(self, bucket: str, name: str, version: str | None = None) -> bytes:
         """The object's bytes; :class:`InvalidS3ObjectError` if it cannot be read,
         :class:`ImageTooLargeError` if it is over the image byte limit."""
+        check_object(bucket, name)
         if self._client is None:
             raise InvalidS3ObjectError("this server has no S3 store configured "
                                        "(FACESEARCH_API_S3_ENDPOINT_URL); send Image.Bytes")

@@ -18,7 +18,9 @@ Live feeds of a processor's events: Server-Sent Events at ``GET /v1/streams/{nam
 (authenticated like every ``/v1`` route), and a WebSocket at ``/v1/streams/{name}/ws`` that takes
 the same keys either in the handshake's ``Authorization`` header (bearer or SigV4) or, for
 clients that cannot set headers (browsers), as a first message ``{"authorization": "Bearer
-<key id>:<secret>"}`` within 10 s. Every event is a candidate for human review.
+<key id>:<secret>"}`` within 10 s. Every event is a candidate for human review. A feed ends
+(``end`` with a reason) as soon as the key that opened it is revoked or expires; a key issued
+for a case sees only the jobs and processors of its case (others are "not found").
 """
 
 from __future__ import annotations
@@ -39,7 +41,14 @@ from starlette.datastructures import UploadFile
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..errors import FaceSearchError, InvalidParameterError, VideoTooLargeError
-from ..stream import ProcessorInfo, StreamMetrics, StreamSettings, classify_input
+from ..stream import (
+    ProcessorInfo,
+    StreamEvent,
+    StreamMetrics,
+    StreamSettings,
+    Subscription,
+    classify_input,
+)
 from ..types import Caller
 from ..video import (
     MAX_PAGE,
@@ -85,6 +94,9 @@ class VideoApiSettings(BaseSettings):
                     "paths are refused")
     max_upload_bytes: int = Field(default=256 * 1024**2, ge=1024,
                                   description="largest video upload (request body), in bytes")
+    allow_devices: bool = Field(default=False,
+                                description="whether stream processors may open local V4L2 "
+                                            "cameras (/dev/videoN)")
 
     def roots(self) -> list[Path]:
         return [Path(p).resolve() for p in self.path_roots.split(os.pathsep) if p.strip()]
@@ -401,7 +413,8 @@ def jsonl_root(ctx: ApiContext) -> Path:
 def checked_stream_settings(ctx: ApiContext, s: StreamSettings) -> StreamSettings:
     """The API's limits on a processor's server-side resources: a file input must lie under
     the video roots; a JSONL file is a relative path under ``<home>/streams``."""
-    target, _, is_file = classify_input(s.input_url, s.input_format)
+    target, _, is_file = classify_input(s.input_url, s.input_format,
+                                        allow_devices=ctx.fs.streams.allow_devices)
     if is_file:
         allowed_path(ctx, target, "input_url")
     if s.jsonl_path is None:
@@ -507,27 +520,28 @@ async def start_face_detection(request: Request, caller: CallerDep) -> VideoJobO
 
 
 @router.get("/video/jobs", name=Operation.LIST_VIDEO_JOBS.value)
-async def list_video_jobs(request: Request, status: JobStatus | None = None,
+async def list_video_jobs(request: Request, caller: CallerDep, status: JobStatus | None = None,
                           max_results: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                           next_token: str | None = None) -> VideoJobsPage:
     """Video jobs, newest first, a page at a time."""
     ctx = context(request)
     kind = f"video-jobs-{status.value if status else 'all'}"
     jobs, nxt = await ctx.io(lambda: ctx.fs.video.list(
-        status=status, limit=max_results, next_token=offset_token(kind, next_token)))
+        status=status, limit=max_results, next_token=offset_token(kind, next_token),
+        caller=caller))
     return VideoJobsPage(jobs=[job_out(j) for j in jobs], next_token=wrap_offset(kind, nxt))
 
 
 @router.get("/video/jobs/{job_id}", name=Operation.DESCRIBE_VIDEO_JOB.value)
-async def describe_video_job(request: Request, job_id: str) -> VideoJobOut:
+async def describe_video_job(request: Request, job_id: str, caller: CallerDep) -> VideoJobOut:
     """A job's status, progress and video metadata."""
     ctx = context(request)
-    return job_out(await ctx.io(lambda: ctx.fs.video.describe(job_id)))
+    return job_out(await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller)))
 
 
 @router.get("/video/jobs/{job_id}/results", name=Operation.GET_VIDEO_JOB_RESULTS.value)
 async def get_video_job_results(
-    request: Request, job_id: str,
+    request: Request, job_id: str, caller: CallerDep,
     max_results: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
     next_token: str | None = None, sort_by: Literal["TIMESTAMP", "INDEX"] = "TIMESTAMP",
     matched_only: Annotated[bool, Query(description="face search: matched persons only")] = False,
@@ -536,11 +550,12 @@ async def get_video_job_results(
     each person at each sampled timestamp with the person's candidates; for a face detection
     job, each face."""
     ctx = context(request)
-    job = await ctx.io(lambda: ctx.fs.video.describe(job_id))
+    job = await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller))
     if job.kind is JobKind.FACE_DETECTION:
         kind = results_kind(job_id, "faces")
         dpage = await ctx.io(lambda: ctx.fs.video.face_detection_results(
-            job_id, max_results=max_results, next_token=offset_token(kind, next_token)))
+            job_id, max_results=max_results, next_token=offset_token(kind, next_token),
+            caller=caller))
         return VideoResultsOut(
             job=job_out(dpage.job), next_token=wrap_offset(kind, dpage.next_token),
             faces=[FaceEntryOut(timestamp_ms=f.timestamp_ms, face=video_face_out(f.face))
@@ -548,7 +563,7 @@ async def get_video_job_results(
     kind = results_kind(job_id, f"persons-{sort_by}-{int(matched_only)}")
     spage = await ctx.io(lambda: ctx.fs.video.face_search_results(
         job_id, max_results=max_results, next_token=offset_token(kind, next_token),
-        sort_by=sort_by, matched_only=matched_only))
+        sort_by=sort_by, matched_only=matched_only, caller=caller))
     return VideoResultsOut(
         job=job_out(spage.job), next_token=wrap_offset(kind, spage.next_token),
         persons=[PersonEntryOut(timestamp_ms=e.timestamp_ms, person_index=e.person_index,
@@ -557,28 +572,28 @@ async def get_video_job_results(
 
 
 @router.get("/video/jobs/{job_id}/persons", name=Operation.GET_VIDEO_JOB_RESULTS.value)
-async def get_video_job_persons(request: Request, job_id: str) -> PersonsOut:
+async def get_video_job_persons(request: Request, job_id: str, caller: CallerDep) -> PersonsOut:
     """Each person (face track) of a finished job: first and last time seen (ms), detections,
     and candidates (face search jobs)."""
     ctx = context(request)
-    job = await ctx.io(lambda: ctx.fs.video.describe(job_id))
-    persons = await ctx.io(lambda: ctx.fs.video.persons(job_id))
+    job = await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller))
+    persons = await ctx.io(lambda: ctx.fs.video.persons(job_id, caller=caller))
     return PersonsOut(job=job_out(job), persons=persons)
 
 
 @router.post("/video/jobs/{job_id}/cancel", name=Operation.CANCEL_VIDEO_JOB.value)
-async def cancel_video_job(request: Request, job_id: str) -> VideoJobOut:
+async def cancel_video_job(request: Request, job_id: str, caller: CallerDep) -> VideoJobOut:
     """Cancel a waiting or running job (a finished one is left as it is)."""
     ctx = context(request)
-    return job_out(await ctx.io(lambda: ctx.fs.video.cancel(job_id)))
+    return job_out(await ctx.io(lambda: ctx.fs.video.cancel(job_id, caller=caller)))
 
 
 @router.delete("/video/jobs/{job_id}", name=Operation.DELETE_VIDEO_JOB.value, status_code=204,
                response_class=Response)
-async def delete_video_job(request: Request, job_id: str) -> Response:
+async def delete_video_job(request: Request, job_id: str, caller: CallerDep) -> Response:
     """Delete a finished job and its results (409 while it is in progress)."""
     ctx = context(request)
-    await ctx.io(lambda: ctx.fs.video.delete(job_id))
+    await ctx.io(lambda: ctx.fs.video.delete(job_id, caller=caller))
     return Response(status_code=204)
 
 
@@ -596,12 +611,12 @@ async def create_stream_processor(request: Request, body: StreamProcessorIn,
 
 
 @router.get("/streams", name=Operation.LIST_STREAM_PROCESSORS.value)
-async def list_stream_processors(request: Request,
+async def list_stream_processors(request: Request, caller: CallerDep,
                                  max_results: Annotated[int, Query(ge=1, le=1000)] = 100,
                                  next_token: str | None = None) -> StreamProcessorsPage:
     """Processors in name order, a page at a time."""
     ctx = context(request)
-    infos = {p.name: p for p in await ctx.io(ctx.fs.streams.list)}
+    infos = {p.name: p for p in await ctx.io(lambda: ctx.fs.streams.list(caller=caller))}
     names, nxt = page_by_name(list(infos), next_token, max_results, "streams")
     root = jsonl_root(ctx)
     return StreamProcessorsPage(processors=[processor_out(infos[n], root) for n in names],
@@ -609,41 +624,47 @@ async def list_stream_processors(request: Request,
 
 
 @router.get("/streams/{name}", name=Operation.DESCRIBE_STREAM_PROCESSOR.value)
-async def describe_stream_processor(request: Request, name: str) -> StreamProcessorOut:
+async def describe_stream_processor(request: Request, name: str,
+                                    caller: CallerDep) -> StreamProcessorOut:
     """A processor's definition, status and (when it runs here) metrics."""
     ctx = context(request)
-    return processor_out(await ctx.io(lambda: ctx.fs.streams.describe(name)), jsonl_root(ctx))
+    return processor_out(await ctx.io(lambda: ctx.fs.streams.describe(name, caller=caller)),
+                         jsonl_root(ctx))
 
 
 @router.post("/streams/{name}/start", name=Operation.START_STREAM_PROCESSOR.value)
-async def start_stream_processor(request: Request, name: str) -> StreamProcessorOut:
+async def start_stream_processor(request: Request, name: str,
+                                 caller: CallerDep) -> StreamProcessorOut:
     """Start a processor in this server (409 if it already runs)."""
     ctx = context(request)
-    info = await ctx.io(lambda: ctx.fs.streams.start(name))
+    info = await ctx.io(lambda: ctx.fs.streams.start(name, caller=caller))
     return processor_out(info, jsonl_root(ctx))
 
 
 @router.post("/streams/{name}/stop", name=Operation.STOP_STREAM_PROCESSOR.value)
-async def stop_stream_processor(request: Request, name: str) -> StreamProcessorOut:
+async def stop_stream_processor(request: Request, name: str,
+                                caller: CallerDep) -> StreamProcessorOut:
     """Stop a processor (a no-op when it is not running)."""
     ctx = context(request)
-    return processor_out(await ctx.io(lambda: ctx.fs.streams.stop(name)), jsonl_root(ctx))
+    return processor_out(await ctx.io(lambda: ctx.fs.streams.stop(name, caller=caller)),
+                         jsonl_root(ctx))
 
 
 @router.delete("/streams/{name}", name=Operation.DELETE_STREAM_PROCESSOR.value, status_code=204,
                response_class=Response)
-async def delete_stream_processor(request: Request, name: str) -> Response:
+async def delete_stream_processor(request: Request, name: str, caller: CallerDep) -> Response:
     """Stop and delete a processor; its live feeds end."""
     ctx = context(request)
-    await ctx.io(lambda: ctx.fs.streams.delete(name))
+    await ctx.io(lambda: ctx.fs.streams.delete(name, caller=caller))
     return Response(status_code=204)
 
 
 @router.get("/streams/{name}/metrics", name=Operation.GET_STREAM_PROCESSOR_METRICS.value)
-async def get_stream_processor_metrics(request: Request, name: str) -> StreamMetricsOut:
+async def get_stream_processor_metrics(request: Request, name: str,
+                                       caller: CallerDep) -> StreamMetricsOut:
     """A processor's status and, when it runs here, its counters, rates and latencies."""
     ctx = context(request)
-    info = await ctx.io(lambda: ctx.fs.streams.describe(name))
+    info = await ctx.io(lambda: ctx.fs.streams.describe(name, caller=caller))
     return StreamMetricsOut(name=info.name, status=info.status.value, metrics=info.metrics)
 
 
@@ -652,30 +673,49 @@ def _sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes
     return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+async def _next_event(ctx: ApiContext, sub: Subscription, actor: str) -> StreamEvent | str | None:
+    """The feed's next event; None on a keep-alive tick; a reason (str) when the feed must end
+    (closed, or the reader's key revoked or expired: checked before every delivery, and at
+    the moment the key expires)."""
+    info = await ctx.io(lambda: ctx.fs.keys.describe(actor)) if actor.startswith("FSAK") \
+        else None
+    wait = KEEPALIVE_S
+    if info is not None and info.expires_at is not None:
+        wait = max(0.0, min(wait, info.expires_at - ctx.fs.keys.clock()))
+    ev = await sub.aget(wait)
+    if ev is None and sub.closed:
+        return sub.end_reason or "the processor was deleted or the server stops"
+    problem = await ctx.io(lambda: ctx.fs.streams.key_problem(actor))
+    if problem is not None:
+        sub.close(problem, discard=True)
+        return problem
+    return ev
+
+
 @router.get("/streams/{name}/events", name=Operation.GET_STREAM_PROCESSOR_EVENTS.value,
             response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}},
                              "description": "Server-Sent Events: `subscribed`, then one "
                                             "`face_match` per event, `end` when the processor "
                                             "is deleted; `: keep-alive` comments every 15 s"}})
-async def stream_events(request: Request, name: str) -> StreamingResponse:
+async def stream_events(request: Request, name: str, caller: CallerDep) -> StreamingResponse:
     """The processor's events as they happen (Server-Sent Events), across its stops and
-    starts, until it is deleted or the client goes away."""
+    starts, until it is deleted, the key that opened the feed is revoked or expires, or the
+    client goes away."""
     ctx = context(request)
     loop = asyncio.get_running_loop()
-    sub = await ctx.io(lambda: ctx.fs.streams.subscribe(name, loop=loop))
+    sub = await ctx.io(lambda: ctx.fs.streams.subscribe(name, loop=loop, caller=caller))
     hub = ctx.fs.streams.hub(name)
 
     async def feed() -> AsyncIterator[bytes]:
         try:
             yield _sse("subscribed", {"processor": name})
             while True:
-                ev = await sub.aget(KEEPALIVE_S)
-                if ev is not None:
+                ev = await _next_event(ctx, sub, caller.actor)
+                if isinstance(ev, StreamEvent):
                     yield _sse("face_match", ev.to_json(), ev.event_id)
-                elif sub.closed:
-                    yield _sse("end", {"processor": name, "reason": "the processor was deleted "
-                                                                    "or the server stops"})
+                elif isinstance(ev, str):
+                    yield _sse("end", {"processor": name, "reason": ev})
                     return
                 else:
                     yield b": keep-alive\n\n"
@@ -728,9 +768,9 @@ async def stream_websocket(websocket: WebSocket, name: str) -> None:
     ctx: ApiContext = websocket.app.state.ctx
     await websocket.accept()
     try:
-        await _ws_caller(websocket, ctx)
+        caller = await _ws_caller(websocket, ctx)
         loop = asyncio.get_running_loop()
-        sub = await ctx.io(lambda: ctx.fs.streams.subscribe(name, loop=loop))
+        sub = await ctx.io(lambda: ctx.fs.streams.subscribe(name, loop=loop, caller=caller))
     except WebSocketDisconnect:
         return
     except FaceSearchError as exc:
@@ -742,11 +782,11 @@ async def stream_websocket(websocket: WebSocket, name: str) -> None:
     async def pump() -> None:
         await websocket.send_json({"type": "subscribed", "processor": name})
         while True:
-            ev = await sub.aget(KEEPALIVE_S)
-            if ev is not None:
+            ev = await _next_event(ctx, sub, caller.actor)
+            if isinstance(ev, StreamEvent):
                 await websocket.send_json(ev.to_json())
-            elif sub.closed:
-                await websocket.send_json({"type": "end", "processor": name})
+            elif isinstance(ev, str):
+                await websocket.send_json({"type": "end", "processor": name, "reason": ev})
                 await websocket.close()
                 return
 

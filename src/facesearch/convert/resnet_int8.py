@@ -5,8 +5,10 @@ The graph made by :mod:`facesearch.convert.dlib_resnet` is rewritten, determinis
 (``QLinearConv``, ``QLinearAdd``, ``QLinearAveragePool``; u8 activations, s8 weights: the
 VNNI path on x86):
 
-- every convolution: int8 weights, symmetric per output channel (scale = max |w| / 127);
-  int32 bias at scale (input scale x weight scale);
+- every convolution: 7-bit int8 weights (-63..63, :data:`WEIGHT_QMAX`), symmetric per
+  output channel (scale = max |w| / 63); int32 bias at scale (input scale x weight scale).
+  Seven bits keep every integer sum exact on every CPU, so the vectors are the same on any
+  x86-64 (with or without VNNI or AVX-512) and on ARM;
 - every activation between the first convolution and the global average pool: uint8, one
   scale and zero point per tensor, taken from the shipped ranges file
   (``data/dlib-resnet-v1-int8.json``) and never computed at conversion time. A ReLU is
@@ -24,13 +26,19 @@ of images named in LFW's ``pairsDevTrain.txt`` (seeded sample; ``bench/embedder_
 gives the same bytes. The file records the SHA-256 of the fp32 graph it belongs to; a
 conversion from any other fp32 graph is refused. Accuracy and speed: ``docs/benchmarks.md``
 ("Embedder: precision and flip").
+
+Every int8 session is checked once when it is made (:func:`verify_int8_session`): it embeds
+two fixed chips and compares the vectors with the shipped reference
+(``data/dlib-resnet-v1-int8w7-check.json``, made by ``python -m
+facesearch.convert.resnet_int8 write-check``); where they differ (an ONNX Runtime or CPU
+whose integer kernels give other sums) the embedder is refused with a ModelError that names
+fp32, rather than writing vectors that other machines would not reproduce.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import platform
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -44,7 +52,9 @@ from onnx import TensorProto, helper, numpy_helper
 from ..errors import ModelError
 from ..modelcache import ensure_model
 from .dlib_resnet import (
+    CHIP_SIZE,
     CONVERTER_VERSION,
+    DESCRIPTOR_DIM,
     INPUT_NAME,
     MODEL_NAME,
     OUTPUT_NAME,
@@ -52,20 +62,36 @@ from .dlib_resnet import (
     dlib_resnet_dat_path,
 )
 
-QUANTISER_VERSION = "1"
+QUANTISER_VERSION = "2"
 """Bumped whenever the rewrite changes; part of the cache file name (with the fp32
-converter's version and a digest of the ranges file, so new ranges make a new entry)."""
-INT8_MODEL_NAME = f"{MODEL_NAME}-int8"
-RANGES_FILE = Path(__file__).resolve().parents[1] / "data" / f"{INT8_MODEL_NAME}.json"
+converter's version and a digest of the ranges file, so new ranges make a new entry).
+2: 7-bit weights (1 had 8-bit weights, whose sums saturate on CPUs without VNNI)."""
+INT8_MODEL_NAME = f"{MODEL_NAME}-int8w7"
+"""The model version of the int8 vectors (``w7``: 7-bit weights; the 8-bit ``-int8`` model
+of quantiser 1 gave CPU-dependent vectors and is gone: re-embed such collections)."""
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+RANGES_FILE = DATA_DIR / f"{MODEL_NAME}-int8.json"
+"""Activation ranges (measured on the fp32 model; independent of the weights' bits)."""
+CHECK_FILE = DATA_DIR / f"{INT8_MODEL_NAME}-check.json"
+"""Known-answer vectors of the int8 model for :func:`check_chips`."""
+CHECK_MAX_ABS = 1e-4
+"""Largest difference of a unit-vector component from the reference that
+:func:`verify_int8_session` accepts (exact integer sums leave only float rounding in the
+fp32 pooling and fully connected layers, ~1e-7)."""
 RANGES_FORMAT = 1
 INPUT_SCALE = 1.0 / 256.0
 """Scale of the raw pixels fed to the first convolution (the fp32 graph's 1/256)."""
 
+WEIGHT_QMAX = 63
+"""Largest int8 weight magnitude (7 bits, "reduce range"). x86-64 CPUs without VNNI run
+ONNX Runtime's u8 x s8 convolutions with VPMADDUBSW, which adds two u8 x s8 products in a
+saturating int16: 2 x 255 x 127 = 64,770 overflows it, 2 x 255 x 63 = 32,130 does not. With
+7-bit weights every integer sum is exact on every x86-64 kernel (AVX2, AVX-512, VNNI) and on
+ARM, so the int8 model gives the same vectors on every machine."""
+
 QParams = tuple[float, int]
 """(scale, zero point) of a uint8 tensor."""
 
-log = logging.getLogger(__name__)
-_warned = False
 
 
 def _sha256(data: bytes) -> str:
@@ -202,12 +228,14 @@ class _Writer:
             return self.f[tensor]
         return tensor
 
-    def weights(self, name: str, w: np.ndarray, b: np.ndarray, x_scale: float) -> tuple[str, str]:
-        """Dequantised per-channel int8 weights and int32 bias of a convolution."""
+    def weights(self, name: str, w: np.ndarray, b: np.ndarray, x_scale: float,
+                qmax: int = WEIGHT_QMAX) -> tuple[str, str]:
+        """Dequantised per-channel int8 weights (-qmax..qmax) and int32 bias of a
+        convolution."""
         w = w.astype(np.float32)
         absmax = np.abs(w.reshape(w.shape[0], -1)).max(axis=1)
-        ws = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-        wq = np.clip(np.round(w / ws[:, None, None, None]), -127, 127).astype(np.int8)
+        ws = np.where(absmax > 0, absmax / qmax, 1.0).astype(np.float32)
+        wq = np.clip(np.round(w / ws[:, None, None, None]), -qmax, qmax).astype(np.int8)
         bs = (np.float32(x_scale) * ws).astype(np.float32)
         bq = np.round(b.astype(np.float64) / bs.astype(np.float64))
         if np.abs(bq).max() >= 2**31 - 1:
@@ -231,10 +259,15 @@ def _attr(node: onnx.NodeProto, name: str) -> Any:
     return None
 
 
-def build_resnet_int8_onnx(fp32: bytes, qparams: Mapping[str, QParams] | None = None) -> bytes:
+def build_resnet_int8_onnx(fp32: bytes, qparams: Mapping[str, QParams] | None = None, *,
+                           weight_qmax: int = WEIGHT_QMAX) -> bytes:
     """The int8 QDQ model of the fp32 dlib ResNet graph ``fp32`` (bytes from
     :func:`facesearch.convert.dlib_resnet.build_resnet_onnx`), with ``qparams`` (default:
-    the shipped ranges file). Deterministic: the same inputs give the same bytes."""
+    the shipped ranges file). Deterministic: the same inputs give the same bytes.
+    ``weight_qmax`` other than :data:`WEIGHT_QMAX` (e.g. 127, full 8 bits) is for
+    experiments only: its vectors depend on the CPU."""
+    if not 1 <= weight_qmax <= 127:
+        raise ModelError(f"weight_qmax must be 1..127, got {weight_qmax}")
     if qparams is None:
         qparams = load_qparams(fp32)
     model = onnx.load_from_string(fp32)
@@ -272,7 +305,7 @@ def build_resnet_int8_onnx(fp32: bytes, qparams: Mapping[str, QParams] | None = 
                 b = b - (wt.astype(np.float64) * mean[None, :, None, None]).sum((1, 2, 3)) \
                     * INPUT_SCALE
                 first = False
-            wd, bd = w.weights(n.name, wt, b, xs)
+            wd, bd = w.weights(n.name, wt, b, xs, weight_qmax)
             y = w.node("Conv", [w.float_of(x), wd, bd], f"{n.output[0]}_f",
                        **{a.name: helper.get_attribute_value(a) for a in n.attribute})
             _store(w, n.output[0], y, qparams, relu)
@@ -319,7 +352,8 @@ def build_resnet_int8_onnx(fp32: bytes, qparams: Mapping[str, QParams] | None = 
                             producer_name="facesearch.convert.resnet_int8",
                             producer_version=QUANTISER_VERSION,
                             doc_string="dlib face recognition ResNet v1, int8 QDQ (u8 "
-                                       "activations, per-channel s8 weights); input chips "
+                                       f"activations, per-channel s8 weights in "
+                                       f"-{weight_qmax}..{weight_qmax}); input chips "
                                        "uint8 (N,150,150,3) RGB; output raw 128-D descriptor.")
     helper.set_model_props(out, {"fp32_sha256": _sha256(fp32),
                                  "quantiser_version": QUANTISER_VERSION})
@@ -363,7 +397,7 @@ def resnet_int8_onnx_path() -> Path:
 
 def cpu_has_vnni() -> bool | None:
     """Whether this x86-64 CPU has AVX-512 VNNI or AVX-VNNI (None: not x86-64, or the Linux
-    CPU flags cannot be read)."""
+    CPU flags cannot be read). Informational: the int8 model's vectors do not depend on it."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None
     try:
@@ -377,13 +411,73 @@ def cpu_has_vnni() -> bool | None:
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
-def check_int8_cpu() -> None:
-    """Warn (once) where the int8 model's vectors may differ from the measured ones: on an
-    x86-64 CPU without VNNI, ONNX Runtime's u8 x s8 kernels add pairs of products in 16 bits
-    (VPMADDUBSW), which can saturate; with VNNI (and on ARM) the integer sums are exact."""
-    global _warned
-    if cpu_has_vnni() is False and not _warned:
-        _warned = True
-        log.warning("precision int8 on an x86-64 CPU without VNNI: ONNX Runtime's int8 "
-                    "kernels may saturate here, so vectors can differ slightly from those "
-                    "measured (and from other machines'); fp32 is exact everywhere")
+def check_chips() -> npt.NDArray[np.uint8]:
+    """Two fixed ``(150, 150, 3)`` uint8 chips for the known-answer check: seeded uniform
+    noise over 0-255 (large activations everywhere: where sums would saturate) and a smooth
+    colour gradient. The same on every machine (numpy's PCG64 stream is fixed by the seed)."""
+    noise = np.random.Generator(np.random.PCG64(20261205)).integers(
+        0, 256, (CHIP_SIZE, CHIP_SIZE, 3), dtype=np.uint8)
+    y, x = np.mgrid[0:CHIP_SIZE, 0:CHIP_SIZE]
+    ramp = np.stack([x * 255 // (CHIP_SIZE - 1), y * 255 // (CHIP_SIZE - 1),
+                     (x + y) * 255 // (2 * CHIP_SIZE - 2)], axis=-1).astype(np.uint8)
+    return np.ascontiguousarray(np.stack([noise, ramp]))
+
+
+def _check_vectors(session: Any) -> npt.NDArray[np.float32]:
+    raw = session.run([OUTPUT_NAME], {INPUT_NAME: check_chips()})[0].astype(np.float64)
+    unit = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    return unit.astype(np.float32)
+
+
+def write_check(session: Any, path: Path | None = None) -> None:
+    """Write the known-answer vectors of the int8 ``session`` (an ONNX Runtime session of
+    the current model) to ``path`` (default :data:`CHECK_FILE`)."""
+    path = path or CHECK_FILE
+    doc = {"format": 1, "model": INT8_MODEL_NAME, "quantiser_version": QUANTISER_VERSION,
+           "chips": "facesearch.convert.resnet_int8.check_chips()",
+           "vectors": [[float(f"{v:.8g}") for v in row] for row in _check_vectors(session)]}
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def verify_int8_session(session: Any, path: Path | None = None) -> None:
+    """Refuse (ModelError) an int8 session whose vectors for :func:`check_chips` differ from
+    the reference (``path``, default :data:`CHECK_FILE`) by more than :data:`CHECK_MAX_ABS`
+    in any component: on such a machine its vectors would not match other machines'."""
+    path = path or CHECK_FILE
+    try:
+        doc = json.loads(path.read_text())
+        want = np.asarray(doc["vectors"], np.float32)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"cannot read the int8 known-answer file {path}: {exc}") from exc
+    if doc.get("quantiser_version") != QUANTISER_VERSION or want.shape != (2, DESCRIPTOR_DIM):
+        raise ModelError(f"{path} belongs to another int8 model; make it again with "
+                         "python -m facesearch.convert.resnet_int8 write-check")
+    got = _check_vectors(session)
+    worst = float(np.abs(got - want).max())
+    if not worst <= CHECK_MAX_ABS:
+        raise ModelError(
+            f"precision int8 is refused on this machine: its int8 kernels give other vectors "
+            f"than the reference (largest difference {worst:.2g} > {CHECK_MAX_ABS:g}; "
+            f"{platform.machine()}, VNNI {cpu_has_vnni()}), so a collection indexed here would "
+            f"not match one indexed elsewhere. Use precision fp32 (FACESEARCH_PRECISION=fp32), "
+            f"which is exact everywhere")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m facesearch.convert.resnet_int8 write-check``: convert (or reuse the
+    cached model) and write :data:`CHECK_FILE` from this machine's vectors."""
+    import sys
+
+    from ..runtime import create_session
+
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["write-check"]:
+        print("usage: python -m facesearch.convert.resnet_int8 write-check", file=sys.stderr)
+        return 2
+    write_check(create_session(resnet_int8_onnx_path(), threads=1, device="cpu"))
+    print(f"wrote {CHECK_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
