@@ -110,7 +110,6 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     index is written and a final checkpoint signs the audit trail's head."""
     import signal
 
-    from facesearch.config import Settings
     from facesearch.service import FaceSearch
 
     from .api.conftest import start_server
@@ -131,7 +130,7 @@ def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
         rc = server.proc.wait(timeout=120)
     assert rc == 128 + signal.SIGTERM, (tmp_path / "server.log").read_text()[-3000:]
     assert len(list((home / "indexes").glob("*.faiss"))) == 1
-    with FaceSearch(Settings(home=home)) as fs:
+    with FaceSearch(server.settings()) as fs:
         report = fs.audit.verify()
         assert report.ok and report.head_seq > 0
         assert fs.audit.checkpoints()[-1].seq == report.head_seq
