@@ -150,20 +150,28 @@ def test_crop_square_maps_back_to_the_image() -> None:
     assert ox == -50 and fx == 2.0
 
 
-def test_plan_regions() -> None:
-    whole = plan_regions(640, 480, None, "auto")
+def test_plan_regions_cover_the_whole_image_once_per_model() -> None:
+    whole = plan_regions(640, 480, "auto")
     assert [r.variant for r in whole] == ["short", "full"]
-    assert all(r.side == 640 for r in whole)
-    regions = plan_regions(1920, 1080, 24, "auto")
-    tiles = [r for r in regions if r.max_face != np.inf]
-    assert tiles and all(r.variant == "full" for r in tiles)
-    finest = min(r.side for r in tiles)
-    assert smallest_face("full", finest) <= 24.0 + 1e-6
-    fine = [r for r in tiles if r.side == finest]
-    # The finest tiles cover the whole frame.
-    assert min(r.x0 for r in fine) <= 0 and max(r.x0 + r.side for r in fine) >= 1920
-    assert min(r.y0 for r in fine) <= 0 and max(r.y0 + r.side for r in fine) >= 1080
-    assert plan_regions(1920, 1080, 500, "short") == plan_regions(1920, 1080, None, "short")
+    assert all(r.side == 640 and r.x0 == 0 and r.y0 == -80 for r in whole)
+    assert [r.variant for r in plan_regions(1920, 1080, "short")] == ["short"]
+
+
+@pytest.mark.parametrize(("size", "model", "min_face", "scale"), [
+    ((250, 250), "auto", 24.0, None),      # lfw-sized: BlazeFace sees 8 px inter-ocular
+    ((640, 480), "auto", 24.0, None),      # BlazeFace full-range reaches 53 px boxes, 21 px IOD
+    ((1920, 1080), "auto", 24.0, 10 / 24),  # YuNet on 800x450
+    ((1920, 1080), "short", 24.0, 10 / 24),
+    ((1920, 1080), "auto", 12.0, 10 / 12),
+    ((1920, 1080), "auto", 4.0, 1.5),       # never more than 1.5x the image
+    ((1920, 1080), "auto", None, None),     # the pass turned off
+    ((4000, 3000), "auto", 200.0, None),    # only large faces asked for
+])
+def test_small_face_pass_runs_where_blazeface_cannot_reach(
+        size: tuple[int, int], model: str, min_face: float | None, scale: float | None) -> None:
+    det = BlazeFaceDetector(model=model, min_face=min_face, threads=1)  # type: ignore[arg-type]
+    got = det.small_face_scale(*size)
+    assert got == pytest.approx(scale) if scale is not None else got is None
 
 
 def test_invalid_settings_and_images(detector: BlazeFaceDetector) -> None:
@@ -277,20 +285,24 @@ def paste_face(canvas: npt.NDArray[np.uint8], side: int, at: tuple[int, int]
 
 
 @pytest.mark.parametrize("background", ["natural", "blank"])
-@pytest.mark.parametrize("side", [24, 30])
-def test_tiny_face_in_1080p(background: str, side: int) -> None:
+@pytest.mark.parametrize("iod", [24, 30])
+def test_small_face_in_1080p_by_default(background: str, iod: int) -> None:
+    """Faces of 24 px inter-ocular and up in a 1080p still are found without any setting."""
     if background == "natural":
         canvas = load("obama-1080p.jpg")  # has Obama's own face near the top centre
     else:
         canvas = np.full((1080, 1920, 3), 128, np.uint8)
-    img, expect = paste_face(canvas, side, (1500, 820))
-    found = BlazeFaceDetector(min_face=24, threads=1).detect(img)
+    img, expect = paste_face(canvas, round(iod * 2.53), (1500, 820))
+    found = BlazeFaceDetector(threads=1).detect(img)
     check_faces(found)
-    hits = [b for b in found.boxes if iou(b, expect) > 0.4]
+    hits = [i for i, b in enumerate(found.boxes) if iou(b, expect) > 0.4]
     assert len(hits) == 1, (found.boxes, expect)
     assert len(found) == (2 if background == "natural" else 1)
-    # The default (whole-image passes only) does not look for faces this small.
-    assert not any(iou(b, expect) > 0.4 for b in BlazeFaceDetector(threads=1).detect(img).boxes)
+    lm = found.landmarks[hits[0]]
+    assert abs(np.linalg.norm(lm[1] - lm[0]) - iod) < 0.25 * iod
+    # BlazeFace alone (the small-face pass off) does not see faces this small.
+    alone = BlazeFaceDetector(min_face=None, threads=1).detect(img)
+    assert not any(iou(b, expect) > 0.4 for b in alone.boxes)
 
 
 @pytest.mark.parametrize("min_face", [None, 24])

@@ -154,3 +154,49 @@ def test_kill_9_mid_index_leaves_a_consistent_collection(tmp_path: Path, pipelin
         res = fs.collections.search_by_image("k", files[0], max_results=1)
         assert res.results[0].matches[0].similarity > 99
     assert any(o.value == "indexed" for o in Outcome)
+
+
+def _children(pid: int) -> set[int]:
+    """Pids of the live processes whose parent is ``pid`` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
+
+
+def test_kill_9_of_the_cli_alone_ends_its_workers(tmp_path: Path) -> None:
+    """Only the CLI parent is killed (as an OOM killer or a bare ``kill -9 PID`` does); its
+    worker processes notice and exit instead of living on as orphans."""
+    home = tmp_path / "home"
+    files = [p for imgs in lfw_people(40, 1) for p in imgs[:2]][:60]
+    listing = tmp_path / "files"
+    listing.mkdir()
+    for i, p in enumerate(files):
+        (listing / f"{i:03d}_{p.name}").symlink_to(p)
+    env = {**os.environ, "FACESEARCH_HOME": str(home)}
+    cli = [sys.executable, "-m", "facesearch"]
+    subprocess.run([*cli, "collection", "create", "k"], env=env, check=True)
+    proc = subprocess.Popen([*cli, "index", "k", str(listing), "--workers", "2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    workers: set[int] = set()
+    while time.monotonic() < deadline and (len(workers) < 2 or _db_counts(home / "facesearch.db")[0] < 2):
+        workers = _children(proc.pid)
+        time.sleep(0.05)
+    assert len(workers) >= 2, "the workers never started"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = {w for w in alive if Path(f"/proc/{w}").exists()
+                 and Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+        time.sleep(0.1)
+    for w in alive:  # leave nothing behind whatever the outcome
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {sorted(alive)} outlived their parent"

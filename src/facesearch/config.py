@@ -36,8 +36,11 @@ class Settings(BaseSettings):
         "auto", pattern="^(auto|short|full)$",
         description="fast pipeline's BlazeFace models: auto (both), short (large faces: "
                     "portraits and booking photos, fastest) or full")
-    min_face: float | None = Field(
-        None, ge=8, description="smallest face to find, pixels (adds tiled passes; slower)")
+    min_face: float = Field(
+        24.0, ge=0, le=10_000,
+        description="smallest face to find in stills, as its inter-ocular distance in pixels "
+                    "(faces smaller than BlazeFace sees on a large image are found by a YuNet "
+                    "pass; 0: BlazeFace only, fastest)")
     precision: str = Field("fp32", pattern="^(fp32|int8)$",
                            description="fast pipeline's embedder: fp32, or int8 (faster on "
                                        "CPUs with VNNI; other vectors: a new model version)")
@@ -88,7 +91,7 @@ class Settings(BaseSettings):
 
         return load_pipeline(self.pipeline, threads=threads or self.threads,
                              device=self.device,  # type: ignore[arg-type]
-                             min_face=self.min_face,
+                             min_face=self.min_face or None,
                              detector_model=self.detector_model,  # type: ignore[arg-type]
                              precision=self.precision,  # type: ignore[arg-type]
                              flip=self.flip,

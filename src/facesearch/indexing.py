@@ -20,6 +20,7 @@ from .config import Settings
 from .decode import DecodeLimits, load_image, read_bytes
 from .errors import FaceSearchError, InvalidParameterError
 from .pipeline import Pipeline
+from .runtime import exit_with_parent
 from .types import Caller, Faces, Image, QualityFilter
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -110,6 +111,7 @@ Analysis = tuple[int, int, Faces] | str
 
 def _init_worker(settings: Settings) -> None:
     global _worker_pipeline, _worker_limits
+    exit_with_parent()
     _worker_pipeline = settings.load_pipeline(threads=1)
     _worker_limits = settings.limits
 

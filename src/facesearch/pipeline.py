@@ -76,7 +76,7 @@ class Pipeline:
 
 
 def load_pipeline(name: str = DEFAULT_PIPELINE, *, threads: int | None = None,
-                  device: Device = "auto", min_face: float | None = None,
+                  device: Device = "auto", min_face: float | None = 24.0,
                   detector_model: Literal["auto", "short", "full"] = "auto",
                   precision: Literal["fp32", "int8"] = "fp32", flip: bool = False,
                   embedder: EmbedderName = DEFAULT_EMBEDDER) -> Pipeline:
@@ -86,8 +86,9 @@ def load_pipeline(name: str = DEFAULT_PIPELINE, *, threads: int | None = None,
       (default; :class:`facesearch.embed.SFaceEmbedder`, model version
       ``blazeface+onet/sface-2021dec``) or ``dlib-resnet`` (dlib's ResNet, the default before
       SFace: ``blazeface+onet/dlib-resnet-v1``), all on ONNX Runtime (``threads`` intra-op
-      threads per model, ``device`` cpu/cuda/auto); ``min_face`` (pixels) adds tiled passes for
-      faces smaller than about 1/12 of the image's longer side; ``detector_model`` picks
+      threads per model, ``device`` cpu/cuda/auto); ``min_face``: smallest inter-ocular
+      distance to find (pixels, default 24; faces smaller than about 1/12 of the image's
+      longer side are found by a YuNet pass; None: BlazeFace only); ``detector_model`` picks
       BlazeFace's models: ``auto`` (both), ``short`` (faces over about 1/6 of the image:
       portraits, booking photos; ~3x faster) or ``full``. The variant does not change the
       vectors (same model version). ``precision`` (``fp32``, or ``int8`` for ``dlib-resnet``

@@ -66,10 +66,12 @@ def head_pose(landmarks: FloatArray, image_width: int, image_height: int) -> Flo
     cam = np.array([[f, 0, image_width / 2], [0, f, image_height / 2], [0, 0, 1]], np.float64)
     for i, pts in enumerate(landmarks):
         p = np.asarray(pts, np.float64)
+        if not np.isfinite(p).all():
+            continue
         eye = p[1] - p[0]
         roll = np.degrees(np.arctan2(eye[1], eye[0]))
-        ok, rvec, _ = cv2.solvePnP(_FACE_3D, p, cam, None, flags=cv2.SOLVEPNP_SQPNP)
-        if not ok:
+        rvec = _solve_pose(p, cam)
+        if rvec is None:
             out[i] = (0.0, 0.0, roll)
             continue
         r, _ = cv2.Rodrigues(rvec)
@@ -79,6 +81,33 @@ def head_pose(landmarks: FloatArray, image_width: int, image_height: int) -> Flo
         pitch = np.degrees(np.arctan2(fwd[1], np.hypot(fwd[0], fwd[2])))
         out[i] = (yaw, pitch, roll)
     return out
+
+
+_SMALL_SPREAD = 20.0
+"""Landmark spread (RMS distance from their mean, pixels) below which the pose is solved on
+the landmarks magnified about their mean (see :func:`_solve_pose`)."""
+
+
+def _solve_pose(p: npt.NDArray[np.float64], cam: npt.NDArray[np.float64]
+                ) -> npt.NDArray[np.float64] | None:
+    """The face's rotation vector from five landmarks, or None where no pose fits.
+
+    OpenCV's SQPnP refuses points that lie within a few pixels of each other (small faces:
+    an inter-ocular distance of a few pixels). Such a face is far from the camera, where
+    perspective is negligible, so its landmarks are magnified about their mean to a spread of
+    :data:`_SMALL_SPREAD` px before solving: the rotation of a distant face is unchanged by it.
+    """
+    centre = p.mean(0)
+    spread = float(np.sqrt(((p - centre) ** 2).sum(1).mean()))
+    if not spread > 0:
+        return None
+    if spread < _SMALL_SPREAD:
+        p = centre + (p - centre) * (_SMALL_SPREAD / spread)
+    try:
+        ok, rvec, _ = cv2.solvePnP(_FACE_3D, p, cam, None, flags=cv2.SOLVEPNP_SQPNP)
+    except cv2.error:
+        return None
+    return rvec if ok else None
 
 
 def measure(faces: Faces, chips: npt.NDArray[np.uint8], image_width: int,

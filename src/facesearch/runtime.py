@@ -1,4 +1,5 @@
-"""The one inference runtime: ONNX Runtime sessions with execution providers.
+"""The one inference runtime: ONNX Runtime sessions with execution providers, and the
+worker processes that run them.
 
 CPU by default; the CUDA provider is used when ``onnxruntime-gpu`` is installed and a GPU is
 visible (``device="auto"``), or on request (``device="cuda"``).
@@ -7,6 +8,8 @@ visible (``device="auto"``), or on request (``device="cuda"``).
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -63,3 +66,20 @@ def create_session(
             ort.capi.onnxruntime_pybind11_state.InvalidProtobuf,
             ort.capi.onnxruntime_pybind11_state.NoSuchFile) as exc:
         raise ModelError(f"cannot load ONNX model {model if isinstance(model, Path) else '<bytes>'}: {exc}") from exc
+
+
+def exit_with_parent(poll_s: float = 0.5) -> None:
+    """In a worker process: end it (``os._exit``) as soon as its parent is gone.
+
+    A pool's workers wait on a queue the parent feeds; a parent killed with SIGKILL cannot
+    tell them to stop, and they would live on as orphans. A daemon thread polls the parent's
+    pid every ``poll_s`` seconds (an orphan is re-parented, so the pid changes).
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
