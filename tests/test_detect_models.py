@@ -155,6 +155,12 @@ def test_plan_regions_cover_the_whole_image_once_per_model() -> None:
     assert [r.variant for r in whole] == ["short", "full"]
     assert all(r.side == 640 and r.x0 == 0 and r.y0 == -80 for r in whole)
     assert [r.variant for r in plan_regions(1920, 1080, "short")] == ["short"]
+    # auto: the full-range model only where the short-range one cannot reach the smallest
+    # face asked for (24 px inter-ocular: a 61 px box): not on a 250 px portrait
+    side = 24 * 2.53
+    assert [r.variant for r in plan_regions(250, 250, "auto", side)] == ["short"]
+    assert [r.variant for r in plan_regions(640, 480, "auto", side)] == ["short", "full"]
+    assert [r.variant for r in plan_regions(250, 250, "auto", None)] == ["short", "full"]
 
 
 @pytest.mark.parametrize(("size", "model", "min_face", "scale"), [

@@ -172,10 +172,18 @@ def smallest_face(variant: Variant, side: float) -> float:
     return _MIN_FACE_INPUT[variant] * side / SPECS[variant].size
 
 
-def plan_regions(width: int, height: int, model: Model) -> list[Region]:
-    """The whole image (letterboxed to a square) once for each BlazeFace model in use."""
+def plan_regions(width: int, height: int, model: Model,
+                 min_side: float | None = None) -> list[Region]:
+    """The whole image (letterboxed to a square) once for each BlazeFace model to run.
+
+    ``auto`` runs the short-range model, and the full-range one too unless the short-range
+    model alone reaches faces of ``min_side`` pixels on this image (small images: portraits,
+    thumbnails); ``min_side`` None runs both.
+    """
     whole = float(max(width, height))
-    variants: tuple[Variant, ...] = ("short", "full") if model == "auto" else (model,)
+    variants: tuple[Variant, ...] = (model,) if model != "auto" else (
+        ("short",) if min_side is not None and smallest_face("short", whole) <= min_side
+        else ("short", "full"))
     return [Region(v, (width - whole) / 2, (height - whole) / 2, whole) for v in variants]
 
 
@@ -283,8 +291,9 @@ class BlazeFaceDetector:
 
     Settings:
 
-    - ``model``: ``"auto"`` (default: the short-range model, 128x128 input, and the full-range
-      one, 192x192, both over the whole image), ``"short"`` (short-range only: fastest, for
+    - ``model``: ``"auto"`` (default: the short-range model, 128x128 input, over the whole
+      image, and the full-range one, 192x192, where the short-range one cannot reach
+      ``min_face``: on all but small images), ``"short"`` (short-range only: fastest, for
       faces filling a good part of the image) or ``"full"`` (full-range only; it misses faces
       wider than about 60 % of the image).
     - ``min_face``: smallest face to find, as its inter-ocular distance in image pixels
@@ -357,28 +366,33 @@ class BlazeFaceDetector:
                                                  device=self._device)
         return self._yunet
 
+    def _min_side(self) -> float | None:
+        """The smallest face to find as a BlazeFace box side (pixels), or None."""
+        return None if self.min_face is None else self.min_face * SIDE_PER_IOD
+
     def small_face_scale(self, width: int, height: int) -> float | None:
         """The scale YuNet's small-face pass runs at on a ``width`` x ``height`` image, or
         None where BlazeFace's whole-image passes already reach ``min_face``."""
-        if self.min_face is None:
+        min_side = self._min_side()
+        if min_side is None:
             return None
         longer = max(width, height)
-        variants = ("short", "full") if self.model == "auto" else (self.model,)
-        smallest = min(smallest_face(v, longer) for v in variants)  # type: ignore[arg-type]
-        if smallest <= self.min_face * SIDE_PER_IOD:
+        reach = min(smallest_face(r.variant, longer)
+                    for r in plan_regions(width, height, self.model, min_side))
+        if reach <= min_side:
             return None
-        return min(1.5, _YUNET_MIN_IOD / self.min_face)
+        return min(1.5, _YUNET_MIN_IOD / self.min_face)  # type: ignore[operator]
 
     def detect(self, image: RGBImage) -> Faces:
         image = _as_rgb(image)
         h, w = image.shape[:2]
-        boxes, scores, kps = self.detect_raw(image, plan_regions(w, h, self.model))
+        regions = plan_regions(w, h, self.model, self._min_side())
+        boxes, scores, kps = self.detect_raw(image, regions)
         points = blazeface_landmarks(kps)
         from_yunet = np.zeros(len(boxes), bool)
         scale = self.small_face_scale(w, h)
         if scale is not None:
-            variants = tuple(self._sessions)
-            limit = 1.2 * min(smallest_face(v, max(w, h)) for v in variants)
+            limit = 1.2 * min(smallest_face(r.variant, max(w, h)) for r in regions)
             yb, ys, yk = yunet_run(self._yunet_session(), image, scale, _YUNET_SCORE, limit)
             if len(yb) and len(boxes):  # a face BlazeFace found keeps BlazeFace's box
                 new = np.array([_iou(b, boxes).max() <= self.iou_threshold for b in yb])
