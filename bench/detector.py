@@ -65,7 +65,7 @@ class DlibHog:
 
 
 def make_detectors(threads: int) -> dict[str, Callable[[Image], int]]:
-    from facesearch.detect import BlazeFaceDetector, MTCNNDetector
+    from facesearch.vision.detect import BlazeFaceDetector, MTCNNDetector
 
     dets: dict[str, Callable[[Image], int]] = {}
     for label, kw in [

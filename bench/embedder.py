@@ -23,8 +23,8 @@ import face_recognition_models
 import numpy as np
 import numpy.typing as npt
 
-from facesearch.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
-from facesearch.embed import OnnxResNetEmbedder, SFaceEmbedder
+from facesearch.vision.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
+from facesearch.vision.embed import OnnxResNetEmbedder, SFaceEmbedder
 
 Chips = npt.NDArray[np.uint8]
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "lfw-dev"

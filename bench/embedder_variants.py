@@ -15,7 +15,7 @@ fails its pairs (strict). Chips are cached in ``$FACESEARCH_CACHE/bench``.
 Variants (every int8 one calibrated ONLY on train chips):
 
 - ``fp32``, ``fp32 + flip``: the shipped fp32 model, without and with flip TTA;
-- ``int8 shipped`` (``+ flip``): :mod:`facesearch.convert.resnet_int8`, the QDQ rewrite with
+- ``int8 shipped`` (``+ flip``): :mod:`facesearch.vision.convert.resnet_int8`, the QDQ rewrite with
   the shipped MinMax ranges (``--write-ranges``);
 - ``ort ...``: ``onnxruntime.quantization.quantize_static`` on a seeded sample of ``--calib``
   train chips: QDQ or QOperator, per-channel s8 weights, u8 activations unless said,
@@ -58,10 +58,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from facesearch import similarity as sim
-from facesearch.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
-from facesearch.embed import OnnxResNetEmbedder
-from facesearch.evaluation import (
+from facesearch.evaluation.harness import (
     Embeddings,
     FaceRule,
     Status,
@@ -71,7 +68,10 @@ from facesearch.evaluation import (
     read_pairs,
     verify,
 )
-from facesearch.modelcache import cache_dir
+from facesearch.vision import similarity as sim
+from facesearch.vision.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
+from facesearch.vision.embed import OnnxResNetEmbedder
+from facesearch.vision.modelcache import cache_dir
 
 Chips = npt.NDArray[np.uint8]
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,10 +91,10 @@ class ChipSet:
 
 def cut_chips(data: Path) -> dict[str, ChipSet]:
     """Centre-face chips of every image of pairsDevTrain and pairsDevTest (cached)."""
-    from facesearch.decode import load_image
     from facesearch.errors import FaceSearchError
-    from facesearch.evaluation import pick_face
-    from facesearch.pipeline import load_pipeline
+    from facesearch.evaluation.harness import pick_face
+    from facesearch.vision.decode import load_image
+    from facesearch.vision.pipeline import load_pipeline
 
     root = data / "images"
     store = cache_dir().parent / "bench"
@@ -291,7 +291,7 @@ Build = Callable[[], Variant]
 
 def variants(fp32: bytes, calib: Chips) -> list[tuple[str, Build]]:
     """(name, builder) of every variant, fp32 first; models are built only when run."""
-    from facesearch.convert.resnet_int8 import build_resnet_int8_onnx
+    from facesearch.vision.convert.resnet_int8 import build_resnet_int8_onnx
 
     def v(name: str, make: Callable[[], bytes], flip: bool = False) -> tuple[str, Build]:
         return name, lambda: Variant(name, make(), flip)
@@ -418,7 +418,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     calib = train_chips[np.sort(rng.choice(len(train_chips), args.calib, replace=False))]
     if args.write_ranges is not None:
-        from facesearch.convert.resnet_int8 import calibrate_ranges, write_ranges
+        from facesearch.vision.convert.resnet_int8 import calibrate_ranges, write_ranges
 
         write_ranges(args.write_ranges, calibrate_ranges(fp32, calib), fp32,
                      source=f"fast-pipeline chips (centre face) of {len(calib)} of the "

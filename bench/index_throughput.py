@@ -36,8 +36,8 @@ def baseline(files: list[Path], workers: int) -> tuple[float, int, int]:
 
 def ours(files: list[Path], workers: int, overrides: dict[str, str]) -> tuple[float, int, int]:
     """facesearch's bulk indexer with the configured settings and ``overrides``."""
-    from facesearch.indexing import BulkIndexer, IdFrom
     from facesearch.service import FaceSearch
+    from facesearch.services.indexing import BulkIndexer, IdFrom
 
     with tempfile.TemporaryDirectory() as home, FaceSearch.open(home, **overrides) as fs:
         fs.collections.create("bench")

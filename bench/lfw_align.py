@@ -85,7 +85,7 @@ class Pipeline:
         self._hog = dlib.get_frontal_face_detector()
         self._sp68 = dlib.shape_predictor(frm.pose_predictor_model_location())
         self._sp5 = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
-        from facesearch import detect as d
+        from facesearch.vision import detect as d
 
         self._d = d
         if name.startswith("blazeface"):
@@ -164,7 +164,7 @@ class Pipeline:
 
     def _embed_landmarks(self, image: npt.NDArray[np.uint8], lm: npt.NDArray[np.float32]
                          ) -> npt.NDArray[np.float32]:
-        from facesearch.align import align_faces
+        from facesearch.vision.align import align_faces
 
         chip = align_faces(image, lm[None].astype(np.float32), 150, 0.25)[0]
         return _unit(np.array(self._rec.compute_face_descriptor(chip), np.float32))

@@ -22,8 +22,8 @@ PROBE = ROOT.parent / "shared" / "testdata" / "faces" / "obama2.jpg"
 
 
 def fill(fs, name: str, n: int, seed: int = 0) -> None:
-    from facesearch.embed import l2_normalise
-    from facesearch.store import NewFace
+    from facesearch.storage.store import NewFace
+    from facesearch.vision.embed import l2_normalise
 
     rng = np.random.default_rng(seed)
     q = {"size": 50.0, "sharpness": 50.0, "brightness": 50.0, "yaw": 0.0, "pitch": 0.0,
@@ -56,9 +56,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=500)
     ap.add_argument("--max-results", type=int, default=10)
     args = ap.parse_args()
-    from facesearch.decode import load_image
-    from facesearch.embed import l2_normalise
     from facesearch.service import FaceSearch
+    from facesearch.vision.decode import load_image
+    from facesearch.vision.embed import l2_normalise
 
     with tempfile.TemporaryDirectory() as home, FaceSearch.open(home) as fs:
         fs.collections.create("big")

@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from facesearch import evaluation as ev
-from facesearch.align import ARCFACE_TEMPLATE, TEMPLATES, align_faces
-from facesearch.decode import load_image
-from facesearch.embed import OnnxResNetEmbedder, SFaceEmbedder, l2_normalise
-from facesearch.pipeline import load_pipeline
+from facesearch.evaluation import harness as ev
+from facesearch.vision.align import ARCFACE_TEMPLATE, TEMPLATES, align_faces
+from facesearch.vision.decode import load_image
+from facesearch.vision.embed import OnnxResNetEmbedder, SFaceEmbedder, l2_normalise
+from facesearch.vision.pipeline import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "testdata" / "lfw-dev"

@@ -39,7 +39,7 @@ def read(path: Path) -> npt.NDArray[np.uint8]:
 
 def scenes(n: int, seed: int = 0) -> list[Scene]:
     """``n`` canvases and, for each, the expected landmarks (M, 5, 2) of its pasted faces."""
-    from facesearch.detect import BlazeFaceDetector
+    from facesearch.vision.detect import BlazeFaceDetector
 
     rng = np.random.default_rng(seed)
     files = sorted(LFW.glob("*/*.jpg"))
@@ -99,8 +99,8 @@ def evaluate(label: str, detector: object, data: list[Scene]) -> None:
 
 def collage(n: int, cell: int, threads: int) -> dict[str, float]:
     """In this process: a collage of ``n`` photos through the pipeline."""
-    from facesearch.decode import load_image
-    from facesearch.pipeline import load_pipeline
+    from facesearch.vision.decode import load_image
+    from facesearch.vision.pipeline import load_pipeline
 
     folders = sorted(p for p in LFW.iterdir() if p.is_dir())
     folders = folders[:: max(1, len(folders) // n)][:n]
@@ -136,7 +136,7 @@ def main() -> int:
         n, cell = args.collage[0]
         print(json.dumps(collage(n, cell, args.threads)))
         return 0
-    from facesearch.detect import BlazeFaceDetector
+    from facesearch.vision.detect import BlazeFaceDetector
 
     data = scenes(args.scenes)
     total = sum(len(t) for _, t in data)

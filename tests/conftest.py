@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from facesearch.config import Settings
-from facesearch.pipeline import Pipeline, load_pipeline
 from facesearch.service import FaceSearch
+from facesearch.vision.pipeline import Pipeline, load_pipeline
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = REPO_ROOT.parent / "shared" / "testdata"

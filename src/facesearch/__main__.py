@@ -1,5 +1,5 @@
 """``python -m facesearch``: the command-line interface."""
 
-from .cli import main
+from facesearch.cli import main
 
 main()

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .crypto import Sealer, load_sealer
-from .decode import MAX_BYTES, MAX_PIXELS, MIN_SIDE, DecodeLimits
-
-if TYPE_CHECKING:
-    from .pipeline import Pipeline
+from facesearch.storage.crypto import Sealer, load_sealer
+from facesearch.vision.decode import MAX_BYTES, MAX_PIXELS, MIN_SIDE, DecodeLimits
 
 
 def default_home() -> Path:
@@ -83,19 +79,6 @@ class Settings(BaseSettings):
         "", description="comma-separated CIDR networks, addresses or host names that webhooks "
                         "and stream inputs may reach although they are loopback, link-local or "
                         "private (default: none; public addresses only)")
-
-    def load_pipeline(self, threads: int | None = None) -> Pipeline:
-        """The configured face pipeline (``threads``: inference threads, default the
-        ``threads`` setting, else every core)."""
-        from .pipeline import load_pipeline
-
-        return load_pipeline(self.pipeline, threads=threads or self.threads,
-                             device=self.device,  # type: ignore[arg-type]
-                             min_face=self.min_face or None,
-                             detector_model=self.detector_model,  # type: ignore[arg-type]
-                             precision=self.precision,  # type: ignore[arg-type]
-                             flip=self.flip,
-                             embedder=self.embedder)  # type: ignore[arg-type]
 
     def sealer(self) -> Sealer | None:
         """The at-rest sealer, or None when encryption at rest is off."""

@@ -23,6 +23,12 @@ class InvalidParameterError(FaceSearchError):
     code = "invalid_parameter"
 
 
+class CandidateNotFoundError(InvalidParameterError):
+    """A review names a face that was not a candidate of the search."""
+
+    code = "not_a_candidate"
+
+
 class InvalidImageError(FaceSearchError):
     """The bytes are not an image facesearch can decode."""
 
@@ -61,6 +67,12 @@ class FaceNotFoundError(NotFoundError):
 
 class UserNotFoundError(NotFoundError):
     code = "user_not_found"
+
+
+class SearchNotFoundError(NotFoundError):
+    """A review names a search that is not in the audit trail."""
+
+    code = "search_not_found"
 
 
 class AlreadyExistsError(FaceSearchError):

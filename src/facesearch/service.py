@@ -9,24 +9,31 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .audit import AuditEvent, AuditKeyError, AuditLog
-from .collections import Clock, FaceCollections
-from .config import Settings
-from .keys import AccessKeys, load_master_key
-from .pipeline import Pipeline
-from .policy import SearchLimiter, Spike
-from .store import Store
-from .users import UserDirectory
+from facesearch.config import Settings
+from facesearch.governance.audit import AuditEvent, AuditKeyError, AuditLog
+from facesearch.governance.calibration import Calibration, find_calibration
+from facesearch.governance.erasure import Erasure
+from facesearch.governance.keys import AccessKeys, load_master_key
+from facesearch.governance.policy import SearchLimiter, Spike
+from facesearch.governance.review import Reviews
+from facesearch.governance.trail import AuditTrail
+from facesearch.services.collection import FaceCollections
+from facesearch.services.search import SearchGate
+from facesearch.services.users import UserDirectory
+from facesearch.storage.indexes import IndexCache
+from facesearch.storage.store import Store
+from facesearch.vision.pipeline import Pipeline, pipeline_from
 
 if TYPE_CHECKING:
-    from .calibration import Calibration
-    from .stream import StreamProcessors
-    from .video import VideoJobs
-    from .webhook import EgressPolicy
+    from facesearch.media.stream import StreamProcessors
+    from facesearch.media.video import VideoJobs
+    from facesearch.media.webhook import EgressPolicy
 
+Clock = Callable[[], float]
 
 log = logging.getLogger("facesearch")
 setup_log = logging.getLogger("facesearch.setup")
@@ -50,6 +57,8 @@ class FaceSearch:
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         restrict_permissions(self.home)
         sealer = settings.sealer()
+        self.sealer = sealer
+        """Seals vectors, index files, stream snapshots and events at rest (None: off)."""
         self.store = Store(self.home / "facesearch.db", sealer)
         try:
             signing_key, witness = self._audit_paths()
@@ -62,25 +71,33 @@ class FaceSearch:
         self._clock = clock
         self._video: VideoJobs | None = None
         self._streams: StreamProcessors | None = None
+        self._calibrations: dict[str, Calibration | None] = {}
         limiter = SearchLimiter(per_minute=settings.searches_per_minute,
                                 on_spike=self._volume_spike)
-        self._calibration: tuple[Calibration | None] | None = None
+        self.indexes = IndexCache(self.home, self.store, sealer)
+        self.trail = AuditTrail(self.audit, self.store, self._model_version)
         self.collections = FaceCollections(
-            self.home, self.store, self._load_pipeline, clock=clock, limits=settings.limits,
-            audit=self.audit, sealer=sealer, limiter=limiter, calibration=self.calibration,
+            self.store, self.indexes, self.trail, self._load_pipeline, clock=clock,
+            limits=settings.limits, calibration=self.calibration_for,
             law_enforcement_allowed=settings.audit_signing_key is not None)
-        self.users = UserDirectory(self.collections)
-        self.collections.erase_hooks += [self._purge_snapshots, self._purge_video_matches]
+        self.search = SearchGate(self.store, self.indexes, self.trail,
+                                 lambda: self.collections.pipeline,
+                                 calibration=self.calibration_for, limiter=limiter,
+                                 limits=settings.limits)
+        self.users = UserDirectory(self.collections, self.search)
+        self.erasure = Erasure(self.store, self.indexes, self.trail, clock=clock)
+        self.erasure.hooks += [self._purge_snapshots, self._purge_video_matches]
+        self.reviews = Reviews(self.audit, self.trail)
         master = settings.keys_master_key
         master_file = settings.keys_master_key_file
         if master is None and (master_file is None or _inside(master_file, self.home)):
-            setup_log.warning("the access-key master key is kept in the data directory: a copy of "
-                        "the directory yields every key secret; set "
-                        "FACESEARCH_KEYS_MASTER_KEY_FILE to a file outside it")
+            setup_log.warning("the access-key master key is kept in the data directory: a copy "
+                              "of the directory yields every key secret; set "
+                              "FACESEARCH_KEYS_MASTER_KEY_FILE to a file outside it")
         self.keys = AccessKeys(self.store, lambda: load_master_key(
             self.home, master.get_secret_value() if master else None, master_file),
             clock=clock, audit=self.audit)
-        self.collections.drain_outbox()  # audit events a crash left behind
+        self.trail.drain()  # audit events a crash left in the outbox
 
     def _law_enforcement(self) -> bool:
         """Whether this is a law-enforcement deployment (the setting, or any collection
@@ -129,26 +146,33 @@ class FaceSearch:
                      "baseline": round(spike.baseline, 2), "window_s": spike.window_seconds}))
 
     def _purge_snapshots(self, collection: str, face_ids: list[str]) -> int:
-        from .stream import purge_snapshots
+        from facesearch.media.events import purge_snapshots
 
         return purge_snapshots(self.home, face_ids)
 
     def _purge_video_matches(self, collection: str, face_ids: list[str]) -> int:
-        from .video import purge_face_matches
+        from facesearch.media.video import purge_face_matches
 
         return purge_face_matches(self.store, face_ids)
 
-    def calibration(self) -> Calibration | None:
-        """The shipped calibration of the pipeline's embedder (read once), or None."""
-        if self._calibration is None:
-            from .calibration import find_calibration
+    def calibration_for(self, model_version: str) -> Calibration | None:
+        """The shipped calibration of a model version (read once), or None."""
+        if model_version not in self._calibrations:
+            self._calibrations[model_version] = find_calibration(model_version)
+        return self._calibrations[model_version]
 
-            self._calibration = (find_calibration(self.pipeline.model_version),)
-        return self._calibration[0]
+    def calibration(self) -> Calibration | None:
+        """The shipped calibration of the running pipeline's model, or None."""
+        return self.calibration_for(self.pipeline.model_version)
+
+    def _model_version(self) -> str | None:
+        """The model version audit events record (None until the pipeline is loaded: events
+        of operations that use no model do not load it)."""
+        return self.collections.model_version if self._pipeline is not None else None
 
     def _load_pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            self._pipeline = self.settings.load_pipeline()
+            self._pipeline = pipeline_from(self.settings)
         return self._pipeline
 
     @property
@@ -160,9 +184,9 @@ class FaceSearch:
         """Stored-video face search and detection jobs (made on first use; call
         ``video.start()`` in a long-running server to run jobs a restart interrupted)."""
         if self._video is None:
-            from .video import VideoJobs
+            from facesearch.media.video import VideoJobs
 
-            self._video = VideoJobs(self.home, self.store, self.collections,
+            self._video = VideoJobs(self.home, self.store, self.collections, self.search,
                                     workers=self.settings.video_workers,
                                     max_video_bytes=self.settings.max_video_bytes,
                                     clock=self._clock, keys=self.keys,
@@ -174,17 +198,17 @@ class FaceSearch:
         """Live stream processors (made on first use; call ``streams.resume()`` in a
         long-running server to restart the processors that were running)."""
         if self._streams is None:
-            from .stream import StreamProcessors
+            from facesearch.media.stream import StreamProcessors
 
             self._streams = StreamProcessors(self.home, self.store, self.collections,
-                                             clock=self._clock, keys=self.keys,
-                                             egress=self._egress())
+                                             self.search, clock=self._clock, keys=self.keys,
+                                             egress=self._egress(), sealer=self.sealer)
         return self._streams
 
     def _egress(self) -> EgressPolicy:
         """Where webhooks and stream inputs may connect (public addresses, plus
         ``FACESEARCH_EGRESS_ALLOW``)."""
-        from .webhook import EgressPolicy
+        from facesearch.media.webhook import EgressPolicy
 
         return EgressPolicy.parse(self.settings.egress_allow)
 
@@ -200,7 +224,7 @@ class FaceSearch:
             self._streams.shutdown()
         if self._video is not None:
             self._video.shutdown()
-        self.collections.shutdown()
+        self.indexes.shutdown()
         self.store.close()
         self.audit.shutdown()
 

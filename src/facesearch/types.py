@@ -105,6 +105,25 @@ class Quality:
                       for n in names})
 
 
+@dataclass(frozen=True)
+class FaceView:
+    """One face as plain numbers, whatever it came from (a detection, a stored face, a face in
+    a video): what every interface shows of a face (:mod:`facesearch.responses`).
+
+    ``box`` (x1, y1, x2, y2) and five ``landmarks`` in pixels; ``score`` the detector's
+    confidence (0-1); ``quality`` (when measured): ``size`` (inter-ocular px), ``sharpness``
+    and ``brightness`` (0-100), ``yaw``, ``pitch``, ``roll`` (degrees).
+    """
+
+    box: tuple[float, float, float, float]
+    score: float
+    landmarks: tuple[tuple[float, float], ...]
+    quality: dict[str, float] | None = None
+
+
+QUALITY_FIELDS: tuple[str, ...] = ("size", "sharpness", "brightness", "yaw", "pitch", "roll")
+
+
 @dataclass(frozen=True, eq=False)
 class Faces:
     """Columnar, validated set of faces found in one image.
@@ -165,6 +184,15 @@ class Faces:
         h = np.clip(self.boxes[:, 3] - self.boxes[:, 1], 0, None)
         return (w * h).astype(np.float32)
 
+    def view(self, i: int) -> FaceView:
+        """Face ``i`` as plain numbers."""
+        q = self.quality
+        return FaceView(
+            tuple(float(v) for v in self.boxes[i]),  # type: ignore[arg-type]
+            float(self.scores[i]),
+            tuple((float(x), float(y)) for x, y in self.landmarks[i]),
+            None if q is None else {k: float(getattr(q, k)[i]) for k in QUALITY_FIELDS})
+
     def largest_first(self) -> Faces:
         """The same faces ordered by box area, largest first (stable for equal areas)."""
         return self[np.argsort(-self.areas, kind="stable")]
@@ -210,7 +238,7 @@ class Embedder(Protocol):
     """Turns aligned face chips into L2-normalised embeddings.
 
     ``chip_size`` (pixels, square) and ``chip_padding`` (fraction of the face template on
-    each side) say how :func:`facesearch.align.align_faces` must cut the chips it takes.
+    each side) say how :func:`facesearch.vision.align.align_faces` must cut the chips it takes.
     """
 
     name: str

@@ -32,7 +32,7 @@ from facesearch.api.errors import (
 )
 from facesearch.config import Settings
 from facesearch.errors import AccessDeniedError
-from facesearch.keys import AccessKeys, NewKey, Role
+from facesearch.governance.keys import AccessKeys, NewKey, Role
 from facesearch.service import FaceSearch
 
 HOST = "127.0.0.1:8123"

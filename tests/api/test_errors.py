@@ -7,7 +7,7 @@ import botocore.loaders
 from facesearch import errors
 from facesearch.api import errors as api_errors
 from facesearch.api.errors import ERRORS, aws_code, mapping
-from facesearch.keys import KeyNotFoundError
+from facesearch.governance.keys import KeyNotFoundError
 
 # AWS-wide errors of the JSON protocol, not listed in Rekognition's model.
 COMMON = {"MissingAuthenticationTokenException", "IncompleteSignatureException",

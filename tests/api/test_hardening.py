@@ -277,7 +277,7 @@ def test_rate_limit_is_checked_before_the_probe_is_analysed(tmp_path: Path) -> N
     caller = Caller(actor="AKTESTRATE", role="searcher")
     with FaceSearch(Settings(home=tmp_path, searches_per_minute=1)) as fs:
         fs.collections.create("rl")
-        limiter = fs.collections.limiter
+        limiter = fs.search.limiter
         assert limiter is not None
         while True:  # spend the caller's burst
             try:
@@ -287,6 +287,6 @@ def test_rate_limit_is_checked_before_the_probe_is_analysed(tmp_path: Path) -> N
         # Out of searches: refused before decoding (garbage bytes) or detecting (no face).
         for probe in (b"not an image", blank_png()):
             with pytest.raises(ThrottledError):
-                fs.collections.search_by_image("rl", probe, caller=caller)
+                fs.search.by_image("rl", probe, caller=caller)
             with pytest.raises(ThrottledError):
                 fs.users.search_by_image("rl", probe, caller=caller)

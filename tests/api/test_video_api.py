@@ -23,7 +23,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from ..conftest import FACES
-from ..video_helpers import ALEX_PHOTO, CLIP_MS, CLIP_NAME, LIN, LIN_PHOTO, clip, wait_for
+from ..media.video_helpers import ALEX_PHOTO, CLIP_MS, CLIP_NAME, LIN, LIN_PHOTO, clip, wait_for
 from .conftest import S3_BUCKET, S3_CREDS, Server, image_bytes, start_server, stop_server
 
 CLIP_KEY = f"videos/{CLIP_NAME}"

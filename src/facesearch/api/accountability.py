@@ -4,22 +4,19 @@ verifying and exporting the audit trail. Thin: each calls one service function."
 from __future__ import annotations
 
 import io
-import json
-import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
-from ..audit import AuditLog, events_t
-from ..collections import CollectionInfo, ErasureReceipt
-from ..errors import AccessDeniedError, InvalidParameterError, NotFoundError
-from ..policy import CollectionPolicy
-from ..types import Caller
-from .auth import Operation
-from .context import context
-from .native import CallerDep, ErrorOut, native_caller
+from facesearch.api.auth import Operation
+from facesearch.api.context import context
+from facesearch.api.native import CallerDep, ErrorOut, native_caller
+from facesearch.errors import NotFoundError
+from facesearch.governance.erasure import ErasureReceipt
+from facesearch.governance.policy import CollectionPolicy
+from facesearch.limits import MAX_RESULTS
+from facesearch.services.collection import CollectionInfo
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(native_caller)],
                    responses={s: {"model": ErrorOut} for s in (400, 401, 403, 404, 429)})
@@ -36,7 +33,7 @@ class PolicyIn(BaseModel):
     law_enforcement: bool = False
     require_purpose: bool | None = None
     threshold_floor: float | None = Field(None, ge=0, le=100)
-    max_results_cap: int | None = Field(None, ge=1, le=4096)
+    max_results_cap: int | None = Field(None, ge=1, le=MAX_RESULTS)
     retention_days: float | None = Field(None, gt=0)
 
 
@@ -87,7 +84,7 @@ class EraseIn(BaseModel):
     """Exactly one of: face ids, an external id, a user id (the user goes too)."""
 
     model_config = ConfigDict(extra="forbid")
-    face_ids: list[str] | None = Field(None, min_length=1, max_length=4096)
+    face_ids: list[str] | None = Field(None, min_length=1, max_length=MAX_RESULTS)
     external_id: str | None = None
     user_id: str | None = None
 
@@ -114,7 +111,7 @@ async def erase(request: Request, collection: str, body: EraseIn,
                 caller: CallerDep) -> ReceiptOut:
     """Erase faces for good and return the erasure receipt (audited)."""
     ctx = context(request)
-    return receipt_out(await ctx.io(lambda: ctx.fs.collections.erase(
+    return receipt_out(await ctx.io(lambda: ctx.fs.erasure.erase(
         collection, face_ids=body.face_ids, external_id=body.external_id,
         user_id=body.user_id, caller=caller)))
 
@@ -127,7 +124,7 @@ class ReceiptsOut(_Out):
 async def run_retention(request: Request) -> ReceiptsOut:
     """Erase every face older than its collection's retention period, now."""
     ctx = context(request)
-    receipts = await ctx.io(ctx.fs.collections.expire)
+    receipts = await ctx.io(ctx.fs.erasure.expire)
     return ReceiptsOut(receipts=[receipt_out(r) for r in receipts])
 
 
@@ -144,57 +141,15 @@ class ReviewOut(_Out):
     recorded: bool
 
 
-class SearchNotFoundError(NotFoundError):
-    code = "search_not_found"
-
-
-class CandidateNotFoundError(InvalidParameterError):
-    code = "not_a_candidate"
-
-
-def reviewed_collection(audit: AuditLog, body: ReviewIn, caller: Caller) -> str | None:
-    """The collection of the search a review names, after checking that the search is in the
-    audit trail (a ``search.*`` or ``users.search*`` event with that ``search_id``), that the
-    face is one of its candidates, that ``body.collection`` (if given) is the search's, and
-    that a case-scoped caller reviews a search of its own case. One scan of the trail's
-    details (no index on them): reviews are rare."""
-    try:
-        sid = str(uuid.UUID(body.search_id))
-    except ValueError:
-        raise InvalidParameterError(f"invalid search id {body.search_id!r}") from None
-    c = events_t.c
-    q = (select(c.collection, c.case_ref, c.results, c.operation)
-         .where(c.details.contains(f'"search_id": "{sid}"', autoescape=True))
-         .order_by(c.seq))
-    with audit.engine.connect() as conn:
-        rows = [r for r in conn.execute(q).all()
-                if r.operation.startswith(("search.", "users.search"))]
-    if not rows:
-        raise SearchNotFoundError(f"no search {sid} in the audit trail: review a candidate of "
-                                  "a search (its search_id)")
-    found = rows[0]
-    if caller.case_ref is not None and found.case_ref != caller.case_ref:
-        raise AccessDeniedError(f"search {sid} was not made for case {caller.case_ref!r}")
-    if body.collection is not None and body.collection != found.collection:
-        raise InvalidParameterError(f"search {sid} searched collection {found.collection!r}, "
-                                    f"not {body.collection!r}")
-    if body.face_id not in {f for f, _ in json.loads(found.results)}:
-        raise CandidateNotFoundError(f"face {body.face_id} is not a candidate of search {sid}")
-    return str(found.collection) if found.collection is not None else None
-
-
 @router.post("/reviews", name=Operation.REVIEW_CANDIDATE.value, status_code=201)
 async def review(request: Request, body: ReviewIn, caller: CallerDep) -> ReviewOut:
     """Record an analyst's decision on a candidate of a search (named by the search's
     ``search_id``; the face must be one of its candidates) in the audit trail."""
     ctx = context(request)
 
-    def run() -> None:
-        collection = reviewed_collection(ctx.fs.audit, body, caller)
-        ctx.fs.collections.review(body.search_id, body.face_id, body.decision, note=body.note,
-                                  collection=collection, caller=caller)
-
-    await ctx.io(run)
+    await ctx.io(lambda: ctx.fs.reviews.record(body.search_id, body.face_id, body.decision,
+                                               note=body.note, collection=body.collection,
+                                               caller=caller))
     return ReviewOut(recorded=True)
 
 

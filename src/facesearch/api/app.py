@@ -31,16 +31,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import __version__
-from ..config import Settings
-from ..errors import FaceSearchError
-from ..retention import RetentionWorker
-from ..service import FaceSearch
-from . import accountability, docs, native, rekognition, web
-from . import video as video_api
-from .auth import SignedRequest, preauthenticate
-from .context import ApiContext, context
-from .errors import (
+from facesearch import __version__
+from facesearch.api import accountability, docs, native, rekognition, streams, web
+from facesearch.api import video as video_api
+from facesearch.api.auth import SignedRequest, preauthenticate
+from facesearch.api.context import ApiContext, context
+from facesearch.api.errors import (
     AuthenticationError,
     RequestTooLargeError,
     error_response,
@@ -49,9 +45,14 @@ from .errors import (
     on_unexpected_error,
     on_validation_error,
 )
-from .metrics import Metrics
-from .settings import ApiSettings
-from .work import PerThreadPipeline, WorkPool
+from facesearch.api.metrics import Metrics
+from facesearch.api.settings import ApiSettings
+from facesearch.api.work import WorkPool
+from facesearch.config import Settings
+from facesearch.errors import FaceSearchError
+from facesearch.governance.retention import RetentionWorker
+from facesearch.service import FaceSearch
+from facesearch.vision.pipeline import ThreadLocalPipeline, pipeline_from
 
 log = logging.getLogger("facesearch.api")
 
@@ -79,7 +80,7 @@ def open_service(settings: Settings, api: ApiSettings) -> FaceSearch:
     """The service for a server: one face pipeline per inference worker thread."""
     # Each worker's models get an equal share of the cores (unless threads are configured).
     share = max(1, len(os.sched_getaffinity(0)) // api.workers)
-    pipeline = PerThreadPipeline(lambda: settings.load_pipeline(threads=settings.threads
+    pipeline = ThreadLocalPipeline(lambda: pipeline_from(settings, threads=settings.threads
                                                                 or share))
     return FaceSearch(settings, pipeline=pipeline)
 
@@ -94,9 +95,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     video = video or video_api.VideoApiSettings()
 
     def warm() -> None:
-        pipeline = fs.pipeline
-        if isinstance(pipeline, PerThreadPipeline):
-            pipeline.mine()
+        fs.pipeline.for_thread()
 
     pool = WorkPool(settings.workers, settings.queue, retry_after_s=settings.retry_after_s,
                     init=warm)
@@ -106,7 +105,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                                            fs.settings.max_video_bytes),
                      body_limit=settings.body_limit(fs.settings.max_image_bytes))
 
-    retention = RetentionWorker(fs.collections, settings.retention_interval_s)
+    retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,7 +136,8 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     app.include_router(accountability.router)
     app.include_router(rekognition.router)
     app.include_router(video_api.router)
-    app.include_router(video_api.ws_router)
+    app.include_router(streams.router)
+    app.include_router(streams.ws_router)
     app.include_router(web.router)
     app.include_router(docs.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)

@@ -1,6 +1,6 @@
 """Authentication (AWS Signature Version 4, or a bearer key) and the one role table.
 
-Every request names an access key (:mod:`facesearch.keys`) and proves it holds the key's
+Every request names an access key (:mod:`facesearch.governance.keys`) and proves it holds the key's
 secret, in one of two ways:
 
 - **SigV4** (both endpoints; what the AWS SDKs do): ``Authorization: AWS4-HMAC-SHA256
@@ -33,9 +33,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_plus
 
-from ..errors import AccessDeniedError, ThrottledError
-from ..keys import AccessKeys, KeyInfo, KeyNotFoundError, Role
-from .errors import (
+from facesearch.api.errors import (
     IncompleteSignatureError,
     MissingAuthError,
     ReplayedRequestError,
@@ -43,6 +41,8 @@ from .errors import (
     SignatureMismatchError,
     UnknownKeyError,
 )
+from facesearch.errors import AccessDeniedError, ThrottledError
+from facesearch.governance.keys import AccessKeys, KeyInfo, KeyNotFoundError, Role
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"

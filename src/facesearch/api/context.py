@@ -11,11 +11,7 @@ from typing import TypeVar
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import AccessDeniedError
-from ..keys import KeyInfo
-from ..service import FaceSearch
-from ..types import Caller
-from .auth import (
+from facesearch.api.auth import (
     READ_ONLY,
     Operation,
     ReplayCache,
@@ -24,11 +20,15 @@ from .auth import (
     authorize,
     sigv4_signature,
 )
-from .errors import QueueFullError
-from .metrics import Metrics
-from .s3 import S3Images
-from .settings import ApiSettings
-from .work import WorkPool
+from facesearch.api.errors import QueueFullError
+from facesearch.api.metrics import Metrics
+from facesearch.api.s3 import S3Images
+from facesearch.api.settings import ApiSettings
+from facesearch.api.work import WorkPool
+from facesearch.errors import AccessDeniedError
+from facesearch.governance.keys import KeyInfo
+from facesearch.service import FaceSearch
+from facesearch.types import Caller
 
 T = TypeVar("T")
 

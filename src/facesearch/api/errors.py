@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..errors import (
+from facesearch.errors import (
     AccessDeniedError,
     AlreadyExistsError,
     ConflictError,

@@ -21,17 +21,31 @@ import time
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from ..collections import CollectionInfo, FaceRecord, Match
-from ..keys import KeyInfo, Role
-from ..types import Caller, Faces, QualityFilter
-from ..users import DEFAULT_USER_MATCH_THRESHOLD, Association, UserInfo, UserSearchResult
-from .auth import Operation
-from .context import context
-from .errors import InvalidParameterError, SerializationError
-from .paging import decode_row, encode_token, page_by_name
+from facesearch import responses
+from facesearch.api.auth import Operation
+from facesearch.api.context import context
+from facesearch.api.errors import InvalidParameterError, SerializationError
+from facesearch.api.paging import decode_row, encode_token, page_by_name
+from facesearch.governance.keys import KeyInfo, Role
+from facesearch.limits import MAX_RESULTS
+from facesearch.responses import (
+    CollectionOut,
+    DetectedFaceOut,
+    FaceOut,
+    MatchOut,
+    Out,
+    RiskOut,
+    UserOut,
+)
+from facesearch.services.users import (
+    DEFAULT_USER_MATCH_THRESHOLD,
+    Association,
+    UserSearchResult,
+)
+from facesearch.types import Caller, QualityFilter
 
 M = TypeVar("M", bound=BaseModel)
 QualityName = Literal["NONE", "AUTO", "LOW", "MEDIUM", "HIGH"]
@@ -50,8 +64,7 @@ CallerDep = Annotated[Caller, Depends(native_caller)]
 
 # -- shapes ---------------------------------------------------------------------------------
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Out = Out
 
 
 class ErrorOut(_Out):
@@ -64,13 +77,6 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(native_caller)],
                                                                 422, 429, 503)})
 
 
-class CollectionOut(_Out):
-    name: str
-    model_version: str
-    created_at: float = Field(description="seconds since the epoch")
-    faces: int
-    users: int
-    images: int
 
 
 class CollectionsOut(_Out):
@@ -78,33 +84,10 @@ class CollectionsOut(_Out):
     next_token: str | None = None
 
 
-class QualityOut(_Out):
-    size: float = Field(description="inter-ocular distance, pixels")
-    sharpness: float = Field(description="0-100")
-    brightness: float = Field(description="0-100")
-    yaw: float = Field(description="degrees")
-    pitch: float = Field(description="degrees")
-    roll: float = Field(description="degrees")
 
 
-class DetectedFaceOut(_Out):
-    box: list[float] = Field(description="[x1, y1, x2, y2] pixels")
-    score: float = Field(description="detector confidence, 0-1")
-    landmarks: list[list[float]] = Field(description="5 [x, y] points, pixels")
-    quality: QualityOut | None = None
 
 
-class FaceOut(_Out):
-    face_id: str
-    external_id: str | None
-    image_id: str | None
-    user_id: str | None
-    box: list[float] = Field(description="[x1, y1, x2, y2] pixels of the indexed image")
-    score: float
-    image_width: int
-    image_height: int
-    created_at: float
-    model_version: str
 
 
 class IndexedFaceOut(_Out):
@@ -132,7 +115,7 @@ class FacesPage(_Out):
 
 
 class FaceIdsIn(BaseModel):
-    face_ids: list[str] = Field(min_length=1, max_length=4096)
+    face_ids: list[str] = Field(min_length=1, max_length=MAX_RESULTS)
 
 
 class DeleteFacesOut(_Out):
@@ -140,9 +123,6 @@ class DeleteFacesOut(_Out):
     not_found: list[str]
 
 
-class MatchOut(_Out):
-    face: FaceOut
-    similarity: float
 
 
 class ProbeOut(_Out):
@@ -150,16 +130,10 @@ class ProbeOut(_Out):
     matches: list[MatchOut]
 
 
-class SearchOut(_Out):
+class SearchOut(RiskOut):
     search_id: str
     label: str
     threshold: float
-    false_match_rate: float | None = Field(
-        None, description="1:1 false-match rate at the threshold (calibrated; None: no "
-                          "calibration for this model)")
-    expected_fpir: float | None = Field(
-        None, description="expected false-positive identification rate at the threshold for "
-                          "the collection's current size")
     model_version: str
     collection_size: int
     width: int
@@ -168,13 +142,15 @@ class SearchOut(_Out):
 
 
 class FaceSearchIn(BaseModel):
-    max_results: int = Field(10, ge=1, le=4096)
+    max_results: int = Field(10, ge=1, le=MAX_RESULTS)
     threshold: float | None = Field(None, ge=0, le=100, description="default: 80 or the "
                                                                      "collection's floor")
 
 
-class FaceSearchOut(_Out):
+class FaceSearchOut(RiskOut):
     face_id: str
+    search_id: str
+    threshold: float
     matches: list[MatchOut]
 
 
@@ -183,7 +159,7 @@ class ComparedFaceOut(_Out):
     similarity: float
 
 
-class CompareOut(_Out):
+class CompareOut(RiskOut):
     similarity: float
     match: bool
     threshold: float
@@ -201,11 +177,6 @@ class UserIn(BaseModel):
     user_id: str
 
 
-class UserOut(_Out):
-    user_id: str
-    status: str
-    faces: int
-    created_at: float
 
 
 class UsersPage(_Out):
@@ -241,7 +212,7 @@ class UserMatchOut(_Out):
     face_id: str
 
 
-class UserSearchOut(_Out):
+class UserSearchOut(RiskOut):
     search_id: str | None
     threshold: float
     face: DetectedFaceOut | None = None
@@ -285,14 +256,14 @@ class WhoAmIOut(_Out):
 class IndexIn(BaseModel):
     image: bytes
     external_id: str | None = None
-    max_faces: int | None = Field(None, ge=1, le=4096)
+    max_faces: int | None = Field(None, ge=1, le=MAX_RESULTS)
     quality_filter: QualityName = "AUTO"
     force: bool = Field(False, description="index content already in the collection again")
 
 
 class SearchImageIn(BaseModel):
     image: bytes
-    max_results: int = Field(10, ge=1, le=4096)
+    max_results: int = Field(10, ge=1, le=MAX_RESULTS)
     threshold: float | None = Field(None, ge=0, le=100)
     all_faces: bool = Field(False, description="search every face, not only the largest")
 
@@ -383,52 +354,16 @@ async def parse_images(request: Request, model: type[M]) -> M:
 
 # -- conversions ----------------------------------------------------------------------------
 
-def _r(v: float, nd: int = 2) -> float:
-    return round(float(v), nd)
-
-
-def detected(faces: Faces, i: int) -> DetectedFaceOut:
-    q = faces.quality
-    return DetectedFaceOut(
-        box=[_r(v, 1) for v in faces.boxes[i]], score=_r(faces.scores[i], 4),
-        landmarks=[[_r(x, 1), _r(y, 1)] for x, y in faces.landmarks[i]],
-        quality=None if q is None else QualityOut(
-            size=_r(q.size[i], 1), sharpness=_r(q.sharpness[i], 1),
-            brightness=_r(q.brightness[i], 1), yaw=_r(q.yaw[i], 1), pitch=_r(q.pitch[i], 1),
-            roll=_r(q.roll[i], 1)))
-
-
-def face_out(f: FaceRecord) -> FaceOut:
-    return FaceOut(face_id=f.face_id, external_id=f.external_id, image_id=f.image_id,
-                   user_id=f.user_id, box=[_r(v, 1) for v in f.box], score=_r(f.score, 4),
-                   image_width=f.image_width, image_height=f.image_height,
-                   created_at=f.created_at, model_version=f.model_version)
-
-
-def match_out(m: Match) -> MatchOut:
-    return MatchOut(face=face_out(m.face), similarity=_r(m.similarity, 3))
-
-
-def collection_out(c: CollectionInfo) -> CollectionOut:
-    return CollectionOut(name=c.name, model_version=c.model_version, created_at=c.created_at,
-                         faces=c.face_count, users=c.user_count, images=c.image_count)
-
-
-def user_out(u: UserInfo) -> UserOut:
-    return UserOut(user_id=u.user_id, status=u.status, faces=u.face_count,
-                   created_at=u.created_at)
-
-
 def association_out(a: Association) -> AssociationOut:
-    return AssociationOut(done=a.done, user=user_out(a.user),
+    return AssociationOut(done=a.done, user=responses.user(a.user),
                           failed=[FailedFaceOut(face_id=f, reasons=r) for f, r in a.failed])
 
 
 def user_search_out(r: UserSearchResult) -> UserSearchOut:
     return UserSearchOut(
-        search_id=r.search_id, threshold=r.threshold,
-        face=detected(r.faces, 0) if len(r.faces) else None,
-        matches=[UserMatchOut(user_id=m.user_id, similarity=_r(m.similarity, 3),
+        search_id=r.search_id, threshold=r.threshold, **responses.risk(r.risk),
+        face=responses.detail(r.faces.view(0)) if len(r.faces) else None,
+        matches=[UserMatchOut(user_id=m.user_id, similarity=responses.rnd(m.similarity, 3),
                               face_id=m.face_id) for m in r.matches])
 
 
@@ -449,26 +384,26 @@ async def create_collection(request: Request, body: CollectionIn,
                             caller: CallerDep) -> CollectionOut:
     """Create an empty collection."""
     ctx = context(request)
-    return collection_out(await ctx.io(lambda: ctx.fs.collections.create(body.name,
+    return responses.collection(await ctx.io(lambda: ctx.fs.collections.create(body.name,
                                                                          caller=caller)))
 
 
 @router.get("/collections", name=Operation.LIST_COLLECTIONS.value)
 async def list_collections(request: Request,
-                           max_results: Annotated[int, Query(ge=1, le=4096)] = 1000,
+                           max_results: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 1000,
                            next_token: str | None = None) -> CollectionsOut:
     """List collections in name order, a page at a time."""
     ctx = context(request)
     infos = {c.name: c for c in await ctx.io(ctx.fs.collections.list)}
     names, nxt = page_by_name(list(infos), next_token, max_results, "collections")
-    return CollectionsOut(collections=[collection_out(infos[n]) for n in names], next_token=nxt)
+    return CollectionsOut(collections=[responses.collection(infos[n]) for n in names], next_token=nxt)
 
 
 @router.get("/collections/{collection}", name=Operation.DESCRIBE_COLLECTION.value)
 async def describe_collection(request: Request, collection: str) -> CollectionOut:
     """A collection's size and model."""
     ctx = context(request)
-    return collection_out(await ctx.io(lambda: ctx.fs.collections.describe(collection)))
+    return responses.collection(await ctx.io(lambda: ctx.fs.collections.describe(collection)))
 
 
 @router.delete("/collections/{collection}", name=Operation.DELETE_COLLECTION.value,
@@ -501,22 +436,22 @@ async def index_faces(request: Request, collection: str, caller: CallerDep) -> I
     kept = [i for i in range(len(res.faces)) if i not in why]
     return IndexOut(
         image_id=res.image_id, duplicate=res.duplicate, width=res.width, height=res.height,
-        indexed=[IndexedFaceOut(face=face_out(rec), detail=detected(res.faces, i))
+        indexed=[IndexedFaceOut(face=responses.face(rec), detail=responses.detail(res.faces.view(i)))
                  for i, rec in zip(kept, res.indexed, strict=True)],
-        unindexed=[UnindexedFaceOut(detail=detected(res.faces, i), reasons=r)
+        unindexed=[UnindexedFaceOut(detail=responses.detail(res.faces.view(i)), reasons=r)
                    for i, r in sorted(why.items())])
 
 
 @router.get("/collections/{collection}/faces", name=Operation.LIST_FACES.value)
 async def list_faces(request: Request, collection: str, caller: CallerDep,
-                     max_results: Annotated[int, Query(ge=1, le=4096)] = 100,
+                     max_results: Annotated[int, Query(ge=1, le=MAX_RESULTS)] = 100,
                      next_token: str | None = None, user_id: str | None = None) -> FacesPage:
     """Faces of a collection in insertion order, a page at a time."""
     ctx = context(request)
     after = decode_row("faces", next_token)
     faces, nxt = await ctx.io(lambda: ctx.fs.collections.list_faces(
         collection, limit=max_results, after=after, user_id=user_id, caller=caller))
-    return FacesPage(faces=[face_out(f) for f in faces],
+    return FacesPage(faces=[responses.face(f) for f in faces],
                      next_token=None if nxt is None else encode_token("faces", nxt))
 
 
@@ -525,7 +460,7 @@ async def delete_faces(request: Request, collection: str, body: FaceIdsIn,
                        caller: CallerDep) -> DeleteFacesOut:
     """Erase faces by id."""
     ctx = context(request)
-    deleted, missing = await ctx.infer(lambda: ctx.fs.collections.delete_faces(
+    deleted, missing = await ctx.infer(lambda: ctx.fs.erasure.delete_faces(
         collection, body.face_ids, caller=caller))
     return DeleteFacesOut(deleted=deleted, not_found=missing)
 
@@ -537,9 +472,11 @@ async def search_faces(request: Request, collection: str, face_id: str, caller: 
     """Candidates for a stored face (the face itself excluded), best first."""
     ctx = context(request)
     p = body or FaceSearchIn.model_validate({})
-    matches = await ctx.infer(lambda: ctx.fs.collections.search_by_face_id(
+    res = await ctx.infer(lambda: ctx.fs.search.by_face_id(
         collection, face_id, max_results=p.max_results, threshold=p.threshold, caller=caller))
-    return FaceSearchOut(face_id=face_id, matches=[match_out(m) for m in matches])
+    return FaceSearchOut(face_id=face_id, search_id=res.search_id, threshold=res.threshold,
+                         **responses.risk(res.risk),
+                         matches=[responses.match(m) for m in res.matches])
 
 
 @router.post("/collections/{collection}/search", name=Operation.SEARCH_FACES_BY_IMAGE.value,
@@ -550,19 +487,17 @@ async def search_faces_by_image(request: Request, collection: str,
     never identifications."""
     ctx = context(request)
     p = await parse_images(request, SearchImageIn)
-    res = await ctx.infer(lambda: ctx.fs.collections.search_by_image(
+    res = await ctx.infer(lambda: ctx.fs.search.by_image(
         collection, p.image, max_results=p.max_results, threshold=p.threshold,
         all_faces=p.all_faces, caller=caller))
-    cal = ctx.fs.calibration()
-    risk = None if cal is None else cal.risk(res.threshold, max(res.collection_size, 1))
     return SearchOut(
         search_id=res.search_id, label=res.label, threshold=res.threshold,
-        false_match_rate=None if risk is None else risk.false_match_rate,
-        expected_fpir=None if risk is None else risk.expected_fpir,
+        **responses.risk(res.risk),
         model_version=res.model_version, collection_size=res.collection_size,
         width=res.width, height=res.height,
-        probes=[ProbeOut(face=detected(res.faces, pr.face_index),
-                         matches=[match_out(m) for m in pr.matches]) for pr in res.results])
+        probes=[ProbeOut(face=responses.detail(res.faces.view(pr.face_index)),
+                         matches=[responses.match(m) for m in pr.matches])
+                for pr in res.results])
 
 
 # -- compare and detect ---------------------------------------------------------------------
@@ -572,12 +507,13 @@ async def compare_faces(request: Request, caller: CallerDep) -> CompareOut:
     """The source's largest face against every face of the target (1:1)."""
     ctx = context(request)
     p = await parse_images(request, CompareIn)
-    c = await ctx.infer(lambda: ctx.fs.collections.compare(
+    c = await ctx.infer(lambda: ctx.fs.search.compare(
         p.source, p.target, threshold=p.threshold, caller=caller))
-    return CompareOut(similarity=_r(c.similarity, 3), match=c.match, threshold=c.threshold,
-                      source=detected(c.source, 0),
-                      target_faces=[ComparedFaceOut(face=detected(c.target, i),
-                                                    similarity=_r(s, 3))
+    return CompareOut(similarity=responses.rnd(c.similarity, 3), match=c.match,
+                      threshold=c.threshold, **responses.risk(c.risk),
+                      source=responses.detail(c.source.view(0)),
+                      target_faces=[ComparedFaceOut(face=responses.detail(c.target.view(i)),
+                                                    similarity=responses.rnd(s, 3))
                                     for i, s in enumerate(c.similarities)])
 
 
@@ -589,7 +525,7 @@ async def detect_faces(request: Request, caller: CallerDep) -> DetectOut:
     image, faces = await ctx.infer(lambda: ctx.fs.collections.detect_faces(p.image,
                                                                            caller=caller))
     return DetectOut(width=image.width, height=image.height,
-                     faces=[detected(faces, i) for i in range(len(faces))])
+                     faces=[responses.detail(faces.view(i)) for i in range(len(faces))])
 
 
 # -- users ----------------------------------------------------------------------------------
@@ -600,7 +536,7 @@ async def create_user(request: Request, collection: str, body: UserIn,
                       caller: CallerDep) -> UserOut:
     """Create a user (a person's faces, grouped)."""
     ctx = context(request)
-    return user_out(await ctx.io(lambda: ctx.fs.users.create(collection, body.user_id,
+    return responses.user(await ctx.io(lambda: ctx.fs.users.create(collection, body.user_id,
                                                              caller=caller)))
 
 
@@ -613,7 +549,7 @@ async def list_users(request: Request, collection: str,
     after = decode_row("users", next_token)
     users, nxt = await ctx.io(lambda: ctx.fs.users.list(collection, limit=max_results,
                                                         after=after))
-    return UsersPage(users=[user_out(u) for u in users],
+    return UsersPage(users=[responses.user(u) for u in users],
                      next_token=None if nxt is None else encode_token("users", nxt))
 
 

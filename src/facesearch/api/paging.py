@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from .errors import InvalidPaginationTokenError
+from facesearch.api.errors import InvalidPaginationTokenError
 
 MAX_TOKEN = 255
 

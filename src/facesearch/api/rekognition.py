@@ -14,7 +14,7 @@ the CLI, and answers Rekognition's response shape:
 - ``NextToken`` is opaque; ``Image`` is ``Bytes`` or an ``S3Object`` of the configured store;
 - stored-video jobs (StartFaceSearch, GetFaceSearch, StartFaceDetection, GetFaceDetection)
   read ``Video.S3Object`` (streamed by :mod:`facesearch.api.video`) and run on
-  :class:`facesearch.video.VideoJobs`; a CANCELLED job is reported as FAILED.
+  :class:`facesearch.media.video.VideoJobs`; a CANCELLED job is reported as FAILED.
 
 Errors carry Rekognition's codes (:mod:`facesearch.api.errors`), so botocore raises the same
 exception classes.
@@ -31,19 +31,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..collections import FaceRecord
-from ..decode import load_image
-from ..errors import InvalidParameterError, NoFaceError
-from ..quality import reasons as quality_reasons
-from ..types import LANDMARK_NAMES, Caller, Faces, Image, QualityFilter
-from ..users import DEFAULT_USER_MATCH_THRESHOLD, UserMatch, UserSearchResult
-from ..video import JobKind, JobStatus, VideoFace, VideoJob, VideoJobSettings, VideoMatch
-from .auth import Operation
-from .context import ApiContext, context
-from .errors import AMZ_JSON, SerializationError, UnknownOperationError
-from .native import parse_json
-from .paging import decode_row, encode_token, page_by_name
-from .video import (
+from facesearch import responses
+from facesearch.api.auth import Operation
+from facesearch.api.context import ApiContext, context
+from facesearch.api.errors import AMZ_JSON, SerializationError, UnknownOperationError
+from facesearch.api.native import parse_json
+from facesearch.api.paging import decode_row, encode_token, page_by_name
+from facesearch.api.video import (
     Submit,
     offset_token,
     page_size,
@@ -52,14 +46,25 @@ from .video import (
     submit_s3,
     wrap_offset,
 )
+from facesearch.errors import InvalidParameterError, NoFaceError
+from facesearch.limits import MAX_RESULTS
+from facesearch.media.video import (
+    JobKind,
+    JobStatus,
+    VideoJob,
+    VideoJobSettings,
+    VideoMatch,
+)
+from facesearch.services.users import DEFAULT_USER_MATCH_THRESHOLD, UserMatch, UserSearchResult
+from facesearch.types import Caller, Image, QualityFilter
+from facesearch.vision.decode import load_image
+from facesearch.vision.quality import reasons as quality_reasons
 
 TARGET_PREFIX = "RekognitionService"
 DEFAULT_MAX_FACES = 10
 DEFAULT_MAX_USERS = 10
 DEFAULT_PAGE = 1000
 DEFAULT_USER_PAGE = 50
-_REK_LANDMARKS = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
-assert len(_REK_LANDMARKS) == len(LANDMARK_NAMES)
 
 Json = dict[str, Any]
 """A response body, built at the edge from typed service results."""
@@ -93,7 +98,7 @@ class CollectionIn(_In):
 
 class ListCollectionsIn(_In):
     NextToken: str | None = None
-    MaxResults: int | None = Field(None, ge=0, le=4096)
+    MaxResults: int | None = Field(None, ge=0, le=MAX_RESULTS)
 
 
 class IndexFacesIn(_In):
@@ -109,27 +114,27 @@ class IndexFacesIn(_In):
 class ListFacesIn(_In):
     CollectionId: str = CollectionId
     NextToken: str | None = None
-    MaxResults: int | None = Field(None, ge=0, le=4096)
+    MaxResults: int | None = Field(None, ge=0, le=MAX_RESULTS)
     UserId: str | None = None
-    FaceIds: list[str] | None = Field(None, min_length=1, max_length=4096)
+    FaceIds: list[str] | None = Field(None, min_length=1, max_length=MAX_RESULTS)
 
 
 class DeleteFacesIn(_In):
     CollectionId: str = CollectionId
-    FaceIds: list[str] = Field(min_length=1, max_length=4096)
+    FaceIds: list[str] = Field(min_length=1, max_length=MAX_RESULTS)
 
 
 class SearchFacesIn(_In):
     CollectionId: str = CollectionId
     FaceId: str
-    MaxFaces: int | None = Field(None, ge=1, le=4096)
+    MaxFaces: int | None = Field(None, ge=1, le=MAX_RESULTS)
     FaceMatchThreshold: float | None = Field(None, ge=0, le=100)
 
 
 class SearchFacesByImageIn(_In):
     CollectionId: str = CollectionId
     Image: ImageIn
-    MaxFaces: int | None = Field(None, ge=1, le=4096)
+    MaxFaces: int | None = Field(None, ge=1, le=MAX_RESULTS)
     FaceMatchThreshold: float | None = Field(None, ge=0, le=100)
     QualityFilter: QualityFilter = QualityFilter.NONE
 
@@ -184,41 +189,6 @@ class SearchUsersByImageIn(_In):
 
 # -- response shapes ------------------------------------------------------------------------
 
-def bounding_box(box: tuple[float, float, float, float] | Any, width: int, height: int) -> Json:
-    """(x1, y1, x2, y2) pixels to Rekognition's ratios of the image's width and height."""
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return {"Width": (x2 - x1) / width, "Height": (y2 - y1) / height,
-            "Left": x1 / width, "Top": y1 / height}
-
-
-def face_detail(faces: Faces, i: int, width: int, height: int) -> Json:
-    """A ``FaceDetail`` (also a ``ComparedFace``): box, landmarks, pose, quality, confidence."""
-    q = faces.quality
-    assert q is not None
-    return {
-        "BoundingBox": bounding_box(faces.boxes[i], width, height),
-        "Landmarks": [{"Type": t, "X": float(x) / width, "Y": float(y) / height}
-                      for t, (x, y) in zip(_REK_LANDMARKS, faces.landmarks[i], strict=True)],
-        "Pose": {"Roll": float(q.roll[i]), "Yaw": float(q.yaw[i]), "Pitch": float(q.pitch[i])},
-        "Quality": {"Brightness": float(q.brightness[i]), "Sharpness": float(q.sharpness[i])},
-        "Confidence": 100.0 * float(faces.scores[i]),
-    }
-
-
-def stored_face(f: FaceRecord) -> Json:
-    """A ``Face``: a face stored in a collection."""
-    out: Json = {"FaceId": f.face_id,
-                 "BoundingBox": bounding_box(f.box, f.image_width, f.image_height),
-                 "Confidence": 100.0 * f.score, "IndexFacesModelVersion": f.model_version}
-    if f.image_id:
-        out["ImageId"] = f.image_id
-    if f.external_id:
-        out["ExternalImageId"] = f.external_id
-    if f.user_id:
-        out["UserId"] = f.user_id
-    return out
-
-
 def collection_arn(ctx: ApiContext, name: str) -> str:
     s = ctx.settings
     return f"arn:aws:rekognition:{s.region}:{s.account_id}:collection/{name}"
@@ -239,13 +209,6 @@ async def image_bytes(ctx: ApiContext, image: ImageIn) -> bytes:
     s3 = image.S3Object
     assert s3 is not None
     return await ctx.io(lambda: ctx.s3.fetch(s3.Bucket, s3.Name, s3.Version))
-
-
-def _check_quality(faces: Faces, qf: QualityFilter, what: str) -> None:
-    why = quality_reasons(faces[:1], qf)[0] if len(faces) else []
-    if why:
-        raise InvalidParameterError(f"the {what} does not pass the {qf.value} quality filter "
-                                    f"({', '.join(why)})")
 
 
 # -- operations -----------------------------------------------------------------------------
@@ -297,11 +260,11 @@ async def index_faces(ctx: ApiContext, caller: Caller, p: IndexFacesIn) -> Json:
     why = {u.face_index: u.reasons for u in res.unindexed}
     kept = [i for i in range(len(res.faces)) if i not in why]
     return {
-        "FaceRecords": [{"Face": stored_face(rec),
-                         "FaceDetail": face_detail(res.faces, i, res.width, res.height)}
+        "FaceRecords": [{"Face": responses.rekognition_face(rec),
+                         "FaceDetail": responses.rekognition_detail(res.faces.view(i), res.width, res.height)}
                         for i, rec in zip(kept, res.indexed, strict=True)],
         "UnindexedFaces": [{"Reasons": r,
-                            "FaceDetail": face_detail(res.faces, i, res.width, res.height)}
+                            "FaceDetail": responses.rekognition_detail(res.faces.view(i), res.width, res.height)}
                            for i, r in sorted(why.items())],
         "FaceModelVersion": ctx.fs.collections.model_version,
     }
@@ -312,7 +275,7 @@ async def list_faces(ctx: ApiContext, caller: Caller, p: ListFacesIn) -> Json:
     faces, nxt = await ctx.io(lambda: ctx.fs.collections.list_faces(
         p.CollectionId, limit=p.MaxResults or DEFAULT_PAGE, after=after, user_id=p.UserId,
         face_ids=p.FaceIds, caller=caller))
-    out: Json = {"Faces": [stored_face(f) for f in faces],
+    out: Json = {"Faces": [responses.rekognition_face(f) for f in faces],
                  "FaceModelVersion": ctx.fs.collections.model_version}
     if nxt is not None:
         out["NextToken"] = encode_token("faces", nxt)
@@ -320,7 +283,7 @@ async def list_faces(ctx: ApiContext, caller: Caller, p: ListFacesIn) -> Json:
 
 
 async def delete_faces(ctx: ApiContext, caller: Caller, p: DeleteFacesIn) -> Json:
-    deleted, missing = await ctx.infer(lambda: ctx.fs.collections.delete_faces(
+    deleted, missing = await ctx.infer(lambda: ctx.fs.erasure.delete_faces(
         p.CollectionId, p.FaceIds, caller=caller))
     return {"DeletedFaces": deleted,
             "UnsuccessfulFaceDeletions": [{"FaceId": f, "Reasons": ["FACE_NOT_FOUND"]}
@@ -328,25 +291,25 @@ async def delete_faces(ctx: ApiContext, caller: Caller, p: DeleteFacesIn) -> Jso
 
 
 async def search_faces(ctx: ApiContext, caller: Caller, p: SearchFacesIn) -> Json:
-    matches = await ctx.infer(lambda: ctx.fs.collections.search_by_face_id(
+    matches = (await ctx.infer(lambda: ctx.fs.search.by_face_id(
         p.CollectionId, p.FaceId, max_results=p.MaxFaces or DEFAULT_MAX_FACES,
-        threshold=p.FaceMatchThreshold, caller=caller))
+        threshold=p.FaceMatchThreshold, caller=caller))).matches
     return {"SearchedFaceId": p.FaceId,
-            "FaceMatches": [{"Similarity": m.similarity, "Face": stored_face(m.face)}
+            "FaceMatches": [{"Similarity": m.similarity, "Face": responses.rekognition_face(m.face)}
                             for m in matches],
             "FaceModelVersion": ctx.fs.collections.model_version}
 
 
 async def search_faces_by_image(ctx: ApiContext, caller: Caller, p: SearchFacesByImageIn) -> Json:
     data = await image_bytes(ctx, p.Image)
-    res = await ctx.infer(lambda: ctx.fs.collections.search_by_image(
+    # The quality filter applies to the probe's largest face, before it is searched.
+    res = await ctx.infer(lambda: ctx.fs.search.by_image(
         p.CollectionId, data, max_results=p.MaxFaces or DEFAULT_MAX_FACES,
-        threshold=p.FaceMatchThreshold, caller=caller))
-    _check_quality(res.faces, p.QualityFilter, "largest face of the image")
-    matches = res.results[0].matches if res.results else []
-    return {"SearchedFaceBoundingBox": bounding_box(res.faces.boxes[0], res.width, res.height),
+        threshold=p.FaceMatchThreshold, quality_filter=p.QualityFilter, caller=caller))
+    matches = res.matches
+    return {"SearchedFaceBoundingBox": responses.bounding_box(res.faces.boxes[0], res.width, res.height),
             "SearchedFaceConfidence": 100.0 * float(res.faces.scores[0]),
-            "FaceMatches": [{"Similarity": m.similarity, "Face": stored_face(m.face)}
+            "FaceMatches": [{"Similarity": m.similarity, "Face": responses.rekognition_face(m.face)}
                             for m in matches],
             "FaceModelVersion": res.model_version}
 
@@ -354,18 +317,18 @@ async def search_faces_by_image(ctx: ApiContext, caller: Caller, p: SearchFacesB
 async def compare_faces(ctx: ApiContext, caller: Caller, p: CompareFacesIn) -> Json:
     source = await image_bytes(ctx, p.SourceImage)
     target = await image_bytes(ctx, p.TargetImage)
-    c = await ctx.infer(lambda: ctx.fs.collections.compare(
-        source, target, threshold=p.SimilarityThreshold, caller=caller))
-    _check_quality(c.source, p.QualityFilter, "largest face of the source image")
+    c = await ctx.infer(lambda: ctx.fs.search.compare(
+        source, target, threshold=p.SimilarityThreshold, quality_filter=p.QualityFilter,
+        caller=caller))
     (sw, sh), (tw, th) = c.source_size, c.target_size
     passing = [i for i, why in enumerate(quality_reasons(c.target, p.QualityFilter)) if not why]
     ranked = sorted(passing, key=lambda i: -c.similarities[i])
     return {
-        "SourceImageFace": {"BoundingBox": bounding_box(c.source.boxes[0], sw, sh),
+        "SourceImageFace": {"BoundingBox": responses.bounding_box(c.source.boxes[0], sw, sh),
                             "Confidence": 100.0 * float(c.source.scores[0])},
-        "FaceMatches": [{"Similarity": c.similarities[i], "Face": face_detail(c.target, i, tw, th)}
+        "FaceMatches": [{"Similarity": c.similarities[i], "Face": responses.rekognition_detail(c.target.view(i), tw, th)}
                         for i in ranked if c.similarities[i] >= c.threshold],
-        "UnmatchedFaces": [face_detail(c.target, i, tw, th)
+        "UnmatchedFaces": [responses.rekognition_detail(c.target.view(i), tw, th)
                            for i in ranked if c.similarities[i] < c.threshold],
     }
 
@@ -373,7 +336,7 @@ async def compare_faces(ctx: ApiContext, caller: Caller, p: CompareFacesIn) -> J
 async def detect_faces(ctx: ApiContext, caller: Caller, p: DetectFacesIn) -> Json:
     data = await image_bytes(ctx, p.Image)
     image, faces = await ctx.infer(lambda: ctx.fs.collections.detect_faces(data, caller=caller))
-    return {"FaceDetails": [face_detail(faces, i, image.width, image.height)
+    return {"FaceDetails": [responses.rekognition_detail(faces.view(i), image.width, image.height)
                             for i in range(len(faces))]}
 
 
@@ -443,17 +406,16 @@ async def search_users_by_image(ctx: ApiContext, caller: Caller, p: SearchUsersB
         image = load_image(data, ctx.fs.collections.limits)
         return image, ctx.fs.users.search_by_image(
             p.CollectionId, image, max_users=p.MaxUsers or DEFAULT_MAX_USERS,
-            threshold=p.UserMatchThreshold, caller=caller)
+            threshold=p.UserMatchThreshold, quality_filter=p.QualityFilter, caller=caller)
 
     try:
         image, res = await ctx.infer(run)
     except NoFaceError:  # Rekognition: no valid face is an empty answer, not an error
         return {"UserMatches": [], "FaceModelVersion": version, "UnsearchedFaces": []}
-    detail = face_detail(res.faces, 0, image.width, image.height)
-    why = quality_reasons(res.faces[:1], p.QualityFilter)[0]
-    if why:
+    detail = responses.rekognition_detail(res.faces.view(0), image.width, image.height)
+    if res.quality_reasons:
         return {"UserMatches": [], "FaceModelVersion": version,
-                "UnsearchedFaces": [{"FaceDetails": detail, "Reasons": why}]}
+                "UnsearchedFaces": [{"FaceDetails": detail, "Reasons": res.quality_reasons}]}
     return {"UserMatches": _user_matches(res.matches), "FaceModelVersion": version,
             "SearchedFace": {"FaceDetail": detail}, "UnsearchedFaces": []}
 
@@ -508,18 +470,6 @@ async def _start_video(ctx: ApiContext, p: _StartVideoIn, submit: Submit) -> Jso
         raise InvalidParameterError("Video needs an S3Object")
     job_id = await ctx.io(lambda: submit_s3(ctx, s3.Bucket, s3.Name, s3.Version, submit))
     return {"JobId": job_id}
-
-
-def video_face_detail(f: VideoFace, width: int, height: int) -> Json:
-    """A ``FaceDetail`` of a face seen in a video frame (boxes as ratios of the frame)."""
-    return {
-        "BoundingBox": bounding_box(f.box, width, height),
-        "Landmarks": [{"Type": t, "X": x / width, "Y": y / height}
-                      for t, (x, y) in zip(_REK_LANDMARKS, f.landmarks, strict=True)],
-        "Pose": {"Roll": f.roll, "Yaw": f.yaw, "Pitch": f.pitch},
-        "Quality": {"Brightness": f.brightness, "Sharpness": f.sharpness},
-        "Confidence": 100.0 * f.confidence,
-    }
 
 
 def _video_match(m: VideoMatch) -> Json:
@@ -582,8 +532,8 @@ async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -
     out, w, h = _video_job(page.job)
     out["Persons"] = [{"Timestamp": e.timestamp_ms,
                        "Person": {"Index": e.person_index,
-                                  "BoundingBox": bounding_box(e.face.box, w, h),
-                                  "Face": video_face_detail(e.face, w, h)},
+                                  "BoundingBox": responses.bounding_box(e.face.box, w, h),
+                                  "Face": responses.rekognition_detail(e.face.view(), w, h)},
                        "FaceMatches": [_video_match(m) for m in e.matches]}
                       for e in page.persons]
     if page.next_token is not None:
@@ -599,7 +549,7 @@ async def get_face_detection(ctx: ApiContext, caller: Caller, p: GetFaceDetectio
     if page.job.kind is not JobKind.FACE_DETECTION:
         raise InvalidParameterError(f"job {p.JobId} is a face search job; call GetFaceSearch")
     out, w, h = _video_job(page.job)
-    out["Faces"] = [{"Timestamp": f.timestamp_ms, "Face": video_face_detail(f.face, w, h)}
+    out["Faces"] = [{"Timestamp": f.timestamp_ms, "Face": responses.rekognition_detail(f.face.view(), w, h)}
                     for f in page.faces]
     if page.next_token is not None:
         out["NextToken"] = wrap_offset(kind, page.next_token)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ..errors import ImageTooLargeError
-from .errors import InvalidS3ObjectError
-from .settings import ApiSettings
-
+from facesearch.api.errors import InvalidS3ObjectError
+from facesearch.api.settings import ApiSettings
+from facesearch.errors import ImageTooLargeError
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 

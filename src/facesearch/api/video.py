@@ -1,9 +1,9 @@
-"""Stored-video jobs and live stream processors over HTTP (native API, ``/v1``).
+"""Stored-video jobs over HTTP (native API, ``/v1/video``); stream processors are
+:mod:`facesearch.api.streams`'.
 
 Routes call :attr:`FaceSearch.video <facesearch.service.FaceSearch.video>` (StartFaceSearch /
-StartFaceDetection jobs) and :attr:`FaceSearch.streams <facesearch.service.FaceSearch.streams>`
-(stream processors) and convert their results; the Rekognition-shaped video operations live in
-:mod:`facesearch.api.rekognition` and share this module's input helpers.
+StartFaceDetection jobs) and convert their results; the Rekognition-shaped video operations
+live in :mod:`facesearch.api.rekognition` and share this module's input helpers.
 
 Video input is one of:
 
@@ -14,72 +14,52 @@ Video input is one of:
 - an **S3 object** of the configured store (``FACESEARCH_API_S3_*``), streamed to the data
   directory, at most the service's video size limit.
 
-Live feeds of a processor's events: Server-Sent Events at ``GET /v1/streams/{name}/events``
-(authenticated like every ``/v1`` route), and a WebSocket at ``/v1/streams/{name}/ws`` that takes
-the same keys either in the handshake's ``Authorization`` header (bearer or SigV4) or, for
-clients that cannot set headers (browsers), as a first message ``{"authorization": "Bearer
-<key id>:<secret>"}`` within 10 s. Every event is a candidate for human review. A feed ends
-(``end`` with a reason) as soon as the key that opened it is revoked or expires; a key issued
-for a case sees only the jobs and processors of its case (others are "not found").
+A key issued for a case sees only the jobs of its case (others are "not found"). Every
+candidate is a lead for human review.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import UploadFile
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ..errors import FaceSearchError, InvalidParameterError, VideoTooLargeError
-from ..stream import (
-    ProcessorInfo,
-    StreamEvent,
-    StreamMetrics,
-    StreamSettings,
-    Subscription,
-    classify_input,
+from facesearch import responses
+from facesearch.api.auth import Operation
+from facesearch.api.context import ApiContext, context
+from facesearch.api.errors import InvalidS3ObjectError, SerializationError
+from facesearch.api.native import (
+    ErrorOut,
+    json_object,
+    native_caller,
+    validated,
 )
-from ..types import Caller
-from ..video import (
+from facesearch.api.paging import decode_row, encode_token
+from facesearch.api.s3 import S3Images
+from facesearch.api.settings import ApiSettings
+from facesearch.errors import InvalidParameterError, VideoTooLargeError
+from facesearch.limits import MAX_RESULTS
+from facesearch.media.video import (
     MAX_PAGE,
     JobKind,
     JobStatus,
     PersonSummary,
-    VideoFace,
     VideoInfo,
     VideoJob,
     VideoJobSettings,
     VideoMatch,
 )
-from .auth import Operation, SignedRequest, authenticate, authorize
-from .context import ApiContext, context
-from .errors import InvalidS3ObjectError, SerializationError, mapping
-from .native import (
-    DetectedFaceOut,
-    ErrorOut,
-    QualityOut,
-    json_object,
-    native_caller,
-    validated,
-)
-from .paging import decode_row, encode_token, page_by_name
-from .s3 import S3Images
-from .settings import ApiSettings
+from facesearch.responses import DetectedFaceOut, Out
+from facesearch.types import Caller
 
 UPLOAD_PATHS = frozenset({"/v1/video/search", "/v1/video/detect"})
 """Routes whose request bodies may be as large as ``max_upload_bytes`` (video uploads)."""
-KEEPALIVE_S = 15.0
-WS_AUTH_TIMEOUT_S = 10.0
 
 
 class VideoApiSettings(BaseSettings):
@@ -219,15 +199,9 @@ def page_size(max_results: int | None) -> int:
 
 # -- shapes -------------------------------------------------------------------------------------
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 router = APIRouter(prefix="/v1", dependencies=[Depends(native_caller)],
                    responses={s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 413,
                                                                 429, 503)})
-ws_router = APIRouter(prefix="/v1")
-"""The WebSocket route, which authenticates itself (see the module docstring)."""
 
 CallerDep = Annotated[Caller, Depends(native_caller)]
 
@@ -262,10 +236,10 @@ class SearchJobIn(_JobIn):
     collection: str = Field(min_length=1, max_length=255)
     threshold: float | None = Field(default=None, ge=0, le=100, description="default: 80 or the "
                                                                      "collection's floor")
-    max_results: int = Field(default=10, ge=1, le=4096, description="candidates kept per person")
+    max_results: int = Field(default=10, ge=1, le=MAX_RESULTS, description="candidates kept per person")
 
 
-class VideoJobOut(_Out):
+class VideoJobOut(Out):
     job_id: str
     kind: JobKind
     status: JobStatus
@@ -287,24 +261,24 @@ class VideoJobOut(_Out):
     attempts: int
 
 
-class VideoJobsPage(_Out):
+class VideoJobsPage(Out):
     jobs: list[VideoJobOut]
     next_token: str | None = None
 
 
-class PersonEntryOut(_Out):
+class PersonEntryOut(Out):
     timestamp_ms: int
     person_index: int
     face: DetectedFaceOut = Field(description="box and landmarks in video pixels")
     matches: list[VideoMatch] = Field(description="the person's candidates, best first")
 
 
-class FaceEntryOut(_Out):
+class FaceEntryOut(Out):
     timestamp_ms: int
     face: DetectedFaceOut
 
 
-class VideoResultsOut(_Out):
+class VideoResultsOut(Out):
     job: VideoJobOut
     label: str = "candidates for human review, not identifications"
     persons: list[PersonEntryOut] | None = Field(default=None, description="face search jobs")
@@ -312,36 +286,9 @@ class VideoResultsOut(_Out):
     next_token: str | None = None
 
 
-class PersonsOut(_Out):
+class PersonsOut(Out):
     job: VideoJobOut
     persons: list[PersonSummary]
-
-
-class StreamProcessorIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.\-]+$")
-    settings: StreamSettings
-
-
-class StreamProcessorOut(_Out):
-    name: str
-    status: str
-    status_message: str | None
-    created_at: float
-    updated_at: float
-    settings: dict[str, Any] = Field(description="credentials in URLs are masked")
-    metrics: StreamMetrics | None = Field(description="null unless running in this server")
-
-
-class StreamProcessorsPage(_Out):
-    processors: list[StreamProcessorOut]
-    next_token: str | None = None
-
-
-class StreamMetricsOut(_Out):
-    name: str
-    status: str
-    metrics: StreamMetrics | None
 
 
 # -- conversions ----------------------------------------------------------------------------
@@ -358,19 +305,6 @@ def redact_url(url: str | None) -> str | None:
     return f"{scheme}://{userinfo.partition(':')[0]}:***@{hostport}{slash}{tail}"
 
 
-def _r(v: float, nd: int) -> float:
-    return round(float(v), nd)
-
-
-def video_face_out(f: VideoFace) -> DetectedFaceOut:
-    return DetectedFaceOut(
-        box=[_r(v, 1) for v in f.box], score=_r(f.confidence, 4),
-        landmarks=[[_r(x, 1), _r(y, 1)] for x, y in f.landmarks],
-        quality=QualityOut(size=_r(f.size, 1), sharpness=_r(f.sharpness, 1),
-                           brightness=_r(f.brightness, 1), yaw=_r(f.yaw, 1),
-                           pitch=_r(f.pitch, 1), roll=_r(f.roll, 1)))
-
-
 def job_out(j: VideoJob) -> VideoJobOut:
     return VideoJobOut(
         job_id=j.job_id, kind=j.kind, status=j.status, status_message=j.status_message,
@@ -380,17 +314,6 @@ def job_out(j: VideoJob) -> VideoJobOut:
         created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,
         frames_analysed=j.frames_analysed, persons=j.persons, matched_persons=j.matched_persons,
         attempts=j.attempts)
-
-
-def processor_out(p: ProcessorInfo, jsonl_root: Path) -> StreamProcessorOut:
-    s = p.settings.model_dump(mode="json")
-    s["input_url"] = redact_url(p.settings.input_url)
-    s["webhook_url"] = redact_url(p.settings.webhook_url)
-    if p.settings.jsonl_path is not None and p.settings.jsonl_path.is_relative_to(jsonl_root):
-        s["jsonl_path"] = str(p.settings.jsonl_path.relative_to(jsonl_root))
-    return StreamProcessorOut(name=p.name, status=p.status.value,
-                              status_message=p.status_message, created_at=p.created_at,
-                              updated_at=p.updated_at, settings=s, metrics=p.metrics)
 
 
 # -- input checks -----------------------------------------------------------------------------
@@ -403,28 +326,6 @@ def allowed_path(ctx: ApiContext, path: str, what: str) -> None:
         raise InvalidParameterError(
             f"{what} {path!r}: server paths must lie under an allowed video directory "
             f"(FACESEARCH_API_VIDEO_PATH_ROOTS{'' if roots else ', unset on this server'})")
-
-
-def jsonl_root(ctx: ApiContext) -> Path:
-    """Where the JSONL files of processors created over HTTP go."""
-    return (ctx.fs.home / "streams").resolve()
-
-
-def checked_stream_settings(ctx: ApiContext, s: StreamSettings) -> StreamSettings:
-    """The API's limits on a processor's server-side resources: a file input must lie under
-    the video roots; a JSONL file is a relative path under ``<home>/streams``."""
-    target, _, is_file = classify_input(s.input_url, s.input_format,
-                                        allow_devices=ctx.fs.streams.allow_devices)
-    if is_file:
-        allowed_path(ctx, target, "input_url")
-    if s.jsonl_path is None:
-        return s
-    root = jsonl_root(ctx)
-    dest = (root / s.jsonl_path).resolve()
-    if s.jsonl_path.is_absolute() or ".." in s.jsonl_path.parts or not dest.is_relative_to(root):
-        raise InvalidParameterError("jsonl_path must be a relative path (the file is written "
-                                    "under the server's <home>/streams)")
-    return s.model_copy(update={"jsonl_path": dest})
 
 
 async def parse_job(request: Request, model: type[J]) -> tuple[J, UploadFile | None]:
@@ -558,7 +459,7 @@ async def get_video_job_results(
             caller=caller))
         return VideoResultsOut(
             job=job_out(dpage.job), next_token=wrap_offset(kind, dpage.next_token),
-            faces=[FaceEntryOut(timestamp_ms=f.timestamp_ms, face=video_face_out(f.face))
+            faces=[FaceEntryOut(timestamp_ms=f.timestamp_ms, face=responses.detail(f.face.view()))
                    for f in dpage.faces])
     kind = results_kind(job_id, f"persons-{sort_by}-{int(matched_only)}")
     spage = await ctx.io(lambda: ctx.fs.video.face_search_results(
@@ -567,7 +468,7 @@ async def get_video_job_results(
     return VideoResultsOut(
         job=job_out(spage.job), next_token=wrap_offset(kind, spage.next_token),
         persons=[PersonEntryOut(timestamp_ms=e.timestamp_ms, person_index=e.person_index,
-                                face=video_face_out(e.face), matches=e.matches)
+                                face=responses.detail(e.face.view()), matches=e.matches)
                  for e in spage.persons])
 
 
@@ -599,214 +500,7 @@ async def delete_video_job(request: Request, job_id: str, caller: CallerDep) -> 
 
 # -- stream processors ----------------------------------------------------------------------
 
-@router.post("/streams", name=Operation.CREATE_STREAM_PROCESSOR.value, status_code=201)
-async def create_stream_processor(request: Request, body: StreamProcessorIn,
-                                  caller: CallerDep) -> StreamProcessorOut:
-    """Define a processor (STOPPED until started). Its searches run, and are audited, on
-    behalf of the key that creates it, with this request's purpose and case."""
-    ctx = context(request)
-    settings = checked_stream_settings(ctx, body.settings)
-    info = await ctx.io(lambda: ctx.fs.streams.create(body.name, settings, caller=caller))
-    return processor_out(info, jsonl_root(ctx))
-
-
-@router.get("/streams", name=Operation.LIST_STREAM_PROCESSORS.value)
-async def list_stream_processors(request: Request, caller: CallerDep,
-                                 max_results: Annotated[int, Query(ge=1, le=1000)] = 100,
-                                 next_token: str | None = None) -> StreamProcessorsPage:
-    """Processors in name order, a page at a time."""
-    ctx = context(request)
-    infos = {p.name: p for p in await ctx.io(lambda: ctx.fs.streams.list(caller=caller))}
-    names, nxt = page_by_name(list(infos), next_token, max_results, "streams")
-    root = jsonl_root(ctx)
-    return StreamProcessorsPage(processors=[processor_out(infos[n], root) for n in names],
-                                next_token=nxt)
-
-
-@router.get("/streams/{name}", name=Operation.DESCRIBE_STREAM_PROCESSOR.value)
-async def describe_stream_processor(request: Request, name: str,
-                                    caller: CallerDep) -> StreamProcessorOut:
-    """A processor's definition, status and (when it runs here) metrics."""
-    ctx = context(request)
-    return processor_out(await ctx.io(lambda: ctx.fs.streams.describe(name, caller=caller)),
-                         jsonl_root(ctx))
-
-
-@router.post("/streams/{name}/start", name=Operation.START_STREAM_PROCESSOR.value)
-async def start_stream_processor(request: Request, name: str,
-                                 caller: CallerDep) -> StreamProcessorOut:
-    """Start a processor in this server (409 if it already runs)."""
-    ctx = context(request)
-    info = await ctx.io(lambda: ctx.fs.streams.start(name, caller=caller))
-    return processor_out(info, jsonl_root(ctx))
-
-
-@router.post("/streams/{name}/stop", name=Operation.STOP_STREAM_PROCESSOR.value)
-async def stop_stream_processor(request: Request, name: str,
-                                caller: CallerDep) -> StreamProcessorOut:
-    """Stop a processor (a no-op when it is not running)."""
-    ctx = context(request)
-    return processor_out(await ctx.io(lambda: ctx.fs.streams.stop(name, caller=caller)),
-                         jsonl_root(ctx))
-
-
-@router.delete("/streams/{name}", name=Operation.DELETE_STREAM_PROCESSOR.value, status_code=204,
-               response_class=Response)
-async def delete_stream_processor(request: Request, name: str, caller: CallerDep) -> Response:
-    """Stop and delete a processor; its live feeds end."""
-    ctx = context(request)
-    await ctx.io(lambda: ctx.fs.streams.delete(name, caller=caller))
-    return Response(status_code=204)
-
-
-@router.get("/streams/{name}/metrics", name=Operation.GET_STREAM_PROCESSOR_METRICS.value)
-async def get_stream_processor_metrics(request: Request, name: str,
-                                       caller: CallerDep) -> StreamMetricsOut:
-    """A processor's status and, when it runs here, its counters, rates and latencies."""
-    ctx = context(request)
-    info = await ctx.io(lambda: ctx.fs.streams.describe(name, caller=caller))
-    return StreamMetricsOut(name=info.name, status=info.status.value, metrics=info.metrics)
-
-
-def _sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-
-
-async def _next_event(ctx: ApiContext, sub: Subscription, actor: str) -> StreamEvent | str | None:
-    """The feed's next event; None on a keep-alive tick; a reason (str) when the feed must end
-    (closed, or the reader's key revoked or expired: checked before every delivery, and at
-    the moment the key expires)."""
-    info = await ctx.io(lambda: ctx.fs.keys.describe(actor)) if actor.startswith("FSAK") \
-        else None
-    wait = KEEPALIVE_S
-    if info is not None and info.expires_at is not None:
-        wait = max(0.0, min(wait, info.expires_at - ctx.fs.keys.clock()))
-    ev = await sub.aget(wait)
-    if ev is None and sub.closed:
-        return sub.end_reason or "the processor was deleted or the server stops"
-    problem = await ctx.io(lambda: ctx.fs.streams.key_problem(actor))
-    if problem is not None:
-        sub.close(problem, discard=True)
-        return problem
-    return ev
-
-
-@router.get("/streams/{name}/events", name=Operation.GET_STREAM_PROCESSOR_EVENTS.value,
-            response_class=StreamingResponse,
-            responses={200: {"content": {"text/event-stream": {}},
-                             "description": "Server-Sent Events: `subscribed`, then one "
-                                            "`face_match` per event, `end` when the processor "
-                                            "is deleted; `: keep-alive` comments every 15 s"}})
-async def stream_events(request: Request, name: str, caller: CallerDep) -> StreamingResponse:
-    """The processor's events as they happen (Server-Sent Events), across its stops and
-    starts, until it is deleted, the key that opened the feed is revoked or expires, or the
-    client goes away."""
-    ctx = context(request)
-    loop = asyncio.get_running_loop()
-    sub = await ctx.io(lambda: ctx.fs.streams.subscribe(name, loop=loop, caller=caller))
-    hub = ctx.fs.streams.hub(name)
-
-    async def feed() -> AsyncIterator[bytes]:
-        try:
-            yield _sse("subscribed", {"processor": name})
-            while True:
-                ev = await _next_event(ctx, sub, caller.actor)
-                if isinstance(ev, StreamEvent):
-                    yield _sse("face_match", ev.to_json(), ev.event_id)
-                elif isinstance(ev, str):
-                    yield _sse("end", {"processor": name, "reason": ev})
-                    return
-                else:
-                    yield b": keep-alive\n\n"
-        finally:
-            hub.unsubscribe(sub)
-
-    return StreamingResponse(feed(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
 
 # -- WebSocket feed -------------------------------------------------------------------------
 
-async def _ws_caller(websocket: WebSocket, ctx: ApiContext) -> Caller:
-    """Authenticate a WebSocket (handshake header, else a first message) and authorise
-    :attr:`Operation.GET_STREAM_PROCESSOR_EVENTS` through the role table."""
-    headers = [(k.decode("latin-1").lower(), v.decode("latin-1"))
-               for k, v in websocket.scope["headers"]]
-    if not any(k == "authorization" for k, _ in headers):
-        try:
-            msg = await asyncio.wait_for(websocket.receive(), WS_AUTH_TIMEOUT_S)
-            if msg["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(msg.get("code", 1000))
-            first = json.loads(msg.get("text") or msg.get("bytes") or b"")
-        except TimeoutError:
-            raise InvalidParameterError("send {\"authorization\": \"Bearer <key id>:<secret>\"} "
-                                        "first (or an Authorization header)") from None
-        except ValueError:
-            raise SerializationError("the first message must be JSON") from None
-        auth = first.get("authorization") if isinstance(first, dict) else None
-        headers = [("authorization", str(auth or ""))]
-    signed = SignedRequest(
-        method="GET",
-        path=websocket.scope.get("raw_path", websocket.url.path.encode()).decode("latin-1"),
-        query=websocket.scope.get("query_string", b"").decode("latin-1"),
-        headers=headers, body=b"")
-    key = await ctx.io(lambda: authenticate(
-        signed, ctx.fs.keys, service="facesearch", max_skew_s=ctx.settings.clock_skew_s,
-        allow_bearer=True, now=time.time()))
-    authorize(key, Operation.GET_STREAM_PROCESSOR_EVENTS)
-    client = websocket.client
-    return Caller(actor=key.key_id, role=key.role.value, client=client.host if client else None)
 
-
-@ws_router.websocket("/streams/{name}/ws", name=Operation.GET_STREAM_PROCESSOR_EVENTS.value)
-async def stream_websocket(websocket: WebSocket, name: str) -> None:
-    """The processor's events as JSON text messages: ``{"type": "subscribed"}``, then each
-    event (``"type": "face_match"``), then ``{"type": "end"}`` when the processor is deleted.
-    Errors are ``{"type": "error", "code", "message"}`` followed by a close with code 4000 +
-    the native HTTP status (4401, 4403, 4404, ...)."""
-    ctx: ApiContext = websocket.app.state.ctx
-    await websocket.accept()
-    try:
-        caller = await _ws_caller(websocket, ctx)
-        loop = asyncio.get_running_loop()
-        sub = await ctx.io(lambda: ctx.fs.streams.subscribe(name, loop=loop, caller=caller))
-    except WebSocketDisconnect:
-        return
-    except FaceSearchError as exc:
-        await websocket.send_json({"type": "error", "code": exc.code, "message": exc.message})
-        await websocket.close(code=4000 + mapping(exc).status)
-        return
-    hub = ctx.fs.streams.hub(name)
-
-    async def pump() -> None:
-        await websocket.send_json({"type": "subscribed", "processor": name})
-        while True:
-            ev = await _next_event(ctx, sub, caller.actor)
-            if isinstance(ev, StreamEvent):
-                await websocket.send_json(ev.to_json())
-            elif isinstance(ev, str):
-                await websocket.send_json({"type": "end", "processor": name, "reason": ev})
-                await websocket.close()
-                return
-
-    async def listen() -> None:
-        while True:  # client messages are ignored; this notices the client going away
-            if (await websocket.receive())["type"] == "websocket.disconnect":
-                return
-
-    tasks = [asyncio.create_task(pump()), asyncio.create_task(listen())]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            if not t.cancelled() and isinstance(t.exception(), WebSocketDisconnect):
-                continue
-            t.result()
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        hub.unsubscribe(sub)
-        if websocket.application_state is WebSocketState.CONNECTED and \
-                websocket.client_state is WebSocketState.CONNECTED:
-            await websocket.close()

@@ -13,7 +13,7 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
-from ..errors import NotFoundError
+from facesearch.errors import NotFoundError
 
 ASSETS: dict[str, str] = {
     "index.html": "text/html; charset=utf-8",

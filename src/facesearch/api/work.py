@@ -6,9 +6,10 @@ hand them to :class:`WorkPool` and await the result. At most ``workers`` jobs ru
 ``Retry-After`` natively, ``ThrottlingException`` on the Rekognition endpoint), so memory stays
 bounded however many requests arrive.
 
-dlib's detector and network are not safe to call from several threads at once, so
-:class:`PerThreadPipeline` gives each worker thread its own pipeline (loaded when the worker
-starts); thread-safe pipelines (ONNX Runtime sessions) pay only the extra memory.
+dlib's detector and network are not safe to call from several threads at once, so the server
+gives each worker thread its own pipeline (:class:`facesearch.vision.pipeline.ThreadLocalPipeline`,
+loaded when the worker starts); thread-safe pipelines (ONNX Runtime sessions) pay only the
+extra memory.
 """
 
 from __future__ import annotations
@@ -20,41 +21,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..pipeline import Pipeline
-from ..types import Faces, Image
-from .errors import QueueFullError
+from facesearch.api.errors import QueueFullError
 
 T = TypeVar("T")
 _Job = tuple[Callable[[], Any], concurrent.futures.Future[Any]]
-
-
-class PerThreadPipeline(Pipeline):
-    """A pipeline that dispatches each call to a pipeline owned by the calling thread."""
-
-    def __init__(self, factory: Callable[[], Pipeline]) -> None:
-        first = factory()
-        super().__init__(first.detector, first.embedder)
-        self._factory = factory
-        self._spare: list[Pipeline] = [first]
-        self._local = threading.local()
-        self._lock = threading.Lock()
-
-    def mine(self) -> Pipeline:
-        """The calling thread's pipeline (loaded on its first call)."""
-        p: Pipeline | None = getattr(self._local, "pipeline", None)
-        if p is None:
-            with self._lock:
-                p = self._spare.pop() if self._spare else None
-            if p is None:
-                p = self._factory()
-            self._local.pipeline = p
-        return p
-
-    def detect(self, image: Image, max_faces: int | None = None) -> Faces:
-        return self.mine().detect(image, max_faces)
-
-    def analyze(self, image: Image, max_faces: int | None = None) -> Faces:
-        return self.mine().analyze(image, max_faces)
 
 
 class WorkPool:

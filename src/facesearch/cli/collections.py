@@ -1,0 +1,169 @@
+"""``facesearch collection ...`` and ``facesearch policy ...``: collections and their use
+policy."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from facesearch import responses
+from facesearch.cli.common import HomeOpt, JsonOpt, emit_json, err, out, service, ts
+from facesearch.errors import AlreadyExistsError
+from facesearch.limits import MAX_RESULTS
+from facesearch.services.collection import CollectionInfo
+from facesearch.services.reembed import reembed
+
+collection_app = typer.Typer(no_args_is_help=True, help="Create, list, describe, delete collections.")
+
+
+def _collection_json(c: CollectionInfo) -> dict[str, Any]:
+    return responses.collection(c).model_dump()
+
+
+@collection_app.command("create")
+def collection_create(name: str, home: HomeOpt = None, as_json: JsonOpt = False,
+                      exist_ok: Annotated[bool, typer.Option(
+                          "--exist-ok", help="Succeed if it already exists.")] = False,
+                      law_enforcement: Annotated[bool, typer.Option(
+                          "--law-enforcement", help="Strict policy: purpose and case required, "
+                          "threshold floor at FMR 1e-6, at most 50 candidates.")] = False,
+                      ) -> None:
+    """Create an empty collection."""
+    from facesearch.governance.policy import CollectionPolicy
+
+    with service(home) as fs:
+        try:
+            c = fs.collections.create(name, policy=CollectionPolicy(
+                law_enforcement=law_enforcement))
+        except AlreadyExistsError:
+            if not exist_ok:
+                raise
+            c = fs.collections.describe(name)
+    if as_json:
+        emit_json(_collection_json(c))
+    else:
+        out.print(f"created collection [bold]{c.name}[/] (model {c.model_version})")
+
+
+@collection_app.command("list")
+def collection_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List collections."""
+    with service(home) as fs:
+        cs = fs.collections.list()
+    if as_json:
+        emit_json({"collections": [_collection_json(c) for c in cs]})
+        return
+    t = Table("name", "faces", "users", "images", "model", "created")
+    for c in cs:
+        t.add_row(c.name, str(c.face_count), str(c.user_count), str(c.image_count),
+                  c.model_version, ts(c.created_at))
+    out.print(t)
+
+
+@collection_app.command("describe")
+def collection_describe(name: str, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Show a collection's size and model."""
+    with service(home) as fs:
+        c = fs.collections.describe(name)
+    if as_json:
+        emit_json(_collection_json(c))
+        return
+    t = Table(show_header=False)
+    for k, v in _collection_json(c).items():
+        t.add_row(k, ts(v) if k == "created_at" else str(v))
+    out.print(t)
+
+
+@collection_app.command("delete")
+def collection_delete(name: str, home: HomeOpt = None,
+                      yes: Annotated[bool, typer.Option("--yes", "-y",
+                                                        help="Do not ask.")] = False) -> None:
+    """Delete a collection and every face in it."""
+    if not yes and sys.stdin.isatty():
+        typer.confirm(f"Delete collection {name!r} and all its faces?", abort=True)
+    with service(home) as fs:
+        fs.collections.delete(name)
+    err.print(f"deleted collection {name}")
+
+
+@collection_app.command("reembed")
+def collection_reembed(
+    name: str, home: HomeOpt = None,
+    drop_missing: Annotated[bool, typer.Option(
+        "--drop-missing", help="Erase faces whose source image is gone or changed.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-embed a collection made with another face model, from its source image files."""
+    with service(home) as fs:
+        r = reembed(fs.collections, name, drop_missing=drop_missing)
+    if as_json:
+        emit_json({"collection": r.collection, "old_model": r.old_model,
+                   "new_model": r.new_model, "faces_reembedded": r.faces_reembedded,
+                   "dropped": r.dropped,
+                   "missing": [{"face_id": f, "reason": w} for f, w in r.missing]})
+        return
+    out.print(f"re-embedded {r.faces_reembedded} face(s) of {name} with {r.new_model}"
+              + (f"; erased {r.dropped} that could not be" if r.dropped else ""))
+
+
+policy_app = typer.Typer(no_args_is_help=True, help="A collection's use policy.")
+
+
+def _policy_json(info: Any) -> dict[str, Any]:
+    p = info.policy
+    return {"collection": info.name, "stated": info.settings.model_dump(),
+            "effective": {"law_enforcement": p.law_enforcement,
+                          "require_purpose": p.require_purpose,
+                          "threshold_floor": round(p.threshold_floor, 3),
+                          "floor_false_match_rate": p.floor_fmr,
+                          "max_results_cap": p.max_results_cap,
+                          "retention_days": p.retention_days}}
+
+
+@policy_app.command("show")
+def policy_show(collection: str, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Show the stated and effective policy of a collection."""
+    with service(home) as fs:
+        info = fs.collections.describe(collection)
+    d = _policy_json(info)
+    if as_json:
+        emit_json(d)
+        return
+    t = Table("setting", "effective", "stated", title=f"policy of {collection}")
+    for k, v in d["effective"].items():
+        stated = d["stated"].get(k.replace("floor_false_match_rate", "-"), "")
+        t.add_row(k, str(v), "" if stated is None else str(stated))
+    out.print(t)
+
+
+@policy_app.command("set")
+def policy_set(
+    collection: str,
+    home: HomeOpt = None,
+    law_enforcement: Annotated[bool | None, typer.Option(
+        "--law-enforcement/--not-law-enforcement", help="Strict defaults for police use.")] = None,
+    require_purpose: Annotated[bool | None, typer.Option(
+        "--require-purpose/--no-require-purpose")] = None,
+    floor: Annotated[float | None, typer.Option(min=0, max=100, help="Threshold floor.")] = None,
+    max_results_cap: Annotated[int | None, typer.Option(min=1, max=MAX_RESULTS)] = None,
+    retention_days: Annotated[float | None, typer.Option(min=0.001)] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a collection's policy (unset options keep their stated values)."""
+    from facesearch.governance.policy import CollectionPolicy
+
+    with service(home) as fs:
+        current = fs.collections.describe(collection).settings.model_dump()
+        changes = {"law_enforcement": law_enforcement, "require_purpose": require_purpose,
+                   "threshold_floor": floor, "max_results_cap": max_results_cap,
+                   "retention_days": retention_days}
+        current.update({k: v for k, v in changes.items() if v is not None})
+        info = fs.collections.set_policy(collection, CollectionPolicy(**current))
+    if as_json:
+        emit_json(_policy_json(info))
+    else:
+        out.print(f"policy of {collection} updated (floor {info.policy.threshold_floor:.2f}, "
+                  f"purpose {'required' if info.policy.require_purpose else 'optional'})")

@@ -1,0 +1,89 @@
+"""What every command group shares: the consoles, the common options, opening the service,
+and writing JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from facesearch import responses
+from facesearch.governance import calibration as cal
+from facesearch.limits import MAX_RESULTS
+from facesearch.service import FaceSearch
+from facesearch.types import FaceView
+
+out = Console()
+
+
+err = Console(stderr=True)
+
+
+HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="FACESEARCH_HOME",
+                                              help="Data directory.", show_default=False)]
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+
+ThresholdOpt = Annotated[float, typer.Option("--threshold", "-t", min=0, max=100,
+                                             help="Minimum similarity (0-100).")]
+
+
+SearchThresholdOpt = Annotated[float | None, typer.Option(
+    "--threshold", "-t", min=0, max=100, show_default=False,
+    help="Minimum similarity (0-100); default: the collection's (80, or its floor).")]
+
+
+PurposeOpt = Annotated[str | None, typer.Option(
+    "--purpose", envvar="FACESEARCH_PURPOSE", help="Why this search is made (recorded in the "
+    "audit trail; required by law-enforcement collections).")]
+
+
+CaseOpt = Annotated[str | None, typer.Option(
+    "--case", envvar="FACESEARCH_CASE", help="Case reference (recorded in the audit trail).")]
+
+
+MaxOpt = Annotated[int, typer.Option("--max", "-n", min=1, max=MAX_RESULTS,
+                                     help="Most candidates per face.")]
+
+
+@contextmanager
+def service(home: Path | None) -> Iterator[FaceSearch]:
+    fs = FaceSearch.open(home)
+    try:
+        yield fs
+    finally:
+        fs.shutdown()
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+
+
+
+
+
+
+def risk_text(r: cal.ThresholdRisk | None) -> str:
+    return "no calibration for this model" if r is None else cal.format_risk(r)
+
+
+
+
+def ts(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def detail_json(face: FaceView) -> dict[str, Any]:
+    """A face as ``--json`` shows it (the native API's shape)."""
+    return responses.detail(face).model_dump(exclude_none=True)

@@ -1,0 +1,231 @@
+"""``facesearch index``, ``detect``, ``embed`` and ``faces ...``: putting faces in and looking
+at them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from facesearch import responses
+from facesearch.cli.common import HomeOpt, JsonOpt, detail_json, emit_json, err, out, service
+from facesearch.errors import FaceSearchError
+from facesearch.limits import MAX_RESULTS
+from facesearch.responses import rnd
+from facesearch.storage.store import FaceRecord
+from facesearch.types import QualityFilter
+
+faces_app = typer.Typer(no_args_is_help=True, help="List and delete the faces of a collection.")
+
+
+class _RateColumn(ProgressColumn):
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = time.monotonic()
+
+    def render(self, task: Task) -> Text:
+        faces = task.fields.get("faces", 0)
+        dt = max(time.monotonic() - self.started, 1e-6)
+        return Text(f"{faces} faces, {faces / dt:.1f} faces/s", style="progress.data.speed")
+
+
+def index(
+    collection: str,
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (recursive).")],
+    home: HomeOpt = None,
+    external_id: Annotated[str | None, typer.Option(help="External id (one file only).")] = None,
+    id_from: Annotated[str, typer.Option(help="External id from the file 'name', the 'parent' "
+                                              "folder, or 'none'.")] = "name",
+    max_faces: Annotated[int | None, typer.Option(min=1, max=MAX_RESULTS,
+                                                  help="Index at most N faces per image.")] = None,
+    quality_filter: Annotated[QualityFilter, typer.Option(help="Quality bar.")] = QualityFilter.AUTO,
+    workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default: all "
+                                                           "cores).")] = None,
+    force: Annotated[bool, typer.Option(help="Index content already in the collection "
+                                             "again.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index the faces of image files and folders (resumable: done files are skipped)."""
+    from facesearch.services.indexing import (
+        BulkIndexer,
+        FileResult,
+        IdFrom,
+        Outcome,
+        iter_image_files,
+    )
+
+    try:
+        id_source = IdFrom(id_from)
+    except ValueError:
+        raise typer.BadParameter("--id-from must be name, parent or none") from None
+    files = list(iter_image_files(paths))
+    if external_id is not None and len(files) != 1:
+        raise typer.BadParameter("--external-id needs exactly one image file")
+    with service(home) as fs:
+        fs.collections.describe(collection)  # fail fast on an unknown collection
+        indexer = BulkIndexer(fs.collections, collection, settings=fs.settings,
+                              workers=workers, quality_filter=quality_filter,
+                              max_faces=max_faces, id_from=id_source, external_id=external_id,
+                              force=force)
+        rate = _RateColumn()
+        progress = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), rate,
+                            TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                            disable=as_json or not err.is_terminal)
+        with progress:
+            task = progress.add_task("index", total=len(files), faces=0)
+            faces = 0
+
+            def on_result(r: FileResult) -> None:
+                nonlocal faces
+                faces += r.faces_indexed
+                progress.update(task, advance=1, faces=faces)
+                if as_json:
+                    emit_json({"path": str(r.path), "outcome": r.outcome.value,
+                               "faces_indexed": r.faces_indexed, "reason": r.reason,
+                               "face_ids": [f.face_id for f in r.result.indexed]
+                               if r.result is not None else []})
+                elif r.outcome in (Outcome.FAILED, Outcome.NO_FACE):
+                    progress.console.print(f"[yellow]{r.outcome.value}[/] {r.path}: {r.reason}")
+
+            summary = indexer.run(files, on_result)
+    if as_json:
+        emit_json({"summary": {"files": summary.files, "indexed": summary.indexed,
+                               "skipped": summary.skipped, "no_face": summary.no_face,
+                               "failed": summary.failed, "faces": summary.faces}})
+        return
+    t = Table("files", "indexed", "faces", "skipped (already indexed)", "no face", "failed")
+    t.add_row(str(summary.files), str(summary.indexed), str(summary.faces),
+              str(summary.skipped), str(summary.no_face), str(summary.failed))
+    out.print(t)
+    if summary.failed and not summary.indexed and not summary.skipped:
+        raise typer.Exit(1)
+
+
+def detect(
+    image: Path,
+    home: HomeOpt = None,
+    annotate: Annotated[Path | None, typer.Option(help="Write a copy with boxes and "
+                                                       "landmarks drawn.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Detect faces: boxes, scores, landmarks and quality."""
+    with service(home) as fs:
+        img, faces = fs.collections.detect_faces(image)
+    if annotate is not None:
+        from facesearch.vision.draw import annotate_faces
+
+        annotate_faces(img.pixels, faces, annotate)
+    if as_json:
+        emit_json({"width": img.width, "height": img.height,
+                   "faces": [detail_json(faces.view(i)) for i in range(len(faces))]})
+        return
+    t = Table("#", "box (x1, y1, x2, y2)", "score", "size", "sharpness", "brightness",
+              "yaw", "pitch", "roll", title=f"{image} ({img.width}x{img.height})")
+    q = faces.quality
+    assert q is not None
+    for i in range(len(faces)):
+        t.add_row(str(i + 1), ", ".join(f"{v:.0f}" for v in faces.boxes[i]),
+                  f"{faces.scores[i]:.2f}", f"{q.size[i]:.0f}", f"{q.sharpness[i]:.0f}",
+                  f"{q.brightness[i]:.0f}", f"{q.yaw[i]:.0f}", f"{q.pitch[i]:.0f}",
+                  f"{q.roll[i]:.0f}")
+    out.print(t)
+    if not len(faces):
+        out.print("no face found")
+
+
+def embed(
+    paths: Annotated[list[Path], typer.Argument(help="Image files.")],
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the embedding of every face of each image (JSON lines with --json)."""
+    from facesearch.vision.decode import load_image
+
+    failed = 0
+    with service(home) as fs:
+        for p in paths:
+            try:
+                img = load_image(p, fs.settings.limits)
+            except FaceSearchError as exc:
+                failed += 1
+                err.print(f"[red]error[/] {p}: {exc.message}")
+                if as_json:
+                    emit_json({"path": str(p), "error": exc.message})
+                continue
+            faces = fs.pipeline.analyze(img)
+            assert faces.embeddings is not None
+            if as_json:
+                emit_json({"path": str(p), "model_version": fs.pipeline.model_version,
+                           "faces": [{"box": [rnd(v, 1) for v in faces.boxes[i]],
+                                      "embedding": [round(float(x), 6)
+                                                    for x in faces.embeddings[i]]}
+                                     for i in range(len(faces))]})
+            else:
+                out.print(f"{p}: {len(faces)} face(s)")
+                for i in range(len(faces)):
+                    e = faces.embeddings[i]
+                    out.print(f"  [{', '.join(f'{v:.0f}' for v in faces.boxes[i])}] "
+                              f"{' '.join(f'{x:+.3f}' for x in e[:6])} ...")
+    if failed == len(paths):
+        raise typer.Exit(1)
+
+
+def _face_json(f: FaceRecord) -> dict[str, Any]:
+    """A stored face as the API shows it, with where its image came from (local use only)."""
+    return {**responses.face(f).model_dump(), "source": f.source,
+            "image_sha256": f.image_sha256}
+
+
+@faces_app.command("list")
+def faces_list(
+    collection: str,
+    home: HomeOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_RESULTS)] = 100,
+    next_token: Annotated[int, typer.Option(help="Cursor from the previous page.")] = 0,
+    user: Annotated[str | None, typer.Option(help="Only faces of this user.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List faces of a collection, a page at a time."""
+    with service(home) as fs:
+        faces, nxt = fs.collections.list_faces(collection, limit=limit, after=next_token,
+                                               user_id=user)
+    if as_json:
+        emit_json({"faces": [_face_json(f) for f in faces], "next_token": nxt})
+        return
+    t = Table("face id", "external id", "user", "box", "source")
+    for f in faces:
+        t.add_row(f.face_id, f.external_id or "", f.user_id or "",
+                  ", ".join(f"{v:.0f}" for v in f.box), f.source or "")
+    out.print(t)
+    if nxt is not None:
+        out.print(f"more: --next-token {nxt}")
+
+
+@faces_app.command("delete")
+def faces_delete(collection: str, face_ids: list[str], home: HomeOpt = None,
+                 as_json: JsonOpt = False) -> None:
+    """Delete faces by id."""
+    with service(home) as fs:
+        deleted, missing = fs.erasure.delete_faces(collection, face_ids)
+    if as_json:
+        emit_json({"deleted": deleted, "not_found": missing})
+    else:
+        out.print(f"deleted {len(deleted)} face(s)")
+        for m in missing:
+            err.print(f"[yellow]not found[/] {m}")
+    if missing and not deleted:
+        raise typer.Exit(1)

@@ -1,0 +1,320 @@
+"""``facesearch audit ...``, ``keys ...``, ``erase``, ``retention`` and ``review``:
+accountability."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from facesearch.cli.common import (
+    CaseOpt,
+    HomeOpt,
+    JsonOpt,
+    PurposeOpt,
+    emit_json,
+    err,
+    out,
+    service,
+    ts,
+)
+from facesearch.types import Caller
+
+audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify, list, export, "
+                                                   "checkpoint, public key.")
+
+
+ActorOpt = Annotated[str | None, typer.Option("--actor", help="Only this key id or user.")]
+
+
+CaseFilterOpt = Annotated[str | None, typer.Option("--case", help="Only this case reference.")]
+
+
+CollectionFilterOpt = Annotated[str | None, typer.Option("--collection",
+                                                         help="Only this collection.")]
+
+
+OperationOpt = Annotated[str | None, typer.Option(
+    "--operation", help="Only this operation ('search.*' for a prefix).")]
+
+
+SinceOpt = Annotated[str | None, typer.Option(
+    "--since", help="From this time on: ISO 8601 (local time unless it has an offset) or "
+                    "seconds since the epoch.")]
+
+
+UntilOpt = Annotated[str | None, typer.Option("--until", help="Before this time (as --since).")]
+
+
+def _audit_time(value: str | None, option: str) -> float | None:
+    """``value`` as seconds since the epoch (a number, or ISO 8601 in local time)."""
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise typer.BadParameter(f"{option} {value!r}: give ISO 8601 (2024-05-01T12:00) or "
+                                 f"seconds since the epoch") from None
+
+
+@audit_app.command("verify")
+def audit_verify(
+    home: HomeOpt = None,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="Check checkpoints with this exported public key (PEM) instead "
+                             "of the configured signing key.")] = None,
+    witness: Annotated[Path | None, typer.Option(
+        "--witness", help="Also hold the chain to the checkpoints in this witness file (kept "
+                          "outside the data directory): shows a rewrite or a cut tail.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check the hash chain and the signed checkpoints; exit 1 if anything was tampered with."""
+    from facesearch.governance.audit import read_witness
+
+    pem = public_key.read_bytes() if public_key is not None else None
+    witnessed = read_witness(witness) if witness is not None else None
+    with service(home) as fs:
+        report = fs.audit.verify(pem, witnessed)
+    if as_json:
+        emit_json({"ok": report.ok, "events": report.events, "head_seq": report.head_seq,
+                   "head_hash": report.head_hash, "checkpoints": report.checkpoints,
+                   "checkpoints_valid": report.checkpoints_valid,
+                   "problems": [{"seq": p.seq, "kind": p.kind.value, "message": p.message}
+                                for p in report.problems]})
+    else:
+        for p in report.problems:
+            out.print(f"seq {p.seq}: {p.kind.value}: {p.message}", highlight=False,
+                      soft_wrap=True)
+        verdict = "ok" if report.ok else f"TAMPERED ({len(report.problems)} problem(s))"
+        out.print(f"{verdict}: {report.events} events, head seq {report.head_seq} "
+                  f"{report.head_hash[:16]}..., {report.checkpoints_valid} of "
+                  f"{report.checkpoints} checkpoint(s) valid", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("list")
+def audit_list(
+    home: HomeOpt = None, actor: ActorOpt = None, case: CaseFilterOpt = None,
+    collection: CollectionFilterOpt = None, operation: OperationOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
+    next_token: Annotated[int, typer.Option(help="Cursor from the previous page.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """List audit events, oldest first, a page at a time."""
+    with service(home) as fs:
+        records, nxt = fs.audit.query(
+            actor=actor, case_ref=case, collection=collection, operation=operation,
+            since=_audit_time(since, "--since"), until=_audit_time(until, "--until"),
+            limit=limit, after_seq=next_token)
+    if as_json:
+        emit_json({"events": [r.to_json() for r in records], "next_token": nxt})
+        return
+    t = Table("seq", "time", "operation", "actor", "collection", "case", "purpose", "results")
+    for r in records:
+        e = r.event
+        t.add_row(str(r.seq), ts(r.ts), e.operation, e.actor, e.collection or "",
+                  e.case_ref or "", e.purpose or "", str(len(e.results)))
+    out.print(t)
+    if nxt is not None:
+        out.print(f"more: --next-token {nxt}")
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[str, typer.Option("--format", "-f", help="jsonl or csv.")] = "jsonl",
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                                                help="Write here instead of stdout.")] = None,
+    home: HomeOpt = None, actor: ActorOpt = None, case: CaseFilterOpt = None,
+    collection: CollectionFilterOpt = None, operation: OperationOpt = None,
+    since: SinceOpt = None, until: UntilOpt = None,
+) -> None:
+    """Export audit events (every field, with their hashes) as JSON lines or CSV."""
+    if fmt not in ("jsonl", "csv"):
+        raise typer.BadParameter("--format must be jsonl or csv")
+    filters = {"actor": actor, "case_ref": case, "collection": collection,
+               "operation": operation, "since": _audit_time(since, "--since"),
+               "until": _audit_time(until, "--until")}
+    with service(home) as fs:
+        if output is None:
+            n = fs.audit.export(fmt, sys.stdout, **filters)  # type: ignore[arg-type]
+        else:
+            with output.open("w", encoding="utf-8", newline="") as f:
+                n = fs.audit.export(fmt, f, **filters)  # type: ignore[arg-type]
+    err.print(f"exported {n} event(s)")
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Sign the current head of the chain now (if no checkpoint covers it yet)."""
+    with service(home) as fs:
+        cp = fs.audit.checkpoint()
+    if as_json:
+        emit_json(None if cp is None else {"seq": cp.seq, "head_hash": cp.head_hash,
+                                           "ts": cp.ts, "signature": cp.signature,
+                                           "key_fingerprint": cp.key_fingerprint})
+    elif cp is None:
+        out.print("the audit trail is empty: nothing to sign")
+    else:
+        out.print(f"checkpoint at seq {cp.seq}: {cp.head_hash} "
+                  f"(key {cp.key_fingerprint[:16]}...)", highlight=False, soft_wrap=True)
+
+
+@audit_app.command("prove")
+def audit_prove(
+    seq: Annotated[int, typer.Argument(min=1, help="The event's seq.")],
+    home: HomeOpt = None,
+) -> None:
+    """Print an inclusion proof (JSON) of one event in the signed Merkle tree (RFC 9162) of
+    the latest checkpoint, for an auditor to check with 'audit check-proof'."""
+    with service(home) as fs:
+        proof = fs.audit.prove(seq)
+    emit_json(proof)
+
+
+@audit_app.command("check-proof")
+def audit_check_proof(
+    proof: Annotated[Path, typer.Argument(help="A proof from 'audit prove' ('-': stdin).")],
+    public_key: Annotated[Path, typer.Option("--public-key", help="The exported public key "
+                                                                  "(PEM).")],
+) -> None:
+    """Check an inclusion proof offline (no data directory needed); exit 1 if it fails."""
+    from facesearch.governance.audit import check_proof
+
+    text = sys.stdin.read() if str(proof) == "-" else proof.read_text(encoding="utf-8")
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}") from None
+    rec = check_proof(obj, public_key.read_bytes())
+    out.print(f"ok: event {rec.seq} ({rec.event.operation} by {rec.event.actor}) is in the "
+              f"signed tree of {obj['tree_size']} events", highlight=False, soft_wrap=True)
+
+
+@audit_app.command("public-key")
+def audit_public_key(home: HomeOpt = None) -> None:
+    """Print the checkpoint signing key's public half (PEM), for auditors to keep elsewhere."""
+    with service(home) as fs:
+        pem = fs.audit.public_key()
+    sys.stdout.write(pem.decode("ascii"))
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="Access keys for the HTTP API.")
+
+
+def _key_json(k: Any) -> dict[str, Any]:
+    return {"key_id": k.key_id, "role": k.role.value, "label": k.label,
+            "created_at": k.created_at, "revoked_at": k.revoked_at, "active": k.active,
+            "purpose": k.purpose, "case_ref": k.case_ref, "expires_at": k.expires_at}
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option("--role", help="admin, indexer, searcher or auditor.")],
+    label: Annotated[str | None, typer.Option(help="Who or what holds the key.")] = None,
+    purpose: Annotated[str | None, typer.Option(help="Issue the key for one case: its "
+                                                     "purpose (with --case).")] = None,
+    case: Annotated[str | None, typer.Option(help="Issue the key for one case: its "
+                                                  "reference (with --purpose).")] = None,
+    expires_in: Annotated[float | None, typer.Option(
+        "--expires-in", min=0.001, help="Days until the key expires.")] = None,
+    home: HomeOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Create an access key; its secret is printed this once only."""
+    with service(home) as fs:
+        expires = time.time() + expires_in * 86400 if expires_in else None
+        new = fs.keys.create(role, label, purpose=purpose, case_ref=case, expires_at=expires)
+    if as_json:
+        emit_json({**_key_json(new.info), "secret": new.secret})
+        return
+    out.print(f"access key id: {new.info.key_id}\nsecret:        {new.secret}\n"
+              f"role:          {new.info.role.value}\n(the secret is shown only now)",
+              highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List access keys (never their secrets)."""
+    with service(home) as fs:
+        keys = fs.keys.list()
+    if as_json:
+        emit_json({"keys": [_key_json(k) for k in keys]})
+        return
+    t = Table("key id", "role", "label", "created", "revoked")
+    for k in keys:
+        t.add_row(k.key_id, k.role.value, k.label or "", ts(k.created_at),
+                  ts(k.revoked_at) if k.revoked_at else "")
+    out.print(t)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Revoke an access key (every server on this data directory refuses it at once)."""
+    with service(home) as fs:
+        k = fs.keys.revoke(key_id)
+    emit_json(_key_json(k)) if as_json else err.print(f"revoked {k.key_id}")
+
+
+def _receipt_json(r: Any) -> dict[str, Any]:
+    return {"receipt_id": r.receipt_id, "collection": r.collection, "face_ids": r.face_ids,
+            "images_erased": r.images_erased, "erased_at": r.erased_at, "reason": r.reason,
+            "derived_erased": r.derived_erased}
+
+
+def erase(
+    collection: str,
+    home: HomeOpt = None,
+    face_id: Annotated[list[str] | None, typer.Option("--face-id", help="Face id (repeat).")] = None,
+    external_id: Annotated[str | None, typer.Option(help="Every face with this external "
+                                                         "id.")] = None,
+    user: Annotated[str | None, typer.Option(help="A user and all its faces.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase faces for good (vectors, metadata, index entries) and print the receipt."""
+    with service(home) as fs:
+        r = fs.erasure.erase(collection, face_ids=face_id or None, external_id=external_id,
+                                 user_id=user)
+    if as_json:
+        emit_json(_receipt_json(r))
+    else:
+        out.print(f"erased {len(r.face_ids)} face(s) from {collection}; receipt {r.receipt_id}")
+
+
+def retention(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Erase every face older than its collection's retention period, now."""
+    with service(home) as fs:
+        receipts = fs.erasure.expire()
+    if as_json:
+        emit_json({"receipts": [_receipt_json(r) for r in receipts]})
+    else:
+        out.print(f"expired {sum(len(r.face_ids) for r in receipts)} face(s) in "
+                  f"{len(receipts)} collection(s)")
+
+
+def review(
+    search_id: str,
+    face_id: str,
+    decision: Annotated[str, typer.Argument(help="confirmed, rejected or inconclusive")],
+    home: HomeOpt = None,
+    note: Annotated[str, typer.Option(help="Why.")] = "",
+    collection: Annotated[str | None, typer.Option()] = None,
+    purpose: PurposeOpt = None,
+    case: CaseOpt = None,
+) -> None:
+    """Record an analyst's decision on a search candidate in the audit trail."""
+    with service(home) as fs:
+        fs.reviews.record(search_id, face_id, decision, note=note, collection=collection,
+                              caller=Caller.local(purpose, case))
+    out.print(f"recorded: {decision}")

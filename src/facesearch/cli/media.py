@@ -1,0 +1,259 @@
+"""``facesearch video ...`` and ``stream ...``: stored video and live streams."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from facesearch.cli.common import (
+    CaseOpt,
+    HomeOpt,
+    JsonOpt,
+    MaxOpt,
+    PurposeOpt,
+    SearchThresholdOpt,
+    emit_json,
+    err,
+    out,
+    service,
+    ts,
+)
+from facesearch.responses import rnd
+from facesearch.service import FaceSearch
+from facesearch.types import Caller
+
+video_app = typer.Typer(no_args_is_help=True, help="Find faces in stored video files.")
+
+
+stream_app = typer.Typer(no_args_is_help=True, help="Watch live streams for watchlist faces.")
+
+
+FpsOpt = Annotated[float, typer.Option("--fps", min=0.01, max=120,
+                                       help="Frames analysed per second of video.")]
+
+
+def _video_match_json(m: Any) -> dict[str, Any]:
+    return {"face_id": m.face_id, "external_id": m.external_id, "image_id": m.image_id,
+            "user_id": m.user_id, "similarity": rnd(m.similarity, 3)}
+
+
+def _run_video_job(fs: FaceSearch, job_id: str, quiet: bool) -> Any:
+    """Wait for an in-process video job with a progress bar; Ctrl-C cancels it."""
+    from facesearch.errors import FaceSearchError as _Error
+    from facesearch.media.video import JobStatus
+
+    progress = Progress(TextColumn("analysing"), BarColumn(),
+                        TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
+                        TimeRemainingColumn(), console=err, disable=quiet or not err.is_terminal)
+    try:
+        with progress:
+            task = progress.add_task("video", total=100.0)
+            while True:
+                job = fs.video.wait(job_id, timeout_s=0.5)
+                progress.update(task, completed=job.progress)
+                if job.status is not JobStatus.IN_PROGRESS:
+                    break
+    except KeyboardInterrupt:
+        fs.video.cancel(job_id)
+        fs.video.wait(job_id, timeout_s=30)
+        err.print("cancelled")
+        raise typer.Exit(130) from None
+    if job.status is not JobStatus.SUCCEEDED:
+        raise _Error(f"video job {job.status.value.lower()}: {job.status_message}")
+    return job
+
+
+def _video_job_json(job: Any) -> dict[str, Any]:
+    v = job.video
+    return {"job_id": job.job_id, "status": job.status.value, "source": job.source,
+            "collection": job.collection, "threshold": job.settings.threshold,
+            "sample_fps": job.settings.sample_fps, "frames_analysed": job.frames_analysed,
+            "video": None if v is None else {"format": v.format, "codec": v.codec,
+                                             "width": v.width, "height": v.height,
+                                             "fps": rnd(v.fps, 3), "duration_ms": v.duration_ms}}
+
+
+def _video_persons(fs: FaceSearch, job: Any) -> list[dict[str, Any]]:
+    """Every person of a finished job with its timestamps and boxes (all result pages)."""
+    from facesearch.media.video import JobKind
+
+    people = {p.person_index: {"index": p.person_index, "first_ms": p.first_ms,
+                               "last_ms": p.last_ms, "detections": p.detections,
+                               "matches": [_video_match_json(m) for m in p.matches],
+                               "timestamps": []} for p in fs.video.persons(job.job_id)}
+    if job.kind is JobKind.FACE_SEARCH:
+        token = None
+        while True:
+            page = fs.video.face_search_results(job.job_id, next_token=token, sort_by="INDEX")
+            for pm in page.persons:
+                people[pm.person_index]["timestamps"].append(
+                    {"timestamp_ms": pm.timestamp_ms, "box": [rnd(v, 1) for v in pm.face.box],
+                     "confidence": rnd(pm.face.confidence, 4)})
+            token = page.next_token
+            if token is None:
+                break
+    return list(people.values())
+
+
+def _print_persons(persons: list[dict[str, Any]], title: str, with_matches: bool) -> None:
+    cols = ["person", "from (s)", "to (s)", "seen"]
+    if with_matches:
+        cols += ["best candidate", "similarity", "others"]
+    t = Table(*cols, title=title)
+    for p in persons:
+        row = [str(p["index"]), f"{p['first_ms'] / 1000:.2f}", f"{p['last_ms'] / 1000:.2f}",
+               str(p["detections"])]
+        if with_matches:
+            ms = p["matches"]
+            best = ms[0] if ms else None
+            row += [(best["external_id"] or best["face_id"]) if best else "",
+                    f"{best['similarity']:.2f}" if best else "",
+                    ", ".join(f"{m['external_id'] or m['face_id']} {m['similarity']:.1f}"
+                              for m in ms[1:4])]
+        t.add_row(*row)
+    out.print(t)
+
+
+@video_app.command("search")
+def video_search(
+    collection: str,
+    file: Path,
+    home: HomeOpt = None,
+    fps: FpsOpt = 5.0,
+    threshold: SearchThresholdOpt = None,
+    max_results: MaxOpt = 10,
+    purpose: PurposeOpt = None,
+    case: CaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the faces of a video file against a collection (candidates for human review).
+
+    Reports each person (a face tracked across frames), when it was seen, and its candidates.
+    """
+    from facesearch.media.video import VideoJobSettings
+
+    settings = VideoJobSettings(sample_fps=fps, threshold=threshold, max_results=max_results)
+    with service(home) as fs:
+        job_id = fs.video.start_face_search(collection, file, settings=settings,
+                                            caller=Caller.local(purpose, case))
+        job = _run_video_job(fs, job_id, as_json)
+        persons = _video_persons(fs, job)
+    if as_json:
+        emit_json({**_video_job_json(job), "label": "candidates for human review, not "
+                                                    "identifications", "persons": persons})
+        return
+    matched = sum(1 for p in persons if p["matches"])
+    _print_persons(persons, f"{file}: {len(persons)} person(s), {matched} with candidates "
+                            f"for human review", True)
+
+
+@video_app.command("detect")
+def video_detect(
+    file: Path,
+    home: HomeOpt = None,
+    fps: FpsOpt = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Detect and track the faces of a video file."""
+    from facesearch.media.video import VideoJobSettings
+
+    with service(home) as fs:
+        job_id = fs.video.start_face_detection(
+            file, settings=VideoJobSettings(sample_fps=fps), caller=Caller.local())
+        job = _run_video_job(fs, job_id, as_json)
+        persons = _video_persons(fs, job)
+        faces = []
+        token = None
+        while True:
+            page = fs.video.face_detection_results(job_id, next_token=token)
+            faces += [{"timestamp_ms": d.timestamp_ms, "box": [rnd(v, 1) for v in d.face.box],
+                       "confidence": rnd(d.face.confidence, 4),
+                       "landmarks": [[rnd(x, 1), rnd(y, 1)] for x, y in d.face.landmarks],
+                       "quality": {"size": rnd(d.face.size, 1),
+                                   "sharpness": rnd(d.face.sharpness, 1),
+                                   "brightness": rnd(d.face.brightness, 1),
+                                   "yaw": rnd(d.face.yaw, 1), "pitch": rnd(d.face.pitch, 1),
+                                   "roll": rnd(d.face.roll, 1)}} for d in page.faces]
+            token = page.next_token
+            if token is None:
+                break
+    if as_json:
+        emit_json({**_video_job_json(job), "faces": faces,
+                   "persons": [{k: v for k, v in p.items() if k not in ("matches", "timestamps")}
+                               for p in persons]})
+        return
+    _print_persons(persons, f"{file}: {len(faces)} face(s) in {job.frames_analysed} analysed "
+                            f"frames, {len(persons)} person(s)", False)
+
+
+@stream_app.command("run")
+def stream_run(
+    collection: str,
+    url: Annotated[str, typer.Argument(help="rtsp://, http(s):// (MJPEG, HLS), /dev/videoN, or "
+                                            "a video file (looped as a camera).")],
+    home: HomeOpt = None,
+    threshold: SearchThresholdOpt = None,
+    jsonl: Annotated[Path | None, typer.Option(help="Append each event to this JSONL "
+                                                    "file.")] = None,
+    webhook: Annotated[str | None, typer.Option(help="POST each event to this URL.")] = None,
+    duration: Annotated[float | None, typer.Option(min=0, help="Stop after S seconds "
+                                                               "(default: Ctrl-C).")] = None,
+    max_fps: Annotated[float | None, typer.Option(min=0.01, help="Most frames processed per "
+                                                                 "second.")] = None,
+    snapshots: Annotated[bool, typer.Option(help="Save a JPEG crop of each matched "
+                                                 "face.")] = False,
+    loop: Annotated[bool, typer.Option(help="Loop a file input.")] = True,
+    purpose: PurposeOpt = None,
+    case: CaseOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Watch a live stream in the foreground and print one event per person and watchlist
+    identity (candidates for human review). Ctrl-C stops."""
+    from facesearch.media.stream import ProcessorStatus, StreamSettings
+
+    settings = StreamSettings(input_url=url, collection=collection, threshold=threshold,
+                              jsonl_path=jsonl, webhook_url=webhook, max_fps=max_fps,
+                              snapshots=snapshots, loop=loop)
+    with service(home) as fs:
+        # Fails fast on an unknown collection or a search its policy refuses.
+        proc = fs.streams.foreground(settings, caller=Caller.local(purpose, case))
+        _ = fs.pipeline  # load the models before the clock starts
+        sub = proc.hub.subscribe()
+        proc.start()
+        end = None if duration is None else time.monotonic() + duration
+        try:
+            while end is None or time.monotonic() < end:
+                ev = sub.get(timeout_s=0.5)
+                if ev is not None:
+                    if as_json:
+                        emit_json(ev.to_json())
+                    else:
+                        out.print(f"{ts(ev.captured_at)} track {ev.track_id}: "
+                                  f"[bold]{ev.identity}[/] similarity {ev.match.similarity:.1f} "
+                                  f"(latency {ev.latency_ms:.0f} ms)"
+                                  + (f" {ev.snapshot}" if ev.snapshot else ""))
+                if proc.status in (ProcessorStatus.FAILED, ProcessorStatus.STOPPED):
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            proc.shutdown()
+        m = proc.metrics()
+    err.print(f"{m.frames_in} frames in, {m.frames_processed} processed, {m.frames_dropped} "
+              f"dropped, {m.events} events, {m.reconnects} reconnects; latency p50 "
+              f"{m.latency_p50_ms} ms, p99 {m.latency_p99_ms} ms", highlight=False)
+    if m.status is ProcessorStatus.FAILED:
+        from facesearch.errors import FaceSearchError as _Error
+
+        raise _Error(m.last_error or "the stream processor failed")

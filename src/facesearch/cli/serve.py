@@ -1,0 +1,25 @@
+"""``facesearch serve``: the HTTP API and the analyst web page."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from facesearch.cli.common import HomeOpt
+
+
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port (default 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Inference worker threads.")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run the HTTP API: native REST under /v1 and the Rekognition-compatible endpoint at /."""
+    from facesearch.api.app import serve as run_server
+    from facesearch.api.settings import ApiSettings
+    from facesearch.config import Settings
+
+    given = {k: v for k, v in (("host", host), ("port", port), ("workers", workers))
+             if v is not None}
+    run_server(Settings(**({"home": home} if home else {})), ApiSettings(**given))

@@ -1,0 +1,137 @@
+"""Erasure for good, with receipts, and retention.
+
+A face is erased by deleting its row and vector with SQLite's ``secure_delete`` (the pages are
+overwritten), truncating the write-ahead log, and rewriting the collection's index file (the
+old one still held the vector). Image records left without faces go too, and so does what
+other services derived from the faces (``hooks``: stream snapshots of matches, video results
+naming them). Every erasure returns an :class:`ErasureReceipt` and is audited.
+
+Retention: :meth:`Erasure.expire` erases the faces older than their collection's
+``retention_days`` (the server calls it hourly, :mod:`facesearch.governance.retention`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from facesearch import limits
+from facesearch.errors import InvalidParameterError, UserNotFoundError
+from facesearch.governance.policy import of_collection
+from facesearch.governance.trail import AuditTrail
+from facesearch.storage.indexes import IndexCache
+from facesearch.storage.store import Store
+from facesearch.types import Caller
+
+ErasureHook = Callable[[str, builtins.list[str]], int]
+"""Called with (collection, erased face ids) after an erasure; deletes what another service
+derived from those faces and returns how many records went."""
+
+
+@dataclass(frozen=True)
+class ErasureReceipt:
+    """Proof of an erasure: what went, when, and the audit event that records it."""
+
+    receipt_id: str
+    collection: str
+    face_ids: list[str]
+    images_erased: int
+    erased_at: float
+    reason: str
+    derived_erased: int = 0
+    """Records derived from these faces that went too: stream snapshots of matches to them,
+    video job results naming them."""
+
+
+class Erasure:
+    """Erases faces of one data directory's collections."""
+
+    def __init__(self, store: Store, indexes: IndexCache, trail: AuditTrail, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.indexes = indexes
+        self.trail = trail
+        self.clock = clock
+        self.hooks: builtins.list[ErasureHook] = []
+
+    def delete_faces(self, collection: str, face_ids: Sequence[str], *,
+                     caller: Caller | None = None
+                     ) -> tuple[builtins.list[str], builtins.list[str]]:
+        """Delete (erase) faces by id; returns ``(deleted, not_found)``."""
+        for fid in face_ids:
+            limits.face_id(fid)
+        receipt = self._erase(collection, "delete", caller, face_ids=face_ids)
+        gone = set(receipt.face_ids)
+        asked = list(dict.fromkeys(face_ids))
+        return [f for f in asked if f in gone], [f for f in asked if f not in gone]
+
+    def erase(self, collection: str, *, face_ids: Sequence[str] | None = None,
+              external_id: str | None = None, user_id: str | None = None,
+              caller: Caller | None = None) -> ErasureReceipt:
+        """Erase faces for good, chosen by face ids, external id or user (with the user)."""
+        if sum(x is not None for x in (face_ids, external_id, user_id)) != 1:
+            raise InvalidParameterError("erase by exactly one of: face ids, external id, user id")
+        for fid in face_ids or ():
+            limits.face_id(fid)
+        return self._erase(collection, "erase", caller, face_ids=face_ids,
+                           external_id=external_id, user_id=user_id)
+
+    def expire(self, now: float | None = None) -> builtins.list[ErasureReceipt]:
+        """Erase faces older than their collection's retention period (as of ``now``)."""
+        now = self.clock() if now is None else now
+        receipts = []
+        with self.store.transaction() as conn:
+            colls = self.store.list_collections(conn)
+        for coll in colls:
+            days = of_collection(coll.settings, None)[1].retention_days
+            if days is None:
+                continue
+            with self.store.transaction() as conn:
+                old = self.store.face_rows_older_than(conn, coll.id, now - days * 86400.0)
+            if old:
+                receipts.append(self._erase(coll.name, "expire",
+                                            Caller("system:retention", role="system"), rows=old))
+        return receipts
+
+    def _erase(self, collection: str, reason: str, caller: Caller | None, *,
+               face_ids: Sequence[str] | None = None, external_id: str | None = None,
+               user_id: str | None = None, rows: Sequence[int] | None = None) -> ErasureReceipt:
+        with self.indexes.lock:
+            with self.store.transaction() as conn:
+                coll = self.store.collection(conn, collection)
+                urow = None
+                if face_ids is not None:
+                    found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
+                    target = [f.row for f in found.values()]
+                elif external_id is not None:
+                    target = self.store.face_rows_of(conn, coll.id, external_id=external_id)
+                elif user_id is not None:
+                    urow = self.store.get_user(conn, coll.id, user_id)
+                    if urow is None:
+                        raise UserNotFoundError(f"user {user_id!r} does not exist in "
+                                                f"{collection!r}")
+                    target = self.store.face_rows_of(conn, coll.id, user_row=urow)
+                else:
+                    target = list(rows or ())
+                erased = [f.face_id for f in self.store.faces_by_rows(conn, target).values()]
+                self.store.delete_faces(conn, target)
+                images = self.store.delete_orphan_images(conn, coll.id)
+                if urow is not None:
+                    self.store.delete_user(conn, urow)
+                if target:
+                    self.store.bump_generation(conn, coll.id)
+            if target:
+                self.indexes.rewrite(coll)
+                self.store.checkpoint()
+        derived = sum(hook(collection, erased) for hook in self.hooks) if erased else 0
+        receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,
+                                 self.clock(), reason, derived)
+        self.trail.record(f"faces.{reason}", caller, collection=collection,
+                          results=[(f, None) for f in receipt.face_ids],
+                          details={"receipt_id": receipt.receipt_id, "faces": len(erased),
+                                   "images": images, "derived": derived,
+                                   "external_id": external_id, "user_id": user_id})
+        return receipt

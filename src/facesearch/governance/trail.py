@@ -1,0 +1,102 @@
+"""What every service calls to leave its mark in the audit trail.
+
+:class:`AuditTrail` turns an operation, its caller and what it touched into an
+:class:`~facesearch.governance.audit.AuditEvent` and appends it to the
+:class:`~facesearch.governance.audit.AuditLog` (``audit.db``). Events that must commit with
+the data they describe (an indexed image's faces) go through the outbox: a row of
+``facesearch.db`` written in the data's own transaction (:meth:`AuditTrail.stage`), appended
+to the chain after the commit (:meth:`AuditTrail.drain`); a crash in between leaves the row,
+and the next open appends it, exactly once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from sqlalchemy import Connection
+
+from facesearch.governance.audit import AuditEvent, event_from_json, event_to_json
+from facesearch.storage.store import Store
+from facesearch.types import Caller
+
+Details = dict[str, str | int | float | bool | None]
+Results = Sequence[tuple[str, float | None]]
+
+
+class AuditSink(Protocol):
+    """Where audited operations go (:class:`facesearch.governance.audit.AuditLog`)."""
+
+    def record(self, event: AuditEvent) -> object: ...
+
+    def record_many(self, events: Sequence[AuditEvent],
+                    outbox_ids: Sequence[str] | None = None) -> object: ...
+
+
+class AuditTrail:
+    """Audit events of one data directory's services (``sink`` None: recording is off, as in
+    evaluation runs that audit nothing)."""
+
+    def __init__(self, sink: AuditSink | None, store: Store,
+                 model_version: Callable[[], str | None] = lambda: None,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.sink = sink
+        self.store = store
+        self._model_version = model_version
+        self._clock = clock
+
+    @property
+    def enabled(self) -> bool:
+        return self.sink is not None
+
+    def event(self, operation: str, caller: Caller | None, *, collection: str | None = None,
+              probe_sha256: str | None = None, threshold: float | None = None,
+              results: Results = (), details: Details | None = None) -> AuditEvent:
+        """The event of ``operation`` by ``caller`` (the local user when None)."""
+        c = caller or Caller.local()
+        return AuditEvent(
+            operation=operation, actor=c.actor, role=c.role, collection=collection,
+            purpose=c.purpose, case_ref=c.case_ref, client=c.client, probe_sha256=probe_sha256,
+            threshold=threshold, model_version=self._model_version(),
+            results=tuple(results), details=details or {})
+
+    def record(self, operation: str, caller: Caller | None, *, collection: str | None = None,
+               probe_sha256: str | None = None, threshold: float | None = None,
+               results: Results = (), details: Details | None = None) -> None:
+        """Append one event now."""
+        if self.sink is not None:
+            self.sink.record(self.event(operation, caller, collection=collection,
+                                        probe_sha256=probe_sha256, threshold=threshold,
+                                        results=results, details=details))
+
+    def record_many(self, events: Sequence[AuditEvent]) -> None:
+        """Append several events in one write."""
+        if self.sink is not None and events:
+            self.sink.record_many(events)
+
+    def stage(self, conn: Connection, event: AuditEvent, now: float) -> str | None:
+        """Write ``event`` to the outbox in the transaction ``conn`` (it commits with the
+        data); returns its outbox id (None when recording is off)."""
+        if self.sink is None:
+            return None
+        outbox_id = str(uuid.uuid4())
+        self.store.add_outbox(conn, outbox_id, event_to_json(event), now)
+        return outbox_id
+
+    def drain(self) -> int:
+        """Append every event waiting in the outbox (each once, also when several processes
+        drain at a time) and remove them; returns how many were appended."""
+        if self.sink is None:
+            return 0
+        n = 0
+        while True:
+            with self.store.transaction() as conn:
+                rows = self.store.outbox(conn)
+            if not rows:
+                return n
+            self.sink.record_many([event_from_json(text) for _, text in rows],
+                                  outbox_ids=[oid for oid, _ in rows])
+            with self.store.transaction() as conn:
+                self.store.remove_outbox(conn, [oid for oid, _ in rows])
+            n += len(rows)

@@ -1,0 +1,163 @@
+"""What stored video and live streams share: decoding frames and analysing one frame.
+
+- :func:`probe` and :func:`iter_frames`: a video file's main stream (PyAV / FFmpeg: H.264,
+  H.265, MPEG-4, MJPEG... in MP4, MOV, MKV, AVI), its frames with timestamps in milliseconds
+  from the first frame, optionally sampled at a frame rate;
+- :func:`detect_frame`: faces (with quality) and aligned chips of one frame, detected on a
+  scaled-down copy when the frame is large;
+- :class:`VideoMatch` and :func:`best_matches`: a candidate as video and stream results
+  carry it, and one person's best candidates over several views.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import av
+import cv2
+import numpy as np
+
+from facesearch.errors import (
+    InvalidVideoError,
+)
+from facesearch.services.search import Match
+from facesearch.types import Faces, Image, RGBImage
+from facesearch.vision.pipeline import Pipeline
+from facesearch.vision.quality import measure
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """A video's main stream: size in pixels, frame rate (frames/s), duration (ms)."""
+
+    format: str
+    codec: str
+    width: int
+    height: int
+    fps: float
+    duration_ms: int | None
+    frame_count: int | None
+
+
+@dataclass(frozen=True, eq=False)
+class VideoFrame:
+    """A decoded frame: RGB pixels, time (ms from the first frame), index in decode order."""
+
+    pixels: RGBImage
+    timestamp_ms: int
+    index: int
+
+
+def _ffmpeg_reason(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
+
+
+def probe(path: str | os.PathLike[str], label: str | None = None) -> VideoInfo:
+    """The video's :class:`VideoInfo`, or :class:`InvalidVideoError` naming the problem."""
+    label = label or str(path)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as c:
+            if not c.streams.video:
+                raise InvalidVideoError(f"{label}: has no video stream")
+            s = c.streams.video[0]
+            rate = s.average_rate or s.guessed_rate or s.base_rate
+            duration: int | None = None
+            if s.duration is not None and s.time_base is not None:
+                duration = round(float(s.duration * s.time_base) * 1000)
+            elif c.duration is not None:
+                duration = int(c.duration // 1000)
+            return VideoInfo(format=c.format.name, codec=s.codec_context.name,
+                             width=s.codec_context.width, height=s.codec_context.height,
+                             fps=float(rate) if rate else 0.0, duration_ms=duration,
+                             frame_count=int(s.frames) or None)
+    except av.FFmpegError as exc:
+        raise InvalidVideoError(
+            f"{label}: not a video FFmpeg can read ({_ffmpeg_reason(exc)})") from None
+    except OSError as exc:
+        raise InvalidVideoError(f"{label}: cannot read ({exc.strerror or exc})") from None
+
+
+def iter_frames(path: str | os.PathLike[str], *, sample_fps: float | None = None,
+                label: str | None = None) -> Iterator[VideoFrame]:
+    """Decode the first video stream; with ``sample_fps``, only the first frame of each
+    1/sample_fps interval is converted to RGB and yielded."""
+    label = label or str(path)
+    step = 1000.0 / sample_fps if sample_fps else 0.0
+    last_bucket = -1
+    try:
+        with av.open(str(path), metadata_errors="ignore") as c:
+            if not c.streams.video:
+                raise InvalidVideoError(f"{label}: has no video stream")
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            tb = float(s.time_base) if s.time_base is not None else 0.0
+            rate = float(s.average_rate or s.guessed_rate or 25)
+            origin: int | None = s.start_time
+            for i, frame in enumerate(c.decode(s)):
+                if frame.pts is None or not tb:
+                    ts = i * 1000.0 / rate
+                else:
+                    if origin is None:
+                        origin = frame.pts
+                    ts = (frame.pts - origin) * tb * 1000.0
+                ts = max(ts, 0.0)
+                if step:
+                    bucket = int(ts // step)
+                    if bucket <= last_bucket:
+                        continue
+                    last_bucket = bucket
+                yield VideoFrame(np.ascontiguousarray(frame.to_ndarray(format="rgb24")),
+                                 round(ts), i)
+    except av.FFmpegError as exc:
+        raise InvalidVideoError(f"{label}: decoding failed ({_ffmpeg_reason(exc)})") from None
+
+
+def detect_frame(pipeline: Pipeline, pixels: RGBImage,
+                 detect_max_side: int | None = None) -> tuple[Faces, np.ndarray]:
+    """Faces (with quality; boxes and landmarks in ``pixels``' coordinates) and their aligned
+    chips ((N, S, S, 3) uint8, cut from the full-resolution frame) for one video frame.
+
+    Frames whose longest side exceeds ``detect_max_side`` are scaled down for detection only.
+    """
+    h, w = pixels.shape[:2]
+    scale = 1.0
+    if detect_max_side is not None and max(h, w) > detect_max_side:
+        scale = detect_max_side / max(h, w)
+        small = np.asarray(cv2.resize(pixels, (max(1, round(w * scale)),
+                                               max(1, round(h * scale))),
+                                      interpolation=cv2.INTER_AREA), np.uint8)
+        found = pipeline.detector.detect(small)
+        faces = Faces(boxes=(found.boxes / scale).astype(np.float32), scores=found.scores,
+                      landmarks=(found.landmarks / scale).astype(np.float32))
+    else:
+        faces = pipeline.detector.detect(pixels)
+    # A frame has no encoded content of its own, hence no content hash.
+    chips = pipeline.chips(Image(pixels=pixels, sha256="", format="VIDEO"), faces)
+    return faces.with_quality(measure(faces, chips, w, h)), chips
+
+
+def best_matches(per_vector: Sequence[Sequence[Match]], max_results: int) -> list[Match]:
+    """One person's candidates from the searches of its views: the best similarity per face,
+    best first, at most ``max_results``."""
+    best: dict[str, Match] = {}
+    for ms in per_vector:
+        for m in ms:
+            prior = best.get(m.face.face_id)
+            if prior is None or m.similarity > prior.similarity:
+                best[m.face.face_id] = m
+    return sorted(best.values(), key=lambda m: -m.similarity)[:max_results]
+
+
+@dataclass(frozen=True)
+class VideoMatch:
+    """A collection face that a person of the video resembles (similarity 0-100)."""
+
+    face_id: str
+    external_id: str | None
+    image_id: str | None
+    user_id: str | None
+    similarity: float
+
+

@@ -1,0 +1,220 @@
+"""Webhook delivery: JSON POSTs with a timeout and a few retries.
+
+Failures are returned (and counted), never raised: a dead receiver must not fail a video job or
+stall a live stream. :func:`post_json` delivers one message (blocking); :class:`WebhookSender`
+delivers a stream of messages from its own thread through a bounded queue that drops the oldest
+message when the receiver cannot keep up.
+
+Outbound targets (webhooks here, stream inputs in :mod:`facesearch.media.stream`) pass an
+:class:`EgressPolicy`: a host must resolve only to public addresses, unless the operator
+allow-lists it (``FACESEARCH_EGRESS_ALLOW``). Redirects are never followed, and every failure
+reads the same to the client (the details go to the server log), so that a job's or a
+processor's error text cannot be used to map which internal ports answer.
+"""
+
+from __future__ import annotations
+
+import collections
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+from facesearch.errors import InvalidParameterError
+
+log = logging.getLogger(__name__)
+
+JsonObject = Mapping[str, object]
+
+DELIVERY_FAILED = "the webhook could not be delivered (see the server log)"
+"""The one failure reason a client sees, whatever went wrong (refused, timed out, HTTP error)."""
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class EgressRefusedError(InvalidParameterError):
+    """An outbound target is not allowed (private, loopback, link-local, or unresolvable)."""
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """Which hosts webhooks and network stream inputs may reach.
+
+    A host is allowed when it is named in ``hosts`` (exact, case-insensitive), or when every
+    address it resolves to is public (``ipaddress``'s ``is_global``, not multicast) or inside
+    one of ``networks``. Loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, the cloud
+    metadata service, fe80::/10), private (RFC 1918, fc00::/7), CGNAT and reserved ranges are
+    refused otherwise. ``allow_all`` turns the check off (library and test use only).
+    """
+
+    networks: tuple[IpNetwork, ...] = ()
+    hosts: frozenset[str] = field(default_factory=frozenset)
+    allow_all: bool = False
+
+    @classmethod
+    def parse(cls, text: str | Sequence[str]) -> EgressPolicy:
+        """From a comma-separated list of CIDR networks, addresses and host names
+        (``FACESEARCH_EGRESS_ALLOW``), e.g. ``127.0.0.1/32,10.2.0.0/16,cam.local``."""
+        items = text.split(",") if isinstance(text, str) else list(text)
+        nets: list[IpNetwork] = []
+        hosts: set[str] = set()
+        for raw in (i.strip() for i in items):
+            if not raw:
+                continue
+            try:
+                nets.append(ipaddress.ip_network(raw, strict=False))
+            except ValueError:
+                hosts.add(raw.lower().rstrip("."))
+        return cls(tuple(nets), frozenset(hosts))
+
+    def _address_ok(self, addr: str) -> bool:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if any(ip in n for n in self.networks):
+            return True
+        return ip.is_global and not ip.is_multicast
+
+    def check_host(self, host: str | None, port: int | None, what: str) -> None:
+        """Refuse ``host`` unless allowed (see the class); one message for every reason."""
+        refused = EgressRefusedError(
+            f"the {what} is not allowed: its host must resolve to public addresses only "
+            "(private, loopback and link-local targets need FACESEARCH_EGRESS_ALLOW)")
+        if self.allow_all:
+            return
+        if not host:
+            raise refused
+        name = host.lower().rstrip(".")
+        if name in self.hosts:
+            return
+        try:
+            infos = socket.getaddrinfo(name, port or 0, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError, OSError):
+            raise refused from None
+        addrs = {str(i[4][0]) for i in infos}
+        if not addrs or not all(self._address_ok(a) for a in addrs):
+            raise refused
+
+    def check_url(self, url: str, what: str) -> None:
+        """:meth:`check_host` on the URL's host and port."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise EgressRefusedError(f"the {what} has an invalid port") from None
+        self.check_host(parts.hostname, port, what)
+
+
+OPEN = EgressPolicy(allow_all=True)
+"""No egress limits (the library default when no policy is given)."""
+
+
+def validate_url(url: str, egress: EgressPolicy = OPEN) -> str:
+    """An absolute http(s) URL whose host ``egress`` allows, or :class:`InvalidParameterError`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidParameterError(f"webhook URL must be an absolute http(s) URL, got {url!r}")
+    egress.check_url(url, "webhook URL")
+    return url
+
+
+def post_json(url: str, payload: JsonObject, *, timeout_s: float = 10.0, attempts: int = 3,
+              backoff_s: float = 1.0, stop: threading.Event | None = None,
+              client: httpx.Client | None = None,
+              egress: EgressPolicy = OPEN) -> str | None:
+    """POST ``payload`` as JSON; None when a 2xx answer came, else :data:`DELIVERY_FAILED`
+    (the actual reason is logged, never returned).
+
+    Retries ``attempts`` times in all, waiting ``backoff_s`` doubled each time (cut short by
+    ``stop``). The host is checked against ``egress`` before each attempt (its addresses may
+    have changed since the URL was accepted); redirects are not followed.
+    """
+    reason = "not attempted"
+    own = client is None
+    http = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
+    try:
+        for attempt in range(attempts):
+            try:
+                egress.check_url(url, "webhook URL")
+                r = http.post(url, json=payload, timeout=timeout_s, follow_redirects=False)
+                if 200 <= r.status_code < 300:
+                    return None
+                reason = f"HTTP {r.status_code}"
+            except EgressRefusedError as exc:
+                reason = exc.message
+                break
+            except httpx.HTTPError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if attempt + 1 < attempts:
+                delay = backoff_s * 2 ** attempt
+                if stop is not None:
+                    if stop.wait(delay):
+                        break
+                else:
+                    threading.Event().wait(delay)
+    finally:
+        if own:
+            http.close()
+    log.warning("webhook delivery failed: %s", reason)
+    return DELIVERY_FAILED
+
+
+class WebhookSender:
+    """Posts messages to one URL from a worker thread; at most ``max_queue`` waiting (the
+    oldest is dropped beyond that). ``delivered``, ``failed``, ``dropped`` and ``last_error``
+    say how it went."""
+
+    def __init__(self, url: str, *, max_queue: int = 1000, timeout_s: float = 5.0,
+                 attempts: int = 2, name: str = "webhook",
+                 egress: EgressPolicy = OPEN) -> None:
+        self.url = validate_url(url, egress)
+        self.egress = egress
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+        self.last_error: str | None = None
+        self._queue: collections.deque[JsonObject] = collections.deque(maxlen=max_queue)
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, payload: JsonObject) -> None:
+        """Queue a message (never blocks)."""
+        with self._cond:
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1
+            self._queue.append(payload)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as client:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._stop.is_set():
+                        self._cond.wait()
+                    if not self._queue:
+                        return
+                    payload = self._queue.popleft()
+                reason = post_json(self.url, payload, timeout_s=self.timeout_s,
+                                   attempts=self.attempts, stop=self._stop, client=client,
+                                   egress=self.egress)
+                if reason is None:
+                    self.delivered += 1
+                else:
+                    self.failed += 1
+                    self.last_error = reason
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Stop after the queued messages are sent (or ``timeout_s`` passed)."""
+        with self._cond:
+            self._stop.set()
+            self._cond.notify_all()
+        self._thread.join(timeout_s)

@@ -1,0 +1,202 @@
+"""The one response layer: how faces, stored faces, candidates, collections, users and what a
+threshold means are shown to the world, by the native HTTP API and by the CLI's ``--json``,
+and as Amazon Rekognition shapes by its endpoint.
+
+Every shape is built here from the service's own types: a face from a
+:class:`~facesearch.types.FaceView` (detections, stored faces and faces in video all give
+one), a stored face from :class:`~facesearch.storage.store.FaceRecord`. Native shapes are
+pixels (boxes ``[x1, y1, x2, y2]``, five ``[x, y]`` landmarks), scores 0-1, similarities and
+thresholds 0-100; Rekognition's are ratios of the image and percentages.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from facesearch.governance.calibration import ThresholdRisk
+from facesearch.services.collection import CollectionInfo
+from facesearch.services.search import Match
+from facesearch.services.users import UserInfo
+from facesearch.storage.store import FaceRecord
+from facesearch.types import LANDMARK_NAMES, Faces, FaceView
+
+Json = dict[str, Any]
+
+
+def rnd(value: float, digits: int = 2) -> float:
+    """A number as shown: rounded to ``digits`` decimals."""
+    return round(float(value), digits)
+
+
+class Out(BaseModel):
+    """Base of every native response shape (no field beyond those declared)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class QualityOut(Out):
+    size: float = Field(description="inter-ocular distance, pixels")
+    sharpness: float = Field(description="0-100")
+    brightness: float = Field(description="0-100")
+    yaw: float = Field(description="degrees")
+    pitch: float = Field(description="degrees")
+    roll: float = Field(description="degrees")
+
+
+class DetectedFaceOut(Out):
+    box: list[float] = Field(description="[x1, y1, x2, y2] pixels")
+    score: float = Field(description="detector confidence, 0-1")
+    landmarks: list[list[float]] = Field(description="5 [x, y] points, pixels")
+    quality: QualityOut | None = None
+
+
+class FaceOut(Out):
+    face_id: str
+    external_id: str | None
+    image_id: str | None
+    user_id: str | None
+    box: list[float] = Field(description="[x1, y1, x2, y2] pixels of the indexed image")
+    score: float
+    image_width: int
+    image_height: int
+    created_at: float
+    model_version: str
+
+
+class MatchOut(Out):
+    face: FaceOut
+    similarity: float
+
+
+class RiskOut(Out):
+    """What the threshold of a search or comparison means (see :func:`risk`)."""
+
+    false_match_rate: float | None = Field(
+        None, description="1:1 false-match rate at the threshold (calibrated; None: no "
+                          "calibration for this model)")
+    expected_fpir: float | None = Field(
+        None, description="expected false-positive identification rate at the threshold for "
+                          "the collection's current size")
+    fmr_extrapolated: bool | None = Field(
+        None, description="the false-match rate lies below what the calibration data "
+                          "measures: it comes from a fitted tail")
+
+
+class CollectionOut(Out):
+    name: str
+    model_version: str
+    created_at: float = Field(description="seconds since the epoch")
+    faces: int
+    users: int
+    images: int
+
+
+class UserOut(Out):
+    user_id: str
+    status: str
+    faces: int
+    created_at: float
+
+
+# -- native shapes -----------------------------------------------------------------------------
+
+def detail(face: FaceView) -> DetectedFaceOut:
+    """A face as detected: box, score, landmarks, quality."""
+    q = face.quality
+    return DetectedFaceOut(
+        box=[rnd(v, 1) for v in face.box], score=rnd(face.score, 4),
+        landmarks=[[rnd(x, 1), rnd(y, 1)] for x, y in face.landmarks],
+        quality=None if q is None else QualityOut(**{k: rnd(v, 1) for k, v in q.items()}))
+
+
+def details(faces: Faces) -> list[DetectedFaceOut]:
+    return [detail(faces.view(i)) for i in range(len(faces))]
+
+
+def face(f: FaceRecord) -> FaceOut:
+    """A face stored in a collection."""
+    return FaceOut(face_id=f.face_id, external_id=f.external_id, image_id=f.image_id,
+                   user_id=f.user_id, box=[rnd(v, 1) for v in f.box], score=rnd(f.score, 4),
+                   image_width=f.image_width, image_height=f.image_height,
+                   created_at=f.created_at, model_version=f.model_version)
+
+
+def match(m: Match) -> MatchOut:
+    """A candidate of a search: the stored face and its similarity (0-100)."""
+    return MatchOut(face=face(m.face), similarity=rnd(m.similarity, 3))
+
+
+def candidate(m: Match) -> Json:
+    """A candidate as the CLI's ``search --json`` lists it: the stored face's ids and box,
+    flat, with the similarity."""
+    f = face(m.face)
+    return {"face_id": f.face_id, "external_id": f.external_id, "similarity": match(m).similarity,
+            "image_id": f.image_id, "user_id": f.user_id, "box": f.box}
+
+
+def collection(c: CollectionInfo) -> CollectionOut:
+    return CollectionOut(name=c.name, model_version=c.model_version, created_at=c.created_at,
+                         faces=c.face_count, users=c.user_count, images=c.image_count)
+
+
+def user(u: UserInfo) -> UserOut:
+    return UserOut(user_id=u.user_id, status=u.status, faces=u.face_count,
+                   created_at=u.created_at)
+
+
+def risk(r: ThresholdRisk | None) -> Json:
+    """What a threshold means, as fields of a search or comparison answer: the 1:1 false
+    match rate, the expected false-positive identification rate for the collection's size,
+    and whether the rate is extrapolated beyond the calibration data (None: no calibration
+    of the model)."""
+    return {"false_match_rate": None if r is None else float(f"{r.false_match_rate:.3g}"),
+            "expected_fpir": None if r is None or r.expected_fpir is None
+            else float(f"{r.expected_fpir:.3g}"),
+            "fmr_extrapolated": None if r is None else r.extrapolated}
+
+
+# -- Amazon Rekognition shapes -------------------------------------------------------------------
+
+REKOGNITION_LANDMARKS = ("eyeLeft", "eyeRight", "nose", "mouthLeft", "mouthRight")
+"""Rekognition's names of the five landmarks, in :data:`~facesearch.types.LANDMARK_NAMES`
+order."""
+assert len(REKOGNITION_LANDMARKS) == len(LANDMARK_NAMES)
+
+
+def bounding_box(box: tuple[float, float, float, float], width: int, height: int) -> Json:
+    """(x1, y1, x2, y2) pixels to Rekognition's ratios of the image's width and height."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return {"Width": (x2 - x1) / width, "Height": (y2 - y1) / height,
+            "Left": x1 / width, "Top": y1 / height}
+
+
+def rekognition_detail(f: FaceView, width: int, height: int) -> Json:
+    """A ``FaceDetail`` (also a ``ComparedFace``): box, landmarks, pose, quality, confidence
+    (percent), in ratios of a ``width`` x ``height`` image."""
+    q = f.quality or {}
+    return {
+        "BoundingBox": bounding_box(f.box, width, height),
+        "Landmarks": [{"Type": t, "X": x / width, "Y": y / height}
+                      for t, (x, y) in zip(REKOGNITION_LANDMARKS, f.landmarks, strict=True)],
+        "Pose": {"Roll": q.get("roll", 0.0), "Yaw": q.get("yaw", 0.0),
+                 "Pitch": q.get("pitch", 0.0)},
+        "Quality": {"Brightness": q.get("brightness", 0.0),
+                    "Sharpness": q.get("sharpness", 0.0)},
+        "Confidence": 100.0 * f.score,
+    }
+
+
+def rekognition_face(f: FaceRecord) -> Json:
+    """A ``Face``: a face stored in a collection."""
+    out: Json = {"FaceId": f.face_id,
+                 "BoundingBox": bounding_box(f.box, f.image_width, f.image_height),
+                 "Confidence": 100.0 * f.score, "IndexFacesModelVersion": f.model_version}
+    if f.image_id:
+        out["ImageId"] = f.image_id
+    if f.external_id:
+        out["ExternalImageId"] = f.external_id
+    if f.user_id:
+        out["UserId"] = f.user_id
+    return out

@@ -1,0 +1,329 @@
+"""Collections and their faces: create, describe, delete, set the policy; index images,
+list faces.
+
+All state is in a data directory: ``facesearch.db`` (metadata and vectors, the source of
+truth; :mod:`facesearch.storage`) and each collection's vector index (a cache,
+:class:`facesearch.storage.indexes.IndexCache`). Writes happen one image per transaction, so
+an interrupted indexing run loses at most the image in flight and never leaves the index and
+the metadata disagreeing; an image's audit event commits with its faces (the outbox of
+:class:`facesearch.governance.trail.AuditTrail`).
+
+Searching is :mod:`facesearch.services.search`'s, erasure
+:mod:`facesearch.governance.erasure`'s, re-embedding :mod:`facesearch.services.reembed`'s.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from facesearch import limits
+from facesearch.errors import AlreadyExistsError, InvalidParameterError
+from facesearch.governance.calibration import Calibration
+from facesearch.governance.policy import CollectionPolicy, EffectivePolicy, of_collection
+from facesearch.governance.trail import AuditTrail
+from facesearch.services.search import require_model
+from facesearch.storage.indexes import IndexCache
+from facesearch.storage.store import CollectionRow, FaceRecord, NewFace, Store
+from facesearch.types import Caller, Faces, Image, QualityFilter
+from facesearch.vision.decode import DEFAULT_LIMITS, DecodeLimits, ImageSource, load_image
+from facesearch.vision.pipeline import Pipeline
+from facesearch.vision.quality import reasons as quality_reasons
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    name: str
+    model_version: str
+    created_at: float
+    face_count: int
+    user_count: int
+    image_count: int
+    policy: EffectivePolicy
+    settings: CollectionPolicy
+
+
+@dataclass(frozen=True)
+class UnindexedFace:
+    """A detected face that was not indexed, with Rekognition-style reasons."""
+
+    face_index: int
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class IndexResult:
+    """What indexing one image did. ``faces`` holds every detected face (largest first);
+    ``indexed`` the stored records; ``duplicate`` is true when the same content was already
+    in the collection and nothing was done."""
+
+    image_id: str | None
+    sha256: str
+    width: int
+    height: int
+    faces: Faces
+    indexed: list[FaceRecord]
+    unindexed: list[UnindexedFace]
+    duplicate: bool = False
+
+
+
+class FaceCollections:
+    """Collections and their faces over one data directory."""
+
+    def __init__(self, store: Store, indexes: IndexCache, trail: AuditTrail,
+                 pipeline: Callable[[], Pipeline], *, clock: Clock = time.time,
+                 limits: DecodeLimits = DEFAULT_LIMITS,
+                 calibration: Callable[[str], Calibration | None] = lambda _m: None,
+                 law_enforcement_allowed: bool = True) -> None:
+        self.store = store
+        self.indexes = indexes
+        self.trail = trail
+        self._pipeline_factory = pipeline
+        self._pipeline: Pipeline | None = None
+        self.clock = clock
+        self.limits = limits
+        self._calibration = calibration
+        self.law_enforcement_allowed = law_enforcement_allowed
+        """Whether law-enforcement policies may be set: only where the audit signing key is
+        kept outside the data directory (a deployment with such a collection refuses to start
+        without it)."""
+        self._lock = threading.RLock()
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The face pipeline (loaded on first use)."""
+        with self._lock:
+            if self._pipeline is None:
+                self._pipeline = self._pipeline_factory()
+            return self._pipeline
+
+    @property
+    def model_version(self) -> str:
+        return self.pipeline.model_version
+
+    # -- collections and policy ----------------------------------------------------------------
+
+    def create(self, name: str, *, policy: CollectionPolicy | None = None,
+               caller: Caller | None = None) -> CollectionInfo:
+        limits.collection_name(name)
+        policy = policy or CollectionPolicy()
+        self._check_law_enforcement(policy)
+        settings = {"policy": policy.model_dump(exclude_none=True)}
+        try:
+            with self.store.transaction() as conn:
+                self.store.insert_collection(conn, name, self.model_version, self.clock(),
+                                             settings)
+        except IntegrityError:
+            raise AlreadyExistsError(f"collection {name!r} already exists") from None
+        info = self.describe(name)
+        self.trail.record("collection.create", caller, collection=name,
+                          details={"law_enforcement": info.policy.law_enforcement})
+        return info
+
+    def _check_law_enforcement(self, policy: CollectionPolicy) -> None:
+        if policy.law_enforcement and not self.law_enforcement_allowed:
+            raise InvalidParameterError(
+                "a law-enforcement collection needs the audit signing key outside the data "
+                "directory: set FACESEARCH_AUDIT_SIGNING_KEY (and FACESEARCH_AUDIT_WITNESS) to "
+                "files on another volume and restart")
+
+    def list(self) -> builtins.list[CollectionInfo]:
+        with self.store.transaction() as conn:
+            return [self._info(conn, c) for c in self.store.list_collections(conn)]
+
+    def describe(self, name: str) -> CollectionInfo:
+        with self.store.transaction() as conn:
+            return self._info(conn, self.store.collection(conn, name))
+
+    def _info(self, conn: Connection, c: CollectionRow) -> CollectionInfo:
+        nf, nu, ni = self.store.counts(conn, c.id)
+        stated, eff = of_collection(c.settings, self._calibration(c.model_version))
+        return CollectionInfo(c.name, c.model_version, c.created_at, nf, nu, ni, eff, stated)
+
+    def set_policy(self, name: str, policy: CollectionPolicy, *,
+                   caller: Caller | None = None) -> CollectionInfo:
+        """Replace a collection's policy (audited)."""
+        self._check_law_enforcement(policy)
+        with self.store.transaction() as conn:
+            coll = self.store.collection(conn, name)
+            settings = dict(coll.settings)
+            settings["policy"] = policy.model_dump(exclude_none=True)
+            self.store.update_collection_settings(conn, coll.id, settings)
+        info = self.describe(name)
+        self.trail.record("policy.set", caller, collection=name, details=policy.model_dump())
+        return info
+
+    def delete(self, name: str, *, caller: Caller | None = None) -> None:
+        """Delete a collection and erase every face in it."""
+        with self.indexes.lock:
+            with self.store.transaction() as conn:
+                coll = self.store.collection(conn, name)
+                nfaces = self.store.counts(conn, coll.id)[0]
+                self.store.delete_collection(conn, coll.id)
+            self.indexes.drop(coll.id)
+            self.store.checkpoint()
+        self.trail.record("collection.delete", caller, collection=name,
+                          details={"faces_erased": nfaces})
+
+    # -- indexing ------------------------------------------------------------------------------
+
+    def analyze(self, image: Image, max_faces: int | None = None) -> Faces:
+        """Detect, measure and embed the image's faces (no storage, not audited)."""
+        return self.pipeline.analyze(image, max_faces)
+
+    def detect_faces(self, source: ImageSource | Image, *,
+                     caller: Caller | None = None) -> tuple[Image, Faces]:
+        """Detect the faces of an image with their quality (audited; nothing stored)."""
+        image = source if isinstance(source, Image) else load_image(source, self.limits)
+        faces = self.pipeline.detect(image)
+        self.trail.record("detect", caller, probe_sha256=image.sha256,
+                          details={"faces": len(faces)})
+        return image, faces
+
+    def index_image(self, collection: str, source: ImageSource | Image, *,
+                    external_id: str | None = None, max_faces: int | None = None,
+                    quality_filter: QualityFilter = QualityFilter.AUTO,
+                    source_name: str | None = None, force: bool = False,
+                    caller: Caller | None = None) -> IndexResult:
+        """Detect the faces of an image and store those that pass the quality filter.
+
+        ``max_faces`` keeps the largest passing faces (the rest are reported as
+        ``EXCEEDS_MAX_FACES``). The same image content already in the collection is skipped
+        (``duplicate=True``) unless ``force``.
+        """
+        image = source if isinstance(source, Image) else load_image(source, self.limits)
+        with self.store.transaction() as conn:
+            coll = self.store.collection(conn, collection)
+            require_model(coll, self.model_version)
+            prior = self.store.find_image(conn, coll.id, image.sha256)
+        if prior is not None and not force:
+            return IndexResult(prior.image_id, image.sha256, image.width, image.height,
+                               Faces.empty(), [], [], duplicate=True)
+        return self.store_analyzed(collection, image.sha256, image.width, image.height,
+                                   self.analyze(image), external_id=external_id,
+                                   max_faces=max_faces, quality_filter=quality_filter,
+                                   source_name=source_name, force=force, caller=caller)
+
+    def store_analyzed(self, collection: str, sha256: str, width: int, height: int,
+                       faces: Faces, *, external_id: str | None = None,
+                       max_faces: int | None = None,
+                       quality_filter: QualityFilter = QualityFilter.AUTO,
+                       source_name: str | None = None, force: bool = False,
+                       caller: Caller | None = None, bulk: bool = False) -> IndexResult:
+        """Store faces that :meth:`analyze` found in an image (content hash ``sha256``,
+        ``width`` x ``height`` pixels), applying the quality filter and ``max_faces``.
+
+        One transaction, which also stages the image's audit event (the trail's outbox).
+        ``bulk`` leaves the vector index and the outbox to be brought up to date by the
+        caller, once for many images (:meth:`flush`, ``trail.drain()``).
+        """
+        if max_faces is not None:
+            limits.count(max_faces, "max faces")
+        if external_id is not None:
+            limits.external_id(external_id)
+        if faces.embeddings is None or faces.quality is None:
+            raise ValueError("faces must carry quality and embeddings (use analyze())")
+        why = quality_reasons(faces, quality_filter)
+        if max_faces is not None:
+            passing = [i for i in range(len(faces)) if not why[i]]
+            for i in passing[max_faces:]:
+                why[i].append("EXCEEDS_MAX_FACES")
+        keep = [i for i in range(len(faces)) if not why[i]]
+        now = self.clock()
+        new = [NewFace(
+            face_id=str(uuid.uuid4()), external_id=external_id,
+            box=tuple(float(v) for v in faces.boxes[i]),  # type: ignore[arg-type]
+            landmarks=faces.landmarks[i].round(2).tolist(), score=float(faces.scores[i]),
+            quality=quality_dict(faces, i), embedding=faces.embeddings[i],
+        ) for i in keep]
+        try:
+            with self._lock, self.store.transaction() as conn:
+                coll = self.store.collection(conn, collection)
+                require_model(coll, self.model_version)
+                prior = self.store.find_image(conn, coll.id, sha256)
+                if prior is not None and not force:
+                    return IndexResult(prior.image_id, sha256, width, height, faces, [], [],
+                                       duplicate=True)
+                if prior is not None:
+                    image_id, image_row = prior.image_id, prior.id
+                    self.store.add_image_faces(conn, prior.id, len(faces), len(new))
+                else:
+                    image_id = str(uuid.uuid4())
+                    image_row = self.store.insert_image(
+                        conn, coll.id, image_id, sha256, source_name, external_id, width, height,
+                        len(faces), len(new), now)
+                self.store.insert_faces(conn, coll.id, image_row, new, width, height, now,
+                                        coll.model_version)
+                if new or not bulk:
+                    self.trail.stage(conn, self.trail.event(
+                        "index", caller, collection=collection, probe_sha256=sha256,
+                        results=[(f.face_id, None) for f in new],
+                        details={"image_id": image_id, "faces_detected": len(faces),
+                                 "faces_indexed": len(new), "external_id": external_id}), now)
+        except IntegrityError:
+            # Another writer stored the same content between our check and our insert.
+            return IndexResult(None, sha256, width, height, faces, [], [], duplicate=True)
+        if not bulk:
+            self.indexes.get(coll)
+            self.trail.drain()
+        return IndexResult(
+            image_id, sha256, width, height, faces,
+            [FaceRecord(f.face_id, f.external_id, image_id, sha256, source_name, None, f.box,
+                        f.landmarks, f.score, f.quality, width, height, now,
+                        coll.model_version) for f in new],
+            [UnindexedFace(i, why[i]) for i in range(len(faces)) if why[i]])
+
+    def known_hashes(self, collection: str) -> set[str]:
+        """SHA-256 of every image content already indexed into the collection."""
+        with self.store.transaction() as conn:
+            return self.store.known_hashes(conn, self.store.collection(conn, collection).id)
+
+    def flush(self, collection: str | None = None) -> None:
+        """Bring ``collection``'s vector index up to date with the database (if given), and
+        write every changed vector index to disk."""
+        if collection is not None:
+            with self.store.transaction() as conn:
+                coll = self.store.collection(conn, collection)
+            self.indexes.get(coll)
+        self.indexes.flush()
+
+    # -- faces -----------------------------------------------------------------------------------
+
+    def list_faces(self, collection: str, *, limit: int = limits.DEFAULT_PAGE, after: int = 0,
+                   user_id: str | None = None, face_ids: builtins.list[str] | None = None,
+                   caller: Caller | None = None
+                   ) -> tuple[builtins.list[FaceRecord], int | None]:
+        """A page of faces in insertion order and the cursor of the next page (or None)."""
+        limits.count(limit, "limit")
+        with self.store.transaction() as conn:
+            coll = self.store.collection(conn, collection)
+            user_row = None
+            if user_id is not None:
+                user_row = self.store.get_user(conn, coll.id, user_id)
+                if user_row is None:
+                    return [], None
+            rows = self.store.list_faces(conn, coll.id, after, limit + 1, user_row, face_ids)
+        nxt = rows[limit - 1].row if len(rows) > limit else None
+        page = rows[:limit]
+        self.trail.record("faces.list", caller, collection=collection,
+                          details={"count": len(page), "user_id": user_id})
+        return page, nxt
+
+
+def quality_dict(faces: Faces, i: int) -> dict[str, float]:
+    """Face ``i``'s quality measures as the store keeps them."""
+    q = faces.quality
+    assert q is not None
+    return {"size": float(q.size[i]), "sharpness": float(q.sharpness[i]),
+            "brightness": float(q.brightness[i]), "yaw": float(q.yaw[i]),
+            "pitch": float(q.pitch[i]), "roll": float(q.roll[i])}

@@ -1,0 +1,245 @@
+"""Bulk indexing of files and folders, on every core, resumable.
+
+Files are read and hashed in the calling process; content already in the collection is skipped
+(so an interrupted run resumes where it stopped). Decoding, detection and embedding run in
+worker processes; the calling process alone writes to the store, one image per transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from facesearch.config import Settings
+from facesearch.errors import FaceSearchError, InvalidParameterError
+from facesearch.services.collection import FaceCollections, IndexResult
+from facesearch.types import Caller, Faces, Image, QualityFilter
+from facesearch.vision.decode import DecodeLimits, load_image, read_bytes
+from facesearch.vision.pipeline import Pipeline, pipeline_from
+from facesearch.vision.runtime import exit_with_parent
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+
+
+class IdFrom(str, enum.Enum):
+    """Where a file's external id comes from."""
+
+    NAME = "name"
+    PARENT = "parent"
+    NONE = "none"
+
+
+class Outcome(str, enum.Enum):
+    INDEXED = "indexed"
+    SKIPPED = "skipped"
+    NO_FACE = "no_face"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: Path
+    outcome: Outcome
+    faces_indexed: int = 0
+    faces_detected: int = 0
+    reason: str = ""
+    result: IndexResult | None = None
+
+
+@dataclass
+class Summary:
+    indexed: int = 0
+    skipped: int = 0
+    no_face: int = 0
+    failed: int = 0
+    faces: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, r: FileResult) -> None:
+        if r.outcome is Outcome.INDEXED:
+            self.indexed += 1
+            self.faces += r.faces_indexed
+        elif r.outcome is Outcome.SKIPPED:
+            self.skipped += 1
+        elif r.outcome is Outcome.NO_FACE:
+            self.no_face += 1
+            self.failures.append((str(r.path), r.reason))
+        else:
+            self.failed += 1
+            self.failures.append((str(r.path), r.reason))
+
+    @property
+    def files(self) -> int:
+        return self.indexed + self.skipped + self.no_face + self.failed
+
+
+def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files named directly (any suffix) and image files under folders (recursive, sorted)."""
+    for p in paths:
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                for name in sorted(files):
+                    f = Path(root) / name
+                    if f.suffix.lower() in IMAGE_SUFFIXES:
+                        yield f
+        else:
+            yield p
+
+
+def external_id_for(path: Path, id_from: IdFrom) -> str | None:
+    if id_from is IdFrom.NAME:
+        return path.stem[:255] or None
+    if id_from is IdFrom.PARENT:
+        return path.parent.name[:255] or None
+    return None
+
+
+# -- worker processes ---------------------------------------------------------------------
+
+_worker_pipeline: Pipeline | None = None
+_worker_limits: DecodeLimits | None = None
+
+Analysis = tuple[int, int, Faces] | str
+"""A worker's answer for one image: ``(width, height, faces)`` or why the image failed."""
+
+
+def _init_worker(settings: Settings) -> None:
+    global _worker_pipeline, _worker_limits
+    exit_with_parent()
+    _worker_pipeline = pipeline_from(settings, threads=1)
+    _worker_limits = settings.limits
+
+
+def _analyze(chunk: list[bytes]) -> list[Analysis]:
+    """Worker task: decode and detect each image, then embed all their faces in one batch."""
+    assert _worker_pipeline is not None and _worker_limits is not None
+    images: list[Image] = []
+    errors: dict[int, str] = {}
+    for i, data in enumerate(chunk):
+        try:
+            images.append(load_image(data, _worker_limits))
+        except FaceSearchError as exc:
+            errors[i] = exc.message
+    analysed = iter(zip(images, _worker_pipeline.analyze_batch(images), strict=True))
+    out: list[Analysis] = []
+    for i in range(len(chunk)):
+        if i in errors:
+            out.append(errors[i])
+        else:
+            image, faces = next(analysed)
+            out.append((image.width, image.height, faces))
+    return out
+
+
+class BulkIndexer:
+    """Index many files into one collection with ``workers`` processes (default: all cores).
+
+    Files go to the workers in chunks of ``chunk`` images (each worker embeds a chunk's faces
+    in one batch). Each image is committed in its own transaction as its chunk comes back, so
+    an interrupted run loses only work in flight; the chunk's audit events are then written
+    together. The vector index is brought up to date once, at the end.
+    """
+
+    def __init__(self, collections: FaceCollections, collection: str, *,
+                 settings: Settings, workers: int | None = None,
+                 quality_filter: QualityFilter = QualityFilter.AUTO,
+                 max_faces: int | None = None, id_from: IdFrom = IdFrom.NAME,
+                 external_id: str | None = None, force: bool = False, chunk: int = 8,
+                 caller: Caller | None = None) -> None:
+        self.collections = collections
+        self.collection = collection
+        self.settings = settings
+        self.workers = workers or max(1, len(os.sched_getaffinity(0)))
+        if self.workers < 1 or chunk < 1:
+            raise InvalidParameterError("workers and chunk must be at least 1")
+        self.quality_filter = quality_filter
+        self.max_faces = max_faces
+        self.id_from = id_from
+        self.external_id = external_id
+        self.force = force
+        self.chunk = chunk
+        self.caller = caller or Caller.local()
+
+    def run(self, files: Iterable[Path],
+            on_result: Callable[[FileResult], None] | None = None) -> Summary:
+        """Index ``files``; ``on_result`` is called once per file as it finishes."""
+        summary = Summary()
+        known = set() if self.force else self.collections.known_hashes(self.collection)
+        limits = self.collections.limits
+
+        def emit(r: FileResult) -> None:
+            summary.add(r)
+            if on_result is not None:
+                on_result(r)
+
+        pending: dict[Future[list[Analysis]], list[tuple[Path, str]]] = {}
+        batch: list[tuple[Path, str, bytes]] = []
+        with ProcessPoolExecutor(self.workers, initializer=_init_worker,
+                                 initargs=(self.settings,)) as pool:
+
+            def submit() -> None:
+                fut = pool.submit(_analyze, [data for _, _, data in batch])
+                pending[fut] = [(path, sha) for path, sha, _ in batch]
+                batch.clear()
+
+            for path in files:
+                try:
+                    data = read_bytes(path, limits)
+                except FaceSearchError as exc:
+                    emit(FileResult(path, Outcome.FAILED, reason=exc.message))
+                    continue
+                sha = hashlib.sha256(data).hexdigest()
+                if sha in known:
+                    emit(FileResult(path, Outcome.SKIPPED, reason="already indexed"))
+                    continue
+                known.add(sha)
+                batch.append((path, sha, data))
+                if len(batch) >= self.chunk:
+                    submit()
+                while len(pending) >= 2 * self.workers:
+                    self._drain(pending, emit)
+            if batch:
+                submit()
+            while pending:
+                self._drain(pending, emit)
+        self.collections.flush(self.collection)
+        return summary
+
+    def _drain(self, pending: dict[Future[list[Analysis]], list[tuple[Path, str]]],
+               emit: Callable[[FileResult], None]) -> None:
+        done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+        for fut in done:
+            for (path, sha), out in zip(pending.pop(fut), fut.result(), strict=True):
+                emit(self._store(path, sha, out))
+            # The chunk's audit events, staged with each image's faces, join the chain.
+            self.collections.trail.drain()
+
+    def _store(self, path: Path, sha: str, out: Analysis) -> FileResult:
+        if isinstance(out, str):
+            return FileResult(path, Outcome.FAILED, reason=out)
+        width, height, faces = out
+        ext = self.external_id or external_id_for(path, self.id_from)
+        try:
+            res = self.collections.store_analyzed(
+                self.collection, sha, width, height, faces, external_id=ext,
+                max_faces=self.max_faces, quality_filter=self.quality_filter,
+                source_name=str(path.absolute()), force=self.force, caller=self.caller,
+                bulk=True)
+        except FaceSearchError as exc:
+            return FileResult(path, Outcome.FAILED, reason=exc.message)
+        if res.duplicate:
+            return FileResult(path, Outcome.SKIPPED, reason="already indexed", result=res)
+        if not len(faces):
+            return FileResult(path, Outcome.NO_FACE, reason="no face found", result=res)
+        if not res.indexed:
+            why = sorted({r for u in res.unindexed for r in u.reasons})
+            return FileResult(path, Outcome.NO_FACE, 0, len(faces),
+                              reason="no face passed the quality filter: " + ", ".join(why),
+                              result=res)
+        return FileResult(path, Outcome.INDEXED, len(res.indexed), len(faces), result=res)

@@ -1,0 +1,385 @@
+"""The one search gate: every 1:N search, whatever asks for it, passes here.
+
+Image search, face-id search, vector searches of video jobs and stream processors, and the
+user searches of :mod:`facesearch.services.users` all go through :class:`SearchGate`, in one
+order:
+
+1. :meth:`SearchGate.admit`: validate the request, look the collection up, check that its
+   vectors are of the running model, apply its policy (purpose and case, threshold floor,
+   result cap) and the caller's rate limit. Nothing about the probe has been decoded yet. A
+   refusal is recorded (``search.refused``, with the probe's SHA-256 when there is a probe,
+   hashed from its bytes, never decoded) and raised.
+2. the probe is analysed (image searches), and the faces to search go through the quality
+   filter before any vector is searched (a probe that fails it is refused as above);
+3. :meth:`SearchGate.candidates`: the vector index and the metadata of the candidates at or
+   above the threshold;
+4. :meth:`SearchGate.record`: one audit record of the search, with the candidates returned.
+
+Every result carries its ``search_id`` (the audit record's, for reviews), the threshold used
+and what that threshold means for this collection (:class:`ThresholdRisk`: false-match rate,
+expected false-positive identification rate at the collection's size), computed once here.
+Candidates are leads for human review, never identifications.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from facesearch import limits
+from facesearch.errors import (
+    FaceNotFoundError,
+    FaceSearchError,
+    InvalidParameterError,
+    ModelMismatchError,
+    NoFaceError,
+    ThrottledError,
+)
+from facesearch.governance.calibration import Calibration, ThresholdRisk
+from facesearch.governance.policy import SearchLimiter, check_search, of_collection
+from facesearch.governance.trail import AuditTrail, Details
+from facesearch.storage.indexes import IndexCache
+from facesearch.storage.store import CollectionRow, FaceRecord, Store
+from facesearch.types import EMBEDDING_DIM, Caller, Faces, FloatArray, Image, QualityFilter
+from facesearch.vision import similarity as sim
+from facesearch.vision.decode import (
+    DEFAULT_LIMITS,
+    DecodeLimits,
+    ImageSource,
+    load_image,
+    read_bytes,
+)
+from facesearch.vision.quality import reasons as quality_reasons
+
+REVIEW_LABEL = "candidates for human review, not identifications"
+
+
+class Analyzer(Protocol):
+    """What the gate needs of the face pipeline (:class:`facesearch.vision.pipeline.Pipeline`)."""
+
+    model_version: str
+
+    def detect(self, image: Image, max_faces: int | None = None) -> Faces: ...
+
+    def embed(self, image: Image, faces: Faces) -> Faces: ...
+
+    def analyze(self, image: Image, max_faces: int | None = None) -> Faces: ...
+
+
+@dataclass(frozen=True)
+class Match:
+    """A candidate: a stored face and its similarity (0-100) to the probe."""
+
+    face: FaceRecord
+    similarity: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Candidates for one probe face (``face_index`` into ``SearchResult.faces``; for vector
+    and face-id searches, the index of the query vector)."""
+
+    face_index: int
+    matches: list[Match]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Candidates for a search: leads for human review, never identifications.
+
+    ``faces`` are the probe image's searched faces, largest first (empty for vector and
+    face-id searches), ``results[i]`` the candidates of ``faces[i]``; ``unsearched`` the probe's
+    other faces and ``unsearched_reasons`` why each was not searched (``FACE_NOT_LARGEST``, or
+    the quality filter's reasons); ``risk`` what ``threshold`` means for a collection of
+    ``collection_size`` faces (None without a calibration of the model).
+    """
+
+    search_id: str
+    collection: str
+    threshold: float
+    model_version: str
+    collection_size: int
+    risk: ThresholdRisk | None
+    results: list[ProbeResult]
+    faces: Faces = field(default_factory=Faces.empty)
+    unsearched: Faces = field(default_factory=Faces.empty)
+    unsearched_reasons: list[list[str]] = field(default_factory=list)
+    width: int = 0
+    height: int = 0
+    probe_sha256: str | None = None
+    label: str = REVIEW_LABEL
+
+    @property
+    def matches(self) -> list[Match]:
+        """The candidates of the first (or only) probe."""
+        return self.results[0].matches if self.results else []
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """1:1 comparison: the source image's largest face against each face in the target."""
+
+    similarity: float
+    """The best similarity over the target's faces (0-100)."""
+    match: bool
+    threshold: float
+    source: Faces
+    target: Faces
+    similarities: list[float] = field(default_factory=list)
+    source_size: tuple[int, int] = (0, 0)
+    target_size: tuple[int, int] = (0, 0)
+    risk: ThresholdRisk | None = None
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A search the gate let through: the collection, the threshold to use (the default or
+    the policy's floor when none was given), and what it means."""
+
+    collection: CollectionRow
+    caller: Caller
+    threshold: float
+    max_results: int
+    operation: str
+    search_id: str
+    size: int
+    risk: ThresholdRisk | None
+
+
+def require_model(coll: CollectionRow, model_version: str) -> None:
+    """Refuse a collection whose vectors another model made: vectors are never mixed."""
+    if coll.model_version != model_version:
+        raise ModelMismatchError(
+            f"collection {coll.name!r} holds vectors of model {coll.model_version!r}, but "
+            f"this server runs {model_version!r}; search or index it with that model, or "
+            f"re-embed it (facesearch collection reembed)")
+
+
+class SearchGate:
+    """Searches of one data directory's collections (see the module's docstring)."""
+
+    def __init__(self, store: Store, indexes: IndexCache, trail: AuditTrail,
+                 pipeline: Callable[[], Analyzer], *,
+                 calibration: Callable[[str], Calibration | None] = lambda _m: None,
+                 limiter: SearchLimiter | None = None,
+                 limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+        self.store = store
+        self.indexes = indexes
+        self.trail = trail
+        self._pipeline = pipeline
+        self._calibration = calibration
+        self.limiter = limiter
+        self.limits = limits
+
+    # -- the steps ---------------------------------------------------------------------------
+
+    def admit(self, collection: str, *, operation: str, caller: Caller | None = None,
+              threshold: float | None = None, max_results: int = limits.DEFAULT_MAX_RESULTS,
+              probe: ImageSource | Image | None = None, rate_limit: bool = True) -> Admission:
+        """Step 1: let a search through or refuse it (audited), before any image work.
+
+        ``rate_limit=False`` for searches whose volume was admitted once already (a video
+        job's batches, a stream processor's frames); the system's own work and local use (the
+        CLI, the library) are never rate limited.
+        """
+        caller = caller or Caller.local()
+        limits.count(max_results)
+        limits.threshold(threshold)
+        with self.store.transaction() as conn:
+            coll = self.store.collection(conn, collection)
+            size = self.store.counts(conn, coll.id)[0]
+        require_model(coll, self._pipeline().model_version)
+        cal = self._calibration(coll.model_version)
+        try:
+            used = check_search(of_collection(coll.settings, cal)[1], caller, threshold,
+                                max_results, sim.DEFAULT_THRESHOLD)
+            if (rate_limit and self.limiter is not None and caller.role != "system"
+                    and not caller.actor.startswith("local:")):
+                self.limiter.acquire(caller.actor)
+        except (InvalidParameterError, ThrottledError) as exc:
+            self.refused(collection, caller, operation, exc.message, threshold=threshold,
+                         max_results=max_results, probe=probe)
+            raise
+        risk = None if cal is None else cal.risk(used, max(size, 1))
+        return Admission(coll, caller, used, max_results, operation, str(uuid.uuid4()), size,
+                         risk)
+
+    def refused(self, collection: str, caller: Caller, operation: str, reason: str, *,
+                threshold: float | None = None, max_results: int | None = None,
+                probe: ImageSource | Image | None = None) -> None:
+        """Record a refused search (with the probe's SHA-256 where there is a probe)."""
+        self.trail.record("search.refused", caller, collection=collection, threshold=threshold,
+                          probe_sha256=self._probe_sha256(probe),
+                          details={"reason": reason, "max_results": max_results,
+                                   "operation": operation})
+
+    def _probe_sha256(self, probe: ImageSource | Image | None) -> str | None:
+        if probe is None:
+            return None
+        if isinstance(probe, Image):
+            return probe.sha256
+        if isinstance(probe, np.ndarray):
+            return None
+        if isinstance(probe, (bytes, bytearray, memoryview)):
+            return hashlib.sha256(probe).hexdigest()
+        try:
+            return hashlib.sha256(read_bytes(probe, self.limits)).hexdigest()
+        except FaceSearchError:
+            return None
+
+    def candidates(self, adm: Admission, vectors: FloatArray,
+                   exclude: Sequence[str] = ()) -> list[list[Match]]:
+        """Step 3: candidates for each query vector, best first, at or above the threshold,
+        at most ``max_results`` each (the faces in ``exclude`` left out)."""
+        index = self.indexes.get(adm.collection)
+        sims, rows = index.search(vectors, adm.max_results + len(exclude))
+        scores = sim.to_similarity(sims, adm.collection.model_version)
+        out: list[list[Match]] = []
+        with self.store.transaction() as conn:
+            for s, r in zip(scores, rows, strict=True):
+                keep = [(float(a), int(b)) for a, b in zip(s, r, strict=True)
+                        if b >= 0 and a >= adm.threshold]
+                found = self.store.faces_by_rows(conn, [b for _, b in keep])
+                ms = [Match(found[b], a) for a, b in keep
+                      if b in found and found[b].face_id not in exclude]
+                out.append(ms[:adm.max_results])
+        return out
+
+    def record(self, adm: Admission, results: Sequence[tuple[str, float]], *,
+               probe_sha256: str | None = None, details: Details | None = None) -> None:
+        """Step 4: the one audit record of an admitted search."""
+        self.trail.record(adm.operation, adm.caller, collection=adm.collection.name,
+                          probe_sha256=probe_sha256, threshold=adm.threshold,
+                          results=[(f, round(s, 4)) for f, s in results],
+                          details={"search_id": adm.search_id, "max_results": adm.max_results,
+                                   **(details or {})})
+
+    def _result(self, adm: Admission, per_probe: list[list[Match]], **kw: object) -> SearchResult:
+        return SearchResult(adm.search_id, adm.collection.name, adm.threshold,
+                            adm.collection.model_version, adm.size, adm.risk,
+                            [ProbeResult(i, m) for i, m in enumerate(per_probe)],
+                            **kw)  # type: ignore[arg-type]
+
+    # -- the searches --------------------------------------------------------------------------
+
+    def by_image(self, collection: str, source: ImageSource | Image, *,
+                 max_results: int = limits.DEFAULT_MAX_RESULTS, threshold: float | None = None,
+                 all_faces: bool = False, quality_filter: QualityFilter = QualityFilter.NONE,
+                 caller: Caller | None = None) -> SearchResult:
+        """Search the probe's largest face (or every face) against the collection.
+
+        With a ``quality_filter``, only probe faces that pass it are searched; when the
+        largest one (``all_faces`` False) or every one fails, the search is refused.
+        """
+        adm = self.admit(collection, operation="search.image", caller=caller,
+                         threshold=threshold, max_results=max_results, probe=source)
+        image = source if isinstance(source, Image) else load_image(source, self.limits)
+        pipeline = self._pipeline()
+        faces = pipeline.detect(image)
+        if not len(faces):
+            raise NoFaceError("no face was found in the probe image")
+        searched, why = self._select(adm, image, faces, all_faces, quality_filter)
+        probes = pipeline.embed(image, faces[searched])
+        assert probes.embeddings is not None
+        per_face = self.candidates(adm, probes.embeddings)
+        self.record(adm, [(m.face.face_id, m.similarity) for ms in per_face for m in ms],
+                    probe_sha256=image.sha256, details={"probes": len(searched)})
+        others = [i for i in range(len(faces)) if why[i]]
+        return SearchResult(
+            adm.search_id, collection, adm.threshold, adm.collection.model_version, adm.size,
+            adm.risk, [ProbeResult(i, ms) for i, ms in enumerate(per_face)], probes,
+            faces[others], [why[i] for i in others], image.width, image.height, image.sha256)
+
+    def _select(self, adm: Admission, image: Image, faces: Faces, all_faces: bool,
+                quality_filter: QualityFilter) -> tuple[list[int], list[list[str]]]:
+        """Step 2: which probe faces to search (largest first), and why each other is not."""
+        why = quality_reasons(faces, quality_filter)
+        if not all_faces:
+            for i in range(1, len(faces)):
+                why[i] = ["FACE_NOT_LARGEST"]
+        searched = [i for i in range(len(faces)) if not why[i]]
+        if not searched:
+            what = "faces do" if all_faces else "largest face does"
+            reason = (f"the probe's {what} not pass the {quality_filter.value} quality filter "
+                      f"({', '.join(why[0])})")
+            self.refused(adm.collection.name, adm.caller, adm.operation, reason,
+                         threshold=adm.threshold, max_results=adm.max_results, probe=image)
+            raise InvalidParameterError(reason)
+        return searched, why
+
+    def by_face_id(self, collection: str, face_id: str, *,
+                   max_results: int = limits.DEFAULT_MAX_RESULTS,
+                   threshold: float | None = None, caller: Caller | None = None
+                   ) -> SearchResult:
+        """Candidates for a stored face (the face itself left out)."""
+        adm = self.admit(collection, operation="search.face", caller=caller,
+                         threshold=threshold, max_results=max_results)
+        per = self.candidates(adm, self.face_vector(collection, face_id), exclude=[face_id])
+        self.record(adm, [(m.face.face_id, m.similarity) for m in per[0]],
+                    details={"face_id": face_id, "probes": 1})
+        return self._result(adm, per)
+
+    def by_vectors(self, collection: str, vectors: FloatArray, *, operation: str,
+                   max_results: int = limits.DEFAULT_MAX_RESULTS,
+                   threshold: float | None = None, caller: Caller | None = None,
+                   search_id: str | None = None, rate_limit: bool = True) -> SearchResult:
+        """Candidates for query vectors already embedded with the collection's model (video
+        jobs, stream processors): one admission and one audit record for all of them."""
+        adm = self.admit(collection, operation=operation, caller=caller, threshold=threshold,
+                         max_results=max_results, rate_limit=rate_limit)
+        if search_id is not None:
+            adm = Admission(adm.collection, adm.caller, adm.threshold, adm.max_results,
+                            adm.operation, search_id, adm.size, adm.risk)
+        per = self.candidates(adm, vectors)
+        self.record(adm, [(m.face.face_id, m.similarity) for ms in per for m in ms],
+                    details={"probes": len(per)})
+        return self._result(adm, per)
+
+    def face_vector(self, collection: str, face_id: str) -> FloatArray:
+        """The stored vector ``(1, 128)`` of a face."""
+        limits.face_id(face_id)
+        with self.store.transaction() as conn:
+            coll = self.store.collection(conn, collection)
+            found = self.store.faces_by_face_ids(conn, coll.id, [face_id])
+            if face_id not in found:
+                raise FaceNotFoundError(f"face {face_id} is not in collection {collection!r}")
+            return self.store.embeddings(conn, np.array([found[face_id].row]), EMBEDDING_DIM)
+
+    def compare(self, source: ImageSource | Image, target: ImageSource | Image, *,
+                threshold: float | None = None,
+                quality_filter: QualityFilter = QualityFilter.NONE,
+                caller: Caller | None = None) -> Comparison:
+        """1:1: the source's largest face against every face of the target. With a
+        ``quality_filter``, a source face that fails it is refused before comparing."""
+        used = limits.threshold(threshold)
+        used = sim.DEFAULT_THRESHOLD if used is None else used
+        a = source if isinstance(source, Image) else load_image(source, self.limits)
+        b = target if isinstance(target, Image) else load_image(target, self.limits)
+        pipeline = self._pipeline()
+        fa = pipeline.analyze(a, 1)
+        if not len(fa):
+            raise NoFaceError("no face was found in the source image")
+        why = quality_reasons(fa, quality_filter)[0]
+        if why:
+            raise InvalidParameterError(
+                f"the largest face of the source image does not pass the "
+                f"{quality_filter.value} quality filter ({', '.join(why)})")
+        fb = pipeline.analyze(b)
+        if not len(fb):
+            raise NoFaceError("no face was found in the target image")
+        assert fa.embeddings is not None and fb.embeddings is not None
+        model = pipeline.model_version
+        scores = sim.to_similarity(fb.embeddings @ fa.embeddings[0], model)
+        best = float(scores.max())
+        self.trail.record("compare", caller, probe_sha256=a.sha256, threshold=used,
+                          details={"target_sha256": b.sha256, "similarity": round(best, 4),
+                                   "match": best >= used})
+        cal = self._calibration(model)
+        return Comparison(best, best >= used, used, fa, fb, [float(s) for s in scores],
+                          (a.width, a.height), (b.width, b.height),
+                          None if cal is None else cal.risk(used, None))

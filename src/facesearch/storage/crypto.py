@@ -1,0 +1,65 @@
+"""Optional encryption at rest of face vectors, vector-index files and crops (AES-256-GCM).
+
+The key is 32 bytes, given base64-encoded in ``FACESEARCH_ENCRYPTION_KEY`` or in the file
+named by ``FACESEARCH_ENCRYPTION_KEY_FILE``. Each sealed blob is ``MAGIC + 12-byte nonce +
+ciphertext + 16-byte tag``; the associated data binds a blob to its purpose (e.g. a face row),
+so a blob moved elsewhere fails to open.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from facesearch.errors import EncryptionError
+
+MAGIC = b"FSE1"
+
+
+class Sealer:
+    """AES-256-GCM seal/open with a fixed key."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise EncryptionError(f"encryption key must be 32 bytes, got {len(key)}")
+        self._aead = AESGCM(key)
+
+    def seal(self, data: bytes, aad: bytes = b"") -> bytes:
+        nonce = os.urandom(12)
+        return MAGIC + nonce + self._aead.encrypt(nonce, data, aad)
+
+    def open(self, blob: bytes, aad: bytes = b"") -> bytes:
+        if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 12 + 16:
+            raise EncryptionError("data is not sealed by facesearch (no FSE1 header)")
+        nonce = blob[len(MAGIC):len(MAGIC) + 12]
+        try:
+            return self._aead.decrypt(nonce, blob[len(MAGIC) + 12:], aad)
+        except InvalidTag:
+            raise EncryptionError("cannot decrypt: wrong key or corrupted data") from None
+
+
+def is_sealed(blob: bytes) -> bool:
+    return blob.startswith(MAGIC)
+
+
+def load_sealer(key_b64: str | None, key_file: Path | None) -> Sealer | None:
+    """The sealer for a base64 key or a file holding one; None when neither is given."""
+    raw = key_b64
+    if not raw and key_file is not None:
+        try:
+            raw = key_file.read_text().strip()
+        except OSError as exc:
+            raise EncryptionError(
+                f"cannot read encryption key file {key_file}: {exc.strerror}") from None
+    if not raw:
+        return None
+    try:
+        key = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise EncryptionError("encryption key must be base64 of 32 random bytes") from None
+    return Sealer(key)

@@ -1,0 +1,249 @@
+"""Every table of ``facesearch.db``, the service's metadata database, created in one place.
+
+- collections, images, faces (metadata and sealed vectors), users: the galleries;
+- audit_outbox: audit events committed with the faces they describe (see
+  :mod:`facesearch.governance.trail`);
+- access_keys: HTTP API keys (secrets sealed with the master key);
+- video_jobs, video_detections, video_matches: stored-video jobs and their results;
+- stream_processors: live stream processor definitions.
+
+The audit trail has its own database (``audit.db``, :mod:`facesearch.governance.audit`), so
+that it can be kept, copied and verified apart from the data it describes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# -- galleries -------------------------------------------------------------------------------
+
+
+collections_t = Table(
+    "collections", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String, nullable=False, unique=True),
+    Column("model_version", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("generation", Integer, nullable=False, default=0),
+    Column("settings", String, nullable=False, default="{}"),
+    sqlite_autoincrement=True,
+)
+
+images_t = Table(
+    "images", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("image_id", String, nullable=False, unique=True),
+    Column("collection_id", ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
+    Column("sha256", String, nullable=False),
+    Column("source", String),
+    Column("external_id", String),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("faces_detected", Integer, nullable=False),
+    Column("faces_indexed", Integer, nullable=False),
+    Column("indexed_at", Float, nullable=False),
+    UniqueConstraint("collection_id", "sha256"),
+    sqlite_autoincrement=True,
+)
+
+users_t = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("collection_id", ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
+    Column("user_id", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("collection_id", "user_id"),
+    sqlite_autoincrement=True,
+)
+
+audit_outbox_t = Table(
+    "audit_outbox", metadata,
+    Column("outbox_id", String, primary_key=True),
+    Column("event", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+"""Audit events written in the same transaction as the data they describe (indexed faces),
+then appended to the audit trail and removed; a crash in between leaves them here, and
+:meth:`facesearch.services.collection.FaceCollections.drain_outbox` appends them on the next open."""
+
+faces_t = Table(
+    "faces", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("face_id", String, nullable=False, unique=True),
+    Column("collection_id", ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
+    Column("image_row", ForeignKey("images.id", ondelete="SET NULL")),
+    Column("user_row", ForeignKey("users.id", ondelete="SET NULL")),
+    Column("external_id", String),
+    Column("x1", Float, nullable=False),
+    Column("y1", Float, nullable=False),
+    Column("x2", Float, nullable=False),
+    Column("y2", Float, nullable=False),
+    Column("landmarks", String, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("q_size", Float, nullable=False),
+    Column("q_sharpness", Float, nullable=False),
+    Column("q_brightness", Float, nullable=False),
+    Column("q_yaw", Float, nullable=False),
+    Column("q_pitch", Float, nullable=False),
+    Column("q_roll", Float, nullable=False),
+    Column("image_width", Integer, nullable=False),
+    Column("image_height", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("model_version", String, nullable=False),
+    Column("embedding", LargeBinary, nullable=False),
+    sqlite_autoincrement=True,
+)
+Index("faces_by_collection", faces_t.c.collection_id, faces_t.c.id)
+Index("faces_by_external_id", faces_t.c.collection_id, faces_t.c.external_id)
+Index("faces_by_user", faces_t.c.user_row)
+Index("faces_by_image", faces_t.c.image_row)
+
+# -- access keys ------------------------------------------------------------------------------
+
+access_keys_t = Table(
+    "access_keys", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("key_id", String, nullable=False, unique=True),
+    Column("role", String, nullable=False),
+    Column("label", String),
+    Column("secret", LargeBinary, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+    Column("purpose", String),
+    Column("case_ref", String),
+    Column("expires_at", Float),
+    sqlite_autoincrement=True,
+)
+_KEY_COLUMNS_ADDED = {"purpose": "VARCHAR", "case_ref": "VARCHAR", "expires_at": "FLOAT"}
+
+
+# -- stored-video jobs -------------------------------------------------------------------------
+
+
+jobs_t = Table(
+    "video_jobs", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", String, nullable=False, unique=True),
+    Column("kind", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("status_message", String),
+    Column("progress", Float, nullable=False, default=0.0),
+    Column("collection", String),
+    Column("source", String, nullable=False),
+    Column("input_path", String, nullable=False),
+    Column("owned_input", Integer, nullable=False),
+    Column("settings", String, nullable=False),
+    Column("job_tag", String),
+    Column("client_token", String, unique=True),
+    Column("webhook_url", String),
+    Column("notification", String),
+    Column("caller_actor", String, nullable=False),
+    Column("caller_role", String),
+    Column("caller_purpose", String),
+    Column("caller_case", String),
+    Column("caller_client", String),
+    Column("owner", String),
+    Column("cancel_requested", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("video_format", String),
+    Column("video_codec", String),
+    Column("video_width", Integer),
+    Column("video_height", Integer),
+    Column("video_fps", Float),
+    Column("video_duration_ms", Integer),
+    Column("video_frames", Integer),
+    Column("frames_analysed", Integer),
+    Column("persons", Integer),
+    Column("matched_persons", Integer),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("updated_at", Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+Index("video_jobs_by_status", jobs_t.c.status)
+
+detections_t = Table(
+    "video_detections", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_row", ForeignKey("video_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("person", Integer, nullable=False),
+    Column("timestamp_ms", Integer, nullable=False),
+    Column("x1", Float, nullable=False),
+    Column("y1", Float, nullable=False),
+    Column("x2", Float, nullable=False),
+    Column("y2", Float, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("landmarks", String, nullable=False),
+    Column("q_size", Float, nullable=False),
+    Column("q_sharpness", Float, nullable=False),
+    Column("q_brightness", Float, nullable=False),
+    Column("q_yaw", Float, nullable=False),
+    Column("q_pitch", Float, nullable=False),
+    Column("q_roll", Float, nullable=False),
+)
+Index("video_detections_by_time", detections_t.c.job_row, detections_t.c.timestamp_ms,
+      detections_t.c.person)
+Index("video_detections_by_person", detections_t.c.job_row, detections_t.c.person,
+      detections_t.c.timestamp_ms)
+
+matches_t = Table(
+    "video_matches", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_row", ForeignKey("video_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("person", Integer, nullable=False),
+    Column("rank", Integer, nullable=False),
+    Column("face_id", String, nullable=False),
+    Column("external_id", String),
+    Column("image_id", String),
+    Column("user_id", String),
+    Column("similarity", Float, nullable=False),
+)
+Index("video_matches_by_person", matches_t.c.job_row, matches_t.c.person, matches_t.c.rank)
+
+
+# -- stream processors -------------------------------------------------------------------------
+
+
+processors_t = Table(
+    "stream_processors", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String, nullable=False, unique=True),
+    Column("settings", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("status_message", String),
+    Column("desired_running", Integer, nullable=False, default=0),
+    Column("caller_actor", String, nullable=False),
+    Column("caller_role", String),
+    Column("caller_purpose", String),
+    Column("caller_case", String),
+    Column("caller_client", String),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+
+
+def create(engine: Engine) -> None:
+    """Create every table that is missing, and add the columns added since a table was first
+    made (SQLite has no migrations of its own; each addition is idempotent)."""
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(access_keys)")}
+        for name, kind in _KEY_COLUMNS_ADDED.items():
+            if name not in have:
+                conn.exec_driver_sql(f"ALTER TABLE access_keys ADD COLUMN {name} {kind}")

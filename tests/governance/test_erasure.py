@@ -1,0 +1,126 @@
+"""Erasure and retention: erased vectors leave no bytes in the data directory."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facesearch.config import Settings
+from facesearch.errors import EncryptionError, InvalidParameterError
+from facesearch.governance.policy import CollectionPolicy
+from facesearch.service import FaceSearch
+
+from ..conftest import face
+
+
+def vector_bytes(fs: FaceSearch, collection: str, face_id: str) -> bytes:
+    return np.ascontiguousarray(fs.search.face_vector(collection, face_id)[0],
+                                np.float32).tobytes()
+
+
+def files_containing(root: Path, needle: bytes) -> list[Path]:
+    """Files under ``root`` holding ``needle`` (or its first 64 bytes) anywhere."""
+    probe = needle[:64]
+    return [p for p in root.rglob("*") if p.is_file() and probe in p.read_bytes()]
+
+
+def test_erased_vector_bytes_are_gone_from_every_file(fs: FaceSearch, home: Path) -> None:
+    fs.collections.create("e")
+    keep = fs.collections.index_image("e", face("biden.jpg"), external_id="keep").indexed[0]
+    gone = fs.collections.index_image("e", face("obama.jpg"), external_id="gone").indexed[0]
+    fs.collections.flush()
+    kept_vec, gone_vec = (vector_bytes(fs, "e", keep.face_id),
+                          vector_bytes(fs, "e", gone.face_id))
+    assert files_containing(home, gone_vec), "the vector is on disk before erasure"
+
+    receipt = fs.erasure.erase("e", external_id="gone")
+    assert receipt.face_ids == [gone.face_id] and receipt.images_erased == 1
+    assert receipt.receipt_id and receipt.reason == "erase"
+    assert files_containing(home, gone_vec) == []
+    assert files_containing(home, kept_vec), "other faces are untouched"
+    res = fs.search.by_image("e", face("obama2.jpg"), threshold=0)
+    assert [m.face.external_id for m in res.results[0].matches] == ["keep"]
+    # The image's content hash is gone too, so the same photo can be indexed again.
+    assert gone.image_sha256 not in fs.collections.known_hashes("e")
+
+
+def test_erase_by_user_and_by_face_id(fs: FaceSearch) -> None:
+    fs.collections.create("u")
+    a = fs.collections.index_image("u", face("obama.jpg")).indexed[0].face_id
+    b = fs.collections.index_image("u", face("obama2.jpg")).indexed[0].face_id
+    c = fs.collections.index_image("u", face("biden.jpg")).indexed[0].face_id
+    fs.users.create("u", "barack")
+    fs.users.associate("u", "barack", [a, b])
+    r = fs.erasure.erase("u", user_id="barack")
+    assert sorted(r.face_ids) == sorted([a, b])
+    assert fs.users.list("u")[0] == []
+    r2 = fs.erasure.erase("u", face_ids=[c])
+    assert r2.face_ids == [c] and fs.collections.describe("u").face_count == 0
+    with pytest.raises(InvalidParameterError):
+        fs.erasure.erase("u", face_ids=[c], external_id="x")
+
+
+def test_retention_expires_old_faces(home: Path, pipeline) -> None:  # noqa: ANN001
+    now = [1_000_000.0]
+    with FaceSearch(Settings(home=home), pipeline=pipeline, clock=lambda: now[0]) as fs:
+        fs.collections.create("r", policy=CollectionPolicy(retention_days=30))
+        fs.collections.create("forever")
+        old = fs.collections.index_image("r", face("obama.jpg")).indexed[0]
+        fs.collections.index_image("forever", face("obama.jpg"))
+        now[0] += 20 * 86400
+        young = fs.collections.index_image("r", face("biden.jpg")).indexed[0]
+        assert fs.erasure.expire() == []
+        now[0] += 11 * 86400  # the first face is now 31 days old, the second 11
+        receipts = fs.erasure.expire()
+        assert [r.face_ids for r in receipts] == [[old.face_id]]
+        assert receipts[0].reason == "expire"
+        left, _ = fs.collections.list_faces("r")
+        assert [f.face_id for f in left] == [young.face_id]
+        assert fs.collections.describe("forever").face_count == 1
+
+
+def test_encryption_at_rest(home: Path, pipeline) -> None:  # noqa: ANN001
+    key = base64.b64encode(os.urandom(32)).decode()
+    with FaceSearch(Settings(home=home, encryption_key=key), pipeline=pipeline) as fs:
+        fs.collections.create("x")
+        rec = fs.collections.index_image("x", face("obama.jpg")).indexed[0]
+        plain = vector_bytes(fs, "x", rec.face_id)
+        fs.collections.flush()
+    assert files_containing(home, plain) == [], "no plaintext vector on disk"
+    with FaceSearch(Settings(home=home, encryption_key=key), pipeline=pipeline) as fs:
+        res = fs.search.by_image("x", face("obama2.jpg"))
+        assert res.results[0].matches[0].face.face_id == rec.face_id
+    with FaceSearch(Settings(home=home), pipeline=pipeline) as fs, \
+            pytest.raises(EncryptionError):
+        fs.search.by_image("x", face("obama2.jpg"))
+
+
+def test_erasure_takes_derived_records_with_it(fs: FaceSearch, home: Path) -> None:
+    """Erasing a watchlist face also deletes stream snapshots of its matches and video job
+    results that name it."""
+    from facesearch.media.stream import StreamSettings
+    from facesearch.media.video import VideoJobSettings
+
+    from ..media.video_helpers import LIN, LIN_PHOTO, clip, wait_for, watchlist
+
+    watchlist(fs, "watch", [LIN_PHOTO])
+    lin_face = fs.collections.list_faces("watch")[0][0].face_id
+    job = fs.video.start_face_search("watch", clip(), settings=VideoJobSettings(sample_fps=3))
+    assert fs.video.wait(job, timeout_s=300).matched_persons
+    fs.streams.create("cam", StreamSettings(input_url=str(clip()), collection="watch",
+                                            snapshots=True, max_fps=8))
+    sub = fs.streams.subscribe("cam")
+    fs.streams.start("cam")
+    event = wait_for(lambda: sub.get(0.5), 60, "an event for Lin")
+    fs.streams.stop("cam")
+    assert event.identity == LIN and event.snapshot is not None
+    assert (home / event.snapshot).is_file()
+
+    receipt = fs.erasure.erase("watch", face_ids=[lin_face])
+    assert receipt.face_ids == [lin_face] and receipt.derived_erased >= 2
+    assert not (home / event.snapshot).exists()
+    assert not any(m.face_id == lin_face for p in fs.video.persons(job) for m in p.matches)

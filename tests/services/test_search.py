@@ -1,0 +1,147 @@
+"""The one search gate: policy and rate limit before any image work, the quality filter before
+searching, one audit record per search (refused ones too, with the probe's SHA-256), and the
+risk at its threshold carried in every result."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from facesearch.errors import InvalidParameterError
+from facesearch.governance.policy import CollectionPolicy
+from facesearch.service import FaceSearch
+from facesearch.types import Caller, QualityFilter
+
+from ..conftest import face
+
+ANALYST = Caller("FSAKANALYST0000000000", role="searcher", purpose="robbery investigation",
+                 case_ref="2026-0042")
+NO_PURPOSE = Caller("FSAKANALYST0000000000", role="searcher")
+GARBAGE = b"not an image at all, and never decoded"
+
+
+@pytest.fixture
+def people(fs: FaceSearch) -> dict[str, str]:
+    """Collection ``c``: obama.jpg and biden.jpg (face ids by name), user ``barack``."""
+    fs.collections.create("c")
+    ids = {n: fs.collections.index_image("c", face(f"{n}.jpg"), external_id=n).indexed[0].face_id
+           for n in ("obama", "biden")}
+    fs.users.create("c", "barack")
+    fs.users.associate("c", "barack", [ids["obama"]])
+    return ids
+
+
+def searches(fs: FaceSearch) -> list[Any]:
+    """Audit records of searches (refused ones included), oldest first."""
+    recs, _ = fs.audit.query(limit=1000)
+    return [r for r in recs if r.event.operation.startswith(("search.", "users.search"))]
+
+
+# Every kind of 1:N search, as (operation recorded, call); each takes a caller.
+KINDS: dict[str, tuple[str, Callable[[FaceSearch, dict[str, str], Caller], Any]]] = {
+    "image": ("search.image", lambda fs, ids, c: fs.search.by_image(
+        "c", face("obama2.jpg"), caller=c)),
+    "face id": ("search.face", lambda fs, ids, c: fs.search.by_face_id(
+        "c", ids["obama"], caller=c)),
+    "vectors": ("search.stream", lambda fs, ids, c: fs.search.by_vectors(
+        "c", fs.search.face_vector("c", ids["obama"]), operation="search.stream", caller=c)),
+    "users by image": ("users.search.image", lambda fs, ids, c: fs.users.search_by_image(
+        "c", face("obama2.jpg"), caller=c)),
+    "users by face": ("users.search", lambda fs, ids, c: fs.users.search(
+        "c", face_id=ids["obama"], caller=c)),
+}
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_one_audit_record_per_search_with_its_risk(fs: FaceSearch, people: dict[str, str],
+                                                   kind: str) -> None:
+    operation, run = KINDS[kind]
+    before = len(searches(fs))
+    res = run(fs, people, ANALYST)
+    after = searches(fs)
+    assert len(after) == before + 1
+    ev = after[-1].event
+    assert ev.operation == operation and ev.collection == "c"
+    assert ev.details["search_id"] == res.search_id and ev.threshold == res.threshold
+    assert ev.actor == ANALYST.actor and ev.case_ref == ANALYST.case_ref
+    # What the threshold means is computed once, by the gate, for this collection's size.
+    cal = fs.calibration_for(fs.pipeline.model_version)
+    assert cal is not None and res.risk == cal.risk(res.threshold, 2)
+
+
+def test_the_risk_is_the_calibrations_at_the_collections_size(fs: FaceSearch,
+                                                             people: dict[str, str]) -> None:
+    res = fs.search.by_image("c", face("obama2.jpg"), threshold=95)
+    assert res.risk is not None and res.risk.gallery_size == 2
+    assert res.risk.similarity == pytest.approx(95)
+    assert res.risk.expected_fpir == pytest.approx(1 - (1 - res.risk.false_match_rate) ** 2)
+    assert [m.face.external_id for m in res.matches] == ["obama"]
+
+
+@pytest.mark.parametrize("kind", ["image", "users by image"])
+def test_policy_refuses_before_the_probe_is_read_and_records_its_hash(
+        fs: FaceSearch, kind: str) -> None:
+    """A search the policy refuses is refused as such, whatever the probe is: the probe is
+    never decoded (garbage bytes give the policy's reason, not an image error), and the
+    refusal is audited with the probe's SHA-256."""
+    fs.collections.create("c", policy=CollectionPolicy(law_enforcement=True))
+    call = {"image": lambda: fs.search.by_image("c", GARBAGE, caller=NO_PURPOSE),
+            "users by image": lambda: fs.users.search_by_image("c", GARBAGE,
+                                                               caller=NO_PURPOSE)}[kind]
+    with pytest.raises(InvalidParameterError, match="purpose and a case"):
+        call()
+    refused = searches(fs)[-1].event
+    assert refused.operation == "search.refused"
+    assert refused.probe_sha256 == hashlib.sha256(GARBAGE).hexdigest()
+    assert refused.details["operation"] == KINDS[kind][0]
+
+
+def test_quality_filter_applies_before_searching(fs: FaceSearch, people: dict[str, str]) -> None:
+    """A probe whose face fails the quality filter is refused before the vector search: the
+    trail holds the refusal (with the reason and the probe's hash) and no candidates."""
+    probe = face("obama-240p.jpg")  # 23 px between the eyes: below HIGH's 30
+    with pytest.raises(InvalidParameterError, match="HIGH quality filter.*SMALL_BOUNDING_BOX"):
+        fs.search.by_image("c", probe, quality_filter=QualityFilter.HIGH, caller=ANALYST)
+    last = searches(fs)[-1].event
+    assert last.operation == "search.refused" and not last.results
+    assert "SMALL_BOUNDING_BOX" in str(last.details["reason"])
+    assert last.probe_sha256 == hashlib.sha256(probe.read_bytes()).hexdigest()
+    ok = fs.search.by_image("c", probe, quality_filter=QualityFilter.LOW, caller=ANALYST)
+    assert ok.matches[0].face.external_id == "obama"
+
+
+def test_faces_not_searched_are_reported(fs: FaceSearch, people: dict[str, str]) -> None:
+    res = fs.search.by_image("c", face("two_people.jpg"), caller=ANALYST)
+    assert len(res.faces) == 1 and len(res.results) == 1
+    assert len(res.unsearched) == 1 and res.unsearched_reasons == [["FACE_NOT_LARGEST"]]
+    every = fs.search.by_image("c", face("two_people.jpg"), all_faces=True, caller=ANALYST)
+    assert len(every.faces) == 2 and len(every.unsearched) == 0
+    assert sorted(m.face.external_id for r in every.results for m in r.matches) == [
+        "biden", "obama"]
+    users = fs.users.search_by_image("c", face("two_people.jpg"), caller=ANALYST)
+    assert len(users.faces) == 1 and len(users.unsearched) == 1
+
+
+def test_users_quality_filter_answers_without_searching(fs: FaceSearch,
+                                                        people: dict[str, str]) -> None:
+    res = fs.users.search_by_image("c", face("obama-240p.jpg"),
+                                   quality_filter=QualityFilter.HIGH, caller=ANALYST)
+    assert res.matches == [] and res.quality_reasons == ["SMALL_BOUNDING_BOX"]
+    ev = searches(fs)[-1].event
+    assert ev.operation == "users.search.image" and not ev.results
+    assert fs.users.search_by_image("c", face("obama2.jpg"),
+                                    caller=ANALYST).matches[0].user_id == "barack"
+
+
+def test_vectors_of_another_model_are_refused(fs: FaceSearch, people: dict[str, str]) -> None:
+    from facesearch.errors import ModelMismatchError
+
+    with fs.store.transaction() as conn:
+        coll = fs.store.collection(conn, "c")
+        fs.store.set_collection_model(conn, coll.id, "other/model")
+    with pytest.raises(ModelMismatchError):
+        fs.search.by_vectors("c", np.zeros((1, 128), np.float32), operation="search.video")
