@@ -67,11 +67,11 @@ def load() -> str:
 def run_streams(fs, files: list[Path], seconds: float, warmup: float,
                 detect_max_side: int | None) -> list[dict[str, float]]:
     """Run one processor per file for warmup + seconds; per-stream measures over ``seconds``."""
-    from facesearch.media.stream import StreamProcessor, StreamSettings
+    from facesearch.media.stream import StreamSettings
 
-    procs = [StreamProcessor(f"bench-{i}", StreamSettings(
+    procs = [fs.streams.foreground(StreamSettings(
         input_url=str(f), collection="watch", detect_max_side=detect_max_side),
-        fs.collections) for i, f in enumerate(files)]
+        name=f"bench-{i}") for i, f in enumerate(files)]
     for p in procs:
         p.start()
     try:
