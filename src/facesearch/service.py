@@ -26,7 +26,7 @@ from facesearch.services.search import SearchGate
 from facesearch.services.users import UserDirectory
 from facesearch.storage.indexes import IndexCache
 from facesearch.storage.store import Store
-from facesearch.vision.pipeline import Pipeline, pipeline_from
+from facesearch.vision.pipeline import Pipeline, model_version_of, pipeline_from
 
 if TYPE_CHECKING:
     from facesearch.media.stream import StreamProcessors
@@ -79,7 +79,8 @@ class FaceSearch:
         self.collections = FaceCollections(
             self.store, self.indexes, self.trail, self._load_pipeline, clock=clock,
             limits=settings.limits, calibration=self.calibration_for,
-            law_enforcement_allowed=settings.audit_signing_key is not None)
+            law_enforcement_allowed=settings.audit_signing_key is not None,
+            model_version=None if pipeline is not None else lambda: model_version_of(settings))
         self.search = SearchGate(self.store, self.indexes, self.trail,
                                  lambda: self.collections.pipeline,
                                  calibration=self.calibration_for, limiter=limiter,

@@ -173,6 +173,21 @@ def test_pipeline_and_settings_pass_the_options(monkeypatch: pytest.MonkeyPatch)
                          embedder="dlib-resnet").model_version.endswith("/dlib-resnet-v1")
 
 
+@pytest.mark.parametrize("overrides", [
+    {}, {"flip": True}, {"embedder": "dlib-resnet"}, {"embedder": "dlib-resnet", "flip": True},
+    {"embedder": "dlib-resnet", "precision": "int8"}, {"pipeline": "dlib"},
+    {"detector_model": "short", "min_face": 0},
+])
+def test_declared_model_version_is_the_loaded_pipelines(overrides: dict[str, object]) -> None:
+    """A process that only stores vectors (bulk indexing's writer) knows the model version
+    from the settings, without loading the models: it must be the pipeline's own."""
+    from facesearch.config import Settings
+    from facesearch.vision.pipeline import model_version_of
+
+    s = Settings(**overrides)  # type: ignore[arg-type]
+    assert model_version_of(s) == pipeline_from(s, threads=1).model_version
+
+
 def test_int8_session_passes_its_known_answer_check_or_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The shipped model passes on this machine (and, by the next test, on one without VNNI).

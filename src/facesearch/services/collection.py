@@ -84,7 +84,8 @@ class FaceCollections:
                  pipeline: Callable[[], Pipeline], *, clock: Clock = time.time,
                  limits: DecodeLimits = DEFAULT_LIMITS,
                  calibration: Callable[[str], Calibration | None] = lambda _m: None,
-                 law_enforcement_allowed: bool = True) -> None:
+                 law_enforcement_allowed: bool = True,
+                 model_version: Callable[[], str] | None = None) -> None:
         self.store = store
         self.indexes = indexes
         self.trail = trail
@@ -98,6 +99,7 @@ class FaceCollections:
         kept outside the data directory (a deployment with such a collection refuses to start
         without it)."""
         self._lock = threading.RLock()
+        self._declared_version = model_version
 
     @property
     def pipeline(self) -> Pipeline:
@@ -109,6 +111,11 @@ class FaceCollections:
 
     @property
     def model_version(self) -> str:
+        """The running model's version; from the settings (no model loaded) until the
+        pipeline is, so that storing vectors made elsewhere (bulk indexing's workers) does
+        not load the models here."""
+        if self._pipeline is None and self._declared_version is not None:
+            return self._declared_version()
         return self.pipeline.model_version
 
     # -- collections and policy ----------------------------------------------------------------
@@ -219,13 +226,17 @@ class FaceCollections:
                        max_faces: int | None = None,
                        quality_filter: QualityFilter = QualityFilter.AUTO,
                        source_name: str | None = None, force: bool = False,
-                       caller: Caller | None = None, bulk: bool = False) -> IndexResult:
+                       caller: Caller | None = None, bulk: bool = False,
+                       row: CollectionRow | None = None) -> IndexResult:
         """Store faces that :meth:`analyze` found in an image (content hash ``sha256``,
         ``width`` x ``height`` pixels), applying the quality filter and ``max_faces``.
 
         One transaction, which also stages the image's audit event (the trail's outbox).
-        ``bulk`` leaves the vector index and the outbox to be brought up to date by the
-        caller, once for many images (:meth:`flush`, ``trail.drain()``).
+        ``bulk`` (many images in a row: :class:`~facesearch.services.indexing.BulkIndexer`)
+        leaves the vector index and the outbox to be brought up to date by the caller, once
+        for many images (:meth:`flush`, ``trail.drain()``), relies on the database's unique
+        content hash rather than a lookup to skip content already there (the caller checked
+        :meth:`known_hashes` first), and takes the collection's ``row`` looked up once.
         """
         if max_faces is not None:
             limits.count(max_faces, "max faces")
@@ -248,9 +259,10 @@ class FaceCollections:
         ) for i in keep]
         try:
             with self._lock, self.store.transaction() as conn:
-                coll = self.store.collection(conn, collection)
+                coll = row if row is not None else self.store.collection(conn, collection)
                 require_model(coll, self.model_version)
-                prior = self.store.find_image(conn, coll.id, sha256)
+                prior = (None if bulk and not force
+                         else self.store.find_image(conn, coll.id, sha256))
                 if prior is not None and not force:
                     return IndexResult(prior.image_id, sha256, width, height, faces, [], [],
                                        duplicate=True)
@@ -271,7 +283,11 @@ class FaceCollections:
                         details={"image_id": image_id, "faces_detected": len(faces),
                                  "faces_indexed": len(new), "external_id": external_id}), now)
         except IntegrityError:
-            # Another writer stored the same content between our check and our insert.
+            # The same content is there (stored by another writer between our check and our
+            # insert, or, in bulk, found by the unique hash), unless the collection went.
+            if row is not None:
+                with self.store.transaction() as conn:
+                    self.store.collection(conn, collection)
             return IndexResult(None, sha256, width, height, faces, [], [], duplicate=True)
         if not bulk:
             self.indexes.get(coll)

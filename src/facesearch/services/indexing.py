@@ -18,6 +18,7 @@ from pathlib import Path
 from facesearch.config import Settings
 from facesearch.errors import FaceSearchError, InvalidParameterError
 from facesearch.services.collection import FaceCollections, IndexResult
+from facesearch.storage.store import CollectionRow
 from facesearch.types import Caller, Faces, Image, QualityFilter
 from facesearch.vision.decode import DecodeLimits, load_image, read_bytes
 from facesearch.vision.pipeline import Pipeline, pipeline_from
@@ -165,12 +166,15 @@ class BulkIndexer:
         self.force = force
         self.chunk = chunk
         self.caller = caller or Caller.local()
+        self._row: CollectionRow | None = None
 
     def run(self, files: Iterable[Path],
             on_result: Callable[[FileResult], None] | None = None) -> Summary:
         """Index ``files``; ``on_result`` is called once per file as it finishes."""
         summary = Summary()
         known = set() if self.force else self.collections.known_hashes(self.collection)
+        with self.collections.store.transaction() as conn:
+            self._row = self.collections.store.collection(conn, self.collection)
         limits = self.collections.limits
 
         def emit(r: FileResult) -> None:
@@ -230,7 +234,7 @@ class BulkIndexer:
                 self.collection, sha, width, height, faces, external_id=ext,
                 max_faces=self.max_faces, quality_filter=self.quality_filter,
                 source_name=str(path.absolute()), force=self.force, caller=self.caller,
-                bulk=True)
+                bulk=True, row=self._row)
         except FaceSearchError as exc:
             return FileResult(path, Outcome.FAILED, reason=exc.message)
         if res.duplicate:

