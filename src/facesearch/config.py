@@ -72,6 +72,9 @@ class Settings(BaseSettings):
         False, description="a law-enforcement deployment: refuse to start without an "
                            "audit signing key outside the data directory (also implied by "
                            "any law-enforcement collection)")
+    index_large: int = Field(
+        100_000, ge=1_000, description="collection size (faces) from which its vector index is "
+                                       "an inverted file with re-ranking instead of exact")
     video_workers: int = Field(1, ge=1, description="stored-video jobs run at once")
     max_video_bytes: int = Field(10 * 1024**3, ge=1024, description="largest video accepted "
                                                                     "(bytes)")

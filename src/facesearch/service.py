@@ -74,7 +74,7 @@ class FaceSearch:
         self._calibrations: dict[str, Calibration | None] = {}
         limiter = SearchLimiter(per_minute=settings.searches_per_minute,
                                 on_spike=self._volume_spike)
-        self.indexes = IndexCache(self.home, self.store, sealer)
+        self.indexes = IndexCache(self.home, self.store, sealer, large=settings.index_large)
         self.trail = AuditTrail(self.audit, self.store, self._model_version)
         self.collections = FaceCollections(
             self.store, self.indexes, self.trail, self._load_pipeline, clock=clock,

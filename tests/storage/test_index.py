@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from facesearch.storage.index import VectorIndex
 from facesearch.vision.embed import l2_normalise
@@ -56,3 +57,86 @@ def test_unreadable_snapshot_gives_empty_index(tmp_path: Path) -> None:
 def test_search_of_empty_index() -> None:
     sims, ids = VectorIndex(128).search(vectors(2), 5)
     assert sims.shape == (2, 0) and ids.shape == (2, 0)
+
+
+# -- the inverted file: large collections -------------------------------------------------------
+
+COS_AT_80 = 0.366  # the default threshold of the default model (SFace)
+
+
+def identities(n_ids: int, per_id: int, seed: int = 0,
+               photos_seed: int | None = None) -> np.ndarray:
+    """Unit vectors shaped like SFace's on lfw-dev (a common offset of norm 0.36, isotropic
+    identities, within-identity spread giving same-person cosines of about 0.68): ``per_id``
+    photos of each of ``n_ids`` people. ``photos_seed``: other photos of the same people."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(size=128)
+    mu *= 0.36 / np.linalg.norm(mu)
+    centres = l2_normalise(rng.normal(size=(n_ids, 128)))
+    noise = np.random.default_rng(photos_seed if photos_seed is not None else seed + 1)
+    x = (np.repeat(centres, per_id, axis=0) * 0.9
+         + noise.normal(size=(n_ids * per_id, 128)) * 0.65 / np.sqrt(128) + mu)
+    return l2_normalise(x).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def large() -> tuple[VectorIndex, np.ndarray, np.ndarray]:
+    """An inverted-file index of 20,000 vectors (5,000 identities of 4), ids 3 + 7 i."""
+    x = identities(5000, 4)
+    ids = 3 + 7 * np.arange(len(x))
+    idx = VectorIndex.build(128, ids, x, large=10_000)
+    return idx, ids, x
+
+
+@pytest.mark.parametrize(("n", "kind"), [(9_999, "flat"), (10_000, "ivf")])
+def test_form_follows_size(n: int, kind: str) -> None:
+    x = identities(n // 4 + 1, 4, seed=1)
+    idx = VectorIndex.build(128, np.arange(n), x[:n], large=10_000)
+    assert idx.kind == kind and len(idx) == n
+    assert not idx.needs_rebuild(large=10_000)
+
+
+def test_inverted_file_finds_the_same_persons_as_exact_search(large) -> None:  # noqa: ANN001
+    """At least 99 % of the same-person matches above the default threshold that exact
+    search finds, with exact similarities (the store's vectors score the final shortlist)."""
+    idx, ids, x = large
+    assert idx.kind == "ivf"
+    rng = np.random.default_rng(9)
+    # a new photo of each of 200 enrolled people
+    who = rng.choice(5000, 200, replace=False)
+    q = identities(5000, 1, photos_seed=99)[who]
+    exact_v = {int(i): v for i, v in zip(ids, x, strict=True)}
+    sims, got = idx.search(q, 20, exact=lambda rows: np.stack([exact_v[int(r)] for r in rows]))
+    truth_s = q @ x.T
+    found = wanted = 0
+    for i, person in enumerate(who):
+        mine = {int(ids[j]) for j in range(person * 4, person * 4 + 4)
+                if truth_s[i, j] >= COS_AT_80}
+        wanted += len(mine)
+        found += len(mine & set(got[i].tolist()))
+        for s, r in zip(sims[i], got[i], strict=True):  # every reported score is exact
+            if r >= 0:
+                assert abs(s - float(q[i] @ exact_v[int(r)])) < 1e-5
+    assert wanted > 500 and found / wanted >= 0.99, (found, wanted)
+
+
+def test_inverted_file_adds_removes_saves_and_reconciles(large, tmp_path: Path) -> None:  # noqa: ANN001
+    from facesearch.storage.crypto import load_sealer
+
+    idx, ids, x = large
+    extra = identities(10, 1, seed=4)
+    idx.add(np.arange(10) + 10**9, extra)
+    assert idx.remove(np.r_[ids[:5], 10**9]) == 6
+    assert len(idx) == 20_000 + 10 - 6
+    sealer = load_sealer("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", None)
+    for s in (None, sealer):
+        path = tmp_path / f"{s is None}.faiss"
+        idx.save(path, s)
+        back = VectorIndex.load(path, 128, s)
+        assert back.kind == "ivf" and back.trained_on == 20_000
+        assert np.array_equal(np.sort(back.ids()), np.sort(idx.ids()))
+        assert not set(ids[:5].tolist()) & set(back.ids().tolist())
+    truth = np.r_[ids[5:100], 10**9 + 1]
+    added, removed = idx.reconcile(truth, lambda rows: extra[:len(rows)])
+    assert (added, removed) == (0, 20_004 - 96) and sorted(idx.ids()) == sorted(truth)
+    assert idx.needs_rebuild(large=10_000)  # now far smaller than its cells were made for

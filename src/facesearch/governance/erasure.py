@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from facesearch import limits
 from facesearch.errors import InvalidParameterError, UserNotFoundError
 from facesearch.governance.policy import of_collection
@@ -102,6 +104,7 @@ class Erasure:
         with self.indexes.lock:
             with self.store.transaction() as conn:
                 coll = self.store.collection(conn, collection)
+                generation = self.store.index_state(conn, coll.id)[0]
                 urow = None
                 if face_ids is not None:
                     found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
@@ -124,7 +127,7 @@ class Erasure:
                 if target:
                     self.store.bump_generation(conn, coll.id)
             if target:
-                self.indexes.rewrite(coll)
+                self.indexes.remove(coll, np.asarray(target, np.int64), generation)
                 self.store.checkpoint()
         derived = sum(hook(collection, erased) for hook in self.hooks) if erased else 0
         receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,

@@ -237,10 +237,12 @@ class SearchGate:
         """Step 3: candidates for each query vector, best first, at or above the threshold,
         at most ``max_results`` each (the faces in ``exclude`` left out)."""
         index = self.indexes.get(adm.collection)
-        sims, rows = index.search(vectors, adm.max_results + len(exclude))
-        scores = sim.to_similarity(sims, adm.collection.model_version)
         out: list[list[Match]] = []
         with self.store.transaction() as conn:
+            sims, rows = index.search(  # scored exactly, on the store's vectors
+                vectors, adm.max_results + len(exclude),
+                exact=lambda ids: self.store.embeddings(conn, ids, EMBEDDING_DIM))
+            scores = sim.to_similarity(sims, adm.collection.model_version)
             for s, r in zip(scores, rows, strict=True):
                 keep = [(float(a), int(b)) for a, b in zip(s, r, strict=True)
                         if b >= 0 and a >= adm.threshold]

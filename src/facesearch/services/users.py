@@ -236,8 +236,17 @@ class UserDirectory:
             face_ids = {r: f.face_id for r, f in self.store.faces_by_rows(conn, rows).items()}
         matches: builtins.list[UserMatch] = []
         if len(rows):
-            vecs = self.gate.indexes.get(coll).vectors(rows)
-            best = (vecs @ np.asarray(queries, np.float32).T).max(axis=1)
+            q = np.asarray(queries, np.float32).T
+            index = self.gate.indexes.get(coll)
+            best = (index.vectors(rows) @ q).max(axis=1)
+            if index.kind != "flat":
+                # 8-bit copies first; the faces that could reach the threshold, exactly
+                near = np.flatnonzero(sim.to_similarity(best + 0.01, coll.model_version)
+                                      >= adm.threshold)
+                with self.store.transaction() as conn:
+                    exact = self.store.embeddings(conn, np.asarray(rows)[near], EMBEDDING_DIM)
+                best = np.full(len(rows), -1.0, np.float32)
+                best[near] = (exact @ q).max(axis=1)
             scores = sim.to_similarity(best, coll.model_version)
             top: dict[str, tuple[float, int]] = {}
             for s, owner, row in zip(scores, owners, rows, strict=True):

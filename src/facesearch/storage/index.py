@@ -1,14 +1,36 @@
-"""Vector index: exact inner-product search over unit vectors with FAISS.
+"""Vector index of one collection: exact while small, inverted file when large, with FAISS.
 
-Ids are the metadata store's face row ids (int64). The index is a cache of the store: it can
-be saved to and loaded from a file (written atomically), and :meth:`VectorIndex.reconcile`
+Ids are the metadata store's face row ids (int64); vectors are L2-normalised, scores cosines
+in [-1, 1]. The index is a cache of the store: it is saved to and loaded from one file
+(written atomically, sealed when encryption at rest is on), and :meth:`VectorIndex.reconcile`
 brings it in line with the store's ids after a crash or another process's writes.
-Similarity scores are cosines in [-1, 1] (vectors are L2-normalised).
+
+Two forms, chosen by size (:meth:`VectorIndex.build`, :meth:`VectorIndex.needs_rebuild`):
+
+- ``flat`` (fewer than :data:`LARGE` vectors): exact inner product over every vector
+  (``IndexIDMap2(IndexFlatIP)``, 512 bytes a vector);
+- ``ivf`` (from :data:`LARGE` vectors on): an inverted file of ``nlist`` k-means cells with
+  4-bit product-quantised codes scanned with SIMD (``IVF<nlist>,PQ32x4fs``, 16 bytes a
+  vector), of which :data:`PROBE_FRACTION` of the cells nearest the query are scanned; its
+  best :func:`shortlist` candidates are scored again on 8-bit scalar-quantised copies of the
+  vectors (``IndexIDMap2(SQ8)``, 128 bytes), and the best of those exactly, on the store's own
+  vectors (``exact``), so that every reported similarity is exact. Adds and removals go
+  straight into both parts (no rebuild); :meth:`needs_rebuild` says when the cells no longer
+  fit the data (it grew or shrank 4x since they were trained), and the caller rebuilds in the
+  background (:class:`facesearch.storage.indexes.IndexCache`).
+
+The probe fraction and the shortlists are set so that at least 99 % of the same-person matches
+above the default threshold that exact search finds are found (vectors shaped like SFace's on
+lfw-dev: ``bench/index_scale.py``, docs/benchmarks.md). Face embeddings are nearly isotropic
+(128 dimensions, same-person cosines around 0.7): a person's photos fall in different cells,
+so a large share of the cells must be scanned; the 4-bit codes make that cheap.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,23 +44,108 @@ from facesearch.storage.crypto import Sealer, is_sealed
 from facesearch.types import FloatArray, IntArray
 
 _AAD = b"facesearch-vector-index"
+_MAGIC = b"FSVX"
+_FORMAT = 1
+
+LARGE = 100_000
+"""Vectors from which a collection's index is an inverted file (below: exact)."""
+PROBE_FRACTION = 0.6
+"""Share of the inverted file's cells scanned per query."""
+REGROW = 4.0
+"""An inverted file is rebuilt when it holds this many times more (or fewer) vectors than it
+was trained on."""
+TRAIN_SAMPLE = 64
+"""Training vectors per cell (k-means), at most :data:`TRAIN_MAX`."""
+TRAIN_MAX = 500_000
+PQ_SUBVECTORS = 32
+"""4-bit product quantisation: 32 sub-vectors of 4 dimensions, 16 bytes a vector."""
+
+Fetch = Callable[[IntArray], FloatArray]
+"""Exact vectors of ids, from the store."""
+
+
+def cells_for(n: int) -> int:
+    """Inverted-file cells for ``n`` vectors: about 2,500 vectors a cell, a power of two
+    from 256 to 16,384."""
+    want = max(256, min(16_384, n // 2_500))
+    return 1 << (want.bit_length() - 1)
+
+
+def shortlist(k: int) -> tuple[int, int]:
+    """(candidates from the 4-bit codes, of which kept after the 8-bit rescoring) for top-k."""
+    return max(10 * k, 256), max(2 * k, 64)
 
 
 class VectorIndex:
-    """A thread-safe FAISS ``IndexIDMap2(IndexFlatIP)``: add, remove, search, save, load."""
+    """A thread-safe collection index in one of two forms (see the module's docstring)."""
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+    def __init__(self, dim: int, index: faiss.Index | None = None,
+                 refine: faiss.Index | None = None, trained_on: int = 0) -> None:
         self.dim = dim
         self._index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._refine = refine
+        """8-bit copies of the vectors, by id (the inverted file's second stage), or None."""
+        self.trained_on = trained_on
+        """How many vectors the inverted file's cells were trained for (0: flat)."""
         self._lock = threading.RLock()
+        if self._refine is not None:
+            ivf = faiss.extract_index_ivf(self._index)
+            ivf.nprobe = max(1, math.ceil(PROBE_FRACTION * ivf.nlist))
+
+    @property
+    def kind(self) -> str:
+        return "flat" if self._refine is None else "ivf"
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
 
+    # -- building ----------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, dim: int, ids: npt.ArrayLike, vectors: FloatArray | Fetch,
+              *, large: int = LARGE) -> VectorIndex:
+        """The index of these vectors in the form their number calls for. ``vectors`` is the
+        (N, dim) array, or a ``fetch(ids)`` giving them a chunk at a time (memory bounded by
+        the chunk, for large collections read from the store)."""
+        ids_ = np.ascontiguousarray(ids, dtype=np.int64)
+        fetch = vectors if callable(vectors) else _slicer(ids_, vectors)
+        if len(ids_) < large:
+            out = cls(dim)
+            for chunk in _chunks(ids_):
+                out.add(chunk, fetch(chunk))
+            return out
+        nlist = cells_for(len(ids_))
+        sample = np.sort(np.random.default_rng(len(ids_)).choice(
+            ids_, min(len(ids_), TRAIN_SAMPLE * nlist, TRAIN_MAX), replace=False))
+        train = np.ascontiguousarray(fetch(sample), np.float32)
+        index = faiss.index_factory(dim, f"IVF{nlist},PQ{PQ_SUBVECTORS}x4fs",
+                                    faiss.METRIC_INNER_PRODUCT)
+        index.train(train)
+        refine = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(
+            dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT))
+        refine.train(train)
+        out = cls(dim, index, refine, len(ids_))
+        for chunk in _chunks(ids_):
+            out.add(chunk, fetch(chunk))
+        return out
+
+    def needs_rebuild(self, large: int = LARGE) -> bool:
+        """Whether this index no longer suits its size: flat past ``large`` vectors; an
+        inverted file below half of ``large``, or grown or shrunk :data:`REGROW` times since
+        its cells were trained."""
+        n = len(self)
+        if self._refine is None:
+            return n >= large
+        return n < large // 2 or not self.trained_on / REGROW <= n <= self.trained_on * REGROW
+
+    # -- contents ----------------------------------------------------------------------------
+
     def ids(self) -> IntArray:
-        """All ids in the index (int64), in insertion order."""
+        """All ids in the index (int64)."""
         with self._lock:
-            return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            if self._refine is None:
+                return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+            return faiss.vector_to_array(self._refine.id_map).astype(np.int64)
 
     def add(self, ids: npt.ArrayLike, vectors: FloatArray) -> None:
         ids_ = np.ascontiguousarray(ids, dtype=np.int64)
@@ -48,6 +155,8 @@ class VectorIndex:
         if len(ids_):
             with self._lock:
                 self._index.add_with_ids(vecs, ids_)
+                if self._refine is not None:
+                    self._refine.add_with_ids(vecs, ids_)
 
     def remove(self, ids: npt.ArrayLike) -> int:
         """Remove ``ids``; returns how many were present."""
@@ -55,18 +164,30 @@ class VectorIndex:
         if not len(ids_):
             return 0
         with self._lock:
-            return int(self._index.remove_ids(faiss.IDSelectorBatch(ids_)))
+            n = int(self._index.remove_ids(faiss.IDSelectorBatch(ids_)))
+            if self._refine is not None:
+                self._refine.remove_ids(faiss.IDSelectorBatch(ids_))
+            return n
 
     def vectors(self, ids: npt.ArrayLike) -> FloatArray:
-        """The stored vectors of ``ids`` (each must be present)."""
+        """The vectors of ``ids`` (each must be present): exact in the flat form, their 8-bit
+        copies in the inverted file (within about 0.002 of each component)."""
         ids_ = np.ascontiguousarray(ids, dtype=np.int64)
         with self._lock:
             if not len(ids_):
                 return np.zeros((0, self.dim), np.float32)
-            return self._index.reconstruct_batch(ids_).astype(np.float32)
+            store = self._index if self._refine is None else self._refine
+            return store.reconstruct_batch(ids_).astype(np.float32)
 
-    def search(self, queries: FloatArray, k: int) -> tuple[FloatArray, IntArray]:
-        """Top-``k`` cosines and ids for each query ((Q, D) -> (Q, k), (Q, k)); id -1 pads."""
+    # -- search ------------------------------------------------------------------------------
+
+    def search(self, queries: FloatArray, k: int,
+               exact: Fetch | None = None) -> tuple[FloatArray, IntArray]:
+        """Top-``k`` cosines and ids for each query ((Q, D) -> (Q, k), (Q, k)); id -1 pads.
+
+        In the inverted file, ``exact(ids)`` gives the stored vectors that score the final
+        shortlist (without it the scores are those of the 8-bit copies).
+        """
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"expected (Q, {self.dim}) queries, got {q.shape}")
@@ -74,31 +195,59 @@ class VectorIndex:
             k = max(0, min(int(k), len(self)))
             if k == 0 or not len(q):
                 return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
-            sims, ids = self._index.search(q, k)
-        return sims.astype(np.float32), ids.astype(np.int64)
+            if self._refine is None:
+                sims, ids = self._index.search(q, k)
+                return sims.astype(np.float32), ids.astype(np.int64)
+            first, second = shortlist(k)
+            _, cand = self._index.search(q, min(first, len(self)))
+            approx = [self._rescore(q[i], cand[i][cand[i] >= 0], second) for i in range(len(q))]
+        out_s = np.full((len(q), k), -np.inf, np.float32)
+        out_i = np.full((len(q), k), -1, np.int64)
+        for i, ids_i in enumerate(approx):
+            if exact is not None and len(ids_i):
+                s = exact(ids_i) @ q[i]
+            else:
+                s = self.vectors(ids_i) @ q[i]
+            order = np.argsort(-s, kind="stable")[:k]
+            out_s[i, :len(order)] = s[order]
+            out_i[i, :len(order)] = ids_i[order]
+        return out_s, out_i
 
-    def reconcile(self, truth_ids: IntArray,
-                  fetch: Callable[[IntArray], FloatArray]) -> tuple[int, int]:
+    def _rescore(self, query: FloatArray, ids: IntArray, keep: int) -> IntArray:
+        """The ``keep`` best of ``ids`` by their 8-bit copies."""
+        if len(ids) <= keep:
+            return ids
+        s = self._refine.reconstruct_batch(ids) @ query  # type: ignore[union-attr]
+        return ids[np.argpartition(-s, keep - 1)[:keep]]
+
+    def reconcile(self, truth_ids: IntArray, fetch: Fetch) -> tuple[int, int]:
         """Make the index hold exactly ``truth_ids``: drop others, add missing ones.
 
         ``fetch(ids)`` returns the vectors for ids missing from the index. Returns
         ``(added, removed)``.
         """
         with self._lock:
-            have = self.ids()
-            extra = np.setdiff1d(have, truth_ids, assume_unique=True)
-            missing = np.setdiff1d(truth_ids, have, assume_unique=True)
+            have = np.sort(self.ids())
+            truth = np.sort(np.asarray(truth_ids, np.int64))
+            extra = np.setdiff1d(have, truth, assume_unique=True)
+            missing = np.setdiff1d(truth, have, assume_unique=True)
             removed = self.remove(extra)
-            if len(missing):
-                self.add(missing, fetch(missing))
+            for chunk in _chunks(missing):
+                self.add(chunk, fetch(chunk))
             return int(len(missing)), removed
+
+    # -- files -------------------------------------------------------------------------------
 
     def save(self, path: Path, sealer: Sealer | None = None) -> None:
         """Write the index atomically (temp file, fsync, rename); sealed when ``sealer``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with self._lock:
-            data = faiss.serialize_index(self._index).tobytes()
+            parts = [faiss.serialize_index(self._index).tobytes()]
+            if self._refine is not None:
+                parts.append(faiss.serialize_index(self._refine).tobytes())
+            head = _MAGIC + struct.pack("<IIQ", _FORMAT, len(parts), self.trained_on)
+            data = head + b"".join(struct.pack("<Q", len(p)) + p for p in parts)
         if sealer is not None:
             data = sealer.seal(data, _AAD)
         with tmp.open("wb") as f:
@@ -122,9 +271,42 @@ class VectorIndex:
             except EncryptionError:
                 return cls(dim)
         try:
-            index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
-        except RuntimeError:
+            return cls._parse(data, dim)
+        except (RuntimeError, ValueError, struct.error):
             return cls(dim)
-        if index.d == dim and isinstance(index, faiss.IndexIDMap2):
-            return cls(dim, index)
-        return cls(dim)
+
+    @classmethod
+    def _parse(cls, data: bytes, dim: int) -> VectorIndex:
+        if not data.startswith(_MAGIC):  # an index file of the flat-only format
+            index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
+            if index.d == dim and isinstance(index, faiss.IndexIDMap2):
+                return cls(dim, index)
+            return cls(dim)
+        fmt, n, trained_on = struct.unpack_from("<IIQ", data, len(_MAGIC))
+        if fmt != _FORMAT or n not in (1, 2):
+            raise ValueError("unknown index file format")
+        pos = len(_MAGIC) + struct.calcsize("<IIQ")
+        parts = []
+        for _ in range(n):
+            (size,) = struct.unpack_from("<Q", data, pos)
+            pos += 8
+            parts.append(faiss.deserialize_index(np.frombuffer(data[pos:pos + size], np.uint8)))
+            pos += size
+        if any(p.d != dim for p in parts):
+            raise ValueError("index of another dimension")
+        return cls(dim, parts[0], parts[1] if n == 2 else None, int(trained_on))
+
+
+def _chunks(ids: IntArray, size: int = 100_000) -> list[IntArray]:
+    return [ids[i:i + size] for i in range(0, len(ids), size)]
+
+
+def _slicer(ids: IntArray, vectors: FloatArray) -> Fetch:
+    """``fetch`` over an in-memory (N, dim) array aligned with ``ids``."""
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+
+    def fetch(want: IntArray) -> FloatArray:
+        return np.asarray(vectors[order[np.searchsorted(sorted_ids, want)]], np.float32)
+
+    return fetch

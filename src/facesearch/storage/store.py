@@ -367,7 +367,7 @@ class Store:
 
     def embeddings(self, conn: Connection, rows: IntArray, dim: int) -> FloatArray:
         """Vectors of face ``rows`` in the order given."""
-        out = np.empty((len(rows), dim), np.float32)
+        out = np.zeros((len(rows), dim), np.float32)
         pos = {int(r): i for i, r in enumerate(rows)}
         ids = [int(r) for r in rows]
         for start in range(0, len(ids), 5000):
