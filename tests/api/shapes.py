@@ -7,9 +7,10 @@ required member present, types as the shape states (string, integer, float, bool
 timestamp, list, map, structure), string enums and patterns, and the string lengths and
 numeric ranges the model gives. The sizes of lists and maps are not held to the model: their
 bounds are those of request shapes the answers share (``DeletedFaces`` is a ``FaceIdList``,
-"at least 1", and is empty when nothing was deleted, which clients index without a check). :func:`watch` installs it on a boto3 client: a violation fails the
-call that received it (an ``AssertionError`` out of the client call). :data:`WALKED` counts
-the operations walked in this process.
+"at least 1", and is empty when nothing was deleted, which clients index without a check).
+:func:`watch` installs it on a boto3 client: a violation fails the call that received it (an
+``AssertionError`` out of the client call). :data:`WALKED` counts the operations walked in
+this process.
 """
 
 from __future__ import annotations

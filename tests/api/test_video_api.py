@@ -305,8 +305,8 @@ def test_rekognition_stream_processor_watches_a_camera(vserver: Server, s3_url: 
         "Name": "stage", "Settings": settings, "RoleArn": ROLE_ARN, "Tags": {"site": "stage"}}
     made = rek.create_stream_processor(**spec)
     assert made["StreamProcessorArn"].endswith(":streamprocessor/stage")
-    with pytest.raises(rek.exceptions.ResourceInUseException):
-        rek.create_stream_processor(**spec)
+    with pytest.raises(rek.exceptions.ResourceInUseException):  # (not a replay: other tags)
+        rek.create_stream_processor(**{**spec, "Tags": {"site": "again"}})
     refused = [  # what facesearch cannot honour is refused, never dropped
         {"Input": {"KinesisVideoStream": {"Arn": CAMERA_ARN.replace("hamilton-stage",
                                                                     "no-such-camera")}}},
@@ -345,8 +345,9 @@ def test_rekognition_stream_processor_watches_a_camera(vserver: Server, s3_url: 
         events = sse_events(feed)
         assert next(events)[0] == "subscribed"
         rek.start_stream_processor(Name="stage")
+        again = searcher(vserver, {"x-amz-meta-attempt": "2"})  # signed apart: not a replay
         with pytest.raises(rek.exceptions.ResourceInUseException):
-            rek.start_stream_processor(Name="stage")
+            again.start_stream_processor(Name="stage")
         records: list[dict[str, Any]] = []
 
         def lin_record() -> dict[str, Any] | None:

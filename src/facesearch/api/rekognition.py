@@ -86,16 +86,13 @@ router = APIRouter()
 
 # -- request shapes -------------------------------------------------------------------------
 
-_In = In
-
-
-class S3ObjectIn(_In):
+class S3ObjectIn(In):
     Bucket: str = Field(min_length=3, max_length=255)
     Name: str = Field(min_length=1, max_length=1024)
     Version: str | None = None
 
 
-class ImageIn(_In):
+class ImageIn(In):
     Bytes: str | None = None
     S3Object: S3ObjectIn | None = None
 
@@ -103,7 +100,7 @@ class ImageIn(_In):
 CollectionId = Field(min_length=1, max_length=255)
 
 
-class CollectionIn(_In):
+class CollectionIn(In):
     CollectionId: str = CollectionId
 
 
@@ -111,12 +108,12 @@ class CreateCollectionIn(CollectionIn):
     Tags: TagMap | None = None
 
 
-class ListCollectionsIn(_In):
+class ListCollectionsIn(In):
     NextToken: str | None = None
     MaxResults: int | None = Field(None, ge=1, le=MAX_RESULTS)
 
 
-class IndexFacesIn(_In):
+class IndexFacesIn(In):
     CollectionId: str = CollectionId
     Image: ImageIn
     ExternalImageId: str | None = Field(None, min_length=1, max_length=255,
@@ -126,7 +123,7 @@ class IndexFacesIn(_In):
     QualityFilter: QualityFilter = QualityFilter.AUTO
 
 
-class ListFacesIn(_In):
+class ListFacesIn(In):
     CollectionId: str = CollectionId
     NextToken: str | None = None
     MaxResults: int | None = Field(None, ge=1, le=MAX_RESULTS)
@@ -134,19 +131,19 @@ class ListFacesIn(_In):
     FaceIds: list[str] | None = Field(None, min_length=1, max_length=MAX_RESULTS)
 
 
-class DeleteFacesIn(_In):
+class DeleteFacesIn(In):
     CollectionId: str = CollectionId
     FaceIds: list[str] = Field(min_length=1, max_length=MAX_RESULTS)
 
 
-class SearchFacesIn(_In):
+class SearchFacesIn(In):
     CollectionId: str = CollectionId
     FaceId: str
     MaxFaces: int | None = Field(None, ge=1, le=MAX_RESULTS)
     FaceMatchThreshold: float | None = Field(None, ge=0, le=100)
 
 
-class SearchFacesByImageIn(_In):
+class SearchFacesByImageIn(In):
     CollectionId: str = CollectionId
     Image: ImageIn
     MaxFaces: int | None = Field(None, ge=1, le=MAX_RESULTS)
@@ -154,31 +151,31 @@ class SearchFacesByImageIn(_In):
     QualityFilter: QualityFilter = QualityFilter.NONE
 
 
-class CompareFacesIn(_In):
+class CompareFacesIn(In):
     SourceImage: ImageIn
     TargetImage: ImageIn
     SimilarityThreshold: float | None = Field(None, ge=0, le=100)
     QualityFilter: QualityFilter = QualityFilter.NONE
 
 
-class DetectFacesIn(_In):
+class DetectFacesIn(In):
     Image: ImageIn
     Attributes: list[Attribute] = Field(default_factory=list)
 
 
-class UserIn(_In):
+class UserIn(In):
     CollectionId: str = CollectionId
     UserId: str
     ClientRequestToken: str | None = None
 
 
-class ListUsersIn(_In):
+class ListUsersIn(In):
     CollectionId: str = CollectionId
     MaxResults: int | None = Field(None, ge=1, le=500)
     NextToken: str | None = None
 
 
-class UserFacesIn(_In):
+class UserFacesIn(In):
     CollectionId: str = CollectionId
     UserId: str
     FaceIds: list[str] = Field(min_length=1, max_length=100)
@@ -186,7 +183,7 @@ class UserFacesIn(_In):
     ClientRequestToken: str | None = None
 
 
-class SearchUsersIn(_In):
+class SearchUsersIn(In):
     CollectionId: str = CollectionId
     UserId: str | None = None
     FaceId: str | None = None
@@ -194,7 +191,7 @@ class SearchUsersIn(_In):
     MaxUsers: int | None = Field(None, ge=1, le=500)
 
 
-class SearchUsersByImageIn(_In):
+class SearchUsersByImageIn(In):
     CollectionId: str = CollectionId
     Image: ImageIn
     UserMatchThreshold: float | None = Field(None, ge=0, le=100)
@@ -481,11 +478,11 @@ async def search_users_by_image(ctx: ApiContext, caller: Caller, p: SearchUsersB
 JobIdField = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
 
 
-class VideoIn(_In):
+class VideoIn(In):
     S3Object: S3ObjectIn | None = None
 
 
-class NotificationChannelIn(_In):
+class NotificationChannelIn(In):
     """Where the completion message goes: an SNS topic of the server's SNS endpoint (refused
     when there is none). ``RoleArn`` is checked for form, not assumed."""
 
@@ -493,7 +490,7 @@ class NotificationChannelIn(_In):
     RoleArn: str = Field(pattern=ROLE_ARN.pattern)
 
 
-class _StartVideoIn(_In):
+class _StartVideoIn(In):
     Video: VideoIn
     ClientRequestToken: str | None = Field(None, min_length=1, max_length=64,
                                            pattern=r"^[a-zA-Z0-9_-]+$")
@@ -511,7 +508,7 @@ class StartFaceDetectionIn(_StartVideoIn):
     FaceAttributes: Literal["DEFAULT", "ALL"] = "DEFAULT"
 
 
-class GetFaceDetectionIn(_In):
+class GetFaceDetectionIn(In):
     JobId: str = JobIdField
     MaxResults: int | None = Field(None, ge=1)
     NextToken: str | None = Field(None, max_length=255)
@@ -620,7 +617,7 @@ async def get_face_detection(ctx: ApiContext, caller: Caller, p: GetFaceDetectio
 
 
 Handler = Callable[[ApiContext, Caller, Any], Awaitable[Json]]
-HANDLERS: dict[Operation, tuple[type[_In], Handler]] = {
+HANDLERS: dict[Operation, tuple[type[In], Handler]] = {
     Operation.CREATE_COLLECTION: (CreateCollectionIn, create_collection),
     Operation.DELETE_COLLECTION: (CollectionIn, delete_collection),
     Operation.LIST_COLLECTIONS: (ListCollectionsIn, list_collections),

@@ -969,6 +969,11 @@ class StreamProcessors:
         r = self._row(name, caller)
         g = r._mapping  # type: ignore[attr-defined]
         settings = StreamSettings.model_validate_json(g["settings"])
+        caller = Caller(actor=g["caller_actor"], role=g["caller_role"],
+                        purpose=g["caller_purpose"], case_ref=g["caller_case"],
+                        client=g["caller_client"])
+        # Checked before taking the lock: it may ask the network (DNS, the Kinesis endpoint).
+        run, camera = self._check(settings, caller)
         with self._lock:
             if self._closed:
                 raise ConflictError("the stream service is shut down")
@@ -977,10 +982,6 @@ class StreamProcessors:
                 raise ConflictError(f"stream processor {name!r} is already running")
             if live is not None:
                 live.shutdown()
-            caller = Caller(actor=g["caller_actor"], role=g["caller_role"],
-                            purpose=g["caller_purpose"], case_ref=g["caller_case"],
-                            client=g["caller_client"])
-            run, camera = self._check(settings, caller)
             # A camera is the operator's: its host is not held to the egress policy.
             proc = StreamProcessor(name, run, self.collections.pipeline, self.search,
                                    caller=caller,
