@@ -139,6 +139,12 @@ class StreamProcessorNotFoundError(NotFoundError):
     code = "stream_processor_not_found"
 
 
+class CameraNotFoundError(NotFoundError):
+    """A camera name that the operator has not configured (``facesearch cameras add``)."""
+
+    code = "camera_not_found"
+
+
 class IdempotencyMismatchError(ConflictError):
     """A client request token was reused for a different request."""
 

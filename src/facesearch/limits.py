@@ -5,6 +5,7 @@ The CLI's options, the HTTP models and the services use these names; none repeat
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from facesearch.errors import InvalidParameterError
@@ -18,6 +19,15 @@ DEFAULT_PAGE = 100
 """Faces, users or events a list returns unless told otherwise."""
 MAX_REVIEW_NOTE = 4000
 """Characters of an analyst's note on a review."""
+MAX_INLINE_IMAGE_BYTES = 5 * 1024 * 1024
+"""Largest image sent inline (Rekognition's ``Image.Bytes``, 5 MB, before base64); larger
+images (up to the image byte limit, 15 MB) come as S3 objects."""
+MAX_TAGS = 200
+"""Tags one resource (collection, stream processor) may carry (as Rekognition's)."""
+MAX_TAG_KEY = 128
+"""Characters of a tag key (1 at least)."""
+MAX_TAG_VALUE = 256
+"""Characters of a tag value (0 allowed)."""
 
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
@@ -28,6 +38,13 @@ def collection_name(name: str) -> str:
         raise InvalidParameterError(
             f"invalid collection name {name!r}: use 1-255 letters, digits, '_', '.' or '-'")
     return name
+
+
+def megabytes(n: float) -> str:
+    """A byte count as the limits are stated: MB of 2**20 bytes (15 MB is 15 * 2**20), rounded
+    up to 0.01 MB (so that a size just over a limit never reads as the limit)."""
+    text = f"{math.ceil(n / 2**20 * 100) / 100:.2f}".rstrip("0").rstrip(".")
+    return f"{text} MB"
 
 
 def threshold(value: float | None) -> float | None:

@@ -20,12 +20,15 @@ from facesearch.governance.erasure import Erasure
 from facesearch.governance.keys import AccessKeys, load_master_key
 from facesearch.governance.policy import SearchLimiter, Spike
 from facesearch.governance.review import Reviews
+from facesearch.governance.tags import ResourceKind, Tags
 from facesearch.governance.trail import AuditTrail
+from facesearch.media.cameras import Cameras
 from facesearch.services.collection import FaceCollections
 from facesearch.services.search import SearchGate
 from facesearch.services.users import UserDirectory
 from facesearch.storage.indexes import IndexCache
 from facesearch.storage.store import Store
+from facesearch.types import Caller
 from facesearch.vision.pipeline import Pipeline, model_version_of, pipeline_from
 
 if TYPE_CHECKING:
@@ -41,7 +44,8 @@ setup_log = logging.getLogger("facesearch.setup")
 
 
 class FaceSearch:
-    """Collections, users, audit, keys, video and streams on one data directory.
+    """Collections, users, audit, keys, cameras, tags, video and streams on one data
+    directory.
 
     Opening sets the process umask to 077 and makes the directory's existing files 0600 and
     folders 0700; it refuses an audit signing key or witness inside the directory, and a
@@ -89,6 +93,10 @@ class FaceSearch:
         self.erasure = Erasure(self.store, self.indexes, self.trail, clock=clock)
         self.erasure.hooks += [self._purge_snapshots, self._purge_video_matches]
         self.reviews = Reviews(self.audit, self.trail)
+        self.cameras = Cameras(self.store, self.trail, clock=clock)
+        """The camera inputs the operator names (``facesearch cameras add``)."""
+        self.tags = Tags(self.store, self.trail, self._tag_visible)
+        """Tags of collections and stream processors."""
         master = settings.keys_master_key
         master_file = settings.keys_master_key_file
         if master is None and (master_file is None or _inside(master_file, self.home)):
@@ -156,6 +164,14 @@ class FaceSearch:
 
         return purge_face_matches(self.store, face_ids)
 
+    def _tag_visible(self, kind: ResourceKind, name: str, caller: Caller | None) -> None:
+        """The resource exists and ``caller`` may see it (else its not-found error)."""
+        if kind is ResourceKind.COLLECTION:
+            with self.store.transaction() as conn:
+                self.store.collection(conn, name)
+        else:
+            self.streams.describe(name, caller=caller)
+
     def calibration_for(self, model_version: str) -> Calibration | None:
         """The shipped calibration of a model version (read once), or None."""
         if model_version not in self._calibrations:
@@ -203,7 +219,8 @@ class FaceSearch:
 
             self._streams = StreamProcessors(self.home, self.store, self.collections,
                                              self.search, clock=self._clock, keys=self.keys,
-                                             egress=self._egress(), sealer=self.sealer)
+                                             egress=self._egress(), sealer=self.sealer,
+                                             cameras=self.cameras)
         return self._streams
 
     def _egress(self) -> EgressPolicy:

@@ -1,6 +1,8 @@
 """Shared fixtures of the HTTP API tests: a real server process on loopback (started with
-``python -m facesearch serve``), access keys for every role, boto3 and httpx clients, and an
-S3-compatible store (moto in server mode) for ``Image.S3Object``."""
+``python -m facesearch serve``), access keys for every role, boto3 and httpx clients (every
+Rekognition response walked against botocore's model, :mod:`.shapes`), and AWS-compatible
+services (moto in server mode): S3 for ``Image.S3Object`` and videos, SNS and SQS for video
+jobs' ``NotificationChannel``, Kinesis for stream processors' output."""
 
 from __future__ import annotations
 
@@ -24,10 +26,50 @@ from facesearch.config import Settings
 from facesearch.service import FaceSearch
 
 from ..conftest import face
+from .shapes import watch
 
 ROLES = ("admin", "indexer", "searcher", "auditor")
 S3_BUCKET = "probes"
 S3_CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+AWS_REGION = "us-east-1"
+TINY_VIDEO_KEY = "videos/tiny.mp4"
+"""A 2 s video of obama.jpg in the S3 store (:func:`tiny_video`)."""
+
+
+def aws_env(moto_url: str) -> dict[str, str]:
+    """A server's SNS and Kinesis endpoints (moto), with credentials from the usual AWS
+    environment variables (as a deployment on AWS would have them)."""
+    return {"FACESEARCH_API_SNS_ENDPOINT_URL": moto_url,
+            "FACESEARCH_API_KINESIS_ENDPOINT_URL": moto_url, **S3_CREDS}
+
+
+def aws(moto_url: str, service: str) -> Any:
+    """A boto3 client of ``service`` (s3, sns, sqs, kinesis) on the moto server."""
+    import boto3
+
+    return boto3.client(service, endpoint_url=moto_url, region_name=AWS_REGION,
+                        aws_access_key_id=S3_CREDS["AWS_ACCESS_KEY_ID"],
+                        aws_secret_access_key=S3_CREDS["AWS_SECRET_ACCESS_KEY"])
+
+
+def make_video(path: Path, photo: str = "obama.jpg", frames: int = 10, fps: int = 5) -> Path:
+    """A short MPEG-4 video showing ``photo`` (320 px wide) in every frame."""
+    import av
+    import numpy as np
+
+    img = PILImage.open(face(photo)).convert("RGB")
+    w = 320
+    h = round(img.height * w / img.width / 2) * 2
+    pixels = np.asarray(img.resize((w, h)), np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
 
 
 def free_port() -> int:
@@ -72,14 +114,28 @@ class Server:
     def rekognition(self, role: str, *, secret: str | None = None, key_id: str | None = None,
                     retries: int = 1) -> Any:
         """A boto3 Rekognition client signing with the ``role`` key (or the given id/secret)."""
+        k = self.keys[role]
+        return self.client(key_id or k.key_id, secret or k.secret, retries=retries)
+
+    def client(self, key_id: str, secret: str, *, retries: int = 1) -> Any:
+        """A boto3 Rekognition client signing with any key; its responses are walked against
+        botocore's model (:func:`.shapes.watch`)."""
         import boto3
         from botocore.config import Config
 
-        k = self.keys[role]
-        return boto3.client(
+        return watch(boto3.client(
             "rekognition", endpoint_url=self.url, region_name="eu-west-1",
-            aws_access_key_id=key_id or k.key_id, aws_secret_access_key=secret or k.secret,
-            config=Config(retries={"max_attempts": retries, "mode": "standard"}))
+            aws_access_key_id=key_id, aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": retries, "mode": "standard"})))
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``facesearch ARGS`` on the server's data directory (the operator's side)."""
+        env = {**os.environ, "FACESEARCH_HOME": str(self.home),
+               "FACESEARCH_AUDIT_SIGNING_KEY": str(self.signing_key)}
+        proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return proc
 
     def native(self, role: str | None, *, secret: str | None = None) -> httpx.Client:
         """An httpx client for /v1 with the ``role`` key as a bearer token (None: no key)."""
@@ -143,35 +199,88 @@ def stop_server(server: Server) -> None:
 
 
 @pytest.fixture(scope="session")
-def s3_url() -> Iterator[str]:
-    """An S3-compatible store (moto, server mode) on loopback with the bucket ``probes``
-    holding obama2.jpg and a text file."""
-    import boto3
+def s3_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """AWS-compatible services (moto, server mode: S3, SNS, SQS, Kinesis) on loopback, with
+    the bucket ``probes`` holding obama2.jpg, a text file and :data:`TINY_VIDEO_KEY`."""
     from moto.server import ThreadedMotoServer
 
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     url = f"http://127.0.0.1:{port}"
-    s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = aws(url, "s3")
     s3.create_bucket(Bucket=S3_BUCKET)
     s3.put_object(Bucket=S3_BUCKET, Key="obama2.jpg", Body=image_bytes("obama2.jpg"))
     s3.put_object(Bucket=S3_BUCKET, Key="notes.txt", Body=b"not an image")
+    video = make_video(tmp_path_factory.mktemp("video") / "tiny.mp4")
+    s3.put_object(Bucket=S3_BUCKET, Key=TINY_VIDEO_KEY, Body=video.read_bytes())
     yield url
     moto.stop()
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory, s3_url: str) -> Iterator[Server]:
-    """One server for the session (tests use their own collection names)."""
+    """One server for the session (tests use their own collection names), with the moto
+    services as its S3 store and its SNS and Kinesis endpoints."""
     root = tmp_path_factory.mktemp("api")
     srv = start_server(root / "home", root / "server.log",
                        FACESEARCH_API_S3_ENDPOINT_URL=s3_url,
                        FACESEARCH_API_S3_ACCESS_KEY_ID=S3_CREDS["AWS_ACCESS_KEY_ID"],
-                       FACESEARCH_API_S3_SECRET_ACCESS_KEY=S3_CREDS["AWS_SECRET_ACCESS_KEY"])
+                       FACESEARCH_API_S3_SECRET_ACCESS_KEY=S3_CREDS["AWS_SECRET_ACCESS_KEY"],
+                       **aws_env(s3_url))
     yield srv
     stop_server(srv)
+
+
+def sns_to_sqs(moto_url: str, name: str) -> tuple[str, str]:
+    """An SNS topic with an SQS queue subscribed to it (the pattern of AWS's video examples):
+    ``(topic ARN, queue URL)``."""
+    sns, sqs = aws(moto_url, "sns"), aws(moto_url, "sqs")
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    queue = sqs.create_queue(QueueName=name)["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue,
+                                         AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    return topic, queue
+
+
+def sqs_message(moto_url: str, queue: str, timeout_s: float = 600) -> dict[str, Any]:
+    """The next Rekognition message on ``queue`` (the SNS envelope's ``Message``, decoded),
+    polled as AWS's examples do; fails after ``timeout_s``."""
+    sqs = aws(moto_url, "sqs")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1, WaitTimeSeconds=1)
+        for m in got.get("Messages", []):
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+            message: dict[str, Any] = json.loads(json.loads(m["Body"])["Message"])
+            return message
+    pytest.fail(f"no message on {queue} within {timeout_s:.0f} s", pytrace=False)
+
+
+def kinesis_stream(moto_url: str, name: str) -> str:
+    """A one-shard Kinesis data stream on the moto server; its ARN."""
+    kin = aws(moto_url, "kinesis")
+    kin.create_stream(StreamName=name, ShardCount=1)
+    arn: str = kin.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"][
+        "StreamARN"]
+    return arn
+
+
+class KinesisReader:
+    """Reads a one-shard stream from its start, as a consumer of Rekognition's output does."""
+
+    def __init__(self, moto_url: str, name: str) -> None:
+        self.kin = aws(moto_url, "kinesis")
+        shard = self.kin.list_shards(StreamName=name)["Shards"][0]["ShardId"]
+        self.iterator = self.kin.get_shard_iterator(
+            StreamName=name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records written since the last call (decoded JSON)."""
+        out = self.kin.get_records(ShardIterator=self.iterator, Limit=1000)
+        self.iterator = out["NextShardIterator"]
+        return [json.loads(r["Data"]) for r in out["Records"]]
 
 
 @pytest.fixture(scope="session")

@@ -181,6 +181,18 @@ def test_role_table(keys: AccessKeys) -> None:
         authorize(searcher, Operation.CREATE_COLLECTION)
     with pytest.raises(AccessDeniedError):
         authorize(admin, Operation.SEARCH_FACES_BY_IMAGE)
+    # A key with several roles may call what any of them may, and nothing more.
+    app = keys.create([Role.ADMIN, Role.INDEXER, Role.SEARCHER]).info
+    for op in (Operation.CREATE_COLLECTION, Operation.INDEX_FACES,
+               Operation.SEARCH_FACES_BY_IMAGE):
+        authorize(app, op)
+    with pytest.raises(AccessDeniedError, match=r"role admin,indexer,searcher"):
+        authorize(app, Operation.LIST_AUDIT_EVENTS)
+    manager = keys.create([Role.ADMIN, Role.INDEXER]).info  # an admin who cannot search
+    authorize(manager, Operation.INDEX_FACES)
+    for op in (Operation.SEARCH_FACES, Operation.LIST_AUDIT_EVENTS):
+        with pytest.raises(AccessDeniedError):
+            authorize(manager, op)
 
 
 def test_canonical_query_sorts_and_encodes() -> None:

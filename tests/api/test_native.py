@@ -121,7 +121,7 @@ def test_list_and_delete_faces(server: Server, people: dict[str, Any]) -> None:
                      files=files("obama.jpg")).json()["indexed"][0]["face"]["face_id"]
         ghost = str(uuid.uuid4())
         r = c.post("/v1/collections/nat-delete/faces/delete", json={"face_ids": [fid, ghost]})
-        assert r.json() == {"deleted": [fid], "not_found": [ghost]}
+        assert r.json() == {"deleted": [fid], "not_found": [ghost], "associated_to_user": []}
 
 
 def test_search(server: Server, people: dict[str, Any]) -> None:
@@ -198,7 +198,7 @@ def test_authentication_and_roles(server: Server, people: dict[str, Any]) -> Non
         error(unknown.get("/v1/collections"), 401, "unknown_access_key")
     with server.native("searcher") as c:
         assert c.get("/v1/whoami").json() == {"key_id": server.keys["searcher"].key_id,
-                                              "role": "searcher"}
+                                              "role": "searcher", "roles": ["searcher"]}
         error(c.post("/v1/collections", json={"name": "nat-nope"}), 403, "access_denied")
         error(c.post(f"/v1/collections/{COLL}/faces", files=files("obama.jpg")), 403,
               "access_denied")
@@ -238,6 +238,16 @@ def test_keys_api(server: Server) -> None:
         assert new["key_id"] in {k["key_id"] for k in listed}
         assert all("secret" not in k for k in listed)
         error(admin.post("/v1/keys", json={"role": "root"}), 400, "invalid_parameter")
+        error(admin.post("/v1/keys", json={"role": "admin", "roles": ["admin"]}), 400,
+              "invalid_parameter")
+        both = admin.post("/v1/keys", json={"roles": ["searcher", "indexer"]}).json()
+        assert both["roles"] == ["indexer", "searcher"] and both["role"] == "indexer,searcher"
+        with httpx.Client(base_url=server.url, headers={
+                "Authorization": f"Bearer {both['key_id']}:{both['secret']}"}) as c:
+            assert c.get("/v1/whoami").json() == {"key_id": both["key_id"],
+                                                  "role": "indexer,searcher",
+                                                  "roles": ["indexer", "searcher"]}
+        admin.delete(f"/v1/keys/{both['key_id']}")
         with httpx.Client(base_url=server.url, headers={
                 "Authorization": f"Bearer {new['key_id']}:{new['secret']}"}) as c:
             assert c.get("/v1/whoami").status_code == 200

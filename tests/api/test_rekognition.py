@@ -1,11 +1,14 @@
 """The Rekognition-compatible endpoint, driven by a real boto3 client against a real server
-process: every supported operation, Rekognition's shapes, paging, error classes, S3 objects,
-roles and refused signatures."""
+process: every supported operation, Rekognition's shapes and behaviour (what programs written
+for Rekognition rely on), paging, error classes, validation, S3 objects, SNS notifications,
+tags, roles and refused signatures. Every response is also walked against botocore's model
+(:mod:`.shapes`)."""
 
 from __future__ import annotations
 
 import datetime
 import io
+import json
 import re
 import time
 import uuid
@@ -17,7 +20,19 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image as PILImage
 
-from .conftest import S3_BUCKET, Server, blank_png, image_bytes, log_lines
+from facesearch import responses
+from facesearch.limits import MAX_INLINE_IMAGE_BYTES
+
+from .conftest import (
+    S3_BUCKET,
+    TINY_VIDEO_KEY,
+    Server,
+    blank_png,
+    image_bytes,
+    log_lines,
+    sns_to_sqs,
+    sqs_message,
+)
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 PEOPLE = "rek-people"
@@ -187,6 +202,28 @@ def test_delete_faces(server: Server) -> None:
         rek.delete_faces(CollectionId="rek-delete", FaceIds=["not-a-uuid"])
 
 
+def test_delete_faces_leaves_faces_of_a_user(server: Server) -> None:
+    """As Rekognition: a face associated to a user is not deleted
+    (ASSOCIATED_TO_AN_EXISTING_USER); once disassociated, it is."""
+    server.rekognition("admin").create_collection(CollectionId="rek-delete-user")
+    rek = server.rekognition("indexer")
+    owned, loose = (rek.index_faces(CollectionId="rek-delete-user", Image=img(name))
+                    ["FaceRecords"][0]["Face"]["FaceId"] for name in ("obama.jpg", "biden.jpg"))
+    rek.create_user(CollectionId="rek-delete-user", UserId="barack")
+    rek.associate_faces(CollectionId="rek-delete-user", UserId="barack", FaceIds=[owned])
+    ghost = str(uuid.uuid4())
+    out = rek.delete_faces(CollectionId="rek-delete-user", FaceIds=[owned, ghost, loose])
+    assert out["DeletedFaces"] == [loose]
+    assert out["UnsuccessfulFaceDeletions"] == [
+        {"FaceId": owned, "Reasons": ["ASSOCIATED_TO_AN_EXISTING_USER"]},
+        {"FaceId": ghost, "Reasons": ["FACE_NOT_FOUND"]}]
+    assert [f["FaceId"] for f in rek.list_faces(CollectionId="rek-delete-user")["Faces"]] == [
+        owned]
+    rek.disassociate_faces(CollectionId="rek-delete-user", UserId="barack", FaceIds=[owned])
+    assert rek.delete_faces(CollectionId="rek-delete-user",
+                            FaceIds=[owned])["DeletedFaces"] == [owned]
+
+
 # -- search, compare, detect --------------------------------------------------------------------
 
 def test_search_faces_by_image(server: Server, people: dict[str, Any]) -> None:
@@ -213,8 +250,24 @@ def test_search_faces_by_face_id(server: Server, people: dict[str, Any]) -> None
     assert out["SearchedFaceId"] == fid
     ids = [m["Face"]["FaceId"] for m in out["FaceMatches"]]
     assert fid not in ids and len(ids) == 3
+
+
+def test_search_faces_with_an_unknown_face_id(server: Server, people: dict[str, Any]) -> None:
+    """As Rekognition: a face id the collection lacks (never there, or deleted) is a bad
+    argument; ResourceNotFoundException means the collection itself is gone."""
+    server.rekognition("admin").create_collection(CollectionId="rek-gone-face")
+    fid = server.rekognition("indexer").index_faces(
+        CollectionId="rek-gone-face", Image=img("obama.jpg"))["FaceRecords"][0]["Face"]["FaceId"]
+    server.rekognition("indexer").delete_faces(CollectionId="rek-gone-face", FaceIds=[fid])
+    rek = server.rekognition("searcher")
+    for face_id in (str(uuid.uuid4()), fid):
+        with pytest.raises(rek.exceptions.InvalidParameterException, match="not in collection"):
+            rek.search_faces(CollectionId="rek-gone-face", FaceId=face_id)
     with pytest.raises(rek.exceptions.ResourceNotFoundException):
-        rek.search_faces(CollectionId=PEOPLE, FaceId=str(uuid.uuid4()))
+        rek.search_faces(CollectionId="rek-nowhere", FaceId=fid)
+    with server.native("searcher") as c:  # natively, still a missing face
+        r = c.post(f"/v1/collections/rek-gone-face/faces/{fid}/search", json={})
+        assert r.status_code == 404 and r.json()["code"] == "face_not_found"
 
 
 def test_search_errors(server: Server, people: dict[str, Any]) -> None:
@@ -306,6 +359,17 @@ def test_users(server: Server, people: dict[str, Any]) -> None:
     check_detail(by_image["SearchedFace"]["FaceDetail"])
     none = search.search_users_by_image(CollectionId=PEOPLE, Image={"Bytes": blank_png()})
     assert none["UserMatches"] == [] and "SearchedFace" not in none
+    # The probe's other faces are reported as not searched, as Rekognition does.
+    two = search.search_users_by_image(CollectionId=PEOPLE, Image=img("two_people.jpg"),
+                                       UserMatchThreshold=0)
+    assert two["SearchedFace"]["FaceDetail"] and len(two["UnsearchedFaces"]) == 1
+    assert two["UnsearchedFaces"][0]["Reasons"] == ["FACE_NOT_LARGEST"]
+    check_detail(two["UnsearchedFaces"][0]["FaceDetails"])
+    searched, other = (two["SearchedFace"]["FaceDetail"]["BoundingBox"],
+                       two["UnsearchedFaces"][0]["FaceDetails"]["BoundingBox"])
+    assert searched["Width"] * searched["Height"] >= other["Width"] * other["Height"]
+    assert search.search_users_by_image(CollectionId=PEOPLE, Image=img("obama2.jpg"),
+                                        MaxUsers=1)["UnsearchedFaces"] == []
 
     d = rek.disassociate_faces(CollectionId=PEOPLE, UserId="u-obama", FaceIds=[obama, biden])
     assert d["DisassociatedFaces"] == [{"FaceId": obama}]
@@ -423,3 +487,177 @@ def test_body_limit(small_server: Server) -> None:
     big = image_bytes("obama.jpg")  # 280 kB: over the small server's 64 KiB body limit
     with pytest.raises(rek.exceptions.ImageTooLargeException):
         rek.detect_faces(Image={"Bytes": big})
+
+
+# -- what ported programs rely on (issue 13) -------------------------------------------------
+
+NUMERIC = re.compile(r"^[0-9.]+$")
+
+
+def test_model_versions_are_numeric(server: Server, people: dict[str, Any]) -> None:
+    """FaceModelVersion and IndexFacesModelVersion follow the model's pattern and compare
+    numerically (7.x); /v1 keeps facesearch's model names."""
+    admin, indexer = server.rekognition("admin"), server.rekognition("indexer")
+    with server.native("admin") as c:
+        name = c.get(f"/v1/collections/{PEOPLE}").json()["model_version"]
+    assert not NUMERIC.match(name) and "/" in name
+    number = responses.rekognition_model_version(name)
+    assert NUMERIC.match(number) and float(number) >= 7
+    assert admin.describe_collection(CollectionId=PEOPLE)["FaceModelVersion"] == number
+    listed = admin.list_collections()
+    assert listed["FaceModelVersions"][listed["CollectionIds"].index(PEOPLE)] == number
+    assert people["obama"]["FaceModelVersion"] == number
+    assert people["obama"]["FaceRecords"][0]["Face"]["IndexFacesModelVersion"] == number
+    faces = indexer.list_faces(CollectionId=PEOPLE, MaxResults=1)
+    assert faces["FaceModelVersion"] == number
+    assert faces["Faces"][0]["IndexFacesModelVersion"] == number
+    found = server.rekognition("searcher").search_faces_by_image(CollectionId=PEOPLE,
+                                                                 Image=img("obama2.jpg"))
+    assert found["FaceModelVersion"] == number
+
+
+def test_model_version_numbers() -> None:
+    """The documented map: every listed version distinct; an unlisted one still numeric,
+    stable, distinct and above the listed ones."""
+    listed = responses.MODEL_VERSION_NUMBERS
+    assert len(set(listed.values())) == len(listed)
+    assert all(NUMERIC.match(v) for v in listed.values())
+    custom = [responses.rekognition_model_version(v) for v in
+              ("blazeface+blazeface/sface-2021dec", "mtcnn/dlib-resnet-v1", "x/y")]
+    assert all(NUMERIC.match(v) for v in custom) and len(set(custom)) == 3
+    assert custom[0] == responses.rekognition_model_version("blazeface+blazeface/sface-2021dec")
+    assert min(float(v) for v in custom) > max(float(v) for v in listed.values())
+
+
+def test_validation_as_strict_as_rekognition(server: Server, people: dict[str, Any]) -> None:
+    rek = server.rekognition("searcher")
+    with pytest.raises(rek.exceptions.InvalidParameterException, match="Attributes"):
+        rek.detect_faces(Image=img("obama.jpg"), Attributes=["FOO"])
+    assert len(rek.detect_faces(Image=img("obama.jpg"), Attributes=["ALL"])["FaceDetails"]) == 1
+    with pytest.raises(rek.exceptions.InvalidParameterException):
+        server.rekognition("indexer").index_faces(CollectionId=PEOPLE, Image=img("obama.jpg"),
+                                                  DetectionAttributes=["DEFAULT", "HAIR"])
+    # Bytes: at most 5 MB (refused before anything is decoded); S3 objects up to 15 MB.
+    over = b"\xff\xd8" + bytes(MAX_INLINE_IMAGE_BYTES - 1)
+    with pytest.raises(rek.exceptions.ImageTooLargeException) as err:
+        rek.detect_faces(Image={"Bytes": over})
+    assert "5 MB" in str(err.value) and "15 MB" in str(err.value)
+    assert "16 MB" not in str(err.value)
+    for call in (lambda: server.rekognition("admin").list_collections(MaxResults=0),
+                 lambda: server.rekognition("indexer").list_faces(CollectionId=PEOPLE,
+                                                                  MaxResults=0)):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert code(err.value) == "InvalidParameterException"
+
+
+def test_tags_on_collections(server: Server) -> None:
+    admin = server.rekognition("admin")
+    made = admin.create_collection(CollectionId="rek-tags",
+                                   Tags={"owner": "unit 7", "basis": "art. 6/1/e"})
+    coll_arn = made["CollectionArn"]
+    assert admin.list_tags_for_resource(ResourceArn=coll_arn)["Tags"] == {
+        "owner": "unit 7", "basis": "art. 6/1/e"}
+    admin.tag_resource(ResourceArn=coll_arn, Tags={"retention": "P30D", "owner": "unit 9"})
+    admin.untag_resource(ResourceArn=coll_arn, TagKeys=["basis"])
+    tags = {"owner": "unit 9", "retention": "P30D"}
+    for role in ("auditor", "searcher", "indexer"):  # everyone may read them
+        assert server.rekognition(role).list_tags_for_resource(ResourceArn=coll_arn)[
+            "Tags"] == tags
+    with pytest.raises(admin.exceptions.AccessDeniedException):  # only admins set them
+        server.rekognition("indexer").tag_resource(ResourceArn=coll_arn, Tags={"a": "b"})
+    for bad in ({"aws:owner": "x"}, {"owner": "a;b"}):
+        with pytest.raises(admin.exceptions.InvalidParameterException):
+            admin.tag_resource(ResourceArn=coll_arn, Tags=bad)
+    with pytest.raises(admin.exceptions.InvalidParameterException):
+        admin.create_collection(CollectionId="rek-tags-bad", Tags={"aws:x": "y"})
+    with pytest.raises(admin.exceptions.ResourceNotFoundException):  # refused before creating
+        admin.describe_collection(CollectionId="rek-tags-bad")
+    with pytest.raises(admin.exceptions.InvalidParameterException):
+        admin.list_tags_for_resource(ResourceArn="arn:aws:s3:::some-bucket/key")
+    gone = coll_arn.replace(":collection/rek-tags", ":collection/rek-nowhere")
+    with pytest.raises(admin.exceptions.ResourceNotFoundException):
+        admin.list_tags_for_resource(ResourceArn=gone)
+    other_account = re.sub(r":\d{12}:", ":111122223333:", coll_arn)
+    with pytest.raises(admin.exceptions.ResourceNotFoundException):
+        admin.list_tags_for_resource(ResourceArn=other_account)
+    admin.delete_collection(CollectionId="rek-tags")  # tags go with the collection
+    admin.create_collection(CollectionId="rek-tags")
+    assert admin.list_tags_for_resource(ResourceArn=coll_arn)["Tags"] == {}
+
+
+def test_one_key_runs_a_one_client_program(server: Server) -> None:
+    """AWS's collection example, unchanged but for the client: one key that holds the admin,
+    indexer and searcher roles creates a collection, indexes and searches. The audit trail
+    names the key and its roles; a watchlist manager's key (admin and indexer) cannot
+    search."""
+    made = json.loads(server.cli("keys", "create", "--role", "admin", "--role", "indexer",
+                                 "--role", "searcher", "--label", "app", "--json").stdout)
+    assert made["roles"] == ["admin", "indexer", "searcher"]
+    rek = server.client(made["key_id"], made["secret"])
+    rek.create_collection(CollectionId="rek-app")
+    faces = rek.index_faces(CollectionId="rek-app", Image=img("obama.jpg"),
+                            ExternalImageId="obama", MaxFaces=1, QualityFilter="AUTO",
+                            DetectionAttributes=["ALL"])["FaceRecords"]
+    found = rek.search_faces_by_image(CollectionId="rek-app", Image=img("obama2.jpg"),
+                                      MaxFaces=1, FaceMatchThreshold=80)["FaceMatches"]
+    assert [m["Face"]["FaceId"] for m in found] == [faces[0]["Face"]["FaceId"]]
+    rek.delete_collection(CollectionId="rek-app")
+    with server.native("auditor") as c:
+        events = c.get("/v1/audit", params={"actor": made["key_id"]}).json()["events"]
+    assert {e["operation"] for e in events} >= {"collection.create", "index",
+                                                "search.image", "collection.delete"}
+    assert {e["role"] for e in events} == {"admin,indexer,searcher"}
+    with server.native("auditor") as c:
+        created = c.get("/v1/audit", params={"operation": "key.create"}).json()["events"]
+    assert [e["details"]["key_role"] for e in created
+            if e["details"]["key_id"] == made["key_id"]] == ["admin,indexer,searcher"]
+
+    manager = json.loads(server.cli("keys", "create", "--role", "admin", "--role", "indexer",
+                                    "--json").stdout)
+    m = server.client(manager["key_id"], manager["secret"])
+    m.create_collection(CollectionId="rek-manager")
+    m.index_faces(CollectionId="rek-manager", Image=img("obama.jpg"))
+    with pytest.raises(m.exceptions.AccessDeniedException):
+        m.search_faces_by_image(CollectionId="rek-manager", Image=img("obama2.jpg"))
+    m.delete_collection(CollectionId="rek-manager")
+
+
+def test_notification_channel_publishes_to_sns(server: Server, s3_url: str,
+                                               people: dict[str, Any]) -> None:
+    """AWS's video example: StartFaceSearch with a NotificationChannel, then wait on an SQS
+    queue subscribed to the topic for Rekognition's completion message, then GetFaceSearch."""
+    topic, queue = sns_to_sqs(s3_url, "rek-video-done")
+    rek = server.rekognition("searcher")
+    channel = {"SNSTopicArn": topic, "RoleArn": "arn:aws:iam::123456789012:role/rek-video"}
+    video = {"S3Object": {"Bucket": S3_BUCKET, "Name": TINY_VIDEO_KEY}}
+    job = rek.start_face_search(Video=video, CollectionId=PEOPLE, NotificationChannel=channel,
+                                JobTag="tiny-obama")["JobId"]
+    message = sqs_message(s3_url, queue)
+    assert message["JobId"] == job and message["Status"] == "SUCCEEDED"
+    assert message["API"] == "StartFaceSearch" and message["JobTag"] == "tiny-obama"
+    assert message["Video"] == {"S3ObjectName": TINY_VIDEO_KEY, "S3Bucket": S3_BUCKET}
+    assert abs(message["Timestamp"] / 1000 - time.time()) < 600
+    out = rek.get_face_search(JobId=job)
+    assert out["JobStatus"] == "SUCCEEDED"
+    assert {m["Face"]["ExternalImageId"] for p in out["Persons"] for m in p["FaceMatches"]} \
+        >= {"obama"}
+    with server.native("searcher") as c:
+        assert c.get(f"/v1/video/jobs/{job}").json()["notification"] == "delivered"
+    detect = rek.start_face_detection(Video=video, NotificationChannel=channel)["JobId"]
+    assert sqs_message(s3_url, queue)["API"] == "StartFaceDetection"
+    assert rek.get_face_detection(JobId=detect)["JobStatus"] == "SUCCEEDED"
+    with pytest.raises(rek.exceptions.InvalidParameterException):  # not a topic ARN
+        rek.start_face_detection(Video=video, NotificationChannel={
+            **channel, "SNSTopicArn": "arn:aws:sqs:us-east-1:123456789012:q"})
+
+
+def test_notification_channel_refused_without_sns(small_server: Server) -> None:
+    """Never accepted and dropped: a server without an SNS endpoint refuses the channel (before
+    it looks at the video)."""
+    rek = small_server.rekognition("searcher")
+    with pytest.raises(rek.exceptions.InvalidParameterException, match="SNS endpoint"):
+        rek.start_face_detection(
+            Video={"S3Object": {"Bucket": S3_BUCKET, "Name": TINY_VIDEO_KEY}},
+            NotificationChannel={"SNSTopicArn": "arn:aws:sns:us-east-1:123456789012:t",
+                                 "RoleArn": "arn:aws:iam::123456789012:role/r"})

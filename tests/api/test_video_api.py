@@ -1,7 +1,9 @@
 """Stored-video jobs and live stream processors over HTTP, against a real server process:
 Rekognition's StartFaceSearch / GetFaceSearch / StartFaceDetection / GetFaceDetection with a
-real boto3 client on the clip in a moto S3 store, and the native API (uploads, server paths,
-results, stream processors with their Server-Sent Events and WebSocket feeds) with httpx.
+real boto3 client on the clip in a moto S3 store (completion messages through moto's SNS to
+an SQS queue), Rekognition's stream processors on a camera playing the clip (records through
+moto's Kinesis), and the native API (uploads, server paths, results, stream processors with
+their Server-Sent Events and WebSocket feeds) with httpx.
 
 The clip (../shared/testdata/faces/short_hamilton_clip.mp4, 9.2 s) shows Lin-Manuel Miranda
 from about 2.8 s to 7.5 s; the watchlists hold his photo and Alex Lacamoire's, or Alex's and
@@ -24,7 +26,19 @@ from websockets.sync.client import connect
 
 from ..conftest import FACES
 from ..media.video_helpers import ALEX_PHOTO, CLIP_MS, CLIP_NAME, LIN, LIN_PHOTO, clip, wait_for
-from .conftest import S3_BUCKET, S3_CREDS, Server, image_bytes, start_server, stop_server
+from .conftest import (
+    S3_BUCKET,
+    S3_CREDS,
+    KinesisReader,
+    Server,
+    aws_env,
+    image_bytes,
+    kinesis_stream,
+    sns_to_sqs,
+    sqs_message,
+    start_server,
+    stop_server,
+)
 
 CLIP_KEY = f"videos/{CLIP_NAME}"
 WITH_LIN = "vid-lin"
@@ -50,7 +64,7 @@ def vserver(tmp_path_factory: pytest.TempPathFactory, s3_url: str) -> Iterator[S
                        FACESEARCH_API_S3_ENDPOINT_URL=s3_url,
                        FACESEARCH_API_S3_ACCESS_KEY_ID=S3_CREDS["AWS_ACCESS_KEY_ID"],
                        FACESEARCH_API_S3_SECRET_ACCESS_KEY=S3_CREDS["AWS_SECRET_ACCESS_KEY"],
-                       FACESEARCH_API_VIDEO_PATH_ROOTS=str(FACES))
+                       FACESEARCH_API_VIDEO_PATH_ROOTS=str(FACES), **aws_env(s3_url))
     try:
         admin, indexer = srv.rekognition("admin"), srv.rekognition("indexer")
         for coll, photos in ((WITH_LIN, [LIN_PHOTO, ALEX_PHOTO]),
@@ -86,15 +100,18 @@ def video(key: str = CLIP_KEY) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def rek_jobs(vserver: Server) -> dict[str, str]:
-    """Rekognition jobs, submitted together (they run one after another on the server)."""
+def rek_jobs(vserver: Server, s3_url: str) -> dict[str, str]:
+    """Rekognition jobs, submitted together (they run one after another on the server); the
+    first notifies an SNS topic, read from the SQS queue ``queue`` subscribed to it."""
     rek = searcher(vserver, PURPOSE)
     token = uuid.uuid4().hex
+    topic, queue = sns_to_sqs(s3_url, "hamilton-done")
     jobs = {
+        "queue": queue,
         "lin": rek.start_face_search(
             Video=video(), CollectionId=WITH_LIN, JobTag="hamilton", ClientRequestToken=token,
-            NotificationChannel={"SNSTopicArn": "arn:aws:sns:us-east-1:000000000000:topic",
-                                 "RoleArn": "arn:aws:iam::000000000000:role/video"})["JobId"],
+            NotificationChannel={"SNSTopicArn": topic,
+                                 "RoleArn": "arn:aws:iam::123456789012:role/video"})["JobId"],
         "others": rek.start_face_search(Video=video(), CollectionId=WITHOUT_LIN,
                                         FaceMatchThreshold=80)["JobId"],
         "detect": rek.start_face_detection(Video=video(), FaceAttributes="DEFAULT")["JobId"],
@@ -150,9 +167,15 @@ def code(exc: ClientError) -> str:
 
 # -- Rekognition: StartFaceSearch / GetFaceSearch ---------------------------------------------
 
-def test_rekognition_face_search_finds_lin(vserver: Server, rek_jobs: dict[str, str]) -> None:
+def test_rekognition_face_search_finds_lin(vserver: Server, rek_jobs: dict[str, str],
+                                          s3_url: str) -> None:
     rek = searcher(vserver)
     job_id = rek_jobs["lin"]
+    # As AWS's example waits: on the SQS queue subscribed to the job's SNS topic.
+    done = sqs_message(s3_url, rek_jobs["queue"], JOB_TIMEOUT_S)
+    assert (done["JobId"], done["Status"], done["API"], done["JobTag"]) == (
+        job_id, "SUCCEEDED", "StartFaceSearch", "hamilton")
+    assert done["Video"] == {"S3ObjectName": CLIP_KEY, "S3Bucket": S3_BUCKET}
     head = finished(rek.get_face_search, job_id)
     assert head["JobId"] == job_id and head["JobTag"] == "hamilton"
     assert head["Video"] == video()
@@ -258,6 +281,106 @@ def test_rekognition_video_errors(vserver: Server) -> None:
     with pytest.raises(rek.exceptions.ClientError) as exc:
         vserver.rekognition("auditor").get_face_detection(JobId=str(uuid.uuid4()))
     assert code(exc.value) == "AccessDeniedException"
+
+
+# -- Rekognition: stream processors on a camera, output to Kinesis -----------------------------
+
+CAMERA_ARN = "arn:aws:kinesisvideo:us-east-1:123456789012:stream/hamilton-stage/1700000000000"
+ROLE_ARN = "arn:aws:iam::123456789012:role/rekognition-streams"
+
+
+def test_rekognition_stream_processor_watches_a_camera(vserver: Server, s3_url: str) -> None:
+    """The camera watchlist pattern, as a Rekognition program writes it: the operator adds
+    the camera (the clip, played as one); the program creates a face search processor whose
+    input is the camera's Kinesis video stream ARN and whose output is a Kinesis data stream,
+    starts it, and reads Rekognition Video's records from the data stream until Lin-Manuel
+    Miranda is matched. The native feeds carry the processor's events as for any other."""
+    vserver.cli("cameras", "add", "hamilton-stage", str(clip()), "--label", "stage")
+    out_arn = kinesis_stream(s3_url, "stage-matches")
+    rek = searcher(vserver)
+    settings = {"FaceSearch": {"CollectionId": WITH_LIN, "FaceMatchThreshold": 80}}
+    spec: dict[str, Any] = {
+        "Input": {"KinesisVideoStream": {"Arn": CAMERA_ARN}},
+        "Output": {"KinesisDataStream": {"Arn": out_arn}},
+        "Name": "stage", "Settings": settings, "RoleArn": ROLE_ARN, "Tags": {"site": "stage"}}
+    made = rek.create_stream_processor(**spec)
+    assert made["StreamProcessorArn"].endswith(":streamprocessor/stage")
+    with pytest.raises(rek.exceptions.ResourceInUseException):  # (not a replay: other tags)
+        rek.create_stream_processor(**{**spec, "Tags": {"site": "again"}})
+    refused = [  # what facesearch cannot honour is refused, never dropped
+        {"Input": {"KinesisVideoStream": {"Arn": CAMERA_ARN.replace("hamilton-stage",
+                                                                    "no-such-camera")}}},
+        {"Settings": {"ConnectedHome": {"Labels": ["PERSON"]}}},
+        {"Output": {"S3Destination": {"Bucket": S3_BUCKET}}},
+        {"Output": {"KinesisDataStream": {"Arn": out_arn.replace("stage-matches", "absent")}}},
+        {"NotificationChannel": {"SNSTopicArn": "arn:aws:sns:us-east-1:123456789012:t"}},
+        {"DataSharingPreference": {"OptIn": True}},
+        {"KmsKeyId": "alias/streams"},
+    ]
+    for change in refused:
+        with pytest.raises(rek.exceptions.InvalidParameterException):
+            rek.create_stream_processor(**{**spec, "Name": "stage-bad", **change})
+    with pytest.raises(ClientError) as exc:  # its searches would run as an admin key
+        vserver.rekognition("admin").create_stream_processor(**{**spec, "Name": "stage-admin"})
+    assert code(exc.value) == "AccessDeniedException"
+
+    d = rek.describe_stream_processor(Name="stage")
+    assert d["Status"] == "STOPPED" and d["StreamProcessorArn"] == made["StreamProcessorArn"]
+    assert d["Input"]["KinesisVideoStream"]["Arn"] == CAMERA_ARN
+    assert d["Output"]["KinesisDataStream"]["Arn"] == out_arn
+    assert d["Settings"] == settings and d["RoleArn"] == ROLE_ARN
+    assert d["DataSharingPreference"] == {"OptIn": False}
+    assert {"Name": "stage", "Status": "STOPPED"} in rek.list_stream_processors()[
+        "StreamProcessors"]
+    assert rek.list_tags_for_resource(ResourceArn=made["StreamProcessorArn"])["Tags"] == {
+        "site": "stage"}
+    rek.update_stream_processor(Name="stage", DataSharingPreferenceForUpdate={"OptIn": False})
+    for update in ({"DataSharingPreferenceForUpdate": {"OptIn": True}},
+                   {"ParametersToDelete": ["RegionsOfInterest"]}):
+        with pytest.raises(rek.exceptions.InvalidParameterException):
+            rek.update_stream_processor(Name="stage", **update)
+
+    reader = KinesisReader(s3_url, "stage-matches")
+    with vserver.native("searcher") as c, c.stream("GET", "/v1/streams/stage/events") as feed:
+        events = sse_events(feed)
+        assert next(events)[0] == "subscribed"
+        rek.start_stream_processor(Name="stage")
+        again = searcher(vserver, {"x-amz-meta-attempt": "2"})  # signed apart: not a replay
+        with pytest.raises(rek.exceptions.ResourceInUseException):
+            again.start_stream_processor(Name="stage")
+        records: list[dict[str, Any]] = []
+
+        def lin_record() -> dict[str, Any] | None:
+            records.extend(reader.records())
+            return next((r for r in records for f in r["FaceSearchResponse"]
+                         for m in f["MatchedFaces"] if m["Face"].get("ExternalImageId") == LIN),
+                        None)
+
+        record = wait_for(lin_record, 180, "a Kinesis record matching Lin", every_s=1)
+        video_info = record["InputInformation"]["KinesisVideo"]
+        assert video_info["StreamArn"] == CAMERA_ARN and video_info["FragmentNumber"].isdigit()
+        assert abs(video_info["ServerTimestamp"] - time.time()) < 300
+        assert 0 <= video_info["FrameOffsetInSeconds"] <= CLIP_MS / 1000 + 1
+        assert record["StreamProcessorInformation"] == {"Status": "RUNNING"}
+        for face in record["FaceSearchResponse"]:
+            check_face_detail(face["DetectedFace"])
+            for m in face["MatchedFaces"]:
+                assert m["Similarity"] >= 80 and uuid.UUID(m["Face"]["FaceId"])
+                check_ratio_box(m["Face"]["BoundingBox"])
+        assert rek.describe_stream_processor(Name="stage")["Status"] == "RUNNING"
+        deadline = time.monotonic() + 60
+        for kind, data in events:  # the native feed, as for any processor
+            if kind == "face_match" and data["identity"] == LIN:
+                break
+            assert time.monotonic() < deadline, "no native event for Lin in time"
+        metrics = c.get("/v1/streams/stage/metrics").json()["metrics"]
+        assert metrics["kinesis_delivered"] >= 1 and metrics["kinesis_failed"] == 0
+        rek.stop_stream_processor(Name="stage")
+    assert rek.describe_stream_processor(Name="stage")["Status"] == "STOPPED"
+    rek.delete_stream_processor(Name="stage")
+    with pytest.raises(rek.exceptions.ResourceNotFoundException):
+        rek.describe_stream_processor(Name="stage")
+    vserver.cli("cameras", "remove", "hamilton-stage")
 
 
 # -- native: jobs -----------------------------------------------------------------------------

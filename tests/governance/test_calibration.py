@@ -246,3 +246,18 @@ def test_real_photos_at_the_default_and_at_the_law_enforcement_floor(fs: FaceSea
     assert not other.match and other.similarity < 50
     assert not fs.search.compare(face("obama2.jpg"), face("biden.jpg"),
                                       threshold=floor.threshold_floor).match
+
+
+def test_documented_thresholds_match_the_shipped_calibration() -> None:
+    """docs/api.md tells users porting Rekognition code what 70, 80 and 99 mean here; the
+    figures must be the shipped calibration's (FMR and FPIR to 2 significant digits, FNMR in
+    percent to 2 decimals)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    c = cal.load_calibration()
+    for s in (70, 80, 99):
+        row = next(line for line in doc.splitlines() if line.startswith(f"| {s} | AWS"))
+        cells = [x.strip() for x in row.strip("|").split("|")]
+        r = c.risk(s, None)
+        want = [f"{r.false_match_rate:.2g}", f"{100 * r.false_non_match_rate:.2f} %",
+                *(f"{c.expected_fpir(s, n):.2g}" for n in (1_000, 10_000, 100_000, 1_000_000))]
+        assert cells[2:] == want, (s, cells, want)

@@ -64,6 +64,29 @@ def test_erase_by_user_and_by_face_id(fs: FaceSearch) -> None:
         fs.erasure.erase("u", face_ids=[c], external_id="x")
 
 
+def test_deleting_leaves_faces_of_a_user_erasing_does_not(fs: FaceSearch) -> None:
+    """Deleting faces by id (Rekognition's DeleteFaces, the CLI's and /v1's faces delete) keeps
+    a face that belongs to a user (ASSOCIATED_TO_AN_EXISTING_USER: disassociate it first);
+    erasure, the right to be forgotten, is not held back by it."""
+    fs.collections.create("d")
+    owned = fs.collections.index_image("d", face("obama.jpg")).indexed[0].face_id
+    loose = fs.collections.index_image("d", face("biden.jpg")).indexed[0].face_id
+    ghost = "00000000-0000-4000-8000-000000000000"
+    fs.users.create("d", "barack")
+    fs.users.associate("d", "barack", [owned])
+    d = fs.erasure.delete_faces("d", [owned, ghost, loose])
+    assert (d.deleted, d.not_found, d.associated) == ([loose], [ghost], [owned])
+    assert [f.face_id for f in fs.collections.list_faces("d")[0]] == [owned]
+    events, _ = fs.audit.query(operation="faces.delete")
+    assert events[-1].event.details["kept_for_user"] == owned
+    fs.users.disassociate("d", "barack", [owned])
+    assert fs.erasure.delete_faces("d", [owned]).deleted == [owned]
+    again = fs.collections.index_image("d", face("obama2.jpg")).indexed[0].face_id
+    fs.users.associate("d", "barack", [again])
+    assert fs.erasure.erase("d", face_ids=[again]).face_ids == [again]
+    assert fs.collections.describe("d").face_count == 0
+
+
 def test_retention_expires_old_faces(home: Path, pipeline) -> None:  # noqa: ANN001
     now = [1_000_000.0]
     with FaceSearch(Settings(home=home), pipeline=pipeline, clock=lambda: now[0]) as fs:

@@ -22,7 +22,8 @@ def test_create_list_revoke_lookup(home: Path) -> None:
     with FaceSearch(Settings(home=home)) as fs:
         new = fs.keys.create("searcher", label="analyst 7")
         assert new.info.key_id.startswith("FSAK") and len(new.info.key_id) == 20
-        assert new.info.role is Role.SEARCHER and new.info.active and len(new.secret) >= 40
+        assert new.info.roles == (Role.SEARCHER,) and new.info.role == "searcher"
+        assert new.info.active and len(new.secret) >= 40
         found = fs.keys.lookup(new.info.key_id)
         assert found.secret == new.secret and found.info.label == "analyst 7"
         other = fs.keys.create(Role.ADMIN)
@@ -37,6 +38,24 @@ def test_create_list_revoke_lookup(home: Path) -> None:
             fs.keys.revoke("FSAKNOSUCHKEY")
         with pytest.raises(InvalidParameterError):
             fs.keys.create("root")
+        with pytest.raises(InvalidParameterError):
+            fs.keys.create([])
+
+
+def test_a_key_may_hold_several_roles(home: Path) -> None:
+    """Separation of duties is the default (one role); a key for one program may hold several,
+    stored in Role order however they were given, and audited with them."""
+    with FaceSearch(Settings(home=home)) as fs:
+        app = fs.keys.create(["searcher", Role.ADMIN, "indexer", "searcher"], label="app")
+        assert app.info.roles == (Role.ADMIN, Role.INDEXER, Role.SEARCHER)
+        assert app.info.role == "admin,indexer,searcher"
+        assert fs.keys.lookup(app.info.key_id).info.roles == app.info.roles
+        assert fs.keys.create("admin,auditor").info.roles == (Role.ADMIN, Role.AUDITOR)
+        with pytest.raises(InvalidParameterError, match="unknown role 'root'"):
+            fs.keys.create(["indexer", "root"])
+        events, _ = fs.audit.query(operation="key.create")
+    made = [e.event.details for e in events if e.event.details["key_id"] == app.info.key_id]
+    assert made == [{**made[0], "key_role": "admin,indexer,searcher"}]
 
 
 def test_secrets_are_sealed_at_rest(home: Path) -> None:
@@ -75,10 +94,13 @@ def test_cli(home: Path) -> None:
 
     made = json.loads(run("create", "--role", "searcher", "--label", "cli", "--json"))
     assert made["role"] == "searcher" and made["secret"] and made["active"]
+    both = json.loads(run("create", "--role", "indexer", "--role", "searcher", "--json"))
+    assert both["roles"] == ["indexer", "searcher"] and both["role"] == "indexer,searcher"
     listed = json.loads(run("list", "--json"))["keys"]
-    assert [k["key_id"] for k in listed] == [made["key_id"]]
+    assert [k["key_id"] for k in listed] == [made["key_id"], both["key_id"]]
     assert all("secret" not in k for k in listed)
     assert json.loads(run("revoke", made["key_id"], "--json"))["active"] is False
+    run("revoke", both["key_id"])
     with FaceSearch(Settings(home=home)) as fs, pytest.raises(KeyNotFoundError):
         fs.keys.lookup(made["key_id"])
 

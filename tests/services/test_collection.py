@@ -107,9 +107,9 @@ def test_max_faces_and_quality_filter_report_unindexed(fs: FaceSearch) -> None:
 
 
 def test_delete_faces_removes_them_from_search(fs: FaceSearch, people: dict[str, str]) -> None:
-    deleted, missing = fs.erasure.delete_faces(
+    d = fs.erasure.delete_faces(
         "c", [people["obama"], "00000000-0000-4000-8000-000000000000"])
-    assert deleted == [people["obama"]] and len(missing) == 1
+    assert d.deleted == [people["obama"]] and len(d.not_found) == 1 and d.associated == []
     res = fs.search.by_image("c", face("obama2.jpg"), threshold=0)
     assert all(m.face.face_id != people["obama"] for m in res.results[0].matches)
     assert fs.collections.describe("c").face_count == 1

@@ -66,7 +66,9 @@ def test_list_users_in_pages(fs: FaceSearch, users: dict[str, str]) -> None:
 def test_disassociate_and_delete_keep_the_faces(fs: FaceSearch, users: dict[str, str]) -> None:
     d = fs.users.disassociate("u", "barack", [users["obama2"], users["biden"]])
     assert d.done == [users["obama2"]]
-    assert d.failed == [(users["biden"], ["FACE_NOT_ASSOCIATED_TO_USER"])]
+    assert d.failed == [(users["biden"], ["ASSOCIATED_TO_A_DIFFERENT_USER"])]  # joe's
+    again = fs.users.disassociate("u", "barack", [users["obama2"]])  # now nobody's
+    assert again.failed == [(users["obama2"], ["FACE_NOT_ASSOCIATED_TO_USER"])]
     fs.users.delete("u", "barack")
     with pytest.raises(UserNotFoundError):
         fs.users.describe("u", "barack")

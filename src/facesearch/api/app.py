@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from facesearch import __version__
+from facesearch import __version__, responses
 from facesearch.api import accountability, docs, native, rekognition, streams, web
 from facesearch.api import video as video_api
 from facesearch.api.auth import SignedRequest, preauthenticate
@@ -51,6 +51,8 @@ from facesearch.api.work import WorkPool
 from facesearch.config import Settings
 from facesearch.errors import FaceSearchError
 from facesearch.governance.retention import RetentionWorker
+from facesearch.media.kinesis import KinesisOutput
+from facesearch.media.sns import SnsPublisher
 from facesearch.service import FaceSearch
 from facesearch.vision.pipeline import ThreadLocalPipeline, pipeline_from
 
@@ -91,7 +93,10 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     threads (:func:`open_service` makes one that is). The app starts its workers when it
     starts and stops them (and its S3 client) when it stops; ``fs`` stays the caller's.
     It also starts ``fs``'s video jobs and resumes its stream processors, and stops both when
-    it stops; ``video`` (default: from the environment) bounds server paths and uploads."""
+    it stops; ``video`` (default: from the environment) bounds server paths and uploads. With
+    an SNS endpoint (``settings.sns_endpoint_url``), video jobs publish Rekognition's
+    completion message to the topic a client names; with a Kinesis endpoint, stream
+    processors write Rekognition Video's records to the data stream a client names."""
     video = video or video_api.VideoApiSettings()
 
     def warm() -> None:
@@ -106,6 +111,22 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                      body_limit=settings.body_limit(fs.settings.max_image_bytes))
 
     retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
+    sns_endpoint, kinesis_endpoint = settings.sns(), settings.kinesis()
+
+    def open_outputs() -> None:
+        if sns_endpoint is not None:
+            fs.video.sns = SnsPublisher(sns_endpoint)
+        if kinesis_endpoint is not None:
+            fs.streams.kinesis = KinesisOutput(kinesis_endpoint,
+                                               responses.rekognition_stream_record)
+
+    def close_outputs() -> None:
+        sns, fs.video.sns = fs.video.sns, None
+        kinesis, fs.streams.kinesis = fs.streams.kinesis, None
+        if sns is not None:
+            sns.shutdown()
+        if kinesis is not None:
+            kinesis.shutdown()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,6 +134,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
         retention.start()
         fs.video.path_roots = video.roots()
         fs.streams.allow_devices = video.allow_devices
+        await ctx.io(open_outputs)
         await ctx.io(fs.video.start)
         await ctx.io(fs.streams.resume)
         try:
@@ -120,6 +142,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
         finally:
             await ctx.io(fs.streams.shutdown)
             await ctx.io(fs.video.shutdown)
+            await ctx.io(close_outputs)
             await ctx.io(retention.shutdown)
             await ctx.io(ctx.shutdown)
 

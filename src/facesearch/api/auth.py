@@ -16,7 +16,8 @@ secret, in one of two ways:
 - **Bearer** (native API only, use over TLS): ``Authorization: Bearer <key id>:<secret>``.
 
 :data:`PERMISSIONS` is the only place that says which role may call which operation; the
-native router and the Rekognition dispatcher both ask :func:`authorize`.
+native router and the Rekognition dispatcher both ask :func:`authorize`. A key with several
+roles may call what any of them may.
 """
 
 from __future__ import annotations
@@ -106,8 +107,13 @@ class Operation(str, enum.Enum):
     LIST_STREAM_PROCESSORS = "ListStreamProcessors"
     DESCRIBE_STREAM_PROCESSOR = "DescribeStreamProcessor"
     DELETE_STREAM_PROCESSOR = "DeleteStreamProcessor"
+    UPDATE_STREAM_PROCESSOR = "UpdateStreamProcessor"
     GET_STREAM_PROCESSOR_METRICS = "GetStreamProcessorMetrics"
     GET_STREAM_PROCESSOR_EVENTS = "GetStreamProcessorEvents"
+    # tags of collections and stream processors (Rekognition's names)
+    TAG_RESOURCE = "TagResource"
+    UNTAG_RESOURCE = "UntagResource"
+    LIST_TAGS_FOR_RESOURCE = "ListTagsForResource"
 
 
 _A, _I, _S, _U = Role.ADMIN, Role.INDEXER, Role.SEARCHER, Role.AUDITOR
@@ -164,8 +170,14 @@ PERMISSIONS: dict[Operation, frozenset[Role]] = {
     _O.LIST_STREAM_PROCESSORS: frozenset({_A, _S, _U}),
     _O.DESCRIBE_STREAM_PROCESSOR: frozenset({_A, _S, _U}),
     _O.DELETE_STREAM_PROCESSOR: frozenset({_A, _S}),
+    _O.UPDATE_STREAM_PROCESSOR: frozenset({_S}),
     _O.GET_STREAM_PROCESSOR_METRICS: frozenset({_A, _S, _U}),
     _O.GET_STREAM_PROCESSOR_EVENTS: frozenset({_S}),
+    # Tags label resources for governance (owner, retention class, legal basis): set by
+    # admins, read by every role.
+    _O.TAG_RESOURCE: frozenset({_A}),
+    _O.UNTAG_RESOURCE: frozenset({_A}),
+    _O.LIST_TAGS_FOR_RESOURCE: _ALL,
 }
 
 
@@ -176,6 +188,7 @@ READ_ONLY: frozenset[Operation] = frozenset({
     _O.GET_FACE_DETECTION, _O.LIST_VIDEO_JOBS, _O.DESCRIBE_VIDEO_JOB, _O.GET_VIDEO_JOB_RESULTS,
     _O.LIST_STREAM_PROCESSORS, _O.DESCRIBE_STREAM_PROCESSOR, _O.GET_STREAM_PROCESSOR_METRICS,
     _O.GET_STREAM_PROCESSOR_EVENTS, _O.DETECT_FACES, _O.COMPARE_FACES,
+    _O.LIST_TAGS_FOR_RESOURCE,
 })
 """Operations that store nothing and answer a replay as they answered the original (reads,
 and DetectFaces and CompareFaces, which look only at the images sent): a replayed signature
@@ -185,10 +198,11 @@ key...) accepts a SigV4 signature once (:class:`ReplayCache`)."""
 
 
 def authorize(key: KeyInfo, operation: Operation) -> None:
-    """Raise :class:`AccessDeniedError` unless ``key``'s role may call ``operation``."""
-    if key.role not in PERMISSIONS[operation]:
+    """Raise :class:`AccessDeniedError` unless one of ``key``'s roles may call
+    ``operation``."""
+    if not PERMISSIONS[operation].intersection(key.roles):
         raise AccessDeniedError(
-            f"access key {key.key_id} (role {key.role.value}) is not allowed to call "
+            f"access key {key.key_id} (role {key.role}) is not allowed to call "
             f"{operation.value}")
 
 

@@ -88,7 +88,7 @@ class ApiContext:
                     f"access key {key.key_id} is issued for case {key.case_ref!r}; it cannot "
                     "act for another case or purpose")
             purpose, case_ref = key.purpose, key.case_ref
-        return Caller(actor=key.key_id, role=key.role.value, purpose=purpose,
+        return Caller(actor=key.key_id, role=key.role, purpose=purpose,
                       case_ref=case_ref,
                       client=request.client.host if request.client else None)
 

@@ -20,8 +20,10 @@ from starlette.exceptions import HTTPException
 from facesearch.errors import (
     AccessDeniedError,
     AlreadyExistsError,
+    CameraNotFoundError,
     ConflictError,
     EncryptionError,
+    FaceNotFoundError,
     FaceSearchError,
     IdempotencyMismatchError,
     ImageTooLargeError,
@@ -154,6 +156,16 @@ ERRORS: dict[type[FaceSearchError], Mapping] = {
 AWS_OVERRIDES: dict[tuple[str, type[FaceSearchError]], str] = {
     # Rekognition's CreateUser reports an existing user as a conflict.
     ("CreateUser", AlreadyExistsError): "ConflictException",
+    # SearchFaces with a face id the collection lacks is a bad argument, not a missing
+    # resource (clients read ResourceNotFoundException as "the collection is gone"); natively
+    # it stays 404 face_not_found.
+    ("SearchFaces", FaceNotFoundError): "InvalidParameterException",
+    # A stream processor's name in use, or one already running.
+    ("CreateStreamProcessor", AlreadyExistsError): "ResourceInUseException",
+    ("StartStreamProcessor", ConflictError): "ResourceInUseException",
+    # The camera a Kinesis video stream ARN names is an argument, not the processor.
+    ("CreateStreamProcessor", CameraNotFoundError): "InvalidParameterException",
+    ("StartStreamProcessor", CameraNotFoundError): "InvalidParameterException",
 }
 
 

@@ -21,7 +21,7 @@ import time
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.datastructures import UploadFile
 
 from facesearch import responses
@@ -121,6 +121,8 @@ class FaceIdsIn(BaseModel):
 class DeleteFacesOut(_Out):
     deleted: list[str]
     not_found: list[str]
+    associated_to_user: list[str] = Field(
+        description="faces of a user, not deleted: disassociate them first (or erase them)")
 
 
 
@@ -220,7 +222,10 @@ class UserSearchOut(RiskOut):
 
 
 class KeyIn(BaseModel):
-    role: Role
+    role: Role | None = Field(None, description="the key's one role (or give `roles`)")
+    roles: list[Role] | None = Field(None, min_length=1, max_length=len(Role),
+                                     description="several roles for one key (separation of "
+                                                 "duties is the default: give one)")
     label: str | None = Field(None, min_length=1, max_length=200)
     purpose: str | None = Field(None, min_length=1, max_length=500,
                                 description="issue the key for one case: its purpose")
@@ -229,10 +234,20 @@ class KeyIn(BaseModel):
     expires_in_s: float | None = Field(None, gt=0, description="the key expires after this "
                                                                "many seconds")
 
+    @model_validator(mode="after")
+    def _one_of(self) -> KeyIn:
+        if (self.role is None) == (self.roles is None):
+            raise ValueError("give exactly one of role or roles")
+        return self
+
+    def role_set(self) -> list[Role]:
+        return [self.role] if self.role is not None else list(self.roles or [])
+
 
 class KeyOut(_Out):
     key_id: str
-    role: Role
+    role: str = Field(description="the key's roles, comma-separated (e.g. indexer,searcher)")
+    roles: list[Role]
     label: str | None
     created_at: float
     revoked_at: float | None
@@ -248,7 +263,8 @@ class KeyCreatedOut(KeyOut):
 
 class WhoAmIOut(_Out):
     key_id: str
-    role: str | None
+    role: str | None = Field(description="the key's roles, comma-separated")
+    roles: list[str] = Field(description="the key's roles")
 
 
 # image-bearing requests: multipart/form-data or JSON with base64 images
@@ -368,7 +384,8 @@ def user_search_out(r: UserSearchResult) -> UserSearchOut:
 
 
 def key_out(k: KeyInfo) -> KeyOut:
-    return KeyOut(key_id=k.key_id, role=k.role, label=k.label, created_at=k.created_at,
+    return KeyOut(key_id=k.key_id, role=k.role, roles=list(k.roles), label=k.label,
+                  created_at=k.created_at,
                   revoked_at=k.revoked_at, active=k.active, purpose=k.purpose,
                   case_ref=k.case_ref, expires_at=k.expires_at)
 
@@ -458,11 +475,13 @@ async def list_faces(request: Request, collection: str, caller: CallerDep,
 @router.post("/collections/{collection}/faces/delete", name=Operation.DELETE_FACES.value)
 async def delete_faces(request: Request, collection: str, body: FaceIdsIn,
                        caller: CallerDep) -> DeleteFacesOut:
-    """Erase faces by id."""
+    """Erase faces by id (faces that belong to a user are left alone: disassociate them
+    first, or erase them with EraseFaces)."""
     ctx = context(request)
-    deleted, missing = await ctx.infer(lambda: ctx.fs.erasure.delete_faces(
+    d = await ctx.infer(lambda: ctx.fs.erasure.delete_faces(
         collection, body.face_ids, caller=caller))
-    return DeleteFacesOut(deleted=deleted, not_found=missing)
+    return DeleteFacesOut(deleted=d.deleted, not_found=d.not_found,
+                          associated_to_user=d.associated)
 
 
 @router.post("/collections/{collection}/faces/{face_id}/search",
@@ -614,8 +633,8 @@ async def create_key(request: Request, body: KeyIn, caller: CallerDep) -> KeyCre
     ctx = context(request)
     expires = time.time() + body.expires_in_s if body.expires_in_s else None
     new = await ctx.io(lambda: ctx.fs.keys.create(
-        body.role, body.label, purpose=body.purpose, case_ref=body.case_ref, expires_at=expires,
-        caller=caller))
+        body.role_set(), body.label, purpose=body.purpose, case_ref=body.case_ref,
+        expires_at=expires, caller=caller))
     return KeyCreatedOut(**key_out(new.info).model_dump(), secret=new.secret)
 
 
@@ -662,6 +681,7 @@ async def list_audit_events(
 
 @router.get("/whoami", name=Operation.WHO_AM_I.value)
 async def who_am_i(caller: CallerDep) -> WhoAmIOut:
-    """The access key the request was signed with, and its role."""
-    return WhoAmIOut(key_id=caller.actor, role=caller.role)
+    """The access key the request was signed with, and its roles."""
+    return WhoAmIOut(key_id=caller.actor, role=caller.role,
+                     roles=caller.role.split(",") if caller.role else [])
 

@@ -10,11 +10,17 @@ the CLI, and answers Rekognition's response shape:
 - similarities on facesearch's 0-100 scale, thresholds (``FaceMatchThreshold``,
   ``SimilarityThreshold``, ``UserMatchThreshold``) compared on it (default 80; 75 for
   ``AssociateFaces``);
-- ``FaceModelVersion`` is facesearch's model version (e.g. ``dlib-hog+sp68/dlib-resnet-v1``);
-- ``NextToken`` is opaque; ``Image`` is ``Bytes`` or an ``S3Object`` of the configured store;
+- ``FaceModelVersion`` and ``IndexFacesModelVersion`` are numeric (``7.5`` for the default
+  model), mapped from facesearch's model versions by
+  :func:`facesearch.responses.rekognition_model_version` (``/v1`` keeps the names);
+- ``NextToken`` is opaque; ``Image`` is ``Bytes`` (at most 5 MB, as Rekognition) or an
+  ``S3Object`` of the configured store (at most the image byte limit, 15 MB);
 - stored-video jobs (StartFaceSearch, GetFaceSearch, StartFaceDetection, GetFaceDetection)
   read ``Video.S3Object`` (streamed by :mod:`facesearch.api.video`) and run on
-  :class:`facesearch.media.video.VideoJobs`; a CANCELLED job is reported as FAILED.
+  :class:`facesearch.media.video.VideoJobs`; a CANCELLED job is reported as FAILED;
+  ``NotificationChannel`` gets Rekognition's completion message through the configured SNS
+  endpoint, and is refused without one;
+- stream processors and tags are :mod:`facesearch.api.rekognition_streams`'.
 
 Errors carry Rekognition's codes (:mod:`facesearch.api.errors`), so botocore raises the same
 exception classes.
@@ -29,7 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from facesearch import responses
 from facesearch.api.auth import Operation
@@ -37,23 +43,26 @@ from facesearch.api.context import ApiContext, context
 from facesearch.api.errors import AMZ_JSON, SerializationError, UnknownOperationError
 from facesearch.api.native import parse_json
 from facesearch.api.paging import decode_row, encode_token, page_by_name
+from facesearch.api.rekognition_streams import STREAM_HANDLERS, In, Json, TagMap, arn
 from facesearch.api.video import (
     Submit,
     offset_token,
     page_size,
-    parse_s3_label,
     results_kind,
     submit_s3,
     wrap_offset,
 )
-from facesearch.errors import InvalidParameterError, NoFaceError
-from facesearch.limits import MAX_RESULTS
+from facesearch.errors import ImageTooLargeError, InvalidParameterError, NoFaceError
+from facesearch.governance.tags import ResourceKind, validate_tags
+from facesearch.limits import MAX_INLINE_IMAGE_BYTES, MAX_RESULTS, megabytes
+from facesearch.media.sns import ROLE_ARN
 from facesearch.media.video import (
     JobKind,
     JobStatus,
     VideoJob,
     VideoJobSettings,
     VideoMatch,
+    parse_s3_label,
 )
 from facesearch.services.users import DEFAULT_USER_MATCH_THRESHOLD, UserMatch, UserSearchResult
 from facesearch.types import Caller, Image, QualityFilter
@@ -66,25 +75,24 @@ DEFAULT_MAX_USERS = 10
 DEFAULT_PAGE = 1000
 DEFAULT_USER_PAGE = 50
 
-Json = dict[str, Any]
-"""A response body, built at the edge from typed service results."""
+Attribute = Literal["DEFAULT", "ALL", "AGE_RANGE", "BEARD", "EMOTIONS", "EYE_DIRECTION",
+                    "EYEGLASSES", "EYES_OPEN", "GENDER", "MOUTH_OPEN", "MUSTACHE",
+                    "FACE_OCCLUDED", "SMILE", "SUNGLASSES"]
+"""Rekognition's face attribute names (facesearch computes DEFAULT's: box, landmarks, pose,
+quality, confidence; an unknown name is refused)."""
 
 router = APIRouter()
 
 
 # -- request shapes -------------------------------------------------------------------------
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-
-
-class S3ObjectIn(_In):
+class S3ObjectIn(In):
     Bucket: str = Field(min_length=3, max_length=255)
     Name: str = Field(min_length=1, max_length=1024)
     Version: str | None = None
 
 
-class ImageIn(_In):
+class ImageIn(In):
     Bytes: str | None = None
     S3Object: S3ObjectIn | None = None
 
@@ -92,46 +100,50 @@ class ImageIn(_In):
 CollectionId = Field(min_length=1, max_length=255)
 
 
-class CollectionIn(_In):
+class CollectionIn(In):
     CollectionId: str = CollectionId
 
 
-class ListCollectionsIn(_In):
+class CreateCollectionIn(CollectionIn):
+    Tags: TagMap | None = None
+
+
+class ListCollectionsIn(In):
     NextToken: str | None = None
-    MaxResults: int | None = Field(None, ge=0, le=MAX_RESULTS)
+    MaxResults: int | None = Field(None, ge=1, le=MAX_RESULTS)
 
 
-class IndexFacesIn(_In):
+class IndexFacesIn(In):
     CollectionId: str = CollectionId
     Image: ImageIn
     ExternalImageId: str | None = Field(None, min_length=1, max_length=255,
                                         pattern=r"^[a-zA-Z0-9_.\-:]+$")
-    DetectionAttributes: list[str] = []
+    DetectionAttributes: list[Attribute] = Field(default_factory=list)
     MaxFaces: int | None = Field(None, ge=1)
     QualityFilter: QualityFilter = QualityFilter.AUTO
 
 
-class ListFacesIn(_In):
+class ListFacesIn(In):
     CollectionId: str = CollectionId
     NextToken: str | None = None
-    MaxResults: int | None = Field(None, ge=0, le=MAX_RESULTS)
+    MaxResults: int | None = Field(None, ge=1, le=MAX_RESULTS)
     UserId: str | None = None
     FaceIds: list[str] | None = Field(None, min_length=1, max_length=MAX_RESULTS)
 
 
-class DeleteFacesIn(_In):
+class DeleteFacesIn(In):
     CollectionId: str = CollectionId
     FaceIds: list[str] = Field(min_length=1, max_length=MAX_RESULTS)
 
 
-class SearchFacesIn(_In):
+class SearchFacesIn(In):
     CollectionId: str = CollectionId
     FaceId: str
     MaxFaces: int | None = Field(None, ge=1, le=MAX_RESULTS)
     FaceMatchThreshold: float | None = Field(None, ge=0, le=100)
 
 
-class SearchFacesByImageIn(_In):
+class SearchFacesByImageIn(In):
     CollectionId: str = CollectionId
     Image: ImageIn
     MaxFaces: int | None = Field(None, ge=1, le=MAX_RESULTS)
@@ -139,31 +151,31 @@ class SearchFacesByImageIn(_In):
     QualityFilter: QualityFilter = QualityFilter.NONE
 
 
-class CompareFacesIn(_In):
+class CompareFacesIn(In):
     SourceImage: ImageIn
     TargetImage: ImageIn
     SimilarityThreshold: float | None = Field(None, ge=0, le=100)
     QualityFilter: QualityFilter = QualityFilter.NONE
 
 
-class DetectFacesIn(_In):
+class DetectFacesIn(In):
     Image: ImageIn
-    Attributes: list[str] = []
+    Attributes: list[Attribute] = Field(default_factory=list)
 
 
-class UserIn(_In):
+class UserIn(In):
     CollectionId: str = CollectionId
     UserId: str
     ClientRequestToken: str | None = None
 
 
-class ListUsersIn(_In):
+class ListUsersIn(In):
     CollectionId: str = CollectionId
     MaxResults: int | None = Field(None, ge=1, le=500)
     NextToken: str | None = None
 
 
-class UserFacesIn(_In):
+class UserFacesIn(In):
     CollectionId: str = CollectionId
     UserId: str
     FaceIds: list[str] = Field(min_length=1, max_length=100)
@@ -171,7 +183,7 @@ class UserFacesIn(_In):
     ClientRequestToken: str | None = None
 
 
-class SearchUsersIn(_In):
+class SearchUsersIn(In):
     CollectionId: str = CollectionId
     UserId: str | None = None
     FaceId: str | None = None
@@ -179,7 +191,7 @@ class SearchUsersIn(_In):
     MaxUsers: int | None = Field(None, ge=1, le=500)
 
 
-class SearchUsersByImageIn(_In):
+class SearchUsersByImageIn(In):
     CollectionId: str = CollectionId
     Image: ImageIn
     UserMatchThreshold: float | None = Field(None, ge=0, le=100)
@@ -190,21 +202,40 @@ class SearchUsersByImageIn(_In):
 # -- response shapes ------------------------------------------------------------------------
 
 def collection_arn(ctx: ApiContext, name: str) -> str:
-    s = ctx.settings
-    return f"arn:aws:rekognition:{s.region}:{s.account_id}:collection/{name}"
+    return arn(ctx, ResourceKind.COLLECTION, name)
+
+
+def model_version(version: str) -> str:
+    """The numeric ``FaceModelVersion`` of a facesearch model version."""
+    return responses.rekognition_model_version(version)
+
+
+def _too_large(ctx: ApiContext, size: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"Image.Bytes: {megabytes(size)} is over the {megabytes(MAX_INLINE_IMAGE_BYTES)} limit "
+        f"of images sent as bytes; send larger images (up to the "
+        f"{megabytes(ctx.fs.settings.max_image_bytes)} image limit) as an S3Object")
 
 
 async def image_bytes(ctx: ApiContext, image: ImageIn) -> bytes:
-    """The encoded image: ``Bytes`` (base64 in JSON) or the ``S3Object``'s content."""
+    """The encoded image: ``Bytes`` (base64 in JSON; at most
+    :data:`~facesearch.limits.MAX_INLINE_IMAGE_BYTES` decoded, refused before any decoding) or
+    the ``S3Object``'s content."""
     if (image.Bytes is None) == (image.S3Object is None):
         raise InvalidParameterError("Image needs exactly one of Bytes or S3Object")
     if image.Bytes is not None:
+        text = image.Bytes
+        least = len(text) * 3 // 4 - 2  # bytes the base64 text holds, at least
+        if least > MAX_INLINE_IMAGE_BYTES:
+            raise _too_large(ctx, least)
         try:
-            data = base64.b64decode(image.Bytes, validate=True)
+            data = base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise InvalidParameterError("Image.Bytes is not valid base64") from None
         if not data:
             raise InvalidParameterError("Image.Bytes is empty")
+        if len(data) > MAX_INLINE_IMAGE_BYTES:
+            raise _too_large(ctx, len(data))
         return data
     s3 = image.S3Object
     assert s3 is not None
@@ -213,10 +244,18 @@ async def image_bytes(ctx: ApiContext, image: ImageIn) -> bytes:
 
 # -- operations -----------------------------------------------------------------------------
 
-async def create_collection(ctx: ApiContext, caller: Caller, p: CollectionIn) -> Json:
-    info = await ctx.io(lambda: ctx.fs.collections.create(p.CollectionId, caller=caller))
-    return {"StatusCode": 200, "CollectionArn": collection_arn(ctx, info.name),
-            "FaceModelVersion": info.model_version}
+async def create_collection(ctx: ApiContext, caller: Caller, p: CreateCollectionIn) -> Json:
+    tags = validate_tags(p.Tags or {})  # refused before anything is created
+
+    def create() -> str:
+        info = ctx.fs.collections.create(p.CollectionId, caller=caller)
+        if tags:
+            ctx.fs.tags.tag(ResourceKind.COLLECTION, info.name, tags, caller=caller)
+        return info.model_version
+
+    version = await ctx.io(create)
+    return {"StatusCode": 200, "CollectionArn": collection_arn(ctx, p.CollectionId),
+            "FaceModelVersion": model_version(version)}
 
 
 async def delete_collection(ctx: ApiContext, caller: Caller, p: CollectionIn) -> Json:
@@ -229,7 +268,7 @@ async def list_collections(ctx: ApiContext, caller: Caller, p: ListCollectionsIn
     names, nxt = page_by_name(list(infos), p.NextToken, p.MaxResults or DEFAULT_PAGE,
                               "collections")
     out: Json = {"CollectionIds": names,
-                 "FaceModelVersions": [infos[n].model_version for n in names]}
+                 "FaceModelVersions": [model_version(infos[n].model_version) for n in names]}
     if nxt is not None:
         out["NextToken"] = nxt
     return out
@@ -238,7 +277,8 @@ async def list_collections(ctx: ApiContext, caller: Caller, p: ListCollectionsIn
 async def describe_collection(ctx: ApiContext, caller: Caller, p: CollectionIn) -> Json:
     c = await ctx.io(lambda: ctx.fs.collections.describe(p.CollectionId))
     return {"FaceCount": c.face_count, "UserCount": c.user_count,
-            "FaceModelVersion": c.model_version, "CollectionARN": collection_arn(ctx, c.name),
+            "FaceModelVersion": model_version(c.model_version),
+            "CollectionARN": collection_arn(ctx, c.name),
             "CreationTimestamp": c.created_at}
 
 
@@ -266,7 +306,7 @@ async def index_faces(ctx: ApiContext, caller: Caller, p: IndexFacesIn) -> Json:
         "UnindexedFaces": [{"Reasons": r,
                             "FaceDetail": responses.rekognition_detail(res.faces.view(i), res.width, res.height)}
                            for i, r in sorted(why.items())],
-        "FaceModelVersion": ctx.fs.collections.model_version,
+        "FaceModelVersion": model_version(ctx.fs.collections.model_version),
     }
 
 
@@ -276,18 +316,20 @@ async def list_faces(ctx: ApiContext, caller: Caller, p: ListFacesIn) -> Json:
         p.CollectionId, limit=p.MaxResults or DEFAULT_PAGE, after=after, user_id=p.UserId,
         face_ids=p.FaceIds, caller=caller))
     out: Json = {"Faces": [responses.rekognition_face(f) for f in faces],
-                 "FaceModelVersion": ctx.fs.collections.model_version}
+                 "FaceModelVersion": model_version(ctx.fs.collections.model_version)}
     if nxt is not None:
         out["NextToken"] = encode_token("faces", nxt)
     return out
 
 
 async def delete_faces(ctx: ApiContext, caller: Caller, p: DeleteFacesIn) -> Json:
-    deleted, missing = await ctx.infer(lambda: ctx.fs.erasure.delete_faces(
+    d = await ctx.infer(lambda: ctx.fs.erasure.delete_faces(
         p.CollectionId, p.FaceIds, caller=caller))
-    return {"DeletedFaces": deleted,
-            "UnsuccessfulFaceDeletions": [{"FaceId": f, "Reasons": ["FACE_NOT_FOUND"]}
-                                          for f in missing]}
+    failed = {f: "FACE_NOT_FOUND" for f in d.not_found} | {
+        f: "ASSOCIATED_TO_AN_EXISTING_USER" for f in d.associated}
+    return {"DeletedFaces": d.deleted,
+            "UnsuccessfulFaceDeletions": [{"FaceId": f, "Reasons": [failed[f]]}
+                                          for f in dict.fromkeys(p.FaceIds) if f in failed]}
 
 
 async def search_faces(ctx: ApiContext, caller: Caller, p: SearchFacesIn) -> Json:
@@ -297,7 +339,7 @@ async def search_faces(ctx: ApiContext, caller: Caller, p: SearchFacesIn) -> Jso
     return {"SearchedFaceId": p.FaceId,
             "FaceMatches": [{"Similarity": m.similarity, "Face": responses.rekognition_face(m.face)}
                             for m in matches],
-            "FaceModelVersion": ctx.fs.collections.model_version}
+            "FaceModelVersion": model_version(ctx.fs.collections.model_version)}
 
 
 async def search_faces_by_image(ctx: ApiContext, caller: Caller, p: SearchFacesByImageIn) -> Json:
@@ -311,7 +353,7 @@ async def search_faces_by_image(ctx: ApiContext, caller: Caller, p: SearchFacesB
             "SearchedFaceConfidence": 100.0 * float(res.faces.scores[0]),
             "FaceMatches": [{"Similarity": m.similarity, "Face": responses.rekognition_face(m.face)}
                             for m in matches],
-            "FaceModelVersion": res.model_version}
+            "FaceModelVersion": model_version(res.model_version)}
 
 
 async def compare_faces(ctx: ApiContext, caller: Caller, p: CompareFacesIn) -> Json:
@@ -370,12 +412,18 @@ async def associate_faces(ctx: ApiContext, caller: Caller, p: UserFacesIn) -> Js
             "UserStatus": a.user.status}
 
 
+DISASSOCIATE_REASONS = {"FACE_NOT_ASSOCIATED_TO_USER": "FACE_NOT_FOUND"}
+"""Rekognition's DisassociateFaces has two reasons, FACE_NOT_FOUND and
+ASSOCIATED_TO_A_DIFFERENT_USER: a face that belongs to no user is not found among the user's."""
+
+
 async def disassociate_faces(ctx: ApiContext, caller: Caller, p: UserFacesIn) -> Json:
     a = await ctx.io(lambda: ctx.fs.users.disassociate(p.CollectionId, p.UserId, p.FaceIds,
                                                        caller=caller))
     return {"DisassociatedFaces": [{"FaceId": f} for f in a.done],
-            "UnsuccessfulFaceDisassociations": [{"FaceId": f, "UserId": p.UserId, "Reasons": r}
-                                                for f, r in a.failed],
+            "UnsuccessfulFaceDisassociations": [
+                {"FaceId": f, "UserId": p.UserId,
+                 "Reasons": [DISASSOCIATE_REASONS.get(x, x) for x in r]} for f, r in a.failed],
             "UserStatus": a.user.status}
 
 
@@ -390,7 +438,7 @@ async def search_users(ctx: ApiContext, caller: Caller, p: SearchUsersIn) -> Jso
         max_users=p.MaxUsers or DEFAULT_MAX_USERS, threshold=p.UserMatchThreshold,
         caller=caller))
     out: Json = {"UserMatches": _user_matches(res.matches),
-                 "FaceModelVersion": ctx.fs.collections.model_version}
+                 "FaceModelVersion": model_version(ctx.fs.collections.model_version)}
     if p.FaceId is not None:
         out["SearchedFace"] = {"FaceId": p.FaceId}
     if p.UserId is not None:
@@ -400,7 +448,7 @@ async def search_users(ctx: ApiContext, caller: Caller, p: SearchUsersIn) -> Jso
 
 async def search_users_by_image(ctx: ApiContext, caller: Caller, p: SearchUsersByImageIn) -> Json:
     data = await image_bytes(ctx, p.Image)
-    version = ctx.fs.collections.model_version
+    version = model_version(ctx.fs.collections.model_version)
 
     def run() -> tuple[Image, UserSearchResult]:
         image = load_image(data, ctx.fs.collections.limits)
@@ -413,11 +461,16 @@ async def search_users_by_image(ctx: ApiContext, caller: Caller, p: SearchUsersB
     except NoFaceError:  # Rekognition: no valid face is an empty answer, not an error
         return {"UserMatches": [], "FaceModelVersion": version, "UnsearchedFaces": []}
     detail = responses.rekognition_detail(res.faces.view(0), image.width, image.height)
+    # The probe's other faces are not searched (only its largest is), as Rekognition says.
+    others = [{"FaceDetails": responses.rekognition_detail(res.unsearched.view(i), image.width,
+                                                           image.height),
+               "Reasons": ["FACE_NOT_LARGEST"]} for i in range(len(res.unsearched))]
     if res.quality_reasons:
         return {"UserMatches": [], "FaceModelVersion": version,
-                "UnsearchedFaces": [{"FaceDetails": detail, "Reasons": res.quality_reasons}]}
+                "UnsearchedFaces": [{"FaceDetails": detail, "Reasons": res.quality_reasons},
+                                    *others]}
     return {"UserMatches": _user_matches(res.matches), "FaceModelVersion": version,
-            "SearchedFace": {"FaceDetail": detail}, "UnsearchedFaces": []}
+            "SearchedFace": {"FaceDetail": detail}, "UnsearchedFaces": others}
 
 
 # -- stored video (StartFaceSearch, GetFaceSearch, StartFaceDetection, GetFaceDetection) -----
@@ -425,18 +478,19 @@ async def search_users_by_image(ctx: ApiContext, caller: Caller, p: SearchUsersB
 JobIdField = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_-]+$")
 
 
-class VideoIn(_In):
+class VideoIn(In):
     S3Object: S3ObjectIn | None = None
 
 
-class NotificationChannelIn(_In):
-    """Accepted and ignored: there is no SNS here (the native API takes a webhook URL)."""
+class NotificationChannelIn(In):
+    """Where the completion message goes: an SNS topic of the server's SNS endpoint (refused
+    when there is none). ``RoleArn`` is checked for form, not assumed."""
 
-    SNSTopicArn: str
-    RoleArn: str
+    SNSTopicArn: str = Field(min_length=1, max_length=1024)
+    RoleArn: str = Field(pattern=ROLE_ARN.pattern)
 
 
-class _StartVideoIn(_In):
+class _StartVideoIn(In):
     Video: VideoIn
     ClientRequestToken: str | None = Field(None, min_length=1, max_length=64,
                                            pattern=r"^[a-zA-Z0-9_-]+$")
@@ -454,7 +508,7 @@ class StartFaceDetectionIn(_StartVideoIn):
     FaceAttributes: Literal["DEFAULT", "ALL"] = "DEFAULT"
 
 
-class GetFaceDetectionIn(_In):
+class GetFaceDetectionIn(In):
     JobId: str = JobIdField
     MaxResults: int | None = Field(None, ge=1)
     NextToken: str | None = Field(None, max_length=255)
@@ -464,10 +518,15 @@ class GetFaceSearchIn(GetFaceDetectionIn):
     SortBy: Literal["INDEX", "TIMESTAMP"] = "TIMESTAMP"
 
 
+def _topic(p: _StartVideoIn) -> str | None:
+    return p.NotificationChannel.SNSTopicArn if p.NotificationChannel is not None else None
+
+
 async def _start_video(ctx: ApiContext, p: _StartVideoIn, submit: Submit) -> Json:
     s3 = p.Video.S3Object
     if s3 is None:
         raise InvalidParameterError("Video needs an S3Object")
+    ctx.fs.video.check_sns(_topic(p))  # refused before the video is copied
     job_id = await ctx.io(lambda: submit_s3(ctx, s3.Bucket, s3.Name, s3.Version, submit))
     return {"JobId": job_id}
 
@@ -515,13 +574,14 @@ async def start_face_search(ctx: ApiContext, caller: Caller, p: StartFaceSearchI
     settings = VideoJobSettings(threshold=p.FaceMatchThreshold)
     return await _start_video(ctx, p, lambda video, source: ctx.fs.video.start_face_search(
         p.CollectionId, video, settings=settings, job_tag=p.JobTag,
-        client_request_token=p.ClientRequestToken, source_name=source, caller=caller))
+        client_request_token=p.ClientRequestToken, source_name=source, caller=caller,
+        sns_topic_arn=_topic(p)))
 
 
 async def start_face_detection(ctx: ApiContext, caller: Caller, p: StartFaceDetectionIn) -> Json:
     return await _start_video(ctx, p, lambda video, source: ctx.fs.video.start_face_detection(
         video, job_tag=p.JobTag, client_request_token=p.ClientRequestToken, source_name=source,
-        caller=caller))
+        caller=caller, sns_topic_arn=_topic(p)))
 
 
 async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -> Json:
@@ -557,8 +617,8 @@ async def get_face_detection(ctx: ApiContext, caller: Caller, p: GetFaceDetectio
 
 
 Handler = Callable[[ApiContext, Caller, Any], Awaitable[Json]]
-HANDLERS: dict[Operation, tuple[type[_In], Handler]] = {
-    Operation.CREATE_COLLECTION: (CollectionIn, create_collection),
+HANDLERS: dict[Operation, tuple[type[In], Handler]] = {
+    Operation.CREATE_COLLECTION: (CreateCollectionIn, create_collection),
     Operation.DELETE_COLLECTION: (CollectionIn, delete_collection),
     Operation.LIST_COLLECTIONS: (ListCollectionsIn, list_collections),
     Operation.DESCRIBE_COLLECTION: (CollectionIn, describe_collection),
@@ -580,6 +640,7 @@ HANDLERS: dict[Operation, tuple[type[_In], Handler]] = {
     Operation.GET_FACE_SEARCH: (GetFaceSearchIn, get_face_search),
     Operation.START_FACE_DETECTION: (StartFaceDetectionIn, start_face_detection),
     Operation.GET_FACE_DETECTION: (GetFaceDetectionIn, get_face_detection),
+    **STREAM_HANDLERS,
 }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from facesearch.api.errors import InvalidS3ObjectError
 from facesearch.api.settings import ApiSettings
 from facesearch.errors import ImageTooLargeError
+from facesearch.limits import megabytes
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 
@@ -68,8 +69,8 @@ class S3Images:
             size = int(obj.get("ContentLength", 0))
             if size > self.max_bytes:
                 obj["Body"].close()
-                raise ImageTooLargeError(f"{where}: {size / 1e6:.1f} MB is over the "
-                                         f"{self.max_bytes / 1e6:.0f} MB image limit")
+                raise ImageTooLargeError(f"{where}: {megabytes(size)} is over the "
+                                         f"{megabytes(self.max_bytes)} image limit")
             data: bytes = obj["Body"].read(self.max_bytes + 1)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "error")
@@ -77,7 +78,7 @@ class S3Images:
         except BotoCoreError as exc:
             raise InvalidS3ObjectError(f"{where}: cannot be read ({exc})") from None
         if len(data) > self.max_bytes:
-            raise ImageTooLargeError(f"{where}: over the {self.max_bytes / 1e6:.0f} MB image "
+            raise ImageTooLargeError(f"{where}: over the {megabytes(self.max_bytes)} image "
                                      f"limit")
         return data
 

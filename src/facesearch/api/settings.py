@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from facesearch.media.aws import AwsEndpoint
+
 
 class ApiSettings(BaseSettings):
     """Server settings. Every field can be set as ``FACESEARCH_API_<NAME>``."""
@@ -33,12 +35,43 @@ class ApiSettings(BaseSettings):
     s3_access_key_id: str | None = Field(None, description="credentials for that store "
                                                            "(unset: boto3's usual chain)")
     s3_secret_access_key: SecretStr | None = None
+    sns_endpoint_url: str | None = Field(
+        None, description="SNS-compatible endpoint that video jobs' completion messages are "
+                          "published to (Rekognition's NotificationChannel; unset: refused)")
+    sns_region: str = Field("us-east-1", description="region of that endpoint")
+    sns_access_key_id: str | None = Field(None, description="credentials for it (unset: "
+                                                            "boto3's usual chain)")
+    sns_secret_access_key: SecretStr | None = None
+    kinesis_endpoint_url: str | None = Field(
+        None, description="Kinesis Data Streams endpoint that stream processors write their "
+                          "records to (Rekognition's Output.KinesisDataStream; unset: refused)")
+    kinesis_region: str = Field("us-east-1", description="region of that endpoint")
+    kinesis_access_key_id: str | None = Field(None, description="credentials for it (unset: "
+                                                                "boto3's usual chain)")
+    kinesis_secret_access_key: SecretStr | None = None
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     retention_interval_s: float = Field(3600.0, ge=0, description="how often expired faces "
                                                                   "are erased (0: never)")
+
+    def sns(self) -> AwsEndpoint | None:
+        """The SNS endpoint (None: not configured)."""
+        return _endpoint(self.sns_endpoint_url, self.sns_region, self.sns_access_key_id,
+                         self.sns_secret_access_key)
+
+    def kinesis(self) -> AwsEndpoint | None:
+        """The Kinesis Data Streams endpoint (None: not configured)."""
+        return _endpoint(self.kinesis_endpoint_url, self.kinesis_region,
+                         self.kinesis_access_key_id, self.kinesis_secret_access_key)
 
     def body_limit(self, max_image_bytes: int) -> int:
         """Largest request body in bytes: the setting, else two base64 images plus 64 KiB."""
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         return 2 * (4 * (max_image_bytes + 2) // 3) + 64 * 1024
+
+
+def _endpoint(url: str | None, region: str, key_id: str | None,
+              secret: SecretStr | None) -> AwsEndpoint | None:
+    if url is None:
+        return None
+    return AwsEndpoint(url, region, key_id, secret.get_secret_value() if secret else None)

@@ -34,8 +34,9 @@ from facesearch.api.native import (
     native_caller,
 )
 from facesearch.api.paging import page_by_name
-from facesearch.api.video import allowed_path, redact_url
+from facesearch.api.video import allowed_path
 from facesearch.errors import FaceSearchError, InvalidParameterError
+from facesearch.media.inputs import redact_url
 from facesearch.media.stream import (
     ProcessorInfo,
     StreamEvent,
@@ -107,11 +108,13 @@ def jsonl_root(ctx: ApiContext) -> Path:
 
 def checked_stream_settings(ctx: ApiContext, s: StreamSettings) -> StreamSettings:
     """The API's limits on a processor's server-side resources: a file input must lie under
-    the video roots; a JSONL file is a relative path under ``<home>/streams``."""
-    target, _, is_file = classify_input(s.input_url, s.input_format,
-                                        allow_devices=ctx.fs.streams.allow_devices)
-    if is_file:
-        allowed_path(ctx, target, "input_url")
+    the video roots (a camera is the operator's: not held to them); a JSONL file is a relative
+    path under ``<home>/streams``."""
+    if s.input_url is not None:
+        target, _, is_file = classify_input(s.input_url, s.input_format,
+                                            allow_devices=ctx.fs.streams.allow_devices)
+        if is_file:
+            allowed_path(ctx, target, "input_url")
     if s.jsonl_path is None:
         return s
     root = jsonl_root(ctx)
@@ -277,7 +280,7 @@ async def _ws_caller(websocket: WebSocket, ctx: ApiContext) -> Caller:
         allow_bearer=True, now=time.time()))
     authorize(key, Operation.GET_STREAM_PROCESSOR_EVENTS)
     client = websocket.client
-    return Caller(actor=key.key_id, role=key.role.value, client=client.host if client else None)
+    return Caller(actor=key.key_id, role=key.role, client=client.host if client else None)
 
 
 @ws_router.websocket("/streams/{name}/ws", name=Operation.GET_STREAM_PROCESSOR_EVENTS.value)

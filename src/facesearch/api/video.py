@@ -45,6 +45,7 @@ from facesearch.api.s3 import S3Images
 from facesearch.api.settings import ApiSettings
 from facesearch.errors import InvalidParameterError, VideoTooLargeError
 from facesearch.limits import MAX_RESULTS
+from facesearch.media.inputs import redact_url
 from facesearch.media.video import (
     MAX_PAGE,
     JobKind,
@@ -54,6 +55,7 @@ from facesearch.media.video import (
     VideoJob,
     VideoJobSettings,
     VideoMatch,
+    s3_label,
 )
 from facesearch.responses import DetectedFaceOut, Out
 from facesearch.types import Caller
@@ -139,20 +141,6 @@ class _S3Body:
 
     def close(self) -> None:
         self._body.close()
-
-
-def s3_label(bucket: str, name: str, version: str | None = None) -> str:
-    """How a job names its S3 input (its ``source``); :func:`parse_s3_label` reads it back."""
-    return f"s3://{bucket}/{name}" + (f"?versionId={version}" if version else "")
-
-
-def parse_s3_label(source: str) -> tuple[str, str, str | None] | None:
-    """``(bucket, name, version)`` of a source written by :func:`s3_label`, else None."""
-    if not source.startswith("s3://"):
-        return None
-    bucket, _, rest = source[len("s3://"):].partition("/")
-    name, _, version = rest.rpartition("?versionId=") if "?versionId=" in rest else (rest, "", "")
-    return (bucket, name, version or None) if bucket and name else None
 
 
 def video_s3(ctx: ApiContext) -> S3Videos:
@@ -251,7 +239,10 @@ class VideoJobOut(Out):
     video: VideoInfo | None
     job_tag: str | None
     webhook_url: str | None
-    notification: str | None = Field(description="null, 'delivered' or 'failed: <reason>'")
+    sns_topic_arn: str | None = Field(description="SNS topic of a Rekognition client's "
+                                                  "NotificationChannel")
+    notification: str | None = Field(description="null, 'delivered' or 'failed: <reason>' "
+                                                  "(both channels: 'webhook: ...; sns: ...')")
     created_at: float
     started_at: float | None
     finished_at: float | None
@@ -293,24 +284,13 @@ class PersonsOut(Out):
 
 # -- conversions ----------------------------------------------------------------------------
 
-def redact_url(url: str | None) -> str | None:
-    """``url`` with the password of its user info masked."""
-    if url is None or "://" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    netloc, slash, tail = rest.partition("/")
-    userinfo, at, hostport = netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return f"{scheme}://{userinfo.partition(':')[0]}:***@{hostport}{slash}{tail}"
-
-
 def job_out(j: VideoJob) -> VideoJobOut:
     return VideoJobOut(
         job_id=j.job_id, kind=j.kind, status=j.status, status_message=j.status_message,
         progress=j.progress, collection=j.collection, source=j.source,
         settings=j.settings.model_dump(mode="json"), video=j.video, job_tag=j.job_tag,
-        webhook_url=redact_url(j.webhook_url), notification=j.notification,
+        webhook_url=redact_url(j.webhook_url), sns_topic_arn=j.sns_topic_arn,
+        notification=j.notification,
         created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,
         frames_analysed=j.frames_analysed, persons=j.persons, matched_persons=j.matched_persons,
         attempts=j.attempts)

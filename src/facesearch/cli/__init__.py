@@ -42,6 +42,7 @@ app.add_typer(governance.keys_app, name="keys")
 app.add_typer(collections.policy_app, name="policy")
 app.add_typer(media.video_app, name="video")
 app.add_typer(media.stream_app, name="stream")
+app.add_typer(media.cameras_app, name="cameras")
 
 
 class Terminated(KeyboardInterrupt):

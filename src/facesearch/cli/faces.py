@@ -218,14 +218,18 @@ def faces_list(
 @faces_app.command("delete")
 def faces_delete(collection: str, face_ids: list[str], home: HomeOpt = None,
                  as_json: JsonOpt = False) -> None:
-    """Delete faces by id."""
+    """Delete faces by id (faces of a user are left alone: disassociate them first, or use
+    'facesearch erase')."""
     with service(home) as fs:
-        deleted, missing = fs.erasure.delete_faces(collection, face_ids)
+        d = fs.erasure.delete_faces(collection, face_ids)
     if as_json:
-        emit_json({"deleted": deleted, "not_found": missing})
+        emit_json({"deleted": d.deleted, "not_found": d.not_found,
+                   "associated_to_user": d.associated})
     else:
-        out.print(f"deleted {len(deleted)} face(s)")
-        for m in missing:
+        out.print(f"deleted {len(d.deleted)} face(s)")
+        for m in d.not_found:
             err.print(f"[yellow]not found[/] {m}")
-    if missing and not deleted:
+        for m in d.associated:
+            err.print(f"[yellow]belongs to a user (disassociate it first)[/] {m}")
+    if not d.deleted and (d.not_found or d.associated):
         raise typer.Exit(1)

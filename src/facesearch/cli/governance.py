@@ -215,14 +215,18 @@ keys_app = typer.Typer(no_args_is_help=True, help="Access keys for the HTTP API.
 
 
 def _key_json(k: Any) -> dict[str, Any]:
-    return {"key_id": k.key_id, "role": k.role.value, "label": k.label,
+    return {"key_id": k.key_id, "role": k.role, "roles": [r.value for r in k.roles],
+            "label": k.label,
             "created_at": k.created_at, "revoked_at": k.revoked_at, "active": k.active,
             "purpose": k.purpose, "case_ref": k.case_ref, "expires_at": k.expires_at}
 
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option("--role", help="admin, indexer, searcher or auditor.")],
+    role: Annotated[list[str], typer.Option(
+        "--role", help="admin, indexer, searcher or auditor; repeat for a key that holds "
+                       "several (e.g. an application's --role admin --role indexer --role "
+                       "searcher). One role per key keeps separation of duties.")],
     label: Annotated[str | None, typer.Option(help="Who or what holds the key.")] = None,
     purpose: Annotated[str | None, typer.Option(help="Issue the key for one case: its "
                                                      "purpose (with --case).")] = None,
@@ -232,7 +236,8 @@ def keys_create(
         "--expires-in", min=0.001, help="Days until the key expires.")] = None,
     home: HomeOpt = None, as_json: JsonOpt = False,
 ) -> None:
-    """Create an access key; its secret is printed this once only."""
+    """Create an access key; its secret is printed this once only (the audit trail records
+    the key and its roles)."""
     with service(home) as fs:
         expires = time.time() + expires_in * 86400 if expires_in else None
         new = fs.keys.create(role, label, purpose=purpose, case_ref=case, expires_at=expires)
@@ -240,7 +245,7 @@ def keys_create(
         emit_json({**_key_json(new.info), "secret": new.secret})
         return
     out.print(f"access key id: {new.info.key_id}\nsecret:        {new.secret}\n"
-              f"role:          {new.info.role.value}\n(the secret is shown only now)",
+              f"roles:         {new.info.role}\n(the secret is shown only now)",
               highlight=False)
 
 
@@ -252,9 +257,9 @@ def keys_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         emit_json({"keys": [_key_json(k) for k in keys]})
         return
-    t = Table("key id", "role", "label", "created", "revoked")
+    t = Table("key id", "roles", "label", "created", "revoked")
     for k in keys:
-        t.add_row(k.key_id, k.role.value, k.label or "", ts(k.created_at),
+        t.add_row(k.key_id, k.role, k.label or "", ts(k.created_at),
                   ts(k.revoked_at) if k.revoked_at else "")
     out.print(t)
 

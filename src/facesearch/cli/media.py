@@ -1,4 +1,5 @@
-"""``facesearch video ...`` and ``stream ...``: stored video and live streams."""
+"""``facesearch video ...``, ``stream ...`` and ``cameras ...``: stored video, live streams and
+the cameras processors may name."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ video_app = typer.Typer(no_args_is_help=True, help="Find faces in stored video f
 
 
 stream_app = typer.Typer(no_args_is_help=True, help="Watch live streams for watchlist faces.")
+
+
+cameras_app = typer.Typer(no_args_is_help=True, help="The cameras stream processors may name "
+                                                     "(Rekognition clients: by the stream name "
+                                                     "of a Kinesis video stream ARN).")
 
 
 FpsOpt = Annotated[float, typer.Option("--fps", min=0.01, max=120,
@@ -257,3 +263,54 @@ def stream_run(
         from facesearch.errors import FaceSearchError as _Error
 
         raise _Error(m.last_error or "the stream processor failed")
+
+
+def _camera_json(c: Any) -> dict[str, Any]:
+    return {"name": c.name, "url": c.shown_url, "input_format": c.input_format,
+            "label": c.label, "added_by": c.added_by, "created_at": c.created_at}
+
+
+@cameras_app.command("add")
+def cameras_add(
+    name: Annotated[str, typer.Argument(help="The camera's name (a Kinesis video stream name: "
+                                             "1-256 of letters, digits, '_', '.', '-').")],
+    url: Annotated[str, typer.Argument(help="rtsp://, http(s):// (MJPEG, HLS), /dev/videoN or a "
+                                            "video file (played as a camera).")],
+    input_format: Annotated[str | None, typer.Option(
+        "--format", help="FFmpeg input format, when it cannot be guessed (mpjpeg, "
+                         "v4l2...).")] = None,
+    label: Annotated[str | None, typer.Option(help="What or where the camera is.")] = None,
+    home: HomeOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Configure a camera. Only this command names a camera's URL: API clients name the camera
+    (a Rekognition client as arn:aws:kinesisvideo:REGION:ACCOUNT:stream/NAME/1), so its host is
+    not held to the egress allow-list, and local devices and files are allowed."""
+    with service(home) as fs:
+        cam = fs.cameras.add(name, url, input_format=input_format, label=label)
+    if as_json:
+        emit_json(_camera_json(cam))
+    else:
+        out.print(f"camera {cam.name}: {cam.shown_url}", highlight=False, soft_wrap=True)
+
+
+@cameras_app.command("list")
+def cameras_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List the cameras (passwords in URLs masked)."""
+    with service(home) as fs:
+        cams = fs.cameras.list()
+    if as_json:
+        emit_json({"cameras": [_camera_json(c) for c in cams]})
+        return
+    t = Table("name", "url", "format", "label", "added by", "added")
+    for c in cams:
+        t.add_row(c.name, c.shown_url, c.input_format or "", c.label or "", c.added_by,
+                  ts(c.created_at))
+    out.print(t)
+
+
+@cameras_app.command("remove")
+def cameras_remove(name: str, home: HomeOpt = None) -> None:
+    """Remove a camera (processors that name it fail to start until it is added again)."""
+    with service(home) as fs:
+        fs.cameras.remove(name)
+    err.print(f"removed camera {name}")

@@ -8,6 +8,13 @@ naming them). Every erasure returns an :class:`ErasureReceipt` and is audited.
 
 Retention: :meth:`Erasure.expire` erases the faces older than their collection's
 ``retention_days`` (the server calls it hourly, :mod:`facesearch.governance.retention`).
+
+Deleting faces by id (:meth:`Erasure.delete_faces`: Rekognition's DeleteFaces, ``facesearch
+faces delete``, ``/v1/.../faces/delete``) leaves a face that belongs to a user alone, as
+Rekognition does (reason ``ASSOCIATED_TO_AN_EXISTING_USER``): disassociate it first, so that a
+user is never emptied as a side effect. Erasure (:meth:`Erasure.erase`, the governance path:
+``facesearch erase``, EraseFaces) is not held back by an association: a person's right to
+erasure does not depend on how their faces were grouped.
 """
 
 from __future__ import annotations
@@ -31,6 +38,16 @@ from facesearch.types import Caller
 ErasureHook = Callable[[str, builtins.list[str]], int]
 """Called with (collection, erased face ids) after an erasure; deletes what another service
 derived from those faces and returns how many records went."""
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting faces by id did: ``deleted`` and ``not_found`` (ids in request order),
+    and ``associated``: faces of a user, left alone (disassociate them first, or erase)."""
+
+    deleted: list[str]
+    not_found: list[str]
+    associated: list[str]
 
 
 @dataclass(frozen=True)
@@ -60,15 +77,18 @@ class Erasure:
         self.hooks: builtins.list[ErasureHook] = []
 
     def delete_faces(self, collection: str, face_ids: Sequence[str], *,
-                     caller: Caller | None = None
-                     ) -> tuple[builtins.list[str], builtins.list[str]]:
-        """Delete (erase) faces by id; returns ``(deleted, not_found)``."""
+                     caller: Caller | None = None) -> Deletion:
+        """Delete (erase) faces by id, but those that belong to a user (see the module
+        docstring)."""
         for fid in face_ids:
             limits.face_id(fid)
-        receipt = self._erase(collection, "delete", caller, face_ids=face_ids)
+        receipt, kept = self._erase(collection, "delete", caller, face_ids=face_ids,
+                                    keep_user_faces=True)
         gone = set(receipt.face_ids)
         asked = list(dict.fromkeys(face_ids))
-        return [f for f in asked if f in gone], [f for f in asked if f not in gone]
+        return Deletion([f for f in asked if f in gone], [f for f in asked
+                                                          if f not in gone and f not in kept],
+                        [f for f in asked if f in kept])
 
     def erase(self, collection: str, *, face_ids: Sequence[str] | None = None,
               external_id: str | None = None, user_id: str | None = None,
@@ -79,7 +99,7 @@ class Erasure:
         for fid in face_ids or ():
             limits.face_id(fid)
         return self._erase(collection, "erase", caller, face_ids=face_ids,
-                           external_id=external_id, user_id=user_id)
+                           external_id=external_id, user_id=user_id)[0]
 
     def expire(self, now: float | None = None) -> builtins.list[ErasureReceipt]:
         """Erase faces older than their collection's retention period (as of ``now``)."""
@@ -95,12 +115,17 @@ class Erasure:
                 old = self.store.face_rows_older_than(conn, coll.id, now - days * 86400.0)
             if old:
                 receipts.append(self._erase(coll.name, "expire",
-                                            Caller("system:retention", role="system"), rows=old))
+                                            Caller("system:retention", role="system"),
+                                            rows=old)[0])
         return receipts
 
     def _erase(self, collection: str, reason: str, caller: Caller | None, *,
                face_ids: Sequence[str] | None = None, external_id: str | None = None,
-               user_id: str | None = None, rows: Sequence[int] | None = None) -> ErasureReceipt:
+               user_id: str | None = None, rows: Sequence[int] | None = None,
+               keep_user_faces: bool = False) -> tuple[ErasureReceipt, set[str]]:
+        """Erase the chosen faces (``keep_user_faces``: not those of a user); the receipt and
+        the face ids kept for belonging to a user."""
+        kept: set[str] = set()
         with self.indexes.lock:
             with self.store.transaction() as conn:
                 coll = self.store.collection(conn, collection)
@@ -108,7 +133,9 @@ class Erasure:
                 urow = None
                 if face_ids is not None:
                     found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
-                    target = [f.row for f in found.values()]
+                    if keep_user_faces:
+                        kept = {f.face_id for f in found.values() if f.user_id is not None}
+                    target = [f.row for f in found.values() if f.face_id not in kept]
                 elif external_id is not None:
                     target = self.store.face_rows_of(conn, coll.id, external_id=external_id)
                 elif user_id is not None:
@@ -136,5 +163,7 @@ class Erasure:
                           results=[(f, None) for f in receipt.face_ids],
                           details={"receipt_id": receipt.receipt_id, "faces": len(erased),
                                    "images": images, "derived": derived,
-                                   "external_id": external_id, "user_id": user_id})
-        return receipt
+                                   "external_id": external_id, "user_id": user_id,
+                                   **({"kept_for_user": ",".join(sorted(kept))}
+                                      if kept else {})})
+        return receipt, kept

@@ -1,7 +1,11 @@
 """Access keys service: API credentials that the operator creates, lists and revokes.
 
 A key is an id (``FSAK`` + 16 characters, shown in logs and the audit trail), a secret (shown
-once, at creation) and one role (:class:`Role`). SigV4 verification needs the secret itself
+once, at creation) and one or more roles (:class:`Role`). One role per key is the default and
+keeps separation of duties; a key may hold several when one program needs them (an
+application that creates its collection, indexes and searches: ``admin``, ``indexer`` and
+``searcher``), and it may then call what any of its roles may. The roles are stored in the
+``role`` column, comma-separated in :class:`Role` order. SigV4 verification needs the secret itself
 (an HMAC key), so it cannot be stored as a one-way hash: secrets are sealed with AES-256-GCM
 (:class:`facesearch.storage.crypto.Sealer`, the key id as associated data) under a master key that is
 either given as ``FACESEARCH_KEYS_MASTER_KEY`` (base64 of 32 bytes), or kept in the file
@@ -28,7 +32,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +78,34 @@ class KeyNotFoundError(NotFoundError):
     code = "key_not_found"
 
 
+Roles = tuple[Role, ...]
+"""A key's roles: distinct, in :class:`Role` order."""
+
+
+def parse_roles(roles: Role | str | Iterable[Role | str]) -> Roles:
+    """One role or several (a role, its name, or an iterable of them; a name may list several,
+    comma-separated) as :data:`Roles`; :class:`InvalidParameterError` for an unknown role or
+    none."""
+    items = [roles] if isinstance(roles, str) else list(roles)  # a Role is a str too
+    found: set[Role] = set()
+    for item in items:
+        for name in [item] if isinstance(item, Role) else item.split(","):
+            try:
+                found.add(Role(name.strip()))
+            except ValueError:
+                raise InvalidParameterError(
+                    f"unknown role {name.strip()!r}; choose from "
+                    f"{', '.join(x.value for x in Role)}") from None
+    if not found:
+        raise InvalidParameterError("a key needs at least one role")
+    return tuple(r for r in Role if r in found)
+
+
+def role_names(roles: Roles) -> str:
+    """Roles as stored, logged and audited: their names joined by ``,`` (``indexer,searcher``)."""
+    return ",".join(r.value for r in roles)
+
+
 @dataclass(frozen=True)
 class KeyInfo:
     """An access key without its secret. Times are seconds since the epoch.
@@ -83,13 +115,19 @@ class KeyInfo:
     """
 
     key_id: str
-    role: Role
+    roles: Roles
     label: str | None
     created_at: float
     revoked_at: float | None
     purpose: str | None = None
     case_ref: str | None = None
     expires_at: float | None = None
+
+    @property
+    def role(self) -> str:
+        """The roles as one string (``indexer,searcher``), as callers and the audit trail
+        name them."""
+        return role_names(self.roles)
 
     @property
     def active(self) -> bool:
@@ -179,7 +217,7 @@ class AccessKeys:
         self.audit.record(AuditEvent(
             operation=operation, actor=c.actor, role=c.role, purpose=c.purpose,
             case_ref=c.case_ref, client=c.client,
-            details={"key_id": info.key_id, "key_role": info.role.value, "label": info.label,
+            details={"key_id": info.key_id, "key_role": info.role, "label": info.label,
                      "key_purpose": info.purpose, "key_case": info.case_ref,
                      "expires_at": info.expires_at}))
 
@@ -189,20 +227,16 @@ class AccessKeys:
                 self._sealer = Sealer(self._master_key())
             return self._sealer
 
-    def create(self, role: Role | str, label: str | None = None, *,
+    def create(self, role: Role | str | Iterable[Role | str], label: str | None = None, *,
                purpose: str | None = None, case_ref: str | None = None,
                expires_at: float | None = None, caller: Caller | None = None) -> NewKey:
-        """A new active key for ``role``; the returned secret is not retrievable later.
+        """A new active key for ``role`` (one role, or several: see :func:`parse_roles`); the
+        returned secret is not retrievable later. Creating it is audited with its roles.
 
         ``purpose`` and ``case_ref`` (both or neither) bind the key to one case;
         ``expires_at`` (seconds since the epoch) ends its validity.
         """
-        try:
-            r = Role(role)
-        except ValueError:
-            raise InvalidParameterError(
-                f"unknown role {role!r}; choose one of {', '.join(x.value for x in Role)}"
-            ) from None
+        roles = parse_roles(role)
         if label is not None and not 1 <= len(label) <= 200:
             raise InvalidParameterError("a key label has 1-200 characters")
         if (purpose is None) != (case_ref is None):
@@ -219,9 +253,10 @@ class AccessKeys:
         sealed = self._seal().seal(secret.encode(), key_id.encode())
         with self.store.transaction() as conn:
             conn.execute(insert(access_keys_t).values(
-                key_id=key_id, role=r.value, label=label, secret=sealed, created_at=now,
+                key_id=key_id, role=role_names(roles), label=label, secret=sealed,
+                created_at=now,
                 purpose=purpose, case_ref=case_ref, expires_at=expires_at))
-        info = KeyInfo(key_id, r, label, now, None, purpose, case_ref, expires_at)
+        info = KeyInfo(key_id, roles, label, now, None, purpose, case_ref, expires_at)
         self._record("key.create", caller, info)
         return NewKey(info, secret)
 
@@ -295,5 +330,5 @@ class AccessKeys:
 
 
 def _info(r: Row[Any]) -> KeyInfo:
-    return KeyInfo(r.key_id, Role(r.role), r.label, r.created_at, r.revoked_at, r.purpose,
-                   r.case_ref, r.expires_at)
+    return KeyInfo(r.key_id, parse_roles(r.role), r.label, r.created_at, r.revoked_at,
+                   r.purpose, r.case_ref, r.expires_at)

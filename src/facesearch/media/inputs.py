@@ -71,3 +71,15 @@ def classify_input(url: str, input_format: str | None, *,
         raise InvalidParameterError(f"input format {fmt!r} is not allowed for a file input; use "
                                     f"one of {', '.join(sorted(FILE_FORMATS))}")
     return path, fmt, True
+
+
+def redact_url(url: str | None) -> str | None:
+    """``url`` with the password of its user info masked."""
+    if url is None or "://" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.partition(':')[0]}:***@{hostport}{slash}{tail}"

@@ -2,7 +2,8 @@
 
 A processor (Rekognition's CreateStreamProcessor / Start / Stop / List / Describe / Delete)
 reads one input: RTSP, HTTP MJPEG, HLS, a local camera (``/dev/videoN``, V4L2), or a video
-file played at its own frame rate and looped as a simulated camera. It runs three threads:
+file played at its own frame rate and looped as a simulated camera; or a camera the operator
+configured (:mod:`facesearch.media.cameras`), looked up at each start. It runs three threads:
 
 - capture: opens the input with PyAV (FFmpeg), decodes every frame and puts the newest one in
   a one-frame slot; a frame replaced before it was processed is counted as dropped, so the
@@ -13,7 +14,9 @@ file played at its own frame rate and looped as a simulated camera. It runs thre
   match yet: again every ``embed_interval_ms``, up to ``max_embeddings_per_track`` times, then
   every ``recheck_interval_ms``), searches the watchlist and emits one :class:`StreamEvent` per
   (track, identity) the first time the track matches that identity.
-- webhook (when configured): POSTs each event, dropping the oldest when the receiver lags.
+- webhook (when configured): POSTs each event, dropping the oldest when the receiver lags;
+  and Kinesis (when the settings name a data stream): writes a record of each frame whose
+  faces were searched (:mod:`facesearch.media.kinesis`), likewise.
 
 Events also go to in-process subscribers (:meth:`StreamProcessors.subscribe`, a bounded queue
 each, oldest dropped for slow readers; the HTTP API serves them as SSE or WebSocket), to a
@@ -28,9 +31,11 @@ and stops, with the reason recorded, as soon as that key is revoked or expires (
 every search, and at once on a revocation in this process); a live feed ends when the key
 that opened it is revoked or expires. A case-bound key sees only the processors of its case.
 Inputs are allow-listed: files (the caller bounds them to its video roots), ``rtsp``,
-``rtsps``, ``http`` and ``https`` whose hosts pass the :class:`~facesearch.media.webhook.EgressPolicy`,
-and local V4L2 devices (``/dev/videoN``) only where ``allow_devices``; FFmpeg formats are
-allow-listed and FFmpeg is held to the input's own protocols (``protocol_whitelist``).
+``rtsps``, ``http`` and ``https`` whose hosts pass the
+:class:`~facesearch.media.webhook.EgressPolicy`, and local V4L2 devices (``/dev/videoN``) only
+where ``allow_devices``; a camera is the operator's own choice, so its host is not held to the
+egress policy and it may be a device or a file. FFmpeg formats are allow-listed and FFmpeg is
+held to the input's own protocols (``protocol_whitelist``).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from typing import Literal, TextIO
 import av
 import numpy as np
 from PIL import Image as PILImage
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import (
     delete,
     insert,
@@ -72,6 +77,7 @@ from facesearch.errors import (
     ThrottledError,
 )
 from facesearch.governance.keys import AccessKeys
+from facesearch.media.cameras import Cameras
 from facesearch.media.events import (
     SEALED_SUFFIX,
     EventHub,
@@ -82,6 +88,7 @@ from facesearch.media.events import (
 )
 from facesearch.media.frames import VideoMatch, detect_frame
 from facesearch.media.inputs import FFMPEG_PROTOCOLS, INPUT_REFUSED, classify_input
+from facesearch.media.kinesis import KinesisOutput, KinesisWriter, SearchedFrame
 from facesearch.media.tracking import IouTracker
 from facesearch.media.webhook import (
     OPEN,
@@ -93,9 +100,9 @@ from facesearch.media.webhook import (
 from facesearch.services.collection import FaceCollections
 from facesearch.services.search import Match, SearchGate
 from facesearch.storage.crypto import Sealer
-from facesearch.storage.schema import processors_t
+from facesearch.storage.schema import processors_t, tags_t
 from facesearch.storage.store import Store
-from facesearch.types import Caller, RGBImage
+from facesearch.types import Caller, Faces, RGBImage
 from facesearch.vision import similarity as sim
 from facesearch.vision.pipeline import Pipeline
 
@@ -109,10 +116,14 @@ class StreamSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input_url: str = Field(
-        ..., min_length=1,
+    input_url: str | None = Field(
+        default=None, min_length=1,
         description="rtsp://, http(s):// (MJPEG, HLS), /dev/videoN, or a video file (played as "
-                    "a camera)")
+                    "a camera); or give `camera`")
+    camera: str | None = Field(
+        default=None, min_length=1, max_length=256,
+        description="a camera the operator configured (`facesearch cameras add`), instead of "
+                    "input_url: its URL and input format are looked up at each start")
     collection: str = Field(..., min_length=1, description="watchlist collection")
     threshold: float | None = Field(
         default=None, ge=0, le=100,
@@ -145,12 +156,31 @@ class StreamSettings(BaseModel):
     iou_threshold: float = Field(default=0.3, gt=0, le=1)
     max_gap_ms: int = Field(default=1000, ge=0, description="a track unseen this long (ms) ends")
     webhook_url: str | None = None
+    kinesis_data_stream_arn: str | None = Field(
+        default=None,
+        description="a Kinesis Data Streams ARN: each frame whose faces were searched is "
+                    "written there as a record (Rekognition Video's format; needs the server's "
+                    "Kinesis endpoint)")
+    kinesis_video_stream_arn: str | None = Field(
+        default=None,
+        description="the Kinesis Video Streams ARN a Rekognition client named as input (its "
+                    "stream name is `camera`); written into each record")
+    role_arn: str | None = Field(
+        default=None, max_length=2048,
+        description="the IAM role ARN a Rekognition client sent, shown back (no role is "
+                    "assumed)")
     jsonl_path: Path | None = None
     snapshots: bool = Field(default=False, description="save a JPEG crop of each matched face")
     open_timeout_s: float = Field(default=10.0, gt=0)
     read_timeout_s: float = Field(default=10.0, gt=0)
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> StreamSettings:
+        if (self.input_url is None) == (self.camera is None):
+            raise ValueError("give exactly one of input_url or camera")
+        return self
 
 
 class ProcessorStatus(str, enum.Enum):
@@ -196,6 +226,9 @@ class StreamMetrics:
     webhook_delivered: int
     webhook_failed: int
     webhook_dropped: int
+    kinesis_delivered: int
+    kinesis_failed: int
+    kinesis_dropped: int
     last_error: str | None
     last_error_at: float | None
     started_at: float | None
@@ -300,8 +333,13 @@ class StreamProcessor:
                  clock: Callable[[], float] = time.time,
                  key_check: Callable[[], str | None] | None = None,
                  egress: EgressPolicy = OPEN, sealer: Sealer | None = None,
-                 allow_devices: bool = True) -> None:
+                 allow_devices: bool = True, kinesis: KinesisOutput | None = None) -> None:
+        if settings.input_url is None:
+            raise InvalidParameterError(f"stream processor {name!r}: its camera must be looked "
+                                        "up before it runs (StreamProcessors.start)")
         self.name = name
+        self.kinesis = kinesis
+        """Where records go when the settings name a Kinesis data stream."""
         self.key_check = key_check
         """Why the creator's key may no longer search (asked before every search)."""
         self.egress = egress
@@ -324,6 +362,7 @@ class StreamProcessor:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._webhook: WebhookSender | None = None
+        self._kinesis: KinesisWriter | None = None
         self._jsonl: TextIO | None = None
         # metrics
         self.connected = False
@@ -350,9 +389,15 @@ class StreamProcessor:
             if self._threads:
                 raise ConflictError(f"stream processor {self.name!r} is already running")
             s = self.settings
+            if s.kinesis_data_stream_arn is not None and self.kinesis is None:
+                raise InvalidParameterError("this server has no Kinesis endpoint configured "
+                                            "(FACESEARCH_API_KINESIS_ENDPOINT_URL)")
             if s.webhook_url is not None:
                 self._webhook = WebhookSender(s.webhook_url, name=f"stream-{self.name}-webhook",
                                               egress=self.egress)
+            if s.kinesis_data_stream_arn is not None and self.kinesis is not None:
+                self._kinesis = self.kinesis.writer(s.kinesis_data_stream_arn,
+                                                    name=f"stream-{self.name}-kinesis")
             if s.jsonl_path is not None:
                 s.jsonl_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 fd = os.open(s.jsonl_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -383,15 +428,21 @@ class StreamProcessor:
         deadline = time.monotonic() + timeout_s
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        if self._webhook is not None:
-            self._webhook.shutdown()
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+        self._close_outputs()
         if not failed:
             self._set_status(ProcessorStatus.STOPPED, None)
 
     stop = shutdown
+
+    def _close_outputs(self) -> None:
+        """Send what the webhook and Kinesis queues hold, and close the JSONL file."""
+        if self._webhook is not None:
+            self._webhook.shutdown()
+        if self._kinesis is not None:
+            self._kinesis.shutdown()
+        if self._jsonl is not None:
+            self._jsonl.close()
+            self._jsonl = None
 
     @property
     def running(self) -> bool:
@@ -418,11 +469,7 @@ class StreamProcessor:
         for t in threads:
             if t is not me:
                 t.join(self.settings.read_timeout_s + 5)
-        if self._webhook is not None:
-            self._webhook.shutdown()
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
+        self._close_outputs()
         self._set_status(ProcessorStatus.STOPPED, message)
 
     def _key_revoked(self) -> bool:
@@ -444,7 +491,7 @@ class StreamProcessor:
         self._stop.set()
 
     def metrics(self) -> StreamMetrics:
-        w = self._webhook
+        w, k = self._webhook, self._kinesis
         return StreamMetrics(
             status=self.status, connected=self.connected, reconnects=self.reconnects,
             frames_in=self.frames_in, frames_processed=self.frames_processed,
@@ -460,7 +507,9 @@ class StreamProcessor:
             frame_height=self.frame_size[1] if self.frame_size else None,
             subscribers=self.hub.subscribers,
             webhook_delivered=w.delivered if w else 0, webhook_failed=w.failed if w else 0,
-            webhook_dropped=w.dropped if w else 0, last_error=self.last_error,
+            webhook_dropped=w.dropped if w else 0,
+            kinesis_delivered=k.delivered if k else 0, kinesis_failed=k.failed if k else 0,
+            kinesis_dropped=k.dropped if k else 0, last_error=self.last_error,
             last_error_at=self.last_error_at, started_at=self.started_at)
 
     # -- capture -------------------------------------------------------------------------
@@ -607,8 +656,7 @@ class StreamProcessor:
                 if st.embeddings == 0 or now_ms - st.last_embed_ms >= gap:
                     want.append(k)
             if want:
-                self._search(pipeline, want, ids, states, faces.boxes, chips, pixels, item,
-                             now_ms)
+                self._search(pipeline, want, ids, states, faces, chips, pixels, item, now_ms)
             if self.status is ProcessorStatus.STARTING:
                 self._set_status(ProcessorStatus.RUNNING, None)
             self.frames_processed += 1
@@ -617,7 +665,7 @@ class StreamProcessor:
             self._processing.append((done - item.mono) * 1000.0)
 
     def _search(self, pipeline: Pipeline, want: list[int], ids: np.ndarray,
-                states: dict[int, _TrackState], boxes: np.ndarray, chips: np.ndarray,
+                states: dict[int, _TrackState], faces: Faces, chips: np.ndarray,
                 pixels: RGBImage, item: _Captured, now_ms: float) -> None:
         s = self.settings
         if self._key_revoked():
@@ -647,7 +695,15 @@ class StreamProcessor:
                 if identity in st.identities:
                     continue
                 st.identities.add(identity)
-                self._emit(int(ids[k]), identity, m, matches, boxes[k], pixels, item)
+                self._emit(int(ids[k]), identity, m, matches, faces.boxes[k], pixels, item)
+        if self._kinesis is not None and self.kinesis is not None:
+            frame = SearchedFrame(
+                processor=self.name, input_arn=s.kinesis_video_stream_arn,
+                status=ProcessorStatus.RUNNING.value, session=item.session,
+                offset_s=item.timestamp_ms / 1000.0, captured_at=item.wall,
+                width=int(pixels.shape[1]), height=int(pixels.shape[0]),
+                faces=[faces.view(k) for k in want], matches=results)
+            self._kinesis.submit(self.kinesis.record(frame), partition_key=self.name)
 
     def _emit(self, track_id: int, identity: str, match: Match, matches: list[Match],
               box: np.ndarray, pixels: RGBImage, item: _Captured) -> None:
@@ -743,9 +799,15 @@ class StreamProcessors:
     def __init__(self, home: Path, store: Store, collections: FaceCollections,
                  search: SearchGate, *, clock: Callable[[], float] = time.time,
                  keys: AccessKeys | None = None, egress: EgressPolicy = OPEN,
-                 sealer: Sealer | None = None, allow_devices: bool = True) -> None:
+                 sealer: Sealer | None = None, allow_devices: bool = True,
+                 cameras: Cameras | None = None) -> None:
         self.home = home
         self.store = store
+        self.cameras = cameras
+        """The operator's cameras, which processors may name instead of an input URL."""
+        self.kinesis: KinesisOutput | None = None
+        """Where processors that name a Kinesis data stream write (the HTTP API sets it from
+        its settings; None: such processors are refused)."""
         self.collections = collections
         self.search = search
         self.sealer = sealer
@@ -802,19 +864,40 @@ class StreamProcessors:
                              ProcessorStatus(g["status"]), g["status_message"], g["created_at"],
                              g["updated_at"], live.metrics() if live is not None else None)
 
-    def _check(self, settings: StreamSettings, caller: Caller) -> None:
-        _, fmt, is_file = classify_input(settings.input_url, settings.input_format,
-                                         allow_devices=self.allow_devices)
-        if not is_file and fmt != "v4l2":
-            self.egress.check_url(settings.input_url, "stream input")
+    def _resolve(self, settings: StreamSettings) -> tuple[StreamSettings, bool]:
+        """The settings a processor runs with (a camera's URL and input format filled in),
+        and whether its input is the operator's (a camera: any host, devices allowed)."""
+        if settings.camera is None:
+            return settings, False
+        if self.cameras is None:
+            raise InvalidParameterError("this service has no cameras configured")
+        cam = self.cameras.get(settings.camera)
+        return settings.model_copy(update={
+            "input_url": cam.url, "input_format": settings.input_format or cam.input_format}), True
+
+    def _check(self, settings: StreamSettings, caller: Caller) -> tuple[StreamSettings, bool]:
+        """Refuse settings that may not run (input, outputs, the creator's key, the search's
+        admission); the settings to run with and whether the input is a camera."""
+        run, camera = self._resolve(settings)
+        assert run.input_url is not None
+        _, fmt, is_file = classify_input(run.input_url, run.input_format,
+                                         allow_devices=camera or self.allow_devices)
+        if not camera and not is_file and fmt != "v4l2":
+            self.egress.check_url(run.input_url, "stream input")
         if settings.webhook_url is not None:
             validate_url(settings.webhook_url, self.egress)
+        if settings.kinesis_data_stream_arn is not None:
+            if self.kinesis is None:
+                raise InvalidParameterError("this server has no Kinesis endpoint configured "
+                                            "(FACESEARCH_API_KINESIS_ENDPOINT_URL)")
+            self.kinesis.check(settings.kinesis_data_stream_arn)
         problem = self.key_problem(caller.actor)
         if problem is not None:
             raise AccessDeniedError(f"the processor cannot run: {problem}")
         self.search.admit(settings.collection, operation="search.stream", caller=caller,
                           threshold=settings.threshold, max_results=settings.max_results,
                           rate_limit=False)
+        return run, camera
 
     def foreground(self, settings: StreamSettings, *, caller: Caller | None = None,
                    name: str = "cli") -> StreamProcessor:
@@ -825,12 +908,14 @@ class StreamProcessors:
         :meth:`StreamProcessor.shutdown` it."""
         validate_processor_name(name)
         c = caller or Caller.local()
+        run, _ = self._resolve(settings)
         self.search.admit(settings.collection, operation="search.stream", caller=c,
                           threshold=settings.threshold, max_results=settings.max_results,
                           rate_limit=False)
-        return StreamProcessor(name, settings, self.collections.pipeline, self.search, caller=c,
+        return StreamProcessor(name, run, self.collections.pipeline, self.search, caller=c,
                                snapshot_dir=self.home / "snapshots" / name,
-                               snapshot_root=self.home, clock=self.clock, sealer=self.sealer)
+                               snapshot_root=self.home, clock=self.clock, sealer=self.sealer,
+                               kinesis=self.kinesis)
 
     def create(self, name: str, settings: StreamSettings, *,
                caller: Caller | None = None) -> ProcessorInfo:
@@ -884,6 +969,11 @@ class StreamProcessors:
         r = self._row(name, caller)
         g = r._mapping  # type: ignore[attr-defined]
         settings = StreamSettings.model_validate_json(g["settings"])
+        caller = Caller(actor=g["caller_actor"], role=g["caller_role"],
+                        purpose=g["caller_purpose"], case_ref=g["caller_case"],
+                        client=g["caller_client"])
+        # Checked before taking the lock: it may ask the network (DNS, the Kinesis endpoint).
+        run, camera = self._check(settings, caller)
         with self._lock:
             if self._closed:
                 raise ConflictError("the stream service is shut down")
@@ -892,17 +982,15 @@ class StreamProcessors:
                 raise ConflictError(f"stream processor {name!r} is already running")
             if live is not None:
                 live.shutdown()
-            caller = Caller(actor=g["caller_actor"], role=g["caller_role"],
-                            purpose=g["caller_purpose"], case_ref=g["caller_case"],
-                            client=g["caller_client"])
-            self._check(settings, caller)
-            proc = StreamProcessor(name, settings, self.collections.pipeline, self.search,
+            # A camera is the operator's: its host is not held to the egress policy.
+            proc = StreamProcessor(name, run, self.collections.pipeline, self.search,
                                    caller=caller,
                                    hub=self.hub(name), snapshot_dir=self.home / "snapshots" / name,
                                    snapshot_root=self.home, on_status=self._on_status,
                                    clock=self.clock, key_check=self._key_check(name, caller),
-                                   egress=self.egress, sealer=self.sealer,
-                                   allow_devices=self.allow_devices)
+                                   egress=OPEN if camera else self.egress, sealer=self.sealer,
+                                   allow_devices=camera or self.allow_devices,
+                                   kinesis=self.kinesis)
             with self.store.transaction() as conn:
                 conn.execute(update(processors_t).where(processors_t.c.name == name)
                              .values(desired_running=1, updated_at=self.clock()))
@@ -948,6 +1036,8 @@ class StreamProcessors:
         with self._lock:
             with self.store.transaction() as conn:
                 conn.execute(delete(processors_t).where(processors_t.c.name == name))
+                conn.execute(delete(tags_t).where(tags_t.c.kind == "streamprocessor",
+                                                  tags_t.c.name == name))
             hub = self._hubs.pop(name, None)
         if hub is not None:
             hub.close()

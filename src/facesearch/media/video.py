@@ -13,8 +13,10 @@ GetFaceDetection:
   vectors against the collection (one audited 1:N search per batch of tracks, on behalf of the
   caller that submitted the job) and keeps, for each person, the best similarity per face.
 - Jobs are rows in the service's SQLite database (their results too), run by ``workers``
-  threads, can be cancelled, report progress (percent of the video's duration) and POST a
-  notification (shaped like Rekognition's SNS message) to a webhook when they end. Jobs found
+  threads, can be cancelled, report progress (percent of the video's duration) and, when they
+  end, POST a notification (shaped like Rekognition's SNS message) to a webhook and/or publish
+  Rekognition's completion message to an SNS topic (:mod:`facesearch.media.sns`; a topic is
+  refused when no SNS endpoint is configured, never accepted and dropped). Jobs found
   in progress when the service starts (:meth:`VideoJobs.start`) whose process is gone are run
   again from the start if their input is still there, else failed with the reason.
 
@@ -68,6 +70,7 @@ from facesearch.media.frames import (
     iter_frames,
     probe,
 )
+from facesearch.media.sns import SnsPublisher, check_topic_arn, completion_message
 from facesearch.media.tracking import IouTracker, view_scores
 from facesearch.media.webhook import OPEN, EgressPolicy, post_json, validate_url
 from facesearch.services.collection import FaceCollections
@@ -309,7 +312,8 @@ class PersonSummary:
 @dataclass(frozen=True)
 class VideoJob:
     """A job's state. ``progress`` is the percent (0-100) of the video analysed;
-    ``notification`` is None until the webhook was tried, then "delivered" or the failure."""
+    ``notification`` is None until the webhook or SNS topic was tried, then "delivered" or the
+    failure (``webhook: ...; sns: ...`` when the job has both)."""
 
     job_id: str
     kind: JobKind
@@ -322,6 +326,7 @@ class VideoJob:
     video: VideoInfo | None
     job_tag: str | None
     webhook_url: str | None
+    sns_topic_arn: str | None
     notification: str | None
     created_at: float
     started_at: float | None
@@ -358,7 +363,8 @@ def _job_from_row(r: object) -> VideoJob:
         status_message=g["status_message"], progress=round(float(g["progress"]), 2),
         collection=g["collection"], source=g["source"],
         settings=VideoJobSettings.model_validate_json(g["settings"]), video=video,
-        job_tag=g["job_tag"], webhook_url=g["webhook_url"], notification=g["notification"],
+        job_tag=g["job_tag"], webhook_url=g["webhook_url"], sns_topic_arn=g["sns_topic_arn"],
+        notification=g["notification"],
         created_at=g["created_at"], started_at=g["started_at"], finished_at=g["finished_at"],
         frames_analysed=g["frames_analysed"], persons=g["persons"],
         matched_persons=g["matched_persons"], attempts=g["attempts"])
@@ -428,9 +434,25 @@ class VideoJobs:
         self._reasons: dict[str, str] = {}
         self.keys = keys
         self.egress = egress
+        self.sns: SnsPublisher | None = None
+        """Publishes completion messages to SNS topics (the HTTP API sets it from its
+        settings; None: jobs that name a topic are refused)."""
         if keys is not None:
             keys.revoke_hooks.append(self._key_revoked)
-    
+
+    def check_sns(self, topic_arn: str | None) -> None:
+        """Refuse (:class:`InvalidParameterError`) an SNS topic this service cannot publish
+        to: a malformed ARN, or no SNS endpoint configured (a topic is never accepted and
+        then dropped)."""
+        if topic_arn is None:
+            return
+        check_topic_arn(topic_arn)
+        if self.sns is None:
+            raise InvalidParameterError(
+                "NotificationChannel: this server has no SNS endpoint configured "
+                "(FACESEARCH_API_SNS_ENDPOINT_URL), so it cannot publish the completion "
+                "message; poll GetFaceSearch / GetFaceDetection instead")
+
     def _key_revoked(self, key_id: str) -> None:
         """Cancel, at once, every job in progress that the revoked key submitted."""
         with self.store.transaction() as conn:
@@ -520,32 +542,40 @@ class VideoJobs:
     def start_face_search(self, collection: str, video: VideoInput, *,
                           settings: VideoJobSettings | None = None, job_tag: str | None = None,
                           webhook_url: str | None = None, client_request_token: str | None = None,
-                          source_name: str | None = None, caller: Caller | None = None) -> str:
+                          source_name: str | None = None, caller: Caller | None = None,
+                          sns_topic_arn: str | None = None) -> str:
         """Queue a search of the faces of ``video`` against ``collection``; returns the job id.
 
         The same ``client_request_token`` returns the first job's id (idempotent retries).
+        ``webhook_url`` gets a POST and ``sns_topic_arn`` Rekognition's completion message
+        when the job ends.
         """
         s = settings or VideoJobSettings()
+        self.check_sns(sns_topic_arn)
         # Refused (and audited) now, before the upload is kept, if the policy would refuse it;
         # the job's batches are then not rate limited again.
         self.search.admit(collection, operation="search.video", caller=caller,
                           threshold=s.threshold, max_results=s.max_results, rate_limit=False)
         return self._submit(JobKind.FACE_SEARCH, collection, video, settings, job_tag,
-                            webhook_url, client_request_token, source_name, caller)
+                            webhook_url, client_request_token, source_name, caller,
+                            sns_topic_arn)
 
     def start_face_detection(self, video: VideoInput, *, settings: VideoJobSettings | None = None,
                              job_tag: str | None = None, webhook_url: str | None = None,
                              client_request_token: str | None = None,
                              source_name: str | None = None,
-                             caller: Caller | None = None) -> str:
+                             caller: Caller | None = None,
+                             sns_topic_arn: str | None = None) -> str:
         """Queue detection (and tracking) of the faces of ``video``; returns the job id."""
         return self._submit(JobKind.FACE_DETECTION, None, video, settings, job_tag, webhook_url,
-                            client_request_token, source_name, caller)
+                            client_request_token, source_name, caller, sns_topic_arn)
 
     def _submit(self, kind: JobKind, collection: str | None, video: VideoInput,
                 settings: VideoJobSettings | None, job_tag: str | None, webhook_url: str | None,
-                token: str | None, source_name: str | None, caller: Caller | None) -> str:
+                token: str | None, source_name: str | None, caller: Caller | None,
+                sns_topic_arn: str | None = None) -> str:
         settings = settings or VideoJobSettings()
+        self.check_sns(sns_topic_arn)
         if webhook_url is not None:
             validate_url(webhook_url, self.egress)
         if job_tag is not None and not 1 <= len(job_tag) <= 1024:
@@ -583,7 +613,8 @@ class VideoJobs:
                     progress=0.0, collection=collection, source=label, input_path=str(path),
                     owned_input=int(owned), settings=settings.model_dump_json(),
                     job_tag=job_tag, client_token=token, webhook_url=webhook_url,
-                    caller_actor=c.actor, caller_role=c.role, caller_purpose=c.purpose,
+                    sns_topic_arn=sns_topic_arn, caller_actor=c.actor, caller_role=c.role,
+                    caller_purpose=c.purpose,
                     caller_case=c.case_ref, caller_client=c.client, owner=self._owner,
                     attempts=0, video_format=info.format, video_codec=info.codec,
                     video_width=info.width, video_height=info.height, video_fps=info.fps,
@@ -964,21 +995,40 @@ class VideoJobs:
             Path(r.input_path).unlink(missing_ok=True)
 
     def _notify(self, job_id: str) -> None:
+        """Tell the job's webhook and SNS topic that it ended; record how that went."""
         job = self.describe(job_id)
-        if job.webhook_url is None or job.status not in TERMINAL:
+        if job.status not in TERMINAL or (job.webhook_url is None and job.sns_topic_arn is None):
             return
         api = ("StartFaceSearch" if job.kind is JobKind.FACE_SEARCH else "StartFaceDetection")
-        payload: dict[str, object] = {
-            "JobId": job.job_id, "Status": job.status.value, "API": api,
-            "JobTag": job.job_tag, "Timestamp": int((job.finished_at or self.clock()) * 1000),
-            "StatusMessage": job.status_message, "Video": {"Source": job.source},
-        }
-        reason = post_json(job.webhook_url, payload, stop=self._stop, egress=self.egress)
+        finished_ms = int((job.finished_at or self.clock()) * 1000)
+        outcomes: builtins.list[tuple[str, str | None]] = []
+        if job.webhook_url is not None:
+            payload: dict[str, object] = {
+                "JobId": job.job_id, "Status": job.status.value, "API": api,
+                "JobTag": job.job_tag, "Timestamp": finished_ms,
+                "StatusMessage": job.status_message, "Video": {"Source": job.source},
+            }
+            outcomes.append(("webhook", post_json(job.webhook_url, payload, stop=self._stop,
+                                                  egress=self.egress)))
+        if job.sns_topic_arn is not None:
+            # Rekognition's message: a cancelled job is FAILED; the S3 object the job read.
+            status = "SUCCEEDED" if job.status is JobStatus.SUCCEEDED else "FAILED"
+            s3 = parse_s3_label(job.source)
+            message = completion_message(job.job_id, status, api, job.job_tag, finished_ms,
+                                         s3[0] if s3 else None,
+                                         s3[1] if s3 else Path(job.source).name or None)
+            outcomes.append(("sns", self.sns.publish(job.sns_topic_arn, message)
+                             if self.sns is not None
+                             else "no SNS endpoint is configured in this process"))
+        texts = ["delivered" if reason is None else f"failed: {reason}" for _, reason in outcomes]
+        notification = texts[0] if len(texts) == 1 else "; ".join(
+            f"{what}: {text}" for (what, _), text in zip(outcomes, texts, strict=True))
         with self.store.transaction() as conn:
             conn.execute(update(jobs_t).where(jobs_t.c.job_id == job_id).values(
-                notification="delivered" if reason is None else f"failed: {reason}"))
-        if reason is not None:
-            log.warning("video job %s: webhook failed: %s", job_id, reason)
+                notification=notification))
+        for what, reason in outcomes:
+            if reason is not None:
+                log.warning("video job %s: %s failed: %s", job_id, what, reason)
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
     def list(self, *, status: JobStatus | None = None, limit: int = 100,
@@ -996,6 +1046,20 @@ class VideoJobs:
             rows = conn.execute(q).all()
         nxt = str(offset + limit) if len(rows) > limit else None
         return [_job_from_row(r) for r in rows[:limit]], nxt
+
+
+def s3_label(bucket: str, name: str, version: str | None = None) -> str:
+    """How a job names its S3 input (its ``source``); :func:`parse_s3_label` reads it back."""
+    return f"s3://{bucket}/{name}" + (f"?versionId={version}" if version else "")
+
+
+def parse_s3_label(source: str) -> tuple[str, str, str | None] | None:
+    """``(bucket, name, version)`` of a source written by :func:`s3_label`, else None."""
+    if not source.startswith("s3://"):
+        return None
+    bucket, _, rest = source[len("s3://"):].partition("/")
+    name, _, version = rest.rpartition("?versionId=") if "?versionId=" in rest else (rest, "", "")
+    return (bucket, name, version or None) if bucket and name else None
 
 
 def owner_token() -> str:

@@ -69,7 +69,8 @@ class Association:
     done: list[str]
     failed: list[tuple[str, list[str]]]
     """(face id, reasons): FACE_NOT_FOUND, ASSOCIATED_TO_A_DIFFERENT_USER,
-    LOW_MATCH_CONFIDENCE, FACE_NOT_ASSOCIATED_TO_USER, USER_FACE_LIMIT."""
+    LOW_MATCH_CONFIDENCE, USER_FACE_LIMIT; disassociating also FACE_NOT_ASSOCIATED_TO_USER (the
+    face belongs to no user)."""
     user: UserInfo
 
 
@@ -214,8 +215,10 @@ class UserDirectory:
                 f = found.get(fid)
                 if f is None:
                     failed.append((fid, ["FACE_NOT_FOUND"]))
-                elif f.user_id != user_id:
+                elif f.user_id is None:
                     failed.append((fid, ["FACE_NOT_ASSOCIATED_TO_USER"]))
+                elif f.user_id != user_id:
+                    failed.append((fid, ["ASSOCIATED_TO_A_DIFFERENT_USER"]))
                 else:
                     rows.append(f.row)
                     done.append(fid)

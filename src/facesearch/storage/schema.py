@@ -5,7 +5,9 @@
   :mod:`facesearch.governance.trail`);
 - access_keys: HTTP API keys (secrets sealed with the master key);
 - video_jobs, video_detections, video_matches: stored-video jobs and their results;
-- stream_processors: live stream processor definitions.
+- stream_processors: live stream processor definitions; cameras: the inputs the operator
+  names (``facesearch cameras add``);
+- resource_tags: tags of collections and stream processors.
 
 The audit trail has its own database (``audit.db``, :mod:`facesearch.governance.audit`), so
 that it can be kept, copied and verified apart from the data it describes.
@@ -150,6 +152,7 @@ jobs_t = Table(
     Column("job_tag", String),
     Column("client_token", String, unique=True),
     Column("webhook_url", String),
+    Column("sns_topic_arn", String),
     Column("notification", String),
     Column("caller_actor", String, nullable=False),
     Column("caller_role", String),
@@ -238,12 +241,48 @@ processors_t = Table(
 )
 
 
+cameras_t = Table(
+    "cameras", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String, nullable=False, unique=True),
+    Column("url", String, nullable=False),
+    Column("input_format", String),
+    Column("label", String),
+    Column("added_by", String, nullable=False),
+    Column("created_at", Float, nullable=False),
+    sqlite_autoincrement=True,
+)
+"""Camera inputs the operator configures (name -> URL): a Rekognition client names one as the
+stream name of a Kinesis Video Streams ARN; a processor looks its URL up at each start."""
+
+
+# -- tags ----------------------------------------------------------------------------------------
+
+
+tags_t = Table(
+    "resource_tags", metadata,
+    Column("kind", String, primary_key=True),
+    Column("name", String, primary_key=True),
+    Column("key", String, primary_key=True),
+    Column("value", String, nullable=False),
+)
+"""Tags of collections (kind ``collection``) and stream processors (``streamprocessor``), by
+resource name; deleted with their resource."""
+
+
+_COLUMNS_ADDED: dict[str, dict[str, str]] = {
+    "access_keys": _KEY_COLUMNS_ADDED,
+    "video_jobs": {"sns_topic_arn": "VARCHAR"},
+}
+
+
 def create(engine: Engine) -> None:
     """Create every table that is missing, and add the columns added since a table was first
     made (SQLite has no migrations of its own; each addition is idempotent)."""
     metadata.create_all(engine)
     with engine.begin() as conn:
-        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(access_keys)")}
-        for name, kind in _KEY_COLUMNS_ADDED.items():
-            if name not in have:
-                conn.exec_driver_sql(f"ALTER TABLE access_keys ADD COLUMN {name} {kind}")
+        for table, added in _COLUMNS_ADDED.items():
+            have = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+            for name, kind in added.items():
+                if name not in have:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")

@@ -33,7 +33,14 @@ from sqlalchemy import (
 from facesearch.errors import CollectionNotFoundError, EncryptionError
 from facesearch.storage import schema
 from facesearch.storage.crypto import Sealer, is_sealed
-from facesearch.storage.schema import audit_outbox_t, collections_t, faces_t, images_t, users_t
+from facesearch.storage.schema import (
+    audit_outbox_t,
+    collections_t,
+    faces_t,
+    images_t,
+    tags_t,
+    users_t,
+)
 from facesearch.types import FaceView, FloatArray, IntArray
 
 
@@ -219,6 +226,10 @@ class Store:
                      .values(settings=json.dumps(settings, sort_keys=True)))
 
     def delete_collection(self, conn: Connection, collection_id: int) -> None:
+        """Delete a collection, its faces, users, images and tags."""
+        name = conn.execute(select(collections_t.c.name)
+                            .where(collections_t.c.id == collection_id)).scalar()
+        conn.execute(delete(tags_t).where(tags_t.c.kind == "collection", tags_t.c.name == name))
         conn.execute(delete(faces_t).where(faces_t.c.collection_id == collection_id))
         conn.execute(delete(users_t).where(users_t.c.collection_id == collection_id))
         conn.execute(delete(images_t).where(images_t.c.collection_id == collection_id))

@@ -22,6 +22,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
 from facesearch.errors import ImageTooLargeError, ImageTooSmallError, InvalidImageError
+from facesearch.limits import megabytes
 from facesearch.types import Image
 
 MAX_BYTES = 15 * 1024 * 1024
@@ -56,7 +57,7 @@ def read_bytes(path: str | os.PathLike[str], limits: DecodeLimits = DEFAULT_LIMI
         raise InvalidImageError(f"{p}: is a directory, not an image")
     if size > limits.max_bytes:
         raise ImageTooLargeError(
-            f"{p}: {size / 1e6:.1f} MB is over the {limits.max_bytes / 1e6:.0f} MB image limit"
+            f"{p}: {megabytes(size)} is over the {megabytes(limits.max_bytes)} image limit"
         )
     try:
         return p.read_bytes()
@@ -77,8 +78,8 @@ def load_image(source: ImageSource, limits: DecodeLimits = DEFAULT_LIMITS) -> Im
         label = "image"
         if len(data) > limits.max_bytes:
             raise ImageTooLargeError(
-                f"{label}: {len(data) / 1e6:.1f} MB is over the "
-                f"{limits.max_bytes / 1e6:.0f} MB image limit"
+                f"{label}: {megabytes(len(data))} is over the "
+                f"{megabytes(limits.max_bytes)} image limit"
             )
     else:
         data = read_bytes(source, limits)

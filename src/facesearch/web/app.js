@@ -202,7 +202,8 @@
     show($("session"));
     show($("signin"), false);
     show($("workspace"));
-    const warn = who.role === "searcher" ? "" :
+    const roles = who.roles || (who.role ? who.role.split(",") : []);
+    const warn = roles.includes("searcher") ? "" :
       `This key's role is ${who.role}: it can look at collections and thresholds, but only a ` +
       "searcher key can search and record reviews.";
     setMessage($("role-warning"), warn);

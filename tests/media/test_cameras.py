@@ -1,0 +1,113 @@
+"""Cameras: the inputs the operator names, how Rekognition's Kinesis video stream ARNs name
+them, and processors that read them (looked up at each start, not held to the egress policy,
+never a URL a client chose)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from facesearch.errors import (
+    AlreadyExistsError,
+    CameraNotFoundError,
+    InvalidParameterError,
+)
+from facesearch.media.cameras import camera_of_arn
+from facesearch.media.stream import ProcessorStatus, StreamSettings
+from facesearch.media.webhook import EgressRefusedError
+from facesearch.service import FaceSearch
+
+from .video_helpers import LIN_PHOTO, clip, wait_for, watchlist
+
+
+@pytest.mark.parametrize(("arn", "camera"), [
+    ("arn:aws:kinesisvideo:us-east-1:123456789012:stream/door-1/1700000000000", "door-1"),
+    ("arn:aws-us-gov:kinesisvideo:us-gov-west-1:123456789012:stream/lobby.cam_2/7", "lobby.cam_2"),
+    ("arn:aws:kinesisvideo:us-east-1:123456789012:stream/door-1", None),  # no creation part
+    ("arn:aws:kinesis:us-east-1:123456789012:stream/door-1/1", None),  # a data stream
+    ("arn:aws:kinesisvideo:us-east-1:1234:stream/door-1/1", None),  # not an account
+    ("arn:aws:kinesisvideo:us-east-1:123456789012:stream/a b/1", None),
+])
+def test_kinesis_video_arns_name_cameras(arn: str, camera: str | None) -> None:
+    if camera is None:
+        with pytest.raises(InvalidParameterError):
+            camera_of_arn(arn)
+    else:
+        assert camera_of_arn(arn) == camera
+
+
+def test_add_list_remove(fs: FaceSearch) -> None:
+    cam = fs.cameras.add("door", "rtsp://viewer:s3cret@10.1.2.3:554/stream1", label="front door")
+    assert cam.shown_url == "rtsp://viewer:***@10.1.2.3:554/stream1"
+    assert cam.added_by.startswith("local:")
+    fs.cameras.add("desk", "/dev/video0")  # a device: the operator's own choice
+    assert [c.name for c in fs.cameras.list()] == ["desk", "door"]
+    assert fs.cameras.get("door").url == "rtsp://viewer:s3cret@10.1.2.3:554/stream1"
+    with pytest.raises(AlreadyExistsError):
+        fs.cameras.add("door", "rtsp://10.1.2.4/x")
+    for name, url, fmt in (("bad name", "rtsp://cam/x", None), ("ftp", "ftp://cam/x", None),
+                           ("fmt", "rtsp://cam/x", "concat")):
+        with pytest.raises(InvalidParameterError):
+            fs.cameras.add(name, url, input_format=fmt)
+    fs.cameras.remove("desk")
+    with pytest.raises(CameraNotFoundError):
+        fs.cameras.remove("desk")
+    with pytest.raises(CameraNotFoundError):
+        fs.cameras.get("desk")
+    events, _ = fs.audit.query(operation="camera.*")
+    assert [e.event.operation for e in events] == ["camera.add", "camera.add", "camera.remove"]
+    assert events[0].event.details["url"] == "rtsp://viewer:***@10.1.2.3:554/stream1"
+    assert "s3cret" not in json.dumps([e.to_json() for e in events])
+
+
+def test_processors_read_cameras(fs: FaceSearch) -> None:
+    watchlist(fs, "watch", [LIN_PHOTO])
+    with pytest.raises(ValidationError, match="exactly one of input_url or camera"):
+        StreamSettings(input_url=str(clip()), camera="door", collection="watch")
+    with pytest.raises(ValidationError):
+        StreamSettings(collection="watch")
+    with pytest.raises(CameraNotFoundError):
+        fs.streams.create("p", StreamSettings(camera="door", collection="watch"))
+    # A private host: refused as a client's input URL, allowed as the operator's camera.
+    with pytest.raises(EgressRefusedError):
+        fs.streams.create("p", StreamSettings(input_url="rtsp://10.1.2.3/s", collection="watch"))
+    fs.cameras.add("door", "rtsp://viewer:s3cret@10.1.2.3/s")
+    info = fs.streams.create("p", StreamSettings(camera="door", collection="watch"))
+    assert info.settings.camera == "door" and info.settings.input_url is None
+    fs.streams.delete("p")
+
+    # The camera is looked up at each start: a file played as a camera, then gone.
+    fs.cameras.add("clip", str(clip()))
+    fs.streams.create("q", StreamSettings(camera="clip", collection="watch", max_fps=4))
+    fs.streams.start("q")
+    wait_for(lambda: (m := fs.streams.metrics("q")) is not None and m.frames_processed > 0, 60,
+             "a processed frame")
+    assert fs.streams.describe("q").status is ProcessorStatus.RUNNING
+    fs.streams.stop("q")
+    fs.cameras.remove("clip")
+    with pytest.raises(CameraNotFoundError):
+        fs.streams.start("q")
+
+
+def test_cli(home: Path) -> None:
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "FACESEARCH_HOME": str(home)}
+        proc = subprocess.run([sys.executable, "-m", "facesearch", "cameras", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert (proc.returncode == 0) == ok, proc.stderr
+        return proc
+
+    made = json.loads(run("add", "door", "rtsp://u:pw@10.0.0.9/live", "--label", "door",
+                          "--json").stdout)
+    assert made["url"] == "rtsp://u:***@10.0.0.9/live" and made["label"] == "door"
+    assert "pw@" not in run("list").stdout
+    assert [c["name"] for c in json.loads(run("list", "--json").stdout)["cameras"]] == ["door"]
+    assert "already exists" in run("add", "door", "rtsp://x/y", ok=False).stderr
+    run("remove", "door")
+    assert json.loads(run("list", "--json").stdout)["cameras"] == []
