@@ -226,11 +226,16 @@ class Faces:
 
 @runtime_checkable
 class Detector(Protocol):
-    """Finds faces: boxes, scores and the five landmarks, largest face first."""
+    """Finds faces: boxes, scores and the five landmarks, largest face first.
+
+    ``need``: only the ``need`` largest faces matter to the caller (a probe's largest face);
+    a detector may then skip work that can only find smaller faces (it may still return
+    more). None: every face.
+    """
 
     name: str
 
-    def detect(self, image: RGBImage) -> Faces: ...
+    def detect(self, image: RGBImage, need: int | None = None) -> Faces: ...
 
 
 @runtime_checkable

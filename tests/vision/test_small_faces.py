@@ -137,3 +137,21 @@ def test_head_pose_of_tiny_faces(spread: float) -> None:
     got = head_pose(lm, 1920, 1080)[0]
     assert np.all(np.isfinite(got))
     assert np.abs(got - ref).max() < 1.0
+
+
+def test_a_probes_largest_face_skips_the_small_face_pass(pipeline: Pipeline, group) -> None:  # noqa: ANN001
+    """When only the largest face matters (a 1:N probe) and BlazeFace found one larger than
+    anything the YuNet pass could add, the pass is skipped; otherwise it still runs."""
+    canvas, truth, _, _ = group
+    det = pipeline.detector
+    everything = det.detect(canvas)
+    largest = det.detect(canvas, need=1)
+    assert np.allclose(largest.boxes[0], everything.boxes[0])
+    assert len(largest) < len(everything)  # the small faces were not looked for
+    small_only = canvas.copy()
+    small_only[:] = 80  # a canvas with one small face only: the pass must run
+    w = truth[0]
+    x0, y0 = (w.min(0) - 40).astype(int)
+    x1, y1 = (w.max(0) + 40).astype(int)
+    small_only[y0:y1, x0:x1] = canvas[y0:y1, x0:x1]
+    assert len(det.detect(small_only, need=1)) == 1

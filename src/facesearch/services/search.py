@@ -64,7 +64,8 @@ class Analyzer(Protocol):
 
     model_version: str
 
-    def detect(self, image: Image, max_faces: int | None = None) -> Faces: ...
+    def detect(self, image: Image, max_faces: int | None = None,
+               need: int | None = None) -> Faces: ...
 
     def embed(self, image: Image, faces: Faces) -> Faces: ...
 
@@ -282,7 +283,7 @@ class SearchGate:
                          threshold=threshold, max_results=max_results, probe=source)
         image = source if isinstance(source, Image) else load_image(source, self.limits)
         pipeline = self._pipeline()
-        faces = pipeline.detect(image)
+        faces = pipeline.detect(image, need=None if all_faces else 1)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
         searched, why = self._select(adm, image, faces, all_faces, quality_filter)

@@ -383,7 +383,7 @@ class BlazeFaceDetector:
             return None
         return min(1.5, _YUNET_MIN_IOD / self.min_face)  # type: ignore[operator]
 
-    def detect(self, image: RGBImage) -> Faces:
+    def detect(self, image: RGBImage, need: int | None = None) -> Faces:
         image = _as_rgb(image)
         h, w = image.shape[:2]
         regions = plan_regions(w, h, self.model, self._min_side())
@@ -391,8 +391,14 @@ class BlazeFaceDetector:
         points = blazeface_landmarks(kps)
         from_yunet = np.zeros(len(boxes), bool)
         scale = self.small_face_scale(w, h)
+        limit = 1.2 * min(smallest_face(r.variant, max(w, h)) for r in regions)
+        if scale is not None and need is not None and len(boxes) >= need:
+            # The small-face pass adds only faces under ``limit``: it cannot change the
+            # ``need`` largest when BlazeFace found that many above it.
+            sides = np.sort(np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]))
+            if sides[-need] > limit:
+                scale = None
         if scale is not None:
-            limit = 1.2 * min(smallest_face(r.variant, max(w, h)) for r in regions)
             yb, ys, yk = yunet_run(self._yunet_session(), image, scale, _YUNET_SCORE, limit)
             if len(yb) and len(boxes):  # a face BlazeFace found keeps BlazeFace's box
                 new = np.array([_iou(b, boxes).max() <= self.iou_threshold for b in yb])
@@ -536,7 +542,7 @@ class MTCNNDetector:
         self._nets = {n: runtime.create_session(ensure_mtcnn(n), threads=threads, device=device)
                       for n in ("pnet", "rnet", "onet")}
 
-    def detect(self, image: RGBImage) -> Faces:
+    def detect(self, image: RGBImage, need: int | None = None) -> Faces:
         image = _as_rgb(image)
         boxes = self._stage1(image)
         if len(boxes):
@@ -640,7 +646,7 @@ class DlibHogDetector:
         self._predictor = dlib.shape_predictor(packaged_model_file("shape_predictor_68_face_landmarks.dat"))
         self._dlib = dlib
 
-    def detect(self, image: RGBImage) -> Faces:
+    def detect(self, image: RGBImage, need: int | None = None) -> Faces:
         rects, margins, _ = self._detector.run(image, self.upsample, self.min_score)
         if not rects:
             return Faces.empty()

@@ -43,9 +43,11 @@ class Pipeline:
                            self.embedder.chip_padding,
                            getattr(self.embedder, "chip_template", "dlib"))
 
-    def detect(self, image: Image, max_faces: int | None = None) -> Faces:
-        """Faces with quality measures, largest first, at most ``max_faces``."""
-        faces = self.detector.detect(image.pixels)
+    def detect(self, image: Image, max_faces: int | None = None,
+               need: int | None = None) -> Faces:
+        """Faces with quality measures, largest first, at most ``max_faces``; ``need``: only
+        the ``need`` largest matter (the detector may skip passes for smaller ones)."""
+        faces = self.detector.detect(image.pixels, need=need)
         if max_faces is not None:
             faces = faces[:max_faces]
         chips = self.chips(image, faces)
@@ -109,8 +111,9 @@ class ThreadLocalPipeline(Pipeline):
             self._local.pipeline = p
         return p
 
-    def detect(self, image: Image, max_faces: int | None = None) -> Faces:
-        return self.for_thread().detect(image, max_faces)
+    def detect(self, image: Image, max_faces: int | None = None,
+               need: int | None = None) -> Faces:
+        return self.for_thread().detect(image, max_faces, need)
 
     def embed(self, image: Image, faces: Faces) -> Faces:
         return self.for_thread().embed(image, faces)
