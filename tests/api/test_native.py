@@ -197,8 +197,10 @@ def test_authentication_and_roles(server: Server, people: dict[str, Any]) -> Non
                       headers={"Authorization": "Bearer FSAKNOPE:secret"}) as unknown:
         error(unknown.get("/v1/collections"), 401, "unknown_access_key")
     with server.native("searcher") as c:
-        assert c.get("/v1/whoami").json() == {"key_id": server.keys["searcher"].key_id,
-                                              "role": "searcher"}
+        who = c.get("/v1/whoami").json()
+        assert (who["key_id"], who["role"]) == (server.keys["searcher"].key_id, "searcher")
+        assert "SearchFacesByImage" in who["operations"]  # what the key may call
+        assert "CreateCollection" not in who["operations"]
         error(c.post("/v1/collections", json={"name": "nat-nope"}), 403, "access_denied")
         error(c.post(f"/v1/collections/{COLL}/faces", files=files("obama.jpg")), 403,
               "access_denied")
