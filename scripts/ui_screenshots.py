@@ -9,6 +9,7 @@ it, and saves PNGs in docs/screenshots/ (or the folder given). Run it with
 from __future__ import annotations
 
 import base64
+import importlib
 import io
 import json
 import sys
@@ -16,14 +17,18 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from PIL import Image as PILImage
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from PIL import Image as PILImage  # noqa: E402
-
-from tests.api.browser import DESKTOP, PHONE, Browser, chromium_path  # noqa: E402
-from tests.api.conftest import Server, image_bytes, start_server, stop_server  # noqa: E402
-from tests.conftest import FACES  # noqa: E402
+if str(REPO) not in sys.path:  # the test helpers drive the browser and start the server
+    sys.path.insert(0, str(REPO))
+tests_browser = importlib.import_module("tests.api.browser")
+tests_api = importlib.import_module("tests.api.conftest")
+DESKTOP, PHONE = tests_browser.DESKTOP, tests_browser.PHONE
+Browser, chromium_path = tests_browser.Browser, tests_browser.chromium_path
+Server, image_bytes = tests_api.Server, tests_api.image_bytes
+start_server, stop_server = tests_api.start_server, tests_api.stop_server
+FACES = importlib.import_module("tests.conftest").FACES
 
 PEOPLE = ["obama.jpg", "biden.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png",
           "two_people.jpg"]
@@ -85,7 +90,8 @@ class Shooter:
             png = PILImage.open(io.BytesIO(base64.b64decode(shot["data"])))
             path = self.out / f"{name}-{size}.png"
             png.convert("RGB").save(path, optimize=True)
-            print(f"{path.name}: {png.width}x{png.height}")
+            print(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path}: "
+                  f"{png.width}x{png.height}")
         self.b.viewport(*DESKTOP)
 
 

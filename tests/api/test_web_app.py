@@ -15,8 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image as PILImage
+
+from facesearch.media.frames import iter_frames
 
 from ..conftest import FACES, face
 from ..media.video_helpers import ALEX_PHOTO, LIN, LIN_PHOTO, clip
@@ -275,10 +278,22 @@ def test_video_timeline_shows_lin_in_a_browser(app_server: Server, browser: Brow
     b.wait("!document.getElementById('player').hidden && "
            "document.getElementById('video-player').readyState >= 2 && "
            "!document.getElementById('video-player').seeking")
-    at = b.eval(f"Number(document.querySelector('#timeline li[data-identity=\"{LIN}\"] .jump')"
-                ".innerText.match(/(\\d+):(\\d+\\.\\d)/).slice(1).reduce((m, s) => m * 60 + "
-                "Number(s)))")
-    assert abs(b.eval("document.getElementById('video-player').currentTime") - at) < 0.2
+    # The player shows the very frame of the person's best view (its thumbnail's time).
+    job_id = b.eval("document.querySelector('#video-jobs tbody tr').dataset.jobId")
+    with s.native("searcher") as c:
+        thumbs = c.get(f"/v1/video/jobs/{job_id}/thumbnails").json()["thumbnails"]
+    lin_person = int(b.eval(f"document.querySelector('#timeline li[data-identity=\"{LIN}\"]')"
+                            ".dataset.person"))
+    at_ms = next(t["timestamp_ms"] for t in thumbs if t["person_index"] == lin_person)
+    shown = np.asarray(PILImage.open(io.BytesIO(base64.b64decode(b.eval(
+        """(() => { const v = document.getElementById('video-player');
+            const c = document.createElement('canvas'); c.width = 640; c.height = 360;
+            c.getContext('2d').drawImage(v, 0, 0, 640, 360);
+            return c.toDataURL('image/png').split(',')[1]; })()""")))).convert("RGB"),
+                       np.float32)
+    frames = [(f.timestamp_ms, f.pixels) for f in iter_frames(clip())]
+    best = min(frames, key=lambda f: float(np.abs(shown - f[1]).mean()))[0]
+    assert abs(best - at_ms) <= 40, (best, at_ms)
     b.wait("[...document.querySelectorAll('#video-boxes text')]"
            f".some(t => t.textContent.includes({json.dumps(LIN)}))")
 

@@ -102,6 +102,8 @@ def test_probe_and_sampled_frames() -> None:
     assert (info.width, info.height, info.codec) == (640, 360, "h264")
     assert info.fps == pytest.approx(29.97, abs=0.01)
     assert info.frame_count == 275 and abs(info.duration_ms - CLIP_MS) <= 40
+    # Its video starts 852 ms into the file's timeline (a player shows timestamp t there + t).
+    assert info.start_ms == 852
     ts = [f.timestamp_ms for f in iter_frames(clip(), sample_fps=2)]
     assert ts[0] == 0 and all(b - a >= 450 for a, b in itertools.pairwise(ts))
     assert len(ts) == 19 and ts[-1] <= CLIP_MS

@@ -30,7 +30,10 @@ from facesearch.vision.quality import measure
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """A video's main stream: size in pixels, frame rate (frames/s), duration (ms)."""
+    """A video's main stream: size in pixels, frame rate (frames/s), duration (ms), and
+    ``start_ms``: when its first frame shows on the file's own timeline (what a player's clock
+    reads then; timestamps here count from that frame, so a player shows timestamp ``t`` at
+    ``start_ms + t``)."""
 
     format: str
     codec: str
@@ -39,6 +42,7 @@ class VideoInfo:
     fps: float
     duration_ms: int | None
     frame_count: int | None
+    start_ms: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,10 +72,13 @@ def probe(path: str | os.PathLike[str], label: str | None = None) -> VideoInfo:
                 duration = round(float(s.duration * s.time_base) * 1000)
             elif c.duration is not None:
                 duration = int(c.duration // 1000)
+            start = 0
+            if s.start_time is not None and s.time_base is not None:
+                start = max(0, round(float(s.start_time * s.time_base) * 1000))
             return VideoInfo(format=c.format.name, codec=s.codec_context.name,
                              width=s.codec_context.width, height=s.codec_context.height,
                              fps=float(rate) if rate else 0.0, duration_ms=duration,
-                             frame_count=int(s.frames) or None)
+                             frame_count=int(s.frames) or None, start_ms=start)
     except av.FFmpegError as exc:
         raise InvalidVideoError(
             f"{label}: not a video FFmpeg can read ({_ffmpeg_reason(exc)})") from None

@@ -399,7 +399,7 @@ def _job_from_row(r: object) -> VideoJob:
     if g["video_width"] is not None:
         video = VideoInfo(g["video_format"], g["video_codec"], g["video_width"],
                           g["video_height"], g["video_fps"], g["video_duration_ms"],
-                          g["video_frames"])
+                          g["video_frames"], g["video_start_ms"] or 0)
     return VideoJob(
         job_id=g["job_id"], kind=JobKind(g["kind"]), status=JobStatus(g["status"]),
         status_message=g["status_message"], progress=round(float(g["progress"]), 2),
@@ -635,6 +635,7 @@ class VideoJobs:
                     attempts=0, video_format=info.format, video_codec=info.codec,
                     video_width=info.width, video_height=info.height, video_fps=info.fps,
                     video_duration_ms=info.duration_ms, video_frames=info.frame_count,
+                    video_start_ms=info.start_ms,
                     created_at=now, updated_at=now))
         except BaseException:
             if owned:

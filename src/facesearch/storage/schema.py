@@ -146,6 +146,7 @@ access_keys_t = Table(
     sqlite_autoincrement=True,
 )
 _KEY_COLUMNS_ADDED = {"purpose": "VARCHAR", "case_ref": "VARCHAR", "expires_at": "FLOAT"}
+_JOB_COLUMNS_ADDED = {"video_start_ms": "INTEGER"}
 
 
 # -- stored-video jobs -------------------------------------------------------------------------
@@ -183,6 +184,7 @@ jobs_t = Table(
     Column("video_fps", Float),
     Column("video_duration_ms", Integer),
     Column("video_frames", Integer),
+    Column("video_start_ms", Integer),
     Column("frames_analysed", Integer),
     Column("persons", Integer),
     Column("matched_persons", Integer),
@@ -270,7 +272,9 @@ def create(engine: Engine) -> None:
     made (SQLite has no migrations of its own; each addition is idempotent)."""
     metadata.create_all(engine)
     with engine.begin() as conn:
-        have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(access_keys)")}
-        for name, kind in _KEY_COLUMNS_ADDED.items():
-            if name not in have:
-                conn.exec_driver_sql(f"ALTER TABLE access_keys ADD COLUMN {name} {kind}")
+        for table, added in (("access_keys", _KEY_COLUMNS_ADDED),
+                             ("video_jobs", _JOB_COLUMNS_ADDED)):
+            have = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
+            for name, kind in added.items():
+                if name not in have:
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")

@@ -2,12 +2,10 @@
 // time; the reviews made on each search; verify the chain; export.
 import {
   $, api, apiBlob, clear, describeError, download, el, fmtInt, fmtTime, handleAuthLoss,
-  may, setMessage, show, stale, state,
+  labelCells, may, setMessage, show, stale, state,
 } from "./core.js";
 
 const PAGE = 50;
-const HEADS = ["#", "Time", "Operation", "Key (role)", "Collection", "Purpose / case",
-  "Results", "Reviews"];
 const SEARCHES = /^(search\.(image|face|video|stream)|users\.search(\.image)?)$/;
 
 const local = { next: null, filters: null, count: 0 };
@@ -107,10 +105,9 @@ async function load(more) {
       el("td", { text: [e.purpose, e.case_ref].filter(Boolean).join(" / ") }),
       el("td", { className: "n", text: e.results.length ? fmtInt(e.results.length) : "" }),
       reviews);
-    // Each cell names its column, for the narrow layout (one block per event).
-    [...row.cells].forEach((td, i) => td.setAttribute("data-label", HEADS[i]));
     body.append(row);
   }
+  labelCells($("audit-table"));
   // The reviews made on each search shown (one request per search, in turn).
   for (const [sid, cell] of searches) {
     if (stale(epoch)) return;

@@ -2,7 +2,7 @@
 // progress bar, browse faces as thumbnails a page at a time, erase with the receipt shown.
 import {
   $, api, clear, describeError, el, facts, fmtInt, fmtSimilarity, fmtTime, handleAuthLoss,
-  jpegUrl, listCollections, may, setMessage, show, stale, state,
+  jpegUrl, labelCells, listCollections, may, setMessage, show, stale, state,
 } from "./core.js";
 
 const FACES_PER_PAGE = 24;
@@ -119,6 +119,7 @@ async function loadCollections() {
       el("td", { text: p && p.retention_days ? `${p.retention_days} days` : "no limit" }),
       el("td", {}, open)));
   }
+  labelCells($("coll-table"));
   if (local.current && all.some((c) => c.name === local.current)) {
     await renderDetail(local.current);
   }

@@ -71,6 +71,19 @@ export function facts(dl, rows) {
   }
 }
 
+/** Name each body cell after its column (data-label), for the narrow layout in which a
+ *  table's rows become blocks (CSS, table.stack). */
+export function labelCells(table) {
+  // Columns named for screen readers only (buttons) get no visible label.
+  const heads = [...table.tHead.rows[0].cells].map((c) =>
+    (c.querySelector(".visually-hidden") ? "" : c.textContent.trim()));
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((cell, i) => {
+      if (heads[i] && row.cells.length === heads.length) cell.setAttribute("data-label", heads[i]);
+    });
+  }
+}
+
 export function jpegUrl(base64) {
   return `data:image/jpeg;base64,${base64}`;
 }

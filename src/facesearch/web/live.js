@@ -2,7 +2,8 @@
 // with snapshots, and a live view of the newest frame with each face's box and name.
 import {
   $, BOX_COLOURS, api, apiBlob, clear, describeError, drawBoxes, el, fillCollections,
-  fmtSimilarity, handleAuthLoss, headerSafe, jpegUrl, listCollections, may, setMessage, show,
+  fmtSimilarity, handleAuthLoss, headerSafe, jpegUrl, labelCells, listCollections, may,
+  setMessage, show,
   sse, stale, state, whyHeaders,
 } from "./core.js";
 
@@ -98,6 +99,7 @@ async function loadProcessors() {
       el("td", { className: "status", text: status }),
       el("td", {}, actions)));
   }
+  labelCells($("proc-table"));
 }
 
 async function control(name, what) {

@@ -4,7 +4,8 @@
 // with each person's box.
 import {
   $, BOX_COLOURS, api, apiBlob, clear, describeError, drawBoxes, el, facts, fillCollections,
-  fmtInt, fmtMs, fmtSimilarity, fmtTime, handleAuthLoss, headerSafe, jpegUrl, listCollections,
+  fmtInt, fmtMs, fmtSimilarity, fmtTime, handleAuthLoss, headerSafe, jpegUrl, labelCells,
+  listCollections,
   may, setMessage, show, stale, state, upload, whyHeaders,
 } from "./core.js";
 
@@ -39,8 +40,10 @@ function init() {
     });
   }
   const v = $("video-player");
-  v.addEventListener("seeked", () => drawAt(v.currentTime * 1000));
-  v.addEventListener("timeupdate", () => { if (v.paused) drawAt(v.currentTime * 1000); });
+  v.addEventListener("seeked", () => drawAt(v.currentTime * 1000 - startMs()));
+  v.addEventListener("timeupdate", () => {
+    if (v.paused) drawAt(v.currentTime * 1000 - startMs());
+  });
   v.addEventListener("play", () => clear($("video-boxes")));
 }
 
@@ -114,6 +117,7 @@ async function loadJobs() {
       el("td", { text: fmtTime(j.created_at) }),
       el("td", {}, open)));
   }
+  labelCells($("video-jobs"));
 }
 
 // -- start ------------------------------------------------------------------------------
@@ -326,6 +330,10 @@ function drawAt(ms) {
   drawBoxes($("video-boxes"), v.width, v.height, boxesAt(ms));
 }
 
+// Where the player's clock stands when the video's first frame shows (timestamps count from
+// that frame; a file's video often starts a little after its timeline does).
+const startMs = () => (local.job && local.job.video && local.job.video.start_ms) || 0;
+
 async function jumpTo(ms, person) {
   const job = local.job;
   const epoch = state.epoch;
@@ -347,7 +355,7 @@ async function jumpTo(ms, person) {
     }
     if (!video.error) {
       video.pause();
-      video.currentTime = ms / 1000;
+      video.currentTime = (startMs() + ms + 1) / 1000;
       caption.textContent = `Person ${person + 1} at ${fmtMs(ms)} (your video file; play it ` +
         "from here with the controls).";
       video.focus();
