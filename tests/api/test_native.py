@@ -197,8 +197,11 @@ def test_authentication_and_roles(server: Server, people: dict[str, Any]) -> Non
                       headers={"Authorization": "Bearer FSAKNOPE:secret"}) as unknown:
         error(unknown.get("/v1/collections"), 401, "unknown_access_key")
     with server.native("searcher") as c:
-        assert c.get("/v1/whoami").json() == {"key_id": server.keys["searcher"].key_id,
-                                              "role": "searcher", "roles": ["searcher"]}
+        who = c.get("/v1/whoami").json()
+        assert (who["key_id"], who["role"], who["roles"]) == (
+            server.keys["searcher"].key_id, "searcher", ["searcher"])
+        assert "SearchFacesByImage" in who["operations"]  # what the key may call
+        assert "CreateCollection" not in who["operations"]
         error(c.post("/v1/collections", json={"name": "nat-nope"}), 403, "access_denied")
         error(c.post(f"/v1/collections/{COLL}/faces", files=files("obama.jpg")), 403,
               "access_denied")
@@ -244,9 +247,12 @@ def test_keys_api(server: Server) -> None:
         assert both["roles"] == ["indexer", "searcher"] and both["role"] == "indexer,searcher"
         with httpx.Client(base_url=server.url, headers={
                 "Authorization": f"Bearer {both['key_id']}:{both['secret']}"}) as c:
-            assert c.get("/v1/whoami").json() == {"key_id": both["key_id"],
-                                                  "role": "indexer,searcher",
-                                                  "roles": ["indexer", "searcher"]}
+            who = c.get("/v1/whoami").json()
+            assert (who["key_id"], who["role"], who["roles"]) == (
+                both["key_id"], "indexer,searcher", ["indexer", "searcher"])
+            # what either role may call, and nothing only an admin may
+            assert {"IndexFaces", "SearchFacesByImage"} <= set(who["operations"])
+            assert "CreateCollection" not in who["operations"]
         admin.delete(f"/v1/keys/{both['key_id']}")
         with httpx.Client(base_url=server.url, headers={
                 "Authorization": f"Bearer {new['key_id']}:{new['secret']}"}) as c:

@@ -129,6 +129,41 @@ def test_review_names_a_real_search_and_one_of_its_candidates(gallery: Path) -> 
     assert wrong.returncode == 1 and "not a candidate" in wrong.stderr
 
 
+def test_audit_report_of_a_period(home: Path, tmp_path: Path) -> None:
+    """``audit report --from --to``: the transparency report as JSON, HTML or PDF, aggregates
+    only (the search's case reference and probe hash are in the trail, not in the report)."""
+    import datetime
+    import hashlib
+
+    run(home, "collection", "create", "cli")
+    run(home, "index", "cli", str(face("obama.jpg")))
+    run(home, "search", "cli", str(face("obama2.jpg")), "--purpose", "fraud", "--case",
+        "CASE-4711")
+    today = datetime.date.today().isoformat()
+    out = tmp_path / "r.json"
+    run(home, "audit", "report", "--from", today, "--to", today, "--format", "json",
+        "--out", str(out))
+    r = json.loads(out.read_text())
+    assert r["searches"] == 1 and r["candidates_returned"] == 1
+    assert {t["label"]: t["count"] for t in r["searches_by_purpose"]} == {"fraud": 1}
+    page = run(home, "audit", "report", "--from", today, "--to", today).stdout
+    assert page.startswith("<!doctype html>") and "fraud" in page
+    probe = hashlib.sha256(face("obama2.jpg").read_bytes()).hexdigest()
+    for text in (out.read_text(), page):
+        assert "CASE-4711" not in text and probe not in text
+    pdf = tmp_path / "r.pdf"
+    run(home, "audit", "report", "--from", today, "--to", today, "--format", "pdf", "-o",
+        str(pdf))
+    assert pdf.read_bytes().startswith(b"%PDF")
+    # a period before anything happened: nothing counted
+    empty = run(home, "audit", "report", "--from", "2001-01-01", "--to", "2001-12-31",
+                "--format", "json").stdout
+    assert json.loads(empty)["searches"] == 0
+    bad = run(home, "audit", "report", "--from", today, "--to", today, "--format", "pdf",
+              ok=False)
+    assert bad.returncode == 2 and "--out" in bad.stderr
+
+
 @pytest.mark.parametrize(("args", "words"), [
     (("search", "missing", "{obama}"), "does not exist"),
     (("compare", "{blank}", "{obama}"), "no face"),

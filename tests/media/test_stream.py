@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import stat
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from PIL import Image as PILImage
 from pydantic import ValidationError
 
 from facesearch.config import Settings
@@ -23,6 +25,7 @@ from facesearch.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidParameterError,
+    NotFoundError,
     StreamProcessorNotFoundError,
 )
 from facesearch.governance.policy import CollectionPolicy
@@ -115,8 +118,9 @@ def test_create_checks_input_webhook_and_policy(fs: FaceSearch) -> None:
         fs.streams.create("cam", StreamSettings(input_url=url, collection="strict"))
     with pytest.raises(InvalidParameterError):
         fs.streams.create("cam", StreamSettings(input_url="gopher://x", collection="strict"))
-    with pytest.raises(InvalidParameterError):
-        fs.streams.create("bad name!", StreamSettings(input_url=url, collection="strict"))
+    for bad in ("bad name!", "..", ".", "x" * 129):  # ".." would put snapshots in the home
+        with pytest.raises(InvalidParameterError, match="stream processor name"):
+            fs.streams.create(bad, StreamSettings(input_url=url, collection="strict"))
     with pytest.raises(ValidationError):
         StreamSettings(input_url=url, collection="strict", no_such_setting=1)  # type: ignore[call-arg]
     info = fs.streams.create("cam", StreamSettings(input_url=url, collection="strict"),
@@ -157,6 +161,19 @@ def test_looped_file_processor_with_outputs(fs: FaceSearch, tmp_path: Path) -> N
         # Rates are measured over a 5 s window: let a few seconds of frames through first.
         wait_for(lambda: (m := fs.streams.metrics("file-cam")) and m.frames_processed >= 32,
                  30, "32 frames processed")
+        # The live view: the newest processed frame, in memory only, with each face's box and
+        # its best candidate's identity.
+        view = wait_for(lambda: (v := fs.streams.live_view("file-cam")) is not None
+                        and any(t.identity == LIN for t in v.tracks) and v, 60,
+                        "Lin on the live view")
+        assert PILImage.open(io.BytesIO(view.jpeg)).size == (view.width, view.height)
+        assert (view.width, view.height, view.frame_width) == (640, 360, 640)
+        lin = next(t for t in view.tracks if t.identity == LIN)
+        assert lin.similarity is not None and lin.similarity >= 80
+        assert 0 <= lin.box[0] < lin.box[2] <= 640 and 0 <= lin.box[1] < lin.box[3] <= 360
+        newer = wait_for(lambda: (v := fs.streams.live_view("file-cam")) is not None
+                         and v.seq > view.seq and v, 30, "a newer frame")
+        assert newer.captured_at >= view.captured_at
         info = fs.streams.describe("file-cam")
         assert info.status is ProcessorStatus.RUNNING and info.metrics is not None
         m = info.metrics
@@ -167,10 +184,19 @@ def test_looped_file_processor_with_outputs(fs: FaceSearch, tmp_path: Path) -> N
         fs.streams.stop("file-cam")
     _drain(sub, events)  # the events emitted before the stop
     assert fs.streams.describe("file-cam").status is ProcessorStatus.STOPPED
+    assert fs.streams.live_view("file-cam") is None  # not running: no live view
     ev = _lin_events(events)[0]
     assert ev.match.similarity >= 80 and ev.match.external_id == LIN
     assert 0 <= ev.frame_timestamp_ms <= CLIP_MS and ev.latency_ms > 0
     assert ev.snapshot is not None and (fs.home / ev.snapshot).stat().st_size > 1000
+    # An event's snapshot, read back for a reviewer (audited).
+    assert fs.streams.snapshot("file-cam", ev.event_id) == (fs.home / ev.snapshot).read_bytes()
+    reads, _ = fs.audit.query(operation="stream.snapshot.read")
+    assert reads and reads[-1].event.details["event_id"] == ev.event_id
+    with pytest.raises(InvalidParameterError):
+        fs.streams.snapshot("file-cam", "../../etc/passwd")
+    with pytest.raises(NotFoundError):
+        fs.streams.snapshot("file-cam", "00000000-0000-4000-8000-000000000000")
     lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
     assert lines and lines[0]["identity"] == events[0].identity
     assert lines[0]["event_id"] == hook.bodies[0]["event_id"]
@@ -453,6 +479,7 @@ def test_snapshots_and_events_are_sealed_at_rest(home: Path, pipeline: Pipeline)
         assert is_sealed(raw) and not raw.startswith(b"\xff\xd8")
         jpeg = read_snapshot(home, ev.snapshot, fs.sealer)
         assert jpeg.startswith(b"\xff\xd8") and len(jpeg) > 1000
+        assert fs.streams.snapshot("cam", ev.event_id) == jpeg
         text = jsonl.read_text()
         assert LIN not in text and text.startswith("FSE1:")
         assert ev.event_id in {e["event_id"] for e in read_jsonl(jsonl, fs.sealer)}
@@ -461,5 +488,7 @@ def test_snapshots_and_events_are_sealed_at_rest(home: Path, pipeline: Pipeline)
             assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         fs.erasure.delete_faces("watch", [ev.match.face_id])  # erasure finds sealed crops
         assert not (home / ev.snapshot).exists()
+        with pytest.raises(NotFoundError):
+            fs.streams.snapshot("cam", ev.event_id)
     finally:
         fs.shutdown()

@@ -7,6 +7,7 @@ and audience shots.
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 from sqlalchemy import update
 
 from facesearch.config import Settings
@@ -26,13 +28,14 @@ from facesearch.errors import (
     InvalidParameterError,
     InvalidVideoError,
     JobNotFoundError,
+    NotFoundError,
 )
 from facesearch.governance.policy import CollectionPolicy
-from facesearch.media.frames import iter_frames, probe
+from facesearch.media.frames import frame_at, iter_frames, probe
 from facesearch.media.tracking import IouTracker, iou_matrix
 from facesearch.media.video import JobKind, JobStatus, VideoJobSettings
 from facesearch.service import FaceSearch
-from facesearch.storage.schema import jobs_t
+from facesearch.storage.schema import jobs_t, thumbnails_t
 from facesearch.types import Caller
 from facesearch.vision.pipeline import Pipeline
 
@@ -99,11 +102,20 @@ def test_probe_and_sampled_frames() -> None:
     assert (info.width, info.height, info.codec) == (640, 360, "h264")
     assert info.fps == pytest.approx(29.97, abs=0.01)
     assert info.frame_count == 275 and abs(info.duration_ms - CLIP_MS) <= 40
+    # Its video starts 852 ms into the file's timeline (a player shows timestamp t there + t).
+    assert info.start_ms == 852
     ts = [f.timestamp_ms for f in iter_frames(clip(), sample_fps=2)]
     assert ts[0] == 0 and all(b - a >= 450 for a, b in itertools.pairwise(ts))
     assert len(ts) == 19 and ts[-1] <= CLIP_MS
     frame = next(iter_frames(clip()))
     assert frame.pixels.shape == (360, 640, 3) and frame.pixels.dtype == np.uint8
+    # One frame at a time (jump to the frame): the first at or after the time asked.
+    every = {f.timestamp_ms: f.pixels for f in iter_frames(clip())}
+    for asked in (0, 3000, 5012, 9999):
+        got = frame_at(clip(), asked)
+        want = min((t for t in every if t >= asked), default=max(every))
+        assert got.timestamp_ms == want, asked
+        assert np.array_equal(got.pixels, every[want])
 
 
 def test_not_a_video_is_refused(tmp_path: Path, fs: FaceSearch) -> None:
@@ -182,6 +194,17 @@ def test_face_search_job_reports_lin_with_timestamps_in_the_clip(fs: FaceSearch)
     e = lin_entries[0]
     x1, y1, x2, y2 = e.face.box
     assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 360 and 0 < e.face.confidence <= 1
+    # A thumbnail of each person (its best view's face) and the frame at any time, while
+    # the video (a server path here) is kept.
+    thumbs = fs.video.thumbnails(job_id)
+    spans = {p.person_index: p for p in persons}
+    assert {t.person_index for t in thumbs} == set(spans)
+    for t in thumbs:
+        img = PILImage.open(io.BytesIO(t.jpeg))
+        assert img.format == "JPEG" and img.width == img.height <= 160
+        assert spans[t.person_index].first_ms <= t.timestamp_ms <= spans[t.person_index].last_ms
+    jpeg, w, h = fs.video.frame(job_id, lin[0].first_ms)
+    assert (w, h) == (640, 360) and PILImage.open(io.BytesIO(jpeg)).size == (640, 360)
     by_index = fs.video.face_search_results(job_id, sort_by="INDEX", matched_only=True)
     assert {p.person_index for p in by_index.persons} == {p.person_index for p in persons
                                                           if p.matches}
@@ -228,6 +251,10 @@ def test_face_detection_job_from_an_upload_with_webhook(fs: FaceSearch) -> None:
     assert page.faces and page.next_token is None
     assert all(0 <= f.timestamp_ms <= CLIP_MS and f.timestamp_ms % 1000 < 40 for f in page.faces)
     assert not list((fs.home / "video" / "uploads").glob("*"))  # the upload is gone
+    # Thumbnails stay with the job; the frames went with the upload.
+    assert len(fs.video.thumbnails(job_id)) == job.persons
+    with pytest.raises(NotFoundError, match="no longer kept"):
+        fs.video.frame(job_id, 1000)
 
 
 def test_cancel_and_restart_recovery(home: Path, pipeline: Pipeline) -> None:
@@ -263,9 +290,12 @@ def test_cancel_and_restart_recovery(home: Path, pipeline: Pipeline) -> None:
         assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
         assert any(p.matches and p.matches[0].external_id == LIN
                    for p in b.video.persons(interrupted))
+        assert b.video.thumbnails(interrupted)
         b.video.delete(interrupted)
         with pytest.raises(JobNotFoundError):
             b.video.describe(interrupted)
+        with b.store.transaction() as conn:  # the thumbnails went with the job
+            assert conn.execute(thumbnails_t.select()).all() == []
     finally:
         b.shutdown()
 

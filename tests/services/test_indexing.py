@@ -78,6 +78,11 @@ def test_bulk_summary_reasons_and_resume(fs: FaceSearch, tmp_path: Path) -> None
     again = indexer.run(files)
     assert (again.indexed, again.skipped, again.failed) == (0, 3, 1)
     assert fs.collections.describe("b").face_count == 3
+    # Each face's review crop was cut in the worker and stored with it.
+    faces, _ = fs.collections.list_faces("b")
+    cards, _ = fs.collections.face_cards("b", [f.face_id for f in faces])
+    assert len(cards) == 3 and all(c.crop is not None for c in cards)
+    assert {c.source_name for c in cards} == {"obama.jpg", "two_people.jpg"}
     # One audit event per indexed image, naming its faces; the chain stays intact.
     events, _ = fs.audit.query(operation="index", collection="b")
     assert sorted(len(e.event.results) for e in events) == [1, 2]

@@ -145,3 +145,24 @@ def test_vectors_of_another_model_are_refused(fs: FaceSearch, people: dict[str, 
         fs.store.set_collection_model(conn, coll.id, "other/model")
     with pytest.raises(ModelMismatchError):
         fs.search.by_vectors("c", np.zeros((1, 128), np.float32), operation="search.video")
+
+
+def test_search_only_the_face_picked(fs: FaceSearch, people: dict[str, str]) -> None:
+    """The web page lets an analyst pick one face of a photo of several: only that one is
+    searched (bystanders are not), and a face the probe does not have is a refusal."""
+    _, faces = fs.collections.detect_faces(face("two_people.jpg"))
+    assert len(faces) == 2
+    for i in range(2):
+        res = fs.search.by_image("c", face("two_people.jpg"), threshold=0, face_index=i,
+                                 caller=ANALYST)
+        assert len(res.results) == 1 and len(res.faces) == 1
+        assert np.allclose(res.faces.boxes[0], faces.boxes[i], atol=1)
+        assert res.unsearched_reasons == [["FACE_NOT_SELECTED"]]
+    rec = searches(fs)[-1]
+    assert rec.event.operation == "search.image" and rec.event.details["probes"] == 1
+    with pytest.raises(InvalidParameterError, match="the probe has 2 face"):
+        fs.search.by_image("c", face("two_people.jpg"), face_index=2, caller=ANALYST)
+    refused = searches(fs)[-1]
+    assert refused.event.operation == "search.refused"
+    assert refused.event.probe_sha256 == hashlib.sha256(
+        face("two_people.jpg").read_bytes()).hexdigest()

@@ -1,5 +1,6 @@
-"""Native routes for accountability: collection policy, erasure, retention, human review, and
-verifying and exporting the audit trail. Thin: each calls one service function."""
+"""Native routes for accountability: collection policy, erasure, retention, human review,
+verifying and exporting the audit trail, and the transparency report. Thin: each calls one
+service function."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from facesearch.api.native import CallerDep, ErrorOut, native_caller
 from facesearch.errors import NotFoundError
 from facesearch.governance.erasure import ErasureReceipt
 from facesearch.governance.policy import CollectionPolicy
+from facesearch.governance.report import build_report, render
 from facesearch.limits import MAX_RESULTS
 from facesearch.services.collection import CollectionInfo
 
@@ -98,12 +100,13 @@ class ReceiptOut(_Out):
     reason: str
     derived_erased: int = Field(0, description="stream snapshots and video results of these "
                                                "faces that went too")
+    crops_erased: int = Field(0, description="review crops of these faces that went too")
 
 
 def receipt_out(r: ErasureReceipt) -> ReceiptOut:
     return ReceiptOut(receipt_id=r.receipt_id, collection=r.collection, face_ids=r.face_ids,
                       images_erased=r.images_erased, erased_at=r.erased_at, reason=r.reason,
-                      derived_erased=r.derived_erased)
+                      derived_erased=r.derived_erased, crops_erased=r.crops_erased)
 
 
 @router.post("/collections/{collection}/erase", name=Operation.ERASE_FACES.value)
@@ -188,17 +191,50 @@ async def export_audit(
     actor: str | None = None, case: str | None = None, collection: str | None = None,
     operation: str | None = None,
     since: Annotated[float | None, Query(description="seconds since the epoch")] = None,
-    until: float | None = None,
+    until: float | None = None, purpose: str | None = None,
 ) -> Response:
     """The audit events matching every filter given, as JSON lines or CSV."""
     ctx = context(request)
     buf = io.StringIO()
     await ctx.io(lambda: ctx.fs.audit.export(format, buf, actor=actor, case_ref=case,
                                              collection=collection, operation=operation,
-                                             since=since, until=until))
+                                             since=since, until=until, purpose=purpose))
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
     return Response(buf.getvalue(), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="facesearch-audit.{format}"'})
+
+
+REPORT_CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox; "
+              "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+"""The HTML report is a document with inline style and SVG only: nothing runs or loads."""
+
+
+@router.get("/audit/report", name=Operation.GET_TRANSPARENCY_REPORT.value,
+            response_class=Response,
+            responses={200: {"content": {"application/json": {}, "text/html": {},
+                                         "application/pdf": {}}}})
+async def transparency_report(
+    request: Request,
+    start: Annotated[float, Query(alias="from", description="period start, seconds since the "
+                                                            "epoch (included)")],
+    end: Annotated[float, Query(alias="to", description="period end, seconds since the epoch "
+                                                        "(excluded)")],
+    format: Literal["json", "html", "pdf"] = "json",  # noqa: A002
+) -> Response:
+    """The transparency report of a period, in aggregates (no faces, case references, probe
+    hashes or key ids): searches by kind, purpose and collection, refusals by rule,
+    candidates returned and their review outcomes, live-stream matches, erasures, keys
+    issued and revoked; as JSON, or as HTML or PDF for an oversight body."""
+    ctx = context(request)
+    report = await ctx.io(lambda: build_report(ctx.fs.audit, start, end))
+    body, media = await ctx.io(lambda: render(report, format))
+    headers = {"Cache-Control": "no-store"}
+    if format != "json":
+        headers["Content-Disposition"] = (f'attachment; filename="facesearch-transparency-'
+                                          f'report.{format}"')
+    if format == "html":
+        headers["Content-Security-Policy"] = REPORT_CSP
+    return Response(body, media_type=media, headers=headers)
 
 
 # -- what a threshold means -----------------------------------------------------------------

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facesearch import __version__, responses
-from facesearch.api import accountability, docs, native, rekognition, streams, web
+from facesearch.api import accountability, crops, docs, native, rekognition, streams, web
 from facesearch.api import video as video_api
 from facesearch.api.auth import SignedRequest, preauthenticate
 from facesearch.api.context import ApiContext, context
@@ -157,6 +157,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     app.add_exception_handler(Exception, on_unexpected_error)
     app.include_router(native.router)
     app.include_router(accountability.router)
+    app.include_router(crops.router)
     app.include_router(rekognition.router)
     app.include_router(video_api.router)
     app.include_router(streams.router)

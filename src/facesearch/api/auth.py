@@ -114,6 +114,10 @@ class Operation(str, enum.Enum):
     TAG_RESOURCE = "TagResource"
     UNTAG_RESOURCE = "UntagResource"
     LIST_TAGS_FOR_RESOURCE = "ListTagsForResource"
+    # the web app: what a reviewer sees, live views, the transparency report (native only)
+    GET_FACE_CROPS = "GetFaceCrops"
+    GET_STREAM_LIVE_VIEW = "GetStreamProcessorLiveView"
+    GET_TRANSPARENCY_REPORT = "GetTransparencyReport"
 
 
 _A, _I, _S, _U = Role.ADMIN, Role.INDEXER, Role.SEARCHER, Role.AUDITOR
@@ -178,6 +182,11 @@ PERMISSIONS: dict[Operation, frozenset[Role]] = {
     _O.TAG_RESOURCE: frozenset({_A}),
     _O.UNTAG_RESOURCE: frozenset({_A}),
     _O.LIST_TAGS_FOR_RESOURCE: _ALL,
+    # Faces are seen by the roles whose work needs them: searchers (human review), indexers
+    # (what they enrol), admins (curating and erasing); auditors see aggregates, never faces.
+    _O.GET_FACE_CROPS: frozenset({_A, _I, _S}),
+    _O.GET_STREAM_LIVE_VIEW: frozenset({_S}),
+    _O.GET_TRANSPARENCY_REPORT: frozenset({_U}),
 }
 
 
@@ -189,6 +198,7 @@ READ_ONLY: frozenset[Operation] = frozenset({
     _O.LIST_STREAM_PROCESSORS, _O.DESCRIBE_STREAM_PROCESSOR, _O.GET_STREAM_PROCESSOR_METRICS,
     _O.GET_STREAM_PROCESSOR_EVENTS, _O.DETECT_FACES, _O.COMPARE_FACES,
     _O.LIST_TAGS_FOR_RESOURCE,
+    _O.GET_FACE_CROPS, _O.GET_STREAM_LIVE_VIEW, _O.GET_TRANSPARENCY_REPORT,
 })
 """Operations that store nothing and answer a replay as they answered the original (reads,
 and DetectFaces and CompareFaces, which look only at the images sent): a replayed signature
@@ -204,6 +214,19 @@ def authorize(key: KeyInfo, operation: Operation) -> None:
         raise AccessDeniedError(
             f"access key {key.key_id} (role {key.role}) is not allowed to call "
             f"{operation.value}")
+
+
+def allowed_operations(key: KeyInfo) -> list[Operation]:
+    """Every operation ``key`` may call (as :func:`authorize` decides), in declaration order:
+    what the web page offers a key."""
+    out = []
+    for op in Operation:
+        try:
+            authorize(key, op)
+        except AccessDeniedError:
+            continue
+        out.append(op)
+    return out
 
 
 @dataclass(frozen=True)

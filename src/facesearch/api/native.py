@@ -25,11 +25,12 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.datastructures import UploadFile
 
 from facesearch import responses
-from facesearch.api.auth import Operation
+from facesearch.api.auth import Operation, allowed_operations
 from facesearch.api.context import context
 from facesearch.api.errors import InvalidParameterError, SerializationError
 from facesearch.api.paging import decode_row, encode_token, page_by_name
 from facesearch.governance.keys import KeyInfo, Role
+from facesearch.governance.policy import CollectionPolicy
 from facesearch.limits import MAX_RESULTS
 from facesearch.responses import (
     CollectionOut,
@@ -265,6 +266,9 @@ class WhoAmIOut(_Out):
     key_id: str
     role: str | None = Field(description="the key's roles, comma-separated")
     roles: list[str] = Field(description="the key's roles")
+    operations: list[str] = Field(default_factory=list,
+                                  description="the operations this key may call (the web "
+                                              "page shows what they allow)")
 
 
 # image-bearing requests: multipart/form-data or JSON with base64 images
@@ -275,6 +279,9 @@ class IndexIn(BaseModel):
     max_faces: int | None = Field(None, ge=1, le=MAX_RESULTS)
     quality_filter: QualityName = "AUTO"
     force: bool = Field(False, description="index content already in the collection again")
+    source: str | None = Field(None, min_length=1, max_length=255,
+                               description="the image's file name, shown to reviewers "
+                                           "(default: the uploaded file's name)")
 
 
 class SearchImageIn(BaseModel):
@@ -282,6 +289,9 @@ class SearchImageIn(BaseModel):
     max_results: int = Field(10, ge=1, le=MAX_RESULTS)
     threshold: float | None = Field(None, ge=0, le=100)
     all_faces: bool = Field(False, description="search every face, not only the largest")
+    face: int | None = Field(None, ge=0, le=MAX_RESULTS,
+                             description="search only this face: its index among the probe's "
+                                         "faces, largest first (as /v1/detect lists them)")
 
 
 class CompareIn(BaseModel):
@@ -350,8 +360,16 @@ async def parse_images(request: Request, model: type[M]) -> M:
     data: dict[str, object] = {}
     if ctype.startswith("multipart/form-data"):
         form = await request.form(max_files=len(files), max_fields=32)
+        names = []
         for k, v in form.multi_items():
-            data[k] = await v.read() if isinstance(v, UploadFile) else v
+            if isinstance(v, UploadFile):
+                data[k] = await v.read()
+                names.append((v.filename or "").replace("\\", "/").rsplit("/", 1)[-1])
+            else:
+                data[k] = v
+        # An image's source defaults to the uploaded file's name.
+        if "source" in model.model_fields and "source" not in data and names and names[0]:
+            data["source"] = names[0][:255]
     elif ctype.startswith("application/json"):
         data = await json_object(request)
         for n in files:
@@ -394,6 +412,8 @@ def key_out(k: KeyInfo) -> KeyOut:
 
 class CollectionIn(BaseModel):
     name: str = Field(min_length=1, max_length=255, pattern=r"^[a-zA-Z0-9_.\-]+$")
+    policy: CollectionPolicy | None = Field(None, description="the collection's policy "
+                                                             "(default: an ordinary one)")
 
 
 @router.post("/collections", name=Operation.CREATE_COLLECTION.value, status_code=201)
@@ -401,8 +421,8 @@ async def create_collection(request: Request, body: CollectionIn,
                             caller: CallerDep) -> CollectionOut:
     """Create an empty collection."""
     ctx = context(request)
-    return responses.collection(await ctx.io(lambda: ctx.fs.collections.create(body.name,
-                                                                         caller=caller)))
+    return responses.collection(await ctx.io(lambda: ctx.fs.collections.create(
+        body.name, policy=body.policy, caller=caller)))
 
 
 @router.get("/collections", name=Operation.LIST_COLLECTIONS.value)
@@ -442,7 +462,8 @@ async def index_faces(request: Request, collection: str, caller: CallerDep) -> I
     p = await parse_images(request, IndexIn)
     res = await ctx.infer(lambda: ctx.fs.collections.index_image(
         collection, p.image, external_id=p.external_id, max_faces=p.max_faces,
-        quality_filter=QualityFilter(p.quality_filter), force=p.force, caller=caller))
+        quality_filter=QualityFilter(p.quality_filter), force=p.force, source_name=p.source,
+        caller=caller))
     ctx.metrics.faces_indexed.inc(len(res.indexed))
     if res.duplicate:
         # Nothing was stored (the same content is already there: found before or, when an
@@ -508,7 +529,7 @@ async def search_faces_by_image(request: Request, collection: str,
     p = await parse_images(request, SearchImageIn)
     res = await ctx.infer(lambda: ctx.fs.search.by_image(
         collection, p.image, max_results=p.max_results, threshold=p.threshold,
-        all_faces=p.all_faces, caller=caller))
+        all_faces=p.all_faces, face_index=p.face, caller=caller))
     return SearchOut(
         search_id=res.search_id, label=res.label, threshold=res.threshold,
         **responses.risk(res.risk),
@@ -667,21 +688,26 @@ async def list_audit_events(
     operation: Annotated[str | None, Query(description="exact, or a prefix ending in '*'")] = None,
     since: Annotated[float | None, Query(description="seconds since the epoch")] = None,
     until: float | None = None, max_results: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    next_token: str | None = None,
+    next_token: str | None = None, purpose: str | None = None,
+    search_id: Annotated[str | None, Query(description="the search and its reviews")] = None,
 ) -> AuditPage:
     """Audit events matching every filter given, a page at a time (auditors only)."""
     ctx = context(request)
     after = decode_row("audit", next_token)
     records, nxt = await ctx.io(lambda: ctx.fs.audit.query(
         actor=actor, case_ref=case, collection=collection, operation=operation, since=since,
-        until=until, limit=max_results, after_seq=after))
+        until=until, limit=max_results, after_seq=after, purpose=purpose,
+        search_id=search_id))
     return AuditPage(events=[r.to_json() for r in records],
                      next_token=None if nxt is None else encode_token("audit", nxt))
 
 
 @router.get("/whoami", name=Operation.WHO_AM_I.value)
-async def who_am_i(caller: CallerDep) -> WhoAmIOut:
-    """The access key the request was signed with, and its roles."""
+async def who_am_i(request: Request, caller: CallerDep) -> WhoAmIOut:
+    """The access key the request was signed with, its roles, and what it may call."""
+    ctx = context(request)
+    key = await ctx.io(lambda: ctx.fs.keys.describe(caller.actor))
     return WhoAmIOut(key_id=caller.actor, role=caller.role,
-                     roles=caller.role.split(",") if caller.role else [])
+                     roles=caller.role.split(",") if caller.role else [],
+                     operations=[op.value for op in allowed_operations(key)])
 

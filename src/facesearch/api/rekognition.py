@@ -288,14 +288,6 @@ async def index_faces(ctx: ApiContext, caller: Caller, p: IndexFacesIn) -> Json:
     res = await ctx.infer(lambda: ctx.fs.collections.index_image(
         p.CollectionId, data, external_id=p.ExternalImageId, max_faces=p.MaxFaces,
         quality_filter=p.QualityFilter, force=True, caller=caller))
-    if res.duplicate:
-        # An identical request stored the same image between our check and our insert: add
-        # these faces to it, as the request asked (force).
-        first = res
-        res = await ctx.infer(lambda: ctx.fs.collections.store_analyzed(
-            p.CollectionId, first.sha256, first.width, first.height, first.faces,
-            external_id=p.ExternalImageId, max_faces=p.MaxFaces,
-            quality_filter=p.QualityFilter, force=True, caller=caller))
     ctx.metrics.faces_indexed.inc(len(res.indexed))
     why = {u.face_index: u.reasons for u in res.unindexed}
     kept = [i for i in range(len(res.faces)) if i not in why]

@@ -15,6 +15,7 @@ video file as a camera only under the video roots (:class:`~facesearch.api.video
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import AsyncIterator
@@ -38,6 +39,7 @@ from facesearch.api.video import allowed_path
 from facesearch.errors import FaceSearchError, InvalidParameterError
 from facesearch.media.inputs import redact_url
 from facesearch.media.stream import (
+    LiveView,
     ProcessorInfo,
     StreamEvent,
     StreamMetrics,
@@ -250,6 +252,78 @@ async def stream_events(request: Request, name: str, caller: CallerDep) -> Strea
 
     return StreamingResponse(feed(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+LIVE_INTERVAL_S = 0.5
+"""How often a live view sends the newest frame (at most 2 frames/s: fit for slow links)."""
+
+
+def _live_json(name: str, v: LiveView) -> dict[str, Any]:
+    return {"processor": name, "seq": v.seq, "content_type": "image/jpeg",
+            "data": base64.b64encode(v.jpeg).decode("ascii"), "width": v.width,
+            "height": v.height, "frame_width": v.frame_width, "frame_height": v.frame_height,
+            "frame_timestamp_ms": v.frame_timestamp_ms, "captured_at": round(v.captured_at, 3),
+            "tracks": [{"track_id": t.track_id, "box": [round(x, 1) for x in t.box],
+                        "identity": t.identity,
+                        "similarity": None if t.similarity is None else round(t.similarity, 2)}
+                       for t in v.tracks],
+            "label": "candidates for human review, not identifications"}
+
+
+@router.get("/streams/{name}/live", name=Operation.GET_STREAM_LIVE_VIEW.value,
+            response_class=StreamingResponse,
+            responses={200: {"content": {"text/event-stream": {}},
+                             "description": "Server-Sent Events: `subscribed`, then `frame` "
+                                            "(a JPEG, base64, with the tracked faces' boxes and "
+                                            "best identities) whenever a newer frame was "
+                                            "processed, at most 2 per second; `end` when the "
+                                            "processor is deleted or the key revoked"}})
+async def stream_live(request: Request, name: str, caller: CallerDep) -> StreamingResponse:
+    """A live view of a running processor: its newest processed frame (kept in memory only)
+    with a box and the best candidate's identity for each face (Server-Sent Events; one
+    audit event per viewing)."""
+    ctx = context(request)
+    await ctx.io(lambda: ctx.fs.streams.watch(name, caller=caller))
+
+    async def feed() -> AsyncIterator[bytes]:
+        yield _sse("subscribed", {"processor": name})
+        last_seq, quiet = -1, 0.0
+        while True:
+            if ctx.fs.streams.closed or await request.is_disconnected():
+                return
+            problem = await ctx.io(lambda: ctx.fs.streams.key_problem(caller.actor))
+            if problem is not None:
+                yield _sse("end", {"processor": name, "reason": problem})
+                return
+            try:
+                view = await ctx.io(lambda: ctx.fs.streams.live_view(name))
+            except FaceSearchError as exc:
+                yield _sse("end", {"processor": name, "reason": exc.message})
+                return
+            if view is not None and view.seq != last_seq:
+                last_seq, quiet = view.seq, 0.0
+                yield _sse("frame", _live_json(name, view))
+            else:
+                quiet += LIVE_INTERVAL_S
+                if quiet >= KEEPALIVE_S:
+                    quiet = 0.0
+                    yield b": keep-alive\n\n"
+            await asyncio.sleep(LIVE_INTERVAL_S)
+
+    return StreamingResponse(feed(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/streams/{name}/events/{event_id}/snapshot",
+            name=Operation.GET_STREAM_PROCESSOR_EVENTS.value, response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}})
+async def stream_event_snapshot(request: Request, name: str, event_id: str,
+                                caller: CallerDep) -> Response:
+    """The JPEG snapshot of an event's face (processors created with ``snapshots``; gone once
+    the matched face is erased). Audited."""
+    ctx = context(request)
+    data = await ctx.io(lambda: ctx.fs.streams.snapshot(name, event_id, caller=caller))
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
 
 
 async def _ws_caller(websocket: WebSocket, ctx: ApiContext) -> Caller:

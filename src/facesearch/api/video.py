@@ -20,6 +20,7 @@ candidate is a lead for human review.
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -460,6 +461,46 @@ async def get_video_job_persons(request: Request, job_id: str, caller: CallerDep
     job = await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller))
     persons = await ctx.io(lambda: ctx.fs.video.persons(job_id, caller=caller))
     return PersonsOut(job=job_out(job), persons=persons)
+
+
+class ThumbnailOut(Out):
+    person_index: int
+    timestamp_ms: int = Field(description="when the person's best view was seen")
+    content_type: Literal["image/jpeg"] = "image/jpeg"
+    data: str = Field(description="the JPEG of the person's aligned face, base64")
+
+
+class ThumbnailsOut(Out):
+    job_id: str
+    thumbnails: list[ThumbnailOut]
+
+
+@router.get("/video/jobs/{job_id}/thumbnails", name=Operation.GET_VIDEO_JOB_RESULTS.value)
+async def get_video_job_thumbnails(request: Request, job_id: str,
+                                   caller: CallerDep) -> ThumbnailsOut:
+    """A small face image of each person of a finished job (its best view)."""
+    ctx = context(request)
+    thumbs = await ctx.io(lambda: ctx.fs.video.thumbnails(job_id, caller=caller))
+    return ThumbnailsOut(job_id=job_id, thumbnails=[ThumbnailOut(
+        person_index=t.person_index, timestamp_ms=t.timestamp_ms,
+        data=base64.b64encode(t.jpeg).decode("ascii")) for t in thumbs])
+
+
+@router.get("/video/jobs/{job_id}/frame", name=Operation.GET_VIDEO_JOB_RESULTS.value,
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+async def get_video_job_frame(
+    request: Request, job_id: str, caller: CallerDep,
+    timestamp_ms: Annotated[int, Query(ge=0, description="ms from the video's first frame")],
+) -> Response:
+    """The video's frame at a time, as a JPEG (at most 960 px a side; headers
+    ``X-Frame-Width`` and ``-Height`` give its size), while the job's video is kept (server
+    paths; uploads are deleted when their job ends)."""
+    ctx = context(request)
+    jpeg, w, h = await ctx.infer(lambda: ctx.fs.video.frame(job_id, timestamp_ms,
+                                                            caller=caller))
+    return Response(jpeg, media_type="image/jpeg",
+                    headers={"Cache-Control": "no-store", "X-Frame-Width": str(w),
+                             "X-Frame-Height": str(h)})
 
 
 @router.post("/video/jobs/{job_id}/cancel", name=Operation.CANCEL_VIDEO_JOB.value)

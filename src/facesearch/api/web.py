@@ -1,4 +1,6 @@
-"""The analyst web page: a static page (HTML, CSS, plain JavaScript) served at ``/ui/``.
+"""The web app: a static page (HTML, CSS, plain JavaScript modules; no build step) served at
+``/ui/``: search and review, collections, video, live cameras, audit, transparency report
+(docs/web.md). What it offers follows the signed-in key's role (``/v1/whoami``).
 
 The page and its assets need no key; every API call the page makes carries the analyst's
 access key (``Authorization: Bearer``), kept in the browser tab's session storage. Only the
@@ -15,15 +17,27 @@ from fastapi.responses import RedirectResponse, Response
 
 from facesearch.errors import NotFoundError
 
+_JS = "text/javascript; charset=utf-8"
+
 ASSETS: dict[str, str] = {
     "index.html": "text/html; charset=utf-8",
-    "app.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
+    "app.js": _JS,
+    "core.js": _JS,
+    "search.js": _JS,
+    "collections.js": _JS,
+    "video.js": _JS,
+    "live.js": _JS,
+    "audit.js": _JS,
+    "report.js": _JS,
 }
 """The files of the page and their content types; nothing else is served."""
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
-       "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
+       "media-src blob:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; "
+       "base-uri 'none'")
+"""``media-src blob:`` lets the video page play the file the user uploads from their own
+disk (an object URL), to jump to a frame; nothing else is loaded from anywhere but here."""
 
 HEADERS = {
     "Content-Security-Policy": CSP,
@@ -51,11 +65,11 @@ async def ui_redirect() -> RedirectResponse:
 
 @router.get("/ui/")
 async def ui_index() -> Response:
-    """The analyst page."""
+    """The web app."""
     return asset("index.html")
 
 
 @router.get("/ui/{name}")
 async def ui_asset(name: str) -> Response:
-    """The page's script and style sheet."""
+    """The page's scripts and style sheet."""
     return asset(name)

@@ -26,7 +26,8 @@ from facesearch.cli.common import (
 from facesearch.types import Caller
 
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify, list, export, "
-                                                   "checkpoint, public key.")
+                                                   "checkpoint, public key, transparency "
+                                                   "report.")
 
 
 ActorOpt = Annotated[str | None, typer.Option("--actor", help="Only this key id or user.")]
@@ -156,6 +157,54 @@ def audit_export(
     err.print(f"exported {n} event(s)")
 
 
+def _report_bound(value: str, option: str, *, end: bool) -> float:
+    """A report's period bound: a date (``--to`` a date includes that whole day), an ISO 8601
+    time (local unless it has an offset) or seconds since the epoch."""
+    from datetime import date, datetime, timedelta
+
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        t = _audit_time(value, option)
+        assert t is not None
+        return t
+    start = datetime(day.year, day.month, day.day)
+    return (start + timedelta(days=1) if end else start).timestamp()
+
+
+@audit_app.command("report")
+def audit_report(
+    start: Annotated[str, typer.Option("--from", help="Period start: a date (2026-01-01), ISO "
+                                                      "8601 time or seconds since the epoch.")],
+    end: Annotated[str, typer.Option("--to", help="Period end: a date (included whole), ISO "
+                                                  "8601 time or seconds (excluded).")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="html, pdf or json.")] = "html",
+    output: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Write here (default: stdout for html and json).")] = None,
+    home: HomeOpt = None,
+) -> None:
+    """The transparency report of a period, in aggregates only (no faces, case references or
+    probe hashes): searches by kind, purpose and collection, refusals, candidates returned
+    and their review outcomes, live-stream matches, erasures and retention, keys issued and
+    revoked, with charts; HTML or PDF for an oversight body, or JSON."""
+    from facesearch.governance.report import build_report, render
+
+    if fmt not in ("html", "pdf", "json"):
+        raise typer.BadParameter("--format must be html, pdf or json")
+    if fmt == "pdf" and output is None:
+        raise typer.BadParameter("a PDF needs --out FILE")
+    lo, hi = _report_bound(start, "--from", end=False), _report_bound(end, "--to", end=True)
+    with service(home) as fs:
+        report = build_report(fs.audit, lo, hi)
+    body, _ = render(report, fmt)
+    if output is None:
+        sys.stdout.write(body.decode("utf-8"))
+        return
+    output.write_bytes(body)
+    err.print(f"wrote the transparency report ({report.searches} searches, "
+              f"{report.refusals} refusals) to {output}")
+
+
 @audit_app.command("checkpoint")
 def audit_checkpoint(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Sign the current head of the chain now (if no checkpoint covers it yet)."""
@@ -275,7 +324,7 @@ def keys_revoke(key_id: str, home: HomeOpt = None, as_json: JsonOpt = False) -> 
 def _receipt_json(r: Any) -> dict[str, Any]:
     return {"receipt_id": r.receipt_id, "collection": r.collection, "face_ids": r.face_ids,
             "images_erased": r.images_erased, "erased_at": r.erased_at, "reason": r.reason,
-            "derived_erased": r.derived_erased}
+            "derived_erased": r.derived_erased, "crops_erased": r.crops_erased}
 
 
 def erase(

@@ -860,11 +860,14 @@ class AuditLog:
     def query(self, actor: str | None = None, case_ref: str | None = None,
               collection: str | None = None, operation: str | None = None,
               since: float | None = None, until: float | None = None, limit: int = 100,
-              after_seq: int = 0) -> tuple[list[AuditRecord], int | None]:
+              after_seq: int = 0, purpose: str | None = None,
+              search_id: str | None = None) -> tuple[list[AuditRecord], int | None]:
         """Events matching every filter given, by seq, at most ``limit`` after ``after_seq``.
 
         ``operation`` is exact, or a prefix when it ends with ``*`` (``search.*``); ``since``
-        and ``until`` (seconds since the epoch) bound ``ts`` as ``since <= ts < until``.
+        and ``until`` (seconds since the epoch) bound ``ts`` as ``since <= ts < until``;
+        ``purpose`` is exact; ``search_id`` keeps the events naming that search (the search
+        itself, and the reviews of its candidates).
         Returns the page and the cursor (``after_seq``) of the next one, None at the end.
         """
         if not 1 <= limit <= MAX_QUERY_LIMIT:
@@ -875,6 +878,11 @@ class AuditLog:
             q = q.where(c.actor == actor)
         if case_ref is not None:
             q = q.where(c.case_ref == case_ref)
+        if purpose is not None:
+            q = q.where(c.purpose == purpose)
+        if search_id is not None:
+            q = q.where(c.details.contains(f'"search_id": {json.dumps(search_id)}',
+                                           autoescape=True))
         if collection is not None:
             q = q.where(c.collection == collection)
         if operation is not None:
@@ -894,7 +902,7 @@ class AuditLog:
     def export(self, fmt: ExportFormat, out: TextIO, actor: str | None = None,
                case_ref: str | None = None, collection: str | None = None,
                operation: str | None = None, since: float | None = None,
-               until: float | None = None) -> int:
+               until: float | None = None, purpose: str | None = None) -> int:
         """Write the matching events to ``out`` as JSON lines or CSV (a page at a time);
         returns how many. CSV cells hold results and details as JSON, None as empty."""
         if fmt not in ("jsonl", "csv"):
@@ -906,7 +914,7 @@ class AuditLog:
         while True:
             page, nxt = self.query(actor=actor, case_ref=case_ref, collection=collection,
                                    operation=operation, since=since, until=until,
-                                   limit=1000, after_seq=cursor)
+                                   limit=1000, after_seq=cursor, purpose=purpose)
             for rec in page:
                 obj = rec.to_json()
                 if writer is None:

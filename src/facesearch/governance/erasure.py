@@ -1,10 +1,10 @@
 """Erasure for good, with receipts, and retention.
 
-A face is erased by deleting its row and vector with SQLite's ``secure_delete`` (the pages are
-overwritten), truncating the write-ahead log, and rewriting the collection's index file (the
-old one still held the vector). Image records left without faces go too, and so does what
-other services derived from the faces (``hooks``: stream snapshots of matches, video results
-naming them). Every erasure returns an :class:`ErasureReceipt` and is audited.
+A face is erased by deleting its row, vector and review crop with SQLite's ``secure_delete``
+(the pages are overwritten), truncating the write-ahead log, and rewriting the collection's
+index file (the old one still held the vector). Image records left without faces go too, and
+so does what other services derived from the faces (``hooks``: stream snapshots of matches,
+video results naming them). Every erasure returns an :class:`ErasureReceipt` and is audited.
 
 Retention: :meth:`Erasure.expire` erases the faces older than their collection's
 ``retention_days`` (the server calls it hourly, :mod:`facesearch.governance.retention`).
@@ -63,6 +63,8 @@ class ErasureReceipt:
     derived_erased: int = 0
     """Records derived from these faces that went too: stream snapshots of matches to them,
     video job results naming them."""
+    crops_erased: int = 0
+    """Review crops (small JPEGs of the faces) that went with them."""
 
 
 class Erasure:
@@ -147,6 +149,7 @@ class Erasure:
                 else:
                     target = list(rows or ())
                 erased = [f.face_id for f in self.store.faces_by_rows(conn, target).values()]
+                crops = self.store.count_crops(conn, target)
                 self.store.delete_faces(conn, target)
                 images = self.store.delete_orphan_images(conn, coll.id)
                 if urow is not None:
@@ -158,11 +161,11 @@ class Erasure:
                 self.store.checkpoint()
         derived = sum(hook(collection, erased) for hook in self.hooks) if erased else 0
         receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,
-                                 self.clock(), reason, derived)
+                                 self.clock(), reason, derived, crops)
         self.trail.record(f"faces.{reason}", caller, collection=collection,
                           results=[(f, None) for f in receipt.face_ids],
                           details={"receipt_id": receipt.receipt_id, "faces": len(erased),
-                                   "images": images, "derived": derived,
+                                   "images": images, "derived": derived, "crops": crops,
                                    "external_id": external_id, "user_id": user_id,
                                    **({"kept_for_user": ",".join(sorted(kept))}
                                       if kept else {})})

@@ -2,7 +2,7 @@
 
 - :func:`probe` and :func:`iter_frames`: a video file's main stream (PyAV / FFmpeg: H.264,
   H.265, MPEG-4, MJPEG... in MP4, MOV, MKV, AVI), its frames with timestamps in milliseconds
-  from the first frame, optionally sampled at a frame rate;
+  from the first frame, optionally sampled at a frame rate; :func:`frame_at`: one frame;
 - :func:`detect_frame`: faces (with quality) and aligned chips of one frame, detected on a
   scaled-down copy when the frame is large;
 - :class:`VideoMatch` and :func:`best_matches`: a candidate as video and stream results
@@ -30,7 +30,10 @@ from facesearch.vision.quality import measure
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """A video's main stream: size in pixels, frame rate (frames/s), duration (ms)."""
+    """A video's main stream: size in pixels, frame rate (frames/s), duration (ms), and
+    ``start_ms``: when its first frame shows on the file's own timeline (what a player's clock
+    reads then; timestamps here count from that frame, so a player shows timestamp ``t`` at
+    ``start_ms + t``)."""
 
     format: str
     codec: str
@@ -39,6 +42,7 @@ class VideoInfo:
     fps: float
     duration_ms: int | None
     frame_count: int | None
+    start_ms: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,10 +72,13 @@ def probe(path: str | os.PathLike[str], label: str | None = None) -> VideoInfo:
                 duration = round(float(s.duration * s.time_base) * 1000)
             elif c.duration is not None:
                 duration = int(c.duration // 1000)
+            start = 0
+            if s.start_time is not None and s.time_base is not None:
+                start = max(0, round(float(s.start_time * s.time_base) * 1000))
             return VideoInfo(format=c.format.name, codec=s.codec_context.name,
                              width=s.codec_context.width, height=s.codec_context.height,
                              fps=float(rate) if rate else 0.0, duration_ms=duration,
-                             frame_count=int(s.frames) or None)
+                             frame_count=int(s.frames) or None, start_ms=start)
     except av.FFmpegError as exc:
         raise InvalidVideoError(
             f"{label}: not a video FFmpeg can read ({_ffmpeg_reason(exc)})") from None
@@ -110,6 +117,37 @@ def iter_frames(path: str | os.PathLike[str], *, sample_fps: float | None = None
                     last_bucket = bucket
                 yield VideoFrame(np.ascontiguousarray(frame.to_ndarray(format="rgb24")),
                                  round(ts), i)
+    except av.FFmpegError as exc:
+        raise InvalidVideoError(f"{label}: decoding failed ({_ffmpeg_reason(exc)})") from None
+
+
+def frame_at(path: str | os.PathLike[str], timestamp_ms: int, *,
+             label: str | None = None) -> VideoFrame:
+    """The first frame at or after ``timestamp_ms`` (ms from the first frame, as
+    :func:`iter_frames` counts), or the last frame when the video ends before it."""
+    label = label or str(path)
+    try:
+        with av.open(str(path), metadata_errors="ignore") as c:
+            if not c.streams.video:
+                raise InvalidVideoError(f"{label}: has no video stream")
+            s = c.streams.video[0]
+            tb = float(s.time_base) if s.time_base is not None else 0.0
+            origin = s.start_time or 0
+            if tb and timestamp_ms > 0:
+                c.seek(origin + int(timestamp_ms / 1000.0 / tb), stream=s, backward=True)
+            rate = float(s.average_rate or s.guessed_rate or 25)
+            last = None
+            for i, frame in enumerate(c.decode(s)):
+                ts = (frame.pts - origin) * tb * 1000.0 if frame.pts is not None and tb \
+                    else i * 1000.0 / rate
+                last = (frame, ts, i)
+                if ts + 0.5 >= timestamp_ms:
+                    break
+            if last is None:
+                raise InvalidVideoError(f"{label}: no frame could be decoded")
+            frame, ts, i = last
+            return VideoFrame(np.ascontiguousarray(frame.to_ndarray(format="rgb24")),
+                              round(max(ts, 0.0)), i)
     except av.FFmpegError as exc:
         raise InvalidVideoError(f"{label}: decoding failed ({_ffmpeg_reason(exc)})") from None
 

@@ -26,6 +26,11 @@ snapshots are sealed (``.jpg.fse``, read them with :func:`read_snapshot`) and JS
 ``FSE1:`` + base64 of the sealed JSON (:func:`read_jsonl`). Frame-to-event latency is
 measured from the moment the frame was decoded to the moment its event is emitted. Every match is a candidate for human review.
 
+The newest processed frame, with the boxes and best identities of the faces tracked in it, is
+kept in memory only (never written) for a live view (:meth:`StreamProcessor.live_view`, a JPEG
+of at most :data:`LIVE_MAX_SIDE` pixels encoded on demand); :meth:`StreamProcessors.snapshot`
+reads an event's snapshot back.
+
 Security (see docs/security.md): a processor searches on behalf of the key that created it
 and stops, with the reason recorded, as soon as that key is revoked or expires (checked before
 every search, and at once on a revocation in this process); a live feed ends when the key
@@ -73,6 +78,7 @@ from facesearch.errors import (
     ConflictError,
     FaceSearchError,
     InvalidParameterError,
+    NotFoundError,
     StreamProcessorNotFoundError,
     ThrottledError,
 )
@@ -83,6 +89,7 @@ from facesearch.media.events import (
     EventHub,
     StreamEvent,
     Subscription,
+    read_snapshot,
     seal_line,
     snapshot_aad,
 )
@@ -308,6 +315,49 @@ class _TrackState:
     last_embed_ms: float = float("-inf")
     best: float = 0.0
     identities: set[str] = field(default_factory=set)
+    label: str | None = None
+    """The identity of the track's best candidate so far (shown on the live view)."""
+
+
+LIVE_MAX_SIDE = 640
+"""Largest side (px) of a live view's frame."""
+
+
+@dataclass(frozen=True)
+class LiveTrack:
+    """A face in the live view: its track, box (x1, y1, x2, y2, pixels of the view's JPEG)
+    and the identity and similarity (0-100) of its best candidate so far (None: none yet)."""
+
+    track_id: int
+    box: tuple[float, float, float, float]
+    identity: str | None
+    similarity: float | None
+
+
+@dataclass(frozen=True)
+class LiveView:
+    """The newest processed frame of a running processor, kept in memory only: a JPEG of at
+    most :data:`LIVE_MAX_SIDE` pixels a side (``width`` x ``height``) and the faces tracked in
+    it. ``seq`` counts processed frames (a new view has a higher one); ``captured_at`` is a
+    Unix time (s)."""
+
+    seq: int
+    jpeg: bytes
+    width: int
+    height: int
+    frame_width: int
+    frame_height: int
+    frame_timestamp_ms: int
+    captured_at: float
+    tracks: list[LiveTrack]
+
+
+@dataclass(frozen=True, eq=False)
+class _Latest:
+    seq: int
+    pixels: RGBImage
+    item: _Captured
+    tracks: list[tuple[int, tuple[float, float, float, float], str | None, float | None]]
 
 
 def identity_of(m: Match) -> str:
@@ -381,6 +431,9 @@ class StreamProcessor:
         self._rate_done = _Rate()
         self._latency: deque[float] = deque(maxlen=2000)
         self._processing: deque[float] = deque(maxlen=2000)
+        self._latest: _Latest | None = None
+        self._view: LiveView | None = None
+        self._view_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -482,6 +535,29 @@ class StreamProcessor:
         threading.Thread(target=self.halt, args=(f"stopped: {problem}",),
                          name=f"stream-{self.name}-halt", daemon=True).start()
         return True
+
+    def live_view(self) -> LiveView | None:
+        """The newest processed frame with its tracked faces (None before the first one);
+        encoded once per frame, on demand."""
+        latest = self._latest
+        if latest is None:
+            return None
+        with self._view_lock:
+            if self._view is not None and self._view.seq == latest.seq:
+                return self._view
+            h, w = latest.pixels.shape[:2]
+            img = PILImage.fromarray(latest.pixels)
+            if max(w, h) > LIVE_MAX_SIDE:
+                img.thumbnail((LIVE_MAX_SIDE, LIVE_MAX_SIDE), PILImage.Resampling.BILINEAR)
+            k = img.width / w
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=75)
+            self._view = LiveView(
+                latest.seq, buf.getvalue(), img.width, img.height, w, h,
+                latest.item.timestamp_ms, latest.item.wall,
+                [LiveTrack(tid, (box[0] * k, box[1] * k, box[2] * k, box[3] * k), label, sim)
+                 for tid, box, label, sim in latest.tracks])
+            return self._view
 
     def _fail(self, message: str) -> None:
         """Stop for good on an error that retrying cannot fix."""
@@ -659,6 +735,11 @@ class StreamProcessor:
                 self._search(pipeline, want, ids, states, faces, chips, pixels, item, now_ms)
             if self.status is ProcessorStatus.STARTING:
                 self._set_status(ProcessorStatus.RUNNING, None)
+            self._latest = _Latest(self.frames_processed + 1, pixels, item, [
+                (int(tid), tuple(float(v) for v in faces.boxes[k]),  # type: ignore[misc]
+                 states[int(tid)].label,
+                 states[int(tid)].best if states[int(tid)].label is not None else None)
+                for k, tid in enumerate(ids.tolist())])
             self.frames_processed += 1
             done = time.monotonic()
             self._rate_done.tick(done)
@@ -686,8 +767,9 @@ class StreamProcessor:
         self.searches += 1
         for k, matches in zip(want, results, strict=True):
             st = states[int(ids[k])]
-            if matches:
-                st.best = max(st.best, float(matches[0].similarity))
+            if matches and float(matches[0].similarity) >= st.best:
+                st.best = float(matches[0].similarity)
+                st.label = identity_of(matches[0])
             best_per_identity: dict[str, Match] = {}
             for m in matches:
                 best_per_identity.setdefault(identity_of(m), m)
@@ -786,10 +868,14 @@ class ProcessorInfo:
 
 
 def validate_processor_name(name: str) -> str:
-    """1-128 of ``[a-zA-Z0-9_.-]`` (as Rekognition's stream processor names)."""
+    """1-128 of ``[a-zA-Z0-9_.-]`` (as Rekognition's stream processor names), other than
+    ``.`` and ``..``: a processor's name is its snapshot folder's."""
     if not 1 <= len(name) <= 128 or not set(name) <= _NAME_CHARS:
         raise InvalidParameterError(f"invalid stream processor name {name!r}: use 1-128 "
                                     "letters, digits, '_', '.' or '-'")
+    if name in (".", ".."):
+        raise InvalidParameterError(f"invalid stream processor name {name!r}: it names a "
+                                    "folder's parent or itself")
     return name
 
 
@@ -958,6 +1044,48 @@ class StreamProcessors:
         sub = self.hub(name).subscribe(max_queue, loop, caller.actor if caller else None)
         self.search.trail.record("stream.subscribe", caller, details={"processor": name})
         return sub
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called (live feeds end)."""
+        return self._closed
+
+    def watch(self, name: str, *, caller: Caller | None = None) -> None:
+        """Let ``caller`` watch the processor's live view (a case-bound key: its case's
+        processors only); audited once per viewing (``stream.live``)."""
+        self._row(name, caller)
+        self.search.trail.record("stream.live", caller, details={"processor": name})
+
+    def live_view(self, name: str) -> LiveView | None:
+        """The processor's newest processed frame (None while it does not run here or has
+        processed none); StreamProcessorNotFoundError once it is deleted."""
+        with self._lock:
+            live = self._live.get(name)
+        if live is None:
+            self._row(name)
+            return None
+        return live.live_view() if live.running else None
+
+    def snapshot(self, name: str, event_id: str, *, caller: Caller | None = None) -> bytes:
+        """The JPEG snapshot of one of the processor's events (audited,
+        ``stream.snapshot.read``); NotFoundError when it has none or it was erased."""
+        try:
+            event_id = str(uuid.UUID(event_id))
+        except ValueError:
+            raise InvalidParameterError(f"invalid event id {event_id!r}") from None
+        self._row(name, caller)
+        root = (self.home / "snapshots").resolve()
+        folder = (root / name).resolve()
+        found = sorted(folder.glob(f"*/{event_id}_*.jpg*")) if folder.is_relative_to(root) \
+            and folder != root else []
+        if not found:
+            raise NotFoundError(f"event {event_id} of stream processor {name!r} has no snapshot "
+                                "(snapshots off, or erased with the face it matched)")
+        data = read_snapshot(self.home, str(found[0].relative_to(self.home.resolve())),
+                             self.sealer)
+        self.search.trail.record("stream.snapshot.read", caller,
+                                 details={"processor": name, "event_id": event_id})
+        return data
 
     def _on_status(self, name: str, status: ProcessorStatus, message: str | None) -> None:
         with self.store.transaction() as conn:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import builtins
 import enum
+import io
 import logging
 import os
 import queue
@@ -35,11 +36,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 import numpy as np
+from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import (
     delete,
@@ -52,11 +54,13 @@ from sqlalchemy import (
 from facesearch.errors import (
     AccessDeniedError,
     ConflictError,
+    EncryptionError,
     FaceSearchError,
     IdempotencyMismatchError,
     InvalidParameterError,
     InvalidVideoError,
     JobNotFoundError,
+    NotFoundError,
     ThrottledError,
     VideoTooLargeError,
 )
@@ -67,6 +71,7 @@ from facesearch.media.frames import (
     VideoMatch,
     best_matches,
     detect_frame,
+    frame_at,
     iter_frames,
     probe,
 )
@@ -75,7 +80,8 @@ from facesearch.media.tracking import IouTracker, view_scores
 from facesearch.media.webhook import OPEN, EgressPolicy, post_json, validate_url
 from facesearch.services.collection import FaceCollections
 from facesearch.services.search import Match, SearchGate
-from facesearch.storage.schema import detections_t, jobs_t, matches_t
+from facesearch.storage.crypto import is_sealed
+from facesearch.storage.schema import detections_t, jobs_t, matches_t, thumbnails_t
 from facesearch.storage.store import Store
 from facesearch.types import Caller, Faces, FaceView, FloatArray, IntArray
 from facesearch.vision.pipeline import Pipeline
@@ -151,6 +157,8 @@ class VideoScan:
     Detections are columnar: ``timestamps`` (N,) ms, ``tracks`` (N,) person index, ``faces``
     (N faces, with quality, in video pixels). ``embeddings`` ((M, D) unit vectors) are the
     best views of the persons ``embedding_tracks`` ((M,)); empty when not asked for.
+    ``best_views`` maps each person to the time (ms) and aligned face chip of its best view
+    (the job's thumbnail of the person).
     """
 
     info: VideoInfo
@@ -160,6 +168,7 @@ class VideoScan:
     embeddings: FloatArray
     embedding_tracks: IntArray
     frames: int
+    best_views: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
 
     @property
     def persons(self) -> int:
@@ -177,7 +186,9 @@ def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: Video
     """
     info = info or probe(path)
     tracker = IouTracker(settings.iou_threshold, settings.max_gap_ms)
-    views: dict[int, list[tuple[float, int, np.ndarray]]] = {}
+    views: dict[int, list[tuple[float, int, np.ndarray, int]]] = {}
+    best_views: dict[int, tuple[int, np.ndarray]] = {}
+    kept = settings.views_per_track if embed else 1
     ts_parts: list[IntArray] = []
     track_parts: list[IntArray] = []
     face_parts: list[Faces] = []
@@ -187,8 +198,13 @@ def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: Video
     frames = 0
 
     def finish(ids: Sequence[int]) -> None:
-        chosen = [(tid, chip) for tid in ids for _, _, chip in views.pop(tid, [])]
-        if not chosen:
+        chosen = []
+        for tid in ids:
+            best = views.pop(tid, [])
+            if best:
+                best_views[tid] = (best[0][3], best[0][2])
+            chosen += [(tid, chip) for _, _, chip, _ in best]
+        if not chosen or not embed:
             return
         vec_parts.append(pipeline.embedder.embed(np.stack([c for _, c in chosen])))
         vec_tracks.append(np.array([t for t, _ in chosen], np.int64))
@@ -204,25 +220,23 @@ def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: Video
             keep = faces.quality.size >= settings.min_face_size
             faces, chips = faces[keep], chips[keep]
         ids, ended = tracker.update(faces.boxes, frame.timestamp_ms)
-        if embed:
-            finish(ended)
-            if len(faces):
-                assert faces.quality is not None
-                score = view_scores(faces.quality, faces.scores)
-                for k, tid in enumerate(ids.tolist()):
-                    best = views.setdefault(tid, [])
-                    best.append((float(score[k]), seq, chips[k].copy()))
-                    seq += 1
-                    best.sort(key=lambda v: (-v[0], v[1]))
-                    del best[settings.views_per_track:]
+        finish(ended)
+        if len(faces):
+            assert faces.quality is not None
+            score = view_scores(faces.quality, faces.scores)
+            for k, tid in enumerate(ids.tolist()):
+                best = views.setdefault(tid, [])
+                best.append((float(score[k]), seq, chips[k].copy(), frame.timestamp_ms))
+                seq += 1
+                best.sort(key=lambda v: (-v[0], v[1]))
+                del best[kept:]
         if len(faces):
             ts_parts.append(np.full(len(faces), frame.timestamp_ms, np.int64))
             track_parts.append(ids)
             face_parts.append(faces)
         if on_progress is not None and duration > 0:
             on_progress(min(frame.timestamp_ms / duration, 1.0))
-    if embed:
-        finish(sorted(views))
+    finish(sorted(views))
     dim = pipeline.embedder.dim
     return VideoScan(
         info=info,
@@ -232,7 +246,7 @@ def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: Video
         embeddings=(np.concatenate(vec_parts) if vec_parts
                     else np.zeros((0, dim), np.float32)),
         embedding_tracks=np.concatenate(vec_tracks) if vec_tracks else np.zeros(0, np.int64),
-        frames=frames,
+        frames=frames, best_views=best_views,
     )
 
 
@@ -310,6 +324,39 @@ class PersonSummary:
 
 
 @dataclass(frozen=True)
+class PersonThumbnail:
+    """A person's face at its best view (``timestamp_ms``), as a small JPEG."""
+
+    person_index: int
+    timestamp_ms: int
+    jpeg: bytes
+
+
+FRAME_MAX_SIDE = 960
+"""Largest side (px) of a video frame served to a viewer."""
+
+
+def _jpeg(pixels: np.ndarray, quality: int = 85) -> bytes:
+    buf = io.BytesIO()
+    PILImage.fromarray(np.ascontiguousarray(pixels)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _jpeg_scaled(pixels: np.ndarray, max_side: int) -> tuple[bytes, int, int]:
+    """``pixels`` as a JPEG scaled to at most ``max_side`` a side, and its size."""
+    img = PILImage.fromarray(np.ascontiguousarray(pixels))
+    if max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), PILImage.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue(), img.width, img.height
+
+
+def _thumbnail_aad(job_row: int, person: int) -> bytes:
+    return f"video-thumbnail:{job_row}:{person}".encode()
+
+
+@dataclass(frozen=True)
 class VideoJob:
     """A job's state. ``progress`` is the percent (0-100) of the video analysed;
     ``notification`` is None until the webhook or SNS topic was tried, then "delivered" or the
@@ -357,7 +404,7 @@ def _job_from_row(r: object) -> VideoJob:
     if g["video_width"] is not None:
         video = VideoInfo(g["video_format"], g["video_codec"], g["video_width"],
                           g["video_height"], g["video_fps"], g["video_duration_ms"],
-                          g["video_frames"])
+                          g["video_frames"], g["video_start_ms"] or 0)
     return VideoJob(
         job_id=g["job_id"], kind=JobKind(g["kind"]), status=JobStatus(g["status"]),
         status_message=g["status_message"], progress=round(float(g["progress"]), 2),
@@ -619,6 +666,7 @@ class VideoJobs:
                     attempts=0, video_format=info.format, video_codec=info.codec,
                     video_width=info.width, video_height=info.height, video_fps=info.fps,
                     video_duration_ms=info.duration_ms, video_frames=info.frame_count,
+                    video_start_ms=info.start_ms,
                     created_at=now, updated_at=now))
         except BaseException:
             if owned:
@@ -793,6 +841,47 @@ class VideoJobs:
         return [PersonSummary(int(p), int(a), int(b), int(n), matches.get(int(p), []))
                 for p, a, b, n in spans]
 
+    def thumbnails(self, job_id: str, *,
+                   caller: Caller | None = None) -> builtins.list[PersonThumbnail]:
+        """A small JPEG of each person of a finished job (the aligned face of its best view,
+        and that view's time); audited as a read of the job's results."""
+        row = self._row(job_id, caller)
+        jr = row.id  # type: ignore[attr-defined]
+        with self.store.transaction() as conn:
+            rows = conn.execute(select(thumbnails_t).where(thumbnails_t.c.job_row == jr)
+                                .order_by(thumbnails_t.c.person)).all()
+        out = []
+        for r in rows:
+            jpeg = r.jpeg
+            if is_sealed(jpeg):
+                sealer = self.store.sealer
+                if sealer is None:
+                    raise EncryptionError("video thumbnails are encrypted at rest but no key "
+                                          "is configured (FACESEARCH_ENCRYPTION_KEY)")
+                jpeg = sealer.open(jpeg, _thumbnail_aad(jr, r.person))
+            out.append(PersonThumbnail(int(r.person), int(r.timestamp_ms), jpeg))
+        self._audit_read(_job_from_row(row), caller, "thumbnails", len(out))
+        return out
+
+    def frame(self, job_id: str, timestamp_ms: int, *, max_side: int = FRAME_MAX_SIDE,
+              caller: Caller | None = None) -> tuple[bytes, int, int]:
+        """The frame of a job's video at ``timestamp_ms`` (the first frame at or after it) as
+        a JPEG at most ``max_side`` pixels a side, with its width and height: only while the
+        job's video is kept (a server path; uploads are deleted when their job ends,
+        NotFoundError). Audited as a read of the job's results."""
+        if timestamp_ms < 0:
+            raise InvalidParameterError("a frame's time is at least 0 ms")
+        row = self._row(job_id, caller)
+        g = row._mapping  # type: ignore[attr-defined]
+        job = _job_from_row(row)
+        path = Path(g["input_path"])
+        if (g["owned_input"] and job.status in TERMINAL) or not path.is_file():
+            raise NotFoundError(f"the video of job {job_id} is no longer kept (uploaded videos "
+                                "are deleted when their job ends)")
+        pixels = frame_at(path, timestamp_ms, label=job.source).pixels
+        self._audit_read(job, caller, "frame", 1)
+        return _jpeg_scaled(pixels, max_side)
+
     # -- control -----------------------------------------------------------------------
 
     def cancel(self, job_id: str, *, caller: Caller | None = None) -> VideoJob:
@@ -956,6 +1045,9 @@ class VideoJobs:
                     "q_size": float(q.size[i]), "q_sharpness": float(q.sharpness[i]),
                     "q_brightness": float(q.brightness[i]), "q_yaw": float(q.yaw[i]),
                     "q_pitch": float(q.pitch[i]), "q_roll": float(q.roll[i])})
+        trows = [{"job_row": job_row, "person": int(person), "timestamp_ms": int(ts),
+                  "jpeg": self._seal_thumbnail(job_row, int(person), _jpeg(chip))}
+                 for person, (ts, chip) in scan.best_views.items()]
         mrows = [{"job_row": job_row, "person": person, "rank": rank, "face_id": m.face.face_id,
                   "external_id": m.face.external_id, "image_id": m.face.image_id,
                   "user_id": m.face.user_id, "similarity": float(m.similarity)}
@@ -964,8 +1056,11 @@ class VideoJobs:
         with self.store.transaction() as conn:
             conn.execute(delete(detections_t).where(detections_t.c.job_row == job_row))
             conn.execute(delete(matches_t).where(matches_t.c.job_row == job_row))
+            conn.execute(delete(thumbnails_t).where(thumbnails_t.c.job_row == job_row))
             if rows:
                 conn.execute(insert(detections_t), rows)
+            if trows:
+                conn.execute(insert(thumbnails_t), trows)
             if mrows:
                 conn.execute(insert(matches_t), mrows)
             conn.execute(update(jobs_t).where(jobs_t.c.id == job_row).values(
@@ -973,6 +1068,10 @@ class VideoJobs:
                 frames_analysed=scan.frames, persons=scan.persons,
                 matched_persons=sum(1 for ms in per_person.values() if ms),
                 finished_at=now, updated_at=now))
+
+    def _seal_thumbnail(self, job_row: int, person: int, jpeg: bytes) -> bytes:
+        sealer = self.store.sealer
+        return jpeg if sealer is None else sealer.seal(jpeg, _thumbnail_aad(job_row, person))
 
     def _end(self, job_id: str, status: JobStatus, message: str) -> None:
         now = self.clock()

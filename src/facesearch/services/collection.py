@@ -25,7 +25,12 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from facesearch import limits
-from facesearch.errors import AlreadyExistsError, InvalidParameterError
+from facesearch.errors import (
+    AlreadyExistsError,
+    FaceNotFoundError,
+    InvalidParameterError,
+    NotFoundError,
+)
 from facesearch.governance.calibration import Calibration
 from facesearch.governance.policy import CollectionPolicy, EffectivePolicy, of_collection
 from facesearch.governance.trail import AuditTrail
@@ -33,6 +38,7 @@ from facesearch.services.search import require_model
 from facesearch.storage.indexes import IndexCache
 from facesearch.storage.store import CollectionRow, FaceRecord, NewFace, Store
 from facesearch.types import Caller, Faces, Image, QualityFilter
+from facesearch.vision.crop import FaceCrop, face_crops
 from facesearch.vision.decode import DEFAULT_LIMITS, DecodeLimits, ImageSource, load_image
 from facesearch.vision.pipeline import Pipeline
 from facesearch.vision.quality import reasons as quality_reasons
@@ -75,6 +81,15 @@ class IndexResult:
     unindexed: list[UnindexedFace]
     duplicate: bool = False
 
+
+@dataclass(frozen=True)
+class FaceCard:
+    """What a reviewer sees of a stored face: the record, the name of the file it was indexed
+    from (no folders), and its crop (None for faces indexed before crops were kept)."""
+
+    face: FaceRecord
+    source_name: str | None
+    crop: FaceCrop | None
 
 
 class FaceCollections:
@@ -206,7 +221,7 @@ class FaceCollections:
 
         ``max_faces`` keeps the largest passing faces (the rest are reported as
         ``EXCEEDS_MAX_FACES``). The same image content already in the collection is skipped
-        (``duplicate=True``) unless ``force``.
+        (``duplicate=True``) unless ``force``, which stores the faces again (new face ids).
         """
         image = source if isinstance(source, Image) else load_image(source, self.limits)
         with self.store.transaction() as conn:
@@ -216,10 +231,22 @@ class FaceCollections:
         if prior is not None and not force:
             return IndexResult(prior.image_id, image.sha256, image.width, image.height,
                                Faces.empty(), [], [], duplicate=True)
-        return self.store_analyzed(collection, image.sha256, image.width, image.height,
-                                   self.analyze(image), external_id=external_id,
-                                   max_faces=max_faces, quality_filter=quality_filter,
-                                   source_name=source_name, force=force, caller=caller)
+        faces = self.analyze(image)
+        crops = face_crops(image.pixels, faces)
+
+        def store() -> IndexResult:
+            return self.store_analyzed(collection, image.sha256, image.width, image.height,
+                                       faces, external_id=external_id,
+                                       max_faces=max_faces, quality_filter=quality_filter,
+                                       source_name=source_name, force=force, caller=caller,
+                                       crops=crops)
+
+        res = store()
+        if res.duplicate and force:
+            # Another writer stored the same content between our check and our insert: add
+            # these faces to it, as ``force`` asks.
+            res = store()
+        return res
 
     def store_analyzed(self, collection: str, sha256: str, width: int, height: int,
                        faces: Faces, *, external_id: str | None = None,
@@ -227,9 +254,12 @@ class FaceCollections:
                        quality_filter: QualityFilter = QualityFilter.AUTO,
                        source_name: str | None = None, force: bool = False,
                        caller: Caller | None = None, bulk: bool = False,
-                       row: CollectionRow | None = None) -> IndexResult:
+                       row: CollectionRow | None = None,
+                       crops: builtins.list[FaceCrop] | None = None) -> IndexResult:
         """Store faces that :meth:`analyze` found in an image (content hash ``sha256``,
         ``width`` x ``height`` pixels), applying the quality filter and ``max_faces``.
+        ``crops`` (one per face of ``faces``, :func:`facesearch.vision.crop.face_crops`) are
+        stored with the faces kept, for human review.
 
         One transaction, which also stages the image's audit event (the trail's outbox).
         ``bulk`` (many images in a row: :class:`~facesearch.services.indexing.BulkIndexer`)
@@ -244,6 +274,8 @@ class FaceCollections:
             limits.external_id(external_id)
         if faces.embeddings is None or faces.quality is None:
             raise ValueError("faces must carry quality and embeddings (use analyze())")
+        if crops is not None and len(crops) != len(faces):
+            raise ValueError(f"{len(crops)} crops for {len(faces)} faces")
         why = quality_reasons(faces, quality_filter)
         if max_faces is not None:
             passing = [i for i in range(len(faces)) if not why[i]]
@@ -256,6 +288,7 @@ class FaceCollections:
             box=tuple(float(v) for v in faces.boxes[i]),  # type: ignore[arg-type]
             landmarks=faces.landmarks[i].round(2).tolist(), score=float(faces.scores[i]),
             quality=quality_dict(faces, i), embedding=faces.embeddings[i],
+            crop=None if crops is None else crops[i],
         ) for i in keep]
         try:
             with self._lock, self.store.transaction() as conn:
@@ -334,6 +367,48 @@ class FaceCollections:
         self.trail.record("faces.list", caller, collection=collection,
                           details={"count": len(page), "user_id": user_id})
         return page, nxt
+
+    def face_cards(self, collection: str, face_ids: builtins.list[str], *,
+                   caller: Caller | None = None
+                   ) -> tuple[builtins.list[FaceCard], builtins.list[str]]:
+        """The faces ``face_ids`` (at most :data:`~facesearch.limits.MAX_RESULTS`) with their
+        crops, in the order asked, and the ids not in the collection. One audit event
+        (``faces.crops``) names every face shown."""
+        limits.count(len(face_ids), "face ids")
+        for fid in face_ids:
+            limits.face_id(fid)
+        asked = builtins.list(dict.fromkeys(face_ids))
+        with self.store.transaction() as conn:
+            coll = self.store.collection(conn, collection)
+            found = self.store.faces_by_face_ids(conn, coll.id, asked)
+            crops = self.store.crops(conn, builtins.list(found.values()))
+        cards = [FaceCard(found[f], _file_name(found[f].source), crops.get(f))
+                 for f in asked if f in found]
+        self.trail.record("faces.crops", caller, collection=collection,
+                          results=[(c.face.face_id, None) for c in cards],
+                          details={"count": len(cards),
+                                   "with_crop": sum(c.crop is not None for c in cards)})
+        return cards, [f for f in asked if f not in found]
+
+    def face_crop(self, collection: str, face_id: str, *,
+                  caller: Caller | None = None) -> FaceCrop:
+        """One face's crop (audited as :meth:`face_cards`); FaceNotFoundError when the face is
+        not in the collection, NotFoundError when it was indexed before crops were kept."""
+        cards, _ = self.face_cards(collection, [face_id], caller=caller)
+        if not cards:
+            raise FaceNotFoundError(f"face {face_id} is not in collection {collection!r}")
+        if cards[0].crop is None:
+            raise NotFoundError(f"face {face_id} was indexed before crops were kept: it has "
+                                "none")
+        return cards[0].crop
+
+
+def _file_name(source: str | None) -> str | None:
+    """The last part of a source path or name (a reviewer needs the file, not the server's
+    folders)."""
+    if not source:
+        return None
+    return source.replace("\\", "/").rsplit("/", 1)[-1] or None
 
 
 def quality_dict(faces: Faces, i: int) -> dict[str, float]:

@@ -20,6 +20,7 @@ from facesearch.errors import FaceSearchError, InvalidParameterError
 from facesearch.services.collection import FaceCollections, IndexResult
 from facesearch.storage.store import CollectionRow
 from facesearch.types import Caller, Faces, Image, QualityFilter
+from facesearch.vision.crop import FaceCrop, face_crops
 from facesearch.vision.decode import DecodeLimits, load_image, read_bytes
 from facesearch.vision.pipeline import Pipeline, pipeline_from
 from facesearch.vision.runtime import exit_with_parent
@@ -106,8 +107,9 @@ def external_id_for(path: Path, id_from: IdFrom) -> str | None:
 _worker_pipeline: Pipeline | None = None
 _worker_limits: DecodeLimits | None = None
 
-Analysis = tuple[int, int, Faces] | str
-"""A worker's answer for one image: ``(width, height, faces)`` or why the image failed."""
+Analysis = tuple[int, int, Faces, list[FaceCrop]] | str
+"""A worker's answer for one image: ``(width, height, faces, their crops)`` or why the image
+failed."""
 
 
 def _init_worker(settings: Settings) -> None:
@@ -134,7 +136,7 @@ def _analyze(chunk: list[bytes]) -> list[Analysis]:
             out.append(errors[i])
         else:
             image, faces = next(analysed)
-            out.append((image.width, image.height, faces))
+            out.append((image.width, image.height, faces, face_crops(image.pixels, faces)))
     return out
 
 
@@ -227,14 +229,14 @@ class BulkIndexer:
     def _store(self, path: Path, sha: str, out: Analysis) -> FileResult:
         if isinstance(out, str):
             return FileResult(path, Outcome.FAILED, reason=out)
-        width, height, faces = out
+        width, height, faces, crops = out
         ext = self.external_id or external_id_for(path, self.id_from)
         try:
             res = self.collections.store_analyzed(
                 self.collection, sha, width, height, faces, external_id=ext,
                 max_faces=self.max_faces, quality_filter=self.quality_filter,
                 source_name=str(path.absolute()), force=self.force, caller=self.caller,
-                bulk=True, row=self._row)
+                bulk=True, row=self._row, crops=crops)
         except FaceSearchError as exc:
             return FileResult(path, Outcome.FAILED, reason=exc.message)
         if res.duplicate:

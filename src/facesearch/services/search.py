@@ -95,9 +95,9 @@ class SearchResult:
 
     ``faces`` are the probe image's searched faces, largest first (empty for vector and
     face-id searches), ``results[i]`` the candidates of ``faces[i]``; ``unsearched`` the probe's
-    other faces and ``unsearched_reasons`` why each was not searched (``FACE_NOT_LARGEST``, or
-    the quality filter's reasons); ``risk`` what ``threshold`` means for a collection of
-    ``collection_size`` faces (None without a calibration of the model).
+    other faces and ``unsearched_reasons`` why each was not searched (``FACE_NOT_LARGEST``,
+    ``FACE_NOT_SELECTED``, or the quality filter's reasons); ``risk`` what ``threshold`` means
+    for a collection of ``collection_size`` faces (None without a calibration of the model).
     """
 
     search_id: str
@@ -273,11 +273,14 @@ class SearchGate:
     def by_image(self, collection: str, source: ImageSource | Image, *,
                  max_results: int = limits.DEFAULT_MAX_RESULTS, threshold: float | None = None,
                  all_faces: bool = False, quality_filter: QualityFilter = QualityFilter.NONE,
-                 caller: Caller | None = None) -> SearchResult:
-        """Search the probe's largest face (or every face) against the collection.
+                 face_index: int | None = None, caller: Caller | None = None) -> SearchResult:
+        """Search the probe's largest face (or every face, or only face ``face_index`` of
+        its detections, largest first, as :meth:`FaceCollections.detect_faces` lists them)
+        against the collection.
 
         With a ``quality_filter``, only probe faces that pass it are searched; when the
-        largest one (``all_faces`` False) or every one fails, the search is refused.
+        chosen one (the largest, unless ``all_faces`` or ``face_index``) or every one fails,
+        the search is refused.
         """
         adm = self.admit(collection, operation="search.image", caller=caller,
                          threshold=threshold, max_results=max_results, probe=source)
@@ -286,7 +289,7 @@ class SearchGate:
         faces = pipeline.detect(image, need=None if all_faces else 1)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
-        searched, why = self._select(adm, image, faces, all_faces, quality_filter)
+        searched, why = self._select(adm, image, faces, all_faces, quality_filter, face_index)
         probes = pipeline.embed(image, faces[searched])
         assert probes.embeddings is not None
         per_face = self.candidates(adm, probes.embeddings)
@@ -299,17 +302,31 @@ class SearchGate:
             faces[others], [why[i] for i in others], image.width, image.height, image.sha256)
 
     def _select(self, adm: Admission, image: Image, faces: Faces, all_faces: bool,
-                quality_filter: QualityFilter) -> tuple[list[int], list[list[str]]]:
+                quality_filter: QualityFilter, face_index: int | None = None
+                ) -> tuple[list[int], list[list[str]]]:
         """Step 2: which probe faces to search (largest first), and why each other is not."""
         why = quality_reasons(faces, quality_filter)
-        if not all_faces:
+        chosen = 0
+        if face_index is not None:
+            if not 0 <= face_index < len(faces):
+                reason = (f"face {face_index} was asked for, but the probe has "
+                          f"{len(faces)} face(s) (numbered from 0, largest first)")
+                self.refused(adm.collection.name, adm.caller, adm.operation, reason,
+                             threshold=adm.threshold, max_results=adm.max_results, probe=image)
+                raise InvalidParameterError(reason)
+            chosen = face_index
+            for i in range(len(faces)):
+                if i != face_index:
+                    why[i] = ["FACE_NOT_SELECTED"]
+        elif not all_faces:
             for i in range(1, len(faces)):
                 why[i] = ["FACE_NOT_LARGEST"]
         searched = [i for i in range(len(faces)) if not why[i]]
         if not searched:
-            what = "faces do" if all_faces else "largest face does"
+            what = ("faces do" if all_faces and face_index is None
+                    else "chosen face does" if face_index is not None else "largest face does")
             reason = (f"the probe's {what} not pass the {quality_filter.value} quality filter "
-                      f"({', '.join(why[0])})")
+                      f"({', '.join(why[chosen])})")
             self.refused(adm.collection.name, adm.caller, adm.operation, reason,
                          threshold=adm.threshold, max_results=adm.max_results, probe=image)
             raise InvalidParameterError(reason)

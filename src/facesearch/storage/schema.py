@@ -1,10 +1,13 @@
 """Every table of ``facesearch.db``, the service's metadata database, created in one place.
 
 - collections, images, faces (metadata and sealed vectors), users: the galleries;
+- face_crops: a small JPEG of each face for human review (sealed like the vectors), deleted
+  with its face;
 - audit_outbox: audit events committed with the faces they describe (see
   :mod:`facesearch.governance.trail`);
 - access_keys: HTTP API keys (secrets sealed with the master key);
-- video_jobs, video_detections, video_matches: stored-video jobs and their results;
+- video_jobs, video_detections, video_matches, video_thumbnails: stored-video jobs and
+  their results;
 - stream_processors: live stream processor definitions; cameras: the inputs the operator
   names (``facesearch cameras add``);
 - resource_tags: tags of collections and stream processors.
@@ -114,6 +117,20 @@ Index("faces_by_external_id", faces_t.c.collection_id, faces_t.c.external_id)
 Index("faces_by_user", faces_t.c.user_row)
 Index("faces_by_image", faces_t.c.image_row)
 
+face_crops_t = Table(
+    "face_crops", metadata,
+    Column("face_row", ForeignKey("faces.id", ondelete="CASCADE"), primary_key=True),
+    Column("jpeg", LargeBinary, nullable=False),
+    Column("x0", Float, nullable=False),
+    Column("y0", Float, nullable=False),
+    Column("side", Float, nullable=False),
+    Column("size", Integer, nullable=False),
+)
+"""A face's crop (:mod:`facesearch.vision.crop`): JPEG bytes (sealed with the face id when
+encryption at rest is on), the square it shows (``x0``, ``y0``, ``side`` in pixels of the
+source image) and its size in pixels. Written with the face, deleted with it (faces indexed
+before crops existed have none)."""
+
 # -- access keys ------------------------------------------------------------------------------
 
 access_keys_t = Table(
@@ -131,6 +148,7 @@ access_keys_t = Table(
     sqlite_autoincrement=True,
 )
 _KEY_COLUMNS_ADDED = {"purpose": "VARCHAR", "case_ref": "VARCHAR", "expires_at": "FLOAT"}
+_JOB_COLUMNS_ADDED = {"video_start_ms": "INTEGER"}
 
 
 # -- stored-video jobs -------------------------------------------------------------------------
@@ -169,6 +187,7 @@ jobs_t = Table(
     Column("video_fps", Float),
     Column("video_duration_ms", Integer),
     Column("video_frames", Integer),
+    Column("video_start_ms", Integer),
     Column("frames_analysed", Integer),
     Column("persons", Integer),
     Column("matched_persons", Integer),
@@ -217,6 +236,16 @@ matches_t = Table(
     Column("similarity", Float, nullable=False),
 )
 Index("video_matches_by_person", matches_t.c.job_row, matches_t.c.person, matches_t.c.rank)
+
+thumbnails_t = Table(
+    "video_thumbnails", metadata,
+    Column("job_row", ForeignKey("video_jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("person", Integer, primary_key=True),
+    Column("timestamp_ms", Integer, nullable=False),
+    Column("jpeg", LargeBinary, nullable=False),
+)
+"""A small JPEG of each person of a face search job (its best view's aligned face; sealed
+when encryption at rest is on), deleted with the job."""
 
 
 # -- stream processors -------------------------------------------------------------------------
@@ -272,7 +301,7 @@ resource name; deleted with their resource."""
 
 _COLUMNS_ADDED: dict[str, dict[str, str]] = {
     "access_keys": _KEY_COLUMNS_ADDED,
-    "video_jobs": {"sns_topic_arn": "VARCHAR"},
+    "video_jobs": {"sns_topic_arn": "VARCHAR", **_JOB_COLUMNS_ADDED},
 }
 
 

@@ -36,12 +36,14 @@ from facesearch.storage.crypto import Sealer, is_sealed
 from facesearch.storage.schema import (
     audit_outbox_t,
     collections_t,
+    face_crops_t,
     faces_t,
     images_t,
     tags_t,
     users_t,
 )
 from facesearch.types import FaceView, FloatArray, IntArray
+from facesearch.vision.crop import FaceCrop
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ class NewFace:
     score: float
     quality: dict[str, float]
     embedding: FloatArray
+    crop: FaceCrop | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,11 @@ def _face_row(r: Any) -> FaceRecord:
         image_width=r.image_width, image_height=r.image_height, created_at=r.created_at,
         model_version=r.model_version,
     )
+
+
+def crop_aad(face_id: str) -> bytes:
+    """What a sealed crop is bound to: its face."""
+    return b"crop:" + face_id.encode()
 
 
 class Store:
@@ -306,6 +314,45 @@ class Store:
             image_width=width, image_height=height, created_at=now,
             model_version=model_version, embedding=self._seal(f.face_id, f.embedding))
             for f in faces])
+        cropped = {f.face_id: f.crop for f in faces if f.crop is not None}
+        if cropped:
+            rows = conn.execute(select(faces_t.c.id, faces_t.c.face_id)
+                                .where(faces_t.c.face_id.in_(list(cropped)))).all()
+            conn.execute(insert(face_crops_t), [
+                {"face_row": r.id, "jpeg": self._seal_crop(r.face_id, c.jpeg), "x0": c.x0,
+                 "y0": c.y0, "side": c.side, "size": c.size}
+                for r in rows for c in (cropped[r.face_id],)])
+
+    def _seal_crop(self, face_id: str, jpeg: bytes) -> bytes:
+        return jpeg if self.sealer is None else self.sealer.seal(jpeg, crop_aad(face_id))
+
+    def crops(self, conn: Connection, faces: Sequence[FaceRecord]) -> dict[str, FaceCrop]:
+        """The crops of ``faces`` that have one (opened when sealed), by face id."""
+        by_row = {f.row: f.face_id for f in faces}
+        out: dict[str, FaceCrop] = {}
+        ids = list(by_row)
+        for start in range(0, len(ids), 500):
+            q = select(face_crops_t).where(face_crops_t.c.face_row.in_(ids[start:start + 500]))
+            for r in conn.execute(q):
+                face_id = by_row[r.face_row]
+                jpeg = r.jpeg
+                if is_sealed(jpeg):
+                    if self.sealer is None:
+                        raise EncryptionError(
+                            "face crops are encrypted at rest but no key is configured "
+                            "(FACESEARCH_ENCRYPTION_KEY or FACESEARCH_ENCRYPTION_KEY_FILE)")
+                    jpeg = self.sealer.open(jpeg, crop_aad(face_id))
+                out[face_id] = FaceCrop(jpeg, r.x0, r.y0, r.side, r.size)
+        return out
+
+    def count_crops(self, conn: Connection, rows: Sequence[int]) -> int:
+        """How many of the face ``rows`` have a crop."""
+        ids = [int(r) for r in rows]
+        n = 0
+        for start in range(0, len(ids), 500):
+            n += int(conn.execute(select(func.count()).select_from(face_crops_t).where(
+                face_crops_t.c.face_row.in_(ids[start:start + 500]))).scalar_one())
+        return n
 
     def _faces_query(self) -> Any:
         return (select(*_face_columns())
@@ -437,9 +484,12 @@ class Store:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def delete_faces(self, conn: Connection, rows: Sequence[int]) -> int:
+        """Delete faces and their crops; returns how many faces went."""
         ids = [int(r) for r in rows]
         n = 0
         for start in range(0, len(ids), 500):
+            conn.execute(delete(face_crops_t).where(
+                face_crops_t.c.face_row.in_(ids[start:start + 500])))
             n += conn.execute(delete(faces_t).where(faces_t.c.id.in_(ids[start:start + 500]))
                               ).rowcount
         return n

@@ -1,0 +1,442 @@
+"""The transparency report: what the service did in a period, in aggregates, for the public.
+
+Public-oversight rules for police face recognition ask an agency to publish how often it
+searched and why, how often searches were refused, what they returned, what the people
+reviewing the candidates concluded, what live cameras matched, what was erased, and who got
+access. :func:`build_report` reads the audit trail (:class:`~facesearch.governance.audit.AuditLog`)
+for a period (``start <= ts < end``, seconds since the epoch) and counts; :func:`render_html`
+and :func:`render_pdf` lay the numbers out with charts for an oversight body.
+
+Aggregates only: the report names collections, stated purposes and key roles, never a face
+(no face or image id, no photo), a case reference, a probe hash, an access key id or a note.
+
+Definitions (each stated in the report too):
+
+- a *search* is one audited 1:N search made by a person (by photo, by stored face, of users),
+  or one stored-video job (however many batches it searched in); refused searches are not
+  searches but *refusals*, grouped by the policy rule that refused them;
+- *candidates returned* counts candidate faces per search (a face returned twice by one search
+  counts once); *review outcomes* give each candidate the latest decision recorded on it up to
+  the report's creation (confirmed, rejected, inconclusive), or *never reviewed*;
+- live streams are counted apart: *searches* are the processors' searches of frames (several
+  per person in view), *matches* the candidates those searches returned;
+- erasures count faces erased by reason (on request, deleted by an indexer, expired by
+  retention, with a deleted collection); keys count keys issued and revoked by role.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from facesearch.errors import InvalidParameterError
+from facesearch.governance.audit import AuditLog, AuditRecord
+
+REVIEW_OUTCOMES = ("confirmed", "rejected", "inconclusive", "never reviewed")
+
+SEARCH_KINDS = {
+    "search.image": "by photo",
+    "search.face": "by stored face",
+    "users.search": "users, by face or user",
+    "users.search.image": "users, by photo",
+    "search.video": "stored video (jobs)",
+}
+"""Audited operations counted as searches, and how the report names them."""
+
+ERASURE_REASONS = {
+    "faces.erase": "erased on request",
+    "faces.delete": "deleted by an indexer",
+    "faces.expire": "expired (retention period)",
+    "collection.delete": "with a deleted collection",
+}
+
+REFUSAL_RULES = (
+    ("requires a purpose", "purpose and case reference missing"),
+    ("below this collection's floor", "threshold below the collection's floor"),
+    ("exceeds this collection's cap", "more candidates asked than the collection allows"),
+    ("rate limit", "search rate limit reached"),
+    ("quality filter", "probe face below the quality filter"),
+    ("was asked for, but the probe has", "chosen probe face not found"),
+)
+"""Refusal reasons (a phrase of the refusal's text) and the rule the report names."""
+
+NO_PURPOSE = "(none stated)"
+
+NOTES = (
+    ("A search is one 1:N search made by a person, or one stored-video job; refused searches "
+     "are counted as refusals, by the policy rule that refused them."),
+    ("Candidates are leads for human review, never identifications. Each candidate returned "
+     "counts once per search, with the latest review decision recorded on it when this report "
+     "was made."),
+    ("Live streams: searches are the processors' searches of video frames (a person in view "
+     "may be searched several times); matches are the candidates they returned."),
+    ("Aggregates only: this report shows no face, photo, case reference, probe hash, access "
+     "key or review note."),
+)
+"""How to read the report (printed with it)."""
+_PAGE = 5000
+
+
+class Tally(BaseModel):
+    """One bar of a chart: a label and its count."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str
+    count: int
+
+
+class TransparencyReport(BaseModel):
+    """The report's numbers (see the module's docstring for what each counts)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = "facesearch transparency report"
+    period_start: float = Field(description="seconds since the epoch (included)")
+    period_end: float = Field(description="seconds since the epoch (excluded)")
+    generated_at: float
+    audit_events: int = Field(description="audit events in the period")
+    audit_chain_ok: bool = Field(description="the audit trail verified intact when the "
+                                             "report was made")
+    searches: int
+    searches_by_kind: list[Tally]
+    searches_by_purpose: list[Tally]
+    searches_by_collection: list[Tally]
+    refusals: int
+    refusals_by_reason: list[Tally]
+    candidates_returned: int
+    searches_with_candidates: int
+    searches_without_candidates: int
+    review_outcomes: list[Tally] = Field(description="per candidate returned: "
+                                                     + ", ".join(REVIEW_OUTCOMES))
+    stream_searches: int
+    stream_matches: int
+    stream_matches_by_collection: list[Tally]
+    faces_erased: int
+    faces_erased_by_reason: list[Tally]
+    erasure_requests: int = Field(description="erasures asked for (events), all reasons")
+    retention_runs_with_erasures: int
+    keys_issued_by_role: list[Tally]
+    keys_revoked_by_role: list[Tally]
+    policy_changes: int
+    volume_alerts: int
+    notes: list[str]
+
+
+def _tallies(c: Counter[str], order: Sequence[str] | None = None) -> list[Tally]:
+    if order is not None:
+        return [Tally(label=k, count=c.get(k, 0)) for k in order]
+    return [Tally(label=k, count=v) for k, v in sorted(c.items(), key=lambda kv: (-kv[1],
+                                                                                  kv[0]))]
+
+
+def _records(log: AuditLog, **filters: Any) -> Iterator[AuditRecord]:
+    cursor = 0
+    while True:
+        page, nxt = log.query(limit=_PAGE, after_seq=cursor, **filters)
+        yield from page
+        if nxt is None:
+            return
+        cursor = nxt
+
+
+def refusal_rule(reason: object) -> str:
+    """The policy rule a refusal's text names (``other`` when none)."""
+    text = str(reason or "")
+    for phrase, rule in REFUSAL_RULES:
+        if phrase in text:
+            return rule
+    return "other"
+
+
+def _int(v: object) -> int:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else 0
+
+
+def build_report(log: AuditLog, start: float, end: float, *,
+                 now: float | None = None, verify: bool = True) -> TransparencyReport:
+    """Count the audit trail's events of ``start <= ts < end`` (seconds since the epoch).
+    Reviews are counted up to ``now`` (default: the time of the call), also after ``end``.
+    ``verify`` checks the audit chain first and says whether it was intact."""
+    if not (math.isfinite(start) and math.isfinite(end)) or end <= start:
+        raise InvalidParameterError("a report's period must end after it starts")
+    now = time.time() if now is None else now
+    events = 0
+    by_kind: Counter[str] = Counter()
+    by_purpose: Counter[str] = Counter()
+    by_collection: Counter[str] = Counter()
+    refusals: Counter[str] = Counter()
+    stream_by_collection: Counter[str] = Counter()
+    erased: Counter[str] = Counter()
+    issued: Counter[str] = Counter()
+    revoked: Counter[str] = Counter()
+    stream_searches = erasure_requests = retention_runs = policy_changes = alerts = 0
+    # candidates per search (video jobs: over all their batches)
+    candidates: dict[str, set[str]] = {}
+    video_jobs: set[str] = set()
+    for rec in _records(log, since=start, until=end):
+        events += 1
+        e = rec.event
+        op = e.operation
+        if op in SEARCH_KINDS:
+            search_id = str(e.details.get("search_id") or f"seq-{rec.seq}")
+            faces = candidates.setdefault(search_id, set())
+            faces.update(f for f, _ in e.results)
+            if op == "search.video":
+                if search_id in video_jobs:
+                    continue  # another batch of a job already counted
+                video_jobs.add(search_id)
+            by_kind[SEARCH_KINDS[op]] += 1
+            by_purpose[e.purpose or NO_PURPOSE] += 1
+            by_collection[e.collection or "(none)"] += 1
+        elif op == "search.stream":
+            stream_searches += 1
+            stream_by_collection[e.collection or "(none)"] += len(e.results)
+        elif op == "search.refused":
+            refusals[refusal_rule(e.details.get("reason"))] += 1
+        elif op in ERASURE_REASONS:
+            erasure_requests += 1
+            n = _int(e.details.get("faces_erased" if op == "collection.delete" else "faces"))
+            erased[ERASURE_REASONS[op]] += n
+            if op == "faces.expire" and n:
+                retention_runs += 1
+        elif op == "key.create":
+            issued[str(e.details.get("key_role") or "unknown")] += 1
+        elif op == "key.revoke":
+            revoked[str(e.details.get("key_role") or "unknown")] += 1
+        elif op == "policy.set":
+            policy_changes += 1
+        elif op == "alert.volume_spike":
+            alerts += 1
+    decisions: dict[tuple[str, str], str] = {}
+    for rec in _records(log, operation="review", since=start, until=now + 1e-6):
+        sid = rec.event.details.get("search_id")
+        decision = rec.event.details.get("decision")
+        if isinstance(sid, str) and sid in candidates and isinstance(decision, str):
+            for face_id, _ in rec.event.results:
+                decisions[(sid, face_id)] = decision  # the latest decision wins
+    outcomes: Counter[str] = Counter()
+    for sid, faces in candidates.items():
+        for face_id in faces:
+            outcomes[decisions.get((sid, face_id), "never reviewed")] += 1
+    with_candidates = sum(1 for faces in candidates.values() if faces)
+    chain_ok = log.verify().ok if verify else True
+    roles = ("admin", "indexer", "searcher", "auditor")
+    key_order = [*roles, *sorted((set(issued) | set(revoked)) - set(roles))]
+    return TransparencyReport(
+        period_start=start, period_end=end, generated_at=now, audit_events=events,
+        audit_chain_ok=chain_ok,
+        searches=sum(by_kind.values()),
+        searches_by_kind=_tallies(by_kind, list(dict.fromkeys(SEARCH_KINDS.values()))),
+        searches_by_purpose=_tallies(by_purpose),
+        searches_by_collection=_tallies(by_collection),
+        refusals=sum(refusals.values()),
+        refusals_by_reason=_tallies(refusals),
+        candidates_returned=sum(len(f) for f in candidates.values()),
+        searches_with_candidates=with_candidates,
+        searches_without_candidates=len(candidates) - with_candidates,
+        review_outcomes=_tallies(outcomes, REVIEW_OUTCOMES),
+        stream_searches=stream_searches,
+        stream_matches=sum(stream_by_collection.values()),
+        stream_matches_by_collection=_tallies(stream_by_collection),
+        faces_erased=sum(erased.values()),
+        faces_erased_by_reason=_tallies(erased, list(ERASURE_REASONS.values())),
+        erasure_requests=erasure_requests, retention_runs_with_erasures=retention_runs,
+        keys_issued_by_role=_tallies(issued, key_order),
+        keys_revoked_by_role=_tallies(revoked, key_order),
+        policy_changes=policy_changes, volume_alerts=alerts,
+        notes=list(NOTES))
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+def _day(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+
+
+def _period(r: TransparencyReport) -> str:
+    return f"{_day(r.period_start)} to {_day(r.period_end)} (local time, end excluded)"
+
+
+def headline(r: TransparencyReport) -> list[tuple[str, str]]:
+    """The report's key figures as (label, value) rows."""
+    reviewed = sum(t.count for t in r.review_outcomes if t.label != "never reviewed")
+    return [
+        ("Searches", f"{r.searches:,}"),
+        ("Refused searches", f"{r.refusals:,}"),
+        ("Candidates returned", f"{r.candidates_returned:,}"),
+        ("Searches with at least one candidate", f"{r.searches_with_candidates:,}"),
+        ("Candidates reviewed", f"{reviewed:,} of {r.candidates_returned:,}"),
+        ("Live-stream searches / matches", f"{r.stream_searches:,} / {r.stream_matches:,}"),
+        ("Faces erased", (f"{r.faces_erased:,} (in {r.erasure_requests:,} erasure"
+                          f"{'' if r.erasure_requests == 1 else 's'})")),
+        ("Keys issued / revoked", (f"{sum(t.count for t in r.keys_issued_by_role):,} / "
+                                   f"{sum(t.count for t in r.keys_revoked_by_role):,}")),
+        ("Policy changes", f"{r.policy_changes:,}"),
+        ("Search-volume alerts", f"{r.volume_alerts:,}"),
+        ("Audit events in the period", f"{r.audit_events:,}"),
+        ("Audit trail intact", "yes" if r.audit_chain_ok else "NO: tampering detected"),
+    ]
+
+
+CHARTS: tuple[tuple[str, str], ...] = (
+    ("searches_by_kind", "Searches by kind"),
+    ("searches_by_purpose", "Searches by stated purpose"),
+    ("searches_by_collection", "Searches by collection"),
+    ("refusals_by_reason", "Refused searches by rule"),
+    ("review_outcomes", "Review outcomes of candidates returned"),
+    ("stream_matches_by_collection", "Live-stream matches by watchlist"),
+    ("faces_erased_by_reason", "Faces erased by reason"),
+    ("keys_issued_by_role", "Access keys issued by role"),
+    ("keys_revoked_by_role", "Access keys revoked by role"),
+)
+"""The report's charts: (field, title)."""
+
+_BAR = "#1d4f91"
+
+
+def _svg_bars(rows: Sequence[Tally]) -> str:
+    """A horizontal bar chart as inline SVG (every text escaped)."""
+    if not any(t.count for t in rows):
+        return '<p class="none">None in this period.</p>'
+    top = max(max(t.count for t in rows), 1)
+    h, label_w, bar_w = 26, 260, 320
+    height = h * len(rows) + 4
+    described = html.escape(", ".join(f"{t.label}: {t.count}" for t in rows))
+    out = [(f'<svg class="chart" role="img" viewBox="0 0 {label_w + bar_w + 80} {height}" '
+            f'width="{label_w + bar_w + 80}" height="{height}" aria-label="{described}">')]
+    for i, t in enumerate(rows):
+        y = i * h + 2
+        w = 0 if t.count == 0 else max(2, round(bar_w * t.count / top))
+        label = t.label if len(t.label) <= 40 else t.label[:39] + "\u2026"
+        out.append(f'<text x="{label_w - 8}" y="{y + 17}" text-anchor="end">'
+                   f'{html.escape(label)}</text>'
+                   f'<rect x="{label_w}" y="{y + 4}" width="{w}" height="{h - 8}" '
+                   f'fill="{_BAR}"/>'
+                   f'<text x="{label_w + w + 6}" y="{y + 17}">{t.count:,}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _table(rows: Sequence[Tally]) -> str:
+    if not rows:
+        return ""
+    body = "".join(f"<tr><td>{html.escape(t.label)}</td><td class=\"n\">{t.count:,}</td></tr>"
+                   for t in rows)
+    return f'<table class="data"><thead><tr><th scope="col">Category</th>' \
+           f'<th scope="col">Count</th></tr></thead><tbody>{body}</tbody></table>'
+
+
+_CSS = """
+body{font-family:system-ui,"DejaVu Sans",Arial,sans-serif;color:#1b1b1b;max-width:960px;
+margin:2rem auto;padding:0 1rem;line-height:1.5}
+h1{font-size:1.7rem;margin-bottom:.2rem}h2{font-size:1.25rem;margin-top:2rem;
+border-bottom:2px solid #1d4f91}
+.period{color:#4a4f55}.facts{border-collapse:collapse;margin:1rem 0}
+.facts th{text-align:left;font-weight:600;padding:.3rem 1.5rem .3rem 0}
+.facts td{padding:.3rem 0;font-variant-numeric:tabular-nums}
+table.data{border-collapse:collapse;margin:.5rem 0 1rem}
+table.data th,table.data td{border:1px solid #b1b4b6;padding:.25rem .6rem;text-align:left}
+table.data td.n{text-align:right;font-variant-numeric:tabular-nums}
+svg.chart{max-width:100%;height:auto;font-size:13px}svg.chart text{fill:#1b1b1b}
+.none{color:#4a4f55}.notes li{margin:.3rem 0}.bad{color:#b3261e;font-weight:700}
+"""
+
+
+def render_html(r: TransparencyReport) -> str:
+    """The report as one self-contained HTML page (inline style and SVG charts; no script,
+    nothing fetched). Every text from the trail is escaped."""
+    facts = "".join(f"<tr><th scope=\"row\">{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
+                    for k, v in headline(r))
+    sections = []
+    for name, title in CHARTS:
+        rows: list[Tally] = getattr(r, name)
+        table = _table(rows) if any(t.count for t in rows) else ""
+        sections.append(f"<section><h2>{html.escape(title)}</h2>{_svg_bars(rows)}"
+                        f"{table}</section>")
+    chain = "" if r.audit_chain_ok else (
+        '<p class="bad">The audit trail did not verify: these numbers may rest on a '
+        'tampered record.</p>')
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in r.notes)
+    return (
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{html.escape(r.title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{html.escape(r.title)}</h1>"
+        f"<p class=\"period\">Period: {html.escape(_period(r))}. Made "
+        f"{html.escape(_day(r.generated_at))} from the audit trail.</p>{chain}"
+        f"<h2>Key figures</h2><table class=\"facts\"><tbody>{facts}</tbody></table>"
+        f"{''.join(sections)}"
+        f"<h2>How to read this report</h2><ul class=\"notes\">{notes}</ul>"
+        "</body></html>\n")
+
+
+def render_pdf(r: TransparencyReport) -> bytes:
+    """The report as a PDF (matplotlib, offline): the key figures, then the charts."""
+    from matplotlib.backends.backend_pdf import PdfPages
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    buf = io.BytesIO()
+    with PdfPages(buf, metadata={"Title": r.title, "Creator": "facesearch"}) as pdf:
+        fig = Figure(figsize=(8.27, 11.69))  # A4, inches
+        fig.text(0.08, 0.95, r.title, fontsize=18, weight="bold", va="top")
+        fig.text(0.08, 0.915, f"Period: {_period(r)}", fontsize=10, va="top")
+        fig.text(0.08, 0.895, f"Made {_day(r.generated_at)} from the audit trail.",
+                 fontsize=10, va="top")
+        y = 0.85
+        for k, v in headline(r):
+            fig.text(0.08, y, k, fontsize=11, va="top")
+            fig.text(0.62, y, v, fontsize=11, va="top", weight="bold")
+            y -= 0.03
+        y -= 0.02
+        fig.text(0.08, y, "How to read this report", fontsize=12, weight="bold", va="top")
+        y -= 0.03
+        for note in r.notes:
+            wrapped = _wrap(note, 95)
+            fig.text(0.08, y, wrapped, fontsize=9, va="top")
+            y -= 0.015 * (wrapped.count("\n") + 1) + 0.01
+        pdf.savefig(fig)
+        charts = [(title, getattr(r, name)) for name, title in CHARTS]
+        for start in range(0, len(charts), 3):
+            fig = Figure(figsize=(8.27, 11.69))
+            for k, (title, rows) in enumerate(charts[start:start + 3]):
+                ax = fig.add_axes((0.38, 0.71 - 0.31 * k, 0.52, 0.22))
+                ax.set_title(title, fontsize=12, loc="left")
+                if not any(t.count for t in rows):
+                    ax.text(0.0, 0.5, "None in this period.", fontsize=10)
+                    ax.set_axis_off()
+                    continue
+                labels = [t.label if len(t.label) <= 40 else t.label[:39] + "\u2026"
+                          for t in rows][::-1]
+                counts = [t.count for t in rows][::-1]
+                bars = ax.barh(range(len(rows)), counts, height=0.6, color=_BAR)
+                ax.set_yticks(range(len(rows)), labels, fontsize=9)
+                ax.set_ylim(-0.5, max(len(rows), 4) - 0.5)
+                ax.bar_label(bars, labels=[f"{c:,}" for c in counts], padding=3, fontsize=9)
+                ax.set_xlim(0, max(counts) * 1.2 or 1)
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+                ax.spines[["top", "right"]].set_visible(False)
+            pdf.savefig(fig)
+    return buf.getvalue()
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width))
+
+
+def render(r: TransparencyReport, fmt: str) -> tuple[bytes, str]:
+    """The report as ``fmt`` (json, html or pdf): its bytes and media type."""
+    if fmt == "json":
+        return r.model_dump_json(indent=2).encode(), "application/json"
+    if fmt == "html":
+        return render_html(r).encode(), "text/html; charset=utf-8"
+    if fmt == "pdf":
+        return render_pdf(r), "application/pdf"
+    raise InvalidParameterError(f"a report's format is json, html or pdf, not {fmt!r}")
