@@ -21,6 +21,7 @@ newest revision matches the tables declared in code.
 from __future__ import annotations
 
 import enum
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -36,6 +37,9 @@ from facesearch.storage import database
 from facesearch.storage.database import Target
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+log = logging.getLogger("facesearch.storage")
+logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines on every open: ours
 
 
 class Schema(enum.Enum):
@@ -99,6 +103,8 @@ def upgrade(target: Target, schema: Schema) -> str:
                         f"the {schema.value} database {database.describe(target)} is at schema "
                         f"revision {at}, which this version of facesearch does not know (it "
                         f"knows up to {newest}): upgrade facesearch") from None
+            log.info("migrating the %s database %s from revision %s to %s", schema.value,
+                     database.describe(target), at or "none", newest)
             command.upgrade(config(schema, conn), "head")
             return newest
     except ProgrammingError as exc:
