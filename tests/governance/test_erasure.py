@@ -162,17 +162,33 @@ def test_on_postgresql_erasure_leaves_no_row_version_and_a_full_vacuum_no_bytes(
     """On PostgreSQL a deleted row is gone from every query at once; erasure then VACUUMs,
     so no version of it is left in the table (pageinspect finds none); its bytes may stay in
     the page's free space until reused - what VACUUM (FULL) ('facesearch db vacuum --full')
-    removes, by writing the tables anew. (The write-ahead log holds them until its segments
-    are recycled; docs/deploy.md says what that means.)"""
+    removes, by writing the tables anew: no byte of the face's vector or of its review crop
+    (kept out of line, in the crops' TOAST table) is left in them. (The write-ahead log holds
+    them until its segments are recycled; docs/deploy.md says what that means.)"""
     assert postgres.server is not None and postgres.name is not None
+    server, db = postgres.server, postgres.name
     s = Settings(home=home, **postgres.settings(home.parent / "secrets"))  # type: ignore[arg-type]
-    with FaceSearch(s, pipeline=pipeline) as fs, postgres.server.connect(postgres.name) as pg:
+
+    def table_files() -> bytes:
+        with server.connect(db) as conn:
+            toast = conn.execute("SELECT reltoastrelid::regclass::text FROM pg_class "
+                                 "WHERE relname = 'face_crops'").fetchone()
+        assert toast is not None
+        return b"".join(server.data_file(db, t).read_bytes()
+                        for t in ("faces", "face_crops", toast[0]))
+
+    with FaceSearch(s, pipeline=pipeline) as fs, server.connect(db) as pg:
         fs.collections.create("e")
         keep = fs.collections.index_image("e", face("biden.jpg"), external_id="keep").indexed[0]
         gone = fs.collections.index_image("e", face("obama.jpg"), external_id="gone").indexed[0]
         gone_vec = vector_bytes(fs, "e", gone.face_id)
-        pg.execute("CHECKPOINT")  # the table's pages on disk
-        assert gone_vec in postgres.server.data_file(postgres.name, "faces").read_bytes()
+        stored = {f.face_id: f for f in fs.collections.list_faces("e")[0]}
+        with fs.store.transaction() as conn:
+            jpeg = fs.store.crops(conn, [stored[gone.face_id]])[gone.face_id].jpeg
+        gone_crop = jpeg[len(jpeg) // 2:len(jpeg) // 2 + 64]  # past the common JPEG header
+        pg.execute("CHECKPOINT")  # the tables' pages on disk
+        before = table_files()
+        assert gone_vec in before and gone_crop in before
 
         fs.erasure.erase("e", external_id="gone")
         pg.execute("CREATE EXTENSION pageinspect")
@@ -184,6 +200,7 @@ def test_on_postgresql_erasure_leaves_no_row_version_and_a_full_vacuum_no_bytes(
 
         fs.store.vacuum(full=True)
         pg.execute("CHECKPOINT")
-        table = postgres.server.data_file(postgres.name, "faces").read_bytes()
-        assert gone_vec not in table and gone.face_id.encode() not in table
-        assert vector_bytes(fs, "e", keep.face_id) in table
+        after = table_files()
+        assert gone_vec not in after and gone_crop not in after
+        assert gone.face_id.encode() not in after
+        assert vector_bytes(fs, "e", keep.face_id) in after
