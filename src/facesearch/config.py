@@ -83,6 +83,25 @@ class Settings(BaseSettings):
                         "and stream inputs may reach although they are loopback, link-local or "
                         "private (default: none; public addresses only)")
 
+    database_url: SecretStr | None = Field(
+        None, description="metadata database (collections, faces, users, keys, jobs, streams) "
+                          "as a SQLAlchemy URL, e.g. postgresql://facesearch@db/facesearch, "
+                          "shared by several API nodes (default: facesearch.db in the data "
+                          "directory)")
+    audit_database_url: SecretStr | None = Field(
+        None, description="audit trail database URL; may be the metadata database (default: "
+                          "audit.db in the data directory)")
+
+    def metadata_target(self) -> Path | str:
+        """The metadata database: its URL, or the SQLite file in the data directory."""
+        url = self.database_url
+        return url.get_secret_value() if url else self.home / "facesearch.db"
+
+    def audit_target(self) -> Path | str:
+        """The audit trail's database: its URL, or the SQLite file in the data directory."""
+        url = self.audit_database_url
+        return url.get_secret_value() if url else self.home / "audit.db"
+
     def sealer(self) -> Sealer | None:
         """The at-rest sealer, or None when encryption at rest is off."""
         key = self.encryption_key.get_secret_value() if self.encryption_key else None

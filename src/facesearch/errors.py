@@ -149,3 +149,10 @@ class IdempotencyMismatchError(ConflictError):
     """A client request token was reused for a different request."""
 
     code = "idempotency_mismatch"
+
+
+class DatabaseError(FaceSearchError):
+    """The database cannot be used as configured: an unsupported URL, a schema newer than this
+    version of facesearch, or a migration the database role may not make."""
+
+    code = "database"

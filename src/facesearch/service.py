@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facesearch.config import Settings
+from facesearch.errors import DatabaseError, FaceSearchError
 from facesearch.governance.audit import AuditEvent, AuditKeyError, AuditLog
 from facesearch.governance.calibration import Calibration, find_calibration
 from facesearch.governance.erasure import Erasure
@@ -26,6 +27,7 @@ from facesearch.media.cameras import Cameras
 from facesearch.services.collection import FaceCollections
 from facesearch.services.search import SearchGate
 from facesearch.services.users import UserDirectory
+from facesearch.storage.database import url_of
 from facesearch.storage.indexes import IndexCache
 from facesearch.storage.store import Store
 from facesearch.types import Caller
@@ -45,12 +47,15 @@ setup_log = logging.getLogger("facesearch.setup")
 
 class FaceSearch:
     """Collections, users, audit, keys, cameras, tags, video and streams on one data
-    directory.
+    directory, their databases in it (SQLite) or on a PostgreSQL server that several nodes
+    share (``FACESEARCH_DATABASE_URL``, ``FACESEARCH_AUDIT_DATABASE_URL``).
 
     Opening sets the process umask to 077 and makes the directory's existing files 0600 and
-    folders 0700; it refuses an audit signing key or witness inside the directory, and a
-    law-enforcement deployment without a configured signing key (:class:`AuditKeyError`); it
-    appends audit events a crash left in the outbox.
+    folders 0700; it brings both databases to the current schema (migrations); it refuses an
+    audit signing key or witness inside the directory, and a law-enforcement deployment
+    without a configured signing key (:class:`AuditKeyError`), and a shared database without
+    the secrets every node must share (:class:`DatabaseError`); it appends audit events a
+    crash left in the outbox.
     """
 
     def __init__(self, settings: Settings, *, pipeline: Pipeline | None = None,
@@ -63,14 +68,19 @@ class FaceSearch:
         sealer = settings.sealer()
         self.sealer = sealer
         """Seals vectors, index files, stream snapshots and events at rest (None: off)."""
-        self.store = Store(self.home / "facesearch.db", sealer)
+        _check_shared(settings)
+        self.store = Store(settings.metadata_target(), sealer)
         try:
             signing_key, witness = self._audit_paths()
         except AuditKeyError:
             self.store.close()
             raise
-        self.audit = AuditLog(self.home / "audit.db", signing_key, clock=clock,
-                              witness=witness)
+        try:
+            self.audit = AuditLog(settings.audit_target(), signing_key, clock=clock,
+                                  witness=witness)
+        except FaceSearchError:
+            self.store.close()
+            raise
         self._pipeline = pipeline
         self._clock = clock
         self._video: VideoJobs | None = None
@@ -251,6 +261,26 @@ class FaceSearch:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+
+def _check_shared(settings: Settings) -> None:
+    """A database on a server is shared by every node that names it: the secrets that seal
+    and sign what is in it must be the same on each, so they cannot be the ones each data
+    directory makes for itself."""
+    shared = [name for name, target in (("FACESEARCH_DATABASE_URL", settings.metadata_target()),
+                                        ("FACESEARCH_AUDIT_DATABASE_URL",
+                                         settings.audit_target()))
+              if url_of(target).get_backend_name() != "sqlite"]
+    if not shared:
+        return
+    missing = [name for name, value in (
+        ("FACESEARCH_AUDIT_SIGNING_KEY", settings.audit_signing_key),
+        ("FACESEARCH_KEYS_MASTER_KEY_FILE (or FACESEARCH_KEYS_MASTER_KEY)",
+         settings.keys_master_key or settings.keys_master_key_file)) if value is None]
+    if missing:
+        raise DatabaseError(f"{' and '.join(shared)} name a shared database: every node must "
+                            f"use the same secrets, kept outside its data directory; set "
+                            f"{' and '.join(missing)}")
 
 
 def _inside(path: Path, home: Path) -> bool:

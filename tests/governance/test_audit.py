@@ -1,4 +1,8 @@
-"""The audit trail: hash chain, signed checkpoints, tamper detection, concurrency, query, export."""
+"""The audit trail: hash chain, signed checkpoints, tamper detection, concurrency, query, export.
+
+Tests marked ``databases`` run on an SQLite file and on a PostgreSQL database; the tampering
+is done with the database's own driver, as an attacker with the file or the server's
+superuser would (append-only triggers dropped or disabled first)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,6 +39,8 @@ from facesearch.governance.audit import (
     read_witness,
 )
 from facesearch.types import Caller
+
+from ..conftest import Databases
 
 P = ProblemKind
 N_EVENTS = 12
@@ -61,14 +68,20 @@ def make_event(i: int) -> AuditEvent:
         details={"n": i, "ratio": i / 3, "flag": i % 2 == 0, "note": None})
 
 
-def open_log(tmp_path: Path, every: int = EVERY) -> AuditLog:
-    return AuditLog(tmp_path / "audit.db", tmp_path / "keys" / "audit.pem", clock=StepClock(),
+@pytest.fixture
+def target(tmp_path: Path, databases: Databases) -> Path | str:
+    """The test's audit database: ``audit.db`` in its folder, or its PostgreSQL database."""
+    return databases.url or tmp_path / "audit.db"
+
+
+def open_log(target: Path | str, tmp_path: Path, every: int = EVERY) -> AuditLog:
+    return AuditLog(target, tmp_path / "keys" / "audit.pem", clock=StepClock(),
                     checkpoint_every=every)
 
 
 @pytest.fixture
-def log(tmp_path: Path) -> AuditLog:
-    a = open_log(tmp_path)
+def log(target: Path | str, tmp_path: Path) -> AuditLog:
+    a = open_log(target, tmp_path)
     for i in range(N_EVENTS):
         a.record(make_event(i))
     return a
@@ -78,6 +91,7 @@ def all_records(a: AuditLog) -> list[AuditRecord]:
     return a.query(limit=10_000)[0]
 
 
+@pytest.mark.databases
 def test_appends_form_a_hash_chain_with_signed_checkpoints(log: AuditLog) -> None:
     recs = all_records(log)
     assert [r.seq for r in recs] == list(range(1, N_EVENTS + 1))
@@ -102,8 +116,9 @@ def test_canonical_form_is_stable() -> None:
         b'"results":[["f",99.5]],"role":null,"seq":3,"threshold":80.0,"ts":1700000000.5,"v":1}')
 
 
-def test_checkpoint_and_shutdown_sign_the_head_once(tmp_path: Path) -> None:
-    a = open_log(tmp_path, every=100)
+@pytest.mark.databases
+def test_checkpoint_and_shutdown_sign_the_head_once(target: Path | str, tmp_path: Path) -> None:
+    a = open_log(target, tmp_path, every=100)
     assert a.checkpoint() is None  # empty log
     for i in range(3):
         a.record(make_event(i))
@@ -112,10 +127,10 @@ def test_checkpoint_and_shutdown_sign_the_head_once(tmp_path: Path) -> None:
     assert a.checkpoint() == cp  # head unchanged: no new checkpoint
     a.record(make_event(3))
     a.shutdown()
-    b = open_log(tmp_path, every=100)
+    b = open_log(target, tmp_path, every=100)
     assert [c.seq for c in b.checkpoints()] == [3, 4]
     b.shutdown()  # appended nothing: signs nothing
-    assert [c.seq for c in open_log(tmp_path).checkpoints()] == [3, 4]
+    assert [c.seq for c in open_log(target, tmp_path).checkpoints()] == [3, 4]
     key = tmp_path / "keys" / "audit.pem"
     assert key.stat().st_mode & 0o777 == 0o600
     pem = b.public_key()
@@ -147,30 +162,60 @@ def test_malformed_events_are_refused(kwargs: dict[str, object], error: type[Exc
         AuditEvent(**{**base, **kwargs})  # type: ignore[arg-type]
 
 
-def test_the_database_refuses_updates_and_deletes(log: AuditLog, tmp_path: Path) -> None:
-    con = sqlite3.connect(tmp_path / "audit.db")
-    for sql in ("UPDATE events SET actor = 'x' WHERE seq = 1", "DELETE FROM events",
-                "DELETE FROM checkpoints"):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            con.execute(sql)
-    con.close()
+@pytest.mark.databases
+def test_the_database_refuses_updates_and_deletes(log: AuditLog, target: Path | str,
+                                                  databases: Databases) -> None:
+    statements = ["UPDATE events SET actor = 'x' WHERE seq = 1", "DELETE FROM events",
+                  "DELETE FROM checkpoints"]
+    if databases.server is None:
+        assert isinstance(target, Path)
+        con = sqlite3.connect(target)
+        for sql in statements:
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                con.execute(sql)
+        con.close()
+        return
+    assert databases.name is not None
+    with databases.server.connect(databases.name) as pg:  # even the superuser
+        for sql in [*statements, "TRUNCATE events", "TRUNCATE checkpoints"]:
+            with pytest.raises(psycopg.IntegrityError, match="append-only"):
+                pg.execute(sql)
+    assert log.verify().ok
 
 
-# -- tampering made directly on the file ----------------------------------------------------
+# -- tampering made directly on the database ------------------------------------------------
 
-Tamper = Callable[[sqlite3.Connection, list[AuditRecord], Path], None]
+class Raw:
+    """The database opened as an attacker would: its plain driver (sqlite3 on the file, or
+    psycopg as the server's superuser), the append-only triggers dropped or disabled."""
+
+    def __init__(self, target: Path | str, databases: Databases) -> None:
+        self.con: Any
+        if databases.server is None:
+            assert isinstance(target, Path)
+            self.con = sqlite3.connect(target, isolation_level=None)
+            for (name,) in self.con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+                self.con.execute(f"DROP TRIGGER {name}")
+            self.postgres = False
+        else:
+            assert databases.name is not None
+            self.con = databases.server.connect(databases.name)
+            for table in ("events", "checkpoints", "outbox_applied"):
+                self.con.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+            self.postgres = True
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        return self.con.execute(sql.replace("?", "%s") if self.postgres else sql, params)
+
+    def close(self) -> None:
+        self.con.close()
 
 
-def raw_connection(db: Path) -> sqlite3.Connection:
-    """The file opened as an attacker would: plain sqlite3, append-only triggers dropped."""
-    con = sqlite3.connect(db, isolation_level=None)
-    for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"
-                               ).fetchall():
-        con.execute(f"DROP TRIGGER {name}")
-    return con
+Tamper = Callable[[Raw, list[AuditRecord], Path], None]
 
 
-def _write_rows(con: sqlite3.Connection, recs: list[AuditRecord]) -> None:
+def _write_rows(con: Raw, recs: list[AuditRecord]) -> None:
     for r in recs:
         e = r.event
         con.execute(
@@ -195,37 +240,37 @@ def _rechain(recs: list[AuditRecord], start: int) -> list[AuditRecord]:
     return out
 
 
-def edit_field(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def edit_field(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("UPDATE events SET actor = 'mallory' WHERE seq = 7")
 
 
-def edit_similarity(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def edit_similarity(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("UPDATE events SET results = '[[\"face-6\", 85.25000001], [\"face-7\", null]]'"
                 " WHERE seq = 7")
 
 
-def edit_and_rehash(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def edit_and_rehash(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     r = recs[6]
     ev = replace(r.event, actor="mallory")
     con.execute("UPDATE events SET actor = 'mallory', hash = ? WHERE seq = 7",
                 (event_hash(7, r.ts, r.prev_hash, ev),))
 
 
-def delete_row(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def delete_row(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("DELETE FROM events WHERE seq = 7")
 
 
-def delete_first(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def delete_first(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("DELETE FROM events WHERE seq = 1")
 
 
-def delete_and_renumber(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def delete_and_renumber(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("DELETE FROM events WHERE seq = 7")
     con.execute("UPDATE events SET seq = -seq WHERE seq > 7")
     con.execute("UPDATE events SET seq = -seq - 1 WHERE seq < 0")
 
 
-def insert_forged(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def insert_forged(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     # the forged event links to event 6 as event 7 does: rebuild the table without UNIQUE
     con.execute("CREATE TABLE loose AS SELECT * FROM events")
     con.execute("DROP TABLE events")
@@ -237,33 +282,33 @@ def insert_forged(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -
     _write_rows(con, [AuditRecord(7, ts, ev, recs[5].hash, event_hash(7, ts, recs[5].hash, ev))])
 
 
-def swap_rows(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def swap_rows(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("UPDATE events SET seq = -7 WHERE seq = 7")
     con.execute("UPDATE events SET seq = 7 WHERE seq = 8")
     con.execute("UPDATE events SET seq = 8 WHERE seq = -7")
 
 
-def truncate_tail(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def truncate_tail(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("DELETE FROM events WHERE seq >= 9")
 
 
-def alter_checkpoint(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def alter_checkpoint(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("UPDATE checkpoints SET head_hash = ? WHERE seq = 10", (recs[8].hash,))
 
 
-def insert_checkpoint(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def insert_checkpoint(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     fp = con.execute("SELECT key_fingerprint FROM checkpoints").fetchone()[0]
     con.execute("INSERT INTO checkpoints (seq, head_hash, ts, signature, key_fingerprint) "
                 "VALUES (11, ?, 2000.0, ?, ?)",
                 (recs[10].hash, "00" * 64, fp))
 
 
-def rewrite_chain(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def rewrite_chain(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     con.execute("DELETE FROM events WHERE seq >= 3")
     _write_rows(con, _rechain(recs, 3))
 
 
-def rewrite_and_resign(con: sqlite3.Connection, recs: list[AuditRecord], key: Path) -> None:
+def rewrite_and_resign(con: Raw, recs: list[AuditRecord], key: Path) -> None:
     rewrite_chain(con, recs, key)
     mallory = Ed25519PrivateKey.generate()
     fp = fingerprint(mallory.public_key())
@@ -296,47 +341,55 @@ def rewrite_and_resign(con: sqlite3.Connection, recs: list[AuditRecord], key: Pa
     (rewrite_chain, {(P.REWRITTEN, 5), (P.REWRITTEN, 10), (P.REWRITTEN, 12)}),
     (rewrite_and_resign, {(P.CHECKPOINT_FORGED, 5), (P.CHECKPOINT_FORGED, 10)}),
 ], ids=lambda v: v.__name__ if callable(v) else None)
-def test_tampering_is_detected_and_located(log: AuditLog, tmp_path: Path, tamper: Tamper,
+@pytest.mark.databases
+def test_tampering_is_detected_and_located(log: AuditLog, target: Path | str, tmp_path: Path,
+                                           databases: Databases, tamper: Tamper,
                                            expected: set[tuple[ProblemKind, int]]) -> None:
     pem = log.public_key()  # the auditor's copy, kept outside the data directory
     recs = all_records(log)
     log.shutdown()  # signs a checkpoint at 12
-    con = raw_connection(tmp_path / "audit.db")
+    con = Raw(target, databases)
     tamper(con, recs, tmp_path / "keys" / "audit.pem")
     con.close()
-    report = open_log(tmp_path).verify(pem)
+    report = open_log(target, tmp_path).verify(pem)
     assert not report.ok
     assert {(p.kind, p.seq) for p in report.problems} == expected, report.problems
 
 
+@pytest.mark.databases
 def test_a_replaced_key_file_fools_only_a_verifier_without_the_exported_key(
-        log: AuditLog, tmp_path: Path) -> None:
+        log: AuditLog, target: Path | str, tmp_path: Path, databases: Databases) -> None:
     pem = log.public_key()
     recs = all_records(log)
-    con = raw_connection(tmp_path / "audit.db")
+    con = Raw(target, databases)
     rewrite_and_resign(con, recs, tmp_path / "keys" / "audit.pem")
     con.close()
-    fresh = open_log(tmp_path)
+    fresh = open_log(target, tmp_path)
     assert fresh.verify().ok
     assert not fresh.verify(pem).ok
 
 
 # -- concurrency ----------------------------------------------------------------------------
 
-def _append_worker(db: str, key: str, proc: int, n: int, start: Any) -> None:
-    start.wait()  # all open the new file (and make the key) at once
-    a = AuditLog(Path(db), Path(key), checkpoint_every=10)
+def _append_worker(db: str, url: bool, key: str, proc: int, n: int, start: Any) -> None:
+    start.wait()  # all open the new database (and make the key) at once
+    a = AuditLog(db if url else Path(db), Path(key), checkpoint_every=10)
     for i in range(n):
         a.record(AuditEvent(operation="search.image", actor=f"proc{proc}",
                             details={"i": i}))
     a.shutdown()
 
 
-def test_concurrent_appends_from_processes_form_one_chain(tmp_path: Path) -> None:
-    db, key = tmp_path / "audit.db", tmp_path / "keys" / "audit.pem"
+@pytest.mark.databases
+def test_concurrent_appends_from_processes_form_one_chain(target: Path | str,
+                                                          tmp_path: Path) -> None:
+    """Processes (on PostgreSQL: like API nodes) open a new audit database at once - each
+    migrating it, one of them first - and append concurrently: one chain, every event once."""
+    db, key = target, tmp_path / "keys" / "audit.pem"
     ctx = multiprocessing.get_context("spawn")
     start = ctx.Barrier(4)
-    procs = [ctx.Process(target=_append_worker, args=(str(db), str(key), p, 25, start))
+    procs = [ctx.Process(target=_append_worker,
+                         args=(str(db), isinstance(db, str), str(key), p, 25, start))
              for p in range(4)]
     for p in procs:
         p.start()
@@ -353,8 +406,10 @@ def test_concurrent_appends_from_processes_form_one_chain(tmp_path: Path) -> Non
         (f"proc{p}", i) for p in range(4) for i in range(25))
 
 
-def test_concurrent_appends_from_threads_form_one_chain(tmp_path: Path) -> None:
-    a = open_log(tmp_path, every=7)
+@pytest.mark.databases
+def test_concurrent_appends_from_threads_form_one_chain(target: Path | str,
+                                                        tmp_path: Path) -> None:
+    a = open_log(target, tmp_path, every=7)
     threads = [threading.Thread(target=lambda t=t: [a.record(AuditEvent(
         operation="compare", actor=f"t{t}", details={"i": i})) for i in range(30)])
         for t in range(4)]
@@ -380,6 +435,7 @@ def test_concurrent_appends_from_threads_form_one_chain(tmp_path: Path) -> None:
      lambda r: (r.event.actor, r.event.collection, r.event.case_ref) == ("key0", "alpha",
                                                                          "case-7")),
 ])
+@pytest.mark.databases
 def test_query_filters_and_pages(log: AuditLog, filters: dict[str, object],
                                  keep: Callable[[AuditRecord], bool]) -> None:
     want = [r for r in all_records(log) if keep(r)]
@@ -393,6 +449,7 @@ def test_query_filters_and_pages(log: AuditLog, filters: dict[str, object],
     assert got == want
 
 
+@pytest.mark.databases
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_export_round_trips(log: AuditLog, fmt: str) -> None:
     buf = io.StringIO()
@@ -423,7 +480,7 @@ def test_cli_verify_exit_code(tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     listed = _cli(home, "list", "--actor", "key1", "--json")
     assert [e["seq"] for e in json.loads(listed.stdout)["events"]] == [2, 5, 8, 11]
-    con = raw_connection(home / "audit.db")
+    con = Raw(home / "audit.db", Databases("sqlite"))
     con.execute("UPDATE events SET case_ref = 'other' WHERE seq = 4")
     con.close()
     bad = _cli(home, "verify")
@@ -431,8 +488,10 @@ def test_cli_verify_exit_code(tmp_path: Path) -> None:
     assert "4" in bad.stdout and "edited" in bad.stdout
 
 
-def test_record_many_appends_one_chain_with_checkpoints(tmp_path: Path) -> None:
-    log = AuditLog(tmp_path / "a.db", tmp_path / "k.pem", checkpoint_every=10)
+@pytest.mark.databases
+def test_record_many_appends_one_chain_with_checkpoints(target: Path | str,
+                                                        tmp_path: Path) -> None:
+    log = AuditLog(target, tmp_path / "k.pem", checkpoint_every=10)
     log.record(AuditEvent(operation="index", actor="a"))
     recs = log.record_many([AuditEvent(operation="index", actor="a", details={"i": i})
                             for i in range(25)])
@@ -446,7 +505,7 @@ def test_record_many_appends_one_chain_with_checkpoints(tmp_path: Path) -> None:
 
 # -- the signing key and a witness outside the data directory (issue 11, item 4) -----------
 
-def _resign_with(con: sqlite3.Connection, key: Ed25519PrivateKey, heads: dict[int, str]) -> None:
+def _resign_with(con: Raw, key: Ed25519PrivateKey, heads: dict[int, str]) -> None:
     fp = fingerprint(key.public_key())
     con.execute("DELETE FROM checkpoints")
     for seq, head in heads.items():
@@ -456,12 +515,14 @@ def _resign_with(con: sqlite3.Connection, key: Ed25519PrivateKey, heads: dict[in
                     (seq, head, cp.ts, key.sign(cp.message()).hex(), fp))
 
 
-def test_witness_shows_a_rewrite_resigned_with_the_stolen_key(tmp_path: Path) -> None:
+@pytest.mark.databases
+def test_witness_shows_a_rewrite_resigned_with_the_stolen_key(target: Path | str, tmp_path: Path,
+                                                             databases: Databases) -> None:
     """Whoever holds the signing key can rewrite and re-sign the chain so that the public key
     says ok; the witness file kept elsewhere still shows every rewritten checkpoint."""
     witness = tmp_path / "elsewhere" / "witness.jsonl"
     witness.parent.mkdir()
-    log = AuditLog(tmp_path / "audit.db", tmp_path / "keys" / "audit.pem", clock=StepClock(),
+    log = AuditLog(target, tmp_path / "keys" / "audit.pem", clock=StepClock(),
                    checkpoint_every=EVERY, witness=witness)
     for i in range(N_EVENTS):
         log.record(make_event(i))
@@ -472,12 +533,12 @@ def test_witness_shows_a_rewrite_resigned_with_the_stolen_key(tmp_path: Path) ->
     stolen = serialization.load_pem_private_key((tmp_path / "keys" / "audit.pem").read_bytes(),
                                                 password=None)
     assert isinstance(stolen, Ed25519PrivateKey)
-    con = raw_connection(tmp_path / "audit.db")
+    con = Raw(target, databases)
     rewrite_chain(con, recs, tmp_path / "keys" / "audit.pem")
     new = {r.seq: r.hash for r in _rechain(recs, 3)}
     _resign_with(con, stolen, {5: new[5], 10: new[10], 12: new[12]})
     con.close()
-    fresh = open_log(tmp_path)
+    fresh = open_log(target, tmp_path)
     assert fresh.verify(pem).ok  # the signature alone cannot tell
     report = fresh.verify(pem, read_witness(witness))
     assert {(p.kind, p.seq) for p in report.problems} == {
@@ -510,7 +571,7 @@ def test_with_the_data_directory_alone_a_cut_tail_shows_against_the_witness(
                   "--witness", str(safe / "witness.jsonl"), "--json")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert json.loads(ok.stdout)["events"] == 4
-    con = raw_connection(home / "audit.db")  # the attacker, with the data directory only
+    con = Raw(home / "audit.db", Databases("sqlite"))  # the attacker, with the directory only
     con.execute("DELETE FROM events WHERE seq > 2")
     con.execute("DELETE FROM checkpoints WHERE seq > 2")
     con.close()

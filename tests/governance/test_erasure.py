@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,11 @@ from facesearch.config import Settings
 from facesearch.errors import EncryptionError, InvalidParameterError
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
+from facesearch.vision.pipeline import Pipeline
 
-from ..conftest import face
+from ..conftest import Databases, face
+
+Make = Callable[..., Settings]
 
 
 def vector_bytes(fs: FaceSearch, collection: str, face_id: str) -> bytes:
@@ -48,6 +52,7 @@ def test_erased_vector_bytes_are_gone_from_every_file(fs: FaceSearch, home: Path
     assert gone.image_sha256 not in fs.collections.known_hashes("e")
 
 
+@pytest.mark.databases
 def test_erase_by_user_and_by_face_id(fs: FaceSearch) -> None:
     fs.collections.create("u")
     a = fs.collections.index_image("u", face("obama.jpg")).indexed[0].face_id
@@ -64,6 +69,7 @@ def test_erase_by_user_and_by_face_id(fs: FaceSearch) -> None:
         fs.erasure.erase("u", face_ids=[c], external_id="x")
 
 
+@pytest.mark.databases
 def test_deleting_leaves_faces_of_a_user_erasing_does_not(fs: FaceSearch) -> None:
     """Deleting faces by id (Rekognition's DeleteFaces, the CLI's and /v1's faces delete) keeps
     a face that belongs to a user (ASSOCIATED_TO_AN_EXISTING_USER: disassociate it first);
@@ -87,9 +93,10 @@ def test_deleting_leaves_faces_of_a_user_erasing_does_not(fs: FaceSearch) -> Non
     assert fs.collections.describe("d").face_count == 0
 
 
-def test_retention_expires_old_faces(home: Path, pipeline) -> None:  # noqa: ANN001
+@pytest.mark.databases
+def test_retention_expires_old_faces(pipeline, settings: Make) -> None:  # noqa: ANN001
     now = [1_000_000.0]
-    with FaceSearch(Settings(home=home), pipeline=pipeline, clock=lambda: now[0]) as fs:
+    with FaceSearch(settings(), pipeline=pipeline, clock=lambda: now[0]) as fs:
         fs.collections.create("r", policy=CollectionPolicy(retention_days=30))
         fs.collections.create("forever")
         old = fs.collections.index_image("r", face("obama.jpg")).indexed[0]
@@ -106,22 +113,23 @@ def test_retention_expires_old_faces(home: Path, pipeline) -> None:  # noqa: ANN
         assert fs.collections.describe("forever").face_count == 1
 
 
-def test_encryption_at_rest(home: Path, pipeline) -> None:  # noqa: ANN001
+@pytest.mark.databases
+def test_encryption_at_rest(home: Path, pipeline, settings: Make) -> None:  # noqa: ANN001
     key = base64.b64encode(os.urandom(32)).decode()
-    with FaceSearch(Settings(home=home, encryption_key=key), pipeline=pipeline) as fs:
+    with FaceSearch(settings(encryption_key=key), pipeline=pipeline) as fs:
         fs.collections.create("x")
         rec = fs.collections.index_image("x", face("obama.jpg")).indexed[0]
         plain = vector_bytes(fs, "x", rec.face_id)
         fs.collections.flush()
     assert files_containing(home, plain) == [], "no plaintext vector on disk"
-    with FaceSearch(Settings(home=home, encryption_key=key), pipeline=pipeline) as fs:
+    with FaceSearch(settings(encryption_key=key), pipeline=pipeline) as fs:
         res = fs.search.by_image("x", face("obama2.jpg"))
         assert res.results[0].matches[0].face.face_id == rec.face_id
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as fs, \
-            pytest.raises(EncryptionError):
+    with FaceSearch(settings(), pipeline=pipeline) as fs, pytest.raises(EncryptionError):
         fs.search.by_image("x", face("obama2.jpg"))
 
 
+@pytest.mark.databases
 def test_erasure_takes_derived_records_with_it(fs: FaceSearch, home: Path) -> None:
     """Erasing a watchlist face also deletes stream snapshots of its matches and video job
     results that name it."""
@@ -147,3 +155,52 @@ def test_erasure_takes_derived_records_with_it(fs: FaceSearch, home: Path) -> No
     assert receipt.face_ids == [lin_face] and receipt.derived_erased >= 2
     assert not (home / event.snapshot).exists()
     assert not any(m.face_id == lin_face for p in fs.video.persons(job) for m in p.matches)
+
+
+def test_on_postgresql_erasure_leaves_no_row_version_and_a_full_vacuum_no_bytes(
+        pipeline: Pipeline, postgres: Databases, home: Path) -> None:
+    """On PostgreSQL a deleted row is gone from every query at once; erasure then VACUUMs,
+    so no version of it is left in the table (pageinspect finds none); its bytes may stay in
+    the page's free space until reused - what VACUUM (FULL) ('facesearch db vacuum --full')
+    removes, by writing the tables anew: no byte of the face's vector or of its review crop
+    (kept out of line, in the crops' TOAST table) is left in them. (The write-ahead log holds
+    them until its segments are recycled; docs/deploy.md says what that means.)"""
+    assert postgres.server is not None and postgres.name is not None
+    server, db = postgres.server, postgres.name
+    s = Settings(home=home, **postgres.settings(home.parent / "secrets"))  # type: ignore[arg-type]
+
+    def table_files() -> bytes:
+        with server.connect(db) as conn:
+            toast = conn.execute("SELECT reltoastrelid::regclass::text FROM pg_class "
+                                 "WHERE relname = 'face_crops'").fetchone()
+        assert toast is not None
+        return b"".join(server.data_file(db, t).read_bytes()
+                        for t in ("faces", "face_crops", toast[0]))
+
+    with FaceSearch(s, pipeline=pipeline) as fs, server.connect(db) as pg:
+        fs.collections.create("e")
+        keep = fs.collections.index_image("e", face("biden.jpg"), external_id="keep").indexed[0]
+        gone = fs.collections.index_image("e", face("obama.jpg"), external_id="gone").indexed[0]
+        gone_vec = vector_bytes(fs, "e", gone.face_id)
+        stored = {f.face_id: f for f in fs.collections.list_faces("e")[0]}
+        with fs.store.transaction() as conn:
+            jpeg = fs.store.crops(conn, [stored[gone.face_id]])[gone.face_id].jpeg
+        gone_crop = jpeg[len(jpeg) // 2:len(jpeg) // 2 + 64]  # past the common JPEG header
+        pg.execute("CHECKPOINT")  # the tables' pages on disk
+        before = table_files()
+        assert gone_vec in before and gone_crop in before
+
+        fs.erasure.erase("e", external_id="gone")
+        pg.execute("CREATE EXTENSION pageinspect")
+        versions = pg.execute(
+            "SELECT count(*) FROM generate_series(0, pg_relation_size('faces') / 8192 - 1) p, "
+            "heap_page_items(get_raw_page('faces', p::int)) WHERE t_data IS NOT NULL").fetchone()
+        assert versions == (1,), "only the face kept has a row version"
+        assert files_containing(home, gone_vec) == []  # the index files
+
+        fs.store.vacuum(full=True)
+        pg.execute("CHECKPOINT")
+        after = table_files()
+        assert gone_vec not in after and gone_crop not in after
+        assert gone.face_id.encode() not in after
+        assert vector_bytes(fs, "e", keep.face_id) in after

@@ -8,6 +8,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,12 @@ from facesearch.errors import EncryptionError, InvalidParameterError
 from facesearch.governance.keys import MASTER_KEY_FILE, KeyNotFoundError, Role
 from facesearch.service import FaceSearch
 
+Make = Callable[..., Settings]
 
-def test_create_list_revoke_lookup(home: Path) -> None:
-    with FaceSearch(Settings(home=home)) as fs:
+
+@pytest.mark.databases
+def test_create_list_revoke_lookup(settings: Make) -> None:
+    with FaceSearch(settings()) as fs:
         new = fs.keys.create("searcher", label="analyst 7")
         assert new.info.key_id.startswith("FSAK") and len(new.info.key_id) == 20
         assert new.info.roles == (Role.SEARCHER,) and new.info.role == "searcher"
@@ -42,10 +46,11 @@ def test_create_list_revoke_lookup(home: Path) -> None:
             fs.keys.create([])
 
 
-def test_a_key_may_hold_several_roles(home: Path) -> None:
+@pytest.mark.databases
+def test_a_key_may_hold_several_roles(settings: Make) -> None:
     """Separation of duties is the default (one role); a key for one program may hold several,
     stored in Role order however they were given, and audited with them."""
-    with FaceSearch(Settings(home=home)) as fs:
+    with FaceSearch(settings()) as fs:
         app = fs.keys.create(["searcher", Role.ADMIN, "indexer", "searcher"], label="app")
         assert app.info.roles == (Role.ADMIN, Role.INDEXER, Role.SEARCHER)
         assert app.info.role == "admin,indexer,searcher"

@@ -14,7 +14,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,11 +53,13 @@ from .video_helpers import (
 
 FAST = VideoJobSettings(sample_fps=3)
 
+pytestmark = pytest.mark.databases  # job rows on SQLite and on PostgreSQL
+
 
 @pytest.fixture
-def fs(home: Path, pipeline: Pipeline) -> Iterator[FaceSearch]:
+def fs(pipeline: Pipeline, settings: Callable[..., Settings]) -> Iterator[FaceSearch]:
     """A service on a fresh data directory whose webhooks may reach the loopback receiver."""
-    service = FaceSearch(Settings(home=home, egress_allow="127.0.0.1/32"), pipeline=pipeline)
+    service = FaceSearch(settings(egress_allow="127.0.0.1/32"), pipeline=pipeline)
     yield service
     service.shutdown()
 
@@ -257,8 +259,9 @@ def test_face_detection_job_from_an_upload_with_webhook(fs: FaceSearch) -> None:
         fs.video.frame(job_id, 1000)
 
 
-def test_cancel_and_restart_recovery(home: Path, pipeline: Pipeline) -> None:
-    a = FaceSearch(Settings(home=home), pipeline=pipeline)
+def test_cancel_and_restart_recovery(pipeline: Pipeline,
+                                     settings: Callable[..., Settings]) -> None:
+    a = FaceSearch(settings(), pipeline=pipeline)
     watchlist(a, "hamilton", [LIN_PHOTO])
     slow = VideoJobSettings(sample_fps=10)
     cancelled = a.video.start_face_search("hamilton", clip(), settings=slow)
@@ -272,7 +275,7 @@ def test_cancel_and_restart_recovery(home: Path, pipeline: Pipeline) -> None:
     wait_for(lambda: a.video.describe(interrupted).started_at, 60, "the job to start")
     a.shutdown()
 
-    b = FaceSearch(Settings(home=home), pipeline=pipeline)
+    b = FaceSearch(settings(), pipeline=pipeline)
     try:
         assert b.video.describe(interrupted).status is JobStatus.IN_PROGRESS
         # A job whose process died (kill -9) and whose uploaded input is gone fails with why.

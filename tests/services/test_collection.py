@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,11 @@ from facesearch.services.reembed import reembed
 from facesearch.storage.store import collections_t
 from facesearch.types import QualityFilter
 
-from ..conftest import face
+from ..conftest import Databases, face
+
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
+
+Make = Callable[..., Settings]
 
 
 @pytest.fixture
@@ -128,32 +134,35 @@ def test_list_faces_pages(fs: FaceSearch, people: dict[str, str]) -> None:
     assert len(first.landmarks) == 5 and set(first.quality) >= {"size", "yaw", "sharpness"}
 
 
-def test_persistence_across_service_instances(home: Path, pipeline) -> None:  # noqa: ANN001
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as a:
+def test_persistence_across_service_instances(home: Path, pipeline,  # noqa: ANN001
+                                              settings: Make) -> None:
+    with FaceSearch(settings(), pipeline=pipeline) as a:
         a.collections.create("p")
         a.collections.index_image("p", face("obama.jpg"), external_id="obama")
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as b:
+    with FaceSearch(settings(), pipeline=pipeline) as b:
         res = b.search.by_image("p", face("obama2.jpg"))
         assert res.results[0].matches[0].face.external_id == "obama"
         assert (home / "indexes").is_dir()
 
 
-def test_index_snapshot_behind_the_database_is_reconciled(home: Path, pipeline) -> None:  # noqa: ANN001
+def test_index_snapshot_behind_the_database_is_reconciled(home: Path, pipeline,  # noqa: ANN001
+                                                          settings: Make) -> None:
     """A stale or missing index file (crash before save) is rebuilt from the database."""
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as a:
+    with FaceSearch(settings(), pipeline=pipeline) as a:
         a.collections.create("r")
         a.collections.index_image("r", face("obama.jpg"), external_id="obama")
     for f in (home / "indexes").glob("*.faiss"):
         f.unlink()
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as b:
+    with FaceSearch(settings(), pipeline=pipeline) as b:
         b.collections.index_image("r", face("biden.jpg"), external_id="biden")
         res = b.search.by_image("r", face("obama2.jpg"), threshold=0)
         assert [m.face.external_id for m in res.results[0].matches] == ["obama", "biden"]
 
 
-def test_two_services_see_each_others_writes(home: Path, pipeline) -> None:  # noqa: ANN001
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as a, \
-            FaceSearch(Settings(home=home), pipeline=pipeline) as b:
+def test_two_services_see_each_others_writes(home: Path, pipeline,  # noqa: ANN001
+                                             settings: Make) -> None:
+    with FaceSearch(settings(), pipeline=pipeline) as a, \
+            FaceSearch(settings(), pipeline=pipeline) as b:
         a.collections.create("s")
         a.collections.index_image("s", face("biden.jpg"), external_id="biden")
         assert b.search.by_image("s", face("obama2.jpg")).results[0].matches == []
@@ -210,20 +219,21 @@ def test_no_face_image_is_recorded_and_not_indexed(fs: FaceSearch) -> None:
     assert fs.collections.describe("n").face_count == 0
 
 
-def test_reembed_a_collection_made_with_another_model(home: Path, pipeline) -> None:  # noqa: ANN001
+def test_reembed_a_collection_made_with_another_model(home: Path, pipeline,  # noqa: ANN001
+                                                      settings: Make) -> None:
     from facesearch.errors import ConflictError
     from facesearch.vision.pipeline import load_pipeline
 
     old = load_pipeline("dlib")
     assert old.model_version != pipeline.model_version
-    with FaceSearch(Settings(home=home), pipeline=old) as a:
+    with FaceSearch(settings(), pipeline=old) as a:
         a.collections.create("legacy")
         kept = a.collections.index_image("legacy", face("obama.jpg"), external_id="obama",
                                          source_name=str(face("obama.jpg"))).indexed[0]
         a.collections.index_image("legacy", face("biden.jpg"), external_id="biden",
                                   source_name=str(face("biden.jpg")))
         a.collections.index_image("legacy", face("two_people.jpg").read_bytes())
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as b:
+    with FaceSearch(settings(), pipeline=pipeline) as b:
         with pytest.raises(ModelMismatchError):
             b.search.by_image("legacy", face("obama2.jpg"))
         with pytest.raises(ConflictError, match="cannot be re-embedded"):
@@ -274,21 +284,23 @@ def _index_events(fs: FaceSearch) -> list[str]:
 
 @pytest.mark.parametrize("where", ["before-audit", "before-outbox-removal"])
 def test_indexed_faces_get_their_audit_event_after_a_crash(home: Path, pipeline: object,
+                                                           settings: Make, databases: Databases,
                                                            where: str) -> None:
     """A process killed (os._exit, like kill -9) between committing faces and appending their
     audit event: on the next open every face has exactly one index event."""
     import subprocess
     import sys
 
+    env = {**os.environ, **databases.env(home.parent / "secrets")}
     proc = subprocess.run([sys.executable, "-c", _CRASH_SCRIPT, str(home),
                            str(face("two_people.jpg")), where],
-                          capture_output=True, text=True, timeout=600, check=False)
+                          capture_output=True, text=True, timeout=600, check=False, env=env)
     assert proc.returncode == 9, proc.stderr  # it died at the point under test
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as fs:  # type: ignore[arg-type]
+    with FaceSearch(settings(), pipeline=pipeline) as fs:  # type: ignore[arg-type]
         faces, _ = fs.collections.list_faces("c")
         assert len(faces) == 2
         events = _index_events(fs)
         assert sorted(events) == sorted(f.face_id for f in faces)
         assert fs.audit.verify().ok
-    with FaceSearch(Settings(home=home), pipeline=pipeline) as fs:  # type: ignore[arg-type]
+    with FaceSearch(settings(), pipeline=pipeline) as fs:  # type: ignore[arg-type]
         assert len(_index_events(fs)) == 2  # replayed once, not on every open

@@ -18,6 +18,8 @@ from facesearch.types import Caller, QualityFilter
 
 from ..conftest import face
 
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
+
 ANALYST = Caller("FSAKANALYST0000000000", role="searcher", purpose="robbery investigation",
                  case_ref="2026-0042")
 NO_PURPOSE = Caller("FSAKANALYST0000000000", role="searcher")

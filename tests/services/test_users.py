@@ -9,6 +9,8 @@ from facesearch.service import FaceSearch
 
 from ..conftest import face
 
+pytestmark = pytest.mark.databases  # each test on SQLite and on PostgreSQL
+
 
 @pytest.fixture
 def faces(fs: FaceSearch) -> dict[str, str]:

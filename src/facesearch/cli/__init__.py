@@ -1,7 +1,7 @@
 """Command-line interface: thin commands over the service objects, in groups
 (:mod:`~facesearch.cli.collections`, :mod:`~facesearch.cli.faces`,
 :mod:`~facesearch.cli.search`, :mod:`~facesearch.cli.governance`, :mod:`~facesearch.cli.media`,
-:mod:`~facesearch.cli.serve`, :mod:`~facesearch.cli.eval`).
+:mod:`~facesearch.cli.serve`, :mod:`~facesearch.cli.eval`, :mod:`~facesearch.cli.db`).
 
 Tables for people, ``--json`` for scripts. Every facesearch error exits with status 1 and a
 one-line reason on stderr (mapped once, in :func:`main`); usage errors exit with 2.
@@ -17,6 +17,7 @@ import typer
 
 from facesearch.cli import collections, faces, governance, media, search, serve
 from facesearch.cli.common import err
+from facesearch.cli.db import db_app
 from facesearch.cli.eval import eval_app
 from facesearch.errors import FaceSearchError
 
@@ -43,6 +44,7 @@ app.add_typer(collections.policy_app, name="policy")
 app.add_typer(media.video_app, name="video")
 app.add_typer(media.stream_app, name="stream")
 app.add_typer(media.cameras_app, name="cameras")
+app.add_typer(db_app, name="db")
 
 
 class Terminated(KeyboardInterrupt):

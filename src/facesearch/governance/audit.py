@@ -3,8 +3,9 @@
 Each :class:`AuditEvent` says who (actor, role, client address), why (purpose, case reference),
 what (operation, collection, probe image hash - never the image -, threshold, model version,
 result face ids with similarities) and when (seconds since the epoch, from an injectable
-clock). :meth:`AuditLog.record` appends it to its own SQLite file (``<home>/audit.db``, apart
-from the metadata database so that erasure and VACUUM there never touch it).
+clock). :meth:`AuditLog.record` appends it to its own database (``<home>/audit.db``, or a
+PostgreSQL database shared by several API nodes: ``FACESEARCH_AUDIT_DATABASE_URL``), apart
+from the metadata database so that erasure and VACUUM there never touch it.
 
 Tamper evidence:
 
@@ -22,12 +23,15 @@ Tamper evidence:
 
 Limits, by construction: someone who can write the file can append well-formed events after the
 last checkpoint, and can cut or rewrite events after the last checkpoint unnoticed unless a
-checkpoint kept elsewhere covers them. UPDATE and DELETE are refused by triggers, which stops
-mistakes, not an attacker with the file.
+checkpoint kept elsewhere covers them. UPDATE and DELETE (and on PostgreSQL TRUNCATE) are
+refused by triggers, which stops mistakes, not an attacker with the file or the tables' owner
+role; on PostgreSQL a role that may only SELECT and INSERT cannot even do that (see
+``docs/deploy.md``).
 
-Concurrency: appends take SQLite's write lock up front (``BEGIN IMMEDIATE``), then read the
-head, hash and insert in that one transaction, so appends from any number of threads and
-processes serialise without forks or retries; the busy timeout (30 s) makes waiters queue.
+Concurrency: appends take a lock up front (SQLite's write lock, ``BEGIN IMMEDIATE``; on
+PostgreSQL a transaction-scoped advisory lock), then read the head, hash and insert in that
+one transaction, so appends from any number of threads, processes and API nodes serialise
+into one chain without forks or retries; waiters queue (SQLite: for up to 30 s).
 ``seq`` (primary key) and ``prev_hash`` / ``hash`` (UNIQUE) would also reject a fork outright
 should anything ever write without that lock.
 """
@@ -41,7 +45,6 @@ import json
 import math
 import os
 import re
-import sqlite3
 import threading
 import time
 from bisect import bisect_left
@@ -61,17 +64,18 @@ from sqlalchemy import (
     Engine,
     Float,
     Index,
-    Integer,
     MetaData,
     String,
     Table,
-    create_engine,
-    event,
     insert,
     select,
 )
 
 from facesearch.errors import FaceSearchError, InvalidParameterError
+from facesearch.storage import database
+from facesearch.storage.database import Target
+from facesearch.storage.migrate import Schema, upgrade
+from facesearch.storage.schema import RowId
 from facesearch.types import Caller
 
 GENESIS_HASH = "0" * 64
@@ -498,11 +502,12 @@ class _Frontier:
 
 # -- schema ---------------------------------------------------------------------------------
 
-_metadata = MetaData()
+metadata = MetaData()
+"""The audit trail's tables; made and changed by migrations (``storage/migrations/audit``)."""
 
 events_t = Table(
-    "events", _metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    "events", metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=False),
     Column("ts", Float, nullable=False),
     Column("operation", String, nullable=False),
     Column("actor", String, nullable=False),
@@ -526,8 +531,8 @@ Index("events_by_operation", events_t.c.operation, events_t.c.seq)
 Index("events_by_ts", events_t.c.ts)
 
 checkpoints_t = Table(
-    "checkpoints", _metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=False),
+    "checkpoints", metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=False),
     Column("head_hash", String, nullable=False),
     Column("ts", Float, nullable=False),
     Column("signature", String, nullable=False),
@@ -535,50 +540,16 @@ checkpoints_t = Table(
     Column("tree_root", String),
     Column("tree_frontier", String),
 )
-_CHECKPOINT_ADDED = {"tree_root": "VARCHAR", "tree_frontier": "VARCHAR"}
 
 outbox_applied_t = Table(
-    "outbox_applied", _metadata,
+    "outbox_applied", metadata,
     Column("outbox_id", String, primary_key=True),
-    Column("seq", Integer, nullable=False),
+    Column("seq", RowId, nullable=False),
 )
 """Outbox rows (of the metadata database) already appended, so a replay appends each once."""
 
-_APPEND_ONLY = [
-    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op} BEFORE {op.upper()} ON {table} "
-    f"BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END"
-    for table in ("events", "checkpoints", "outbox_applied") for op in ("update", "delete")
-]
-
-_IMMEDIATE = "facesearch_audit_immediate"
-
-
-def _enable_wal(cur: sqlite3.Cursor) -> None:
-    """Switch to WAL (persistent in the file). Processes opening a new file at once get "locked"
-    here regardless of the busy timeout, so retry for up to about 10 s."""
-    for attempt in range(1000):
-        try:
-            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                cur.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == 999:
-                raise
-            time.sleep(0.01)
-
-
-def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
-    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
-    _enable_wal(cur)
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.close()
-
-
-def _on_begin(conn: Connection) -> None:
-    immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+_APPEND_LOCK = database.lock_key("audit-append")
+"""The advisory lock every append and checkpoint holds on PostgreSQL."""
 
 
 def _record_from_row(r: Any) -> AuditRecord:
@@ -610,19 +581,22 @@ CSV_FIELDS = ("seq", "ts", "operation", "actor", "role", "collection", "purpose"
 # -- the log --------------------------------------------------------------------------------
 
 class AuditLog:
-    """The audit trail of one data directory. Safe to share between threads; any number of
-    processes may append to the same file."""
+    """The audit trail of one data directory or deployment. Safe to share between threads;
+    any number of processes (on PostgreSQL: API nodes) may append to the same chain."""
 
-    def __init__(self, path: Path, signing_key: Path | None, clock: Clock = time.time,
+    def __init__(self, target: Target, signing_key: Path | None, clock: Clock = time.time,
                  checkpoint_every: int = 100, witness: Path | None = None) -> None:
-        """``signing_key``: PEM file of the Ed25519 key, created on first use; None keeps the
-        hash chain without checkpoints. ``checkpoint_every``: events between checkpoints.
-        ``witness``: a file (outside the data directory) every checkpoint is also appended to,
-        one JSON line each (see :func:`read_witness`)."""
+        """``target``: the database, an SQLite file or a URL
+        (:mod:`facesearch.storage.database`), made or migrated on open. ``signing_key``: PEM
+        file of the Ed25519 key, created on first use; None keeps the hash chain without
+        checkpoints (nodes sharing a database must share the key). ``checkpoint_every``:
+        events between checkpoints. ``witness``: a file (outside the data directory) every
+        checkpoint this process makes is also appended to, one JSON line each (see
+        :func:`read_witness`)."""
         if checkpoint_every < 1:
             raise InvalidParameterError("checkpoint_every must be at least 1")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+        upgrade(target, Schema.AUDIT)
+        self.target = target
         self.signing_key_path = signing_key
         self.witness_path = witness
         self.checkpoint_every = checkpoint_every
@@ -630,26 +604,14 @@ class AuditLog:
         self._lock = threading.Lock()
         self._key: Ed25519PrivateKey | None = None
         self._dirty = False
-        self.engine: Engine = create_engine(f"sqlite:///{path}")
-        event.listen(self.engine, "connect", _on_connect)
-        event.listen(self.engine, "begin", _on_begin)
+        self.engine: Engine = database.create(target, synchronous="FULL", explicit_begin=True)
         self._tree: _Frontier | None = None
-        with self._write() as conn:
-            _metadata.create_all(conn)
-            have = {r[1] for r in conn.exec_driver_sql("PRAGMA table_info(checkpoints)")}
-            for name, kind in _CHECKPOINT_ADDED.items():
-                if name not in have:
-                    conn.exec_driver_sql(f"ALTER TABLE checkpoints ADD COLUMN {name} {kind}")
-            for ddl in _APPEND_ONLY:
-                conn.exec_driver_sql(ddl)
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        """A transaction holding the database write lock from its start."""
-        with self.engine.connect() as conn:
-            conn.execution_options(**{_IMMEDIATE: True})
-            with conn.begin():
-                yield conn
+        """A transaction holding the chain's write lock from its start."""
+        with database.exclusive(self.engine, _APPEND_LOCK) as conn:
+            yield conn
 
     def _signer(self) -> Ed25519PrivateKey | None:
         if self._key is None and self.signing_key_path is not None:
@@ -777,7 +739,7 @@ class AuditLog:
         """An inclusion proof of event ``seq`` in the tree of the latest checkpoint that
         covers it: the event (export form), its leaf index, the audit path (hex, bottom up)
         and the signed checkpoint. Check it offline with :func:`check_proof`."""
-        with self.engine.connect() as conn, conn.begin():
+        with database.snapshot(self.engine) as conn:
             cp = conn.execute(select(checkpoints_t).where(
                 checkpoints_t.c.seq >= seq, checkpoints_t.c.tree_root.is_not(None))
                 .order_by(checkpoints_t.c.seq.desc()).limit(1)).first()
@@ -944,7 +906,7 @@ class AuditLog:
             trusted = load_public_key(self.public_key())
         else:
             trusted = None
-        with self.engine.connect() as conn, conn.begin():  # one snapshot throughout
+        with database.snapshot(self.engine) as conn:  # one state throughout
             walk = _ChainWalk(conn)
             walk.run()
             cps = conn.execute(select(checkpoints_t).order_by(checkpoints_t.c.seq)).all()

@@ -14,13 +14,17 @@
 
 The audit trail has its own database (``audit.db``, :mod:`facesearch.governance.audit`), so
 that it can be kept, copied and verified apart from the data it describes.
+
+The same tables serve SQLite and PostgreSQL (:mod:`facesearch.storage.database`); they are
+made and changed by migrations (:mod:`facesearch.storage.migrate`): a change here needs a
+new revision in ``storage/migrations/metadata``.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
-    Engine,
     Float,
     ForeignKey,
     Index,
@@ -32,14 +36,20 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
+from facesearch.storage.database import Target
+from facesearch.storage.migrate import Schema, upgrade
+
 metadata = MetaData()
+
+RowId = BigInteger().with_variant(Integer(), "sqlite")
+"""Row ids: 64 bits on PostgreSQL (``BIGSERIAL``), SQLite's ``INTEGER`` (its 64-bit row id)."""
 
 # -- galleries -------------------------------------------------------------------------------
 
 
 collections_t = Table(
     "collections", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("name", String, nullable=False, unique=True),
     Column("model_version", String, nullable=False),
     Column("created_at", Float, nullable=False),
@@ -50,7 +60,7 @@ collections_t = Table(
 
 images_t = Table(
     "images", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("image_id", String, nullable=False, unique=True),
     Column("collection_id", ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
     Column("sha256", String, nullable=False),
@@ -67,7 +77,7 @@ images_t = Table(
 
 users_t = Table(
     "users", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("collection_id", ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
     Column("user_id", String, nullable=False),
     Column("created_at", Float, nullable=False),
@@ -87,7 +97,7 @@ then appended to the audit trail and removed; a crash in between leaves them her
 
 faces_t = Table(
     "faces", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("face_id", String, nullable=False, unique=True),
     Column("collection_id", ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
     Column("image_row", ForeignKey("images.id", ondelete="SET NULL")),
@@ -135,7 +145,7 @@ before crops existed have none)."""
 
 access_keys_t = Table(
     "access_keys", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("key_id", String, nullable=False, unique=True),
     Column("role", String, nullable=False),
     Column("label", String),
@@ -147,8 +157,6 @@ access_keys_t = Table(
     Column("expires_at", Float),
     sqlite_autoincrement=True,
 )
-_KEY_COLUMNS_ADDED = {"purpose": "VARCHAR", "case_ref": "VARCHAR", "expires_at": "FLOAT"}
-_JOB_COLUMNS_ADDED = {"video_start_ms": "INTEGER"}
 
 
 # -- stored-video jobs -------------------------------------------------------------------------
@@ -156,7 +164,7 @@ _JOB_COLUMNS_ADDED = {"video_start_ms": "INTEGER"}
 
 jobs_t = Table(
     "video_jobs", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("job_id", String, nullable=False, unique=True),
     Column("kind", String, nullable=False),
     Column("status", String, nullable=False),
@@ -201,7 +209,7 @@ Index("video_jobs_by_status", jobs_t.c.status)
 
 detections_t = Table(
     "video_detections", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("job_row", ForeignKey("video_jobs.id", ondelete="CASCADE"), nullable=False),
     Column("person", Integer, nullable=False),
     Column("timestamp_ms", Integer, nullable=False),
@@ -225,7 +233,7 @@ Index("video_detections_by_person", detections_t.c.job_row, detections_t.c.perso
 
 matches_t = Table(
     "video_matches", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("job_row", ForeignKey("video_jobs.id", ondelete="CASCADE"), nullable=False),
     Column("person", Integer, nullable=False),
     Column("rank", Integer, nullable=False),
@@ -253,7 +261,7 @@ when encryption at rest is on), deleted with the job."""
 
 processors_t = Table(
     "stream_processors", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("name", String, nullable=False, unique=True),
     Column("settings", String, nullable=False),
     Column("status", String, nullable=False),
@@ -272,7 +280,7 @@ processors_t = Table(
 
 cameras_t = Table(
     "cameras", metadata,
-    Column("id", Integer, primary_key=True),
+    Column("id", RowId, primary_key=True),
     Column("name", String, nullable=False, unique=True),
     Column("url", String, nullable=False),
     Column("input_format", String),
@@ -299,19 +307,7 @@ tags_t = Table(
 resource name; deleted with their resource."""
 
 
-_COLUMNS_ADDED: dict[str, dict[str, str]] = {
-    "access_keys": _KEY_COLUMNS_ADDED,
-    "video_jobs": {"sns_topic_arn": "VARCHAR", **_JOB_COLUMNS_ADDED},
-}
-
-
-def create(engine: Engine) -> None:
-    """Create every table that is missing, and add the columns added since a table was first
-    made (SQLite has no migrations of its own; each addition is idempotent)."""
-    metadata.create_all(engine)
-    with engine.begin() as conn:
-        for table, added in _COLUMNS_ADDED.items():
-            have = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table})")}
-            for name, kind in added.items():
-                if name not in have:
-                    conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+def create(target: Target) -> None:
+    """Create or bring the metadata database ``target`` (an SQLite file or a URL) to the
+    schema above: its migrations (:func:`facesearch.storage.migrate.upgrade`)."""
+    upgrade(target, Schema.METADATA)

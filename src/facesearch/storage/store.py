@@ -1,29 +1,28 @@
 """Metadata store: collections, indexed images, faces (with their vectors) and users.
 
-SQLite through SQLAlchemy Core, in WAL mode with foreign keys and ``secure_delete`` on (deleted
-rows are overwritten, not merely unlinked). The store is the source of truth: every face row
-holds its embedding, and each collection's vector index is a cache rebuilt from it. Row ids are
-never reused (``AUTOINCREMENT``), so an id in an index snapshot always means the same face.
+SQLAlchemy Core on SQLite (the embedded default: WAL mode with foreign keys and
+``secure_delete`` on, so deleted rows are overwritten, not merely unlinked) or PostgreSQL (one
+database for several API nodes); see :mod:`facesearch.storage.database`. The store is the
+source of truth: every face row holds its embedding, and each collection's vector index is a
+cache rebuilt from it. Row ids are never reused (``AUTOINCREMENT``, or a sequence), so an id
+in an index snapshot always means the same face; within a collection they also grow in the
+order faces are committed (on PostgreSQL, inserts into one collection take its row lock
+first), so "faces after the highest row seen" misses none.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import (
     Connection,
     Engine,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     select,
@@ -31,8 +30,9 @@ from sqlalchemy import (
 )
 
 from facesearch.errors import CollectionNotFoundError, EncryptionError
-from facesearch.storage import schema
+from facesearch.storage import database, schema
 from facesearch.storage.crypto import Sealer, is_sealed
+from facesearch.storage.database import Target
 from facesearch.storage.schema import (
     audit_outbox_t,
     collections_t,
@@ -116,27 +116,6 @@ class ImageRow:
     faces_indexed: int
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA busy_timeout=30000")
-    # Several processes opening a new file at once can get "database is locked" from the
-    # switch to WAL at once, whatever the busy timeout: retry it for a while.
-    for attempt in range(100):
-        try:
-            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                cur.execute("PRAGMA journal_mode=WAL")
-            break
-        except sqlite3.OperationalError:
-            if attempt == 99:
-                raise
-            time.sleep(0.1)
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA secure_delete=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
 def _face_columns() -> list[Any]:
     f = faces_t.c
     return [
@@ -165,15 +144,15 @@ def crop_aad(face_id: str) -> bytes:
 
 
 class Store:
-    """The metadata database of one data directory (``<home>/facesearch.db``)."""
+    """The metadata database of one data directory (``<home>/facesearch.db``) or deployment
+    (a PostgreSQL URL), made or migrated on open."""
 
-    def __init__(self, path: Path, sealer: Sealer | None = None) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+    def __init__(self, target: Target, sealer: Sealer | None = None) -> None:
+        schema.create(target)
+        self.target = target
         self.sealer = sealer
-        self.engine: Engine = create_engine(f"sqlite:///{path}", future=True)
-        event.listen(self.engine, "connect", _sqlite_pragmas)
-        schema.create(self.engine)
+        self.engine: Engine = database.create(target)
+        self.postgres = database.is_postgres(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -304,6 +283,9 @@ class Store:
         """Insert faces (one statement); their row ids follow the collection's highest."""
         if not faces:
             return
+        if self.postgres:  # ids in commit order within the collection (see the module)
+            conn.execute(select(collections_t.c.id).where(collections_t.c.id == collection_id)
+                         .with_for_update(key_share=True))
         conn.execute(insert(faces_t), [dict(
             face_id=f.face_id, collection_id=collection_id, image_row=image_row,
             external_id=f.external_id, x1=f.box[0], y1=f.box[1], x2=f.box[2], y2=f.box[3],
@@ -478,21 +460,40 @@ class Store:
                              generation=collections_t.c.generation + 1))
 
     def checkpoint(self) -> None:
-        """Fold the write-ahead log into the database file and truncate it, so that deleted
-        rows (zeroed by ``secure_delete``) leave no copy in the log."""
+        """After an erasure. SQLite: fold the write-ahead log into the database file and
+        truncate it, so that deleted rows (zeroed by ``secure_delete``) leave no copy in the
+        log. PostgreSQL: ``VACUUM`` the tables, so that no row version of what was deleted is
+        left in them (their bytes stay in the pages until reused: :meth:`vacuum` with
+        ``full`` rewrites the tables; see ``docs/deploy.md``)."""
+        if self.postgres:
+            self.vacuum()
+            return
         with self.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
-    def delete_faces(self, conn: Connection, rows: Sequence[int]) -> int:
-        """Delete faces and their crops; returns how many faces went."""
+    def vacuum(self, full: bool = False) -> None:
+        """Reclaim deleted rows: ``VACUUM`` every table (``full``: ``VACUUM (FULL)`` on
+        PostgreSQL, which rewrites each table into new files and locks it meanwhile; on
+        SQLite ``VACUUM`` rebuilds the file either way)."""
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if not self.postgres:
+                conn.exec_driver_sql("VACUUM")
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                return
+            tables = ", ".join(t.name for t in schema.metadata.sorted_tables)
+            conn.exec_driver_sql(f"VACUUM {'(FULL) ' if full else ''}{tables}")
+
+    def delete_faces(self, conn: Connection, rows: Sequence[int]) -> list[str]:
+        """Delete faces and their crops by row; returns the face ids this transaction
+        deleted (not those another writer deleted first)."""
         ids = [int(r) for r in rows]
-        n = 0
+        gone: list[str] = []
         for start in range(0, len(ids), 500):
             conn.execute(delete(face_crops_t).where(
                 face_crops_t.c.face_row.in_(ids[start:start + 500])))
-            n += conn.execute(delete(faces_t).where(faces_t.c.id.in_(ids[start:start + 500]))
-                              ).rowcount
-        return n
+            gone += conn.execute(delete(faces_t).where(faces_t.c.id.in_(ids[start:start + 500]))
+                                 .returning(faces_t.c.face_id)).scalars()
+        return gone
 
     # -- users -------------------------------------------------------------------------
 

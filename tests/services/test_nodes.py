@@ -1,0 +1,199 @@
+"""Several API nodes on one PostgreSQL: each node a process with a data directory of its own
+(vector index caches only), sharing the metadata, the audit trail and the secrets; and the
+database roles docs/deploy.md sets up."""
+
+from __future__ import annotations
+
+import base64
+import json
+import multiprocessing
+import os
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from facesearch.config import Settings
+from facesearch.errors import AlreadyExistsError, DatabaseError
+from facesearch.governance.audit import AuditEvent
+from facesearch.service import FaceSearch
+from facesearch.storage import migrate
+from facesearch.storage.migrate import Schema
+from facesearch.vision.pipeline import Pipeline
+
+from ..conftest import Databases, face
+from ..postgres import PostgresServer
+
+EVENTS_PER_NODE = 40
+NODE_IMAGES = {0: ["obama.jpg", "biden.jpg"], 1: ["obama2.jpg", "two_people.jpg"]}
+BOTH = "obama-480p.jpg"
+"""Indexed by both nodes at once: stored once, a duplicate for the other."""
+
+
+def _shared_secrets(secrets: Path) -> None:
+    """What an operator hands every node: the audit signing key and the keys master key."""
+    secrets.mkdir(mode=0o700, parents=True)
+    (secrets / "audit-ed25519.pem").write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (secrets / "master.key").write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    for f in secrets.iterdir():
+        f.chmod(0o600)
+
+
+def _node(n: int, settings: dict[str, str], start: Any, created: Any, out: str) -> None:
+    """One API node: open at once with the other (both migrate the new database), index into
+    the shared collection, search, create a key, and append its own events."""
+    start.wait()
+    fs = FaceSearch(Settings(**settings))  # type: ignore[arg-type]
+    try:
+        if n == 0:
+            fs.collections.create("shared")
+        created.wait()
+        indexed: list[str] = []
+        duplicates = 0
+        for i, name in enumerate([*NODE_IMAGES[n], BOTH]):
+            res = fs.collections.index_image("shared", face(name), external_id=f"n{n}-{name}")
+            indexed += [f.face_id for f in res.indexed]
+            duplicates += res.duplicate
+            for j in range(EVENTS_PER_NODE // 3):
+                fs.audit.record(AuditEvent(operation="test.node", actor=f"node{n}",
+                                           details={"i": i * 100 + j}))
+            fs.search.by_image("shared", face("obama2.jpg"), threshold=0)
+        key = fs.keys.create("searcher", label=f"node{n}")
+        Path(out).write_text(json.dumps({"indexed": indexed, "duplicates": duplicates,
+                                         "key": [key.info.key_id, key.secret]}))
+    finally:
+        fs.shutdown()
+
+
+def test_two_api_nodes_share_collections_keys_and_one_audit_chain(
+        tmp_path: Path, postgres: Databases, pipeline: Pipeline) -> None:
+    """Two nodes append concurrently (searches, staged index events drained through the
+    outbox, direct events): the chain verifies with no fork, every event is in it exactly
+    once, and a third node sees every face and key either made."""
+    secrets = tmp_path / "secrets"
+    _shared_secrets(secrets)
+    common = {k: str(v) for k, v in postgres.settings(secrets).items()}
+    ctx = multiprocessing.get_context("spawn")
+    start, created = ctx.Barrier(2), ctx.Barrier(2)
+    procs = [ctx.Process(target=_node, args=(n, {**common, "home": str(tmp_path / f"node{n}")},
+                                             start, created, str(tmp_path / f"node{n}.json")))
+             for n in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(600)
+        assert p.exitcode == 0
+    made = [json.loads((tmp_path / f"node{n}.json").read_text()) for n in (0, 1)]
+    assert sum(m["duplicates"] for m in made) == 1  # the image both indexed is stored once
+
+    third = Settings(home=tmp_path / "node2", **common)  # type: ignore[arg-type]
+    with FaceSearch(third, pipeline=pipeline) as fs:
+        pem = (secrets / "audit-ed25519.pem").read_bytes()
+        public = serialization.load_pem_private_key(pem, None).public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        report = fs.audit.verify(public)
+        assert report.ok, report.problems
+        assert report.checkpoints == report.checkpoints_valid >= 2  # both nodes' shutdowns
+        records, _ = fs.audit.query(limit=10_000)
+        assert [r.seq for r in records] == list(range(1, report.events + 1))
+        assert len({r.hash for r in records}) == len(records)
+        mine = Counter((r.event.actor, r.event.details["i"]) for r in records
+                       if r.event.operation == "test.node")
+        assert set(mine.values()) == {1}
+        assert sorted(mine) == sorted((f"node{n}", i * 100 + j) for n in (0, 1)
+                                      for i in range(3) for j in range(EVENTS_PER_NODE // 3))
+        indexed = [f for m in made for f in m["indexed"]]
+        in_events = Counter(f for r in records if r.event.operation == "index"
+                            for f, _ in r.event.results)
+        assert in_events == Counter(indexed)  # each indexed face: one index event
+        faces, _ = fs.collections.list_faces("shared")
+        assert sorted(f.face_id for f in faces) == sorted(indexed)
+        hits = fs.search.by_image("shared", face("obama2.jpg")).results[0].matches
+        assert {m.face.external_id for m in hits} >= {"n0-obama.jpg", "n1-obama2.jpg"}
+        for m in made:
+            assert fs.keys.lookup(m["key"][0]).secret == m["key"][1]
+        with pytest.raises(AlreadyExistsError):
+            fs.collections.create("shared")
+
+
+# -- the roles of docs/deploy.md --------------------------------------------------------------
+
+@pytest.fixture
+def roles(postgres_server: PostgresServer) -> Iterator[tuple[str, str, str, str]]:
+    """An owner role with a metadata and an audit database of its own, and an application
+    role with the privileges docs/deploy.md grants: (owner, app, metadata db, audit db)."""
+    tag = uuid.uuid4().hex[:8]
+    owner, app = f"fs_owner_{tag}", f"fs_app_{tag}"
+    meta, audit = postgres_server.create_database(), postgres_server.create_database()
+    with postgres_server.connect() as admin:
+        admin.execute(f"CREATE ROLE {owner} LOGIN")
+        admin.execute(f"CREATE ROLE {app} LOGIN")
+        for db in (meta, audit):
+            admin.execute(f'ALTER DATABASE "{db}" OWNER TO {owner}')
+    yield owner, app, meta, audit
+    for db in (meta, audit):
+        postgres_server.drop_database(db)
+    with postgres_server.connect() as admin:
+        admin.execute(f"DROP ROLE {app}")
+        admin.execute(f"DROP ROLE {owner}")
+
+
+def _grant(server: PostgresServer, owner: str, app: str, meta: str, audit: str) -> None:
+    """The default privileges of docs/deploy.md, set by the owner before it migrates: every
+    table a revision makes gets them."""
+    with psycopg.connect(host=str(server.socket_dir), user=owner, dbname=meta,
+                         autocommit=True) as conn:
+        conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+                     f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {app}")
+        conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+                     f"GRANT USAGE, SELECT ON SEQUENCES TO {app}")
+    with psycopg.connect(host=str(server.socket_dir), user=owner, dbname=audit,
+                         autocommit=True) as conn:
+        conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA public "
+                     f"GRANT SELECT, INSERT ON TABLES TO {app}")
+
+
+def test_an_application_role_that_may_only_append_to_the_audit_trail(
+        tmp_path: Path, postgres_server: PostgresServer, roles: tuple[str, str, str, str],
+        pipeline: Pipeline) -> None:
+    """The owner migrates ('facesearch db upgrade'); the nodes' role reads and writes the
+    metadata but may only read and append to the audit trail: the service works, and that
+    role can neither change the chain nor switch its triggers off."""
+    owner, app, meta, audit = roles
+    secrets = tmp_path / "secrets"
+    _shared_secrets(secrets)
+    as_app = {"home": tmp_path / "home", "database_url": postgres_server.url(meta, app),
+              "audit_database_url": postgres_server.url(audit, app),
+              "audit_signing_key": secrets / "audit-ed25519.pem",
+              "keys_master_key_file": secrets / "master.key"}
+    _grant(postgres_server, owner, app, meta, audit)
+    with pytest.raises(DatabaseError, match="run 'facesearch db upgrade' as the role that owns"):
+        FaceSearch(Settings(**as_app), pipeline=pipeline)  # type: ignore[arg-type]
+    assert migrate.upgrade(postgres_server.url(meta, owner), Schema.METADATA) == "0001"
+    assert migrate.upgrade(postgres_server.url(audit, owner), Schema.AUDIT) == "0001"
+
+    with FaceSearch(Settings(**as_app), pipeline=pipeline) as fs:  # type: ignore[arg-type]
+        fs.collections.create("c")
+        kept = fs.collections.index_image("c", face("biden.jpg")).indexed[0]
+        gone = fs.collections.index_image("c", face("obama.jpg")).indexed[0]
+        fs.keys.create("auditor")
+        fs.erasure.erase("c", face_ids=[gone.face_id])  # its VACUUM: skipped, not an error
+        hits = fs.search.by_image("c", face("biden.jpg")).results[0].matches
+        assert [m.face.face_id for m in hits] == [kept.face_id]
+        fs.audit.checkpoint()
+        assert fs.audit.verify().ok
+    with psycopg.connect(host=str(postgres_server.socket_dir), user=app, dbname=audit,
+                         autocommit=True) as conn:
+        for sql in ("UPDATE events SET actor = 'mallory'", "DELETE FROM checkpoints",
+                    "TRUNCATE events", "ALTER TABLE events DISABLE TRIGGER USER",
+                    "DROP TRIGGER events_no_update_delete ON events"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(sql)
