@@ -73,6 +73,7 @@ from sqlalchemy import (
 
 from facesearch.errors import FaceSearchError, InvalidParameterError
 from facesearch.storage import database
+from facesearch.storage.crypto import create_secret_file
 from facesearch.storage.database import Target
 from facesearch.storage.migrate import Schema, upgrade
 from facesearch.storage.schema import RowId
@@ -386,23 +387,10 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
 def _load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """Load the signing key, or create it (0600 PEM) without clobbering one made concurrently."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = Ed25519PrivateKey.generate().private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption())
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # atomic, and fails if another process got there first
-            except FileExistsError:
-                pass
-        finally:
-            tmp.unlink(missing_ok=True)
+        create_secret_file(path, pem)
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:

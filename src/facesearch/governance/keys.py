@@ -51,7 +51,7 @@ from facesearch.errors import (
     NotFoundError,
 )
 from facesearch.governance.audit import AuditEvent, AuditLog
-from facesearch.storage.crypto import Sealer
+from facesearch.storage.crypto import Sealer, create_secret_file
 from facesearch.storage.store import Store
 from facesearch.types import Caller
 
@@ -161,14 +161,7 @@ def load_master_key(home: Path, given: str | None, file: Path | None = None) -> 
         return _decode_master(given, "FACESEARCH_KEYS_MASTER_KEY")
     path = file if file is not None else home / MASTER_KEY_FILE
     if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process created it first
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(os.urandom(32)).decode() + "\n")
+        create_secret_file(path, base64.b64encode(os.urandom(32)) + b"\n")
     try:
         return _decode_master(path.read_text().strip(), str(path))
     except OSError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+import threading
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -63,3 +64,24 @@ def load_sealer(key_b64: str | None, key_file: Path | None) -> Sealer | None:
     except (binascii.Error, ValueError):
         raise EncryptionError("encryption key must be base64 of 32 random bytes") from None
     return Sealer(key)
+
+
+def create_secret_file(path: Path, data: bytes) -> None:
+    """Create ``path`` holding ``data`` (mode 0600, its folder 0700) unless it exists. Atomic:
+    the file appears whole (written and synced under a temporary name, then hard-linked), so
+    a process starting at the same time reads either nothing or the whole secret, and never
+    clobbers a secret another process created first."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # fails if another process got there first
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
