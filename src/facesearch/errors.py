@@ -149,3 +149,10 @@ class IdempotencyMismatchError(ConflictError):
     """A client request token was reused for a different request."""
 
     code = "idempotency_mismatch"
+
+
+class BackendError(FaceSearchError):
+    """An engine the service runs on (a Milvus server, a Ray cluster) is missing, unreachable
+    or failed."""
+
+    code = "backend_error"
