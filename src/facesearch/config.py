@@ -79,7 +79,7 @@ class Settings(BaseSettings):
         "faiss", pattern="^(faiss|milvus)$",
         description="where collections' vectors are searched: faiss (an index per collection "
                     "in the data directory) or milvus (a Milvus server or cluster; needs the "
-                    "Milvus environment, scripts/setup --milvus)")
+                    "Milvus environment, scripts/setup-milvus)")
     milvus_uri: str = Field("http://127.0.0.1:19530",
                             description="Milvus server or cluster proxy (vector_backend milvus)")
     milvus_prefix: str = Field(

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import facesearch
 
@@ -69,11 +70,11 @@ class LocalRay:
 
     def _status(self) -> int:
         return subprocess.run([str(RAY), "status", f"--address={self.address}"],
-                              env=self.env, capture_output=True).returncode
+                              env=self.env, capture_output=True, check=False).returncode
 
     def alive_nodes(self) -> int:
         out = subprocess.run([str(RAY), "status", f"--address={self.address}"], env=self.env,
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, check=False).stdout
         active = out.split("Active:", 1)[-1].split("Pending:", 1)[0]
         return sum(1 for line in active.splitlines() if line.strip().startswith("1 node_"))
 
@@ -106,7 +107,7 @@ class LocalRay:
         self.procs.clear()
         shutil.rmtree(self.temp, ignore_errors=True)
 
-    def __enter__(self) -> LocalRay:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

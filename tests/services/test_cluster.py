@@ -92,9 +92,9 @@ def faces_of(fs: FaceSearch, collection: str) -> dict[str, list[tuple[str | None
 
 def same_faces(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> None:
     assert a.keys() == b.keys()
-    for sha in a:
-        assert [x[0] for x in a[sha]] == [x[0] for x in b[sha]]
-        for (_, va, ba), (_, vb, bb) in zip(a[sha], b[sha], strict=True):
+    for sha, faces in a.items():
+        assert [x[0] for x in faces] == [x[0] for x in b[sha]]
+        for (_, va, ba), (_, vb, bb) in zip(faces, b[sha], strict=True):
             assert np.allclose(ba, bb, atol=1e-3) and float(va @ vb) > 0.9999
 
 
@@ -177,3 +177,42 @@ def test_a_video_job_scanned_on_ray_equals_a_local_one(home: Path, pipeline: Pip
         assert [m.external_id for m in ms_r] == [m.external_id for m in ms]
         assert all(abs(a.similarity - b.similarity) < 0.01 for a, b in zip(ms, ms_r))
     assert any(ms and ms[0].external_id == "lin-manuel-miranda" for _, _, ms in ray)
+
+
+def test_the_cli_indexes_a_folder_and_an_s3_prefix_on_ray(
+        home: Path, ray_address: str, moto_url: str, photos: list[Path],
+        tmp_path: Path) -> None:
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import boto3
+
+    env = {**os.environ, **CREDS, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
+    s3 = boto3.client("s3", endpoint_url=moto_url, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    s3.create_bucket(Bucket="cli")
+    folder = tmp_path / "photos"
+    for i, p in enumerate(photos[:8]):
+        if i % 2:
+            s3.put_object(Bucket="cli", Key=f"in/{p.parent.name}/{p.name}", Body=p.read_bytes())
+        else:
+            (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(p, folder / p.parent.name / p.name)
+
+    def cli(*args: str) -> dict[str, Any]:
+        proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    cli("collection", "create", "c", "--json")
+    args = ("index", "c", str(folder), "s3://cli/in/", "--ray", ray_address, "--id-from",
+            "parent", "--s3-endpoint-url", moto_url, "--json")
+    assert cli(*args)["summary"] == {"files": 8, "indexed": 8, "skipped": 0, "no_face": 0,
+                                     "failed": 0, "faces": 8}
+    assert cli(*args)["summary"]["skipped"] == 8
+    faces = cli("faces", "list", "c", "--json")["faces"]
+    assert sorted(f["external_id"] for f in faces) == sorted(p.parent.name for p in photos[:8])
+    assert sum(f["source"].startswith("s3://cli/in/") for f in faces) == 4

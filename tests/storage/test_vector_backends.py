@@ -4,7 +4,7 @@ Milvus standalone server (the ``milvus`` package's, started here on loopback).
 The same collection semantics on each: search with exact similarities and thresholds,
 external ids, deletes, users, erasure, collection deletion, and a backend missing vectors
 mended from the database. Milvus needs pymilvus 2.3, which lives in ``.venv-milvus``
-(``scripts/setup --milvus``): there these tests run with ``FACESEARCH_TEST_MILVUS=1`` (as
+(``scripts/setup-milvus``): there these tests run with ``FACESEARCH_TEST_MILVUS=1`` (as
 ``.ci/run`` does); in the main environment the Milvus half is skipped.
 """
 
@@ -35,6 +35,10 @@ HAVE_MILVUS = all(importlib.util.find_spec(m) is not None for m in ("milvus", "p
 WANT_MILVUS = bool(os.environ.get("FACESEARCH_TEST_MILVUS"))
 
 
+INTERIM_NPROBE = 77
+"""facesearch.storage.milvus.INTERIM_NPROBE (that module needs pymilvus to import)."""
+
+
 @pytest.fixture(scope="module")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A Milvus 2.3 standalone server on loopback, its storage in a temporary folder, whose
@@ -43,8 +47,8 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not HAVE_MILVUS:
         if WANT_MILVUS:
             pytest.fail("FACESEARCH_TEST_MILVUS is set but pymilvus/milvus are missing: run "
-                        "these tests with .venv-milvus/bin/python (scripts/setup --milvus)")
-        pytest.skip("Milvus runs in .venv-milvus (scripts/setup --milvus), as .ci/run does")
+                        "these tests with .venv-milvus/bin/python (scripts/setup-milvus)")
+        pytest.skip("Milvus runs in .venv-milvus (scripts/setup-milvus), as .ci/run does")
     from milvus import MilvusServer, MilvusServerConfig
 
     server = MilvusServer(MilvusServerConfig())
@@ -52,6 +56,7 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     # Not missingTolerance: files of a compaction in progress are not yet in the metadata.
     for key in ("dataCoord.gc.interval", "dataCoord.gc.dropTolerance"):
         server.config.set(key, 1)
+    server.config.set("queryNode.segcore.interimIndex.nprobe", INTERIM_NPROBE)  # as deployed
     server.start()
     yield server
     server.stop()
@@ -273,3 +278,32 @@ def test_erased_vectors_leave_milvus_storage(home: Path, pipeline: Pipeline,
 def holding(root: Path, data: bytes) -> list[Path]:
     """Files under ``root`` that contain ``data``."""
     return [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+@pytest.mark.skipif(HAVE_MILVUS, reason="checks the environment without pymilvus")
+def test_milvus_without_its_client_is_refused(home: Path, pipeline: Pipeline) -> None:
+    from facesearch.errors import BackendError
+
+    with pytest.raises(BackendError, match="scripts/setup-milvus"):
+        open_service(home, pipeline, {"vector_backend": "milvus"})
+
+
+def test_a_milvus_collection_of_another_database_is_refused(
+        tmp_path: Path, pipeline: Pipeline, milvus_server: Any) -> None:
+    """Two databases with the same prefix would share ``<prefix>_1``: the second refuses."""
+    from facesearch.errors import BackendError
+
+    backend = {"vector_backend": "milvus",
+               "milvus_uri": f"http://127.0.0.1:{milvus_server.listen_port}",
+               "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+    first = open_service(tmp_path / "a" / "home", pipeline, backend)
+    second = open_service(tmp_path / "b" / "home", pipeline, backend)
+    try:
+        for fs in (first, second):
+            fs.collections.create("c")
+        first.collections.index_image("c", face("obama.jpg"))
+        with pytest.raises(BackendError, match="another facesearch database"):
+            second.collections.index_image("c", face("biden.jpg"))
+    finally:
+        first.shutdown()
+        second.shutdown()

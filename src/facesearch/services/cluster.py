@@ -8,7 +8,7 @@ describe (:class:`PipelineSpec`: no secrets travel), loaded once per Ray worker 
 CPUs or, with ``gpus``, on GPUs. Images travel as bytes (read by the caller) or as S3 objects
 that the task reads itself, with the credentials of the worker's environment.
 
-Every node runs the same Python with facesearch installed (docs/deploy.md).
+Every node runs the same Python with facesearch installed (docs/deploy-distributed.md).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import ipaddress
 import logging
 import os
 import threading
-from collections.abc import Iterator, Set
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -128,7 +129,7 @@ def _s3_client(endpoint_url: str | None, region: str | None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
 
 
-def list_s3(url: str, suffixes: Set[str], *, endpoint_url: str | None = None,
+def list_s3(url: str, suffixes: AbstractSet[str], *, endpoint_url: str | None = None,
             region: str | None = None) -> Iterator[S3Object]:
     """Objects under an ``s3://bucket/prefix`` whose names end in one of ``suffixes``, in key
     order."""
@@ -172,7 +173,7 @@ be read (analysis: why); analysis None when its content was already indexed (ski
 
 
 def analyze_sources(pipeline: Pipeline, limits: DecodeLimits, chunk: list[bytes | S3Object],
-                    known: Set[str] = frozenset()) -> list[Answer]:
+                    known: AbstractSet[str] = frozenset()) -> list[Answer]:
     """Read, decode and detect each image, then embed all their faces in one batch; content
     whose SHA-256 is in ``known`` is skipped."""
     images: list[Image] = []
@@ -204,7 +205,7 @@ def analyze_sources(pipeline: Pipeline, limits: DecodeLimits, chunk: list[bytes 
 
 
 def _analyze_task(spec: PipelineSpec, chunk: list[bytes | S3Object],
-                  known: Set[str]) -> list[Answer]:
+                  known: AbstractSet[str]) -> list[Answer]:
     """Ray task: :func:`analyze_sources` with the worker process's pipeline."""
     return analyze_sources(pipeline_for(spec), spec.limits, chunk, known)
 
@@ -277,14 +278,14 @@ class RayCluster:
         """Addresses of the cluster's live nodes."""
         return [n["NodeManagerAddress"] for n in self._ray.nodes() if n["Alive"]]
 
-    def pool(self, settings: Settings, known: Set[str] = frozenset()) -> RayPool:
+    def pool(self, settings: Settings, known: AbstractSet[str] = frozenset()) -> RayPool:
         """A pool of analysis tasks for :class:`~facesearch.services.indexing.BulkIndexer`;
         ``known``: content already indexed (tasks reading S3 objects skip it)."""
         return RayPool(self, self.spec(settings), self._ray.put(frozenset(known)))
 
     def scan_video(self, path: str | os.PathLike[str], spec: PipelineSpec,
                    settings: VideoJobSettings, *, embed: bool, info: VideoInfo | None,
-                   should_stop: Any = None) -> VideoScan | None:
+                   should_stop: Callable[[], bool] | None = None) -> VideoScan | None:
         """Scan a video in a Ray task (its bytes travel with it); None when ``should_stop()``
         turned true first (the task is cancelled)."""
         ref = self._scan.remote(spec, Path(path).read_bytes(), settings, embed, info)

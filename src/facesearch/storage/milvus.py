@@ -17,10 +17,10 @@ Erasure deletes the rows, flushes, and compacts the collection (waiting for the 
 so that the erased vectors leave Milvus's segments; their old segment files go when Milvus's
 garbage collector runs (``dataCoord.gc.interval``, ``dataCoord.gc.dropTolerance``), and the
 inserts stay in its message log (rocksmq, Pulsar or Kafka) until that log's retention ends:
-configure both short (docs/deploy.md).
+configure both short (docs/deploy-distributed.md).
 
 pymilvus 2.3 (the client of Milvus 2.3) pins old setuptools, protobuf, environs and
-marshmallow, so it lives in its own environment (``scripts/setup --milvus``), not in the
+marshmallow, so it lives in its own environment (``scripts/setup-milvus``), not in the
 service's default one.
 """
 
@@ -47,6 +47,11 @@ NLIST = 1024
 """IVF_SQ8 cells per Milvus segment."""
 PROBE_FRACTION = 0.6
 """Share of a segment's cells scanned per query (as the FAISS inverted file)."""
+INTERIM_NPROBE = 77
+"""The server setting ``queryNode.segcore.interimIndex.nprobe`` a deployment needs: Milvus
+searches segments not yet indexed (growing, or sealed before their IVF_SQ8 index is loaded)
+on an interim index of 128 cells, of which it scans 16 by default, which finds only about
+80 % of the matches; 77 scans :data:`PROBE_FRACTION` of them, as the IVF_SQ8 index does."""
 CHUNK = 10_000
 """Rows per insert, delete or presence query."""
 MAX_TOPK = 16_384
@@ -64,7 +69,7 @@ def _client() -> Any:
     except ImportError as exc:
         raise BackendError(
             "FACESEARCH_VECTOR_BACKEND=milvus needs pymilvus 2.3, which lives in its own "
-            "environment: run the service from .venv-milvus (scripts/setup --milvus)") from exc
+            "environment: run the service from .venv-milvus (scripts/setup-milvus)") from exc
     return pymilvus
 
 

@@ -8,7 +8,7 @@ are stored sealed in its ``faces`` table, and a backend missing vectors is recon
   collection in the data directory (exact, then an inverted file);
 - ``milvus``: :class:`facesearch.storage.milvus.MilvusVectors`, a Milvus collection per
   facesearch collection on a Milvus server or cluster (``FACESEARCH_MILVUS_URI``); it needs
-  pymilvus 2.3, installed apart (``scripts/setup --milvus``: docs/deploy.md).
+  pymilvus 2.3, installed apart (``scripts/setup-milvus``: docs/deploy-distributed.md).
 
 Ids are the store's face row ids (int64); scores are cosines in [-1, 1]. Every backend's
 search reports exact cosines when given ``exact`` (the store's vectors), so thresholds and
