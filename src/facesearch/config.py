@@ -75,6 +75,22 @@ class Settings(BaseSettings):
     index_large: int = Field(
         100_000, ge=1_000, description="collection size (faces) from which its vector index is "
                                        "an inverted file with re-ranking instead of exact")
+    vector_backend: str = Field(
+        "faiss", pattern="^(faiss|milvus)$",
+        description="where collections' vectors are searched: faiss (an index per collection "
+                    "in the data directory) or milvus (a Milvus server or cluster; needs the "
+                    "Milvus environment, scripts/setup-milvus)")
+    milvus_uri: str = Field("http://127.0.0.1:19530",
+                            description="Milvus server or cluster proxy (vector_backend milvus)")
+    milvus_prefix: str = Field(
+        "facesearch", pattern="^[A-Za-z_][A-Za-z0-9_]{0,63}$",
+        description="prefix of this deployment's Milvus collections (one per database)")
+    milvus_token: SecretStr | None = Field(
+        None, description="Milvus credentials, 'user:password' or an API key")
+    ray_address: str | None = Field(
+        None, description="Ray cluster (host:port of its head) that runs stored-video scans "
+                          "(and `facesearch index --ray` by default); none: in this process")
+    ray_gpus: float = Field(0.0, ge=0, description="GPUs each Ray task asks for (0: CPU)")
     video_workers: int = Field(1, ge=1, description="stored-video jobs run at once")
     max_video_bytes: int = Field(10 * 1024**3, ge=1024, description="largest video accepted "
                                                                     "(bytes)")

@@ -156,3 +156,10 @@ class DatabaseError(FaceSearchError):
     version of facesearch, or a migration the database role may not make."""
 
     code = "database"
+
+
+class BackendError(FaceSearchError):
+    """An engine the service runs on (a Milvus server, a Ray cluster) is missing, unreachable
+    or failed."""
+
+    code = "backend_error"

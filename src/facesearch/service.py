@@ -28,8 +28,8 @@ from facesearch.services.collection import FaceCollections
 from facesearch.services.search import SearchGate
 from facesearch.services.users import UserDirectory
 from facesearch.storage.database import url_of
-from facesearch.storage.indexes import IndexCache
 from facesearch.storage.store import Store
+from facesearch.storage.vectors import vector_backend
 from facesearch.types import Caller
 from facesearch.vision.pipeline import Pipeline, model_version_of, pipeline_from
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from facesearch.media.stream import StreamProcessors
     from facesearch.media.video import VideoJobs
     from facesearch.media.webhook import EgressPolicy
+    from facesearch.services.cluster import RayCluster
 
 Clock = Callable[[], float]
 
@@ -84,11 +85,21 @@ class FaceSearch:
         self._pipeline = pipeline
         self._clock = clock
         self._video: VideoJobs | None = None
+        self._cluster: RayCluster | None = None
         self._streams: StreamProcessors | None = None
         self._calibrations: dict[str, Calibration | None] = {}
         limiter = SearchLimiter(per_minute=settings.searches_per_minute,
                                 on_spike=self._volume_spike)
-        self.indexes = IndexCache(self.home, self.store, sealer, large=settings.index_large)
+        try:
+            self.indexes = vector_backend(settings, self.home, self.store, sealer)
+        except FaceSearchError:
+            self.store.close()
+            self.audit.shutdown()
+            raise
+        if sealer is not None and settings.vector_backend != "faiss":
+            setup_log.warning("encryption at rest seals the database's vectors, but those in "
+                              "%s are as safe as its storage: encrypt its volumes or bucket",
+                              settings.vector_backend)
         self.trail = AuditTrail(self.audit, self.store, self._model_version)
         self.collections = FaceCollections(
             self.store, self.indexes, self.trail, self._load_pipeline, clock=clock,
@@ -213,12 +224,24 @@ class FaceSearch:
         if self._video is None:
             from facesearch.media.video import VideoJobs
 
+            cluster = self.cluster
             self._video = VideoJobs(self.home, self.store, self.collections, self.search,
                                     workers=self.settings.video_workers,
                                     max_video_bytes=self.settings.max_video_bytes,
                                     clock=self._clock, keys=self.keys,
-                                    egress=self._egress())
+                                    egress=self._egress(), cluster=cluster,
+                                    pipeline_spec=cluster.spec(self.settings)
+                                    if cluster is not None else None)
         return self._video
+
+    @property
+    def cluster(self) -> RayCluster | None:
+        """The Ray cluster of ``FACESEARCH_RAY_ADDRESS`` (connected on first use), or None."""
+        if self._cluster is None and self.settings.ray_address:
+            from facesearch.services.cluster import RayCluster
+
+            self._cluster = RayCluster(self.settings.ray_address, gpus=self.settings.ray_gpus)
+        return self._cluster
 
     @property
     def streams(self) -> StreamProcessors:
@@ -252,6 +275,8 @@ class FaceSearch:
             self._streams.shutdown()
         if self._video is not None:
             self._video.shutdown()
+        if self._cluster is not None:
+            self._cluster.shutdown()
         self.indexes.shutdown()
         self.store.close()
         self.audit.shutdown()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -29,6 +29,10 @@ from facesearch.responses import rnd
 from facesearch.storage.store import FaceRecord
 from facesearch.types import QualityFilter
 
+if TYPE_CHECKING:
+    from facesearch.services.cluster import Source
+    from facesearch.services.indexing import BulkIndexer, Summary
+
 faces_app = typer.Typer(no_args_is_help=True, help="List and delete the faces of a collection.")
 
 
@@ -45,7 +49,8 @@ class _RateColumn(ProgressColumn):
 
 def index(
     collection: str,
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (recursive).")],
+    paths: Annotated[list[str], typer.Argument(
+        help="Image files and folders (recursive), and s3://bucket/prefix URLs.")],
     home: HomeOpt = None,
     external_id: Annotated[str | None, typer.Option(help="External id (one file only).")] = None,
     id_from: Annotated[str, typer.Option(help="External id from the file 'name', the 'parent' "
@@ -57,14 +62,22 @@ def index(
                                                            "cores).")] = None,
     force: Annotated[bool, typer.Option(help="Index content already in the collection "
                                              "again.")] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Analyse on this Ray cluster (head host:port; default: "
+                      "FACESEARCH_RAY_ADDRESS, else this machine's cores).")] = None,
+    ray_gpus: Annotated[float | None, typer.Option(
+        min=0, help="GPUs per Ray task (default FACESEARCH_RAY_GPUS; 0: CPUs).")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(
+        help="S3-compatible store of s3:// URLs (default: AWS); credentials from the "
+             "environment of this process and of the Ray workers.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index the faces of image files and folders (resumable: done files are skipped)."""
+    """Index the faces of image files, folders and S3 prefixes (resumable: content already
+    indexed is skipped)."""
     from facesearch.services.indexing import (
+        IMAGE_SUFFIXES,
         BulkIndexer,
-        FileResult,
         IdFrom,
-        Outcome,
         iter_image_files,
     )
 
@@ -72,36 +85,30 @@ def index(
         id_source = IdFrom(id_from)
     except ValueError:
         raise typer.BadParameter("--id-from must be name, parent or none") from None
-    files = list(iter_image_files(paths))
+    from facesearch.services.cluster import RayCluster, list_s3
+
+    try:
+        files: list[Source] = list(iter_image_files(Path(p) for p in paths
+                                                    if not p.startswith("s3://")))
+        for url in (p for p in paths if p.startswith("s3://")):
+            files += list_s3(url, IMAGE_SUFFIXES, endpoint_url=s3_endpoint_url)
+    except FaceSearchError as exc:
+        raise typer.BadParameter(exc.message) from None
     if external_id is not None and len(files) != 1:
         raise typer.BadParameter("--external-id needs exactly one image file")
     with service(home) as fs:
         fs.collections.describe(collection)  # fail fast on an unknown collection
-        indexer = BulkIndexer(fs.collections, collection, settings=fs.settings,
-                              workers=workers, quality_filter=quality_filter,
-                              max_faces=max_faces, id_from=id_source, external_id=external_id,
-                              force=force)
-        rate = _RateColumn()
-        progress = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), rate,
-                            TimeElapsedColumn(), TimeRemainingColumn(), console=err,
-                            disable=as_json or not err.is_terminal)
-        with progress:
-            task = progress.add_task("index", total=len(files), faces=0)
-            faces = 0
-
-            def on_result(r: FileResult) -> None:
-                nonlocal faces
-                faces += r.faces_indexed
-                progress.update(task, advance=1, faces=faces)
-                if as_json:
-                    emit_json({"path": str(r.path), "outcome": r.outcome.value,
-                               "faces_indexed": r.faces_indexed, "reason": r.reason,
-                               "face_ids": [f.face_id for f in r.result.indexed]
-                               if r.result is not None else []})
-                elif r.outcome in (Outcome.FAILED, Outcome.NO_FACE):
-                    progress.console.print(f"[yellow]{r.outcome.value}[/] {r.path}: {r.reason}")
-
-            summary = indexer.run(files, on_result)
+        address = ray or fs.settings.ray_address
+        cluster = None if address is None else RayCluster(
+            address, gpus=fs.settings.ray_gpus if ray_gpus is None else ray_gpus)
+        try:
+            summary = _index(files, BulkIndexer(
+                fs.collections, collection, settings=fs.settings, workers=workers,
+                quality_filter=quality_filter, max_faces=max_faces, id_from=id_source,
+                external_id=external_id, force=force, cluster=cluster), as_json)
+        finally:
+            if cluster is not None:
+                cluster.shutdown()
     if as_json:
         emit_json({"summary": {"files": summary.files, "indexed": summary.indexed,
                                "skipped": summary.skipped, "no_face": summary.no_face,
@@ -113,6 +120,33 @@ def index(
     out.print(t)
     if summary.failed and not summary.indexed and not summary.skipped:
         raise typer.Exit(1)
+
+
+def _index(files: list[Source], indexer: BulkIndexer, as_json: bool) -> Summary:
+    """Run ``indexer`` over ``files`` with a progress bar (or a JSON line per file)."""
+    from facesearch.services.indexing import FileResult, Outcome
+
+    rate = _RateColumn()
+    progress = Progress(TextColumn("indexing"), BarColumn(), MofNCompleteColumn(), rate,
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                        disable=as_json or not err.is_terminal)
+    with progress:
+        task = progress.add_task("index", total=len(files), faces=0)
+        faces = 0
+
+        def on_result(r: FileResult) -> None:
+            nonlocal faces
+            faces += r.faces_indexed
+            progress.update(task, advance=1, faces=faces)
+            if as_json:
+                emit_json({"path": str(r.path), "outcome": r.outcome.value,
+                           "faces_indexed": r.faces_indexed, "reason": r.reason,
+                           "face_ids": [f.face_id for f in r.result.indexed]
+                           if r.result is not None else []})
+            elif r.outcome in (Outcome.FAILED, Outcome.NO_FACE):
+                progress.console.print(f"[yellow]{r.outcome.value}[/] {r.path}: {r.reason}")
+
+        return indexer.run(files, on_result)
 
 
 def detect(

@@ -31,8 +31,8 @@ from facesearch import limits
 from facesearch.errors import InvalidParameterError, UserNotFoundError
 from facesearch.governance.policy import of_collection
 from facesearch.governance.trail import AuditTrail
-from facesearch.storage.indexes import IndexCache
 from facesearch.storage.store import Store
+from facesearch.storage.vectors import VectorBackend
 from facesearch.types import Caller
 
 ErasureHook = Callable[[str, builtins.list[str]], int]
@@ -70,7 +70,7 @@ class ErasureReceipt:
 class Erasure:
     """Erases faces of one data directory's collections."""
 
-    def __init__(self, store: Store, indexes: IndexCache, trail: AuditTrail, *,
+    def __init__(self, store: Store, indexes: VectorBackend, trail: AuditTrail, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.indexes = indexes

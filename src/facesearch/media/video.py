@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import TYPE_CHECKING, BinaryIO, Literal
 
 import numpy as np
 from PIL import Image as PILImage
@@ -85,6 +85,9 @@ from facesearch.storage.schema import detections_t, jobs_t, matches_t, thumbnail
 from facesearch.storage.store import Store
 from facesearch.types import Caller, Faces, FaceView, FloatArray, IntArray
 from facesearch.vision.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from facesearch.services.cluster import PipelineSpec, RayCluster
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +461,9 @@ class VideoJobs:
                  max_video_bytes: int = MAX_VIDEO_BYTES,
                  path_roots: Sequence[Path] | None = None,
                  clock: Callable[[], float] = time.time,
-                 keys: AccessKeys | None = None, egress: EgressPolicy = OPEN) -> None:
+                 keys: AccessKeys | None = None, egress: EgressPolicy = OPEN,
+                 cluster: RayCluster | None = None,
+                 pipeline_spec: PipelineSpec | None = None) -> None:
         if workers < 1:
             raise InvalidParameterError("video workers must be at least 1")
         self.home = home
@@ -481,6 +486,11 @@ class VideoJobs:
         self._reasons: dict[str, str] = {}
         self.keys = keys
         self.egress = egress
+        self.cluster = cluster
+        """Scans run as Ray tasks on it (with ``pipeline_spec``'s pipeline), else here."""
+        self.pipeline_spec = pipeline_spec
+        if cluster is not None and pipeline_spec is None:
+            raise InvalidParameterError("video scans on a Ray cluster need a pipeline spec")
         self.sns: SnsPublisher | None = None
         """Publishes completion messages to SNS topics (the HTTP API sets it from its
         settings; None: jobs that name a topic are refused)."""
@@ -971,10 +981,7 @@ class VideoJobs:
 
         try:
             try:
-                scan = scan_video(g["input_path"], self.collections.pipeline.for_thread(),
-                                  job.settings,
-                                  embed=job.kind is JobKind.FACE_SEARCH, info=job.video,
-                                  on_progress=progress, should_stop=cancel.is_set)
+                scan = self._scan(g["input_path"], job, progress, cancel)
                 per_person = (self._search(job, scan, caller, cancel)
                               if job.kind is JobKind.FACE_SEARCH else {})
                 self._store_results(row.id, scan, per_person)  # type: ignore[attr-defined]
@@ -995,6 +1002,21 @@ class VideoJobs:
         self._notify(job_id)
         with self._done:
             self._done.notify_all()
+
+    def _scan(self, path: str, job: VideoJob, progress: Callable[[float], None],
+              cancel: threading.Event) -> VideoScan:
+        """Scan the job's video here, or in a Ray task (no progress until it is done)."""
+        embed = job.kind is JobKind.FACE_SEARCH
+        if self.cluster is None:
+            return scan_video(path, self.collections.pipeline.for_thread(), job.settings,
+                              embed=embed, info=job.video, on_progress=progress,
+                              should_stop=cancel.is_set)
+        assert self.pipeline_spec is not None
+        scan = self.cluster.scan_video(path, self.pipeline_spec, job.settings, embed=embed,
+                                       info=job.video, should_stop=cancel.is_set)
+        if scan is None:
+            raise _Stopped
+        return scan
 
     def _search(self, job: VideoJob, scan: VideoScan, caller: Caller,
                 cancel: threading.Event) -> dict[int, builtins.list[Match]]:

@@ -3,7 +3,7 @@ list faces.
 
 All state is in a data directory: ``facesearch.db`` (metadata and vectors, the source of
 truth; :mod:`facesearch.storage`) and each collection's vector index (a cache,
-:class:`facesearch.storage.indexes.IndexCache`). Writes happen one image per transaction, so
+:mod:`facesearch.storage.vectors`). Writes happen one image per transaction, so
 an interrupted indexing run loses at most the image in flight and never leaves the index and
 the metadata disagreeing; an image's audit event commits with its faces (the outbox of
 :class:`facesearch.governance.trail.AuditTrail`).
@@ -35,8 +35,8 @@ from facesearch.governance.calibration import Calibration
 from facesearch.governance.policy import CollectionPolicy, EffectivePolicy, of_collection
 from facesearch.governance.trail import AuditTrail
 from facesearch.services.search import require_model
-from facesearch.storage.indexes import IndexCache
 from facesearch.storage.store import CollectionRow, FaceRecord, NewFace, Store
+from facesearch.storage.vectors import VectorBackend
 from facesearch.types import Caller, Faces, Image, QualityFilter
 from facesearch.vision.crop import FaceCrop, face_crops
 from facesearch.vision.decode import DEFAULT_LIMITS, DecodeLimits, ImageSource, load_image
@@ -95,7 +95,7 @@ class FaceCard:
 class FaceCollections:
     """Collections and their faces over one data directory."""
 
-    def __init__(self, store: Store, indexes: IndexCache, trail: AuditTrail,
+    def __init__(self, store: Store, indexes: VectorBackend, trail: AuditTrail,
                  pipeline: Callable[[], Pipeline], *, clock: Clock = time.time,
                  limits: DecodeLimits = DEFAULT_LIMITS,
                  calibration: Callable[[str], Calibration | None] = lambda _m: None,

@@ -1,8 +1,10 @@
-"""Bulk indexing of files and folders, on every core, resumable.
+"""Bulk indexing of files, folders and S3 prefixes, on every core or a Ray cluster, resumable.
 
 Files are read and hashed in the calling process; content already in the collection is skipped
 (so an interrupted run resumes where it stopped). Decoding, detection and embedding run in
-worker processes; the calling process alone writes to the store, one image per transaction.
+worker processes (:class:`LocalPool`) or Ray tasks (:class:`facesearch.services.cluster.RayPool`),
+which read S3 objects themselves and skip content already indexed; the calling process alone
+writes to the store, one image per transaction.
 """
 
 from __future__ import annotations
@@ -14,16 +16,27 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from facesearch.config import Settings
 from facesearch.errors import FaceSearchError, InvalidParameterError
+from facesearch.services.cluster import (
+    Analysis,
+    Answer,
+    PipelineSpec,
+    S3Object,
+    Source,
+    analyze_sources,
+    pipeline_for,
+)
 from facesearch.services.collection import FaceCollections, IndexResult
 from facesearch.storage.store import CollectionRow
-from facesearch.types import Caller, Faces, Image, QualityFilter
-from facesearch.vision.crop import FaceCrop, face_crops
-from facesearch.vision.decode import DecodeLimits, load_image, read_bytes
-from facesearch.vision.pipeline import Pipeline, pipeline_from
+from facesearch.types import Caller, QualityFilter
+from facesearch.vision.decode import read_bytes
 from facesearch.vision.runtime import exit_with_parent
+
+if TYPE_CHECKING:
+    from facesearch.services.cluster import RayCluster
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 
@@ -45,7 +58,7 @@ class Outcome(str, enum.Enum):
 
 @dataclass(frozen=True)
 class FileResult:
-    path: Path
+    path: Source
     outcome: Outcome
     faces_indexed: int = 0
     faces_detected: int = 0
@@ -94,50 +107,59 @@ def iter_image_files(paths: Iterable[Path]) -> Iterator[Path]:
             yield p
 
 
-def external_id_for(path: Path, id_from: IdFrom) -> str | None:
+def external_id_for(path: Source, id_from: IdFrom) -> str | None:
     if id_from is IdFrom.NAME:
         return path.stem[:255] or None
     if id_from is IdFrom.PARENT:
-        return path.parent.name[:255] or None
+        name = path.parent if isinstance(path, S3Object) else path.parent.name
+        return name[:255] or None
     return None
 
 
 # -- worker processes ---------------------------------------------------------------------
 
-_worker_pipeline: Pipeline | None = None
-_worker_limits: DecodeLimits | None = None
-
-Analysis = tuple[int, int, Faces, list[FaceCrop]] | str
-"""A worker's answer for one image: ``(width, height, faces, their crops)`` or why the image
-failed."""
+_worker_spec: PipelineSpec | None = None
 
 
-def _init_worker(settings: Settings) -> None:
-    global _worker_pipeline, _worker_limits
+def _init_worker(spec: PipelineSpec) -> None:
+    global _worker_spec
     exit_with_parent()
-    _worker_pipeline = pipeline_from(settings, threads=1)
-    _worker_limits = settings.limits
+    _worker_spec = spec
+    pipeline_for(spec)
 
 
-def _analyze(chunk: list[bytes]) -> list[Analysis]:
-    """Worker task: decode and detect each image, then embed all their faces in one batch."""
-    assert _worker_pipeline is not None and _worker_limits is not None
-    images: list[Image] = []
-    errors: dict[int, str] = {}
-    for i, data in enumerate(chunk):
-        try:
-            images.append(load_image(data, _worker_limits))
-        except FaceSearchError as exc:
-            errors[i] = exc.message
-    analysed = iter(zip(images, _worker_pipeline.analyze_batch(images), strict=True))
-    out: list[Analysis] = []
-    for i in range(len(chunk)):
-        if i in errors:
-            out.append(errors[i])
-        else:
-            image, faces = next(analysed)
-            out.append((image.width, image.height, faces, face_crops(image.pixels, faces)))
-    return out
+def _analyze(chunk: list[bytes | S3Object], known: frozenset[str]) -> list[Answer]:
+    """Worker task: :func:`facesearch.services.cluster.analyze_sources` with its pipeline."""
+    assert _worker_spec is not None
+    return analyze_sources(pipeline_for(_worker_spec), _worker_spec.limits, chunk, known)
+
+
+class AnalysisPool(Protocol):
+    """Where chunks of images are analysed: worker processes here, or Ray tasks."""
+
+    slots: int
+    """Chunks analysed at once."""
+
+    def submit(self, chunk: list[bytes | S3Object]) -> Future[list[Answer]]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalPool:
+    """``workers`` processes of this machine, each with its pipeline (one thread each)."""
+
+    def __init__(self, settings: Settings, workers: int, known: frozenset[str]) -> None:
+        self.slots = workers
+        self.known = known
+        self._pool = ProcessPoolExecutor(workers, initializer=_init_worker,
+                                         initargs=(PipelineSpec.of(settings),))
+
+    def submit(self, chunk: list[bytes | S3Object]) -> Future[list[Answer]]:
+        known = self.known if any(isinstance(c, S3Object) for c in chunk) else frozenset()
+        return self._pool.submit(_analyze, chunk, known)
+
+    def close(self) -> None:
+        self._pool.shutdown()
 
 
 class BulkIndexer:
@@ -146,7 +168,8 @@ class BulkIndexer:
     Files go to the workers in chunks of ``chunk`` images (each worker embeds a chunk's faces
     in one batch). Each image is committed in its own transaction as its chunk comes back, so
     an interrupted run loses only work in flight; the chunk's audit events are then written
-    together. The vector index is brought up to date once, at the end.
+    together. The vector index is brought up to date once, at the end. With a ``cluster``,
+    chunks are Ray tasks on it instead of local processes (``workers`` is then unused).
     """
 
     def __init__(self, collections: FaceCollections, collection: str, *,
@@ -154,7 +177,7 @@ class BulkIndexer:
                  quality_filter: QualityFilter = QualityFilter.AUTO,
                  max_faces: int | None = None, id_from: IdFrom = IdFrom.NAME,
                  external_id: str | None = None, force: bool = False, chunk: int = 8,
-                 caller: Caller | None = None) -> None:
+                 caller: Caller | None = None, cluster: RayCluster | None = None) -> None:
         self.collections = collections
         self.collection = collection
         self.settings = settings
@@ -168,11 +191,18 @@ class BulkIndexer:
         self.force = force
         self.chunk = chunk
         self.caller = caller or Caller.local()
+        self.cluster = cluster
         self._row: CollectionRow | None = None
 
-    def run(self, files: Iterable[Path],
+    def _pool(self, known: set[str]) -> AnalysisPool:
+        if self.cluster is not None:
+            return self.cluster.pool(self.settings, known)
+        return LocalPool(self.settings, self.workers, frozenset(known))
+
+    def run(self, files: Iterable[Source],
             on_result: Callable[[FileResult], None] | None = None) -> Summary:
-        """Index ``files``; ``on_result`` is called once per file as it finishes."""
+        """Index ``files`` (local paths, S3 objects); ``on_result`` is called once per file as
+        it finishes."""
         summary = Summary()
         known = set() if self.force else self.collections.known_hashes(self.collection)
         with self.collections.store.transaction() as conn:
@@ -184,49 +214,59 @@ class BulkIndexer:
             if on_result is not None:
                 on_result(r)
 
-        pending: dict[Future[list[Analysis]], list[tuple[Path, str]]] = {}
-        batch: list[tuple[Path, str, bytes]] = []
-        with ProcessPoolExecutor(self.workers, initializer=_init_worker,
-                                 initargs=(self.settings,)) as pool:
+        pending: dict[Future[list[Answer]], list[tuple[Source, str | None]]] = {}
+        batch: list[tuple[Source, str | None, bytes | S3Object]] = []
+        pool = self._pool(known)
+        try:
 
             def submit() -> None:
-                fut = pool.submit(_analyze, [data for _, _, data in batch])
+                fut = pool.submit([data for _, _, data in batch])
                 pending[fut] = [(path, sha) for path, sha, _ in batch]
                 batch.clear()
 
             for path in files:
-                try:
-                    data = read_bytes(path, limits)
-                except FaceSearchError as exc:
-                    emit(FileResult(path, Outcome.FAILED, reason=exc.message))
-                    continue
-                sha = hashlib.sha256(data).hexdigest()
-                if sha in known:
-                    emit(FileResult(path, Outcome.SKIPPED, reason="already indexed"))
-                    continue
-                known.add(sha)
-                batch.append((path, sha, data))
+                if isinstance(path, S3Object):  # read, hashed and skipped by the worker
+                    batch.append((path, None, path))
+                else:
+                    try:
+                        data = read_bytes(path, limits)
+                    except FaceSearchError as exc:
+                        emit(FileResult(path, Outcome.FAILED, reason=exc.message))
+                        continue
+                    sha = hashlib.sha256(data).hexdigest()
+                    if sha in known:
+                        emit(FileResult(path, Outcome.SKIPPED, reason="already indexed"))
+                        continue
+                    known.add(sha)
+                    batch.append((path, sha, data))
                 if len(batch) >= self.chunk:
                     submit()
-                while len(pending) >= 2 * self.workers:
+                while len(pending) >= 2 * pool.slots:
                     self._drain(pending, emit)
             if batch:
                 submit()
             while pending:
                 self._drain(pending, emit)
+        finally:
+            pool.close()
         self.collections.flush(self.collection)
         return summary
 
-    def _drain(self, pending: dict[Future[list[Analysis]], list[tuple[Path, str]]],
+    def _drain(self, pending: dict[Future[list[Answer]], list[tuple[Source, str | None]]],
                emit: Callable[[FileResult], None]) -> None:
         done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
         for fut in done:
-            for (path, sha), out in zip(pending.pop(fut), fut.result(), strict=True):
-                emit(self._store(path, sha, out))
+            for (path, _), (sha, out) in zip(pending.pop(fut), fut.result(), strict=True):
+                if sha is None:
+                    emit(FileResult(path, Outcome.FAILED, reason=str(out)))
+                elif out is None:
+                    emit(FileResult(path, Outcome.SKIPPED, reason="already indexed"))
+                else:
+                    emit(self._store(path, sha, out))
             # The chunk's audit events, staged with each image's faces, join the chain.
             self.collections.trail.drain()
 
-    def _store(self, path: Path, sha: str, out: Analysis) -> FileResult:
+    def _store(self, path: Source, sha: str, out: Analysis) -> FileResult:
         if isinstance(out, str):
             return FileResult(path, Outcome.FAILED, reason=out)
         width, height, faces, crops = out
@@ -235,7 +275,8 @@ class BulkIndexer:
             res = self.collections.store_analyzed(
                 self.collection, sha, width, height, faces, external_id=ext,
                 max_faces=self.max_faces, quality_filter=self.quality_filter,
-                source_name=str(path.absolute()), force=self.force, caller=self.caller,
+                source_name=str(path if isinstance(path, S3Object) else path.absolute()),
+                force=self.force, caller=self.caller,
                 bulk=True, row=self._row, crops=crops)
         except FaceSearchError as exc:
             return FileResult(path, Outcome.FAILED, reason=exc.message)

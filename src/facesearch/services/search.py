@@ -43,8 +43,8 @@ from facesearch.errors import (
 from facesearch.governance.calibration import Calibration, ThresholdRisk
 from facesearch.governance.policy import SearchLimiter, check_search, of_collection
 from facesearch.governance.trail import AuditTrail, Details
-from facesearch.storage.indexes import IndexCache
 from facesearch.storage.store import CollectionRow, FaceRecord, Store
+from facesearch.storage.vectors import VectorBackend
 from facesearch.types import EMBEDDING_DIM, Caller, Faces, FloatArray, Image, QualityFilter
 from facesearch.vision import similarity as sim
 from facesearch.vision.decode import (
@@ -164,7 +164,7 @@ def require_model(coll: CollectionRow, model_version: str) -> None:
 class SearchGate:
     """Searches of one data directory's collections (see the module's docstring)."""
 
-    def __init__(self, store: Store, indexes: IndexCache, trail: AuditTrail,
+    def __init__(self, store: Store, indexes: VectorBackend, trail: AuditTrail,
                  pipeline: Callable[[], Analyzer], *,
                  calibration: Callable[[str], Calibration | None] = lambda _m: None,
                  limiter: SearchLimiter | None = None,

@@ -242,7 +242,7 @@ class UserDirectory:
             q = np.asarray(queries, np.float32).T
             index = self.gate.indexes.get(coll)
             best = (index.vectors(rows) @ q).max(axis=1)
-            if index.kind != "flat":
+            if not index.exact_vectors:
                 # 8-bit copies first; the faces that could reach the threshold, exactly
                 near = np.flatnonzero(sim.to_similarity(best + 0.01, coll.model_version)
                                       >= adm.threshold)

@@ -96,6 +96,11 @@ class VectorIndex:
     def kind(self) -> str:
         return "flat" if self._refine is None else "ivf"
 
+    @property
+    def exact_vectors(self) -> bool:
+        """Whether :meth:`vectors` gives the vectors exactly (flat) or 8-bit copies (ivf)."""
+        return self._refine is None
+
     def __len__(self) -> int:
         return int(self._index.ntotal)
 

@@ -1,0 +1,302 @@
+"""Collections' vectors on Milvus (``FACESEARCH_VECTOR_BACKEND=milvus``).
+
+Each facesearch collection has one Milvus collection, ``<prefix>_<collection row id>``, of
+``(id INT64 primary key, vector FLOAT_VECTOR(128))`` rows whose ids are the store's face row
+ids, indexed ``IVF_SQ8`` (inner product, :data:`NLIST` cells a segment, :data:`PROBE_FRACTION`
+of them scanned, as the FAISS inverted file does: face vectors are nearly isotropic). Milvus
+gives a shortlist (:func:`shortlist`); the store's own vectors score it exactly, so thresholds
+and reported similarities are those of exact search, and :meth:`MilvusCollection.vectors`
+reads the store too.
+
+The metadata database stays the source of truth, as for the FAISS backend: each process
+brings a collection up to date with it before using it (new faces are upserted; after a
+deletion, or on first use in a process, the Milvus ids are reconciled with the database's face
+rows), so a Milvus collection missing vectors, or holding stale ones, is mended from it.
+
+Erasure deletes the rows, flushes, and compacts the collection (waiting for the compaction),
+so that the erased vectors leave Milvus's segments; their old segment files go when Milvus's
+garbage collector runs (``dataCoord.gc.interval``, ``dataCoord.gc.dropTolerance``), and the
+inserts stay in its message log (rocksmq, Pulsar or Kafka) until that log's retention ends:
+configure both short (docs/deploy.md).
+
+pymilvus 2.3 (the client of Milvus 2.3) pins old setuptools, protobuf, environs and
+marshmallow, so it lives in its own environment (``scripts/setup-milvus``), not in the
+service's default one.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from facesearch.errors import BackendError
+from facesearch.storage.store import CollectionRow, Store
+from facesearch.storage.vectors import Fetch
+from facesearch.types import EMBEDDING_DIM, FloatArray, IntArray
+
+log = logging.getLogger("facesearch.storage")
+
+NLIST = 1024
+"""IVF_SQ8 cells per Milvus segment."""
+PROBE_FRACTION = 0.6
+"""Share of a segment's cells scanned per query (as the FAISS inverted file)."""
+INTERIM_NPROBE = 77
+"""The server setting ``queryNode.segcore.interimIndex.nprobe`` a deployment needs: Milvus
+searches segments not yet indexed (growing, or sealed before their IVF_SQ8 index is loaded)
+on an interim index of 128 cells, of which it scans 16 by default, which finds only about
+80 % of the matches; 77 scans :data:`PROBE_FRACTION` of them, as the IVF_SQ8 index does."""
+CHUNK = 10_000
+"""Rows per insert, delete or presence query."""
+MAX_TOPK = 16_384
+"""Milvus's largest top-k."""
+
+
+def shortlist(k: int) -> int:
+    """Candidates asked of Milvus for top-``k``; the store's vectors score them exactly."""
+    return min(MAX_TOPK, max(2 * k, 64))
+
+
+def _client() -> Any:
+    try:
+        import pymilvus
+    except ImportError as exc:
+        raise BackendError(
+            "FACESEARCH_VECTOR_BACKEND=milvus needs pymilvus 2.3, which lives in its own "
+            "environment: run the service from .venv-milvus (scripts/setup-milvus)") from exc
+    return pymilvus
+
+
+@dataclass
+class MilvusCollection:
+    """One facesearch collection's vectors in Milvus (:class:`CollectionVectors`)."""
+
+    collection: Any
+    """The pymilvus ``Collection``."""
+    store: Store
+    size: int = 0
+    """Faces in the collection when last brought up to date."""
+    generation: int = -1
+    top_row: int = -1
+    ts: int = 0
+    """Milvus timestamp of this process's last write: searches see at least that."""
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    kind = "milvus"
+    exact_vectors = True
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _read(self) -> dict[str, Any]:
+        """Consistency of reads: everything this process wrote, without waiting for more."""
+        if self.ts:
+            return {"consistency_level": "Customized", "guarantee_timestamp": self.ts}
+        return {"consistency_level": "Bounded"}
+
+    def search(self, queries: FloatArray, k: int,
+               exact: Fetch | None = None) -> tuple[FloatArray, IntArray]:
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != EMBEDDING_DIM:
+            raise ValueError(f"expected (Q, {EMBEDDING_DIM}) queries, got {q.shape}")
+        k = max(0, min(int(k), self.size))
+        if k == 0 or not len(q):
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        params = {"metric_type": "IP", "params": {"nprobe": math.ceil(PROBE_FRACTION * NLIST)}}
+        hits = []
+        for start in range(0, len(q), 1000):
+            hits.extend(_call("search", lambda s=start: self.collection.search(
+                q[s:s + 1000], "vector", params, limit=shortlist(k), **self._read())))
+        fetch = exact or self.vectors
+        out_s = np.full((len(q), k), -np.inf, np.float32)
+        out_i = np.full((len(q), k), -1, np.int64)
+        for i, found in enumerate(hits):
+            ids = np.unique(np.asarray(found.ids, np.int64))
+            if not len(ids):
+                continue
+            s = fetch(ids) @ q[i]
+            order = np.argsort(-s, kind="stable")[:k]
+            out_s[i, :len(order)] = s[order]
+            out_i[i, :len(order)] = ids[order]
+        return out_s, out_i
+
+    def vectors(self, ids: npt.ArrayLike) -> FloatArray:
+        """The store's vectors of ``ids`` (exact)."""
+        rows = np.ascontiguousarray(ids, dtype=np.int64)
+        with self.store.transaction() as conn:
+            return self.store.embeddings(conn, rows, EMBEDDING_DIM)
+
+    # -- changes ---------------------------------------------------------------------------------
+
+    def ids(self) -> IntArray:
+        """Every id in the Milvus collection (as of now: strong consistency)."""
+        it = _call("query", lambda: self.collection.query_iterator(
+            batch_size=CHUNK, expr="id >= 0", output_fields=["id"], consistency_level="Strong"))
+        out: list[int] = []
+        try:
+            while batch := _call("query", it.next):
+                out.extend(int(r["id"]) for r in batch)
+        finally:
+            it.close()
+        return np.unique(np.asarray(out, np.int64))
+
+    def upsert(self, ids: IntArray, fetch: Fetch) -> None:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start:start + CHUNK]
+            vecs = np.ascontiguousarray(fetch(chunk), np.float32)
+            res = _call("upsert", lambda c=chunk, v=vecs: self.collection.upsert(
+                [c.tolist(), v]))
+            self.ts = max(self.ts, int(res.timestamp))
+
+    def delete(self, ids: IntArray) -> None:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ",".join(str(int(i)) for i in ids[start:start + CHUNK])
+            _call("delete", lambda c=chunk: self.collection.delete(f"id in [{c}]"))
+        if len(ids):
+            self.see_now()  # Milvus 2.3 reports no timestamp for deletes
+
+    def see_now(self) -> None:
+        """Let later reads see every write made until now (by any process)."""
+        self.ts = max(self.ts, _client().utility.mkts_from_unixtime(time.time()))
+
+    def purge(self, timeout_s: float) -> None:
+        """Flush, then compact the collection and wait: deleted rows leave its segments."""
+        _call("flush", self.collection.flush)
+        _call("compact", self.collection.compact)
+        _call("compact", lambda: self.collection.wait_for_compaction_completed(timeout_s))
+
+
+class MilvusVectors:
+    """The vectors of one data directory's collections on a Milvus server or cluster
+    (:class:`facesearch.storage.vectors.VectorBackend`; thread-safe).
+
+    ``uri``: ``http://host:19530`` (a standalone server or a cluster's proxy); ``prefix``
+    names this deployment's Milvus collections (one prefix per facesearch database);
+    ``token``: ``user:password`` or an API key when Milvus has authentication on.
+    """
+
+    def __init__(self, store: Store, uri: str, *, prefix: str = "facesearch",
+                 token: str | None = None, timeout_s: float = 120.0) -> None:
+        self.store = store
+        self.uri = uri
+        self.prefix = prefix
+        self.timeout_s = timeout_s
+        self.lock = threading.RLock()
+        self._entries: dict[int, MilvusCollection] = {}
+        self._pm = _client()
+        self.alias = f"facesearch-{id(self):x}"
+        _call("connect", lambda: self._pm.connections.connect(
+            alias=self.alias, uri=uri, token=token or "", timeout=timeout_s))
+
+    def name(self, collection_id: int) -> str:
+        return f"{self.prefix}_{collection_id}"
+
+    @staticmethod
+    def description(coll: CollectionRow) -> str:
+        """What ties a Milvus collection to its facesearch collection."""
+        return f"facesearch collection {coll.name!r} created at {coll.created_at!r}"
+
+    def get(self, coll: CollectionRow) -> MilvusCollection:
+        with self.lock:
+            entry = self._entries.get(coll.id)
+            if entry is None:
+                entry = MilvusCollection(self._open(coll), self.store)
+                self._entries[coll.id] = entry
+            self._catch_up(coll, entry)
+            return entry
+
+    def _open(self, coll: CollectionRow) -> Any:
+        pm = self._pm
+        name = self.name(coll.id)
+        want = self.description(coll)
+        if _call("has_collection", lambda: pm.utility.has_collection(name, using=self.alias)):
+            c = pm.Collection(name, using=self.alias)
+            if c.description != want:
+                raise BackendError(
+                    f"the Milvus collection {name} belongs to another facesearch database "
+                    f"({c.description!r}); give this deployment its own FACESEARCH_MILVUS_PREFIX")
+        else:
+            schema = pm.CollectionSchema([
+                pm.FieldSchema("id", pm.DataType.INT64, is_primary=True),
+                pm.FieldSchema("vector", pm.DataType.FLOAT_VECTOR, dim=EMBEDDING_DIM)],
+                description=want)
+            c = _call("create_collection", lambda: pm.Collection(
+                name, schema, using=self.alias, consistency_level="Bounded"))
+            _call("create_index", lambda: c.create_index("vector", {
+                "index_type": "IVF_SQ8", "metric_type": "IP", "params": {"nlist": NLIST}}))
+        _call("load", c.load)
+        return c
+
+    def _catch_up(self, coll: CollectionRow, entry: MilvusCollection) -> None:
+        with self.store.transaction() as conn:
+            gen, top = self.store.index_state(conn, coll.id)
+
+            def fetch(ids: IntArray) -> FloatArray:
+                return self.store.embeddings(conn, ids, EMBEDDING_DIM)
+
+            if gen != entry.generation:
+                truth = self.store.all_face_rows(conn, coll.id)
+                have = entry.ids()
+                extra = np.setdiff1d(have, truth, assume_unique=True)
+                missing = np.setdiff1d(truth, have, assume_unique=True)
+                entry.delete(extra)
+                entry.upsert(missing, fetch)
+                entry.size = len(truth)
+                if len(extra) or len(missing):
+                    log.info("Milvus collection %s reconciled with the database: %d added, "
+                             "%d removed", self.name(coll.id), len(missing), len(extra))
+            elif top > entry.top_row:
+                new = self.store.face_rows_after(conn, coll.id, entry.top_row)
+                entry.upsert(new, fetch)  # upserts: another process may have written them too
+                entry.size += len(new)
+        if (gen, top) != (entry.generation, entry.top_row):
+            entry.see_now()  # what other processes wrote is visible from here on
+        entry.generation, entry.top_row = gen, top
+
+    def remove(self, coll: CollectionRow, rows: IntArray, generation_before: int) -> None:
+        rows_ = np.asarray(rows, np.int64)
+        with self.lock:
+            entry = self._entries.get(coll.id)
+            if entry is not None and entry.generation == generation_before:
+                entry.delete(rows_)
+                entry.size -= len(rows_)
+                with self.store.transaction() as conn:
+                    entry.generation = self.store.index_state(conn, coll.id)[0]
+                self._catch_up(coll, entry)  # faces another writer added meanwhile
+            else:
+                entry = self.get(coll)  # reconciled: the erased rows are gone from the database
+                entry.delete(rows_)  # and any copy Milvus did not show yet
+            entry.purge(self.timeout_s)
+
+    def drop(self, collection_id: int) -> None:
+        with self.lock:
+            self._entries.pop(collection_id, None)
+            name = self.name(collection_id)
+            pm = self._pm
+            if _call("has_collection", lambda: pm.utility.has_collection(name, using=self.alias)):
+                _call("drop_collection", lambda: pm.utility.drop_collection(name,
+                                                                            using=self.alias))
+
+    def flush(self) -> None:
+        """Nothing to do: Milvus persists each write (its log, then sealed segments)."""
+
+    def shutdown(self) -> None:
+        with self.lock:
+            self._entries.clear()
+            self._pm.connections.disconnect(self.alias)
+
+
+def _call(what: str, fn: Any) -> Any:
+    """``fn()``, with Milvus's errors as :class:`BackendError`."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        return fn()
+    except MilvusException as exc:
+        raise BackendError(f"Milvus {what} failed: {exc.message}") from exc

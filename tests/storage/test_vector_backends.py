@@ -1,0 +1,309 @@
+"""The vector-backend contract, against every backend: FAISS (in the data directory) and a real
+Milvus standalone server (the ``milvus`` package's, started here on loopback).
+
+The same collection semantics on each: search with exact similarities and thresholds,
+external ids, deletes, users, erasure, collection deletion, and a backend missing vectors
+mended from the database. Milvus needs pymilvus 2.3, which lives in ``.venv-milvus``
+(``scripts/setup-milvus``): there these tests run with ``FACESEARCH_TEST_MILVUS=1`` (as
+``.ci/run`` does); in the main environment the Milvus half is skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from facesearch.config import Settings
+from facesearch.service import FaceSearch
+from facesearch.storage.store import NewFace
+from facesearch.types import EMBEDDING_DIM
+from facesearch.vision import similarity as sim
+from facesearch.vision.pipeline import Pipeline
+
+from ..conftest import face
+from .test_index import COS_AT_80, identities
+
+HAVE_MILVUS = all(importlib.util.find_spec(m) is not None for m in ("milvus", "pymilvus"))
+WANT_MILVUS = bool(os.environ.get("FACESEARCH_TEST_MILVUS"))
+
+
+INTERIM_NPROBE = 77
+"""facesearch.storage.milvus.INTERIM_NPROBE (that module needs pymilvus to import)."""
+
+
+@pytest.fixture(scope="module")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A Milvus 2.3 standalone server on loopback, its storage in a temporary folder, whose
+    garbage collector removes segments compacted away within a second (so the erasure test
+    sees their files go)."""
+    if not HAVE_MILVUS:
+        if WANT_MILVUS:
+            pytest.fail("FACESEARCH_TEST_MILVUS is set but pymilvus/milvus are missing: run "
+                        "these tests with .venv-milvus/bin/python (scripts/setup-milvus)")
+        pytest.skip("Milvus runs in .venv-milvus (scripts/setup-milvus), as .ci/run does")
+    from milvus import MilvusServer, MilvusServerConfig
+
+    server = MilvusServer(MilvusServerConfig())
+    server.set_base_dir(str(tmp_path_factory.mktemp("milvus")))
+    # Not missingTolerance: files of a compaction in progress are not yet in the metadata.
+    for key in ("dataCoord.gc.interval", "dataCoord.gc.dropTolerance"):
+        server.config.set(key, 1)
+    server.config.set("queryNode.segcore.interimIndex.nprobe", INTERIM_NPROBE)  # as deployed
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["faiss", "milvus"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings selecting one backend (a fresh Milvus prefix per test)."""
+    if request.param == "faiss":
+        return {"vector_backend": "faiss"}
+    server = request.getfixturevalue("milvus_server")
+    return {"vector_backend": "milvus",
+            "milvus_uri": f"http://127.0.0.1:{server.listen_port}",
+            "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+
+
+def open_service(home: Path, pipeline: Pipeline, backend: dict[str, Any]) -> FaceSearch:
+    return FaceSearch(Settings(home=home, audit_signing_key=home.parent / "k" / "audit.pem",
+                               **backend), pipeline=pipeline)
+
+
+@pytest.fixture
+def svc(home: Path, pipeline: Pipeline, backend: dict[str, Any]) -> Iterator[FaceSearch]:
+    fs = open_service(home, pipeline, backend)
+    yield fs
+    fs.shutdown()
+
+
+@pytest.fixture
+def people(svc: FaceSearch) -> dict[str, str]:
+    """Collection ``c``: one face of each photo, external id the file stem."""
+    svc.collections.create("c")
+    out = {}
+    for name in ("obama", "obama2", "biden", "alex-lacamoire", "lin-manuel-miranda"):
+        path = face(f"{name}.png" if "-" in name else f"{name}.jpg")
+        out[name] = svc.collections.index_image("c", path, external_id=name).indexed[0].face_id
+    return out
+
+
+def exact_similarities(fs: FaceSearch, collection: str, probe: np.ndarray) -> dict[str, float]:
+    """Every face's similarity to ``probe``, from the store's vectors (the truth)."""
+    with fs.store.transaction() as conn:
+        coll = fs.store.collection(conn, collection)
+        rows = fs.store.all_face_rows(conn, coll.id)
+        vecs = fs.store.embeddings(conn, rows, EMBEDDING_DIM)
+        faces = fs.store.faces_by_rows(conn, rows)
+    s = sim.to_similarity(vecs @ probe, coll.model_version)
+    return {faces[int(r)].face_id: float(v) for r, v in zip(rows, s, strict=True)}
+
+
+def test_search_reports_exact_similarities_and_honours_thresholds(
+        svc: FaceSearch, people: dict[str, str]) -> None:
+    res = svc.search.by_image("c", face("obama-480p.jpg"), threshold=0, max_results=10)
+    probe = res.faces.embeddings[0]  # type: ignore[union-attr]
+    truth = exact_similarities(svc, "c", probe)
+    got = [(m.face.face_id, m.similarity) for m in res.results[0].matches]
+    assert [f for f, _ in got] == sorted(truth, key=lambda f: -truth[f])
+    for fid, s in got:
+        assert abs(s - truth[fid]) < 1e-3
+    assert {m.face.external_id for m in res.results[0].matches[:2]} == {"obama", "obama2"}
+    at_80 = svc.search.by_image("c", face("obama-480p.jpg")).results[0].matches
+    assert sorted(m.face.external_id for m in at_80) == ["obama", "obama2"]
+    top1 = svc.search.by_image("c", face("obama-480p.jpg"), max_results=1).results[0].matches
+    assert len(top1) == 1 and top1[0].face.face_id == got[0][0]
+
+
+def test_deleted_faces_are_no_longer_found(svc: FaceSearch, people: dict[str, str]) -> None:
+    d = svc.erasure.delete_faces("c", [people["obama"]])
+    assert d.deleted == [people["obama"]]
+    hits = svc.search.by_image("c", face("obama-480p.jpg")).results[0].matches
+    assert [m.face.external_id for m in hits] == ["obama2"]
+    receipt = svc.erasure.erase("c", external_id="obama2")
+    assert receipt.face_ids == [people["obama2"]]
+    assert not svc.search.by_image("c", face("obama-480p.jpg")).results[0].matches
+    again = svc.collections.index_image("c", face("obama.jpg"), external_id="back", force=True)
+    hits = svc.search.by_image("c", face("obama-480p.jpg")).results[0].matches
+    assert [m.face.face_id for m in hits] == [again.indexed[0].face_id]
+
+
+def test_users_rank_by_their_best_face(svc: FaceSearch, people: dict[str, str]) -> None:
+    svc.users.create("c", "barack")
+    svc.users.create("c", "joe")
+    svc.users.associate("c", "barack", [people["obama"], people["obama2"]])
+    svc.users.associate("c", "joe", [people["biden"]])
+    hits = svc.users.search_by_image("c", face("obama-480p.jpg"), threshold=0).matches
+    assert [h.user_id for h in hits] == ["barack", "joe"]
+    res = svc.search.by_image("c", face("obama-480p.jpg"), threshold=0)
+    truth = exact_similarities(svc, "c", res.faces.embeddings[0])  # type: ignore[union-attr]
+    assert abs(hits[0].similarity - max(truth[people["obama"]], truth[people["obama2"]])) < 1e-3
+    svc.erasure.erase("c", user_id="barack")
+    hits = svc.users.search_by_image("c", face("obama-480p.jpg"), threshold=0).matches
+    assert [h.user_id for h in hits] == ["joe"]
+
+
+def test_a_backend_missing_vectors_is_mended_from_the_database(
+        home: Path, pipeline: Pipeline, backend: dict[str, Any], svc: FaceSearch,
+        people: dict[str, str]) -> None:
+    with svc.store.transaction() as conn:
+        coll = svc.store.collection(conn, "c")
+    svc.shutdown()
+    lose_vectors(home, backend, coll.id)
+    other = open_service(home, pipeline, backend)  # another process, after the loss
+    try:
+        hits = other.search.by_image("c", face("obama-480p.jpg")).results[0].matches
+        assert sorted(m.face.external_id for m in hits) == ["obama", "obama2"]
+        assert len(other.indexes.get(coll)) == len(people)
+    finally:
+        other.shutdown()
+
+
+def lose_vectors(home: Path, backend: dict[str, Any], collection_id: int) -> None:
+    """Lose the backend's copy of a collection's vectors (all but none: FAISS's file; two
+    of Milvus's rows)."""
+    if backend["vector_backend"] == "faiss":
+        (home / "indexes" / f"{collection_id}.faiss").unlink()
+        return
+    from pymilvus import Collection, connections
+
+    connections.connect("lose", uri=backend["milvus_uri"])
+    try:
+        c = Collection(f"{backend['milvus_prefix']}_{collection_id}", using="lose")
+        ids = [r["id"] for r in c.query("id >= 0", output_fields=["id"],
+                                        consistency_level="Strong")]
+        c.delete(f"id in [{ids[0]}, {ids[1]}]")
+        left = c.query("id >= 0", output_fields=["id"], consistency_level="Strong")
+        assert len(left) == len(ids) - 2
+    finally:
+        connections.disconnect("lose")
+
+
+def test_deleting_a_collection_drops_its_vectors(svc: FaceSearch, people: dict[str, str],
+                                                 home: Path, backend: dict[str, Any]) -> None:
+    with svc.store.transaction() as conn:
+        cid = svc.store.collection(conn, "c").id
+    svc.collections.delete("c")
+    if backend["vector_backend"] == "faiss":
+        assert not (home / "indexes" / f"{cid}.faiss").exists()
+    else:
+        from pymilvus import utility
+
+        assert not utility.has_collection(svc.indexes.name(cid),  # type: ignore[attr-defined]
+                                          using=svc.indexes.alias)  # type: ignore[attr-defined]
+    svc.collections.create("c")  # a new collection of the same name starts empty
+    assert not svc.search.by_image("c", face("obama.jpg"), threshold=0).results[0].matches
+
+
+QUALITY = {"size": 40.0, "sharpness": 1.0, "brightness": 0.5, "yaw": 0.0, "pitch": 0.0,
+           "roll": 0.0}
+
+
+def synthetic_collection(fs: FaceSearch, name: str, vectors: np.ndarray) -> None:
+    """A collection of ``vectors`` as faces of one image (no model run)."""
+    fs.collections.create(name)
+    with fs.store.transaction() as conn:
+        coll = fs.store.collection(conn, name)
+        image = fs.store.insert_image(conn, coll.id, uuid.uuid4().hex, uuid.uuid4().hex, None,
+                                      None, 100, 100, len(vectors), len(vectors), time.time())
+        fs.store.insert_faces(conn, coll.id, image, [
+            NewFace(uuid.uuid4().hex, f"p{i // 4}", (0.0, 0.0, 10.0, 10.0), [[0.0, 0.0]] * 5,
+                    1.0, QUALITY, v) for i, v in enumerate(vectors)], 100, 100, time.time(),
+            coll.model_version)
+
+
+def test_many_faces_same_persons_as_exact_search(svc: FaceSearch,
+                                                 backend: dict[str, Any]) -> None:
+    """6,000 vectors shaped like SFace's (1,500 people of 4 photos): at least 99 % of the
+    same-person matches above the default threshold that exact search finds, with exact
+    similarities (Milvus's segments sealed, so that its IVF_SQ8 index serves them)."""
+    x = identities(1500, 4, seed=3)
+    synthetic_collection(svc, "many", x)
+    with svc.store.transaction() as conn:
+        coll = svc.store.collection(conn, "many")
+    index = svc.indexes.get(coll)
+    assert len(index) == len(x)
+    if backend["vector_backend"] == "milvus":
+        index.collection.flush()  # type: ignore[attr-defined]
+    rng = np.random.default_rng(5)
+    who = rng.choice(1500, 100, replace=False)
+    q = identities(1500, 1, seed=3, photos_seed=77)[who]
+    res = svc.search.by_vectors("many", q, operation="search.vectors", max_results=20)
+    truth = q @ x.T
+    found = wanted = 0
+    for i, person in enumerate(who):
+        matches = res.results[i].matches
+        wanted += sum(1 for j in range(person * 4, person * 4 + 4) if truth[i, j] >= COS_AT_80)
+        found += sum(1 for m in matches if m.face.external_id == f"p{person}")
+        for m in matches:  # exact similarities, at or above the threshold
+            assert m.similarity >= res.threshold
+    assert wanted > 200 and found / wanted >= 0.99, (found, wanted)
+
+
+def test_erased_vectors_leave_milvus_storage(home: Path, pipeline: Pipeline,
+                                             milvus_server: Any) -> None:
+    """Erasure deletes, flushes and compacts: after Milvus's garbage collection (every second
+    here) no file of its object storage holds the erased vector's bytes."""
+    backend = {"vector_backend": "milvus",
+               "milvus_uri": f"http://127.0.0.1:{milvus_server.listen_port}",
+               "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+    fs = open_service(home, pipeline, backend)
+    try:
+        x = identities(600, 4, seed=8)
+        synthetic_collection(fs, "e", x)
+        with fs.store.transaction() as conn:
+            coll = fs.store.collection(conn, "e")
+        fs.indexes.get(coll).collection.flush()  # type: ignore[attr-defined]
+        storage = Path(milvus_server.config.get("local_storage_dir")) / "insert_log"
+        target = x[17].astype(np.float32).tobytes()
+        assert holding(storage, target), "the vector should be in a segment file first"
+        fs.erasure.erase("e", external_id="p4")  # photos 16..19
+        deadline = time.monotonic() + 120
+        while holding(storage, target):
+            assert time.monotonic() < deadline, "erased vector still in Milvus's storage"
+            time.sleep(1)
+        assert holding(storage, x[25].astype(np.float32).tobytes())  # the others are kept
+    finally:
+        fs.shutdown()
+
+
+def holding(root: Path, data: bytes) -> list[Path]:
+    """Files under ``root`` that contain ``data``."""
+    return [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+@pytest.mark.skipif(HAVE_MILVUS, reason="checks the environment without pymilvus")
+def test_milvus_without_its_client_is_refused(home: Path, pipeline: Pipeline) -> None:
+    from facesearch.errors import BackendError
+
+    with pytest.raises(BackendError, match="scripts/setup-milvus"):
+        open_service(home, pipeline, {"vector_backend": "milvus"})
+
+
+def test_a_milvus_collection_of_another_database_is_refused(
+        tmp_path: Path, pipeline: Pipeline, milvus_server: Any) -> None:
+    """Two databases with the same prefix would share ``<prefix>_1``: the second refuses."""
+    from facesearch.errors import BackendError
+
+    backend = {"vector_backend": "milvus",
+               "milvus_uri": f"http://127.0.0.1:{milvus_server.listen_port}",
+               "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+    first = open_service(tmp_path / "a" / "home", pipeline, backend)
+    second = open_service(tmp_path / "b" / "home", pipeline, backend)
+    try:
+        for fs in (first, second):
+            fs.collections.create("c")
+        first.collections.index_image("c", face("obama.jpg"))
+        with pytest.raises(BackendError, match="another facesearch database"):
+            second.collections.index_image("c", face("biden.jpg"))
+    finally:
+        first.shutdown()
+        second.shutdown()
