@@ -33,7 +33,7 @@ from facesearch.errors import (
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.media.frames import frame_at, iter_frames, probe
 from facesearch.media.tracking import IouTracker, iou_matrix
-from facesearch.media.video import JobKind, JobStatus, VideoJobSettings
+from facesearch.media.video import JobKind, JobStatus, VideoJobSettings, released_token
 from facesearch.service import FaceSearch
 from facesearch.storage.schema import jobs_t, thumbnails_t
 from facesearch.types import Caller
@@ -272,12 +272,20 @@ def test_cancel_and_restart_recovery(pipeline: Pipeline,
     # A job interrupted by a shutdown stays in progress and runs again at the next start.
     interrupted = a.video.start_face_search("hamilton", clip(), settings=FAST)
     upload = a.video.start_face_search("hamilton", clip().read_bytes(), settings=FAST)
+    elsewhere = a.video.start_face_search("hamilton", clip(), settings=FAST)
     wait_for(lambda: a.video.describe(interrupted).started_at, 60, "the job to start")
     a.shutdown()
 
     b = FaceSearch(settings(), pipeline=pipeline)
     try:
         assert b.video.describe(interrupted).status is JobStatus.IN_PROGRESS
+        with b.store.transaction() as conn:
+            owners = {r.job_id: r.owner for r in conn.execute(jobs_t.select())}
+            # Released by this host's process at shutdown: this host's to resume.
+            assert owners[interrupted] == released_token()
+            # Another host's job (released there) is left to that host.
+            conn.execute(update(jobs_t).where(jobs_t.c.job_id == elsewhere)
+                         .values(owner="another-node.example:"))
         # A job whose process died (kill -9) and whose uploaded input is gone fails with why.
         with b.store.transaction() as conn:
             conn.execute(update(jobs_t).where(jobs_t.c.job_id == upload)
@@ -286,6 +294,8 @@ def test_cancel_and_restart_recovery(pipeline: Pipeline,
         Path(path).unlink()
         taken = b.video.start()
         assert taken == [interrupted]
+        assert b.video.recover() == []  # taken once
+        assert b.video.describe(elsewhere).status is JobStatus.IN_PROGRESS
         failed = b.video.describe(upload)
         assert failed.status is JobStatus.FAILED and "no longer available" in (
             failed.status_message or "")

@@ -540,7 +540,9 @@ class VideoJobs:
                 t.start()
 
     def recover(self) -> builtins.list[str]:
-        """Requeue (or fail) jobs in progress whose owning process is gone."""
+        """Requeue (or fail) jobs in progress whose owning process is gone: those of this host's
+        processes and those without an owner. Another host's jobs are left to it (its uploads
+        are in its data directory). Of several processes recovering at once, one takes a job."""
         now = self.clock()
         taken: builtins.list[str] = []
         failed: builtins.list[str] = []
@@ -566,9 +568,16 @@ class VideoJobs:
                     values = {"owner": self._owner, "progress": 0.0,
                               "status_message": "resumed after a restart (analysed again from "
                                                 "the start)"}
-                (taken if "owner" in values else failed).append(r.job_id)
-                conn.execute(update(jobs_t).where(jobs_t.c.id == r.id)
-                             .values(updated_at=now, **values))
+                # Compare and set: of two processes recovering at once, one takes the job.
+                claimed = conn.execute(
+                    update(jobs_t).where(
+                        jobs_t.c.id == r.id,
+                        jobs_t.c.status == JobStatus.IN_PROGRESS.value,
+                        jobs_t.c.owner.is_(None) if r.owner is None
+                        else jobs_t.c.owner == r.owner)
+                    .values(updated_at=now, **values)).rowcount
+                if claimed == 1:
+                    (taken if "owner" in values else failed).append(r.job_id)
         if taken:
             self._ensure_workers()
         for job_id in taken:
@@ -592,7 +601,7 @@ class VideoJobs:
         with self.store.transaction() as conn:
             conn.execute(update(jobs_t).where(jobs_t.c.owner == self._owner,
                                               jobs_t.c.status == JobStatus.IN_PROGRESS.value)
-                         .values(owner=None, updated_at=self.clock()))
+                         .values(owner=released_token(), updated_at=self.clock()))
 
     # -- submitting ----------------------------------------------------------------------
 
@@ -1104,7 +1113,7 @@ class VideoJobs:
     def _release(self, job_id: str) -> None:
         with self.store.transaction() as conn:
             conn.execute(update(jobs_t).where(jobs_t.c.job_id == job_id).values(
-                owner=None, progress=0.0, updated_at=self.clock(),
+                owner=released_token(), progress=0.0, updated_at=self.clock(),
                 status_message="interrupted by a shutdown; runs again when the service starts"))
 
     def _finish_input(self, job_id: str) -> None:
@@ -1186,6 +1195,13 @@ def parse_s3_label(source: str) -> tuple[str, str, str | None] | None:
 def owner_token() -> str:
     """Who runs a job: this host and process."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def released_token() -> str:
+    """The owner of the jobs a process of this host left at its shutdown: ``host:`` (no
+    process). Only processes of this host take them again, since an uploaded input is in this
+    host's data directory."""
+    return f"{socket.gethostname()}:"
 
 
 def _owner_alive(owner: str | None) -> bool:
