@@ -193,7 +193,7 @@ class SearchGate:
         limits.threshold(threshold)
         with self.store.transaction() as conn:
             coll = self.store.collection(conn, collection)
-            size = self.store.counts(conn, coll.id)[0]
+            size = self.store.face_count(conn, coll)
         require_model(coll, self._pipeline().model_version)
         cal = self._calibration(coll.model_version)
         try:

@@ -153,6 +153,7 @@ class Store:
         self.sealer = sealer
         self.engine: Engine = database.create(target)
         self.postgres = database.is_postgres(self.engine)
+        self._face_counts: dict[tuple[int, float], tuple[tuple[int, int], int]] = {}
 
     def close(self) -> None:
         self.engine.dispose()
@@ -225,6 +226,19 @@ class Store:
     def bump_generation(self, conn: Connection, collection_id: int) -> None:
         conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
                      .values(generation=collections_t.c.generation + 1))
+
+    def face_count(self, conn: Connection, coll: CollectionRow) -> int:
+        """Faces in ``coll``, counted again only when it changed since the last count (its
+        :meth:`index_state`: two lookups of an index, where counting scans the collection)."""
+        key = (coll.id, coll.created_at)
+        state = self.index_state(conn, coll.id)
+        hit = self._face_counts.get(key)
+        if hit is not None and hit[0] == state:
+            return hit[1]
+        n = int(conn.execute(select(func.count()).select_from(faces_t)
+                             .where(faces_t.c.collection_id == coll.id)).scalar_one())
+        self._face_counts[key] = (state, n)
+        return n
 
     def index_state(self, conn: Connection, collection_id: int) -> tuple[int, int]:
         """``(generation, max face row id)``: changes when faces are deleted or added."""

@@ -116,7 +116,7 @@ def _decode(data: bytes, label: str, limits: DecodeLimits) -> tuple[npt.NDArray[
         try:
             img.seek(0)  # first frame of GIF/TIFF/WebP animations
             img.load()
-            img = ImageOps.exif_transpose(img) or img
+            ImageOps.exif_transpose(img, in_place=True)  # no copy when already upright
             pixels = _to_rgb8(img)
         except PILImage.DecompressionBombError:
             raise ImageTooLargeError(
