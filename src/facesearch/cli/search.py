@@ -26,7 +26,7 @@ from facesearch.cli.common import (
     service,
 )
 from facesearch.responses import rnd
-from facesearch.services.users import UserInfo
+from facesearch.services.users import Association, UserInfo
 from facesearch.types import Caller
 from facesearch.vision import similarity as sim
 
@@ -132,7 +132,7 @@ def users_list(collection: str, home: HomeOpt = None,
         out.print(f"more: --next-token {nxt}")
 
 
-def _association_json(a: Any) -> dict[str, Any]:
+def _association_json(a: Association) -> dict[str, Any]:
     return {"done": a.done, "failed": [{"face_id": f, "reasons": r} for f, r in a.failed],
             "user": _user(a.user)}
 
@@ -144,12 +144,8 @@ def users_associate(collection: str, user_id: str, face_ids: list[str], home: Ho
     """Associate faces with a user."""
     with service(home) as fs:
         a = fs.users.associate(collection, user_id, face_ids, user_match_threshold=threshold)
-    if as_json:
-        emit_json(_association_json(a))
-        return
-    out.print(f"associated {len(a.done)} face(s) with {user_id}")
-    for f, r in a.failed:
-        err.print(f"[yellow]not associated[/] {f}: {', '.join(r)}")
+    _print_association(a, as_json, f"associated {len(a.done)} face(s) with {user_id}",
+                       "not associated")
 
 
 @users_app.command("disassociate")
@@ -158,12 +154,17 @@ def users_disassociate(collection: str, user_id: str, face_ids: list[str],
     """Remove faces from a user."""
     with service(home) as fs:
         a = fs.users.disassociate(collection, user_id, face_ids)
+    _print_association(a, as_json, f"disassociated {len(a.done)} face(s) from {user_id}",
+                       "not disassociated")
+
+
+def _print_association(a: Association, as_json: bool, done: str, failed: str) -> None:
     if as_json:
         emit_json(_association_json(a))
         return
-    out.print(f"disassociated {len(a.done)} face(s) from {user_id}")
+    out.print(done)
     for f, r in a.failed:
-        err.print(f"[yellow]not disassociated[/] {f}: {', '.join(r)}")
+        err.print(f"[yellow]{failed}[/] {f}: {', '.join(r)}")
 
 
 @users_app.command("search")

@@ -249,14 +249,15 @@ class RayCluster:
         self.gpus = gpus
         self.cpus = cpus
         self._ray = ray
-        node: dict[str, str] = {}
+        node_ip: str | None = None
         host = address.rpartition(":")[0].strip("[]")
         with contextlib.suppress(ValueError):
             if ipaddress.ip_address(host).is_loopback:  # a cluster on this machine's loopback
-                node["_node_ip_address"] = host
+                node_ip = host
         try:
             ray.init(address=address, namespace="facesearch", log_to_driver=False,
-                     logging_level=logging.WARNING, configure_logging=False, **node)
+                     logging_level=logging.WARNING, configure_logging=False,
+                     _node_ip_address=node_ip)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BackendError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
         RayCluster._active = True

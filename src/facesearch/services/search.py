@@ -62,7 +62,8 @@ REVIEW_LABEL = "candidates for human review, not identifications"
 class Analyzer(Protocol):
     """What the gate needs of the face pipeline (:class:`facesearch.vision.pipeline.Pipeline`)."""
 
-    model_version: str
+    @property
+    def model_version(self) -> str: ...
 
     def detect(self, image: Image, max_faces: int | None = None,
                need: int | None = None) -> Faces: ...

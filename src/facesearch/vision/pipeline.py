@@ -25,7 +25,7 @@ PIPELINES: tuple[str, ...] = ("fast", "dlib")
 DEFAULT_PIPELINE = "fast"
 EmbedderName = Literal["sface", "dlib-resnet"]
 EMBEDDERS: tuple[str, ...] = ("sface", "dlib-resnet")
-DEFAULT_EMBEDDER = "sface"
+DEFAULT_EMBEDDER: EmbedderName = "sface"
 
 
 @dataclass
@@ -126,16 +126,25 @@ class ThreadLocalPipeline(Pipeline):
 
 
 class PipelineSettings(Protocol):
-    """The settings a pipeline is built from (:class:`facesearch.config.Settings` has them)."""
+    """The settings a pipeline is built from, read only (:class:`facesearch.config.Settings`
+    and :class:`facesearch.services.cluster.PipelineSpec` have them)."""
 
-    pipeline: str
-    device: str
-    detector_model: str
-    min_face: float
-    precision: str
-    flip: bool
-    embedder: str
-    threads: int | None
+    @property
+    def pipeline(self) -> str: ...
+    @property
+    def device(self) -> str: ...
+    @property
+    def detector_model(self) -> str: ...
+    @property
+    def min_face(self) -> float: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def flip(self) -> bool: ...
+    @property
+    def embedder(self) -> str: ...
+    @property
+    def threads(self) -> int | None: ...
 
 
 def model_version_of(settings: PipelineSettings) -> str:
