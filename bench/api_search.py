@@ -33,6 +33,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
     import httpx
 
@@ -98,8 +104,16 @@ def main() -> None:
                     request.headers.__setitem__("x-amz-meta-nonce", uuid.uuid4().hex)))
                 return c
 
-            warm = client()
-            warm.search_faces_by_image(CollectionId="big", Image={"Bytes": probe})
+            # Warm-up, not timed: every inference worker loads its models on its first
+            # request, so send as many at once as there are clients.
+            def warm() -> None:
+                client().search_faces_by_image(CollectionId="big", Image={"Bytes": probe})
+
+            warmers = [threading.Thread(target=warm) for _ in range(args.clients)]
+            for th in warmers:
+                th.start()
+            for th in warmers:
+                th.join()
             latencies: list[float] = []
             errors: dict[str, int] = {}
             lock = threading.Lock()
@@ -122,12 +136,15 @@ def main() -> None:
                         latencies.append(time.perf_counter() - t0)
 
             threads = [threading.Thread(target=run, args=(n,)) for n in per_client]
+            server_cpu0, client_cpu0 = cpu_seconds(proc.pid), time.process_time()
             start = time.perf_counter()
             for th in threads:
                 th.start()
             for th in threads:
                 th.join()
             wall = time.perf_counter() - start
+            server_cpu = cpu_seconds(proc.pid) - server_cpu0
+            client_cpu = time.process_time() - client_cpu0
         finally:
             proc.terminate()
             proc.wait(timeout=60)
@@ -137,6 +154,9 @@ def main() -> None:
           f"workers; {len(lat)} ok, errors {errors or 'none'}")
     print(f"SearchFacesByImage: {len(lat) / wall:.2f} requests/s   "
           f"p50 {np.percentile(lat, 50):.0f} ms   p99 {np.percentile(lat, 99):.0f} ms")
+    n = max(len(lat), 1)
+    print(f"CPU per request: server {server_cpu / n * 1000:.1f} ms, the {args.clients} boto3 clients "
+          f"{client_cpu / n * 1000:.1f} ms")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
           f"on {os.cpu_count()} CPUs")
 

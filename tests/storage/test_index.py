@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from facesearch.config import Settings
+from facesearch.service import FaceSearch
 from facesearch.storage.index import VectorIndex
+from facesearch.vision.pipeline import Pipeline
 from facesearch.vision.embed import l2_normalise
 
 
@@ -140,3 +144,82 @@ def test_inverted_file_adds_removes_saves_and_reconciles(large, tmp_path: Path) 
     added, removed = idx.reconcile(truth, lambda rows: extra[:len(rows)])
     assert (added, removed) == (0, 20_004 - 96) and sorted(idx.ids()) == sorted(truth)
     assert idx.needs_rebuild(large=10_000)  # now far smaller than its cells were made for
+
+
+# -- the service's index cache: the form changes with the collection's size -----------------
+
+def _enrol_synthetic(fs: FaceSearch, name: str, vecs: np.ndarray) -> list[str]:
+    """Faces with these vectors written through the store (no photos needed); their ids."""
+    import time
+    import uuid
+
+    from facesearch.storage.store import NewFace
+
+    q = {"size": 50.0, "sharpness": 50.0, "brightness": 50.0, "yaw": 0.0, "pitch": 0.0,
+         "roll": 0.0}
+    ids = [str(uuid.uuid4()) for _ in range(len(vecs))]
+    with fs.store.transaction() as conn:
+        coll = fs.store.collection(conn, name)
+        image = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()), uuid.uuid4().hex, None,
+                                      None, 250, 250, len(vecs), len(vecs), time.time())
+        fs.store.insert_faces(conn, coll.id, image, [
+            NewFace(f, f"person-{i}", (0, 0, 100, 100), [[0.0, 0.0]] * 5, 0.99, q, v)
+            for i, (f, v) in enumerate(zip(ids, vecs, strict=True))], 250, 250, time.time(),
+            coll.model_version)
+    return ids
+
+
+def test_the_service_index_becomes_an_inverted_file_when_large(
+        settings: Callable[..., Settings], pipeline: Pipeline) -> None:
+    x = vectors(1_500, seed=5)
+    fs = FaceSearch(settings(index_large=1_000), pipeline=pipeline)
+    try:
+        fs.collections.create("big")
+        ids = _enrol_synthetic(fs, "big", x)
+        with fs.store.transaction() as conn:
+            coll = fs.store.collection(conn, "big")
+        # A rebuild before any search installs and saves its index (a tool preparing a
+        # collection, the benchmarks).
+        assert fs.indexes.rebuild(coll).kind == "ivf"
+        assert fs.indexes.path(coll.id).is_file()
+        assert fs.indexes.get(coll).kind == "ivf"
+        res = fs.search.by_vectors("big", x[7:8], operation="search.vectors", threshold=0,
+                                   max_results=3)
+        assert res.results[0].matches[0].face.face_id == ids[7]
+    finally:
+        fs.shutdown()
+    # Another process opens the saved inverted file; faces added since are caught up.
+    fs = FaceSearch(settings(index_large=1_000), pipeline=pipeline)
+    try:
+        with fs.store.transaction() as conn:
+            coll = fs.store.collection(conn, "big")
+        more = _enrol_synthetic(fs, "big", vectors(10, seed=6))
+        index = fs.indexes.get(coll)
+        assert index.kind == "ivf" and len(index) == 1_510
+        res = fs.search.by_vectors("big", vectors(10, seed=6)[3:4], operation="search.vectors",
+                                   threshold=0, max_results=3)
+        assert res.results[0].matches[0].face.face_id == more[3]
+    finally:
+        fs.shutdown()
+
+
+def test_a_collection_growing_past_the_size_is_rebuilt_in_the_background(
+        settings: Callable[..., Settings], pipeline: Pipeline) -> None:
+    fs = FaceSearch(settings(index_large=1_000), pipeline=pipeline)
+    try:
+        fs.collections.create("growing")
+        x = vectors(1_200, seed=8)
+        ids = _enrol_synthetic(fs, "growing", x[:600])
+        with fs.store.transaction() as conn:
+            coll = fs.store.collection(conn, "growing")
+        assert fs.indexes.get(coll).kind == "flat"
+        ids += _enrol_synthetic(fs, "growing", x[600:])
+        assert len(fs.indexes.get(coll)) == 1_200  # caught up at once, still exact
+        fs.indexes.wait_rebuilds()
+        assert fs.indexes.get(coll).kind == "ivf"
+        for i in (0, 900):
+            res = fs.search.by_vectors("growing", x[i:i + 1], operation="search.vectors",
+                                       threshold=0, max_results=1)
+            assert res.results[0].matches[0].face.face_id == ids[i]
+    finally:
+        fs.shutdown()

@@ -125,9 +125,14 @@ class IndexCache:
                 return self.store.embeddings(conn, rows, EMBEDDING_DIM)
 
         fresh = VectorIndex.build(EMBEDDING_DIM, ids, fetch, large=self.large)
-        with self.lock:
-            if self._closed or coll.id not in self._entries:
-                return fresh  # dropped or shut down meanwhile: nothing to swap
+        with self.lock:  # (a collection is deleted under this lock)
+            if self._closed:
+                return fresh
+            if coll.id not in self._entries:  # not opened yet, or deleted meanwhile
+                with self.store.transaction() as conn:
+                    now = self.store.get_collection(conn, coll.name)
+                if now is None or now.id != coll.id:
+                    return fresh
             entry = _Entry(fresh)
             self._catch_up(coll, entry)  # what changed while it was built
             self._entries[coll.id] = entry
