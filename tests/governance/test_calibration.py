@@ -261,3 +261,13 @@ def test_documented_thresholds_match_the_shipped_calibration() -> None:
         want = [f"{r.false_match_rate:.2g}", f"{100 * r.false_non_match_rate:.2f} %",
                 *(f"{c.expected_fpir(s, n):.2g}" for n in (1_000, 10_000, 100_000, 1_000_000))]
         assert cells[2:] == want, (s, cells, want)
+
+
+@pytest.mark.parametrize("model_version", [
+    "blazeface+onet/sface-2021dec",
+    "blazeface+onet/dlib-resnet-v1",
+    "blazeface+onet/dlib-resnet-v1-int8w7",  # FACESEARCH_PRECISION=int8
+])
+def test_every_selectable_embedder_has_its_own_calibration(model_version: str) -> None:
+    found = cal.find_calibration(model_version)
+    assert found is not None and found.exact and found.measured_with == model_version
