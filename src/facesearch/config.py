@@ -7,7 +7,6 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from facesearch.storage.crypto import Sealer, load_sealer
 from facesearch.vision.decode import MAX_BYTES, MAX_PIXELS, MIN_SIDE, DecodeLimits
 
 
@@ -117,11 +116,6 @@ class Settings(BaseSettings):
         """The audit trail's database: its URL, or the SQLite file in the data directory."""
         url = self.audit_database_url
         return url.get_secret_value() if url else self.home / "audit.db"
-
-    def sealer(self) -> Sealer | None:
-        """The at-rest sealer, or None when encryption at rest is off."""
-        key = self.encryption_key.get_secret_value() if self.encryption_key else None
-        return load_sealer(key, self.encryption_key_file)
 
     @property
     def limits(self) -> DecodeLimits:

@@ -27,6 +27,7 @@ from facesearch.media.cameras import Cameras
 from facesearch.services.collection import FaceCollections
 from facesearch.services.search import SearchGate
 from facesearch.services.users import UserDirectory
+from facesearch.storage.crypto import sealer_of
 from facesearch.storage.database import url_of
 from facesearch.storage.store import Store
 from facesearch.storage.vectors import vector_backend
@@ -66,7 +67,7 @@ class FaceSearch:
         os.umask(0o077)  # everything written from now on: files 0600, folders 0700
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         restrict_permissions(self.home)
-        sealer = settings.sealer()
+        sealer = sealer_of(settings)
         self.sealer = sealer
         """Seals vectors, index files, stream snapshots and events at rest (None: off)."""
         _check_shared(settings)

@@ -4,7 +4,7 @@ table."""
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,11 +16,13 @@ from facesearch.api.auth import (
     PERMISSIONS,
     Operation,
     ReplayCache,
+    SharedReplays,
     SignedRequest,
     authenticate,
     authorize,
     canonical_query,
     preauthenticate,
+    sigv4_signature,
 )
 from facesearch.api.errors import (
     IncompleteSignatureError,
@@ -199,3 +201,32 @@ def test_canonical_query_sorts_and_encodes() -> None:
     assert canonical_query("b=2&a=x%20y&a=1") == "a=1&a=x%20y&b=2"
     assert canonical_query("a=x+y%2Bz") == "a=x%20y%2Bz"
     assert canonical_query("") == ""
+
+
+@pytest.mark.databases
+def test_a_replay_to_another_node_of_the_database_is_refused(
+        settings: Callable[..., Settings]) -> None:
+    """Nodes sharing a database share the signatures they accepted (PostgreSQL deployments
+    use :class:`SharedReplays`), so a captured request replayed to another node fails too."""
+    a, b = FaceSearch(settings()), FaceSearch(settings())
+    try:
+        k = a.keys.create("admin")
+        req = sign(k, "POST", "/", body=b'{"a": 1}')
+        node_a, node_b = SharedReplays(a.store), SharedReplays(b.store)
+        assert authenticate(req, a.keys, service="rekognition", max_skew_s=300,
+                            allow_bearer=False, replays=node_a).key_id == k.info.key_id
+        with pytest.raises(ReplayedRequestError):
+            authenticate(req, b.keys, service="rekognition", max_skew_s=300,
+                         allow_bearer=False, replays=node_b)
+        # One refused before it did anything (throttled) is forgotten, so it may be retried.
+        node_a.forget(sigv4_signature(dict(req.headers)["authorization"]) or "")
+        assert authenticate(req, b.keys, service="rekognition", max_skew_s=300,
+                            allow_bearer=False, replays=node_b).key_id == k.info.key_id
+        # Expired signatures are forgotten (by then their date is refused anyway).
+        node_a.admit("expiring", expires_at=100.0, now=50.0)
+        with pytest.raises(ReplayedRequestError):
+            node_b.admit("expiring", expires_at=100.0, now=60.0)
+        node_b.admit("expiring", expires_at=500.0, now=100.0)
+    finally:
+        a.shutdown()
+        b.shutdown()

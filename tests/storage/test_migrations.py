@@ -19,7 +19,6 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, inspect
 
 from facesearch.errors import DatabaseError
-from facesearch.governance import audit
 from facesearch.governance.audit import AuditEvent, AuditLog
 from facesearch.storage import database, migrate, schema
 from facesearch.storage.migrate import Schema
@@ -29,7 +28,7 @@ from ..conftest import Databases
 
 pytestmark = pytest.mark.databases
 
-TABLES: dict[Schema, MetaData] = {Schema.METADATA: schema.metadata, Schema.AUDIT: audit.metadata}
+TABLES: dict[Schema, MetaData] = {Schema.METADATA: schema.metadata, Schema.AUDIT: schema.audit_metadata}
 
 
 @pytest.fixture
@@ -116,8 +115,9 @@ def test_cli_reports_and_upgrades(tmp_path: Path, databases: Databases) -> None:
     assert [(r["schema"], r["revision"]) for r in before] == [("metadata", None),
                                                               ("audit", None)]
     upgraded = db("upgrade")
-    assert [r["revision"] for r in upgraded] == [r["head"] for r in upgraded] == ["0001"] * 2
-    assert [r["revision"] for r in db("status")] == ["0001", "0001"]
+    heads = [migrate.head(Schema.METADATA), migrate.head(Schema.AUDIT)]
+    assert [r["revision"] for r in upgraded] == [r["head"] for r in upgraded] == heads
+    assert [r["revision"] for r in db("status")] == heads
 
 
 # -- data directories made before migrations (SQLite only) ---------------------------------
@@ -162,8 +162,8 @@ def test_a_data_directory_from_before_migrations_is_brought_up_and_stamped(
     log.record(AuditEvent(operation="index", actor="a"))  # checkpoints with a tree root
     assert log.checkpoints()[0].tree_root is not None and log.verify().ok
     log.shutdown()
-    assert migrate.revision(tmp_path / "facesearch.db", Schema.METADATA) == "0001"
-    assert migrate.revision(tmp_path / "audit.db", Schema.AUDIT) == "0001"
+    assert migrate.revision(tmp_path / "facesearch.db", Schema.METADATA) == migrate.head(Schema.METADATA)
+    assert migrate.revision(tmp_path / "audit.db", Schema.AUDIT) == migrate.head(Schema.AUDIT)
     con = sqlite3.connect(tmp_path / "facesearch.db")
     assert con.execute("SELECT key_id FROM access_keys").fetchall() == [("FSAKLEGACY",)]
     con.close()

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facesearch import __version__, responses
 from facesearch.api import accountability, crops, docs, native, rekognition, streams, web
 from facesearch.api import video as video_api
-from facesearch.api.auth import SignedRequest, preauthenticate
+from facesearch.api.auth import ReplayCache, SharedReplays, SignedRequest, preauthenticate
 from facesearch.api.context import ApiContext, context
 from facesearch.api.errors import (
     AuthenticationError,
@@ -108,7 +108,9 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                      metrics=Metrics(lambda: pool.depth, lambda: pool.busy),
                      s3=video_api.S3Videos(settings, fs.settings.max_image_bytes,
                                            fs.settings.max_video_bytes),
-                     body_limit=settings.body_limit(fs.settings.max_image_bytes))
+                     body_limit=settings.body_limit(fs.settings.max_image_bytes),
+                     # Nodes sharing a PostgreSQL database share the signatures they saw.
+                     replays=SharedReplays(fs.store) if fs.store.postgres else ReplayCache())
 
     retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
     sns_endpoint, kinesis_endpoint = settings.sns(), settings.kinesis()

@@ -11,7 +11,8 @@ secret, in one of two ways:
   ``X-Facesearch-*`` header sent (purpose, case: they change what the request means); the
   payload hash is always computed from the body received. Requests more than ``clock_skew_s``
   (5 minutes) away from the server's clock are refused, and so is a signature already seen
-  within that window (:class:`ReplayCache`, one per server process). Implemented from AWS's
+  within that window (:class:`ReplayCache` in the server process, or :class:`SharedReplays`
+  in a PostgreSQL database for all nodes). Implemented from AWS's
   specification of SigV4 (headers only; presigned query strings are not accepted).
 - **Bearer** (native API only, use over TLS): ``Authorization: Bearer <key id>:<secret>``.
 
@@ -44,6 +45,7 @@ from facesearch.api.errors import (
 )
 from facesearch.errors import AccessDeniedError, ThrottledError
 from facesearch.governance.keys import AccessKeys, KeyInfo, KeyNotFoundError, Role
+from facesearch.storage.store import Store
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
@@ -204,7 +206,7 @@ READ_ONLY: frozenset[Operation] = frozenset({
 and DetectFaces and CompareFaces, which look only at the images sent): a replayed signature
 of one of these is accepted, since the AWS SDKs sign identical calls made in the same second
 identically (a poll, parallel calls). Every other operation (a change, a 1:N search, a new
-key...) accepts a SigV4 signature once (:class:`ReplayCache`)."""
+key...) accepts a SigV4 signature once (:data:`Replays`)."""
 
 
 def authorize(key: KeyInfo, operation: Operation) -> None:
@@ -297,9 +299,31 @@ class ReplayCache:
             self._seen.pop(signature, None)
 
 
+class SharedReplays:
+    """The signatures accepted in the clock-skew window kept in the metadata database, so that
+    every API node of a shared (PostgreSQL) database refuses a request replayed to any of them.
+    Same contract as :class:`ReplayCache`; one row a signature, deleted once expired."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def admit(self, signature: str, expires_at: float, now: float) -> None:
+        if not self.store.admit_signature(signature, expires_at, now):
+            raise ReplayedRequestError(
+                "this request signature was already used: sign every request afresh "
+                "(replays within the clock-skew window are refused)")
+
+    def forget(self, signature: str) -> None:
+        self.store.forget_signature(signature)
+
+
+Replays = ReplayCache | SharedReplays
+"""Where accepted signatures are remembered: this process (one node) or the database (all)."""
+
+
 def authenticate(req: SignedRequest, keys: AccessKeys, *, service: str, max_skew_s: float,
                  allow_bearer: bool, now: float | None = None,
-                 replays: ReplayCache | None = None) -> KeyInfo:
+                 replays: Replays | None = None) -> KeyInfo:
     """The active key that signed ``req``, or an :class:`AuthenticationError` subclass.
     With ``replays``, a SigV4 signature is accepted once only."""
     now = time.time() if now is None else now
@@ -430,7 +454,7 @@ def _parse_sigv4(req: SignedRequest, params: str, keys: AccessKeys, service: str
 
 
 def _sigv4(req: SignedRequest, p: _SigV4, max_skew_s: float, now: float,
-           replays: ReplayCache | None) -> KeyInfo:
+           replays: Replays | None) -> KeyInfo:
     payload = hashlib.sha256(req.body).hexdigest()
     declared = req.header("x-amz-content-sha256")
     if declared is not None and declared != payload:

@@ -15,6 +15,7 @@ from facesearch.api.auth import (
     READ_ONLY,
     Operation,
     ReplayCache,
+    Replays,
     SignedRequest,
     authenticate,
     authorize,
@@ -44,8 +45,9 @@ class ApiContext:
     metrics: Metrics
     s3: S3Images
     body_limit: int
-    replays: ReplayCache = field(default_factory=ReplayCache)
-    """SigV4 signatures seen in the clock-skew window (this process's)."""
+    replays: Replays = field(default_factory=ReplayCache)
+    """SigV4 signatures seen in the clock-skew window: this process's, or with a PostgreSQL
+    database every node's (:class:`facesearch.api.auth.SharedReplays`)."""
 
     async def infer(self, fn: Callable[[], T]) -> T:
         """Run inference or search work on the bounded pool."""

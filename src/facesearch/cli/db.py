@@ -17,6 +17,7 @@ import typer
 from facesearch.cli.common import HomeOpt, JsonOpt, emit_json, out
 from facesearch.config import Settings
 from facesearch.storage import database, migrate
+from facesearch.storage.crypto import sealer_of
 from facesearch.storage.migrate import Schema
 from facesearch.storage.store import Store
 
@@ -75,7 +76,7 @@ def db_vacuum(home: HomeOpt = None, full: FullOpt = False) -> None:
     """Reclaim the space of deleted rows in the metadata database (erasure does a plain
     vacuum by itself; see docs/deploy.md for what stays where)."""
     settings = _settings(home)
-    store = Store(settings.metadata_target(), settings.sealer())
+    store = Store(settings.metadata_target(), sealer_of(settings))
     try:
         store.vacuum(full=full)
     finally:

@@ -59,14 +59,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import (
-    Column,
     Connection,
     Engine,
-    Float,
-    Index,
-    MetaData,
-    String,
-    Table,
     insert,
     select,
 )
@@ -76,7 +70,7 @@ from facesearch.storage import database
 from facesearch.storage.crypto import create_secret_file
 from facesearch.storage.database import Target
 from facesearch.storage.migrate import Schema, upgrade
-from facesearch.storage.schema import RowId
+from facesearch.storage.schema import checkpoints_t, events_t, outbox_applied_t
 from facesearch.types import Caller
 
 GENESIS_HASH = "0" * 64
@@ -488,53 +482,7 @@ class _Frontier:
         return cls(size, nodes)
 
 
-# -- schema ---------------------------------------------------------------------------------
-
-metadata = MetaData()
-"""The audit trail's tables; made and changed by migrations (``storage/migrations/audit``)."""
-
-events_t = Table(
-    "events", metadata,
-    Column("seq", RowId, primary_key=True, autoincrement=False),
-    Column("ts", Float, nullable=False),
-    Column("operation", String, nullable=False),
-    Column("actor", String, nullable=False),
-    Column("role", String),
-    Column("collection", String),
-    Column("purpose", String),
-    Column("case_ref", String),
-    Column("client", String),
-    Column("probe_sha256", String),
-    Column("threshold", Float),
-    Column("model_version", String),
-    Column("results", String, nullable=False),
-    Column("details", String, nullable=False),
-    Column("prev_hash", String, nullable=False, unique=True),
-    Column("hash", String, nullable=False, unique=True),
-)
-Index("events_by_actor", events_t.c.actor, events_t.c.seq)
-Index("events_by_case", events_t.c.case_ref, events_t.c.seq)
-Index("events_by_collection", events_t.c.collection, events_t.c.seq)
-Index("events_by_operation", events_t.c.operation, events_t.c.seq)
-Index("events_by_ts", events_t.c.ts)
-
-checkpoints_t = Table(
-    "checkpoints", metadata,
-    Column("seq", RowId, primary_key=True, autoincrement=False),
-    Column("head_hash", String, nullable=False),
-    Column("ts", Float, nullable=False),
-    Column("signature", String, nullable=False),
-    Column("key_fingerprint", String, nullable=False),
-    Column("tree_root", String),
-    Column("tree_frontier", String),
-)
-
-outbox_applied_t = Table(
-    "outbox_applied", metadata,
-    Column("outbox_id", String, primary_key=True),
-    Column("seq", RowId, nullable=False),
-)
-"""Outbox rows (of the metadata database) already appended, so a replay appends each once."""
+# -- schema: storage/schema.py (audit_metadata, events_t, checkpoints_t, outbox_applied_t) ---
 
 _APPEND_LOCK = database.lock_key("audit-append")
 """The advisory lock every append and checkpoint holds on PostgreSQL."""

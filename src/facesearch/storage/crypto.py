@@ -13,11 +13,15 @@ import binascii
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from facesearch.errors import EncryptionError
+
+if TYPE_CHECKING:
+    from facesearch.config import Settings
 
 MAGIC = b"FSE1"
 
@@ -46,6 +50,12 @@ class Sealer:
 
 def is_sealed(blob: bytes) -> bool:
     return blob.startswith(MAGIC)
+
+
+def sealer_of(settings: Settings) -> Sealer | None:
+    """The at-rest sealer the settings configure, or None when encryption at rest is off."""
+    key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+    return load_sealer(key, settings.encryption_key_file)
 
 
 def load_sealer(key_b64: str | None, key_file: Path | None) -> Sealer | None:

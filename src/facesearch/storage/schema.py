@@ -95,6 +95,15 @@ audit_outbox_t = Table(
 then appended to the audit trail and removed; a crash in between leaves them here, and
 :meth:`facesearch.services.collection.FaceCollections.drain_outbox` appends them on the next open."""
 
+signatures_t = Table(
+    "request_signatures", metadata,
+    Column("signature", String(64), primary_key=True),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+"""SigV4 signatures accepted in the clock-skew window, shared by every API node of a
+database, so that a request replayed to another node is refused too
+(:class:`facesearch.api.auth.SharedReplays`)."""
+
 faces_t = Table(
     "faces", metadata,
     Column("id", RowId, primary_key=True),
@@ -305,6 +314,56 @@ tags_t = Table(
 )
 """Tags of collections (kind ``collection``) and stream processors (``streamprocessor``), by
 resource name; deleted with their resource."""
+
+
+# -- the audit trail's database ---------------------------------------------------------------
+
+audit_metadata = MetaData()
+"""The audit trail's tables (its own database: ``audit.db`` or its URL); made and changed by
+migrations (``storage/migrations/audit``), used by :mod:`facesearch.governance.audit`."""
+
+events_t = Table(
+    "events", audit_metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=False),
+    Column("ts", Float, nullable=False),
+    Column("operation", String, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("role", String),
+    Column("collection", String),
+    Column("purpose", String),
+    Column("case_ref", String),
+    Column("client", String),
+    Column("probe_sha256", String),
+    Column("threshold", Float),
+    Column("model_version", String),
+    Column("results", String, nullable=False),
+    Column("details", String, nullable=False),
+    Column("prev_hash", String, nullable=False, unique=True),
+    Column("hash", String, nullable=False, unique=True),
+)
+Index("events_by_actor", events_t.c.actor, events_t.c.seq)
+Index("events_by_case", events_t.c.case_ref, events_t.c.seq)
+Index("events_by_collection", events_t.c.collection, events_t.c.seq)
+Index("events_by_operation", events_t.c.operation, events_t.c.seq)
+Index("events_by_ts", events_t.c.ts)
+
+checkpoints_t = Table(
+    "checkpoints", audit_metadata,
+    Column("seq", RowId, primary_key=True, autoincrement=False),
+    Column("head_hash", String, nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("signature", String, nullable=False),
+    Column("key_fingerprint", String, nullable=False),
+    Column("tree_root", String),
+    Column("tree_frontier", String),
+)
+
+outbox_applied_t = Table(
+    "outbox_applied", audit_metadata,
+    Column("outbox_id", String, primary_key=True),
+    Column("seq", RowId, nullable=False),
+)
+"""Outbox rows (of the metadata database) already appended, so a replay appends each once."""
 
 
 def create(target: Target) -> None:

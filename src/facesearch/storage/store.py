@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from facesearch.errors import CollectionNotFoundError, EncryptionError
 from facesearch.storage import database, schema
@@ -39,6 +40,7 @@ from facesearch.storage.schema import (
     face_crops_t,
     faces_t,
     images_t,
+    signatures_t,
     tags_t,
     users_t,
 )
@@ -157,6 +159,24 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    # -- request signatures (replays refused across API nodes) --------------------------
+
+    def admit_signature(self, signature: str, expires_at: float, now: float) -> bool:
+        """Remember ``signature`` until ``expires_at`` (s since the epoch); False when it is
+        remembered already and has not expired (a replay). Expired ones are forgotten."""
+        dialect = postgresql if self.postgres else sqlite
+        with self.transaction() as conn:
+            conn.execute(delete(signatures_t).where(signatures_t.c.expires_at <= now))
+            added = conn.execute(dialect.insert(signatures_t)
+                                 .values(signature=signature, expires_at=expires_at)
+                                 .on_conflict_do_nothing()
+                                 .returning(signatures_t.c.signature)).first()
+            return added is not None
+
+    def forget_signature(self, signature: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(delete(signatures_t).where(signatures_t.c.signature == signature))
 
     # -- audit outbox ------------------------------------------------------------------
 
