@@ -223,3 +223,20 @@ def test_a_collection_growing_past_the_size_is_rebuilt_in_the_background(
             assert res.results[0].matches[0].face.face_id == ids[i]
     finally:
         fs.shutdown()
+
+
+def test_an_inverted_file_whose_data_drifted_asks_for_a_rebuild() -> None:
+    """Vectors added since the cells were trained that fall into a few of them (another
+    population, another camera) unbalance the cells; the index then asks to be rebuilt, and
+    the rebuilt one does not."""
+    base = vectors(12_000, seed=1)
+    idx = VectorIndex.build(128, np.arange(12_000), base, large=10_000)
+    assert idx.kind == "ivf" and not idx.needs_rebuild(large=10_000)
+    rng = np.random.default_rng(2)
+    centre = l2_normalise(rng.normal(size=(1, 128)))
+    drifted = l2_normalise(centre + 0.08 * rng.normal(size=(12_000, 128)))
+    idx.add(np.arange(12_000, 18_000), drifted[:6_000])
+    assert idx.needs_rebuild(large=10_000)  # 1.5x more data, but all in a few cells
+    both = np.vstack([base, drifted[:6_000]])
+    rebuilt = VectorIndex.build(128, np.arange(18_000), both, large=10_000)
+    assert not rebuilt.needs_rebuild(large=10_000)

@@ -16,8 +16,9 @@ Two forms, chosen by size (:meth:`VectorIndex.build`, :meth:`VectorIndex.needs_r
   vectors (``IndexIDMap2(SQ8)``, 128 bytes), and the best of those exactly, on the store's own
   vectors (``exact``), so that every reported similarity is exact. Adds and removals go
   straight into both parts (no rebuild); :meth:`needs_rebuild` says when the cells no longer
-  fit the data (it grew or shrank 4x since they were trained), and the caller rebuilds in the
-  background (:class:`facesearch.storage.indexes.IndexCache`).
+  fit the data (it grew or shrank 4x since they were trained, or drifted: the cells became
+  :data:`DRIFT` times less balanced), and the caller rebuilds in the background
+  (:class:`facesearch.storage.indexes.IndexCache`).
 
 The probe fraction and the shortlists are set so that at least 99 % of the same-person matches
 above the default threshold that exact search finds are found (vectors shaped like SFace's on
@@ -54,6 +55,11 @@ PROBE_FRACTION = 0.6
 REGROW = 4.0
 """An inverted file is rebuilt when it holds this many times more (or fewer) vectors than it
 was trained on."""
+DRIFT = 1.5
+"""An inverted file is rebuilt when its cells' imbalance (FAISS's imbalance factor: 1 when
+every cell holds as many vectors) grew this many times over its value when the index was
+built or opened: the vectors added since no longer follow the data the cells were trained on
+(searches then scan longer lists)."""
 TRAIN_SAMPLE = 64
 """Training vectors per cell (k-means), at most :data:`TRAIN_MAX`."""
 TRAIN_MAX = 500_000
@@ -88,9 +94,19 @@ class VectorIndex:
         self.trained_on = trained_on
         """How many vectors the inverted file's cells were trained for (0: flat)."""
         self._lock = threading.RLock()
+        self._baseline_imbalance: float | None = None
+        """The cells' imbalance when the inverted file was filled or opened (None: flat)."""
         if self._refine is not None:
             ivf = faiss.extract_index_ivf(self._index)
             ivf.nprobe = max(1, math.ceil(PROBE_FRACTION * ivf.nlist))
+            self._baseline_imbalance = self.imbalance()
+
+    def imbalance(self) -> float | None:
+        """FAISS's imbalance factor of the inverted file's cells (1.0: all equal; None: flat
+        or empty)."""
+        if self._refine is None or len(self) == 0:
+            return None
+        return float(faiss.extract_index_ivf(self._index).invlists.imbalance_factor())
 
     @property
     def kind(self) -> str:
@@ -132,16 +148,24 @@ class VectorIndex:
         out = cls(dim, index, refine, len(ids_))
         for chunk in _chunks(ids_):
             out.add(chunk, fetch(chunk))
+        out._baseline_imbalance = out.imbalance()
         return out
 
     def needs_rebuild(self, large: int = LARGE) -> bool:
-        """Whether this index no longer suits its size: flat past ``large`` vectors; an
-        inverted file below half of ``large``, or grown or shrunk :data:`REGROW` times since
-        its cells were trained."""
+        """Whether this index no longer suits its data: flat past ``large`` vectors; an
+        inverted file below half of ``large``, grown or shrunk :data:`REGROW` times since its
+        cells were trained, or with cells :data:`DRIFT` times less balanced than when it was
+        built or opened."""
         n = len(self)
         if self._refine is None:
             return n >= large
-        return n < large // 2 or not self.trained_on / REGROW <= n <= self.trained_on * REGROW
+        if n < large // 2 or not self.trained_on / REGROW <= n <= self.trained_on * REGROW:
+            return True
+        now, then = self.imbalance(), self._baseline_imbalance
+        if then is None:  # opened or built empty: this is its state
+            self._baseline_imbalance = now
+            return False
+        return now is not None and now > DRIFT * then
 
     # -- contents ----------------------------------------------------------------------------
 
