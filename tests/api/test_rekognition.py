@@ -263,6 +263,8 @@ def test_search_faces_with_an_unknown_face_id(server: Server, people: dict[str, 
     for face_id in (str(uuid.uuid4()), fid):
         with pytest.raises(rek.exceptions.InvalidParameterException, match="not in collection"):
             rek.search_faces(CollectionId="rek-gone-face", FaceId=face_id)
+        with pytest.raises(rek.exceptions.InvalidParameterException, match="not in collection"):
+            rek.search_users(CollectionId="rek-gone-face", FaceId=face_id)
     with pytest.raises(rek.exceptions.ResourceNotFoundException):
         rek.search_faces(CollectionId="rek-nowhere", FaceId=fid)
     with server.native("searcher") as c:  # natively, still a missing face

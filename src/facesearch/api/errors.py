@@ -160,6 +160,7 @@ AWS_OVERRIDES: dict[tuple[str, type[FaceSearchError]], str] = {
     # resource (clients read ResourceNotFoundException as "the collection is gone"); natively
     # it stays 404 face_not_found.
     ("SearchFaces", FaceNotFoundError): "InvalidParameterException",
+    ("SearchUsers", FaceNotFoundError): "InvalidParameterException",  # its FaceId, likewise
     # A stream processor's name in use, or one already running.
     ("CreateStreamProcessor", AlreadyExistsError): "ResourceInUseException",
     ("StartStreamProcessor", ConflictError): "ResourceInUseException",
