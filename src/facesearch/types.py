@@ -17,6 +17,8 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
+Selection = int | slice | list[int] | npt.NDArray[np.bool_] | IntArray
+"""Which rows of a columnar record to take: one (int), a slice, a list of rows, or a mask."""
 RGBImage = npt.NDArray[np.uint8]
 """An ``(H, W, 3)`` C-contiguous uint8 RGB array."""
 
@@ -91,7 +93,7 @@ class Quality:
     def __len__(self) -> int:
         return len(self.size)
 
-    def __getitem__(self, index: int | slice | npt.NDArray[np.bool_] | IntArray) -> Quality:
+    def __getitem__(self, index: Selection) -> Quality:
         idx = [index] if isinstance(index, (int, np.integer)) else index
         return Quality(
             size=self.size[idx], sharpness=self.sharpness[idx], brightness=self.brightness[idx],
@@ -167,7 +169,7 @@ class Faces:
     def __len__(self) -> int:
         return len(self.boxes)
 
-    def __getitem__(self, index: int | slice | npt.NDArray[np.bool_] | IntArray) -> Faces:
+    def __getitem__(self, index: Selection) -> Faces:
         idx = [index] if isinstance(index, (int, np.integer)) else index
         return Faces(
             boxes=self.boxes[idx],

@@ -65,10 +65,7 @@ CallerDep = Annotated[Caller, Depends(native_caller)]
 
 # -- shapes ---------------------------------------------------------------------------------
 
-_Out = Out
-
-
-class ErrorOut(_Out):
+class ErrorOut(Out):
     code: str = Field(description="stable machine-readable code, e.g. collection_not_found")
     message: str
 
@@ -80,7 +77,7 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(native_caller)],
 
 
 
-class CollectionsOut(_Out):
+class CollectionsOut(Out):
     collections: list[CollectionOut]
     next_token: str | None = None
 
@@ -91,17 +88,17 @@ class CollectionsOut(_Out):
 
 
 
-class IndexedFaceOut(_Out):
+class IndexedFaceOut(Out):
     face: FaceOut
     detail: DetectedFaceOut
 
 
-class UnindexedFaceOut(_Out):
+class UnindexedFaceOut(Out):
     detail: DetectedFaceOut
     reasons: list[str]
 
 
-class IndexOut(_Out):
+class IndexOut(Out):
     image_id: str | None
     duplicate: bool = Field(description="the same content was already indexed (not `force`)")
     width: int
@@ -110,7 +107,7 @@ class IndexOut(_Out):
     unindexed: list[UnindexedFaceOut]
 
 
-class FacesPage(_Out):
+class FacesPage(Out):
     faces: list[FaceOut]
     next_token: str | None = None
 
@@ -119,7 +116,7 @@ class FaceIdsIn(BaseModel):
     face_ids: list[str] = Field(min_length=1, max_length=MAX_RESULTS)
 
 
-class DeleteFacesOut(_Out):
+class DeleteFacesOut(Out):
     deleted: list[str]
     not_found: list[str]
     associated_to_user: list[str] = Field(
@@ -128,7 +125,7 @@ class DeleteFacesOut(_Out):
 
 
 
-class ProbeOut(_Out):
+class ProbeOut(Out):
     face: DetectedFaceOut
     matches: list[MatchOut]
 
@@ -157,7 +154,7 @@ class FaceSearchOut(RiskOut):
     matches: list[MatchOut]
 
 
-class ComparedFaceOut(_Out):
+class ComparedFaceOut(Out):
     face: DetectedFaceOut
     similarity: float
 
@@ -170,7 +167,7 @@ class CompareOut(RiskOut):
     target_faces: list[ComparedFaceOut]
 
 
-class DetectOut(_Out):
+class DetectOut(Out):
     width: int
     height: int
     faces: list[DetectedFaceOut]
@@ -182,7 +179,7 @@ class UserIn(BaseModel):
 
 
 
-class UsersPage(_Out):
+class UsersPage(Out):
     users: list[UserOut]
     next_token: str | None = None
 
@@ -191,12 +188,12 @@ class AssociateIn(FaceIdsIn):
     user_match_threshold: float = Field(DEFAULT_USER_MATCH_THRESHOLD, ge=0, le=100)
 
 
-class FailedFaceOut(_Out):
+class FailedFaceOut(Out):
     face_id: str
     reasons: list[str]
 
 
-class AssociationOut(_Out):
+class AssociationOut(Out):
     done: list[str]
     failed: list[FailedFaceOut]
     user: UserOut
@@ -209,7 +206,7 @@ class UserSearchIn(BaseModel):
     threshold: float | None = Field(None, ge=0, le=100)
 
 
-class UserMatchOut(_Out):
+class UserMatchOut(Out):
     user_id: str
     similarity: float
     face_id: str
@@ -245,7 +242,7 @@ class KeyIn(BaseModel):
         return [self.role] if self.role is not None else list(self.roles or [])
 
 
-class KeyOut(_Out):
+class KeyOut(Out):
     key_id: str
     role: str = Field(description="the key's roles, comma-separated (e.g. indexer,searcher)")
     roles: list[Role]
@@ -262,7 +259,7 @@ class KeyCreatedOut(KeyOut):
     secret: str = Field(description="shown once; keep it safe")
 
 
-class WhoAmIOut(_Out):
+class WhoAmIOut(Out):
     key_id: str
     role: str | None = Field(description="the key's roles, comma-separated")
     roles: list[str] = Field(description="the key's roles")
@@ -675,7 +672,7 @@ async def revoke_key(request: Request, key_id: str, caller: CallerDep) -> KeyOut
 
 # -- audit trail ----------------------------------------------------------------------------
 
-class AuditPage(_Out):
+class AuditPage(Out):
     events: list[dict[str, Any]] = Field(description="audit events, oldest first (the export "
                                                      "form of ``facesearch audit export``)")
     next_token: str | None = None

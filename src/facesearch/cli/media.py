@@ -94,10 +94,11 @@ def _video_persons(fs: FaceSearch, job: Any) -> list[dict[str, Any]]:
     """Every person of a finished job with its timestamps and boxes (all result pages)."""
     from facesearch.media.video import JobKind
 
-    people = {p.person_index: {"index": p.person_index, "first_ms": p.first_ms,
-                               "last_ms": p.last_ms, "detections": p.detections,
-                               "matches": [_video_match_json(m) for m in p.matches],
-                               "timestamps": []} for p in fs.video.persons(job.job_id)}
+    people: dict[int, dict[str, Any]] = {
+        p.person_index: {"index": p.person_index, "first_ms": p.first_ms,
+                         "last_ms": p.last_ms, "detections": p.detections,
+                         "matches": [_video_match_json(m) for m in p.matches],
+                         "timestamps": []} for p in fs.video.persons(job.job_id)}
     if job.kind is JobKind.FACE_SEARCH:
         token = None
         while True:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +20,7 @@ def serve(
     from facesearch.api.settings import ApiSettings
     from facesearch.config import Settings
 
-    given = {k: v for k, v in (("host", host), ("port", port), ("workers", workers))
-             if v is not None}
-    run_server(Settings(**({"home": home} if home else {})), ApiSettings(**given))
+    given: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port),
+                                               ("workers", workers)) if v is not None}
+    where: dict[str, Any] = {"home": home} if home else {}
+    run_server(Settings(**where), ApiSettings(**given))

@@ -404,9 +404,9 @@ def render_pdf(r: TransparencyReport) -> bytes:
             y -= 0.015 * (wrapped.count("\n") + 1) + 0.01
         pdf.savefig(fig)
         charts = [(title, getattr(r, name)) for name, title in CHARTS]
-        for start in range(0, len(charts), 3):
+        for first in range(0, len(charts), 3):
             fig = Figure(figsize=(8.27, 11.69))
-            for k, (title, rows) in enumerate(charts[start:start + 3]):
+            for k, (title, rows) in enumerate(charts[first:first + 3]):
                 ax = fig.add_axes((0.38, 0.71 - 0.31 * k, 0.52, 0.22))
                 ax.set_title(title, fontsize=12, loc="left")
                 if not any(t.count for t in rows):

@@ -236,7 +236,7 @@ class UserDirectory:
         coll = adm.collection
         with self.store.transaction() as conn:
             rows, owners = self.store.user_face_rows(conn, coll.id)
-            face_ids = {r: f.face_id for r, f in self.store.faces_by_rows(conn, rows).items()}
+            face_ids = {r: f.face_id for r, f in self.store.faces_by_rows(conn, rows.tolist()).items()}
         matches: builtins.list[UserMatch] = []
         if len(rows):
             q = np.asarray(queries, np.float32).T

@@ -106,7 +106,9 @@ class VectorIndex:
         or empty)."""
         if self._refine is None or len(self) == 0:
             return None
-        return float(faiss.extract_index_ivf(self._index).invlists.imbalance_factor())
+        lists = faiss.extract_index_ivf(self._index).invlists
+        assert lists is not None
+        return float(lists.imbalance_factor())
 
     @property
     def kind(self) -> str:
