@@ -96,18 +96,27 @@ class WorkPool:
             if job is None:
                 return
             fn, fut = job
+            run = fut.set_running_or_notify_cancel()  # False: cancelled while it waited
             with self._lock:
                 self._running += 1
+            result: Any = None
+            error: BaseException | None = None
             try:
-                if fut.set_running_or_notify_cancel():
-                    try:
-                        fut.set_result(fn())
-                    except BaseException as exc:  # noqa: BLE001 - re-raised in the awaiting request
-                        fut.set_exception(exc)
+                if run:
+                    result = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the awaiting request
+                error = exc
             finally:
+                # The job leaves the counts before its caller is woken, so that what the
+                # caller sees next (depth, busy, a new admission) no longer includes it.
                 with self._lock:
                     self._running -= 1
                     self._admitted -= 1
+            if run:
+                if error is None:
+                    fut.set_result(result)
+                else:
+                    fut.set_exception(error)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the workers after the jobs already queued."""
