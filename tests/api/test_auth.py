@@ -4,6 +4,7 @@ table."""
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -222,11 +223,13 @@ def test_a_replay_to_another_node_of_the_database_is_refused(
         node_a.forget(sigv4_signature(dict(req.headers)["authorization"]) or "")
         assert authenticate(req, b.keys, service="rekognition", max_skew_s=300,
                             allow_bearer=False, replays=node_b).key_id == k.info.key_id
-        # Expired signatures are forgotten (by then their date is refused anyway).
+        # Expired signatures are forgotten (by then their date is refused anyway), and purged.
         node_a.admit("expiring", expires_at=100.0, now=50.0)
         with pytest.raises(ReplayedRequestError):
             node_b.admit("expiring", expires_at=100.0, now=60.0)
         node_b.admit("expiring", expires_at=500.0, now=100.0)
+        assert b.store.purge_signatures(now=499.0) == 0
+        assert b.store.purge_signatures(now=time.time() + 3600) == 2  # the request's, 'expiring'
     finally:
         a.shutdown()
         b.shutdown()

@@ -302,12 +302,19 @@ class ReplayCache:
 class SharedReplays:
     """The signatures accepted in the clock-skew window kept in the metadata database, so that
     every API node of a shared (PostgreSQL) database refuses a request replayed to any of them.
-    Same contract as :class:`ReplayCache`; one row a signature, deleted once expired."""
+    Same contract as :class:`ReplayCache`; one row a signature. Expired rows are deleted by
+    each node at most once every :attr:`PURGE_EVERY_S`, off the signature's own statement."""
+
+    PURGE_EVERY_S = 60.0
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._next_purge = 0.0
 
     def admit(self, signature: str, expires_at: float, now: float) -> None:
+        if now >= self._next_purge:
+            self._next_purge = now + self.PURGE_EVERY_S
+            self.store.purge_signatures(now)
         if not self.store.admit_signature(signature, expires_at, now):
             raise ReplayedRequestError(
                 "this request signature was already used: sign every request afresh "

@@ -164,15 +164,22 @@ class Store:
 
     def admit_signature(self, signature: str, expires_at: float, now: float) -> bool:
         """Remember ``signature`` until ``expires_at`` (s since the epoch); False when it is
-        remembered already and has not expired (a replay). Expired ones are forgotten."""
+        remembered already and has not expired (a replay). One statement: an insert, or the
+        renewal of the same signature's expired row."""
         dialect = postgresql if self.postgres else sqlite
+        stmt = dialect.insert(signatures_t).values(signature=signature, expires_at=expires_at)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[signatures_t.c.signature],
+            set_={"expires_at": stmt.excluded.expires_at},
+            where=signatures_t.c.expires_at <= now)
         with self.transaction() as conn:
-            conn.execute(delete(signatures_t).where(signatures_t.c.expires_at <= now))
-            added = conn.execute(dialect.insert(signatures_t)
-                                 .values(signature=signature, expires_at=expires_at)
-                                 .on_conflict_do_nothing()
-                                 .returning(signatures_t.c.signature)).first()
-            return added is not None
+            return conn.execute(stmt.returning(signatures_t.c.signature)).first() is not None
+
+    def purge_signatures(self, now: float) -> int:
+        """Delete the signatures expired by ``now``; how many."""
+        with self.transaction() as conn:
+            return int(conn.execute(delete(signatures_t)
+                                    .where(signatures_t.c.expires_at <= now)).rowcount)
 
     def forget_signature(self, signature: str) -> None:
         with self.transaction() as conn:
