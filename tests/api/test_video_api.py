@@ -12,6 +12,7 @@ Joe Biden's."""
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,8 +25,20 @@ from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from facesearch.media.inputs import FILE_REFUSED
+
 from ..conftest import FACES
-from ..media.video_helpers import ALEX_PHOTO, CLIP_MS, CLIP_NAME, LIN, LIN_PHOTO, clip, wait_for
+from ..media.video_helpers import (
+    ALEX_PHOTO,
+    CLIP_MS,
+    CLIP_NAME,
+    LIN,
+    LIN_PHOTO,
+    clip,
+    hls,
+    remux_segment,
+    wait_for,
+)
 from .conftest import (
     S3_BUCKET,
     S3_CREDS,
@@ -49,9 +62,17 @@ PURPOSE = {"X-Facesearch-Purpose": "test", "X-Facesearch-Case": "case-7"}
 
 
 @pytest.fixture(scope="module")
-def vserver(tmp_path_factory: pytest.TempPathFactory, s3_url: str) -> Iterator[Server]:
-    """A server whose video path roots are the test photos' folder, with the clip in S3 and
-    three collections: with Lin, without him, and one whose policy requires a purpose."""
+def video_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second video path root of the server, writable by the tests."""
+    return tmp_path_factory.mktemp("video-root")
+
+
+@pytest.fixture(scope="module")
+def vserver(tmp_path_factory: pytest.TempPathFactory, s3_url: str,
+            video_root: Path) -> Iterator[Server]:
+    """A server whose video path roots are the test photos' folder and ``video_root``, with
+    the clip in S3 and three collections: with Lin, without him, and one whose policy
+    requires a purpose."""
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1",
@@ -64,7 +85,9 @@ def vserver(tmp_path_factory: pytest.TempPathFactory, s3_url: str) -> Iterator[S
                        FACESEARCH_API_S3_ENDPOINT_URL=s3_url,
                        FACESEARCH_API_S3_ACCESS_KEY_ID=S3_CREDS["AWS_ACCESS_KEY_ID"],
                        FACESEARCH_API_S3_SECRET_ACCESS_KEY=S3_CREDS["AWS_SECRET_ACCESS_KEY"],
-                       FACESEARCH_API_VIDEO_PATH_ROOTS=str(FACES), **aws_env(s3_url))
+                       FACESEARCH_API_VIDEO_PATH_ROOTS=os.pathsep.join([str(FACES),
+                                                                        str(video_root)]),
+                       **aws_env(s3_url))
     try:
         admin, indexer = srv.rekognition("admin"), srv.rekognition("indexer")
         for coll, photos in ((WITH_LIN, [LIN_PHOTO, ALEX_PHOTO]),
@@ -700,6 +723,59 @@ def test_stream_inputs_are_allow_listed_over_http(vserver: Server) -> None:
               400, "invalid_parameter")
         assert not [p for p in c.get("/v1/streams").json()["processors"]
                     if p["name"].startswith("cam-sec-")]
+
+
+def test_playlists_are_refused_on_every_video_path(vserver: Server, video_root: Path,
+                                                  tmp_path: Path) -> None:
+    """Issue 26, high: an uploaded ``.m3u8`` naming ``file:///elsewhere/secret.ts`` made a
+    video job read a file outside the video roots and return its people (job SUCCEEDED,
+    format hls); a playlist under a root served its segments' frames through ``/frame`` and
+    to a stream processor. Every path now refuses it, with no server path in the text."""
+    segment = remux_segment(tmp_path / "secret.ts")
+    text = hls(segment, url=True)
+    under_root = video_root / "playlist.m3u8"
+    under_root.write_text(text)
+    swapped = video_root / "swapped.mp4"
+    swapped.write_bytes(clip().read_bytes())
+
+    def refused(r: httpx.Response) -> None:
+        error(r, 400, "invalid_video")
+        assert FILE_REFUSED in r.json()["message"]
+        assert str(tmp_path) not in r.text and "secret" not in r.text
+
+    with vserver.native("searcher") as c:
+        for name in ("upload.m3u8", "upload.mp4"):  # the name does not choose the format
+            refused(c.post("/v1/video/detect",
+                           files={"video": (name, text.encode(), "application/octet-stream")}))
+            refused(c.post("/v1/video/search", headers=PURPOSE,
+                           files={"video": (name, text.encode(), "video/mp4")},
+                           data={"collection": WITH_LIN}))
+        refused(c.post("/v1/video/detect", json={"path": str(under_root)}))
+
+        # A job's video swapped for a playlist after it finished: /frame refuses it.
+        r = c.post("/v1/video/detect", json={"path": str(swapped), "sample_fps": 1})
+        assert r.status_code == 202, r.text
+        job = poll_job(c, r.json()["job_id"])
+        assert job["status"] == "SUCCEEDED"
+        frame = f"/v1/video/jobs/{job['job_id']}/frame"
+        assert c.get(frame, params={"timestamp_ms": 500}).status_code == 200
+        swapped.write_text(text)
+        refused(c.get(frame, params={"timestamp_ms": 500}))
+
+        # A stream processor playing the playlist as a camera fails, naming why.
+        settings = {"input_url": str(under_root), "collection": WITH_LIN, "max_fps": 4}
+        r = c.post("/v1/streams", json={"name": "cam-playlist", "settings": settings})
+        assert r.status_code == 201, r.text
+        assert c.post("/v1/streams/cam-playlist/start").status_code == 200
+
+        def failed() -> dict[str, Any] | None:
+            p: dict[str, Any] = c.get("/v1/streams/cam-playlist").json()
+            return p if p["status"] == "FAILED" else None
+
+        p = wait_for(failed, 60, "the playlist processor to fail")
+        assert FILE_REFUSED in p["status_message"] and str(video_root) not in p["status_message"]
+        assert p["metrics"] is None or p["metrics"]["frames_in"] == 0
+        assert c.delete("/v1/streams/cam-playlist").status_code == 204
 
 
 def _client(server: Server, key: dict[str, Any]) -> httpx.Client:

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TypeVar
 
+import av
 import pytest
 
 from facesearch.service import FaceSearch
@@ -34,6 +35,28 @@ T = TypeVar("T")
 
 def clip() -> Path:
     return face(CLIP_NAME)
+
+
+def remux_segment(dest: Path, packets: int = 60) -> Path:
+    """The clip's first ``packets`` video packets remuxed into an MPEG-TS file (a real
+    HLS segment, outside any allowed folder in the attack)."""
+    with av.open(str(clip())) as src, av.open(str(dest), "w", format="mpegts") as out:
+        stream = src.streams.video[0]
+        o = out.add_stream_from_template(stream)
+        for i, packet in enumerate(src.demux(stream)):
+            if packet.dts is None:
+                continue
+            if i > packets:
+                break
+            packet.stream = o
+            out.mux(packet)
+    return dest
+
+
+def hls(segment: Path, *, url: bool) -> str:
+    name = f"file://{segment}" if url else str(segment)
+    return (f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:2.0,\n{name}\n"
+            "#EXT-X-ENDLIST\n")
 
 
 def watchlist(fs: FaceSearch, name: str, photos: list[str]) -> str:

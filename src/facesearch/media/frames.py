@@ -16,12 +16,14 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import av
+import av.container
 import cv2
 import numpy as np
 
 from facesearch.errors import (
     InvalidVideoError,
 )
+from facesearch.media.inputs import open_input
 from facesearch.services.search import Match
 from facesearch.types import Faces, Image, RGBImage
 from facesearch.vision.pipeline import Pipeline
@@ -55,14 +57,25 @@ class VideoFrame:
 
 
 def _ffmpeg_reason(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
+    """FFmpeg's reason without the file name it names (no server path in an error)."""
+    reason = exc.strerror if isinstance(exc, av.FFmpegError) else None
+    return (reason or "").strip() or type(exc).__name__
+
+
+def _open(path: str | os.PathLike[str], label: str) -> av.container.InputContainer:
+    """:func:`~facesearch.media.inputs.open_input` for a local file, its refusal named by
+    ``label``."""
+    try:
+        return open_input(str(path))
+    except InvalidVideoError as exc:
+        raise InvalidVideoError(f"{label}: {exc.message}") from None
 
 
 def probe(path: str | os.PathLike[str], label: str | None = None) -> VideoInfo:
     """The video's :class:`VideoInfo`, or :class:`InvalidVideoError` naming the problem."""
     label = label or str(path)
     try:
-        with av.open(str(path), metadata_errors="ignore") as c:
+        with _open(path, label) as c:
             if not c.streams.video:
                 raise InvalidVideoError(f"{label}: has no video stream")
             s = c.streams.video[0]
@@ -94,7 +107,7 @@ def iter_frames(path: str | os.PathLike[str], *, sample_fps: float | None = None
     step = 1000.0 / sample_fps if sample_fps else 0.0
     last_bucket = -1
     try:
-        with av.open(str(path), metadata_errors="ignore") as c:
+        with _open(path, label) as c:
             if not c.streams.video:
                 raise InvalidVideoError(f"{label}: has no video stream")
             s = c.streams.video[0]
@@ -127,7 +140,7 @@ def frame_at(path: str | os.PathLike[str], timestamp_ms: int, *,
     :func:`iter_frames` counts), or the last frame when the video ends before it."""
     label = label or str(path)
     try:
-        with av.open(str(path), metadata_errors="ignore") as c:
+        with _open(path, label) as c:
             if not c.streams.video:
                 raise InvalidVideoError(f"{label}: has no video stream")
             s = c.streams.video[0]

@@ -6,14 +6,25 @@ Files by path (or ``file://``; the HTTP API keeps them under its video roots), `
 :class:`~facesearch.media.webhook.EgressPolicy`), and local V4L2 cameras (``/dev/videoN``)
 only where allowed. Playlist formats that name further files (``hls`` for files, ``concat``)
 are refused, and FFmpeg is held to the input's own protocols (``protocol_whitelist``).
+
+Every FFmpeg input of facesearch (video jobs, their frames, stream processors, cameras) is
+opened by :func:`open_input`, which holds FFmpeg to the allowed demuxers
+(``format_whitelist``: format guessing cannot pick a playlist) and protocols, and checks the
+demuxer it got.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
+
+import av
+import av.container
 
 from facesearch.errors import (
     InvalidParameterError,
+    InvalidVideoError,
 )
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
@@ -30,6 +41,10 @@ FILE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts", "mj
 concat, which name other files)."""
 
 
+DEVICE_FORMATS = frozenset({"v4l2"})
+"""FFmpeg formats allowed for a local camera device."""
+
+
 DEVICE_RE = re.compile(r"^/dev/video[0-9]{1,3}$")
 
 
@@ -38,7 +53,71 @@ INPUT_REFUSED = "the input could not be opened or read; reconnecting"
 
 
 FFMPEG_PROTOCOLS = {"file": "file", "rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls",
-              "http": "http,https,tcp,tls,crypto,httpproxy"}
+                    "http": "http,https,tcp,tls,crypto,httpproxy", "device": "file"}
+
+
+FILE_REFUSED = ("not a video in an allowed container (MP4, MOV, Matroska/WebM, AVI, MPEG-TS, "
+                "FLV, MJPEG, raw H.264/H.265); playlists such as HLS or concat, which name other "
+                "files, are refused")
+"""Why a local file FFmpeg may not open was refused (no path in it)."""
+
+
+def input_kind(target: str, input_format: str | None) -> str:
+    """``file``, ``rtsp``, ``http`` or ``device``: which allow-lists hold for ``target`` (as
+    :func:`classify_input` returns it)."""
+    if input_format in DEVICE_FORMATS and DEVICE_RE.match(target):
+        return "device"
+    if target.startswith(("rtsp://", "rtsps://")):
+        return "rtsp"
+    if target.startswith(("http://", "https://")):
+        return "http"
+    return "file"
+
+
+def allowed_formats(kind: str) -> frozenset[str]:
+    """The FFmpeg demuxers an input of ``kind`` may be read with."""
+    if kind == "file":
+        return FILE_FORMATS
+    if kind == "device":
+        return DEVICE_FORMATS
+    return NETWORK_FORMATS | FILE_FORMATS
+
+
+def open_input(target: str, input_format: str | None = None, *,
+               options: Mapping[str, str] | None = None,
+               timeout: float | tuple[float, float] | None = None,
+               ) -> av.container.InputContainer:
+    """Open ``target`` (a local path, a network URL or a V4L2 device, as
+    :func:`classify_input` returns it) for decoding, with FFmpeg held to the demuxers of
+    :func:`allowed_formats` (``format_whitelist``, so format guessing cannot choose a
+    playlist such as ``hls`` or ``concat`` for a file) and to the protocols of
+    :data:`FFMPEG_PROTOCOLS` (``protocol_whitelist``; a local file is opened as ``file:``
+    with its absolute path, so no protocol prefix in its name is honoured).
+
+    A local file FFmpeg refuses to open this way is :class:`InvalidVideoError` with
+    :data:`FILE_REFUSED` (no path in the message); other FFmpeg errors propagate as
+    ``av.FFmpegError`` for the caller to word."""
+    kind = input_kind(target, input_format)
+    formats = allowed_formats(kind)
+    if input_format is not None and input_format not in formats:
+        raise InvalidParameterError(f"input format {input_format!r} is not allowed here")
+    opts = dict(options or {})
+    opts["protocol_whitelist"] = FFMPEG_PROTOCOLS[kind]
+    opts["format_whitelist"] = ",".join(sorted(formats))
+    url = "file:" + os.path.abspath(target) if kind == "file" else target
+    try:
+        container = av.open(url, format=input_format, options=opts, timeout=timeout,
+                            metadata_errors="ignore")
+    except (av.error.ArgumentError, av.error.InvalidDataError,
+            av.error.PatchWelcomeError) as exc:
+        if kind == "file":
+            raise InvalidVideoError(FILE_REFUSED) from exc
+        raise
+    if not set(container.format.name.split(",")) & formats:
+        # Defence in depth: FFmpeg has already checked format_whitelist.
+        container.close()
+        raise InvalidVideoError(f"FFmpeg format {container.format.name!r} is not allowed")
+    return container
 
 
 def classify_input(url: str, input_format: str | None, *,

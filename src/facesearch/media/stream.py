@@ -78,6 +78,7 @@ from facesearch.errors import (
     ConflictError,
     FaceSearchError,
     InvalidParameterError,
+    InvalidVideoError,
     NotFoundError,
     StreamProcessorNotFoundError,
     ThrottledError,
@@ -94,7 +95,7 @@ from facesearch.media.events import (
     snapshot_aad,
 )
 from facesearch.media.frames import VideoMatch, detect_frame
-from facesearch.media.inputs import FFMPEG_PROTOCOLS, INPUT_REFUSED, classify_input
+from facesearch.media.inputs import INPUT_REFUSED, classify_input, open_input
 from facesearch.media.kinesis import KinesisOutput, KinesisWriter, SearchedFrame
 from facesearch.media.tracking import IouTracker
 from facesearch.media.webhook import (
@@ -593,20 +594,12 @@ class StreamProcessor:
     def _open(self) -> av.container.InputContainer:
         s = self.settings
         options: dict[str, str] = {}
-        target = self.target
         if self.target.startswith(("rtsp://", "rtsps://")):
             options["rtsp_transport"] = s.rtsp_transport
-            options["protocol_whitelist"] = FFMPEG_PROTOCOLS["rtsp"]
-        elif self.target.startswith(("http://", "https://")):
-            options["protocol_whitelist"] = FFMPEG_PROTOCOLS["http"]
-        elif self.is_file:
-            options["protocol_whitelist"] = FFMPEG_PROTOCOLS["file"]
-            target = "file:" + str(Path(self.target).resolve())
         if not self.is_file and self.format != "v4l2":
             self.egress.check_url(self.target, "stream input")  # again: DNS may have changed
-        return av.open(target, format=self.format, options=options,
-                       timeout=(s.open_timeout_s, s.read_timeout_s),
-                       metadata_errors="ignore")
+        return open_input(self.target, self.format, options=options,
+                          timeout=(s.open_timeout_s, s.read_timeout_s))
 
     def _capture(self) -> None:
         s = self.settings
@@ -649,8 +642,8 @@ class StreamProcessor:
                 else:
                     if self.is_file and s.loop and got:
                         continue
-            except EgressRefusedError as exc:
-                self._fail(exc.message)
+            except (EgressRefusedError, InvalidVideoError) as exc:
+                self._fail(exc.message)  # a refused input: retrying cannot change that
                 break
             except (av.FFmpegError, OSError, _NoVideo) as exc:
                 reason = f"{type(exc).__name__}: {str(exc).strip() or 'input error'}"
