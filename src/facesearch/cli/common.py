@@ -20,10 +20,12 @@ from facesearch.limits import MAX_RESULTS
 from facesearch.service import FaceSearch
 from facesearch.types import FaceView
 
-out = Console()
+# soft_wrap: a long line (a path, an id) is never broken at the console's width, which is 80
+# columns when the output is not a terminal.
+out = Console(soft_wrap=True)
 
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="FACESEARCH_HOME",
