@@ -222,11 +222,11 @@ def test_eval_lfw_logs_progress_when_not_a_terminal(home: Path, tmp_path: Path) 
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("\n".join(["3", *lines[1:4], *lines[1 + n:4 + n]]) + "\n")
     proc = run(home, "eval", "lfw", "--pairs", str(pairs), "--train", str(pairs),
-               "--images", str(root / "images"), "--no-cache", "--workers", "1", "--json")
+               "--images", str(root / "images"), "--no-cache", "--workers", "1")
     progress = [ln for ln in proc.stderr.splitlines() if "embedding (" in ln]
     assert progress, proc.stderr
     assert "(100 %" in progress[-1] and len(progress) >= 2
-    assert json.loads(proc.stdout.splitlines()[0])
+    assert "accuracy" in proc.stdout.lower()
 
 
 @pytest.mark.parametrize(("args", "words"), [

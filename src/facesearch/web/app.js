@@ -120,15 +120,7 @@ function wire() {
 
 async function start() {
   wire();
-  const key = loadKey();
-  if (key) {
-    try {
-      await signIn(key);
-      return;
-    } catch (err) {
-          setMessage($("signin-error"), `Sign in again: ${describeError(err)}`);
-    }
-  }
+  // The key is never stored: every page load starts signed out.
   show($("signin"));
 }
 

@@ -121,7 +121,8 @@ async function load(more) {
     const reviews = el("td", { className: "reviews" });
     const sid = e.details && e.details.search_id;
     if (SEARCHES.test(e.operation) && sid) searches.push([sid, reviews]);
-    const row = el("tr", { "data-seq": e.seq, "data-operation": e.operation },
+    const row = el("tr", { "data-seq": e.seq, "data-operation": e.operation,
+      "data-search-id": sid || null },
       el("td", { className: "n", text: e.seq }),
       el("td", { text: fmtTime(e.ts) }),
       el("td", {}, el("code", { text: e.operation }), summary(e)),
