@@ -325,7 +325,7 @@ def test_the_whole_job_in_a_browser(app_server: Server, browser: Browser) -> Non
     b.wait("!document.getElementById('report-view').hidden")
     facts = b.text("#report-facts")
     assert "Searches\n1" in facts.replace("\t", "\n") or "Searches 1" in facts
-    assert b.eval("document.querySelectorAll('#report-charts figure').length") == 9
+    assert b.eval("document.querySelectorAll('#report-charts figure').length") == 10
     assert CASE not in b.text("#page-report")
     b.click("#report-pdf")
     b.wait("document.getElementById('report-status').innerText.startsWith('Downloaded')")
@@ -478,6 +478,14 @@ def test_live_page_shows_an_event_from_the_clip_played_as_a_camera(app_server: S
            f"document.querySelector('#feed li[data-identity=\"{LIN}\"] img.thumb')"
            ".naturalWidth > 0", 120)
     assert "candidate for human review" in b.text(f"#feed li[data-identity='{LIN}']")
+    # a decision on the match, recorded as a review of the processor run's search
+    event = f"#feed li[data-identity='{LIN}']"
+    run_id, matched = b.eval(f"(() => {{ const li = document.querySelector({json.dumps(event)});"
+                             " return [li.dataset.searchId, li.dataset.faceId]; })()")
+    b.fill(f"{event} input.note", "seen at the stage door")
+    b.click(f"{event} .decision.rejected")
+    b.wait(f"document.querySelector({json.dumps(event)} + ' .review-status').innerText"
+           ".startsWith('Recorded: rejected')")
     b.click("#proc-table tr[data-name='stage-cam'] button[aria-label='Stop stage-cam']")
     b.wait("!!document.querySelector('#proc-table tr[data-name=\"stage-cam\"] "
            "button[aria-label=\"Start stage-cam\"]')", 60)
@@ -485,6 +493,14 @@ def test_live_page_shows_an_event_from_the_clip_played_as_a_camera(app_server: S
         ops = {e["operation"] for e in auditor.get(
             "/v1/audit", params={"operation": "stream.*"}).json()["events"]}
     assert {"stream.subscribe", "stream.live", "stream.snapshot.read"} <= ops
+    with s.native("auditor") as auditor:
+        reviews = auditor.get("/v1/audit", params={"search_id": run_id,
+                                                   "operation": "review"}).json()["events"]
+        report = auditor.get("/v1/audit/report", params={"from": 0, "to": 4_000_000_000}).json()
+    assert [(e["results"][0][0], e["details"]["decision"], e["details"]["note"])
+            for e in reviews] == [(matched, "rejected", "seen at the stage door")]
+    live = {t["label"]: t["count"] for t in report["stream_review_outcomes"]}
+    assert live["rejected"] == 1 and sum(live.values()) >= 1
     b.click("#proc-table tr[data-name='stage-cam'] button[aria-label='Delete stage-cam']")
     b.wait("!document.querySelector('#proc-table tr[data-name=\"stage-cam\"]')")
     assert b.problems(s.url) == []
