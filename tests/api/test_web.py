@@ -149,6 +149,8 @@ def test_search_and_review_in_a_browser(server: Server, ui_collection: str, brow
     key = server.keys["searcher"]
     b.navigate(f"{server.url}/ui/")
     assert b.visible("#signin") and not b.visible("#workspace")
+    # signed out, the header shows no key, role or "Sign out" (`hidden` wins over the CSS)
+    assert b.eval("getComputedStyle(document.getElementById('session')).display") == "none"
 
     # every form control has a label
     unlabelled = b.eval("""[...document.querySelectorAll('input, select, textarea')]

@@ -165,83 +165,6 @@ def test_root_leads_to_the_app_and_the_server_logs_its_address(app_server: Serve
     assert logged and logged[0]["web_app"] == f"{s.url}/ui/", s.log.read_text()[-2000:]
 
 
-# -- persons ------------------------------------------------------------------------------------
-
-PERSON = "Paul_Wolfowitz"
-
-
-def test_a_person_of_three_photos_is_found_as_one_person(app_server: Server,
-                                                          browser: Browser) -> None:
-    """An indexer creates a person, enrols three photos to them and sees their faces; a
-    searcher's fourth photo of the same man finds the person once, with his best face beside
-    the probe; the indexer erases the person and gets the receipt."""
-    b, s = browser, app_server
-    photos = sorted((LFW / "images" / PERSON).glob("*.jpg"))[:4]
-    with s.native("admin") as admin:
-        assert admin.post("/v1/collections", json={"name": "records"}).status_code == 201
-    sign_in(b, s, "indexer")
-    b.wait("!!document.querySelector('#coll-table tr[data-name=\"records\"] button')")
-    b.click("#coll-table tr[data-name='records'] button")
-    b.wait("!document.getElementById('coll-persons').hidden")
-    b.fill("#person-id", "Paul Wolfowitz")  # a space becomes '_'
-    b.click("#person-create")
-    b.wait(f"!document.getElementById('person-detail').hidden && "
-           f"document.getElementById('person-h').innerText.includes({json.dumps(PERSON)})")
-    # two photos of the person and, by mistake, a photo of two other people
-    b.upload("#person-files", *photos[:3], face("two_people.jpg"))
-    b.click("#person-upload")
-    b.wait("document.getElementById('person-upload-status').innerText.startsWith('Done')", 240)
-    log = b.text("#person-log")
-    assert log.count("1 face added to Paul_Wolfowitz") == 3, log
-    assert f"two_people.jpg: not added to {PERSON}" in log and "LOW_MATCH_CONFIDENCE" in log
-    b.wait("document.querySelectorAll('#person-faces li').length === 3")
-    b.wait("[...document.querySelectorAll('#person-faces li img')]"
-           ".every(i => i.complete && i.naturalWidth > 100)")
-    assert "3" in b.text(f"#person-table tr[data-person='{PERSON}']")
-    with s.native("indexer") as idx:
-        faces = idx.get("/v1/collections/records/faces").json()["faces"]
-    assert len(faces) == 3 and {f["user_id"] for f in faces} == {PERSON}  # the stray erased
-
-    # a fourth photo finds him as one person
-    sign_in(b, s, "searcher")
-    b.wait("[...document.querySelectorAll('#collection option')].some(o => o.value === "
-           "'records')")
-    b.fill("#collection", "records")
-    b.wait("document.getElementById('collection-info').innerText.includes('Faces')")
-    b.fill("#threshold", "60")
-    b.upload("#probe", photos[3])
-    b.wait("document.getElementById('detect-status').innerText.includes('found')")
-    b.click("#search-button")
-    b.wait("!document.getElementById('results').hidden")
-    cards = b.eval("""[...document.querySelectorAll('#probe-results li.candidate')].map(li =>
-        [li.dataset.person, Number(li.dataset.faces),
-         [...li.querySelectorAll('.pair img')].map(i => i.complete && i.naturalWidth > 100)])""")
-    assert cards == [[PERSON, 3, [True, True]]]
-    assert f"{PERSON}'s best face" in b.text("#c-0-0 .pair")
-    assert "3 of their faces matched" in b.text("#c-0-0")
-    sims = [float(x) for x in b.eval("document.querySelector('#c-0-0 .person-id').innerText")
-            .split("matched: ")[1].split(";")[0].split(", ")]
-    assert sims == sorted(sims, reverse=True)
-    assert float(b.eval("document.querySelector('#c-0-0').dataset.similarity")) == sims[0]
-
-    # the indexer erases the person: every face, with the receipt
-    sign_in(b, s, "indexer")
-    b.wait("!!document.querySelector('#coll-table tr[data-name=\"records\"] button')")
-    b.click("#coll-table tr[data-name='records'] button")
-    b.wait(f"!!document.querySelector('#person-table tr[data-person=\"{PERSON}\"] button')")
-    b.click(f"#person-table tr[data-person='{PERSON}'] button")
-    b.wait("document.querySelectorAll('#person-faces li').length === 3")
-    b.click("#person-erase")
-    b.wait("!document.getElementById('person-receipt').hidden")
-    receipt = b.text("#person-receipt-facts")
-    assert "Faces erased\n3" in receipt and "Pictures (crops) erased\n3" in receipt
-    b.wait(f"!document.querySelector('#person-table tr[data-person=\"{PERSON}\"]')")
-    with s.native("indexer") as idx:
-        assert idx.get("/v1/collections/records/faces").json()["faces"] == []
-        assert idx.get("/v1/collections/records/users").json()["users"] == []
-    assert b.problems(s.url) == []
-
-
 # -- collections, enrolment, search and review, audit, report, erasure -------------------------
 
 def test_the_whole_job_in_a_browser(app_server: Server, browser: Browser) -> None:
@@ -422,6 +345,17 @@ def test_video_timeline_shows_lin_in_a_browser(app_server: Server, browser: Brow
     assert b.eval("document.querySelectorAll('#video-jobs tbody tr').length") >= 2
     assert b.problems(s.url) == []
 
+    # Signed in again, the uploaded job's file is gone from the page and from the server:
+    # the page says so plainly, and the timeline stays.
+    sign_in(b, s, "searcher")
+    b.go("video")
+    b.wait(f"!!document.querySelector('#video-jobs tr[data-job-id=\"{job_id}\"] button')")
+    b.click(f"#video-jobs tr[data-job-id='{job_id}'] button")
+    b.wait(f"!!document.querySelector('#timeline li[data-identity=\"{LIN}\"] .jump')")
+    b.click(f"#timeline li[data-identity='{LIN}'] .jump")
+    b.wait("document.getElementById('player-caption').innerText.includes('no longer kept')")
+    assert not b.visible("#video-stage") and job_id not in b.text("#player-caption")
+
     # The auditor sees the review beside the video search, and the report counts it.
     sign_in(b, s, "auditor")
     b.fill("#audit-operation", "search.video")
@@ -506,3 +440,80 @@ def test_live_page_shows_an_event_from_the_clip_played_as_a_camera(app_server: S
     assert b.problems(s.url) == []
     with httpx.Client(base_url=s.url, timeout=30) as plain:
         assert plain.get("/v1/streams").status_code == 401
+
+
+# -- persons ------------------------------------------------------------------------------------
+
+PERSON = "Paul_Wolfowitz"
+
+
+def test_a_person_of_three_photos_is_found_as_one_person(app_server: Server,
+                                                          browser: Browser) -> None:
+    """An indexer creates a person, enrols three photos to them and sees their faces; a
+    searcher's fourth photo of the same man finds the person once, with his best face beside
+    the probe; the indexer erases the person and gets the receipt."""
+    b, s = browser, app_server
+    photos = sorted((LFW / "images" / PERSON).glob("*.jpg"))[:4]
+    with s.native("admin") as admin:
+        assert admin.post("/v1/collections", json={"name": "records"}).status_code == 201
+    sign_in(b, s, "indexer")
+    b.wait("!!document.querySelector('#coll-table tr[data-name=\"records\"] button')")
+    b.click("#coll-table tr[data-name='records'] button")
+    b.wait("!document.getElementById('coll-persons').hidden")
+    b.fill("#person-id", "Paul Wolfowitz")  # a space becomes '_'
+    b.click("#person-create")
+    b.wait(f"!document.getElementById('person-detail').hidden && "
+           f"document.getElementById('person-h').innerText.includes({json.dumps(PERSON)})")
+    # two photos of the person and, by mistake, a photo of two other people
+    b.upload("#person-files", *photos[:3], face("two_people.jpg"))
+    b.click("#person-upload")
+    b.wait("document.getElementById('person-upload-status').innerText.startsWith('Done')", 240)
+    log = b.text("#person-log")
+    assert log.count("1 face added to Paul_Wolfowitz") == 3, log
+    assert f"two_people.jpg: not added to {PERSON}" in log and "LOW_MATCH_CONFIDENCE" in log
+    b.wait("document.querySelectorAll('#person-faces li').length === 3")
+    b.wait("[...document.querySelectorAll('#person-faces li img')]"
+           ".every(i => i.complete && i.naturalWidth > 100)")
+    assert "3" in b.text(f"#person-table tr[data-person='{PERSON}']")
+    with s.native("indexer") as idx:
+        faces = idx.get("/v1/collections/records/faces").json()["faces"]
+    assert len(faces) == 3 and {f["user_id"] for f in faces} == {PERSON}  # the stray erased
+
+    # a fourth photo finds him as one person
+    sign_in(b, s, "searcher")
+    b.wait("[...document.querySelectorAll('#collection option')].some(o => o.value === "
+           "'records')")
+    b.fill("#collection", "records")
+    b.wait("document.getElementById('collection-info').innerText.includes('Faces')")
+    b.fill("#threshold", "60")
+    b.upload("#probe", photos[3])
+    b.wait("document.getElementById('detect-status').innerText.includes('found')")
+    b.click("#search-button")
+    b.wait("!document.getElementById('results').hidden")
+    cards = b.eval("""[...document.querySelectorAll('#probe-results li.candidate')].map(li =>
+        [li.dataset.person, Number(li.dataset.faces),
+         [...li.querySelectorAll('.pair img')].map(i => i.complete && i.naturalWidth > 100)])""")
+    assert cards == [[PERSON, 3, [True, True]]]
+    assert f"{PERSON}'s best face" in b.text("#c-0-0 .pair")
+    assert "3 of their faces matched" in b.text("#c-0-0")
+    sims = [float(x) for x in b.eval("document.querySelector('#c-0-0 .person-id').innerText")
+            .split("matched: ")[1].split(";")[0].split(", ")]
+    assert sims == sorted(sims, reverse=True)
+    assert float(b.eval("document.querySelector('#c-0-0').dataset.similarity")) == sims[0]
+
+    # the indexer erases the person: every face, with the receipt
+    sign_in(b, s, "indexer")
+    b.wait("!!document.querySelector('#coll-table tr[data-name=\"records\"] button')")
+    b.click("#coll-table tr[data-name='records'] button")
+    b.wait(f"!!document.querySelector('#person-table tr[data-person=\"{PERSON}\"] button')")
+    b.click(f"#person-table tr[data-person='{PERSON}'] button")
+    b.wait("document.querySelectorAll('#person-faces li').length === 3")
+    b.click("#person-erase")
+    b.wait("!document.getElementById('person-receipt').hidden")
+    receipt = b.text("#person-receipt-facts")
+    assert "Faces erased\n3" in receipt and "Pictures (crops) erased\n3" in receipt
+    b.wait(f"!document.querySelector('#person-table tr[data-person=\"{PERSON}\"]')")
+    with s.native("indexer") as idx:
+        assert idx.get("/v1/collections/records/faces").json()["faces"] == []
+        assert idx.get("/v1/collections/records/users").json()["users"] == []
+    assert b.problems(s.url) == []

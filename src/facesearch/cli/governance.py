@@ -233,7 +233,7 @@ def audit_report(
         output = Path(f"transparency-report-{_stamp(start)}-{_stamp(end)}.{fmt}")
     output.write_bytes(body)
     err.print(f"wrote the transparency report ({report.searches} searches, "
-              f"{report.refusals} refusals) to {output}", highlight=False, soft_wrap=True)
+              f"{report.refusals} refusals) to {output}", highlight=False)
 
 
 def _stamp(value: str) -> str:
