@@ -69,6 +69,9 @@ class Shooter:
             self.b.viewport(w, h, mobile=size == "phone")
             if ready is not None:
                 ready()
+            wide = self.b.eval("document.documentElement.scrollWidth")
+            if wide > w:
+                raise SystemExit(f"ui-screenshots: {name} is {wide} px wide on a {w} px screen")
             y = 0 if top is None else self.b.eval(
                 f"Math.max(0, document.querySelector({json.dumps(top)})"
                 ".getBoundingClientRect().top + window.scrollY - 8)")
@@ -228,6 +231,7 @@ def walk(b: Browser, server: Server, s: Shooter) -> None:
     b.wait("document.getElementById('person-upload-status').innerText.startsWith('Done')", 240)
     b.wait("document.querySelectorAll('#person-faces li img').length === 3 && "
            "[...document.querySelectorAll('#person-faces img')].every(i => i.complete)")
+    b.wait("document.getElementById('faces-status').innerText === 'Faces 1-8'")
     s.shoot("persons", "#coll-persons")
     sign_in(b, server, "searcher")
     b.wait("[...document.querySelectorAll('#collection option')].some(o => o.value === 'people')")
