@@ -71,6 +71,18 @@ def test_index_and_list(gallery: Path) -> None:
     assert all(f["source"].endswith(f"{f['external_id']}.jpg") for f in faces)
 
 
+def test_paths_are_not_wrapped_into_a_pipe(gallery: Path) -> None:
+    """Into a pipe without COLUMNS (rich would assume 80 columns), a table's paths and ids
+    stay whole, each on one line."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run([sys.executable, "-m", "facesearch", "faces", "list", "cli"],
+                          env={**env, "FACESEARCH_HOME": str(gallery)}, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines() if "obama" in ln]
+    assert len(rows) == 1 and str(face("obama.jpg")) in rows[0], proc.stdout
+
+
 def test_search_json_shape(gallery: Path) -> None:
     res = json.loads(run(gallery, "search", "cli", str(face("obama2.jpg")), "--json").stdout)
     assert len(res["faces"]) == 1
