@@ -257,9 +257,22 @@ def test_search_and_review_in_a_browser(server: Server, ui_collection: str, brow
     assert b.eval("document.querySelectorAll('#boxes rect').length") == 1
     assert b.eval("document.getElementById('boxes').getAttribute('viewBox')") == "0 0 626 1200"
 
+    # one false-match rate, one text: the threshold panel (GET /v1/calibration/risk) and the
+    # search's summary (the answer's rounded rate) say the same "1 in N"
+    one_in = re.compile(r"about 1 in [\d,]+")
+    panel = one_in.findall(b.text("#risk"))
+    assert panel and panel[0] in b.text("#result-summary"), (b.text("#risk"),
+                                                            b.text("#result-summary"))
+    card_fmr = b.eval("[...document.querySelectorAll('#c-0-0 .cand-facts div')].find(d => "
+                      "d.innerText.startsWith('False-match risk')).querySelector('dd').innerText")
+
     # side by side, at the same scale, with the landmarks on demand
     b.click("#c-0-0 .compare")
     b.wait("document.getElementById('compare').open")
+    compare_fmr = b.eval("[...document.querySelectorAll('#compare-facts div')].find(d => "
+                         "d.innerText.startsWith('False-match risk')).querySelector('dd')"
+                         ".innerText")
+    assert compare_fmr == card_fmr and "(extrapolated)" in compare_fmr  # obama at 99+
     assert b.eval("document.querySelectorAll('#compare .marks circle').length") == 0
     b.check("#compare-landmarks")
     assert b.eval("document.querySelectorAll('#compare-probe-marks circle').length") == 5
