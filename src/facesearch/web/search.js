@@ -559,10 +559,13 @@ function probeQuality(answer, probe) {
   const risk = probe.risk || probe.face.risk || answer.risk || {};
   const known = (v) => v !== null && v !== undefined;
   const rows = [];
-  if (known(q.recognisability)) {
-    rows.push(["Probe quality (recognisability)", `${Number(q.recognisability).toFixed(0)} of 100`]);
+  const recog = known(q.recognisability) ? q.recognisability : risk.recognisability;
+  if (known(recog)) {
+    rows.push(["Probe quality (recognisability)", `${Number(recog).toFixed(0)} of 100`]);
   }
-  if (known(risk.quality_band)) rows.push(["Risk band", String(risk.quality_band)]);
+  if (known(risk.quality_band)) {
+    rows.push(["Risk band", `${risk.quality_band} (the rates above are this band's)`]);
+  }
   const warnings = [...(probe.warnings || []), ...(probe.face.warnings || [])]
     .map((w) => (typeof w === "string" ? w : (w && w.message) || JSON.stringify(w)));
   return { rows, warnings };
@@ -666,6 +669,10 @@ function renderCandidate(answer, group, probeIndex, rank, ctx, extra) {
       el("dd", { className: "sim", text: fmtSimilarity(m.similarity) })),
     el("div", {}, el("dt", { text: "False-match risk at this score" }),
       el("dd", { text: fmr })),
+    m.enrolled_quality_band ? el("div", {}, el("dt", { text: "Enrolled face quality" }),
+      el("dd", { className: m.enrolled_poor_quality ? "poor" : "",
+        text: m.enrolled_quality_band + (m.enrolled_poor_quality
+          ? ": poor, the similarity overstates the evidence" : "") })) : null,
     el("div", {}, el("dt", { text: "External id" }),
       el("dd", { className: "ext", text: ext || "(none)" })),
     el("div", {}, el("dt", { text: "Source" }),
