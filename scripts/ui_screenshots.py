@@ -29,11 +29,13 @@ Browser, chromium_path = tests_browser.Browser, tests_browser.chromium_path
 Server, image_bytes = tests_api.Server, tests_api.image_bytes
 start_server, stop_server = tests_api.start_server, tests_api.stop_server
 FACES = importlib.import_module("tests.conftest").FACES
+LFW = importlib.import_module("tests.conftest").LFW
 
 PEOPLE = ["obama.jpg", "biden.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png",
           "two_people.jpg"]
 CLIP = FACES / "short_hamilton_clip.mp4"
 LIN = "lin-manuel-miranda"
+PERSON = "Paul_Wolfowitz"  # four lfw-dev photos: three enrolled, the fourth searched
 MAX_HEIGHT = {"desktop": 1500, "phone": 2600}
 
 
@@ -67,6 +69,9 @@ class Shooter:
             self.b.viewport(w, h, mobile=size == "phone")
             if ready is not None:
                 ready()
+            wide = self.b.eval("document.documentElement.scrollWidth")
+            if wide > w:
+                raise SystemExit(f"ui-screenshots: {name} is {wide} px wide on a {w} px screen")
             y = 0 if top is None else self.b.eval(
                 f"Math.max(0, document.querySelector({json.dumps(top)})"
                 ".getBoundingClientRect().top + window.scrollY - 8)")
@@ -171,6 +176,11 @@ def walk(b: Browser, server: Server, s: Shooter) -> None:
     b.wait("document.getElementById('video-player').readyState >= 2 && "
            "!document.getElementById('video-player').seeking && "
            "document.querySelectorAll('#video-boxes rect').length > 0")
+    lin_cand = f"#timeline li[data-identity='{LIN}'] .vcand"
+    b.fill(f"{lin_cand} input.note", "same man, stage left")
+    b.click(f"{lin_cand} .decision.confirmed")
+    b.wait(f"document.querySelector({json.dumps(lin_cand)} + ' .review-status').innerText"
+           ".startsWith('Recorded')")
     s.shoot("video", "#video-result")
 
     # Live (searcher): the clip played as a camera.
@@ -191,6 +201,10 @@ def walk(b: Browser, server: Server, s: Shooter) -> None:
     named = ("[...document.querySelectorAll('#live-boxes text')]"
              f".some(t => t.textContent.startsWith({json.dumps(LIN)}))")
     b.wait(named, 180)
+    event = f"#feed li[data-identity='{LIN}']"
+    b.click(f"{event} .decision.confirmed")
+    b.wait(f"document.querySelector({json.dumps(event)} + ' .review-status').innerText"
+           ".startsWith('Recorded')")
     b.eval("document.getElementById('live-reload').click()")
     s.shoot("live", ready=lambda: b.wait(named, 180))
     b.click("#proc-table tr[data-name='stage-cam'] button[aria-label='Stop stage-cam']")
@@ -206,6 +220,32 @@ def walk(b: Browser, server: Server, s: Shooter) -> None:
     b.wait("[...document.querySelectorAll('#face-grid img')].every(i => i.complete) && "
            "document.getElementById('faces-status').innerText.startsWith('Faces')")
     s.shoot("collections", "#coll-detail")
+
+    # Persons (indexer): a person of three photos; then a fourth photo searched (searcher).
+    photos = sorted((LFW / "images" / PERSON).glob("*.jpg"))[:4]
+    b.fill("#person-id", PERSON)
+    b.click("#person-create")
+    b.wait("!document.getElementById('person-detail').hidden")
+    b.upload("#person-files", *photos[:3])
+    b.click("#person-upload")
+    b.wait("document.getElementById('person-upload-status').innerText.startsWith('Done')", 240)
+    b.wait("document.querySelectorAll('#person-faces li img').length === 3 && "
+           "[...document.querySelectorAll('#person-faces img')].every(i => i.complete)")
+    b.wait("document.getElementById('faces-status').innerText === 'Faces 1-8'")
+    s.shoot("persons", "#coll-persons")
+    sign_in(b, server, "searcher")
+    b.wait("[...document.querySelectorAll('#collection option')].some(o => o.value === 'people')")
+    b.fill("#collection", "people")
+    b.wait("document.getElementById('risk').innerText.includes('At similarity')")
+    b.fill("#threshold", "60")
+    b.fill("#purpose", "records check")
+    b.fill("#case-ref", "2026-0044")
+    b.upload("#probe", photos[3])
+    b.wait("document.getElementById('detect-status').innerText.includes('One face')")
+    b.click("#search-button")
+    b.wait("!document.getElementById('results').hidden")
+    b.wait("[...document.querySelectorAll('#probe-results img')].every(i => i.complete)")
+    s.shoot("search-person", "#results")
 
     # Collections (admin): create, with a law-enforcement policy.
     sign_in(b, server, "admin")

@@ -99,8 +99,9 @@ def test_page_references_only_its_own_server() -> None:
         # Nothing from the API is parsed as HTML.
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
             assert sink not in js, (name, sink)
-        # The key lives in sessionStorage only.
-        assert "localStorage" not in js and "document.cookie" not in js, name
+        # The key lives in the page's memory only: no storage of any kind.
+        for store in ("localStorage", "sessionStorage", "document.cookie", "indexedDB"):
+            assert store not in js, (name, store)
     assert "window.location.origin" in scripts["core.js"]
 
 
@@ -148,6 +149,8 @@ def test_search_and_review_in_a_browser(server: Server, ui_collection: str, brow
     key = server.keys["searcher"]
     b.navigate(f"{server.url}/ui/")
     assert b.visible("#signin") and not b.visible("#workspace")
+    # signed out, the header shows no key, role or "Sign out" (`hidden` wins over the CSS)
+    assert b.eval("getComputedStyle(document.getElementById('session')).display") == "none"
 
     # every form control has a label
     unlabelled = b.eval("""[...document.querySelectorAll('input, select, textarea')]
@@ -166,8 +169,7 @@ def test_search_and_review_in_a_browser(server: Server, ui_collection: str, brow
     b.click("#sign-in")
     b.wait("!document.getElementById('workspace').hidden")
     assert b.text("#who-key") == key.key_id and b.text("#who-role") == "searcher"
-    assert b.eval("JSON.parse(sessionStorage.getItem('facesearch.key')).id") == key.key_id
-    assert b.eval("localStorage.length") == 0
+    assert b.eval("sessionStorage.length") == 0 and b.eval("localStorage.length") == 0
     assert b.eval("document.getElementById('key-secret').value") == ""
 
     # the collection, its size and policy
@@ -217,6 +219,8 @@ def test_search_and_review_in_a_browser(server: Server, ui_collection: str, brow
     # a photo of two people: the page finds both and searches only the one picked
     b.upload("#probe", face("two_people.jpg"))
     b.wait("!document.getElementById('face-pick').hidden")
+    # the previous photo's "no face" error went with it
+    assert not b.visible("#search-error") and b.text("#search-error") == ""
     assert b.eval("[...document.querySelectorAll('#face-pick-options label')]"
                   ".map(l => l.innerText)") == ["Face 1 (the largest)", "Face 2",
                                                  "Every face in the photo"]
@@ -253,9 +257,22 @@ def test_search_and_review_in_a_browser(server: Server, ui_collection: str, brow
     assert b.eval("document.querySelectorAll('#boxes rect').length") == 1
     assert b.eval("document.getElementById('boxes').getAttribute('viewBox')") == "0 0 626 1200"
 
+    # one false-match rate, one text: the threshold panel (GET /v1/calibration/risk) and the
+    # search's summary (the answer's rounded rate) say the same "1 in N"
+    one_in = re.compile(r"about 1 in [\d,]+")
+    panel = one_in.findall(b.text("#risk"))
+    assert panel and panel[0] in b.text("#result-summary"), (b.text("#risk"),
+                                                            b.text("#result-summary"))
+    card_fmr = b.eval("[...document.querySelectorAll('#c-0-0 .cand-facts div')].find(d => "
+                      "d.innerText.startsWith('False-match risk')).querySelector('dd').innerText")
+
     # side by side, at the same scale, with the landmarks on demand
     b.click("#c-0-0 .compare")
     b.wait("document.getElementById('compare').open")
+    compare_fmr = b.eval("[...document.querySelectorAll('#compare-facts div')].find(d => "
+                         "d.innerText.startsWith('False-match risk')).querySelector('dd')"
+                         ".innerText")
+    assert compare_fmr == card_fmr and "(extrapolated)" in compare_fmr  # obama at 99+
     assert b.eval("document.querySelectorAll('#compare .marks circle').length") == 0
     b.check("#compare-landmarks")
     assert b.eval("document.querySelectorAll('#compare-probe-marks circle').length") == 5
@@ -318,12 +335,18 @@ def test_search_and_review_in_a_browser(server: Server, ui_collection: str, brow
     assert b.eval("document.getElementById('threshold').value") == "75"  # never raised
     assert "floor of 90.00" in b.text("#threshold-error")
 
-    # a reload keeps the session (this tab only); signing out forgets the key
-    b.navigate(f"{server.url}/ui/")
-    assert b.visible("#workspace") and b.text("#who-key") == key.key_id
+    # signing out forgets the key, and hides the header's key and role
     b.click("#sign-out")
     assert b.visible("#signin") and not b.visible("#workspace")
-    assert b.eval("sessionStorage.getItem('facesearch.key')") is None
+    assert b.eval("getComputedStyle(document.getElementById('session')).display") == "none"
+    # the key is kept in memory only: a reload asks for it again
+    b.fill("#key-id", key.key_id)
+    b.fill("#key-secret", key.secret)
+    b.click("#sign-in")
+    b.wait("!document.getElementById('workspace').hidden")
+    b.navigate(f"{server.url}/ui/")
+    assert b.visible("#signin") and not b.visible("#workspace")
+    assert b.eval("sessionStorage.length") == 0
     time.sleep(1)  # answers still in flight at sign-out are dropped, not rendered
 
     # nothing but this server was asked for anything; no script error, no policy violation

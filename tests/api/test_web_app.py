@@ -21,7 +21,7 @@ from PIL import Image as PILImage
 
 from facesearch.media.frames import iter_frames
 
-from ..conftest import FACES, face
+from ..conftest import FACES, LFW, face
 from ..media.video_helpers import ALEX_PHOTO, LIN, LIN_PHOTO, clip
 from .browser import Browser, chromium_path, in_ci
 from .conftest import Server, image_bytes, start_server, stop_server
@@ -150,6 +150,21 @@ def test_what_each_role_may_see(app_server: Server) -> None:
         assert c.get("/v1/streams/nope/live").status_code == 403
 
 
+def test_root_leads_to_the_app_and_the_server_logs_its_address(app_server: Server) -> None:
+    s = app_server
+    with httpx.Client(base_url=s.url, timeout=30) as plain:
+        r = plain.get("/")
+        assert r.status_code == 302 and r.headers["location"] == "/ui/"
+        # POST / stays the Rekognition endpoint (unsigned: refused in its own error shape)
+        rek = plain.post("/", headers={"X-Amz-Target": "RekognitionService.ListCollections",
+                                       "Content-Type": "application/x-amz-json-1.1"},
+                         content=b"{}")
+        assert rek.status_code in (400, 403) and "__type" in rek.json()
+    logged = [json.loads(line) for line in s.log.read_text().splitlines()
+              if line.startswith("{") and "web_app" in line]
+    assert logged and logged[0]["web_app"] == f"{s.url}/ui/", s.log.read_text()[-2000:]
+
+
 # -- collections, enrolment, search and review, audit, report, erasure -------------------------
 
 def test_the_whole_job_in_a_browser(app_server: Server, browser: Browser) -> None:
@@ -233,7 +248,7 @@ def test_the_whole_job_in_a_browser(app_server: Server, browser: Browser) -> Non
     b.wait("!document.getElementById('report-view').hidden")
     facts = b.text("#report-facts")
     assert "Searches\n1" in facts.replace("\t", "\n") or "Searches 1" in facts
-    assert b.eval("document.querySelectorAll('#report-charts figure').length") == 9
+    assert b.eval("document.querySelectorAll('#report-charts figure').length") == 10
     assert CASE not in b.text("#page-report")
     b.click("#report-pdf")
     b.wait("document.getElementById('report-status').innerText.startsWith('Downloaded')")
@@ -296,6 +311,23 @@ def test_video_timeline_shows_lin_in_a_browser(app_server: Server, browser: Brow
     assert abs(best - at_ms) <= 40, (best, at_ms)
     b.wait("[...document.querySelectorAll('#video-boxes text')]"
            f".some(t => t.textContent.includes({json.dumps(LIN)}))")
+    # "Jump to" is named for screen readers by what it shows
+    jump = b.eval(f"document.querySelector('#timeline li[data-identity=\"{LIN}\"] .jump')"
+                  ".getAttribute('aria-label')")
+    assert jump is None
+
+    # A decision on Lin's candidate, recorded and audited as for a photo search.
+    lin_cand = f"#timeline li[data-identity='{LIN}'] .vcand"
+    lin_face = b.eval(f"document.querySelector({json.dumps(lin_cand)}).dataset.faceId")
+    b.fill(f"{lin_cand} input.note", "same man, stage left")
+    b.click(f"{lin_cand} .decision.confirmed")
+    b.wait(f"document.querySelector({json.dumps(lin_cand)} + ' .review-status').innerText"
+           ".startsWith('Recorded: confirmed')")
+
+    # On a phone the page is no wider than the screen.
+    b.viewport(390, 844, mobile=True)
+    b.wait("document.documentElement.scrollWidth <= 390")
+    b.viewport(1280, 800)
 
     # A video named on the server: its frames come from the server.
     b.check("#video-src-path")
@@ -312,6 +344,41 @@ def test_video_timeline_shows_lin_in_a_browser(app_server: Server, browser: Brow
            f".some(t => t.textContent.includes({json.dumps(LIN)}))")
     assert b.eval("document.querySelectorAll('#video-jobs tbody tr').length") >= 2
     assert b.problems(s.url) == []
+
+    # Signed in again, the uploaded job's file is gone from the page and from the server:
+    # the page says so plainly, and the timeline stays.
+    sign_in(b, s, "searcher")
+    b.go("video")
+    b.wait(f"!!document.querySelector('#video-jobs tr[data-job-id=\"{job_id}\"] button')")
+    b.click(f"#video-jobs tr[data-job-id='{job_id}'] button")
+    b.wait(f"!!document.querySelector('#timeline li[data-identity=\"{LIN}\"] .jump')")
+    b.click(f"#timeline li[data-identity='{LIN}'] .jump")
+    b.wait("document.getElementById('player-caption').innerText.includes('no longer kept')")
+    assert not b.visible("#video-stage") and job_id not in b.text("#player-caption")
+
+    # The auditor sees the review beside the video search, and the report counts it.
+    sign_in(b, s, "auditor")
+    b.fill("#audit-operation", "search.video")
+    b.click("#audit-search")
+    b.wait(f"!!document.querySelector('#audit-table tr[data-operation=\"search.video\"]"
+           f"[data-search-id=\"{job_id}\"] .review-list')")
+    row = b.text(f"#audit-table tr[data-operation='search.video'][data-search-id='{job_id}']")
+    assert "confirmed" in row and "same man, stage left" in row
+    assert "test searcher" in row  # the key's label, not only its id
+    with s.native("auditor") as auditor:
+        report = auditor.get("/v1/audit/report", params={"from": 0, "to": 4_000_000_000}).json()
+        reviews = auditor.get("/v1/audit", params={"search_id": job_id,
+                                                   "operation": "review"}).json()["events"]
+    assert [(e["results"][0][0], e["details"]["decision"]) for e in reviews] == \
+        [(lin_face, "confirmed")]
+    outcomes = {t["label"]: t["count"] for t in report["review_outcomes"]}
+    assert outcomes.get("confirmed", 0) >= 1
+    b.go("report")
+    b.wait("!document.getElementById('report-view').hidden")
+    reviewed = b.eval("[...document.querySelectorAll('#report-facts div')].find(d => "
+                      "d.innerText.startsWith('Candidates reviewed')).innerText")
+    assert int(reviewed.split("\n")[1].split(" of ")[0]) == sum(
+        v for k, v in outcomes.items() if k != "never reviewed") >= 1
 
 
 # -- live ---------------------------------------------------------------------------------------
@@ -345,6 +412,14 @@ def test_live_page_shows_an_event_from_the_clip_played_as_a_camera(app_server: S
            f"document.querySelector('#feed li[data-identity=\"{LIN}\"] img.thumb')"
            ".naturalWidth > 0", 120)
     assert "candidate for human review" in b.text(f"#feed li[data-identity='{LIN}']")
+    # a decision on the match, recorded as a review of the processor run's search
+    event = f"#feed li[data-identity='{LIN}']"
+    run_id, matched = b.eval(f"(() => {{ const li = document.querySelector({json.dumps(event)});"
+                             " return [li.dataset.searchId, li.dataset.faceId]; })()")
+    b.fill(f"{event} input.note", "seen at the stage door")
+    b.click(f"{event} .decision.rejected")
+    b.wait(f"document.querySelector({json.dumps(event)} + ' .review-status').innerText"
+           ".startsWith('Recorded: rejected')")
     b.click("#proc-table tr[data-name='stage-cam'] button[aria-label='Stop stage-cam']")
     b.wait("!!document.querySelector('#proc-table tr[data-name=\"stage-cam\"] "
            "button[aria-label=\"Start stage-cam\"]')", 60)
@@ -352,8 +427,93 @@ def test_live_page_shows_an_event_from_the_clip_played_as_a_camera(app_server: S
         ops = {e["operation"] for e in auditor.get(
             "/v1/audit", params={"operation": "stream.*"}).json()["events"]}
     assert {"stream.subscribe", "stream.live", "stream.snapshot.read"} <= ops
+    with s.native("auditor") as auditor:
+        reviews = auditor.get("/v1/audit", params={"search_id": run_id,
+                                                   "operation": "review"}).json()["events"]
+        report = auditor.get("/v1/audit/report", params={"from": 0, "to": 4_000_000_000}).json()
+    assert [(e["results"][0][0], e["details"]["decision"], e["details"]["note"])
+            for e in reviews] == [(matched, "rejected", "seen at the stage door")]
+    live = {t["label"]: t["count"] for t in report["stream_review_outcomes"]}
+    assert live["rejected"] == 1 and sum(live.values()) >= 1
     b.click("#proc-table tr[data-name='stage-cam'] button[aria-label='Delete stage-cam']")
     b.wait("!document.querySelector('#proc-table tr[data-name=\"stage-cam\"]')")
     assert b.problems(s.url) == []
     with httpx.Client(base_url=s.url, timeout=30) as plain:
         assert plain.get("/v1/streams").status_code == 401
+
+
+# -- persons ------------------------------------------------------------------------------------
+
+PERSON = "Paul_Wolfowitz"
+
+
+def test_a_person_of_three_photos_is_found_as_one_person(app_server: Server,
+                                                          browser: Browser) -> None:
+    """An indexer creates a person, enrols three photos to them and sees their faces; a
+    searcher's fourth photo of the same man finds the person once, with his best face beside
+    the probe; the indexer erases the person and gets the receipt."""
+    b, s = browser, app_server
+    photos = sorted((LFW / "images" / PERSON).glob("*.jpg"))[:4]
+    with s.native("admin") as admin:
+        assert admin.post("/v1/collections", json={"name": "records"}).status_code == 201
+    sign_in(b, s, "indexer")
+    b.wait("!!document.querySelector('#coll-table tr[data-name=\"records\"] button')")
+    b.click("#coll-table tr[data-name='records'] button")
+    b.wait("!document.getElementById('coll-persons').hidden")
+    b.fill("#person-id", "Paul Wolfowitz")  # a space becomes '_'
+    b.click("#person-create")
+    b.wait(f"!document.getElementById('person-detail').hidden && "
+           f"document.getElementById('person-h').innerText.includes({json.dumps(PERSON)})")
+    # two photos of the person and, by mistake, a photo of two other people
+    b.upload("#person-files", *photos[:3], face("two_people.jpg"))
+    b.click("#person-upload")
+    b.wait("document.getElementById('person-upload-status').innerText.startsWith('Done')", 240)
+    log = b.text("#person-log")
+    assert log.count("1 face added to Paul_Wolfowitz") == 3, log
+    assert f"two_people.jpg: not added to {PERSON}" in log and "LOW_MATCH_CONFIDENCE" in log
+    b.wait("document.querySelectorAll('#person-faces li').length === 3")
+    b.wait("[...document.querySelectorAll('#person-faces li img')]"
+           ".every(i => i.complete && i.naturalWidth > 100)")
+    assert "3" in b.text(f"#person-table tr[data-person='{PERSON}']")
+    with s.native("indexer") as idx:
+        faces = idx.get("/v1/collections/records/faces").json()["faces"]
+    assert len(faces) == 3 and {f["user_id"] for f in faces} == {PERSON}  # the stray erased
+
+    # a fourth photo finds him as one person
+    sign_in(b, s, "searcher")
+    b.wait("[...document.querySelectorAll('#collection option')].some(o => o.value === "
+           "'records')")
+    b.fill("#collection", "records")
+    b.wait("document.getElementById('collection-info').innerText.includes('Faces')")
+    b.fill("#threshold", "60")
+    b.upload("#probe", photos[3])
+    b.wait("document.getElementById('detect-status').innerText.includes('found')")
+    b.click("#search-button")
+    b.wait("!document.getElementById('results').hidden")
+    cards = b.eval("""[...document.querySelectorAll('#probe-results li.candidate')].map(li =>
+        [li.dataset.person, Number(li.dataset.faces),
+         [...li.querySelectorAll('.pair img')].map(i => i.complete && i.naturalWidth > 100)])""")
+    assert cards == [[PERSON, 3, [True, True]]]
+    assert f"{PERSON}'s best face" in b.text("#c-0-0 .pair")
+    assert "3 of their faces matched" in b.text("#c-0-0")
+    sims = [float(x) for x in b.eval("document.querySelector('#c-0-0 .person-id').innerText")
+            .split("matched: ")[1].split(";")[0].split(", ")]
+    assert sims == sorted(sims, reverse=True)
+    assert float(b.eval("document.querySelector('#c-0-0').dataset.similarity")) == sims[0]
+
+    # the indexer erases the person: every face, with the receipt
+    sign_in(b, s, "indexer")
+    b.wait("!!document.querySelector('#coll-table tr[data-name=\"records\"] button')")
+    b.click("#coll-table tr[data-name='records'] button")
+    b.wait(f"!!document.querySelector('#person-table tr[data-person=\"{PERSON}\"] button')")
+    b.click(f"#person-table tr[data-person='{PERSON}'] button")
+    b.wait("document.querySelectorAll('#person-faces li').length === 3")
+    b.click("#person-erase")
+    b.wait("!document.getElementById('person-receipt').hidden")
+    receipt = b.text("#person-receipt-facts")
+    assert "Faces erased\n3" in receipt and "Pictures (crops) erased\n3" in receipt
+    b.wait(f"!document.querySelector('#person-table tr[data-person=\"{PERSON}\"]')")
+    with s.native("indexer") as idx:
+        assert idx.get("/v1/collections/records/faces").json()["faces"] == []
+        assert idx.get("/v1/collections/records/users").json()["users"] == []
+    assert b.problems(s.url) == []

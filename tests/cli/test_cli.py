@@ -71,6 +71,18 @@ def test_index_and_list(gallery: Path) -> None:
     assert all(f["source"].endswith(f"{f['external_id']}.jpg") for f in faces)
 
 
+def test_paths_are_not_wrapped_into_a_pipe(gallery: Path) -> None:
+    """Into a pipe without COLUMNS (rich would assume 80 columns), a table's paths and ids
+    stay whole, each on one line."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run([sys.executable, "-m", "facesearch", "faces", "list", "cli"],
+                          env={**env, "FACESEARCH_HOME": str(gallery)}, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = [ln for ln in proc.stdout.splitlines() if "obama" in ln]
+    assert len(rows) == 1 and str(face("obama.jpg")) in rows[0], proc.stdout
+
+
 def test_search_json_shape(gallery: Path) -> None:
     res = json.loads(run(gallery, "search", "cli", str(face("obama2.jpg")), "--json").stdout)
     assert len(res["faces"]) == 1
@@ -146,7 +158,7 @@ def test_audit_report_of_a_period(home: Path, tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     assert r["searches"] == 1 and r["candidates_returned"] == 1
     assert {t["label"]: t["count"] for t in r["searches_by_purpose"]} == {"fraud": 1}
-    page = run(home, "audit", "report", "--from", today, "--to", today).stdout
+    page = run(home, "audit", "report", "--from", today, "--to", today, "-o", "-").stdout
     assert page.startswith("<!doctype html>") and "fraud" in page
     probe = hashlib.sha256(face("obama2.jpg").read_bytes()).hexdigest()
     for text in (out.read_text(), page):
@@ -157,11 +169,77 @@ def test_audit_report_of_a_period(home: Path, tmp_path: Path) -> None:
     assert pdf.read_bytes().startswith(b"%PDF")
     # a period before anything happened: nothing counted
     empty = run(home, "audit", "report", "--from", "2001-01-01", "--to", "2001-12-31",
-                "--format", "json").stdout
+                "--format", "json", "--out", "-").stdout
     assert json.loads(empty)["searches"] == 0
     bad = run(home, "audit", "report", "--from", today, "--to", today, "--format", "pdf",
-              ok=False)
+              "--out", "-", ok=False)
     assert bad.returncode == 2 and "--out" in bad.stderr
+
+
+def test_audit_report_without_options_writes_a_file(home: Path, tmp_path: Path) -> None:
+    """``facesearch audit report`` alone: the last 30 days, written to a file named for the
+    period in the current folder (its name printed whole, on one line, whatever the width of
+    a non-terminal output), never HTML onto the terminal."""
+    import datetime
+
+    run(home, "collection", "create", "cli")
+    work = tmp_path / ("a-rather-long-folder-name-for-the-report-" * 2)
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run([sys.executable, "-m", "facesearch", "audit", "report"], cwd=work,
+                          check=False,
+                          env={**env, "FACESEARCH_HOME": str(home)}, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    today = datetime.date.today()
+    first = today - datetime.timedelta(days=29)
+    name = f"transparency-report-{first.isoformat()}-{today.isoformat()}.html"
+    written = work / name
+    assert written.read_text().startswith("<!doctype html>")
+    assert proc.stdout == ""
+    # the name is printed whole on one line (no wrapping at 80 columns into a pipe)
+    assert name in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_serve_help_names_the_web_app(home: Path) -> None:
+    text = run(home, "serve", "--help").stdout
+    assert "/ui/" in text and "web app" in text
+
+
+def test_library_snippet_runs_twice(home: Path) -> None:
+    """The README's library example: creating a collection that exists is fine with
+    ``exist_ok=True``, and indexing the same photo again is skipped."""
+    from facesearch.errors import AlreadyExistsError
+    from facesearch.service import FaceSearch
+
+    for _ in range(2):
+        with FaceSearch.open(home) as fs:
+            fs.collections.create("bookings", exist_ok=True)
+            fs.collections.index_image("bookings", face("obama.jpg"), external_id="case-123")
+            result = fs.search.by_image("bookings", face("obama2.jpg"), max_results=10)
+            assert [m.face.external_id for m in result.matches] == ["case-123"]
+            assert result.risk is not None and result.risk.false_match_rate < 0.01
+            with pytest.raises(AlreadyExistsError):
+                fs.collections.create("bookings")
+        with FaceSearch.open(home) as fs:
+            assert fs.collections.describe("bookings").face_count == 1
+
+
+def test_eval_lfw_logs_progress_when_not_a_terminal(home: Path, tmp_path: Path) -> None:
+    """Into a pipe (a log, CI), ``eval lfw`` prints its progress as lines, not nothing."""
+    from ..conftest import TESTDATA
+
+    root = TESTDATA / "lfw-dev"
+    lines = (root / "pairsDevTest.txt").read_text().splitlines()
+    n = int(lines[0])
+    pairs = tmp_path / "pairs.txt"
+    pairs.write_text("\n".join(["3", *lines[1:4], *lines[1 + n:4 + n]]) + "\n")
+    proc = run(home, "eval", "lfw", "--pairs", str(pairs), "--train", str(pairs),
+               "--images", str(root / "images"), "--no-cache", "--workers", "1")
+    progress = [ln for ln in proc.stderr.splitlines() if "embedding (" in ln]
+    assert progress, proc.stderr
+    assert "(100 %" in progress[-1] and len(progress) >= 2
+    assert "accuracy" in proc.stdout.lower()
 
 
 @pytest.mark.parametrize(("args", "words"), [

@@ -17,6 +17,7 @@ from facesearch.governance.policy import CollectionPolicy
 from facesearch.governance.report import (
     TransparencyReport,
     build_report,
+    headline,
     refusal_rule,
     render,
     render_html,
@@ -145,3 +146,35 @@ def test_refusal_rules() -> None:
     assert refusal_rule("search rate limit of 60 per minute reached for X") \
         == "search rate limit reached"
     assert refusal_rule(None) == "other"
+
+
+def test_reviews_of_video_batches_and_live_matches_are_counted(fs: FaceSearch) -> None:
+    """A video job records one search per batch under the job's id, a stream processor one
+    per searched frame under its run's id: a candidate of any batch may be reviewed (not only
+    the first batch's), and the report counts video reviews with the candidates and live
+    reviews in their own outcomes."""
+    import uuid
+
+    fs.collections.create("people")
+    ids = {n: fs.collections.index_image("people", face(f"{n}.jpg"), external_id=n)
+           .indexed[0].face_id for n in ("obama", "biden")}
+    vec = {n: fs.search.face_vector("people", f) for n, f in ids.items()}
+    analyst = Caller("FSAKANALYSTVIDEO00000", role="searcher")
+    start = time.time() - 1
+    job, run = str(uuid.uuid4()), str(uuid.uuid4())
+    for n in ("obama", "biden"):  # two batches of one job, two frames of one run
+        fs.search.by_vectors("people", vec[n], operation="search.video", threshold=95,
+                             caller=analyst, search_id=job)
+        fs.search.by_vectors("people", vec[n], operation="search.stream", threshold=95,
+                             caller=analyst, search_id=run)
+    fs.reviews.record(job, ids["biden"], "confirmed", caller=analyst)  # the second batch's
+    fs.reviews.record(run, ids["obama"], "rejected", caller=analyst)
+    fs.reviews.record(run, ids["biden"], "inconclusive", caller=analyst)
+    r = build_report(fs.audit, start, time.time() + 1)
+    assert tally(r.searches_by_kind, "stored video (jobs)") == 1 and r.candidates_returned == 2
+    assert tally(r.review_outcomes, "confirmed") == 1
+    assert tally(r.review_outcomes, "never reviewed") == 1
+    assert r.stream_searches == 2 and r.stream_matches == 2
+    assert {t.label: t.count for t in r.stream_review_outcomes} == {
+        "confirmed": 0, "rejected": 1, "inconclusive": 1, "never reviewed": 0}
+    assert ("Live matches reviewed", "2 of 2") in headline(r)

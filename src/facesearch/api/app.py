@@ -346,6 +346,15 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
+def app_url(host: str, port: int) -> str:
+    """The web app's address for a server bound to ``host``:``port`` (a wildcard address is
+    shown as 127.0.0.1, which reaches it from the same machine)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/ui/"
+
+
 def serve(settings: Settings, api: ApiSettings) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM), then shut everything down."""
     import uvicorn
@@ -360,6 +369,15 @@ def serve(settings: Settings, api: ApiSettings) -> None:
                                 timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
 
         class Server(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                for server in self.servers:
+                    for sock in server.sockets:
+                        url = app_url(api.host, sock.getsockname()[1])
+                        log.info("the web app is at %s (the native API under /v1/)", url,
+                                 extra={"fields": {"web_app": url}})
+                        return
+
             async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
                 # Live event feeds (SSE, WebSocket) never end by themselves, and uvicorn waits
                 # for open responses before the app's own shutdown: end them (and the stream

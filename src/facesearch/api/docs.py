@@ -1,7 +1,7 @@
 """``/docs``: the native API's reference as one static, script-free HTML page.
 
 FastAPI's own ``/docs`` loads swagger-ui from a CDN, without an integrity check, on the API's
-origin (where the analyst page keeps its access key in session storage), and does not work
+origin (where the analyst page holds its access key), and does not work
 offline. No installed package ships swagger-ui's files, so this page is rendered on the server
 from the OpenAPI schema (``/openapi.json``, which any OpenAPI tool can load) and served with a
 Content-Security-Policy that allows nothing to load or run: it works offline and cannot read

@@ -3,7 +3,7 @@
 (docs/web.md). What it offers follows the signed-in key's role (``/v1/whoami``).
 
 The page and its assets need no key; every API call the page makes carries the analyst's
-access key (``Authorization: Bearer``), kept in the browser tab's session storage. Only the
+access key (``Authorization: Bearer``), kept in the page's memory only (never stored). Only the
 files named in :data:`ASSETS` are served, from the package (``facesearch/web/``), with a
 Content-Security-Policy that lets the page load and call nothing but this server.
 """
@@ -26,6 +26,7 @@ ASSETS: dict[str, str] = {
     "core.js": _JS,
     "search.js": _JS,
     "collections.js": _JS,
+    "persons.js": _JS,
     "video.js": _JS,
     "live.js": _JS,
     "audit.js": _JS,
@@ -56,6 +57,12 @@ def asset(name: str) -> Response:
         raise NotFoundError(f"no such file of the web page: {name!r}")
     body = resources.files("facesearch").joinpath("web").joinpath(name).read_bytes()
     return Response(body, media_type=ASSETS[name], headers=HEADERS)
+
+
+@router.get("/")
+async def root_redirect() -> RedirectResponse:
+    """``GET /`` leads to the web app (``POST /`` is the Rekognition endpoint)."""
+    return RedirectResponse("/ui/", status_code=302)
 
 
 @router.get("/ui")

@@ -11,7 +11,6 @@ from rich.table import Table
 
 from facesearch import responses
 from facesearch.cli.common import HomeOpt, JsonOpt, emit_json, err, out, service, ts
-from facesearch.errors import AlreadyExistsError
 from facesearch.limits import MAX_RESULTS
 from facesearch.services.collection import CollectionInfo
 from facesearch.services.reembed import reembed
@@ -35,13 +34,8 @@ def collection_create(name: str, home: HomeOpt = None, as_json: JsonOpt = False,
     from facesearch.governance.policy import CollectionPolicy
 
     with service(home) as fs:
-        try:
-            c = fs.collections.create(name, policy=CollectionPolicy(
-                law_enforcement=law_enforcement))
-        except AlreadyExistsError:
-            if not exist_ok:
-                raise
-            c = fs.collections.describe(name)
+        c = fs.collections.create(name, policy=CollectionPolicy(
+            law_enforcement=law_enforcement), exist_ok=exist_ok)
     if as_json:
         emit_json(_collection_json(c))
     else:

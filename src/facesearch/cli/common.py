@@ -4,6 +4,7 @@ and writing JSON."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -20,10 +21,20 @@ from facesearch.limits import MAX_RESULTS
 from facesearch.service import FaceSearch
 from facesearch.types import FaceView
 
-out = Console()
+def _console(stderr: bool = False) -> Console:
+    """A console whose long lines (a path, an id) are never broken: ``soft_wrap`` for text,
+    and, when the output is not a terminal (a pipe, a log, where rich would assume 80
+    columns) and ``COLUMNS`` is not set, room enough that tables need not wrap their cells."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = 1000
+    return console
 
 
-err = Console(stderr=True)
+out = _console()
+
+
+err = _console(stderr=True)
 
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", envvar="FACESEARCH_HOME",

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,9 +86,27 @@ def _device() -> str:
 
 @contextmanager
 def _progress(label: str, quiet: bool) -> Iterator[Callable[[int, int], None]]:
+    """Progress of a long step: a bar on a terminal; elsewhere (a log, a pipe, CI) one line
+    each time another tenth of the work is done, so that a run is never silent for minutes."""
+    if not quiet and not err.is_terminal:
+        shown = {"tenth": -1}
+        started = time.monotonic()
+
+        def log_line(done: int, total: int) -> None:
+            tenth = 10 if total <= 0 else min(10, done * 10 // total)
+            if tenth <= shown["tenth"]:
+                return
+            shown["tenth"] = tenth
+            pct = 100 if total <= 0 else 100 * done // total
+            err.print(f"{time.strftime('%H:%M:%S')} {label}: {done:,} of {total:,} "
+                      f"({pct} %, {time.monotonic() - started:.0f} s)", highlight=False,
+                      markup=False)
+
+        yield log_line
+        return
     progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=err,
-                        disable=quiet or not err.is_terminal)
+                        disable=quiet)
     with progress:
         task = progress.add_task(label, total=None)
 

@@ -172,37 +172,73 @@ def _report_bound(value: str, option: str, *, end: bool) -> float:
     return (start + timedelta(days=1) if end else start).timestamp()
 
 
+def _default_period() -> tuple[str, str]:
+    """The last 30 days, today included: ``--from`` and ``--to`` as dates."""
+    from datetime import date, timedelta
+
+    today = date.today()
+    return (today - timedelta(days=29)).isoformat(), today.isoformat()
+
+
 @audit_app.command("report")
 def audit_report(
-    start: Annotated[str, typer.Option("--from", help="Period start: a date (2026-01-01), ISO "
-                                                      "8601 time or seconds since the epoch.")],
-    end: Annotated[str, typer.Option("--to", help="Period end: a date (included whole), ISO "
-                                                  "8601 time or seconds (excluded).")],
+    start: Annotated[str | None, typer.Option(
+        "--from", help="Period start: a date (2026-01-01), ISO 8601 time or seconds since the "
+                       "epoch. Default: 29 days before --to's day (30 days in all).",
+        show_default=False)] = None,
+    end: Annotated[str | None, typer.Option(
+        "--to", help="Period end: a date (included whole), ISO 8601 time or seconds "
+                     "(excluded). Default: today.", show_default=False)] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="html, pdf or json.")] = "html",
     output: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Write here (default: stdout for html and json).")] = None,
+        "--out", "-o", help="Write here; '-' for stdout (json, or html into a pipe). "
+                            "Default: transparency-report-FROM-TO.FORMAT in the current "
+                            "folder.", show_default=False)] = None,
     home: HomeOpt = None,
 ) -> None:
-    """The transparency report of a period, in aggregates only (no faces, case references or
-    probe hashes): searches by kind, purpose and collection, refusals, candidates returned
-    and their review outcomes, live-stream matches, erasures and retention, keys issued and
-    revoked, with charts; HTML or PDF for an oversight body, or JSON."""
+    """The transparency report of a period (by default the last 30 days), in aggregates only
+    (no faces, case references or probe hashes): searches by kind, purpose and collection,
+    refusals, candidates returned and their review outcomes, live-stream matches, erasures and
+    retention, keys issued and revoked, with charts; HTML or PDF for an oversight body, or
+    JSON. Written to a file (its name printed), never as HTML or PDF onto a terminal."""
+    from datetime import date, timedelta
+
     from facesearch.governance.report import build_report, render
 
     if fmt not in ("html", "pdf", "json"):
         raise typer.BadParameter("--format must be html, pdf or json")
-    if fmt == "pdf" and output is None:
-        raise typer.BadParameter("a PDF needs --out FILE")
+    if start is None or end is None:
+        default_from, default_to = _default_period()
+        if end is None:
+            end = default_to
+        if start is None:
+            try:
+                start = (date.fromisoformat(end) - timedelta(days=29)).isoformat()
+            except ValueError:
+                start = default_from
+    to_stdout = output is not None and str(output) == "-"
+    if to_stdout and fmt == "pdf":
+        raise typer.BadParameter("a PDF is written to a file: give --out FILE")
+    if to_stdout and fmt == "html" and sys.stdout.isatty():
+        raise typer.BadParameter("HTML is not written onto a terminal: give --out FILE (or "
+                                 "pipe it)")
     lo, hi = _report_bound(start, "--from", end=False), _report_bound(end, "--to", end=True)
     with service(home) as fs:
         report = build_report(fs.audit, lo, hi)
     body, _ = render(report, fmt)
-    if output is None:
+    if to_stdout:
         sys.stdout.write(body.decode("utf-8"))
         return
+    if output is None:
+        output = Path(f"transparency-report-{_stamp(start)}-{_stamp(end)}.{fmt}")
     output.write_bytes(body)
     err.print(f"wrote the transparency report ({report.searches} searches, "
-              f"{report.refusals} refusals) to {output}")
+              f"{report.refusals} refusals) to {output}", highlight=False)
+
+
+def _stamp(value: str) -> str:
+    """A period bound as a file-name part (a date as given, anything else made safe)."""
+    return "".join(ch if ch.isalnum() or ch == "-" else "_" for ch in value)
 
 
 @audit_app.command("checkpoint")

@@ -15,7 +15,12 @@ def serve(
     workers: Annotated[int | None, typer.Option(min=1, help="Inference worker threads.")] = None,
     home: HomeOpt = None,
 ) -> None:
-    """Run the HTTP API: native REST under /v1 and the Rekognition-compatible endpoint at /."""
+    """Run the HTTP API and the web app.
+
+    The web app is at http://HOST:PORT/ui/ (by default http://127.0.0.1:8000/ui/; / leads
+    there too): sign in with an access key (facesearch keys create). The native REST API is
+    under /v1 and the Rekognition-compatible endpoint is POST /. The app's address is logged
+    at start."""
     from facesearch.api.app import serve as run_server
     from facesearch.api.settings import ApiSettings
     from facesearch.config import Settings

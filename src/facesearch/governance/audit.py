@@ -741,19 +741,30 @@ class AuditLog:
     # -- reading ----------------------------------------------------------------------------
 
     def find_search(self, search_id: str) -> SearchRecord | None:
-        """The first audit record of the search ``search_id`` (a ``search.*`` or
-        ``users.search*`` event carrying it), or None. Scans the events' details (no index
-        on them): reviews, which ask, are rare."""
+        """The search ``search_id`` as its audit records tell it (``search.*`` or
+        ``users.search*`` events carrying it), or None: the first record's operation,
+        collection and case, and the candidates of all its records (a video job records one
+        per batch of up to 1,000 faces, under the job's id). Scans the events' details (no
+        index on them): reviews, which ask, are rare."""
         c = events_t.c
         q = (select(c.collection, c.case_ref, c.results, c.operation)
              .where(c.details.contains(f'"search_id": "{search_id}"', autoescape=True))
              .order_by(c.seq))
+        first = None
+        candidates: set[str] = set()
         with self.engine.connect() as conn:
             for r in conn.execute(q):
-                if r.operation.startswith(("search.", "users.search")):
-                    return SearchRecord(search_id, r.operation, r.collection, r.case_ref,
-                                        frozenset(f for f, _ in json.loads(r.results)))
-        return None
+                if not r.operation.startswith(("search.", "users.search")):
+                    continue
+                if first is None:
+                    first = r
+                elif r.operation != first.operation:
+                    continue
+                candidates.update(f for f, _ in json.loads(r.results))
+        if first is None:
+            return None
+        return SearchRecord(search_id, first.operation, first.collection, first.case_ref,
+                            frozenset(candidates))
 
     def query(self, actor: str | None = None, case_ref: str | None = None,
               collection: str | None = None, operation: str | None = None,

@@ -77,7 +77,8 @@ NOTES = (
      "counts once per search, with the latest review decision recorded on it when this report "
      "was made."),
     ("Live streams: searches are the processors' searches of video frames (a person in view "
-     "may be searched several times); matches are the candidates they returned."),
+     "may be searched several times); matches are the candidates they returned. A live match "
+     "is reviewed once per watchlist face and processor run (from its start to its stop)."),
     ("Aggregates only: this report shows no face, photo, case reference, probe hash, access "
      "key or review note."),
 )
@@ -118,6 +119,10 @@ class TransparencyReport(BaseModel):
     stream_searches: int
     stream_matches: int
     stream_matches_by_collection: list[Tally]
+    stream_review_outcomes: list[Tally] = Field(
+        default_factory=list,
+        description="per live-stream match (a watchlist face matched while a stream processor "
+                    "ran, once per run): " + ", ".join(REVIEW_OUTCOMES))
     faces_erased: int
     faces_erased_by_reason: list[Tally]
     erasure_requests: int = Field(description="erasures asked for (events), all reasons")
@@ -180,6 +185,8 @@ def build_report(log: AuditLog, start: float, end: float, *,
     # candidates per search (video jobs: over all their batches)
     candidates: dict[str, set[str]] = {}
     video_jobs: set[str] = set()
+    # live matches per stream processor run (its searches share one search id)
+    stream_candidates: dict[str, set[str]] = {}
     for rec in _records(log, since=start, until=end):
         events += 1
         e = rec.event
@@ -198,6 +205,8 @@ def build_report(log: AuditLog, start: float, end: float, *,
         elif op == "search.stream":
             stream_searches += 1
             stream_by_collection[e.collection or "(none)"] += len(e.results)
+            run = str(e.details.get("search_id") or f"seq-{rec.seq}")
+            stream_candidates.setdefault(run, set()).update(f for f, _ in e.results)
         elif op == "search.refused":
             refusals[refusal_rule(e.details.get("reason"))] += 1
         elif op in ERASURE_REASONS:
@@ -218,13 +227,18 @@ def build_report(log: AuditLog, start: float, end: float, *,
     for rec in _records(log, operation="review", since=start, until=now + 1e-6):
         sid = rec.event.details.get("search_id")
         decision = rec.event.details.get("decision")
-        if isinstance(sid, str) and sid in candidates and isinstance(decision, str):
+        if (isinstance(sid, str) and (sid in candidates or sid in stream_candidates)
+                and isinstance(decision, str)):
             for face_id, _ in rec.event.results:
                 decisions[(sid, face_id)] = decision  # the latest decision wins
     outcomes: Counter[str] = Counter()
     for sid, faces in candidates.items():
         for face_id in faces:
             outcomes[decisions.get((sid, face_id), "never reviewed")] += 1
+    stream_outcomes: Counter[str] = Counter()
+    for sid, faces in stream_candidates.items():
+        for face_id in faces:
+            stream_outcomes[decisions.get((sid, face_id), "never reviewed")] += 1
     with_candidates = sum(1 for faces in candidates.values() if faces)
     chain_ok = log.verify().ok if verify else True
     roles = ("admin", "indexer", "searcher", "auditor")
@@ -245,6 +259,7 @@ def build_report(log: AuditLog, start: float, end: float, *,
         stream_searches=stream_searches,
         stream_matches=sum(stream_by_collection.values()),
         stream_matches_by_collection=_tallies(stream_by_collection),
+        stream_review_outcomes=_tallies(stream_outcomes, REVIEW_OUTCOMES),
         faces_erased=sum(erased.values()),
         faces_erased_by_reason=_tallies(erased, list(ERASURE_REASONS.values())),
         erasure_requests=erasure_requests, retention_runs_with_erasures=retention_runs,
@@ -267,6 +282,9 @@ def _period(r: TransparencyReport) -> str:
 def headline(r: TransparencyReport) -> list[tuple[str, str]]:
     """The report's key figures as (label, value) rows."""
     reviewed = sum(t.count for t in r.review_outcomes if t.label != "never reviewed")
+    live = sum(t.count for t in r.stream_review_outcomes)
+    live_reviewed = sum(t.count for t in r.stream_review_outcomes
+                        if t.label != "never reviewed")
     return [
         ("Searches", f"{r.searches:,}"),
         ("Refused searches", f"{r.refusals:,}"),
@@ -274,6 +292,7 @@ def headline(r: TransparencyReport) -> list[tuple[str, str]]:
         ("Searches with at least one candidate", f"{r.searches_with_candidates:,}"),
         ("Candidates reviewed", f"{reviewed:,} of {r.candidates_returned:,}"),
         ("Live-stream searches / matches", f"{r.stream_searches:,} / {r.stream_matches:,}"),
+        ("Live matches reviewed", f"{live_reviewed:,} of {live:,}"),
         ("Faces erased", (f"{r.faces_erased:,} (in {r.erasure_requests:,} erasure"
                           f"{'' if r.erasure_requests == 1 else 's'})")),
         ("Keys issued / revoked", (f"{sum(t.count for t in r.keys_issued_by_role):,} / "
@@ -292,6 +311,7 @@ CHARTS: tuple[tuple[str, str], ...] = (
     ("refusals_by_reason", "Refused searches by rule"),
     ("review_outcomes", "Review outcomes of candidates returned"),
     ("stream_matches_by_collection", "Live-stream matches by watchlist"),
+    ("stream_review_outcomes", "Review outcomes of live-stream matches"),
     ("faces_erased_by_reason", "Faces erased by reason"),
     ("keys_issued_by_role", "Access keys issued by role"),
     ("keys_revoked_by_role", "Access keys revoked by role"),

@@ -56,6 +56,8 @@ class StreamEvent:
     emitted_at: float
     latency_ms: float
     snapshot: str | None = None
+    search_id: str | None = None
+    """The processor run's search id: review the match as a candidate of it."""
 
     def to_json(self) -> dict[str, object]:
         """The event as JSON (webhook body, JSONL line, SSE/WebSocket message)."""
@@ -72,6 +74,7 @@ class StreamEvent:
             "frame_height": self.frame_height, "frame_timestamp_ms": self.frame_timestamp_ms,
             "captured_at": round(self.captured_at, 3), "emitted_at": round(self.emitted_at, 3),
             "latency_ms": round(self.latency_ms, 1), "snapshot": self.snapshot,
+            "search_id": self.search_id,
             "label": "candidate for human review, not an identification",
         }
 

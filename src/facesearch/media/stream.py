@@ -428,6 +428,9 @@ class StreamProcessor:
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.started_at: float | None = None
+        self.search_id = str(uuid.uuid4())
+        """The search id of this run's searches (a new one at each start): a live match is
+        reviewed as a candidate of it, and the audit trail groups the run's searches by it."""
         self._rate_in = _Rate()
         self._rate_done = _Rate()
         self._latency: deque[float] = deque(maxlen=2000)
@@ -458,6 +461,7 @@ class StreamProcessor:
                 self._jsonl = open(fd, "a", encoding="utf-8")  # noqa: SIM115
             self._stop.clear()
             self.started_at = self.clock()
+            self.search_id = str(uuid.uuid4())
             self._set_status(ProcessorStatus.STARTING, None)
             self._threads = [
                 threading.Thread(target=self._capture, name=f"stream-{self.name}-capture",
@@ -752,7 +756,7 @@ class StreamProcessor:
         try:
             results: list[list[Match]] = [r.matches for r in self.search.by_vectors(
                 s.collection, vecs, operation="search.stream", max_results=s.max_results,
-                threshold=s.threshold, caller=self.caller).results]
+                threshold=s.threshold, caller=self.caller, search_id=self.search_id).results]
         except ThrottledError as exc:
             self.searches_throttled += 1
             self._error(f"search throttled: {exc.message}")
@@ -794,7 +798,8 @@ class StreamProcessor:
             box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
             frame_width=pixels.shape[1], frame_height=pixels.shape[0],
             frame_timestamp_ms=item.timestamp_ms, captured_at=item.wall,
-            emitted_at=item.wall + (emitted - item.mono), latency_ms=latency, snapshot=snapshot)
+            emitted_at=item.wall + (emitted - item.mono), latency_ms=latency, snapshot=snapshot,
+            search_id=self.search_id)
         self.events += 1
         self._latency.append(latency)
         self.hub.publish(event)

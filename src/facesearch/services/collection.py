@@ -136,7 +136,10 @@ class FaceCollections:
     # -- collections and policy ----------------------------------------------------------------
 
     def create(self, name: str, *, policy: CollectionPolicy | None = None,
-               caller: Caller | None = None) -> CollectionInfo:
+               caller: Caller | None = None, exist_ok: bool = False) -> CollectionInfo:
+        """Create an empty collection. A name already taken raises
+        :class:`AlreadyExistsError`, or with ``exist_ok`` returns the existing collection as
+        it is (its policy unchanged, nothing recorded)."""
         limits.collection_name(name)
         policy = policy or CollectionPolicy()
         self._check_law_enforcement(policy)
@@ -146,6 +149,8 @@ class FaceCollections:
                 self.store.insert_collection(conn, name, self.model_version, self.clock(),
                                              settings)
         except IntegrityError:
+            if exist_ok:
+                return self.describe(name)
             raise AlreadyExistsError(f"collection {name!r} already exists") from None
         info = self.describe(name)
         self.trail.record("collection.create", caller, collection=name,

@@ -1,8 +1,8 @@
 // facesearch web app: sign in, the pages a key's role may use, and moving between them.
 // Plain JavaScript modules, no build step, no third-party code (see core.js for how the page
-// talks to the API and keeps the key).
+// talks to the API; the key is kept in memory only).
 import {
-  $, STORAGE_KEY, api, describeError, headerSafe, setMessage, show, state,
+  $, api, describeError, headerSafe, setMessage, show, state,
 } from "./core.js";
 import { page as audit } from "./audit.js";
 import { page as collections } from "./collections.js";
@@ -15,17 +15,6 @@ const PAGES = [search, collections, video, live, audit, report];
 const entered = new Set(); // pages shown once since signing in
 let current = null;
 
-function loadKey() {
-  try {
-    const raw = sessionStorage.getItem(STORAGE_KEY);
-    if (!raw) return null;
-    const k = JSON.parse(raw);
-    return k && typeof k.id === "string" && typeof k.secret === "string" ? k : null;
-  } catch (e) {
-    return null;
-  }
-}
-
 const allowedPages = () => PAGES.filter((p) => p.allowed());
 
 async function signIn(key) {
@@ -33,7 +22,6 @@ async function signIn(key) {
   state.key = key;
   state.role = who.role;
   state.operations = new Set(who.operations || []);
-  sessionStorage.setItem(STORAGE_KEY, JSON.stringify(key));
   $("key-secret").value = "";
   $("who-key").textContent = who.key_id;
   $("who-role").textContent = who.role || "unknown";
@@ -50,7 +38,6 @@ async function signIn(key) {
 }
 
 function signOut() {
-  sessionStorage.removeItem(STORAGE_KEY);
   state.epoch += 1;
   if (current && current.leave) current.leave();
   for (const p of PAGES) p.reset();
@@ -133,16 +120,7 @@ function wire() {
 
 async function start() {
   wire();
-  const key = loadKey();
-  if (key) {
-    try {
-      await signIn(key);
-      return;
-    } catch (err) {
-      sessionStorage.removeItem(STORAGE_KEY);
-      setMessage($("signin-error"), `Sign in again: ${describeError(err)}`);
-    }
-  }
+  // The key is never stored: every page load starts signed out.
   show($("signin"));
 }
 

@@ -8,7 +8,7 @@ import {
 const PAGE = 50;
 const SEARCHES = /^(search\.(image|face|video|stream)|users\.search(\.image)?)$/;
 
-const local = { next: null, filters: null, count: 0 };
+const local = { next: null, filters: null, count: 0, labels: new Map() };
 
 export const page = {
   id: "audit",
@@ -33,13 +33,39 @@ async function enter(first) {
   show($("audit-verify"), may("VerifyAudit"));
   show($("audit-export-jsonl"), may("ExportAudit"));
   show($("audit-export-csv"), may("ExportAudit"));
-  if (first) await load(false);
+  if (first) {
+    await loadLabels();
+    await load(false);
+  }
+}
+
+// Access keys' labels (GET /v1/keys, for auditors and admins), to name a key by its label.
+async function loadLabels() {
+  if (!may("ListKeys")) return;
+  const epoch = state.epoch;
+  try {
+    const keys = await api("/v1/keys");
+    if (stale(epoch)) return;
+    local.labels = new Map(keys.filter((k) => k.label).map((k) => [k.key_id, k.label]));
+  } catch (err) {
+    if (stale(epoch)) return;
+    handleAuthLoss(err); // without labels the key ids are shown
+  }
+}
+
+// A key as people know it: its label, with the id beside it (the id alone when unlabelled).
+function keyName(id) {
+  const label = local.labels.get(id);
+  if (!label) return el("code", { className: "small", text: id });
+  return el("span", { className: "key-name", title: id }, el("strong", { text: label }), " ",
+    el("code", { className: "small muted", text: id }));
 }
 
 function reset() {
   local.next = null;
   local.filters = null;
   local.count = 0;
+  local.labels = new Map();
   $("audit-form").reset();
   clear($("audit-table").tBodies[0]);
   clear($("verify-result"));
@@ -95,12 +121,12 @@ async function load(more) {
     const reviews = el("td", { className: "reviews" });
     const sid = e.details && e.details.search_id;
     if (SEARCHES.test(e.operation) && sid) searches.push([sid, reviews]);
-    const row = el("tr", { "data-seq": e.seq, "data-operation": e.operation },
+    const row = el("tr", { "data-seq": e.seq, "data-operation": e.operation,
+      "data-search-id": sid || null },
       el("td", { className: "n", text: e.seq }),
       el("td", { text: fmtTime(e.ts) }),
       el("td", {}, el("code", { text: e.operation }), summary(e)),
-      el("td", {}, el("code", { className: "small", text: e.actor }),
-        e.role ? ` (${e.role})` : ""),
+      el("td", {}, keyName(e.actor), e.role ? ` (${e.role})` : ""),
       el("td", { text: e.collection || "" }),
       el("td", { text: [e.purpose, e.case_ref].filter(Boolean).join(" / ") }),
       el("td", { className: "n", text: e.results.length ? fmtInt(e.results.length) : "" }),
@@ -122,7 +148,10 @@ function summary(e) {
   if (d.decision) bits.push(`${d.decision}${d.note ? `: "${d.note}"` : ""}`);
   if (d.search_id && e.operation === "review") bits.push(`search ${d.search_id}`);
   if (d.receipt_id) bits.push(`receipt ${d.receipt_id}, ${d.faces} faces`);
-  if (d.key_id) bits.push(`key ${d.key_id} (${d.key_role})`);
+  if (d.key_id) {
+    const label = local.labels.get(d.key_id);
+    bits.push(`key ${label ? `${label} (${d.key_id})` : d.key_id} (${d.key_role})`);
+  }
   if (d.processor) bits.push(`processor ${d.processor}`);
   if (e.threshold !== null && e.threshold !== undefined) bits.push(`threshold ${e.threshold}`);
   return bits.length ? el("span", { className: "muted small detail", text: ` ${bits.join("; ")}` })
@@ -150,7 +179,7 @@ async function loadReviews(searchId, cell, epoch) {
       el("strong", { text: r.details.decision }),
       r.details.note ? ` "${r.details.note}"` : "",
       el("span", { className: "muted small",
-        text: ` by ${r.actor}, ${fmtTime(r.ts)}` })));
+        text: ` by ${local.labels.get(r.actor) || r.actor}, ${fmtTime(r.ts)}` })));
   }
   cell.append(list);
 }

@@ -1,9 +1,11 @@
 // The collections page: create (incl. law enforcement), policy, enrol many photos with a
-// progress bar, browse faces as thumbnails a page at a time, erase with the receipt shown.
+// progress bar, browse faces as thumbnails a page at a time, erase with the receipt shown;
+// persons (persons.js).
 import {
   $, api, clear, describeError, el, facts, fmtInt, fmtSimilarity, fmtTime, handleAuthLoss,
-  jpegUrl, labelCells, listCollections, may, setMessage, show, stale, state,
+  jpegUrl, labelCells, listCollections, may, receiptFacts, setMessage, show, stale, state,
 } from "./core.js";
+import { initPersons, resetPersons, showPersons } from "./persons.js";
 
 const FACES_PER_PAGE = 24;
 
@@ -52,6 +54,7 @@ function init() {
   $("faces-prev").addEventListener("click", () => pageFaces(-1));
   $("erase-form").addEventListener("submit", onEraseExternal);
   $("erase-selected").addEventListener("click", onEraseSelected);
+  initPersons(loadCollectionsQuietly);
 }
 
 async function enter(first) {
@@ -69,6 +72,7 @@ function reset() {
   for (const id of ["coll-create-form", "policy-form", "upload-form", "erase-form"]) $(id).reset();
   clear($("upload-log"));
   clear($("face-grid"));
+  resetPersons();
   show($("coll-detail"), false);
   show($("receipt"), false);
   for (const id of ["coll-error", "erase-error"]) setMessage($(id), "");
@@ -230,6 +234,7 @@ async function renderDetail(name) {
   show($("erase-selected"), may("EraseFaces") && may("ListFaces"));
   show($("coll-detail"));
   if (may("ListFaces")) await loadFaces();
+  await showPersons(name);
 }
 
 async function onPolicy(ev) {
@@ -404,17 +409,7 @@ async function erase(body) {
     return;
   }
   if (stale(epoch)) return;
-  facts($("receipt-facts"), [
-    ["Receipt", el("code", { text: r.receipt_id })],
-    ["Collection", r.collection],
-    ["Faces erased", fmtInt(r.face_ids.length)],
-    ["Pictures (crops) erased", fmtInt(r.crops_erased)],
-    ["Images erased", fmtInt(r.images_erased)],
-    ["Derived records erased", `${fmtInt(r.derived_erased)} (stream snapshots, video results)`],
-    ["When", fmtTime(r.erased_at)],
-    ["Face ids", el("span", { className: "small" }, ...r.face_ids.flatMap((f) => [
-      el("code", { text: f }), " "]))],
-  ]);
+  receiptFacts($("receipt-facts"), r);
   show($("receipt"));
   local.selected.clear();
   local.tokens = [null];

@@ -2,11 +2,10 @@
 // third-party code.
 //
 // Every API call goes to this server (same origin, relative to the page) and carries the
-// user's key as `Authorization: Bearer <key id>:<secret>`. The key is kept in this tab's
-// sessionStorage only. Everything the API returns is put into the page with textContent / DOM
+// user's key as `Authorization: Bearer <key id>:<secret>`. The key is kept in this page's
+// memory only (never in any storage): a reload or a closed tab forgets it. Everything the API returns is put into the page with textContent / DOM
 // nodes, never parsed as HTML; images come as base64 JPEG (data: URLs) or blobs.
 
-export const STORAGE_KEY = "facesearch.key";
 export const SVG_NS = "http://www.w3.org/2000/svg"; // an XML namespace name, never fetched
 // The API lives next to the page: /ui/ -> /v1/...
 const API_ROOT = new URL("../", document.baseURI);
@@ -71,6 +70,21 @@ export function facts(dl, rows) {
   }
 }
 
+/** An erasure receipt (POST /v1/collections/{c}/erase) as facts. */
+export function receiptFacts(dl, r) {
+  facts(dl, [
+    ["Receipt", el("code", { text: r.receipt_id })],
+    ["Collection", r.collection],
+    ["Faces erased", fmtInt(r.face_ids.length)],
+    ["Pictures (crops) erased", fmtInt(r.crops_erased)],
+    ["Images erased", fmtInt(r.images_erased)],
+    ["Derived records erased", `${fmtInt(r.derived_erased)} (stream snapshots, video results)`],
+    ["When", fmtTime(r.erased_at)],
+    ["Face ids", el("span", { className: "small" }, ...r.face_ids.flatMap((f) => [
+      el("code", { text: f }), " "]))],
+  ]);
+}
+
 /** Name each body cell after its column (data-label), for the narrow layout in which a
  *  table's rows become blocks (CSS, table.stack). */
 export function labelCells(table) {
@@ -116,9 +130,10 @@ export function fmtRate(rate) {
   if (rate === null || rate === undefined) return "unknown";
   if (rate === 0) return "0";
   if (rate >= 0.01) return fmtPercent(rate);
+  // "1 in N" from the rate as shown (two significant figures), so that two panels showing
+  // the same rate (rounded or not by the API) always say the same N.
   const exp = rate.toExponential(1);
-  const oneIn = 1 / rate;
-  const rounded = oneIn >= 1000 ? Number(oneIn.toPrecision(2)) : Math.round(oneIn);
+  const rounded = Number((1 / Number(exp)).toPrecision(2));
   return `${exp} (about 1 in ${fmtInt(rounded)})`;
 }
 

@@ -13,6 +13,7 @@ const local = {
   watching: null, // processor name
   abort: null, // AbortController of the watched feeds
   snapshotUrls: [],
+  why: new Map(), // processor name -> {purpose, caseRef} it was created with from this page
 };
 
 export const page = {
@@ -156,6 +157,7 @@ async function onCreate(ev) {
     await api("/v1/streams", { method: "POST", json: { name, settings },
       headers: whyHeaders(purpose, caseRef) });
     if (stale(epoch)) return;
+    local.why.set(name, { purpose, caseRef });
     status.textContent = `Created ${name}; start it to watch the camera.`;
     $("proc-name").value = "";
     await loadProcessors();
@@ -241,13 +243,15 @@ async function addEvent(name, ev, mine) {
   const pic = el("span", { className: "no-crop thumb",
     text: ev.snapshot ? "loading…" : "no snapshot" });
   const at = new Date(ev.emitted_at * 1000).toLocaleTimeString();
-  const item = el("li", { className: "event", "data-identity": ev.identity },
+  const item = el("li", { className: "event", "data-identity": ev.identity,
+    "data-search-id": ev.search_id || null, "data-face-id": ev.match ? ev.match.face_id : null },
     pic,
     el("div", {},
       el("strong", { className: "ident", text: ev.identity }),
       el("span", { text: ` similarity ${fmtSimilarity(ev.similarity)}` }),
       el("span", { className: "muted small", text: ` — ${at}, ` +
-        `track ${ev.track_id}; a candidate for human review, not an identification` })));
+        `track ${ev.track_id}; a candidate for human review, not an identification` }),
+      ev.search_id && ev.match && may("ReviewCandidate") ? reviewBox(name, ev) : null));
   feed.prepend(item);
   while (feed.children.length > FEED_MAX) feed.lastElementChild.remove();
   if (!ev.snapshot) return;
@@ -262,5 +266,54 @@ async function addEvent(name, ev, mine) {
   } catch (err) {
     if (!mine() || handleAuthLoss(err)) return;
     pic.textContent = "snapshot gone";
+  }
+}
+
+// -- review of a live match -------------------------------------------------------------
+
+// A decision on the event's matched face (confirmed, rejected, inconclusive, with a note),
+// recorded and audited as for a photo search: the processor's run is the search.
+function reviewBox(name, ev) {
+  const idBase = `e-${ev.event_id}`;
+  const note = el("input", { id: `${idBase}-note`, type: "text", maxlength: 4000,
+    autocomplete: "off", className: "note" });
+  const status = el("span", { className: "review-status", role: "status",
+    id: `${idBase}-status` });
+  const buttons = ["confirmed", "rejected", "inconclusive"].map((decision) => {
+    const b = el("button", { type: "button", className: `decision ${decision}`,
+      text: decision, "aria-describedby": `${idBase}-status` });
+    b.addEventListener("click", () => reviewEvent(name, ev, decision, note, status, buttons));
+    return b;
+  });
+  return el("div", { className: "review live-review" },
+    el("label", { for: `${idBase}-note`, className: "small",
+      text: `Note on ${ev.identity} (track ${ev.track_id})` }), note,
+    el("div", { className: "decisions", role: "group",
+      "aria-label": `Decision on ${ev.identity}, track ${ev.track_id}` }, ...buttons),
+    status);
+}
+
+async function reviewEvent(name, ev, decision, note, status, buttons) {
+  const epoch = state.epoch;
+  const why = local.why.get(name) ||
+    { purpose: $("proc-purpose").value.trim(), caseRef: $("proc-case").value.trim() };
+  buttons.forEach((b) => { b.disabled = true; });
+  status.className = "review-status";
+  status.textContent = "Recording…";
+  try {
+    await api("/v1/reviews", { method: "POST", headers: whyHeaders(why.purpose, why.caseRef),
+      json: { search_id: ev.search_id, face_id: ev.match.face_id, decision, note: note.value,
+        collection: ev.collection } });
+    if (stale(epoch)) return;
+    status.className = "review-status ok";
+    status.textContent = `Recorded: ${decision}` + (note.value ? ` ("${note.value}")` : "") +
+      ` at ${new Date().toLocaleTimeString()}.`;
+    buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.textContent === decision)));
+  } catch (err) {
+    if (stale(epoch) || handleAuthLoss(err)) return;
+    status.className = "review-status bad";
+    status.textContent = `Not recorded: ${describeError(err)}`;
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
   }
 }

@@ -12,6 +12,7 @@ const CHARTS = [
   ["refusals_by_reason", "Refused searches by rule"],
   ["review_outcomes", "Review outcomes of candidates returned"],
   ["stream_matches_by_collection", "Live-stream matches by watchlist"],
+  ["stream_review_outcomes", "Review outcomes of live-stream matches"],
   ["faces_erased_by_reason", "Faces erased by reason"],
   ["keys_issued_by_role", "Access keys issued by role"],
   ["keys_revoked_by_role", "Access keys revoked by role"],
@@ -101,6 +102,8 @@ function render(r) {
   const reviewed = r.review_outcomes.filter((t) => t.label !== "never reviewed")
     .reduce((a, t) => a + t.count, 0);
   const sum = (rows) => rows.reduce((a, t) => a + t.count, 0);
+  const live = r.stream_review_outcomes || [];
+  const liveReviewed = sum(live.filter((t) => t.label !== "never reviewed"));
   const rows = [
     ["Searches", fmtInt(r.searches)],
     ["Refused searches", fmtInt(r.refusals)],
@@ -109,6 +112,7 @@ function render(r) {
     ["Candidates reviewed", `${fmtInt(reviewed)} of ${fmtInt(r.candidates_returned)}`],
     ["Live-stream searches / matches",
       `${fmtInt(r.stream_searches)} / ${fmtInt(r.stream_matches)}`],
+    ["Live matches reviewed", `${fmtInt(liveReviewed)} of ${fmtInt(sum(live))}`],
     ["Faces erased", `${fmtInt(r.faces_erased)} (in ${fmtInt(r.erasure_requests)} ` +
       `erasure${r.erasure_requests === 1 ? "" : "s"})`],
     ["Keys issued / revoked",
@@ -121,7 +125,7 @@ function render(r) {
   for (const [k, v] of rows) dl.append(el("div", {}, el("dt", { text: k }), el("dd", { text: v })));
   const charts = $("report-charts");
   clear(charts);
-  for (const [field, title] of CHARTS) charts.append(chart(title, r[field]));
+  for (const [field, title] of CHARTS) charts.append(chart(title, r[field] || []));
   const notes = $("report-notes");
   clear(notes);
   for (const n of r.notes) notes.append(el("li", { text: n }));

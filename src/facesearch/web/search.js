@@ -294,6 +294,9 @@ function setProbe(file) {
   clear($("face-pick-options"));
   show($("face-pick"), false);
   $("detect-status").textContent = "";
+  // An error about the previous photo (no face, refused) does not belong to this one.
+  setMessage($("search-error"), "");
+  setMessage($("probe-error"), "");
   if (!file) {
     $("preview-img").removeAttribute("src");
     show($("preview"), false);
@@ -477,8 +480,10 @@ async function onSearch(ev) {
     if (stale(epoch)) return;
     $("search-status").textContent = "";
     if (handleAuthLoss(err)) return;
-    const prefix = err instanceof ApiError && err.status === 422 ? "No face was found: "
-      : "The search was refused: ";
+    const poor = err instanceof ApiError && /quality|recognis/i.test(`${err.code} ${err.message}`);
+    const prefix = err instanceof ApiError && err.status === 422 && !poor ? "No face was found: "
+      : poor ? "The search was refused because of the probe's quality: "
+        : "The search was refused: ";
     setMessage($("search-error"), prefix + describeError(err));
     // A refusal may come from a policy changed since the page read it: show the current one.
     if (err instanceof ApiError && err.status === 400) await chooseCollection(name);
@@ -532,6 +537,10 @@ async function renderResults(answer, ctx) {
   const img = $("preview-img");
   const out = $("probe-results");
   clear(out);
+  for (const w of answer.warnings || []) {
+    out.append(el("p", { className: "warning",
+      text: typeof w === "string" ? w : (w && w.message) || JSON.stringify(w) }));
+  }
   if (ctx.cropError) {
     out.append(el("p", { className: "warning",
       text: `The enrolled faces' pictures could not be shown: ${ctx.cropError}` }));
@@ -543,30 +552,75 @@ async function renderResults(answer, ctx) {
   });
 }
 
+// The probe face's quality and the risk band that goes with it (when the server states
+// them), and its warnings.
+function probeQuality(answer, probe) {
+  const q = probe.face.quality || {};
+  const risk = probe.risk || probe.face.risk || answer.risk || {};
+  const known = (v) => v !== null && v !== undefined;
+  const rows = [];
+  const recog = known(q.recognisability) ? q.recognisability : risk.recognisability;
+  if (known(recog)) {
+    rows.push(["Probe quality (recognisability)", `${Number(recog).toFixed(0)} of 100`]);
+  }
+  if (known(risk.quality_band)) {
+    rows.push(["Risk band", `${risk.quality_band} (the rates above are this band's)`]);
+  }
+  const warnings = [...(probe.warnings || []), ...(probe.face.warnings || [])]
+    .map((w) => (typeof w === "string" ? w : (w && w.message) || JSON.stringify(w)));
+  return { rows, warnings };
+}
+
+// Candidates grouped by person: faces of one user (a person enrolled with several photos)
+// make one entry, shown with that person's best face; faces of no user stay one each.
+export function groupByPerson(matches) {
+  const groups = [];
+  const byUser = new Map();
+  for (const m of matches) {
+    const user = m.face.user_id;
+    if (user && byUser.has(user)) {
+      byUser.get(user).matches.push(m);
+      continue;
+    }
+    const g = { user: user || null, best: m, matches: [m] };
+    if (user) byUser.set(user, g);
+    groups.push(g);
+  }
+  return groups;
+}
+
 function renderProbe(answer, probe, i, ctx, extra) {
   const colour = BOX_COLOURS[i % BOX_COLOURS.length];
   const section = el("section", { className: "probe", "aria-labelledby": `probe-h-${i}` });
   const swatch = el("span", { className: "swatch", "aria-hidden": "true" });
   swatch.style.borderColor = colour;
   const q = probe.face.quality;
-  const quality = q ? `, sharpness ${q.sharpness.toFixed(0)}, brightness ${q.brightness.toFixed(0)}, ` +
-    `yaw ${q.yaw.toFixed(0)}°` : "";
+  const quality = q && q.sharpness !== undefined ? `, sharpness ${q.sharpness.toFixed(0)}, ` +
+    `brightness ${q.brightness.toFixed(0)}, yaw ${q.yaw.toFixed(0)}°` : "";
   section.append(
     el("h3", { id: `probe-h-${i}` }, swatch, `Face ${i + 1} of the probe`),
     el("p", { className: "muted small",
       text: `Box [${probe.face.box.map((v) => Math.round(v)).join(", ")}] px, detector score ` +
         `${probe.face.score.toFixed(2)}${quality}` }),
   );
+  const pq = probeQuality(answer, probe);
+  if (pq.rows.length) {
+    const dl = el("dl", { className: "facts probe-quality" });
+    facts(dl, pq.rows);
+    section.append(dl);
+  }
+  for (const w of pq.warnings) section.append(el("p", { className: "warning", text: w }));
   if (!probe.matches.length) {
     section.append(el("p", { className: "empty",
       text: `No candidates at or above similarity ${fmtSimilarity(answer.threshold)}.` }));
     return section;
   }
+  const groups = groupByPerson(probe.matches);
   const list = el("ol", { className: "gallery",
-    "aria-label": `Candidates for face ${i + 1}, best first — leads for human review, ` +
-      "not identifications" });
-  probe.matches.forEach((m, rank) => {
-    list.append(renderCandidate(answer, m, i, rank, ctx, extra));
+    "aria-label": `Candidates for face ${i + 1}, best first, one per person — leads for ` +
+      "human review, not identifications" });
+  groups.forEach((g, rank) => {
+    list.append(renderCandidate(answer, g, i, rank, ctx, extra));
   });
   section.append(list);
   return section;
@@ -579,12 +633,13 @@ function cropFigure(url, alt, caption, size) {
   return el("figure", {}, stage, el("figcaption", { text: caption }));
 }
 
-function renderCandidate(answer, m, probeIndex, rank, ctx, extra) {
+function renderCandidate(answer, group, probeIndex, rank, ctx, extra) {
+  const m = group.best;
   const idBase = `c-${probeIndex}-${rank}`;
   const ext = m.face.external_id;
   const card = extra.cards.get(m.face.face_id);
   const risk = extra.risks.get(m.similarity);
-  const who = ext || "(no external id)";
+  const who = group.user || ext || "(no external id)";
   const noteInput = el("input", { id: `${idBase}-note`, type: "text", maxlength: 4000,
     autocomplete: "off", className: "note" });
   const status = el("p", { className: "review-status", role: "status", id: `${idBase}-status` });
@@ -596,29 +651,44 @@ function renderCandidate(answer, m, probeIndex, rank, ctx, extra) {
   });
   const compare = el("button", { type: "button", className: "secondary compare",
     text: "Compare side by side" });
-  compare.addEventListener("click", () => openCompare(m, card, extra.probeCrop, risk, rank));
-  const fmr = risk ? fmtRate(risk.false_match_rate) + (risk.extrapolated ? " (extrapolated)" : "")
-    : "unknown";
-  const label = `Note on candidate ${rank + 1}${ext ? ` (${ext})` : ""}`;
+  compare.addEventListener("click", () => openCompare(m, card, extra.probeCrop, risk, rank,
+    who));
+  const fmr = fmrText(risk);
+  const label = `Note on candidate ${rank + 1}${who ? ` (${who})` : ""}`;
+  const rows = [];
+  if (group.user) {
+    const n = group.matches.length;
+    rows.push(el("div", {}, el("dt", { text: "Person" }),
+      el("dd", { className: "person-id" }, el("strong", { text: group.user }),
+        n > 1 ? ` (${n} of their faces matched: ` +
+          `${group.matches.map((x) => fmtSimilarity(x.similarity)).join(", ")}; the best is shown)`
+          : " (1 face matched)")));
+  }
+  rows.push(
+    el("div", {}, el("dt", { text: "Similarity" }),
+      el("dd", { className: "sim", text: fmtSimilarity(m.similarity) })),
+    el("div", {}, el("dt", { text: "False-match risk at this score" }),
+      el("dd", { text: fmr })),
+    m.enrolled_quality_band ? el("div", {}, el("dt", { text: "Enrolled face quality" }),
+      el("dd", { className: m.enrolled_poor_quality ? "poor" : "",
+        text: m.enrolled_quality_band + (m.enrolled_poor_quality
+          ? ": poor, the similarity overstates the evidence" : "") })) : null,
+    el("div", {}, el("dt", { text: "External id" }),
+      el("dd", { className: "ext", text: ext || "(none)" })),
+    el("div", {}, el("dt", { text: "Source" }),
+      el("dd", { text: card && card.source_name ? card.source_name : "(not recorded)" })),
+    el("div", {}, el("dt", { text: "Face id" }),
+      el("dd", {}, el("code", { className: "face-id", text: m.face.face_id }))));
   return el("li", { className: "candidate", id: idBase, "data-face-id": m.face.face_id,
-    "data-external-id": ext || "", "data-similarity": m.similarity },
+    "data-external-id": ext || "", "data-person": group.user || "",
+    "data-faces": group.matches.length, "data-similarity": m.similarity },
     el("p", { className: "rank", text: `${rank + 1}` }),
     el("div", { className: "pair" },
       cropFigure(extra.probeCrop ? extra.probeCrop.url : null, `The probe's face ${probeIndex + 1}`,
         "Probe"),
       cropFigure(card && card.crop ? jpegUrl(card.crop.data) : null,
-        `The enrolled face of ${who}`, "Enrolled")),
-    el("dl", { className: "facts cand-facts" },
-      el("div", {}, el("dt", { text: "Similarity" }),
-        el("dd", { className: "sim", text: fmtSimilarity(m.similarity) })),
-      el("div", {}, el("dt", { text: "False-match risk at this score" }),
-        el("dd", { text: fmr })),
-      el("div", {}, el("dt", { text: "External id" }),
-        el("dd", { className: "ext", text: ext || "(none)" })),
-      el("div", {}, el("dt", { text: "Source" }),
-        el("dd", { text: card && card.source_name ? card.source_name : "(not recorded)" })),
-      el("div", {}, el("dt", { text: "Face id" }),
-        el("dd", {}, el("code", { className: "face-id", text: m.face.face_id })))),
+        `The enrolled face of ${who}`, group.user ? `${group.user}'s best face` : "Enrolled")),
+    el("dl", { className: "facts cand-facts" }, ...rows),
     compare,
     el("div", { className: "review" },
       el("label", { for: `${idBase}-note`, className: "small", text: label }),
@@ -628,11 +698,17 @@ function renderCandidate(answer, m, probeIndex, rank, ctx, extra) {
       status));
 }
 
+// The false-match rate at a candidate's score, the same text everywhere it is shown.
+function fmrText(risk) {
+  return risk ? fmtRate(risk.false_match_rate) + (risk.extrapolated ? " (extrapolated)" : "")
+    : "unknown";
+}
+
 // -- compare side by side -----------------------------------------------------------------
 
 const compareState = { probe: null, card: null };
 
-function openCompare(m, card, probeCrop, risk, rank) {
+function openCompare(m, card, probeCrop, risk, rank, who) {
   compareState.probe = probeCrop;
   compareState.card = card;
   const probeImg = $("compare-probe");
@@ -642,12 +718,11 @@ function openCompare(m, card, probeCrop, risk, rank) {
   if (card && card.crop) candImg.src = jpegUrl(card.crop.data);
   else candImg.removeAttribute("src");
   $("compare-candidate-caption").textContent =
-    `Candidate ${rank + 1}: ${m.face.external_id || "(no external id)"}` +
+    `Candidate ${rank + 1}: ${who}` +
     (card && !card.crop ? " — no picture kept for this face" : "");
   facts($("compare-facts"), [
     ["Similarity", fmtSimilarity(m.similarity)],
-    ["False-match risk at this score",
-      risk ? fmtRate(risk.false_match_rate) : "unknown"],
+    ["False-match risk at this score", fmrText(risk)],
     ["Source", card && card.source_name ? card.source_name : "(not recorded)"],
   ]);
   applyLandmarks();

@@ -3,7 +3,7 @@
 // (the uploaded file itself, seeked in a <video>, or the server's frame for a server path)
 // with each person's box.
 import {
-  $, BOX_COLOURS, api, apiBlob, clear, describeError, drawBoxes, el, facts, fillCollections,
+  $, ApiError, BOX_COLOURS, api, apiBlob, clear, describeError, drawBoxes, el, facts, fillCollections,
   fmtInt, fmtMs, fmtSimilarity, fmtTime, handleAuthLoss, headerSafe, jpegUrl, labelCells,
   listCollections,
   may, setMessage, show, stale, state, upload, whyHeaders,
@@ -11,6 +11,7 @@ import {
 
 const local = {
   files: new Map(), // job id -> object URL of the video uploaded from this page
+  why: new Map(), // job id -> {purpose, caseRef} it was started with from this page
   jobSeq: 0,
   job: null,
   persons: [],
@@ -65,6 +66,7 @@ function reset() {
   local.jobSeq += 1;
   for (const url of local.files.values()) URL.revokeObjectURL(url);
   local.files.clear();
+  local.why.clear();
   local.job = null;
   local.persons = [];
   local.detections.clear();
@@ -170,6 +172,7 @@ async function onStart(ev) {
       local.files.set(job.job_id, URL.createObjectURL(file));
     }
     if (stale(epoch)) return;
+    local.why.set(job.job_id, { purpose, caseRef });
     await follow(job.job_id);
   } catch (err) {
     if (stale(epoch) || handleAuthLoss(err)) return;
@@ -272,9 +275,9 @@ async function showResults(job, seq) {
     span.style.width = `${Math.min(100 - Math.min(99, left), width)}%`;
     span.style.background = colour;
     const at = thumb ? thumb.timestamp_ms : p.first_ms;
+    // Named by its visible text (what a screen reader says is what the button shows).
     const jump = el("button", { type: "button", className: "secondary jump",
-      text: `Jump to ${fmtMs(at)}`,
-      "aria-label": `Show person ${p.person_index + 1} at ${fmtMs(at)}` });
+      text: `Jump to ${fmtMs(at)}` });
     jump.addEventListener("click", () => jumpTo(at, p.person_index));
     list.append(el("li", { className: "person", "data-person": p.person_index,
       "data-identity": name || "" },
@@ -293,7 +296,8 @@ async function showResults(job, seq) {
         "aria-label": `Seen from ${fmtMs(p.first_ms)} to ${fmtMs(p.last_ms)} of ` +
           fmtMs(duration) },
       span),
-      jump));
+      jump,
+      p.matches.length && may("ReviewCandidate") ? reviewList(job, p) : null));
   });
   if (!local.persons.length) {
     list.append(el("li", { className: "muted", text: "Nobody was found in this video." }));
@@ -344,6 +348,7 @@ async function jumpTo(ms, person) {
   const img = $("video-frame");
   const fileUrl = local.files.get(job.job_id);
   if (fileUrl) {
+    show($("video-stage"));
     show(video);
     show(img, false);
     if (video.getAttribute("src") !== fileUrl) {
@@ -364,6 +369,7 @@ async function jumpTo(ms, person) {
   }
   // The server's frame, while it keeps the video (server paths).
   show(video, false);
+  show($("video-stage"));
   caption.textContent = `Loading the frame at ${fmtMs(ms)}…`;
   let blob;
   try {
@@ -372,8 +378,13 @@ async function jumpTo(ms, person) {
   } catch (err) {
     if (stale(epoch) || seq !== local.jobSeq || handleAuthLoss(err)) return;
     show(img, false);
+    show($("video-stage"), false);
     clear($("video-boxes"));
-    caption.textContent = `The frame cannot be shown: ${describeError(err)}`;
+    caption.textContent = err instanceof ApiError && err.status === 404
+      ? "This job's video is no longer kept on the server (an uploaded video is deleted when " +
+        "its job ends). Start the search again from this page with the file to see its frames; " +
+        "the timeline and the candidates above stay."
+      : `The frame cannot be shown: ${describeError(err)}`;
     return;
   }
   if (stale(epoch) || seq !== local.jobSeq) return;
@@ -384,4 +395,62 @@ async function jumpTo(ms, person) {
   show(img);
   drawAt(ms);
   caption.textContent = `Person ${person + 1} at ${fmtMs(ms)} (the frame from the server).`;
+}
+
+// -- review of a person's candidates --------------------------------------------------------
+
+// A decision per candidate (confirmed, rejected, inconclusive, with a note), recorded and
+// audited as for a photo search: the job is the search (its id is the search id).
+function reviewList(job, p) {
+  const list = el("ol", { className: "vreview",
+    "aria-label": `Candidates for person ${p.person_index + 1} — leads for human review, not ` +
+      "identifications" });
+  p.matches.forEach((m, k) => {
+    const idBase = `v-${p.person_index}-${k}`;
+    const who = m.user_id || m.external_id || m.face_id;
+    const note = el("input", { id: `${idBase}-note`, type: "text", maxlength: 4000,
+      autocomplete: "off", className: "note" });
+    const status = el("span", { className: "review-status", role: "status",
+      id: `${idBase}-status` });
+    const buttons = ["confirmed", "rejected", "inconclusive"].map((decision) => {
+      const b = el("button", { type: "button", className: `decision ${decision}`,
+        text: decision, "aria-describedby": `${idBase}-status` });
+      b.addEventListener("click", () => reviewVideo(job, m, decision, note, status, buttons));
+      return b;
+    });
+    list.append(el("li", { className: "vcand", id: idBase, "data-face-id": m.face_id },
+      el("span", { className: "vcand-who",
+        text: `${who}, similarity ${fmtSimilarity(m.similarity)}` }),
+      el("label", { for: `${idBase}-note`, className: "small",
+        text: `Note on ${who}` }), note,
+      el("span", { className: "decisions", role: "group",
+        "aria-label": `Decision on ${who} for person ${p.person_index + 1}` }, ...buttons),
+      status));
+  });
+  return list;
+}
+
+async function reviewVideo(job, m, decision, note, status, buttons) {
+  const epoch = state.epoch;
+  const why = local.why.get(job.job_id) ||
+    { purpose: $("video-purpose").value.trim(), caseRef: $("video-case").value.trim() };
+  buttons.forEach((b) => { b.disabled = true; });
+  status.className = "review-status";
+  status.textContent = "Recording…";
+  try {
+    await api("/v1/reviews", { method: "POST", headers: whyHeaders(why.purpose, why.caseRef),
+      json: { search_id: job.job_id, face_id: m.face_id, decision, note: note.value,
+        collection: job.collection } });
+    if (stale(epoch)) return;
+    status.className = "review-status ok";
+    status.textContent = `Recorded: ${decision}` + (note.value ? ` ("${note.value}")` : "") +
+      ` at ${new Date().toLocaleTimeString()}.`;
+    buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.textContent === decision)));
+  } catch (err) {
+    if (stale(epoch) || handleAuthLoss(err)) return;
+    status.className = "review-status bad";
+    status.textContent = `Not recorded: ${describeError(err)}`;
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
 }
