@@ -51,7 +51,8 @@ TagMap = dict[str, str]
 """Tags as a request sends them (checked by :func:`~facesearch.governance.tags.validate_tags`)."""
 
 DEFAULT_PROCESSOR_PAGE = 1000
-"""Stream processors ListStreamProcessors returns unless told otherwise."""
+"""Stream processors ListStreamProcessors returns unless told otherwise, and at most (a larger
+``MaxResults``, which the model allows, is clamped to it)."""
 
 RESOURCE_ARN = re.compile(r"^arn:aws:rekognition:([a-z\d-]+):(\d{12}):"
                           r"(collection|streamprocessor)/([a-zA-Z0-9_.\-]{1,255})$")
@@ -148,7 +149,7 @@ class StartStreamProcessorIn(ProcessorIn):
 
 class ListStreamProcessorsIn(In):
     NextToken: str | None = Field(None, max_length=255)
-    MaxResults: int | None = Field(None, ge=1, le=DEFAULT_PROCESSOR_PAGE)
+    MaxResults: int | None = Field(None, ge=1)  # the model: at least 1, no maximum
 
 
 class UpdateStreamProcessorIn(ProcessorIn):
@@ -254,8 +255,8 @@ async def describe_stream_processor(ctx: ApiContext, caller: Caller, p: Processo
 async def list_stream_processors(ctx: ApiContext, caller: Caller,
                                  p: ListStreamProcessorsIn) -> Json:
     infos = {i.name: i for i in await ctx.io(lambda: ctx.fs.streams.list(caller=caller))}
-    names, nxt = page_by_name(list(infos), p.NextToken, p.MaxResults or DEFAULT_PROCESSOR_PAGE,
-                              "streams")
+    size = min(p.MaxResults or DEFAULT_PROCESSOR_PAGE, DEFAULT_PROCESSOR_PAGE)  # clamped
+    names, nxt = page_by_name(list(infos), p.NextToken, size, "streams")
     out: Json = {"StreamProcessors": [{"Name": n, "Status": infos[n].status.value}
                                       for n in names]}
     if nxt is not None:

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from facesearch.api.auth import Operation, SignedRequest, authenticate, authorize
 from facesearch.api.context import ApiContext, context
-from facesearch.api.errors import SerializationError, mapping
+from facesearch.api.errors import SerializationError, mapping, public_message
 from facesearch.api.native import (
     ErrorOut,
     native_caller,
@@ -351,7 +351,7 @@ async def _ws_caller(websocket: WebSocket, ctx: ApiContext) -> Caller:
         headers=headers, body=b"")
     key = await ctx.io(lambda: authenticate(
         signed, ctx.fs.keys, service="facesearch", max_skew_s=ctx.settings.clock_skew_s,
-        allow_bearer=True, now=time.time()))
+        allow_bearer=True, now=time.time(), replays=ctx.replays))  # a feed's signature: once
     authorize(key, Operation.GET_STREAM_PROCESSOR_EVENTS)
     client = websocket.client
     return Caller(actor=key.key_id, role=key.role, client=client.host if client else None)
@@ -372,7 +372,8 @@ async def stream_websocket(websocket: WebSocket, name: str) -> None:
     except WebSocketDisconnect:
         return
     except FaceSearchError as exc:
-        await websocket.send_json({"type": "error", "code": exc.code, "message": exc.message})
+        await websocket.send_json({"type": "error", "code": exc.code,
+                                   "message": public_message(exc.message)})
         await websocket.close(code=4000 + mapping(exc).status)
         return
     hub = ctx.fs.streams.hub(name)

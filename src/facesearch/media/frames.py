@@ -55,7 +55,9 @@ class VideoFrame:
 
 
 def _ffmpeg_reason(exc: BaseException) -> str:
-    return str(exc).strip() or type(exc).__name__
+    """FFmpeg's reason, without the file name (an upload's path on the server)."""
+    reason = getattr(exc, "strerror", None)
+    return str(reason or "").strip() or type(exc).__name__
 
 
 def probe(path: str | os.PathLike[str], label: str | None = None) -> VideoInfo:
