@@ -29,6 +29,7 @@ from facesearch.api.rekognition import image_format
 from ..media.video_helpers import wait_for
 from .conftest import (
     S3_BUCKET,
+    Key,
     Server,
     free_port,
     image_bytes,
@@ -426,6 +427,29 @@ def test_no_error_message_names_a_server_path(server: Server) -> None:
             assert r.status_code >= 400, r.text
             messages.append(r.json()["message"])
     assert len(messages) == len(failing) + 5
+    # Every operation of the Rekognition endpoint, failing: an empty request, and one naming
+    # what does not exist, with a key that may call everything.
+    from facesearch.api.rekognition import HANDLERS
+    from facesearch.service import FaceSearch
+
+    with FaceSearch(server.settings()) as fs:
+        every = fs.keys.create(["admin", "indexer", "searcher", "auditor"], label="rp-every")
+    server.keys["rp-every"] = Key(every.info.key_id, every.secret, "admin")
+    missing = {"CollectionId": "rp-missing", "FaceId": str(uuid.uuid4()), "UserId": "nobody",
+               "FaceIds": [str(uuid.uuid4())], "JobId": "no-such-job", "Name": "rp-missing",
+               "ResourceArn": "arn:aws:rekognition:us-east-1:000000000000:collection/rp-m",
+               "Image": {"S3Object": {"Bucket": S3_BUCKET, "Name": "absent.jpg"}},
+               "Video": {"S3Object": {"Bucket": S3_BUCKET, "Name": "absent.mp4"}}}
+    try:
+        for op in HANDLERS:
+            for params in ({}, missing):
+                r = send("POST", *rekognition_call(server, "rp-every", op.value, params,
+                                                   nonce=uuid.uuid4().hex))
+                if r.status_code >= 400:
+                    messages.append(r.json()["message"])
+    finally:
+        del server.keys["rp-every"]
+    assert len(messages) > len(HANDLERS) + len(failing)
     leaked = [m for m in messages if any(p in m for p in private)]
     assert leaked == []
 

@@ -73,7 +73,9 @@ never identifications**.
 
 Authenticate every `/v1` call with an access key (`facesearch keys create --role ROLE`):
 `Authorization: Bearer <key id>:<secret>` (over TLS), or AWS Signature Version 4 with the
-service name `facesearch` (sign `X-Facesearch-*` headers too; a signature is accepted once).
+service name `facesearch` (sign `X-Facesearch-*` headers too; the signature of a change,
+search or feed is accepted once: send a signed `X-Facesearch-Nonce` to make two identical
+ones in one second).
 State why you search with the `X-Facesearch-Purpose` and `X-Facesearch-Case` headers. The
 Amazon Rekognition-compatible endpoint is `POST /` (AWS JSON 1.1, SigV4 with the service name
 `rekognition`).

@@ -49,6 +49,10 @@ from facesearch.storage.store import Store
 TOKEN_TTL_S = 24 * 3600.0
 """How long a ``ClientRequestToken``'s answer is kept (s)."""
 
+PENDING_S = 900.0
+"""How long a claim is held while its request runs (s): a request cut off by a crash frees its
+signature or token after this long."""
+
 WAIT_S = 60.0
 """How long a repeat waits for the first request's answer while it runs (s); then it is
 answered ThrottlingException (retry later)."""
@@ -146,7 +150,7 @@ class Answers:
             self._next_purge = now + self.PURGE_EVERY_S
             await io(lambda: self.store.purge_answers(now))
         claimed = await io(lambda: self.store.claim_answer(claim.key, claim.fingerprint,
-                                                           now + claim.ttl_s, now))
+                                                           now + PENDING_S, now))
         if not claimed:
             return await self._first_answer(claim, io)
         try:
@@ -157,7 +161,8 @@ class Answers:
         status = response.status_code
         if status < 300 or claim.keep_errors:
             body = bytes(response.body)
-            await io(lambda: self.store.record_answer(claim.key, status, body))
+            until = time.time() + claim.ttl_s
+            await io(lambda: self.store.record_answer(claim.key, status, body, until))
         else:
             await io(lambda: self.store.drop_answer(claim.key))
         return response

@@ -216,14 +216,14 @@ class Store:
             body = self.sealer.open(body, key.encode())
         return str(r.fingerprint), r.status, body
 
-    def record_answer(self, key: str, status: int, body: bytes) -> None:
-        """The answer of the request that claimed ``key`` (sealed when encryption at rest is
-        on: answers name faces, images and people)."""
+    def record_answer(self, key: str, status: int, body: bytes, expires_at: float) -> None:
+        """The answer of the request that claimed ``key``, kept until ``expires_at`` (sealed
+        when encryption at rest is on: answers name faces, images and people)."""
         if self.sealer is not None:
             body = self.sealer.seal(body, key.encode())
         with self.transaction() as conn:
             conn.execute(update(answers_t).where(answers_t.c.key == key)
-                         .values(status=status, body=body))
+                         .values(status=status, body=body, expires_at=expires_at))
 
     def drop_answer(self, key: str) -> None:
         """Release ``key``: its request did nothing to remember (it may run again)."""
