@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from facesearch import responses
 from facesearch.api.auth import Operation
 from facesearch.api.context import ApiContext
+from facesearch.api.errors import public_message
 from facesearch.api.paging import page_by_name
 from facesearch.errors import InvalidParameterError, NotFoundError
 from facesearch.governance.tags import ResourceKind, validate_tags
@@ -248,8 +249,11 @@ async def stop_stream_processor(ctx: ApiContext, caller: Caller, p: ProcessorIn)
 
 async def describe_stream_processor(ctx: ApiContext, caller: Caller, p: ProcessorIn) -> Json:
     info = await ctx.io(lambda: ctx.fs.streams.describe(p.Name, caller=caller))
-    return responses.rekognition_stream_processor(info, ctx.settings.region,
-                                                  ctx.settings.account_id)
+    out = responses.rekognition_stream_processor(info, ctx.settings.region,
+                                                 ctx.settings.account_id)
+    if "StatusMessage" in out:  # no server path (a camera's file, say) in what a client reads
+        out["StatusMessage"] = public_message(str(out["StatusMessage"]))
+    return out
 
 
 async def list_stream_processors(ctx: ApiContext, caller: Caller,

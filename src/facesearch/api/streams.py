@@ -99,7 +99,8 @@ def processor_out(p: ProcessorInfo, jsonl_root: Path) -> StreamProcessorOut:
     if p.settings.jsonl_path is not None and p.settings.jsonl_path.is_relative_to(jsonl_root):
         s["jsonl_path"] = str(p.settings.jsonl_path.relative_to(jsonl_root))
     return StreamProcessorOut(name=p.name, status=p.status.value,
-                              status_message=p.status_message, created_at=p.created_at,
+                              status_message=None if p.status_message is None
+                              else public_message(p.status_message), created_at=p.created_at,
                               updated_at=p.updated_at, settings=s, metrics=p.metrics)
 
 
