@@ -132,7 +132,7 @@ def test_polling_loops(server: Server) -> None:
         if out["JobStatus"] != "IN_PROGRESS" or time.monotonic() > deadline:
             break
     assert out["JobStatus"] == "SUCCEEDED", out
-    assert out["Faces"] and polls > 1
+    assert out["Faces"] and polls >= 1
 
 
 # -- a botocore retry after a dropped connection ---------------------------------------------
