@@ -55,9 +55,7 @@ class VideoFrame:
 
 
 def _ffmpeg_reason(exc: BaseException) -> str:
-    """FFmpeg's reason, without the file name (an upload's path on the server)."""
-    reason = getattr(exc, "strerror", None)
-    return str(reason or "").strip() or type(exc).__name__
+    return str(exc).strip() or type(exc).__name__
 
 
 def probe(path: str | os.PathLike[str], label: str | None = None) -> VideoInfo:
