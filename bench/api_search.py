@@ -98,8 +98,9 @@ def main() -> None:
                                  aws_secret_access_key=key.secret,
                                  config=Config(retries={"max_attempts": 1},
                                                max_pool_connections=2, read_timeout=300))
-                # The server accepts a search's signature once; identical calls in one second
-                # would share one: sign a unique header on each.
+                # Identical calls in one second share a signature, and the server answers a
+                # search's repeat with the first answer (facesearch.api.replay): sign a unique
+                # header on each, so that every request is searched.
                 c.meta.events.register("before-sign.rekognition.*", lambda request, **_: (
                     request.headers.__setitem__("x-amz-meta-nonce", uuid.uuid4().hex)))
                 return c

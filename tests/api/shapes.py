@@ -4,10 +4,10 @@ service model for its operation (the output shape AWS's SDKs parse).
 botocore's parser drops members it does not know and trusts types, so a wrong response can
 look right to a client; this walks the raw JSON body instead: no member the shape lacks, every
 required member present, types as the shape states (string, integer, float, boolean,
-timestamp, list, map, structure), string enums and patterns, and the string lengths and
-numeric ranges the model gives. The sizes of lists and maps are not held to the model: their
-bounds are those of request shapes the answers share (``DeletedFaces`` is a ``FaceIdList``,
-"at least 1", and is empty when nothing was deleted, which clients index without a check).
+timestamp, list, map, structure), string enums and patterns, and the string lengths, list
+sizes and numeric ranges the model gives (``DeletedFaces``, a ``FaceIdList`` of at least one
+item, is left out when nothing was deleted, as AWS does). An error's ``__type`` must be one the
+operation's model lists, or one of AWS's protocol-wide errors (:data:`COMMON_ERRORS`).
 :func:`watch` installs it on a boto3 client: a violation fails the call that received it (an
 ``AssertionError`` out of the client call). :data:`WALKED` counts the operations walked in
 this process.
@@ -25,6 +25,14 @@ from botocore.model import OperationModel, Shape
 
 WALKED: Counter[str] = Counter()
 """Successful responses walked, per operation name."""
+
+COMMON_ERRORS = frozenset({
+    "MissingAuthenticationTokenException", "IncompleteSignatureException",
+    "UnrecognizedClientException", "InvalidSignatureException", "UnknownOperationException",
+    "SerializationException", "ValidationException", "AccessDeniedException",
+    "ThrottlingException", "InternalServerError"})
+"""Errors of the AWS JSON protocol any operation may answer (authentication, a body that is not
+the operation's input, throttling), listed or not in its model."""
 
 
 def _pattern_ok(pattern: str, text: str) -> bool:
@@ -73,14 +81,14 @@ def walk(shape: Shape, value: Any, path: str = "$") -> list[str]:
     if t == "list":
         if not isinstance(value, list):
             return [f"{path}: expected a list ({shape.name}), got {type(value).__name__}"]
-        problems = []
+        problems = _range(shape, len(value), path, "size")
         for i, v in enumerate(value):
             problems += walk(shape.member, v, f"{path}[{i}]")  # type: ignore[attr-defined]
         return problems
     if t == "map":
         if not isinstance(value, dict):
             return [f"{path}: expected a map ({shape.name}), got {type(value).__name__}"]
-        problems = []
+        problems = _range(shape, len(value), path, "size")
         for k, v in value.items():
             problems += walk(shape.key, k, f"{path}<key {k!r}>")  # type: ignore[attr-defined]
             problems += walk(shape.value, v, f"{path}[{k!r}]")  # type: ignore[attr-defined]
@@ -122,6 +130,9 @@ def check(operation: OperationModel, status: int, body: bytes) -> None:
     if status >= 300:
         assert isinstance(doc, dict) and isinstance(doc.get("__type"), str) \
             and isinstance(doc.get("message"), str), f"{operation.name}: error body {doc!r}"
+        listed = {e.name for e in operation.error_shapes} | COMMON_ERRORS
+        assert doc["__type"] in listed, \
+            f"{operation.name} answered {doc['__type']}, which its model does not list"
         return
     shape = operation.output_shape
     problems = walk(shape, doc) if shape is not None else (

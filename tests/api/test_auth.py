@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -230,6 +231,80 @@ def test_a_replay_to_another_node_of_the_database_is_refused(
         node_b.admit("expiring", expires_at=500.0, now=100.0)
         assert b.store.purge_signatures(now=499.0) == 0
         assert b.store.purge_signatures(now=time.time() + 3600) == 2  # the request's, 'expiring'
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_repeat_rules() -> None:
+    """What a repeated signature gets (facesearch.api.replay): every operation has a rule on
+    each endpoint; nothing that changes keys or policy, erases, indexes or opens a feed runs
+    twice."""
+    from facesearch.api.rekognition import HANDLERS
+    from facesearch.api.replay import Repeat, repeat_rule
+
+    o = Operation
+    for op in Operation:
+        native = repeat_rule(op, rekognition=False)
+        assert native in (Repeat.RUN, Repeat.ONCE)
+        assert repeat_rule(op, rekognition=True) in (Repeat.RUN, Repeat.FIRST_ANSWER)
+    for op in (o.CREATE_KEY, o.REVOKE_KEY, o.SET_POLICY, o.ERASE_FACES, o.INDEX_FACES,
+               o.GET_STREAM_PROCESSOR_EVENTS, o.GET_STREAM_LIVE_VIEW, o.GET_FACE_CROPS,
+               o.TAG_RESOURCE, o.REVIEW_CANDIDATE, o.SEARCH_FACES_BY_IMAGE):
+        assert repeat_rule(op, rekognition=False) is Repeat.ONCE, op
+    for op in (o.INDEX_FACES, o.DELETE_COLLECTION, o.DELETE_FACES, o.START_FACE_SEARCH,
+               o.START_FACE_DETECTION, o.SEARCH_FACES_BY_IMAGE, o.TAG_RESOURCE,
+               o.UNTAG_RESOURCE, o.DELETE_STREAM_PROCESSOR, o.DELETE_USER):
+        assert repeat_rule(op, rekognition=True) is Repeat.FIRST_ANSWER, op
+    for op in (o.CREATE_COLLECTION, o.CREATE_USER, o.LIST_COLLECTIONS, o.DESCRIBE_COLLECTION,
+               o.START_STREAM_PROCESSOR):
+        assert repeat_rule(op, rekognition=True) is Repeat.RUN, op
+    assert set(HANDLERS) <= set(Operation)
+
+
+@pytest.mark.databases
+def test_answers_are_shared_by_nodes_and_expire(settings: Callable[..., Settings]) -> None:
+    """A request that runs once, run on one node: another node (a second service on the same
+    database) answers its repeat with the first answer, without running it; a token used with
+    other parameters is refused; an error answer of a token is not kept; expired rows go."""
+    import asyncio
+
+    from fastapi import Response
+
+    from facesearch.api.replay import Answers, signature_claim, token_claim
+    from facesearch.errors import IdempotencyMismatchError
+
+    a, b = FaceSearch(settings()), FaceSearch(settings())
+    runs: list[str] = []
+
+    async def io(fn: Callable[[], object]) -> object:
+        return fn()
+
+    def runner(name: str, status: int = 200) -> Callable[[], Any]:
+        async def run() -> Response:
+            runs.append(name)
+            return Response(f'{{"ran": "{name}"}}'.encode(), status_code=status)
+        return run
+
+    try:
+        node_a, node_b = Answers(a.store), Answers(b.store)
+        sig = signature_claim("f" * 64, clock_skew_s=300)
+        first = asyncio.run(node_a.once(sig, io, runner("a")))
+        again = asyncio.run(node_b.once(sig, io, runner("b")))
+        assert runs == ["a"] and again.body == first.body and again.status_code == 200
+        tok = token_claim("KEY", Operation.CREATE_USER, "t-1", {"UserId": "u", "x": 1})
+        other = token_claim("KEY", Operation.CREATE_USER, "t-1", {"UserId": "v", "x": 1})
+        asyncio.run(node_a.once(tok, io, runner("tok")))
+        assert asyncio.run(node_b.once(tok, io, runner("tok2"))).body == b'{"ran": "tok"}'
+        with pytest.raises(IdempotencyMismatchError):
+            asyncio.run(node_b.once(other, io, runner("other")))
+        assert runs == ["a", "tok"]
+        failing = token_claim("KEY", Operation.DELETE_USER, "t-2", {})
+        asyncio.run(node_a.once(failing, io, runner("fail", 400)))
+        asyncio.run(node_b.once(failing, io, runner("retried")))  # not kept: runs again
+        assert runs[-2:] == ["fail", "retried"]
+        assert b.store.purge_answers(time.time() + 2 * 86400) >= 3
+        assert asyncio.run(node_b.once(sig, io, runner("after"))).body == b'{"ran": "after"}'
     finally:
         a.shutdown()
         b.shutdown()

@@ -112,12 +112,13 @@ def test_replayed_signatures_are_refused(server: Server) -> None:
     with server.native("admin") as admin:
         minted = [k for k in admin.get("/v1/keys").json() if k["label"] == "h-replay"]
     assert len(minted) == 1
-    # Rekognition's shape for the same refusal.
+    # The Rekognition endpoint answers an identical call as AWS does (issue 22): a repeated
+    # CreateCollection runs again (ResourceAlreadyExistsException), never a 403.
     url, hdrs, body = rekognition_call(server, "admin", "CreateCollection",
                                        {"CollectionId": "h-replayed"})
     assert send("POST", url, hdrs, body).status_code == 200
     r = send("POST", url, hdrs, body)
-    assert r.status_code == 403 and r.json()["__type"] == "InvalidSignatureException", r.text
+    assert r.status_code == 400 and r.json()["__type"] == "ResourceAlreadyExistsException", r.text
     # Reads change nothing: the same signed read is answered again (SDK polls).
     url, hdrs, body = rekognition_call(server, "admin", "ListCollections", {})
     assert send("POST", url, hdrs, body).status_code == 200

@@ -129,19 +129,21 @@ def rek_jobs(vserver: Server, s3_url: str) -> dict[str, str]:
     rek = searcher(vserver, PURPOSE)
     token = uuid.uuid4().hex
     topic, queue = sns_to_sqs(s3_url, "hamilton-done")
+    lin = {"Video": video(), "CollectionId": WITH_LIN, "JobTag": "hamilton",
+           "ClientRequestToken": token,
+           "NotificationChannel": {"SNSTopicArn": topic,
+                                   "RoleArn": "arn:aws:iam::123456789012:role/video"}}
     jobs = {
         "queue": queue,
-        "lin": rek.start_face_search(
-            Video=video(), CollectionId=WITH_LIN, JobTag="hamilton", ClientRequestToken=token,
-            NotificationChannel={"SNSTopicArn": topic,
-                                 "RoleArn": "arn:aws:iam::123456789012:role/video"})["JobId"],
+        "lin": rek.start_face_search(**lin)["JobId"],
         "others": rek.start_face_search(Video=video(), CollectionId=WITHOUT_LIN,
                                         FaceMatchThreshold=80)["JobId"],
         "detect": rek.start_face_detection(Video=video(), FaceAttributes="DEFAULT")["JobId"],
     }
-    # ClientRequestToken: a retry gets the first job back.
-    assert rek.start_face_search(Video=video(), CollectionId=WITH_LIN,
-                                 ClientRequestToken=token)["JobId"] == jobs["lin"]
+    # ClientRequestToken: a retry gets the first job back; other parameters are refused.
+    assert rek.start_face_search(**lin)["JobId"] == jobs["lin"]
+    with pytest.raises(rek.exceptions.IdempotentParameterMismatchException):
+        rek.start_face_search(Video=video(), CollectionId=WITH_LIN, ClientRequestToken=token)
     return jobs
 
 
@@ -284,8 +286,10 @@ def test_rekognition_video_errors(vserver: Server) -> None:
             get(JobId="not a job id!")
     with pytest.raises(rek.exceptions.InvalidS3ObjectException):
         rek.start_face_search(Video=video("videos/missing.mp4"), CollectionId=WITH_LIN)
-    with pytest.raises(rek.exceptions.InvalidParameterException):  # not a video
-        rek.start_face_detection(Video=video("notes.txt"))
+    # Not a video: accepted, then FAILED with Rekognition's StatusMessage (issue 22).
+    failed = rek.start_face_detection(Video=video("notes.txt"))["JobId"]
+    out = rek.get_face_detection(JobId=failed)
+    assert out["JobStatus"] == "FAILED" and out["StatusMessage"] == "Unsupported codec/format."
     with pytest.raises(rek.exceptions.ResourceNotFoundException):
         rek.start_face_search(Video=video(), CollectionId="vid-nowhere")
     with pytest.raises(rek.exceptions.InvalidParameterException):
@@ -325,11 +329,15 @@ def test_rekognition_stream_processor_watches_a_camera(vserver: Server, s3_url: 
     spec: dict[str, Any] = {
         "Input": {"KinesisVideoStream": {"Arn": CAMERA_ARN}},
         "Output": {"KinesisDataStream": {"Arn": out_arn}},
-        "Name": "stage", "Settings": settings, "RoleArn": ROLE_ARN, "Tags": {"site": "stage"}}
+        "Name": "stage", "Settings": settings, "RoleArn": ROLE_ARN}
     made = rek.create_stream_processor(**spec)
     assert made["StreamProcessorArn"].endswith(":streamprocessor/stage")
-    with pytest.raises(rek.exceptions.ResourceInUseException):  # (not a replay: other tags)
-        rek.create_stream_processor(**{**spec, "Tags": {"site": "again"}})
+    with pytest.raises(rek.exceptions.ResourceInUseException):  # the same call again
+        rek.create_stream_processor(**spec)
+    with pytest.raises(rek.exceptions.AccessDeniedException):  # Tags need TagResource's right
+        rek.create_stream_processor(**{**spec, "Name": "stage-tagged", "Tags": {"site": "x"}})
+    vserver.rekognition("admin").tag_resource(ResourceArn=made["StreamProcessorArn"],
+                                              Tags={"site": "stage"})
     refused = [  # what facesearch cannot honour is refused, never dropped
         {"Input": {"KinesisVideoStream": {"Arn": CAMERA_ARN.replace("hamilton-stage",
                                                                     "no-such-camera")}}},

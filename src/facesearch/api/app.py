@@ -34,18 +34,20 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facesearch import __version__, responses
 from facesearch.api import accountability, crops, docs, native, rekognition, streams, web
 from facesearch.api import video as video_api
-from facesearch.api.auth import ReplayCache, SharedReplays, SignedRequest, preauthenticate
+from facesearch.api.auth import SharedReplays, SignedRequest, preauthenticate
 from facesearch.api.context import ApiContext, context
 from facesearch.api.errors import (
     AuthenticationError,
     RequestTooLargeError,
     error_response,
+    hide_paths,
     on_facesearch_error,
     on_http_error,
     on_unexpected_error,
     on_validation_error,
 )
 from facesearch.api.metrics import Metrics
+from facesearch.api.replay import Answers
 from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
 from facesearch.config import Settings
@@ -71,7 +73,9 @@ never identifications**.
 
 Authenticate every `/v1` call with an access key (`facesearch keys create --role ROLE`):
 `Authorization: Bearer <key id>:<secret>` (over TLS), or AWS Signature Version 4 with the
-service name `facesearch` (sign `X-Facesearch-*` headers too; a signature is accepted once).
+service name `facesearch` (sign `X-Facesearch-*` headers too; the signature of a change,
+search or feed is accepted once: send a signed `X-Facesearch-Nonce` to make two identical
+ones in one second).
 State why you search with the `X-Facesearch-Purpose` and `X-Facesearch-Case` headers. The
 Amazon Rekognition-compatible endpoint is `POST /` (AWS JSON 1.1, SigV4 with the service name
 `rekognition`).
@@ -98,6 +102,8 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     completion message to the topic a client names; with a Kinesis endpoint, stream
     processors write Rekognition Video's records to the data stream a client names."""
     video = video or video_api.VideoApiSettings()
+    home = fs.settings.home
+    hide_paths(str(home), str(home.resolve()))  # no error message names the data directory
 
     def warm() -> None:
         fs.pipeline.for_thread()
@@ -109,8 +115,9 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                      s3=video_api.S3Videos(settings, fs.settings.max_image_bytes,
                                            fs.settings.max_video_bytes),
                      body_limit=settings.body_limit(fs.settings.max_image_bytes),
-                     # Nodes sharing a PostgreSQL database share the signatures they saw.
-                     replays=SharedReplays(fs.store) if fs.store.postgres else ReplayCache())
+                     # The signatures seen and the answers kept are in the database (SQLite
+                     # too): they hold across restarts and every node of a shared database.
+                     replays=SharedReplays(fs.store), answers=Answers(fs.store))
 
     retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
     sns_endpoint, kinesis_endpoint = settings.sns(), settings.kinesis()

@@ -10,9 +10,10 @@ secret, in one of two ways:
   ``host``, ``x-amz-target`` when the request has one (as AWS requires), and every
   ``X-Facesearch-*`` header sent (purpose, case: they change what the request means); the
   payload hash is always computed from the body received. Requests more than ``clock_skew_s``
-  (5 minutes) away from the server's clock are refused, and so is a signature already seen
-  within that window (:class:`ReplayCache` in the server process, or :class:`SharedReplays`
-  in a PostgreSQL database for all nodes). Implemented from AWS's
+  (5 minutes) away from the server's clock are refused. What a signature seen before within
+  that window gets is :mod:`facesearch.api.replay`'s rule: refused (``replayed_request``;
+  the signatures kept by :class:`SharedReplays` in the metadata database, so across restarts
+  and nodes), answered with the first answer, or run again. Implemented from AWS's
   specification of SigV4 (headers only; presigned query strings are not accepted).
 - **Bearer** (native API only, use over TLS): ``Authorization: Bearer <key id>:<secret>``.
 
@@ -192,23 +193,6 @@ PERMISSIONS: dict[Operation, frozenset[Role]] = {
 }
 
 
-READ_ONLY: frozenset[Operation] = frozenset({
-    _O.LIST_COLLECTIONS, _O.DESCRIBE_COLLECTION, _O.LIST_FACES, _O.LIST_USERS, _O.LIST_KEYS,
-    _O.LIST_AUDIT_EVENTS, _O.WHO_AM_I, _O.GET_POLICY, _O.THRESHOLD_RISK,
-    _O.THRESHOLD_FOR_FPIR, _O.VERIFY_AUDIT, _O.EXPORT_AUDIT, _O.GET_FACE_SEARCH,
-    _O.GET_FACE_DETECTION, _O.LIST_VIDEO_JOBS, _O.DESCRIBE_VIDEO_JOB, _O.GET_VIDEO_JOB_RESULTS,
-    _O.LIST_STREAM_PROCESSORS, _O.DESCRIBE_STREAM_PROCESSOR, _O.GET_STREAM_PROCESSOR_METRICS,
-    _O.GET_STREAM_PROCESSOR_EVENTS, _O.DETECT_FACES, _O.COMPARE_FACES,
-    _O.LIST_TAGS_FOR_RESOURCE,
-    _O.GET_FACE_CROPS, _O.GET_STREAM_LIVE_VIEW, _O.GET_TRANSPARENCY_REPORT,
-})
-"""Operations that store nothing and answer a replay as they answered the original (reads,
-and DetectFaces and CompareFaces, which look only at the images sent): a replayed signature
-of one of these is accepted, since the AWS SDKs sign identical calls made in the same second
-identically (a poll, parallel calls). Every other operation (a change, a 1:N search, a new
-key...) accepts a SigV4 signature once (:data:`Replays`)."""
-
-
 def authorize(key: KeyInfo, operation: Operation) -> None:
     """Raise :class:`AccessDeniedError` unless one of ``key``'s roles may call
     ``operation``."""
@@ -253,14 +237,15 @@ class SignedRequest:
 
 
 class ReplayCache:
-    """The SigV4 signatures accepted in the last clock-skew window, to refuse a replay.
+    """The SigV4 signatures accepted in the last clock-skew window, to refuse a replay, in
+    this process's memory (library use; the server keeps them in its database with
+    :class:`SharedReplays`, which a restart does not forget).
 
-    Thread-safe, per process (the server runs one process; several worker processes would
-    each need their own window, so a replay sent to another process would get through). Each
+    Thread-safe, per process (a replay sent to another process would get through). Each
     signature is kept until its request's date + the skew window (after that the date is
     refused anyway). Identical requests signed in the same second have the same signature
     (the AWS SDKs add ``amz-sdk-invocation-id`` after signing): a client tells them apart
-    with a signed unique header, or :data:`READ_ONLY` operations skip the cache. At most
+    with a signed unique header (``X-Facesearch-Nonce``). At most
     ``max_entries`` (default 200,000, about 50 MB) live at once; when that many unexpired
     signatures are held, new ones are refused as throttled rather than an old one forgotten
     (forgetting would re-open a replay).
@@ -300,8 +285,9 @@ class ReplayCache:
 
 
 class SharedReplays:
-    """The signatures accepted in the clock-skew window kept in the metadata database, so that
-    every API node of a shared (PostgreSQL) database refuses a request replayed to any of them.
+    """The signatures accepted in the clock-skew window kept in the metadata database (SQLite
+    or PostgreSQL), so that a replay is refused after a restart and by every API node of a
+    shared database.
     Same contract as :class:`ReplayCache`; one row a signature. Expired rows are deleted by
     each node at most once every :attr:`PURGE_EVERY_S`, off the signature's own statement."""
 
@@ -325,7 +311,7 @@ class SharedReplays:
 
 
 Replays = ReplayCache | SharedReplays
-"""Where accepted signatures are remembered: this process (one node) or the database (all)."""
+"""Where accepted signatures are remembered: this process, or the database (the server)."""
 
 
 def authenticate(req: SignedRequest, keys: AccessKeys, *, service: str, max_skew_s: float,

@@ -12,7 +12,6 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from facesearch.api.auth import (
-    READ_ONLY,
     Operation,
     ReplayCache,
     Replays,
@@ -23,6 +22,7 @@ from facesearch.api.auth import (
 )
 from facesearch.api.errors import QueueFullError
 from facesearch.api.metrics import Metrics
+from facesearch.api.replay import Answers, Repeat, repeat_rule
 from facesearch.api.s3 import S3Images
 from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
@@ -48,6 +48,8 @@ class ApiContext:
     replays: Replays = field(default_factory=ReplayCache)
     """SigV4 signatures seen in the clock-skew window: this process's, or with a PostgreSQL
     database every node's (:class:`facesearch.api.auth.SharedReplays`)."""
+    answers: Answers | None = None
+    """The answers of Rekognition requests that run once (:mod:`facesearch.api.replay`)."""
 
     async def infer(self, fn: Callable[[], T]) -> T:
         """Run inference or search work on the bounded pool."""
@@ -74,11 +76,14 @@ class ApiContext:
             headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
                      for k, v in request.scope["headers"]],
             body=await request.body())
+        # Which repeats of a signature are refused here (the rest are answered, by running
+        # again or with the first answer): facesearch.api.replay.
+        once = repeat_rule(operation, rekognition=service == "rekognition") is Repeat.ONCE
         key: KeyInfo = await self.io(lambda: authenticate(
             signed, self.fs.keys, service=service, max_skew_s=self.settings.clock_skew_s,
-            allow_bearer=allow_bearer, now=time.time(),
-            replays=None if operation in READ_ONLY else self.replays))
+            allow_bearer=allow_bearer, now=time.time(), replays=self.replays if once else None))
         state["key_id"] = key.key_id
+        state["key"] = key
         state["signature"] = sigv4_signature(request.headers.get("authorization"))
         authorize(key, operation)
         purpose = request.headers.get(PURPOSE_HEADER) or None

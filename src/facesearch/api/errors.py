@@ -166,6 +166,8 @@ AWS_OVERRIDES: dict[tuple[str, type[FaceSearchError]], str] = {
     ("StartStreamProcessor", ConflictError): "ResourceInUseException",
     # The camera a Kinesis video stream ARN names is an argument, not the processor.
     ("CreateStreamProcessor", CameraNotFoundError): "InvalidParameterException",
+    # Its collection too: the model lists no ResourceNotFoundException for it.
+    ("CreateStreamProcessor", NotFoundError): "InvalidParameterException",
     ("StartStreamProcessor", CameraNotFoundError): "InvalidParameterException",
 }
 
@@ -192,15 +194,46 @@ def _retry_headers(exc: FaceSearchError) -> dict[str, str]:
     return {}
 
 
+PRIVATE_PATHS: list[str] = []
+"""Server directories no error message may name (the data directory, as given and resolved):
+set by :func:`hide_paths` when an app is made; a message naming one has it replaced by
+:data:`PATH_MARK`. The messages are written not to name them; this is the last guard."""
+
+PATH_MARK = "<server path>"
+
+
+def hide_paths(*paths: str) -> None:
+    """Add directories that error messages must not name (longest first, so a directory
+    inside another is replaced whole)."""
+    for p in paths:
+        p = p.rstrip("/")
+        if p and p not in PRIVATE_PATHS:
+            PRIVATE_PATHS.append(p)
+    PRIVATE_PATHS.sort(key=len, reverse=True)
+
+
+def public_message(message: str) -> str:
+    """``message`` with every :data:`PRIVATE_PATHS` directory (and what follows it up to a
+    space or quote) replaced by :data:`PATH_MARK`."""
+    for p in PRIVATE_PATHS:
+        while p in message:
+            i = message.index(p)
+            j = i + len(p)
+            while j < len(message) and message[j] not in " '\"),;\n":
+                j += 1
+            message = message[:i] + PATH_MARK + message[j:]
+    return message
+
+
 def native_error(exc: FaceSearchError) -> JSONResponse:
-    return JSONResponse({"code": exc.code, "message": exc.message},
+    return JSONResponse({"code": exc.code, "message": public_message(exc.message)},
                         status_code=mapping(exc).status, headers=_retry_headers(exc))
 
 
 def rekognition_error(exc: FaceSearchError, operation: str | None,
                       request_id: str) -> JSONResponse:
     code = aws_code(exc, operation)
-    return JSONResponse({"__type": code, "message": exc.message},
+    return JSONResponse({"__type": code, "message": public_message(exc.message)},
                         status_code=mapping(exc).aws_status, media_type=AMZ_JSON,
                         headers={"x-amzn-RequestId": request_id, "x-amzn-ErrorType": code,
                                  **_retry_headers(exc)})

@@ -4,6 +4,9 @@
 request. Each operation parses Rekognition's request shape, calls the same service method as
 the CLI, and answers Rekognition's response shape:
 
+- images are JPEG or PNG, as on AWS (others: InvalidImageFormatException; the setting
+  ``FACESEARCH_API_REKOGNITION_IMAGE_FORMATS`` allows more; the native API reads every
+  format);
 - boxes and landmarks as ratios of the image's width and height (``eyeLeft`` is the eye with
   the smaller x, as in Rekognition); ``Confidence`` is the detector's score x 100; ``Pose``
   is yaw, pitch and roll in degrees; ``Quality`` is brightness and sharpness (0-100);
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -38,11 +42,18 @@ from fastapi import APIRouter, Request, Response
 from pydantic import Field, ValidationError
 
 from facesearch import responses
-from facesearch.api.auth import Operation
+from facesearch.api.auth import Operation, authorize, sigv4_signature
 from facesearch.api.context import ApiContext, context
-from facesearch.api.errors import AMZ_JSON, SerializationError, UnknownOperationError
+from facesearch.api.errors import (
+    AMZ_JSON,
+    SerializationError,
+    UnknownOperationError,
+    public_message,
+    rekognition_error,
+)
 from facesearch.api.native import parse_json
 from facesearch.api.paging import decode_row, encode_token, page_by_name
+from facesearch.api.replay import Claim, Repeat, repeat_rule, signature_claim, token_claim
 from facesearch.api.rekognition_streams import STREAM_HANDLERS, In, Json, TagMap, arn
 from facesearch.api.video import (
     Submit,
@@ -52,7 +63,14 @@ from facesearch.api.video import (
     submit_s3,
     wrap_offset,
 )
-from facesearch.errors import ImageTooLargeError, InvalidParameterError, NoFaceError
+from facesearch.errors import (
+    FaceSearchError,
+    ImageTooLargeError,
+    InvalidImageError,
+    InvalidParameterError,
+    NoFaceError,
+    ThrottledError,
+)
 from facesearch.governance.tags import ResourceKind, validate_tags
 from facesearch.limits import MAX_INLINE_IMAGE_BYTES, MAX_RESULTS, megabytes
 from facesearch.media.sns import ROLE_ARN
@@ -236,10 +254,37 @@ async def image_bytes(ctx: ApiContext, image: ImageIn) -> bytes:
             raise InvalidParameterError("Image.Bytes is empty")
         if len(data) > MAX_INLINE_IMAGE_BYTES:
             raise _too_large(ctx, len(data))
+        check_format(ctx, data)
         return data
     s3 = image.S3Object
     assert s3 is not None
-    return await ctx.io(lambda: ctx.s3.fetch(s3.Bucket, s3.Name, s3.Version))
+    data = await ctx.io(lambda: ctx.s3.fetch(s3.Bucket, s3.Name, s3.Version))
+    check_format(ctx, data)
+    return data
+
+
+SIGNATURES: tuple[tuple[str, tuple[bytes, ...]], ...] = (
+    ("jpeg", (b"\xff\xd8\xff",)), ("png", (b"\x89PNG\r\n\x1a\n",)),
+    ("gif", (b"GIF87a", b"GIF89a")), ("bmp", (b"BM",)), ("tiff", (b"II*\x00", b"MM\x00*")),
+)
+
+
+def image_format(data: bytes) -> str | None:
+    """The format an image's first bytes name (jpeg, png, webp, gif, bmp, tiff; None: none of
+    them)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    for name, starts in SIGNATURES:
+        if data.startswith(starts):
+            return name
+    return None
+
+
+def check_format(ctx: ApiContext, data: bytes) -> None:
+    """Refuse, as Rekognition does, an image in a format the endpoint is not set to accept
+    (``FACESEARCH_API_REKOGNITION_IMAGE_FORMATS``; default JPEG and PNG, as AWS)."""
+    if image_format(data) not in ctx.settings.rekognition_image_formats:
+        raise InvalidImageError("Request has invalid image format")
 
 
 # -- operations -----------------------------------------------------------------------------
@@ -319,9 +364,11 @@ async def delete_faces(ctx: ApiContext, caller: Caller, p: DeleteFacesIn) -> Jso
         p.CollectionId, p.FaceIds, caller=caller))
     failed = {f: "FACE_NOT_FOUND" for f in d.not_found} | {
         f: "ASSOCIATED_TO_AN_EXISTING_USER" for f in d.associated}
-    return {"DeletedFaces": d.deleted,
-            "UnsuccessfulFaceDeletions": [{"FaceId": f, "Reasons": [failed[f]]}
-                                          for f in dict.fromkeys(p.FaceIds) if f in failed]}
+    out: Json = {"UnsuccessfulFaceDeletions": [{"FaceId": f, "Reasons": [failed[f]]}
+                                               for f in dict.fromkeys(p.FaceIds) if f in failed]}
+    if d.deleted:  # the model's FaceIdList has at least one item: none deleted, no member
+        out["DeletedFaces"] = d.deleted
+    return out
 
 
 async def search_faces(ctx: ApiContext, caller: Caller, p: SearchFacesIn) -> Json:
@@ -542,7 +589,7 @@ def _video_job(job: VideoJob) -> tuple[Json, int, int]:
     if job.status is JobStatus.CANCELLED:
         message = f"CANCELLED: {message or 'the job was cancelled'}"
     if message and job.status is not JobStatus.SUCCEEDED:
-        out["StatusMessage"] = message
+        out["StatusMessage"] = public_message(message)
     if job.job_tag:
         out["JobTag"] = job.job_tag
     s3 = parse_s3_label(job.source)
@@ -562,18 +609,29 @@ def _video_job(job: VideoJob) -> tuple[Json, int, int]:
     return out, max(v.width, 1), max(v.height, 1)
 
 
+def job_token(caller: Caller, kind: JobKind, token: str | None) -> str | None:
+    """The video service's token for a request's ``ClientRequestToken``: one per key and
+    operation (another key's same token is another job; the API's own record,
+    :mod:`facesearch.api.replay`, answers a repeat with the first JobId and refuses other
+    parameters)."""
+    if token is None:
+        return None
+    return hashlib.sha256(f"{caller.actor}:{kind.value}:{token}".encode()).hexdigest()
+
+
 async def start_face_search(ctx: ApiContext, caller: Caller, p: StartFaceSearchIn) -> Json:
     settings = VideoJobSettings(threshold=p.FaceMatchThreshold)
     return await _start_video(ctx, p, lambda video, source: ctx.fs.video.start_face_search(
         p.CollectionId, video, settings=settings, job_tag=p.JobTag,
-        client_request_token=p.ClientRequestToken, source_name=source, caller=caller,
-        sns_topic_arn=_topic(p)))
+        client_request_token=job_token(caller, JobKind.FACE_SEARCH, p.ClientRequestToken),
+        source_name=source, caller=caller, sns_topic_arn=_topic(p), unreadable_fails_job=True))
 
 
 async def start_face_detection(ctx: ApiContext, caller: Caller, p: StartFaceDetectionIn) -> Json:
     return await _start_video(ctx, p, lambda video, source: ctx.fs.video.start_face_detection(
-        video, job_tag=p.JobTag, client_request_token=p.ClientRequestToken, source_name=source,
-        caller=caller, sns_topic_arn=_topic(p)))
+        video, job_tag=p.JobTag,
+        client_request_token=job_token(caller, JobKind.FACE_DETECTION, p.ClientRequestToken),
+        source_name=source, caller=caller, sns_topic_arn=_topic(p), unreadable_fails_job=True))
 
 
 async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -> Json:
@@ -648,24 +706,74 @@ def _operation(target: str) -> Operation:
     return op
 
 
+TYPE_ERRORS = ("_type", "_parsing", "int_from_float")
+"""Pydantic error types of a member with the wrong JSON type (AWS: SerializationException);
+the others break a constraint (length, range, pattern, enum)."""
+
+TAGS_ON_CREATE = frozenset({Operation.CREATE_COLLECTION, Operation.CREATE_STREAM_PROCESSOR})
+"""Operations whose ``Tags`` need TagResource's right too (tags are set by admins)."""
+
+
+def parse_params(model: type[In], raw: bytes) -> In:
+    """The operation's request shape, read from the JSON body strictly (a number sent as a
+    string is refused, as AWS's JSON protocol does): SerializationException for a member of
+    the wrong type, InvalidParameterException for one outside its constraints."""
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        errors = exc.errors()
+        text = "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}"
+                         for e in errors[:5])
+        if any(e["type"].endswith(TYPE_ERRORS) for e in errors):
+            raise SerializationError(text) from None
+        raise InvalidParameterError(text) from None
+
+
+def _claim(ctx: ApiContext, request: Request, op: Operation, key_id: str,
+           data: dict[str, Any]) -> Claim | None:
+    """What makes this request run once: its ClientRequestToken, else (for operations whose
+    repeat gets the first answer) its signature; None: it runs every time."""
+    token = data.get("ClientRequestToken")
+    if isinstance(token, str) and token:
+        return token_claim(key_id, op, token, data)
+    signature = sigv4_signature(request.headers.get("authorization"))
+    if signature and repeat_rule(op, rekognition=True) is Repeat.FIRST_ANSWER:
+        return signature_claim(signature, ctx.settings.clock_skew_s)
+    return None
+
+
 @router.post("/", include_in_schema=False)
 async def dispatch(request: Request) -> Response:
-    """One Rekognition call: authenticate, authorise, parse, run, answer."""
+    """One Rekognition call: authenticate, authorise, parse, run (once, for a repeated
+    signature or ClientRequestToken: :mod:`facesearch.api.replay`), answer."""
     ctx = context(request)
     state = request.scope.setdefault("state", {})
     state["api"] = "rekognition"
     op = _operation(request.headers.get("x-amz-target", ""))
     caller = await ctx.caller(request, op, service="rekognition", allow_bearer=False)
     model, handler = HANDLERS[op]
-    data = parse_json(await request.body() or b"{}")
+    raw = await request.body() or b"{}"
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise SerializationError("the request body must be a JSON object")
-    try:
-        params = model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidParameterError("; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )) from None
-    out = await handler(ctx, caller, params)
-    return Response(json.dumps(out), media_type=AMZ_JSON,
-                    headers={"x-amzn-RequestId": state.get("request_id", "")})
+    params = parse_params(model, raw)
+    if op in TAGS_ON_CREATE and data.get("Tags"):
+        authorize(state["key"], Operation.TAG_RESOURCE)
+    request_id = state.get("request_id", "")
+
+    async def run() -> Response:
+        try:
+            out = await handler(ctx, caller, params)
+        except ThrottledError:
+            raise  # refused before anything was done: not an answer to keep
+        except FaceSearchError as exc:
+            return rekognition_error(exc, op.value, request_id)
+        return Response(json.dumps(out), media_type=AMZ_JSON)
+
+    claim = _claim(ctx, request, op, caller.actor, data)
+    if claim is None or ctx.answers is None:
+        response = await run()
+    else:
+        response = await ctx.answers.once(claim, ctx.io, run)
+    response.headers["x-amzn-RequestId"] = request_id
+    return response

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from facesearch import responses
 from facesearch.api.auth import Operation
 from facesearch.api.context import ApiContext
+from facesearch.api.errors import public_message
 from facesearch.api.paging import page_by_name
 from facesearch.errors import InvalidParameterError, NotFoundError
 from facesearch.governance.tags import ResourceKind, validate_tags
@@ -51,7 +52,8 @@ TagMap = dict[str, str]
 """Tags as a request sends them (checked by :func:`~facesearch.governance.tags.validate_tags`)."""
 
 DEFAULT_PROCESSOR_PAGE = 1000
-"""Stream processors ListStreamProcessors returns unless told otherwise."""
+"""Stream processors ListStreamProcessors returns unless told otherwise, and at most (a larger
+``MaxResults``, which the model allows, is clamped to it)."""
 
 RESOURCE_ARN = re.compile(r"^arn:aws:rekognition:([a-z\d-]+):(\d{12}):"
                           r"(collection|streamprocessor)/([a-zA-Z0-9_.\-]{1,255})$")
@@ -148,7 +150,7 @@ class StartStreamProcessorIn(ProcessorIn):
 
 class ListStreamProcessorsIn(In):
     NextToken: str | None = Field(None, max_length=255)
-    MaxResults: int | None = Field(None, ge=1, le=DEFAULT_PROCESSOR_PAGE)
+    MaxResults: int | None = Field(None, ge=1)  # the model: at least 1, no maximum
 
 
 class UpdateStreamProcessorIn(ProcessorIn):
@@ -247,15 +249,18 @@ async def stop_stream_processor(ctx: ApiContext, caller: Caller, p: ProcessorIn)
 
 async def describe_stream_processor(ctx: ApiContext, caller: Caller, p: ProcessorIn) -> Json:
     info = await ctx.io(lambda: ctx.fs.streams.describe(p.Name, caller=caller))
-    return responses.rekognition_stream_processor(info, ctx.settings.region,
-                                                  ctx.settings.account_id)
+    out = responses.rekognition_stream_processor(info, ctx.settings.region,
+                                                 ctx.settings.account_id)
+    if "StatusMessage" in out:  # no server path (a camera's file, say) in what a client reads
+        out["StatusMessage"] = public_message(str(out["StatusMessage"]))
+    return out
 
 
 async def list_stream_processors(ctx: ApiContext, caller: Caller,
                                  p: ListStreamProcessorsIn) -> Json:
     infos = {i.name: i for i in await ctx.io(lambda: ctx.fs.streams.list(caller=caller))}
-    names, nxt = page_by_name(list(infos), p.NextToken, p.MaxResults or DEFAULT_PROCESSOR_PAGE,
-                              "streams")
+    size = min(p.MaxResults or DEFAULT_PROCESSOR_PAGE, DEFAULT_PROCESSOR_PAGE)  # clamped
+    names, nxt = page_by_name(list(infos), p.NextToken, size, "streams")
     out: Json = {"StreamProcessors": [{"Name": n, "Status": infos[n].status.value}
                                       for n in names]}
     if nxt is not None:

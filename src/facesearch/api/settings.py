@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -49,6 +51,11 @@ class ApiSettings(BaseSettings):
     kinesis_access_key_id: str | None = Field(None, description="credentials for it (unset: "
                                                                 "boto3's usual chain)")
     kinesis_secret_access_key: SecretStr | None = None
+    rekognition_image_formats: list[Literal["jpeg", "png", "webp", "bmp", "tiff", "gif"]] = Field(
+        ["jpeg", "png"], description="image formats the Rekognition endpoint accepts (AWS: JPEG "
+                                     "and PNG; others InvalidImageFormatException); a JSON list, "
+                                     "e.g. '[\"jpeg\",\"png\",\"webp\"]'; the native API "
+                                     "reads every format")
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     retention_interval_s: float = Field(3600.0, ge=0, description="how often expired faces "
                                                                   "are erased (0: never)")

@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from facesearch.api.auth import Operation, SignedRequest, authenticate, authorize
 from facesearch.api.context import ApiContext, context
-from facesearch.api.errors import SerializationError, mapping
+from facesearch.api.errors import SerializationError, mapping, public_message
 from facesearch.api.native import (
     ErrorOut,
     native_caller,
@@ -99,7 +99,8 @@ def processor_out(p: ProcessorInfo, jsonl_root: Path) -> StreamProcessorOut:
     if p.settings.jsonl_path is not None and p.settings.jsonl_path.is_relative_to(jsonl_root):
         s["jsonl_path"] = str(p.settings.jsonl_path.relative_to(jsonl_root))
     return StreamProcessorOut(name=p.name, status=p.status.value,
-                              status_message=p.status_message, created_at=p.created_at,
+                              status_message=None if p.status_message is None
+                              else public_message(p.status_message), created_at=p.created_at,
                               updated_at=p.updated_at, settings=s, metrics=p.metrics)
 
 
@@ -351,7 +352,7 @@ async def _ws_caller(websocket: WebSocket, ctx: ApiContext) -> Caller:
         headers=headers, body=b"")
     key = await ctx.io(lambda: authenticate(
         signed, ctx.fs.keys, service="facesearch", max_skew_s=ctx.settings.clock_skew_s,
-        allow_bearer=True, now=time.time()))
+        allow_bearer=True, now=time.time(), replays=ctx.replays))  # a feed's signature: once
     authorize(key, Operation.GET_STREAM_PROCESSOR_EVENTS)
     client = websocket.client
     return Caller(actor=key.key_id, role=key.role, client=client.host if client else None)
@@ -372,7 +373,8 @@ async def stream_websocket(websocket: WebSocket, name: str) -> None:
     except WebSocketDisconnect:
         return
     except FaceSearchError as exc:
-        await websocket.send_json({"type": "error", "code": exc.code, "message": exc.message})
+        await websocket.send_json({"type": "error", "code": exc.code,
+                                   "message": public_message(exc.message)})
         await websocket.close(code=4000 + mapping(exc).status)
         return
     hub = ctx.fs.streams.hub(name)

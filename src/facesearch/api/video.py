@@ -34,7 +34,7 @@ from starlette.datastructures import UploadFile
 from facesearch import responses
 from facesearch.api.auth import Operation
 from facesearch.api.context import ApiContext, context
-from facesearch.api.errors import InvalidS3ObjectError, SerializationError
+from facesearch.api.errors import InvalidS3ObjectError, SerializationError, public_message
 from facesearch.api.native import (
     ErrorOut,
     json_object,
@@ -287,7 +287,8 @@ class PersonsOut(Out):
 
 def job_out(j: VideoJob) -> VideoJobOut:
     return VideoJobOut(
-        job_id=j.job_id, kind=j.kind, status=j.status, status_message=j.status_message,
+        job_id=j.job_id, kind=j.kind, status=j.status,
+        status_message=None if j.status_message is None else public_message(j.status_message),
         progress=j.progress, collection=j.collection, source=j.source,
         settings=j.settings.model_dump(mode="json"), video=j.video, job_tag=j.job_tag,
         webhook_url=redact_url(j.webhook_url), sns_topic_arn=j.sns_topic_arn,

@@ -401,6 +401,20 @@ class FaceDetectionPage:
     next_token: str | None
 
 
+UNREADABLE_MESSAGE = "Unsupported codec/format."
+"""The StatusMessage of a Rekognition job whose video cannot be read (as AWS's)."""
+
+
+def _video_columns(info: VideoInfo | None) -> dict[str, object]:
+    """A job row's video columns (all null for a video that could not be read)."""
+    if info is None:
+        return {}
+    return {"video_format": info.format, "video_codec": info.codec, "video_width": info.width,
+            "video_height": info.height, "video_fps": info.fps,
+            "video_duration_ms": info.duration_ms, "video_frames": info.frame_count,
+            "video_start_ms": info.start_ms}
+
+
 def _job_from_row(r: object) -> VideoJob:
     g = r._mapping  # type: ignore[attr-defined]
     video = None
@@ -609,12 +623,15 @@ class VideoJobs:
                           settings: VideoJobSettings | None = None, job_tag: str | None = None,
                           webhook_url: str | None = None, client_request_token: str | None = None,
                           source_name: str | None = None, caller: Caller | None = None,
-                          sns_topic_arn: str | None = None) -> str:
+                          sns_topic_arn: str | None = None,
+                          unreadable_fails_job: bool = False) -> str:
         """Queue a search of the faces of ``video`` against ``collection``; returns the job id.
 
         The same ``client_request_token`` returns the first job's id (idempotent retries).
         ``webhook_url`` gets a POST and ``sns_topic_arn`` Rekognition's completion message
-        when the job ends.
+        when the job ends. A video that cannot be read is refused (InvalidVideoError), or
+        with ``unreadable_fails_job`` (Rekognition) accepted as a job that is FAILED at once
+        with :data:`UNREADABLE_MESSAGE`.
         """
         s = settings or VideoJobSettings()
         self.check_sns(sns_topic_arn)
@@ -624,22 +641,25 @@ class VideoJobs:
                           threshold=s.threshold, max_results=s.max_results, rate_limit=False)
         return self._submit(JobKind.FACE_SEARCH, collection, video, settings, job_tag,
                             webhook_url, client_request_token, source_name, caller,
-                            sns_topic_arn)
+                            sns_topic_arn, unreadable_fails_job)
 
     def start_face_detection(self, video: VideoInput, *, settings: VideoJobSettings | None = None,
                              job_tag: str | None = None, webhook_url: str | None = None,
                              client_request_token: str | None = None,
                              source_name: str | None = None,
                              caller: Caller | None = None,
-                             sns_topic_arn: str | None = None) -> str:
-        """Queue detection (and tracking) of the faces of ``video``; returns the job id."""
+                             sns_topic_arn: str | None = None,
+                             unreadable_fails_job: bool = False) -> str:
+        """Queue detection (and tracking) of the faces of ``video``; returns the job id
+        (``unreadable_fails_job``: as :meth:`start_face_search`)."""
         return self._submit(JobKind.FACE_DETECTION, None, video, settings, job_tag, webhook_url,
-                            client_request_token, source_name, caller, sns_topic_arn)
+                            client_request_token, source_name, caller, sns_topic_arn,
+                            unreadable_fails_job)
 
     def _submit(self, kind: JobKind, collection: str | None, video: VideoInput,
                 settings: VideoJobSettings | None, job_tag: str | None, webhook_url: str | None,
                 token: str | None, source_name: str | None, caller: Caller | None,
-                sns_topic_arn: str | None = None) -> str:
+                sns_topic_arn: str | None = None, unreadable_fails_job: bool = False) -> str:
         settings = settings or VideoJobSettings()
         self.check_sns(sns_topic_arn)
         if webhook_url is not None:
@@ -669,28 +689,36 @@ class VideoJobs:
                                  retry_after=30)
         job_id = str(uuid.uuid4())
         path, owned, label = self._materialise(job_id, video, source_name)
+        failed: str | None = None  # why a job is FAILED from the start
         try:
-            info = probe(path, label)
+            try:
+                info: VideoInfo | None = probe(path, label)
+            except InvalidVideoError:
+                if not unreadable_fails_job:
+                    raise
+                info, failed = None, UNREADABLE_MESSAGE
             c = caller or Caller.local()
             now = self.clock()
             with self.store.transaction() as conn:
                 conn.execute(insert(jobs_t).values(
-                    job_id=job_id, kind=kind.value, status=JobStatus.IN_PROGRESS.value,
+                    job_id=job_id, kind=kind.value,
+                    status=(JobStatus.IN_PROGRESS if failed is None else JobStatus.FAILED).value,
+                    status_message=failed, finished_at=None if failed is None else now,
                     progress=0.0, collection=collection, source=label, input_path=str(path),
                     owned_input=int(owned), settings=settings.model_dump_json(),
                     job_tag=job_tag, client_token=token, webhook_url=webhook_url,
                     sns_topic_arn=sns_topic_arn, caller_actor=c.actor, caller_role=c.role,
                     caller_purpose=c.purpose,
                     caller_case=c.case_ref, caller_client=c.client, owner=self._owner,
-                    attempts=0, video_format=info.format, video_codec=info.codec,
-                    video_width=info.width, video_height=info.height, video_fps=info.fps,
-                    video_duration_ms=info.duration_ms, video_frames=info.frame_count,
-                    video_start_ms=info.start_ms,
-                    created_at=now, updated_at=now))
+                    attempts=0, **_video_columns(info), created_at=now, updated_at=now))
         except BaseException:
             if owned:
                 path.unlink(missing_ok=True)
             raise
+        if failed is not None:
+            self._finish_input(job_id)
+            self._notify(job_id)
+            return job_id
         self._ensure_workers()
         self._queue.put(job_id)
         return job_id

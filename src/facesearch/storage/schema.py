@@ -10,7 +10,9 @@
   their results;
 - stream_processors: live stream processor definitions; cameras: the inputs the operator
   names (``facesearch cameras add``);
-- resource_tags: tags of collections and stream processors.
+- resource_tags: tags of collections and stream processors;
+- request_signatures, request_answers: the replay defence and idempotency tokens of the HTTP
+  API.
 
 The audit trail has its own database (``audit.db``, :mod:`facesearch.governance.audit`), so
 that it can be kept, copied and verified apart from the data it describes.
@@ -103,6 +105,22 @@ signatures_t = Table(
 """SigV4 signatures accepted in the clock-skew window, shared by every API node of a
 database, so that a request replayed to another node is refused too
 (:class:`facesearch.api.auth.SharedReplays`)."""
+
+answers_t = Table(
+    "request_answers", metadata,
+    Column("key", String(200), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+    Column("status", Integer, nullable=True),
+    Column("body", LargeBinary, nullable=True),
+)
+"""The answers of the Rekognition endpoint's requests that run once
+(:mod:`facesearch.api.replay`): a request repeated with the same SigV4 signature
+(``sig:<signature>``, kept for the clock-skew window) or the same ``ClientRequestToken``
+(``tok:<key id>:<operation>:<token>``, kept a day) gets the first answer instead of running
+again. ``fingerprint`` is the hash of the token's request (a different request with the same
+token is refused); ``status`` is null while the first request runs; ``body`` is sealed when
+encryption at rest is on. Shared by every API node of a database and kept across restarts."""
 
 faces_t = Table(
     "faces", metadata,

@@ -35,6 +35,7 @@ from facesearch.storage import database, schema
 from facesearch.storage.crypto import Sealer, is_sealed
 from facesearch.storage.database import Target
 from facesearch.storage.schema import (
+    answers_t,
     audit_outbox_t,
     collections_t,
     face_crops_t,
@@ -184,6 +185,56 @@ class Store:
     def forget_signature(self, signature: str) -> None:
         with self.transaction() as conn:
             conn.execute(delete(signatures_t).where(signatures_t.c.signature == signature))
+
+    # -- answers of requests that run once (repeated signatures, client request tokens) ----
+
+    def claim_answer(self, key: str, fingerprint: str, expires_at: float, now: float) -> bool:
+        """Claim ``key`` for a request about to run (its answer pending) until ``expires_at``;
+        False when another request holds it and it has not expired. One statement, as
+        :meth:`admit_signature`."""
+        dialect = postgresql if self.postgres else sqlite
+        stmt = dialect.insert(answers_t).values(key=key, fingerprint=fingerprint,
+                                                expires_at=expires_at, status=None, body=None)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[answers_t.c.key],
+            set_={"fingerprint": stmt.excluded.fingerprint,
+                  "expires_at": stmt.excluded.expires_at, "status": None, "body": None},
+            where=answers_t.c.expires_at <= now)
+        with self.transaction() as conn:
+            return conn.execute(stmt.returning(answers_t.c.key)).first() is not None
+
+    def answer_of(self, key: str) -> tuple[str, int | None, bytes | None] | None:
+        """``(fingerprint, status, body)`` of a claimed key (status None: still running), or
+        None when nothing holds it. The body is opened when it was sealed."""
+        with self.transaction() as conn:
+            r = conn.execute(select(answers_t.c.fingerprint, answers_t.c.status,
+                                    answers_t.c.body).where(answers_t.c.key == key)).first()
+        if r is None:
+            return None
+        body = r.body
+        if body is not None and self.sealer is not None:
+            body = self.sealer.open(body, key.encode())
+        return str(r.fingerprint), r.status, body
+
+    def record_answer(self, key: str, status: int, body: bytes, expires_at: float) -> None:
+        """The answer of the request that claimed ``key``, kept until ``expires_at`` (sealed
+        when encryption at rest is on: answers name faces, images and people)."""
+        if self.sealer is not None:
+            body = self.sealer.seal(body, key.encode())
+        with self.transaction() as conn:
+            conn.execute(update(answers_t).where(answers_t.c.key == key)
+                         .values(status=status, body=body, expires_at=expires_at))
+
+    def drop_answer(self, key: str) -> None:
+        """Release ``key``: its request did nothing to remember (it may run again)."""
+        with self.transaction() as conn:
+            conn.execute(delete(answers_t).where(answers_t.c.key == key))
+
+    def purge_answers(self, now: float) -> int:
+        """Delete the answers expired by ``now``; how many."""
+        with self.transaction() as conn:
+            return int(conn.execute(delete(answers_t)
+                                    .where(answers_t.c.expires_at <= now)).rowcount)
 
     # -- audit outbox ------------------------------------------------------------------
 
