@@ -98,7 +98,7 @@ def run_streams(fs, files: list[Path], seconds: float, warmup: float,
             "proc_p99": float(np.percentile(pl, 99)) if pl else float("nan"),
             "events": len(ev), "ev_p50": float(np.percentile(ev, 50)) if ev else float("nan"),
             "ev_p99": float(np.percentile(ev, 99)) if ev else float("nan"),
-            "ev_all": ev,
+            "ev_all": ev, "cuts": getattr(a, "cuts", 0) - getattr(b, "cuts", 0),
         })
     return out
 
@@ -144,13 +144,14 @@ def main() -> None:
             print("\n1. one stream, real time (29.97 fps in), newest frame wins", flush=True)
             print(f"{'stream':>12} {'fps in':>7} {'processed':>9} {'dropped':>8} "
                   f"{'frame->processed p50/p99 ms':>28} {'events':>6} "
-                  f"{'frame->event p50/p99 ms':>24}   load")
+                  f"{'frame->event p50/p99 ms':>24} {'cuts':>5}   load")
             for label, f in (("1080p", v1080), ("720p", v720)):
                 r = run_streams(fs, [f], args.seconds, args.warmup, args.detect_max_side)[0]
                 all_events += r["ev_all"]
                 print(f"{label:>12} {r['fps_in']:7.1f} {r['fps_processed']:9.2f} "
                       f"{r['dropped']:8.0%} {r['proc_p50']:13.0f} / {r['proc_p99']:<12.0f} "
-                      f"{r['events']:6d} {r['ev_p50']:11.0f} / {r['ev_p99']:<10.0f}  {load()}",
+                      f"{r['events']:6d} {r['ev_p50']:11.0f} / {r['ev_p99']:<10.0f} "
+                      f"{r['cuts']:5d}  {load()}",
                       flush=True)
 
             print("\n2. N x 720p@15 streams at once (slowest stream's processed fps)",

@@ -24,6 +24,7 @@ from facesearch.errors import (
     InvalidVideoError,
 )
 from facesearch.media.inputs import open_input
+from facesearch.media.shots import ShotDetector
 from facesearch.services.search import Match
 from facesearch.types import Faces, Image, RGBImage
 from facesearch.vision.pipeline import Pipeline
@@ -49,11 +50,16 @@ class VideoInfo:
 
 @dataclass(frozen=True, eq=False)
 class VideoFrame:
-    """A decoded frame: RGB pixels, time (ms from the first frame), index in decode order."""
+    """A decoded frame: RGB pixels, time (ms from the first frame), index in decode order,
+    and its shot: ``shot`` counts the cuts before it (0 in the first shot) and
+    ``shot_start_ms`` is when its shot's first frame shows (see :mod:`facesearch.media.shots`;
+    always 0 and 0 when shots are not detected)."""
 
     pixels: RGBImage
     timestamp_ms: int
     index: int
+    shot: int = 0
+    shot_start_ms: int = 0
 
 
 def _ffmpeg_reason(exc: BaseException) -> str:
@@ -100,12 +106,15 @@ def probe(path: str | os.PathLike[str], label: str | None = None) -> VideoInfo:
 
 
 def iter_frames(path: str | os.PathLike[str], *, sample_fps: float | None = None,
-                label: str | None = None) -> Iterator[VideoFrame]:
+                label: str | None = None, shots: bool = False) -> Iterator[VideoFrame]:
     """Decode the first video stream; with ``sample_fps``, only the first frame of each
-    1/sample_fps interval is converted to RGB and yielded."""
+    1/sample_fps interval is converted to RGB and yielded. With ``shots``, every decoded
+    frame (sampled or not) goes through a :class:`~facesearch.media.shots.ShotDetector`, so
+    each yielded frame knows its shot."""
     label = label or str(path)
     step = 1000.0 / sample_fps if sample_fps else 0.0
     last_bucket = -1
+    shot_start = 0
     try:
         with _open(path, label) as c:
             if not c.streams.video:
@@ -115,6 +124,7 @@ def iter_frames(path: str | os.PathLike[str], *, sample_fps: float | None = None
             tb = float(s.time_base) if s.time_base is not None else 0.0
             rate = float(s.average_rate or s.guessed_rate or 25)
             origin: int | None = s.start_time
+            detector = ShotDetector(rate) if shots else None
             for i, frame in enumerate(c.decode(s)):
                 if frame.pts is None or not tb:
                     ts = i * 1000.0 / rate
@@ -123,13 +133,15 @@ def iter_frames(path: str | os.PathLike[str], *, sample_fps: float | None = None
                         origin = frame.pts
                     ts = (frame.pts - origin) * tb * 1000.0
                 ts = max(ts, 0.0)
+                if detector is not None and detector.feed(frame):
+                    shot_start = round(ts)
                 if step:
                     bucket = int(ts // step)
                     if bucket <= last_bucket:
                         continue
                     last_bucket = bucket
                 yield VideoFrame(np.ascontiguousarray(frame.to_ndarray(format="rgb24")),
-                                 round(ts), i)
+                                 round(ts), i, detector.shot if detector else 0, shot_start)
     except av.FFmpegError as exc:
         raise InvalidVideoError(f"{label}: decoding failed ({_ffmpeg_reason(exc)})") from None
 

@@ -9,11 +9,18 @@ configured (:mod:`facesearch.media.cameras`), looked up at each start. It runs t
   a one-frame slot; a frame replaced before it was processed is counted as dropped, so the
   processor never falls behind the camera. When the input fails or ends it reconnects with
   exponential backoff (``reconnect_initial_s`` doubling up to ``reconnect_max_s``).
+  The capture thread also runs every decoded frame through the shot detector
+  (:mod:`facesearch.media.shots`), so a cut is seen even between two frames that processing
+  dropped.
 - processing: takes the newest frame, detects faces, follows them with
-  :class:`facesearch.media.tracking.IouTracker`, embeds new tracks and uncertain ones (no confident
-  match yet: again every ``embed_interval_ms``, up to ``max_embeddings_per_track`` times, then
-  every ``recheck_interval_ms``), searches the watchlist and emits one :class:`StreamEvent` per
-  (track, identity) the first time the track matches that identity.
+  :class:`facesearch.media.tracking.IouTracker` (every track ends at a cut, and at a
+  reconnection), embeds new tracks and uncertain ones (no confident match yet: again every
+  ``embed_interval_ms``, up to ``max_embeddings_per_track`` times, then every
+  ``recheck_interval_ms``) and every other track at least every ``identity_check_ms``; a track
+  whose new embedding is less similar than ``split_similarity`` to its previous one is split
+  (a new track, searched afresh: a swap of faces never inherits the first face's identity). It
+  searches the watchlist and emits one :class:`StreamEvent` per (track, identity) the first
+  time the track matches that identity.
 - webhook (when configured): POSTs each event, dropping the oldest when the receiver lags;
   and Kinesis (when the settings name a data stream): writes a record of each frame whose
   faces were searched (:mod:`facesearch.media.kinesis`), likewise.
@@ -97,7 +104,8 @@ from facesearch.media.events import (
 from facesearch.media.frames import VideoMatch, detect_frame
 from facesearch.media.inputs import INPUT_REFUSED, classify_input, open_input
 from facesearch.media.kinesis import KinesisOutput, KinesisWriter, SearchedFrame
-from facesearch.media.tracking import IouTracker
+from facesearch.media.shots import ShotDetector
+from facesearch.media.tracking import SPLIT_SIMILARITY, IouTracker
 from facesearch.media.webhook import (
     OPEN,
     EgressPolicy,
@@ -110,7 +118,7 @@ from facesearch.services.search import Match, SearchGate
 from facesearch.storage.crypto import Sealer
 from facesearch.storage.schema import processors_t, tags_t
 from facesearch.storage.store import Store
-from facesearch.types import Caller, Faces, RGBImage
+from facesearch.types import Caller, Faces, FloatArray, RGBImage
 from facesearch.vision import similarity as sim
 from facesearch.vision.pipeline import Pipeline
 
@@ -163,6 +171,14 @@ class StreamSettings(BaseModel):
                     "searched")
     iou_threshold: float = Field(default=0.3, gt=0, le=1)
     max_gap_ms: int = Field(default=1000, ge=0, description="a track unseen this long (ms) ends")
+    split_similarity: float = Field(
+        default=SPLIT_SIMILARITY, ge=0, le=100,
+        description="a track is split where two consecutive embeddings of it are less similar "
+                    "than this (0-100)")
+    identity_check_ms: int = Field(
+        default=1000, ge=0,
+        description="tracks not otherwise embedded are embedded this often (ms) to check that "
+                    "they still follow the same face")
     webhook_url: str | None = None
     kinesis_data_stream_arn: str | None = Field(
         default=None,
@@ -240,6 +256,10 @@ class StreamMetrics:
     last_error: str | None
     last_error_at: float | None
     started_at: float | None
+    cuts: int = 0
+    """Shot boundaries seen (every track ended at each)."""
+    splits: int = 0
+    """Tracks split because their face's embedding changed identity."""
 
 
 class _Rate:
@@ -285,6 +305,8 @@ class _Captured:
     mono: float
     wall: float
     session: int
+    shot: int = 0
+    """Cuts before this frame since the input (re)opened."""
 
 
 class _LatestFrame:
@@ -313,7 +335,10 @@ class _LatestFrame:
 @dataclass
 class _TrackState:
     embeddings: int = 0
+    """Searches of the track."""
     last_embed_ms: float = float("-inf")
+    last_vector: FloatArray | None = None
+    """The track's last embedding (its identity check compares the next one with it)."""
     best: float = 0.0
     identities: set[str] = field(default_factory=set)
     label: str | None = None
@@ -424,6 +449,8 @@ class StreamProcessor:
         self.searches = 0
         self.searches_throttled = 0
         self.active_tracks = 0
+        self.cuts = 0
+        self.splits = 0
         self.frame_size: tuple[int, int] | None = None
         self.last_error: str | None = None
         self.last_error_at: float | None = None
@@ -591,7 +618,8 @@ class StreamProcessor:
             webhook_dropped=w.dropped if w else 0,
             kinesis_delivered=k.delivered if k else 0, kinesis_failed=k.failed if k else 0,
             kinesis_dropped=k.dropped if k else 0, last_error=self.last_error,
-            last_error_at=self.last_error_at, started_at=self.started_at)
+            last_error_at=self.last_error_at, started_at=self.started_at, cuts=self.cuts,
+            splits=self.splits)
 
     # -- capture -------------------------------------------------------------------------
 
@@ -624,9 +652,11 @@ class StreamProcessor:
                 rate = float(stream.average_rate or stream.guessed_rate or 25)
                 first_pts: int | None = None
                 start = time.monotonic()
+                shots = ShotDetector(rate)
                 for i, frame in enumerate(container.decode(stream)):
                     if self._stop.is_set():
                         break
+                    shots.feed(frame)
                     if frame.pts is not None and tb:
                         first_pts = frame.pts if first_pts is None else first_pts
                         ts_ms = round((frame.pts - first_pts) * tb * 1000)
@@ -642,7 +672,8 @@ class StreamProcessor:
                         self.connected = True
                     self.frames_in += 1
                     self._rate_in.tick(now)
-                    self._slot.put(_Captured(frame, max(ts_ms, 0), now, self.clock(), session))
+                    self._slot.put(_Captured(frame, max(ts_ms, 0), now, self.clock(), session,
+                                             shots.shot))
                 else:
                     if self.is_file and s.loop and got:
                         continue
@@ -688,6 +719,8 @@ class StreamProcessor:
         tracker = IouTracker(s.iou_threshold, s.max_gap_ms)
         states: dict[int, _TrackState] = {}
         session = -1
+        shot = 0
+        split_cos = float(sim.to_cosine(s.split_similarity, pipeline.model_version))
         interval = 1.0 / s.max_fps if s.max_fps else 0.0
         next_at = 0.0
         certain = (s.threshold if s.threshold is not None else sim.DEFAULT_THRESHOLD) \
@@ -706,10 +739,12 @@ class StreamProcessor:
             if item is None:
                 continue
             next_at = time.monotonic() + interval
-            if item.session != session:
+            if item.session != session or item.shot != shot:
+                if item.session == session:
+                    self.cuts += 1
                 tracker.reset()
                 states.clear()
-                session = item.session
+                session, shot = item.session, item.shot
             pixels = np.ascontiguousarray(item.frame.to_ndarray(format="rgb24"), np.uint8)
             self.frame_size = (pixels.shape[1], pixels.shape[0])
             faces, chips = detect_frame(pipeline, pixels, s.detect_max_side)
@@ -718,18 +753,40 @@ class StreamProcessor:
             for tid in ended:
                 states.pop(tid, None)
             self.active_tracks = len(tracker.tracks)
-            want = []
+            want: list[int] = []
+            check: list[int] = []
             for k, tid in enumerate(ids.tolist()):
                 st = states.setdefault(tid, _TrackState())
                 assert faces.quality is not None
-                if faces.quality.size[k] < s.min_face_size or st.best >= certain:
+                if faces.quality.size[k] < s.min_face_size:
+                    continue
+                if st.best >= certain:
+                    if now_ms - st.last_embed_ms >= s.identity_check_ms:
+                        check.append(k)
                     continue
                 gap = (s.embed_interval_ms if st.embeddings < s.max_embeddings_per_track
                        else s.recheck_interval_ms)
                 if st.embeddings == 0 or now_ms - st.last_embed_ms >= gap:
                     want.append(k)
-            if want:
-                self._search(pipeline, want, ids, states, faces, chips, pixels, item, now_ms)
+            if want or check:
+                vecs = pipeline.embedder.embed(chips[want + check])
+                by_face = dict(zip(want + check, vecs, strict=True))
+                for k, vec in by_face.items():
+                    st = states[int(ids[k])]
+                    if st.last_vector is not None and float(st.last_vector @ vec) < split_cos:
+                        # Someone else now: a new track, searched afresh.
+                        states.pop(int(ids[k]), None)
+                        ids[k] = tracker.split(int(ids[k]), int(now_ms))
+                        st = states[int(ids[k])] = _TrackState()
+                        self.splits += 1
+                        if k in check:
+                            check.remove(k)
+                            want.append(k)
+                    st.last_vector = vec
+                    st.last_embed_ms = now_ms
+                if want:
+                    self._search(want, np.stack([by_face[k] for k in want]), ids, states, faces,
+                                 pixels, item)
             if self.status is ProcessorStatus.STARTING:
                 self._set_status(ProcessorStatus.RUNNING, None)
             self._latest = _Latest(self.frames_processed + 1, pixels, item, [
@@ -742,17 +799,15 @@ class StreamProcessor:
             self._rate_done.tick(done)
             self._processing.append((done - item.mono) * 1000.0)
 
-    def _search(self, pipeline: Pipeline, want: list[int], ids: np.ndarray,
-                states: dict[int, _TrackState], faces: Faces, chips: np.ndarray,
-                pixels: RGBImage, item: _Captured, now_ms: float) -> None:
+    def _search(self, want: list[int], vecs: FloatArray, ids: np.ndarray,
+                states: dict[int, _TrackState], faces: Faces, pixels: RGBImage,
+                item: _Captured) -> None:
+        """Search the faces ``want`` (indices into ``faces``; their embeddings ``vecs``)."""
         s = self.settings
         if self._key_revoked():
             return
-        vecs = pipeline.embedder.embed(chips[want])
         for k in want:
-            st = states[int(ids[k])]
-            st.embeddings += 1
-            st.last_embed_ms = now_ms
+            states[int(ids[k])].embeddings += 1
         try:
             results: list[list[Match]] = [r.matches for r in self.search.by_vectors(
                 s.collection, vecs, operation="search.stream", max_results=s.max_results,

@@ -7,6 +7,13 @@ predictions (highest first, at least ``iou_threshold``), unmatched detections st
 and a track unseen for longer than ``max_gap_ms`` ends. Track ids count up from 0 in order of
 first appearance, so they double as Rekognition's per-video person ``Index``.
 
+A track never crosses a cut and never changes identity: the caller ends every track at a shot
+boundary (:meth:`IouTracker.reset`, cuts from :mod:`facesearch.media.shots`) and splits a track
+(:meth:`IouTracker.split`) when a face's embedding disagrees with the track's previous one
+(:meth:`TrackTemplate.agrees`, similarity below :data:`SPLIT_SIMILARITY`). A track's
+:class:`TrackTemplate` is the quality-weighted mean of its best views' embeddings
+(:func:`view_scores` gives the weights), the one vector a person is searched with.
+
 Why not norfair or supervision's ByteTrack: both assume a fixed frame rate (ages in frames,
 Kalman steps per frame) while frames here arrive at irregular times, and both bring large
 dependency trees for what is about a hundred lines here.
@@ -74,6 +81,15 @@ class IouTracker:
         self.tracks.clear()
         return ended
 
+    def split(self, track_id: int, timestamp_ms: int) -> int:
+        """End ``track_id`` and start a new track at its current box (the face it follows is
+        someone else from ``timestamp_ms`` on); returns the new track's id."""
+        old = self.tracks.pop(track_id)
+        t = Track(self._next_id, old.box.copy(), timestamp_ms, timestamp_ms)
+        self.tracks[t.track_id] = t
+        self._next_id += 1
+        return t.track_id
+
     def update(self, boxes: FloatArray, timestamp_ms: int) -> tuple[IntArray, list[int]]:
         """Associate a frame's boxes ((N, 4) pixels) taken at ``timestamp_ms``.
 
@@ -118,14 +134,69 @@ class IouTracker:
         return t.track_id
 
 
-def view_scores(quality: Quality, scores: FloatArray) -> FloatArray:
-    """How good each face view is for recognition (higher is better; no fixed scale).
+SPLIT_SIMILARITY = 85.0
+"""A track is split where two of its consecutive embeddings are less similar than this (the
+model's 0-100 similarity scale; cosine 0.409 for sface-2021dec). Measured on the test clip's
+cut-bounded tracks (docs/video.md, "Cuts and tracks"): at 5 sampled frames/s, 3 of 60
+consecutive same-track pairs fall below it (two of them real identity switches of the IoU
+tracker in the audience shot) and none of 44 pairs of distinct faces of one frame reach it;
+at every frame, 4 of 450 and 5 of 313."""
 
-    Larger (inter-ocular px, saturating at 60), sharper, more frontal, more confident faces
-    score higher; used to pick which frames of a track to embed.
+
+def view_scores(quality: Quality, scores: FloatArray,
+                recognisability: FloatArray | None = None) -> FloatArray:
+    """How good each face view is for recognition (>= 0, higher is better; no fixed scale):
+    the weight of a view in its track's template, and which view is the track's thumbnail.
+
+    Larger (inter-ocular px, saturating at 60), sharper (0-100), more frontal (cosine of yaw
+    and of pitch), more confident (detector score 0-1) faces weigh more; ``recognisability``
+    (0-1 per face, when a model gives one) multiplies the weight.
     """
     size = np.minimum(quality.size, 60.0) / 60.0
     sharp = 0.25 + quality.sharpness / 100.0
     yaw = np.cos(np.radians(np.clip(np.abs(quality.yaw), 0.0, 89.0)))
     pitch = np.cos(np.radians(np.clip(np.abs(quality.pitch), 0.0, 89.0)))
-    return (size * sharp * yaw * pitch * scores).astype(np.float32)
+    w = size * sharp * yaw * pitch * scores
+    if recognisability is not None:
+        w = w * np.clip(recognisability, 0.0, 1.0)
+    return np.maximum(w, 0.0).astype(np.float32)
+
+
+class TrackTemplate:
+    """The embeddings of one track: its last one (for the identity check) and its
+    ``keep`` best views by weight (:func:`view_scores`), averaged into the template."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.last: FloatArray | None = None
+        self._views: list[tuple[float, int, FloatArray]] = []
+        self._seq = 0
+
+    def agrees(self, vector: FloatArray, min_cosine: float) -> bool:
+        """Whether ``vector`` (unit) may be the same face as the track's last embedding:
+        cosine at least ``min_cosine`` (always True for a track not embedded yet)."""
+        return self.last is None or float(self.last @ vector) >= min_cosine
+
+    def add(self, vector: FloatArray, weight: float) -> None:
+        self.last = vector
+        self._views.append((float(weight), self._seq, vector))
+        self._seq += 1
+        self._views.sort(key=lambda v: (-v[0], v[1]))
+        del self._views[self.keep:]
+
+    def __len__(self) -> int:
+        return len(self._views)
+
+    def template(self) -> FloatArray:
+        """The unit-length quality-weighted mean of the best views (equal weights when every
+        weight is 0); raises ValueError when the track has no embedding."""
+        if not self._views:
+            raise ValueError("a track without embeddings has no template")
+        w = np.array([v[0] for v in self._views], np.float64)
+        if w.sum() <= 0:
+            w = np.ones_like(w)
+        m = (np.stack([v[2] for v in self._views]).astype(np.float64) * w[:, None]).sum(0)
+        n = np.linalg.norm(m)
+        if n == 0:
+            return self._views[0][2].astype(np.float32)
+        return (m / n).astype(np.float32)

@@ -7,11 +7,14 @@ GetFaceDetection:
   Timestamps are milliseconds from the video stream's first frame.
 - Frames are sampled at ``sample_fps`` (the first frame of each 1/sample_fps interval), faces
   are detected on each sampled frame (frames larger than ``detect_max_side`` are scaled down
-  for detection only), followed across frames by :class:`facesearch.media.tracking.IouTracker`, and
-  each track ("person", with a per-video ``Index``) is embedded ``views_per_track`` times, from
-  its best views (large, sharp, frontal), when it ends. A face search job then searches those
-  vectors against the collection (one audited 1:N search per batch of tracks, on behalf of the
-  caller that submitted the job) and keeps, for each person, the best similarity per face.
+  for detection only), followed across frames by :class:`facesearch.media.tracking.IouTracker`.
+  Every decoded frame goes through the shot detector (:mod:`facesearch.media.shots`): all
+  tracks end at a cut. In face search jobs every face is embedded, and a track is split where
+  a face's embedding disagrees with the track's previous one (``split_similarity``). Each track
+  ("person", with a per-video ``Index``) is searched with its template: the quality-weighted
+  mean of its ``views_per_track`` best views (:class:`~facesearch.media.tracking.TrackTemplate`)
+  (one audited 1:N search per batch of persons, on behalf of the caller that submitted the
+  job); its thumbnail is its best view, a frame of that track.
 - Jobs are rows in the service's SQLite database (their results too), run by ``workers``
   threads, can be cancelled, report progress (percent of the video's duration) and, when they
   end, POST a notification (shaped like Rekognition's SNS message) to a webhook and/or publish
@@ -76,7 +79,7 @@ from facesearch.media.frames import (
     probe,
 )
 from facesearch.media.sns import SnsPublisher, check_topic_arn, completion_message
-from facesearch.media.tracking import IouTracker, view_scores
+from facesearch.media.tracking import SPLIT_SIMILARITY, IouTracker, TrackTemplate, view_scores
 from facesearch.media.webhook import OPEN, EgressPolicy, post_json, validate_url
 from facesearch.services.collection import FaceCollections
 from facesearch.services.search import Match, SearchGate
@@ -84,6 +87,7 @@ from facesearch.storage.crypto import is_sealed
 from facesearch.storage.schema import detections_t, jobs_t, matches_t, thumbnails_t
 from facesearch.storage.store import Store
 from facesearch.types import Caller, Faces, FaceView, FloatArray, IntArray
+from facesearch.vision import similarity as sim
 from facesearch.vision.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -132,8 +136,14 @@ class VideoJobSettings(BaseModel):
     detect_max_side: int | None = Field(
         default=1280, ge=160,
         description="frames whose longest side exceeds this (px) are scaled down for detection")
-    views_per_track: int = Field(default=3, ge=1, le=20,
-                                 description="best views of each person embedded and searched")
+    views_per_track: int = Field(
+        default=5, ge=1, le=50,
+        description="best views of each person (by quality) averaged, quality-weighted, into "
+                    "the template it is searched with")
+    split_similarity: float = Field(
+        default=SPLIT_SIMILARITY, ge=0, le=100,
+        description="a person's track is split where two consecutive views of it are less "
+                    "similar than this (0-100)")
     min_face_size: float = Field(
         default=0.0, ge=0, description="faces with a smaller inter-ocular distance (px) are ignored")
     iou_threshold: float = Field(
@@ -157,11 +167,12 @@ class _Stopped(Exception):
 class VideoScan:
     """Every face detected in the sampled frames of a video, with its person track.
 
-    Detections are columnar: ``timestamps`` (N,) ms, ``tracks`` (N,) person index, ``faces``
-    (N faces, with quality, in video pixels). ``embeddings`` ((M, D) unit vectors) are the
-    best views of the persons ``embedding_tracks`` ((M,)); empty when not asked for.
-    ``best_views`` maps each person to the time (ms) and aligned face chip of its best view
-    (the job's thumbnail of the person).
+    Detections are columnar: ``timestamps`` (N,) ms, ``tracks`` (N,) person index, ``shots``
+    (N,) shot index (0 before the first cut), ``faces`` (N faces, with quality, in video
+    pixels). ``embeddings`` ((M, D) unit vectors) are the templates of the persons
+    ``embedding_tracks`` ((M,), one each); empty when not asked for. ``best_views`` maps each
+    person to the time (ms) and aligned face chip of its best view (the job's thumbnail of the
+    person). ``cuts`` (ms, ascending) are when each shot after the first begins.
     """
 
     info: VideoInfo
@@ -172,51 +183,72 @@ class VideoScan:
     embedding_tracks: IntArray
     frames: int
     best_views: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
+    shots: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
+    cuts: IntArray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def persons(self) -> int:
         return len(np.unique(self.tracks))
 
 
+@dataclass(eq=False)
+class _Person:
+    """A track being followed in :func:`scan_video`: its embeddings and its best view."""
+
+    template: TrackTemplate
+    best_weight: float = -1.0
+    best_ms: int = 0
+    best_chip: np.ndarray | None = None
+
+
 def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: VideoJobSettings, *,
                embed: bool = True, info: VideoInfo | None = None,
                on_progress: Callable[[float], None] | None = None,
                should_stop: Callable[[], bool] | None = None) -> VideoScan:
-    """Detect and track faces over a video's sampled frames, and embed each track's best views.
+    """Detect and track faces over a video's sampled frames; with ``embed``, embed every face
+    and search each person with its track's template.
 
+    Tracks end at cuts (every decoded frame goes through the shot detector) and, with
+    ``embed``, split where a face's embedding is less similar than
+    ``settings.split_similarity`` to its track's previous one (a new person from there on).
     ``on_progress`` gets the fraction (0-1) of the video done after each sampled frame;
     ``should_stop`` is asked before each frame (True aborts with ``_Stopped``).
     """
     info = info or probe(path)
     tracker = IouTracker(settings.iou_threshold, settings.max_gap_ms)
-    views: dict[int, list[tuple[float, int, np.ndarray, int]]] = {}
+    split_cos = float(sim.to_cosine(settings.split_similarity, pipeline.model_version))
+    people: dict[int, _Person] = {}
     best_views: dict[int, tuple[int, np.ndarray]] = {}
-    kept = settings.views_per_track if embed else 1
     ts_parts: list[IntArray] = []
     track_parts: list[IntArray] = []
+    shot_parts: list[IntArray] = []
     face_parts: list[Faces] = []
     vec_parts: list[FloatArray] = []
-    vec_tracks: list[IntArray] = []
-    seq = 0
+    vec_tracks: list[int] = []
+    cuts: list[int] = []
+    shot = 0
     frames = 0
 
     def finish(ids: Sequence[int]) -> None:
-        chosen = []
         for tid in ids:
-            best = views.pop(tid, [])
-            if best:
-                best_views[tid] = (best[0][3], best[0][2])
-            chosen += [(tid, chip) for _, _, chip, _ in best]
-        if not chosen or not embed:
-            return
-        vec_parts.append(pipeline.embedder.embed(np.stack([c for _, c in chosen])))
-        vec_tracks.append(np.array([t for t, _ in chosen], np.int64))
+            person = people.pop(tid, None)
+            if person is None:
+                continue
+            if person.best_chip is not None:
+                best_views[tid] = (person.best_ms, person.best_chip)
+            if embed and len(person.template):
+                vec_parts.append(person.template.template()[None])
+                vec_tracks.append(tid)
 
     duration = float(info.duration_ms or 0)
-    for frame in iter_frames(path, sample_fps=settings.sample_fps):
+    for frame in iter_frames(path, sample_fps=settings.sample_fps, shots=True):
         if should_stop is not None and should_stop():
             raise _Stopped
         frames += 1
+        if frame.shot != shot:
+            finish(tracker.reset())
+            shot = frame.shot
+            cuts.append(frame.shot_start_ms)
         faces, chips = detect_frame(pipeline, frame.pixels, settings.detect_max_side)
         if settings.min_face_size > 0 and len(faces):
             assert faces.quality is not None
@@ -226,30 +258,44 @@ def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: Video
         finish(ended)
         if len(faces):
             assert faces.quality is not None
-            score = view_scores(faces.quality, faces.scores)
+            weight = view_scores(faces.quality, faces.scores)
+            vecs = pipeline.embedder.embed(chips) if embed else None
             for k, tid in enumerate(ids.tolist()):
-                best = views.setdefault(tid, [])
-                best.append((float(score[k]), seq, chips[k].copy(), frame.timestamp_ms))
-                seq += 1
-                best.sort(key=lambda v: (-v[0], v[1]))
-                del best[kept:]
-        if len(faces):
+                person = people.get(tid)
+                if vecs is not None and person is not None \
+                        and not person.template.agrees(vecs[k], split_cos):
+                    finish([tid])
+                    tid = tracker.split(tid, frame.timestamp_ms)
+                    ids[k] = tid
+                    person = None
+                if person is None:
+                    person = people[tid] = _Person(TrackTemplate(settings.views_per_track))
+                if vecs is not None:
+                    person.template.add(vecs[k], float(weight[k]))
+                if float(weight[k]) > person.best_weight:
+                    person.best_weight = float(weight[k])
+                    person.best_ms = frame.timestamp_ms
+                    person.best_chip = chips[k].copy()
             ts_parts.append(np.full(len(faces), frame.timestamp_ms, np.int64))
             track_parts.append(ids)
+            shot_parts.append(np.full(len(faces), shot, np.int64))
             face_parts.append(faces)
         if on_progress is not None and duration > 0:
             on_progress(min(frame.timestamp_ms / duration, 1.0))
-    finish(sorted(views))
+    finish(sorted(people))
     dim = pipeline.embedder.dim
+    empty = np.zeros(0, np.int64)
     return VideoScan(
         info=info,
-        timestamps=np.concatenate(ts_parts) if ts_parts else np.zeros(0, np.int64),
-        tracks=np.concatenate(track_parts) if track_parts else np.zeros(0, np.int64),
+        timestamps=np.concatenate(ts_parts) if ts_parts else empty,
+        tracks=np.concatenate(track_parts) if track_parts else empty,
         faces=Faces.concatenate(face_parts),
         embeddings=(np.concatenate(vec_parts) if vec_parts
                     else np.zeros((0, dim), np.float32)),
-        embedding_tracks=np.concatenate(vec_tracks) if vec_tracks else np.zeros(0, np.int64),
+        embedding_tracks=np.array(vec_tracks, np.int64),
         frames=frames, best_views=best_views,
+        shots=np.concatenate(shot_parts) if shot_parts else empty,
+        cuts=np.array(cuts, np.int64),
     )
 
 

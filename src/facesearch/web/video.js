@@ -312,7 +312,11 @@ function boxesAt(ms) {
   const out = [];
   const job = local.job;
   const step = 1000 / ((job && job.settings && job.settings.sample_fps) || 5);
+  const halfFrame = 500 / ((job && job.video && job.video.fps) || 30);
   for (const p of local.persons) {
+    // Only within the person's own span (give or take half a frame): a track ends at a cut,
+    // so a box (and its name) is never carried past the cut onto the next shot's faces.
+    if (ms < p.first_ms - halfFrame || ms > p.last_ms + halfFrame) continue;
     const dets = local.detections.get(p.person_index) || [];
     let best = null;
     for (const d of dets) {
