@@ -599,7 +599,7 @@ class StreamProcessor:
         if not self.is_file and self.format != "v4l2":
             self.egress.check_url(self.target, "stream input")  # again: DNS may have changed
         return open_input(self.target, self.format, options=options,
-                          timeout=(s.open_timeout_s, s.read_timeout_s))
+                          timeout=(s.open_timeout_s, s.read_timeout_s), egress=self.egress)
 
     def _capture(self) -> None:
         s = self.settings
@@ -1103,13 +1103,15 @@ class StreamProcessors:
                 raise ConflictError(f"stream processor {name!r} is already running")
             if live is not None:
                 live.shutdown()
-            # A camera is the operator's: its host is not held to the egress policy.
+            # A camera is the operator's: its own host is not held to the egress policy, but
+            # where it redirects, what its playlist names and the webhook are.
             proc = StreamProcessor(name, run, self.collections.pipeline, self.search,
                                    caller=caller,
                                    hub=self.hub(name), snapshot_dir=self.home / "snapshots" / name,
                                    snapshot_root=self.home, on_status=self._on_status,
                                    clock=self.clock, key_check=self._key_check(name, caller),
-                                   egress=OPEN if camera else self.egress, sealer=self.sealer,
+                                   egress=(self.egress.admitting(run.input_url or "") if camera
+                                           else self.egress), sealer=self.sealer,
                                    allow_devices=camera or self.allow_devices,
                                    kinesis=self.kinesis)
             with self.store.transaction() as conn:
