@@ -9,6 +9,7 @@ gets. All traffic stays on loopback."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,11 +19,16 @@ from pathlib import Path
 import av
 import pytest
 
+from facesearch.config import Settings
 from facesearch.errors import InvalidParameterError
 from facesearch.media.inputs import open_input
+from facesearch.media.stream import StreamSettings
 from facesearch.media.webhook import EgressPolicy, EgressRefusedError, embedded_ipv4
 
-from .video_helpers import remux_segment
+from facesearch.service import FaceSearch
+from facesearch.vision.pipeline import Pipeline
+
+from .video_helpers import LIN_PHOTO, remux_segment, wait_for, watchlist
 
 ALLOWED = EgressPolicy.parse("127.0.0.2/32")
 """Only the "allowed host" (127.0.0.2) may be reached."""
@@ -173,3 +179,108 @@ def test_ipv6_forms_of_public_addresses_pass() -> None:
     for address in ("64:ff9b::808:808", "2002:808:808::1", "2606:4700::1111"):
         strict.check_url(f"http://[{address}]/x", "webhook URL")
     assert str(embedded_ipv4(ipaddress.ip_address("64:ff9b::7f00:1"))) == "127.0.0.1"
+
+
+class Recorder:
+    """A TCP listener on 127.0.0.1 (the internal service) that counts connections."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class RedirectingRtsp:
+    """An RTSP server on 127.0.0.2 (the allowed host) that answers OPTIONS and then redirects
+    DESCRIBE to ``location`` with ``302 Moved Temporarily``."""
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.sock = socket.create_server(("127.0.0.2", 0))
+        self.port = self.sock.getsockname()[1]
+        self.requests: list[str] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._session, args=(conn,), daemon=True).start()
+
+    def _session(self, conn: socket.socket) -> None:
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                self.requests.append(lines[0])
+                cseq = next(v.strip() for k, _, v in (x.partition(":") for x in lines[1:])
+                            if k.lower() == "cseq")
+                if lines[0].startswith("OPTIONS"):
+                    conn.sendall(f"RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nPublic: OPTIONS, "
+                                 "DESCRIBE, SETUP, PLAY, TEARDOWN\r\n\r\n".encode())
+                else:
+                    conn.sendall(f"RTSP/1.0 302 Moved Temporarily\r\nCSeq: {cseq}\r\n"
+                                 f"Location: {self.location}\r\nContent-Length: 0\r\n\r\n"
+                                 .encode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def redirecting() -> Iterator[tuple[RedirectingRtsp, Recorder]]:
+    internal = Recorder()
+    camera = RedirectingRtsp(f"rtsp://127.0.0.1:{internal.port}/admin")
+    yield camera, internal
+    camera.close()
+    internal.close()
+
+
+def test_an_rtsp_redirect_from_the_allowed_host_is_not_followed(
+        redirecting: tuple[RedirectingRtsp, Recorder]) -> None:
+    camera, internal = redirecting
+    with pytest.raises((av.FFmpegError, OSError)):
+        decode_all(f"rtsp://user:pw@127.0.0.2:{camera.port}/clip")
+    assert any(r.startswith("DESCRIBE rtsp://127.0.0.2:") for r in camera.requests), \
+        camera.requests  # the camera saw its own URL (the relay's is rewritten)
+    assert internal.connections == 0
+
+
+def test_a_cameras_redirect_is_not_followed(redirecting: tuple[RedirectingRtsp, Recorder],
+                                            home: Path, pipeline: Pipeline) -> None:
+    """A configured camera's own host is the operator's choice; where it redirects is not."""
+    camera, internal = redirecting
+    fs = FaceSearch(Settings(home=home), pipeline=pipeline)  # no allow-list at all
+    try:
+        watchlist(fs, "watch", [LIN_PHOTO])
+        fs.cameras.add("door", f"rtsp://127.0.0.2:{camera.port}/clip")
+        fs.streams.create("p", StreamSettings(camera="door", collection="watch",
+                                              reconnect_initial_s=0.2))
+        fs.streams.start("p")
+        wait_for(lambda: sum(r.startswith("DESCRIBE") for r in camera.requests) >= 2, 60,
+                 "two sessions with the camera")
+        fs.streams.stop("p")
+    finally:
+        fs.shutdown()
+    assert internal.connections == 0

@@ -30,6 +30,7 @@ from facesearch.errors import (
     InvalidParameterError,
     InvalidVideoError,
 )
+from facesearch.media.rtsp_relay import RtspRelay
 from facesearch.media.webhook import OPEN, EgressPolicy, EgressRefusedError
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,9 @@ def open_input(target: str, input_format: str | None = None, *,
     ``av.FFmpegError`` for the caller to word.
 
     An HTTP(S) input is fetched by an :class:`EgressFetcher` (``io_open``): each URL FFmpeg
-    opens for it is checked against ``egress`` and no redirect is followed."""
+    opens for it is checked against ``egress`` and no redirect is followed. An RTSP input is
+    reached through an :class:`~facesearch.media.rtsp_relay.RtspRelay` (interleaved TCP): the
+    policy resolves and connects, and a redirect cuts the session."""
     kind = input_kind(target, input_format)
     formats = allowed_formats(kind)
     if input_format is not None and input_format not in formats:
@@ -219,6 +222,13 @@ def open_input(target: str, input_format: str | None = None, *,
     opts["format_whitelist"] = ",".join(sorted(formats))
     url = "file:" + os.path.abspath(target) if kind == "file" else target
     fetcher = None
+    relay = None
+    if kind == "rtsp":
+        # FFmpeg reaches the camera only through the relay (no redirect, no second DNS).
+        open_s = timeout[0] if isinstance(timeout, tuple) else timeout
+        relay = RtspRelay(target, egress, timeout_s=open_s or 10.0)
+        url = relay.url
+        opts["rtsp_transport"] = "tcp"
     if kind == "http":
         opts.update(http_persistent="0", http_multiple="0")  # every request through io_open
         read_s = timeout[1] if isinstance(timeout, tuple) else timeout
@@ -228,14 +238,26 @@ def open_input(target: str, input_format: str | None = None, *,
                             metadata_errors="ignore", io_open=fetcher)
     except (av.error.ArgumentError, av.error.InvalidDataError,
             av.error.PatchWelcomeError) as exc:
+        _release(relay, fetcher)
         if kind == "file":
             raise InvalidVideoError(FILE_REFUSED) from exc
+        raise
+    except BaseException:
+        _release(relay, fetcher)
         raise
     if not set(container.format.name.split(",")) & formats:
         # Defence in depth: FFmpeg has already checked format_whitelist.
         container.close()
         raise InvalidVideoError(f"FFmpeg format {container.format.name!r} is not allowed")
     return container
+
+
+def _release(relay: RtspRelay | None, fetcher: EgressFetcher | None) -> None:
+    """Close what :func:`open_input` opened for an input FFmpeg could not open."""
+    if relay is not None:
+        relay.close()
+    if fetcher is not None:
+        fetcher.close()
 
 
 def classify_input(url: str, input_format: str | None, *,

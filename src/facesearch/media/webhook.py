@@ -122,25 +122,34 @@ class EgressPolicy:
             return inner.is_global and not inner.is_multicast
         return ip.is_global and not ip.is_multicast
 
-    def check_host(self, host: str | None, port: int | None, what: str) -> None:
-        """Refuse ``host`` unless allowed (see the class); one message for every reason."""
+    def addresses(self, host: str | None, port: int | None, what: str) -> list[str]:
+        """The addresses ``host`` resolves to, when this policy allows it (see the class),
+        else :class:`EgressRefusedError` (one message for every reason). Connecting to one
+        of these, rather than resolving again, leaves no room for a second DNS answer."""
         refused = EgressRefusedError(
             f"the {what} is not allowed: its host must resolve to public addresses only "
             "(private, loopback and link-local targets need FACESEARCH_EGRESS_ALLOW)")
-        if self.allow_all:
-            return
         if not host:
             raise refused
         name = host.lower().rstrip(".")
-        if name in self.hosts:
-            return
         try:
             infos = socket.getaddrinfo(name, port or 0, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError, OSError):
             raise refused from None
-        addrs = {str(i[4][0]) for i in infos}
+        addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
+        if self.allow_all or name in self.hosts:
+            return addrs
         if not addrs or not all(self._address_ok(a) for a in addrs):
             raise refused
+        return addrs
+
+    def check_host(self, host: str | None, port: int | None, what: str) -> None:
+        """Refuse ``host`` unless allowed (see the class); one message for every reason."""
+        if self.allow_all:
+            return
+        if host and host.lower().rstrip(".") in self.hosts:
+            return
+        self.addresses(host, port, what)
 
     def check_url(self, url: str, what: str) -> None:
         """:meth:`check_host` on the URL's host and port."""
