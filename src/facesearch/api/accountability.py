@@ -191,14 +191,16 @@ async def export_audit(
     actor: str | None = None, case: str | None = None, collection: str | None = None,
     operation: str | None = None,
     since: Annotated[float | None, Query(description="seconds since the epoch")] = None,
-    until: float | None = None, purpose: str | None = None,
+    until: float | None = None, purpose: str | None = None, *, caller: CallerDep,
 ) -> Response:
-    """The audit events matching every filter given, as JSON lines or CSV."""
+    """The audit events matching every filter given, as JSON lines or CSV (a key bound to a
+    case: that case's only)."""
     ctx = context(request)
     buf = io.StringIO()
     await ctx.io(lambda: ctx.fs.audit.export(format, buf, actor=actor, case_ref=case,
                                              collection=collection, operation=operation,
-                                             since=since, until=until, purpose=purpose))
+                                             since=since, until=until, purpose=purpose,
+                                             bound_case=ctx.fs.keys.case_of(caller)))
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
     return Response(buf.getvalue(), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="facesearch-audit.{format}"'})

@@ -211,8 +211,8 @@ key...) accepts a SigV4 signature once (:data:`Replays`)."""
 
 def authorize(key: KeyInfo, operation: Operation) -> None:
     """Raise :class:`AccessDeniedError` unless one of ``key``'s roles may call
-    ``operation``."""
-    if not PERMISSIONS[operation].intersection(key.roles):
+    ``operation`` (a case-bound key acts without admin: :attr:`KeyInfo.acting_roles`)."""
+    if not PERMISSIONS[operation].intersection(key.acting_roles):
         raise AccessDeniedError(
             f"access key {key.key_id} (role {key.role}) is not allowed to call "
             f"{operation.value}")

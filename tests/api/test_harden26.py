@@ -1,0 +1,76 @@
+"""Issue 26 (hardening, round two), against the real server process (conftest): a case-bound
+key cannot act as admin or reach other cases' keys and audit events."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from facesearch.errors import InvalidParameterError
+from facesearch.governance.audit import AuditEvent
+from facesearch.service import FaceSearch
+from facesearch.storage.schema import access_keys_t
+from facesearch.types import Caller
+
+from .conftest import Server
+
+
+def bearer(server: Server, key_id: str, secret: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, timeout=120,
+                        headers={"Authorization": f"Bearer {key_id}:{secret}"})
+
+
+def test_a_case_bound_key_cannot_hold_or_use_admin(server: Server) -> None:
+    with FaceSearch(server.settings()) as fs:
+        with pytest.raises(InvalidParameterError, match="cannot hold the admin role"):
+            fs.keys.create("admin,searcher", purpose="inquiry", case_ref="CASE-A")
+        bound = fs.keys.create("searcher", purpose="inquiry", case_ref="CASE-A")
+        other = fs.keys.create("searcher", purpose="inquiry", case_ref="CASE-B")
+        # A key stored with admin before the rule (the attack's key): it acts without admin.
+        with fs.store.transaction() as conn:
+            conn.execute(update(access_keys_t).where(
+                access_keys_t.c.key_id == bound.info.key_id).values(role="admin,searcher"))
+    with bearer(server, bound.info.key_id, bound.secret) as c:
+        made = c.post("/v1/keys", json={"role": "searcher"})
+        assert made.status_code == 403, made.text
+        made = c.post("/v1/keys", json={"role": "searcher", "purpose": "x",
+                                        "case_ref": "CASE-B"})
+        assert made.status_code == 403, made.text
+        assert c.delete(f"/v1/keys/{other.info.key_id}").status_code == 403
+        assert c.post("/v1/collections", json={"collection_id": "by-case-admin"}
+                      ).status_code == 403
+        who = c.get("/v1/whoami").json()
+        assert "CreateKey" not in who["operations"] and "RevokeKey" not in who["operations"]
+    with FaceSearch(server.settings()) as fs:
+        assert fs.keys.describe(other.info.key_id).revoked_at is None
+        assert [k for k in fs.keys.list() if k.case_ref is None and k.created_at >
+                bound.info.created_at] == []
+        # The service refuses a case-bound caller too (CLI and library callers are unbound).
+        caller = Caller(actor=bound.info.key_id, role="searcher", purpose="inquiry",
+                        case_ref="CASE-A")
+        with pytest.raises(Exception, match="bound to a case"):
+            fs.keys.create("searcher", caller=caller)
+        with pytest.raises(Exception, match="bound to a case"):
+            fs.keys.revoke(other.info.key_id, caller=caller)
+
+
+def test_a_case_bound_auditor_reads_only_its_case(server: Server) -> None:
+    with FaceSearch(server.settings()) as fs:
+        mine = fs.keys.create("auditor,searcher", purpose="inquiry", case_ref="CASE-AUD-A")
+        theirs = fs.keys.create("searcher", purpose="inquiry", case_ref="CASE-AUD-B")
+        for key in (mine, theirs):  # each key's search, recorded under its case
+            fs.audit.record(AuditEvent(operation="search.image", actor=key.info.key_id,
+                                       role="searcher", purpose="inquiry",
+                                       case_ref=key.info.case_ref, collection="watch"))
+    with bearer(server, mine.info.key_id, mine.secret) as c:
+        events = c.get("/v1/audit", params={"max_results": 10_000}).json()["events"]
+        assert events and {e["case_ref"] for e in events} == {"CASE-AUD-A"}
+        assert c.get("/v1/audit", params={"case": "CASE-AUD-B"}).status_code == 403
+        export = c.get("/v1/audit/export")
+        assert export.status_code == 200 and "CASE-AUD-B" not in export.text
+        assert "CASE-AUD-A" in export.text
+    with server.native("auditor") as c:  # an unbound auditor still reads every case
+        cases = {e["case_ref"] for e in c.get("/v1/audit", params={"max_results": 10_000}
+                                              ).json()["events"]}
+        assert {"CASE-AUD-A", "CASE-AUD-B"} <= cases
