@@ -3,6 +3,8 @@ key cannot act as admin or reach other cases' keys and audit events."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 from sqlalchemy import update
@@ -13,7 +15,7 @@ from facesearch.service import FaceSearch
 from facesearch.storage.schema import access_keys_t
 from facesearch.types import Caller
 
-from .conftest import Server
+from .conftest import Server, start_server, stop_server
 
 
 def bearer(server: Server, key_id: str, secret: str) -> httpx.Client:
@@ -74,3 +76,26 @@ def test_a_case_bound_auditor_reads_only_its_case(server: Server) -> None:
         cases = {e["case_ref"] for e in c.get("/v1/audit", params={"max_results": 10_000}
                                               ).json()["events"]}
         assert {"CASE-AUD-A", "CASE-AUD-B"} <= cases
+
+
+def test_failed_authentication_is_throttled_per_source(tmp_path: Path) -> None:
+    """After 5 failures in a minute from 127.0.0.1 even the right secret gets 429 from there,
+    while 127.0.0.2 (another source) is still served."""
+    srv = start_server(tmp_path / "home", tmp_path / "server.log",
+                       FACESEARCH_API_AUTH_FAILURES_PER_MINUTE="5")
+    try:
+        good = srv.keys["auditor"]
+        for i in range(5):
+            with bearer(srv, good.key_id, f"wrong-{i}") as c:
+                assert c.get("/v1/whoami").status_code in (401, 403)
+        with bearer(srv, good.key_id, good.secret) as c:
+            r = c.get("/v1/whoami")
+            assert r.status_code == 429, r.text
+            assert int(r.headers["Retry-After"]) >= 1
+        other = httpx.Client(base_url=srv.url, timeout=60,
+                             transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+                             headers={"Authorization": f"Bearer {good.key_id}:{good.secret}"})
+        with other:
+            assert other.get("/v1/whoami").status_code == 200
+    finally:
+        stop_server(srv)

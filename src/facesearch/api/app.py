@@ -34,7 +34,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facesearch import __version__, responses
 from facesearch.api import accountability, crops, docs, native, rekognition, streams, web
 from facesearch.api import video as video_api
-from facesearch.api.auth import ReplayCache, SharedReplays, SignedRequest, preauthenticate
+from facesearch.api.auth import (
+    FailedAuthThrottle,
+    ReplayCache,
+    SharedReplays,
+    SignedRequest,
+    preauthenticate,
+)
 from facesearch.api.context import ApiContext, context
 from facesearch.api.errors import (
     AuthenticationError,
@@ -49,7 +55,7 @@ from facesearch.api.metrics import Metrics
 from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
 from facesearch.config import Settings
-from facesearch.errors import FaceSearchError
+from facesearch.errors import FaceSearchError, ThrottledError
 from facesearch.governance.retention import RetentionWorker
 from facesearch.media.kinesis import KinesisOutput
 from facesearch.media.sns import SnsPublisher
@@ -110,7 +116,8 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                                            fs.settings.max_video_bytes),
                      body_limit=settings.body_limit(fs.settings.max_image_bytes),
                      # Nodes sharing a PostgreSQL database share the signatures they saw.
-                     replays=SharedReplays(fs.store) if fs.store.postgres else ReplayCache())
+                     replays=SharedReplays(fs.store) if fs.store.postgres else ReplayCache(),
+                     auth_failures=FailedAuthThrottle(settings.auth_failures_per_minute))
 
     retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
     sns_endpoint, kinesis_endpoint = settings.sns(), settings.kinesis()
@@ -226,11 +233,15 @@ class RequestMiddleware:
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
                      for k, v in scope["headers"]], body=b"")
+        client = scope.get("client")
+        source = client[0] if client else None
+        self.ctx.auth_failures.check(source)  # ThrottledError: answered by the caller
         try:
             await run_in_threadpool(lambda: preauthenticate(
                 req, self.ctx.fs.keys, service=service, max_skew_s=self.ctx.settings.clock_skew_s,
                 allow_bearer=bearer, now=time.time()))
         except AuthenticationError as exc:
+            self.ctx.auth_failures.failed(source)
             return exc
         return None
 
@@ -283,9 +294,14 @@ class RequestMiddleware:
                 await error_response(Request(scope), overflow)(scope, receive, send_with_id)
 
         try:
-            refused = await self._refuse_headers(scope)
+            try:
+                refused: FaceSearchError | None = await self._refuse_headers(scope)
+            except ThrottledError as exc:
+                self.ctx.metrics.rejected.labels("auth_throttled").inc()
+                refused = exc
             if refused is not None:
-                self.ctx.metrics.rejected.labels("unauthenticated").inc()
+                if not isinstance(refused, ThrottledError):
+                    self.ctx.metrics.rejected.labels("unauthenticated").inc()
                 await error_response(Request(scope), refused)(scope, receive, send_with_id)
                 return
             length = _content_length(scope)

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from facesearch.api.auth import (
     READ_ONLY,
+    FailedAuthThrottle,
     Operation,
     ReplayCache,
     Replays,
@@ -21,7 +22,7 @@ from facesearch.api.auth import (
     authorize,
     sigv4_signature,
 )
-from facesearch.api.errors import QueueFullError
+from facesearch.api.errors import AuthenticationError, QueueFullError
 from facesearch.api.metrics import Metrics
 from facesearch.api.s3 import S3Images
 from facesearch.api.settings import ApiSettings
@@ -48,6 +49,8 @@ class ApiContext:
     replays: Replays = field(default_factory=ReplayCache)
     """SigV4 signatures seen in the clock-skew window: this process's, or with a PostgreSQL
     database every node's (:class:`facesearch.api.auth.SharedReplays`)."""
+    auth_failures: FailedAuthThrottle = field(default_factory=FailedAuthThrottle)
+    """Failed authentications per source address (this process's)."""
 
     async def infer(self, fn: Callable[[], T]) -> T:
         """Run inference or search work on the bounded pool."""
@@ -74,10 +77,16 @@ class ApiContext:
             headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
                      for k, v in request.scope["headers"]],
             body=await request.body())
-        key: KeyInfo = await self.io(lambda: authenticate(
-            signed, self.fs.keys, service=service, max_skew_s=self.settings.clock_skew_s,
-            allow_bearer=allow_bearer, now=time.time(),
-            replays=None if operation in READ_ONLY else self.replays))
+        source = request.client.host if request.client else None
+        self.auth_failures.check(source)
+        try:
+            key: KeyInfo = await self.io(lambda: authenticate(
+                signed, self.fs.keys, service=service, max_skew_s=self.settings.clock_skew_s,
+                allow_bearer=allow_bearer, now=time.time(),
+                replays=None if operation in READ_ONLY else self.replays))
+        except AuthenticationError:
+            self.auth_failures.failed(source)
+            raise
         state["key_id"] = key.key_id
         state["signature"] = sigv4_signature(request.headers.get("authorization"))
         authorize(key, operation)
