@@ -115,7 +115,7 @@ class FaceSearch:
         self.erasure = Erasure(self.store, self.indexes, self.trail, clock=clock)
         self.erasure.hooks += [self._purge_snapshots, self._purge_video_matches]
         self.reviews = Reviews(self.audit, self.trail)
-        self.cameras = Cameras(self.store, self.trail, clock=clock)
+        self.cameras = Cameras(self.store, self.trail, clock=clock, sealer=sealer)
         """The camera inputs the operator names (``facesearch cameras add``)."""
         self.tags = Tags(self.store, self.trail, self._tag_visible)
         """Tags of collections and stream processors."""

@@ -3,6 +3,9 @@ key cannot act as admin or reach other cases' keys and audit events."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -40,7 +43,7 @@ def test_a_case_bound_key_cannot_hold_or_use_admin(server: Server) -> None:
                                         "case_ref": "CASE-B"})
         assert made.status_code == 403, made.text
         assert c.delete(f"/v1/keys/{other.info.key_id}").status_code == 403
-        assert c.post("/v1/collections", json={"collection_id": "by-case-admin"}
+        assert c.post("/v1/collections", json={"name": "by-case-admin"}
                       ).status_code == 403
         who = c.get("/v1/whoami").json()
         assert "CreateKey" not in who["operations"] and "RevokeKey" not in who["operations"]
@@ -99,3 +102,45 @@ def test_failed_authentication_is_throttled_per_source(tmp_path: Path) -> None:
             assert other.get("/v1/whoami").status_code == 200
     finally:
         stop_server(srv)
+
+
+def test_a_cameras_password_never_reaches_the_server_log(server: Server) -> None:
+    """A camera whose host accepts and hangs up: each reconnect logged FFmpeg's error text,
+    which named rtsp://viewer:PASSWORD@... (issue 26)."""
+    hangup = socket.create_server(("127.0.0.1", 0))
+    accepted = 0
+
+    def serve() -> None:
+        nonlocal accepted
+        while True:
+            try:
+                conn, _ = hangup.accept()
+            except OSError:
+                return
+            accepted += 1
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    password = "s3cret-pw-26"
+    try:
+        server.cli("cameras", "add", "door26",
+                   f"rtsp://viewer:{password}@127.0.0.1:{hangup.getsockname()[1]}/stream1")
+        with server.native("admin") as admin:
+            assert admin.post("/v1/collections", json={"name": "cam26"}).status_code == 201
+        settings = {"camera": "door26", "collection": "cam26", "reconnect_initial_s": 0.2,
+                    "reconnect_max_s": 0.5}
+        with server.native("searcher") as c:
+            assert c.post("/v1/streams", json={"name": "door26", "settings": settings}
+                          ).status_code == 201
+            assert c.post("/v1/streams/door26/start").status_code == 200
+            deadline = time.monotonic() + 60
+            while server.log.read_text().count("door26: ") < 3:
+                assert time.monotonic() < deadline, "no reconnects logged"
+                time.sleep(0.2)
+            c.post("/v1/streams/door26/stop")
+            c.delete("/v1/streams/door26")
+    finally:
+        hangup.close()
+    text = server.log.read_text()
+    assert accepted >= 3 and "viewer:***@" in text
+    assert password not in text

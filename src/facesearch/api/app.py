@@ -57,6 +57,7 @@ from facesearch.api.work import WorkPool
 from facesearch.config import Settings
 from facesearch.errors import FaceSearchError, ThrottledError
 from facesearch.governance.retention import RetentionWorker
+from facesearch.media.inputs import redact_credentials
 from facesearch.media.kinesis import KinesisOutput
 from facesearch.media.sns import SnsPublisher
 from facesearch.service import FaceSearch
@@ -342,7 +343,8 @@ def _content_length(scope: Scope) -> int | None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg and the record's ``fields``."""
+    """One JSON object per line: ts, level, logger, msg and the record's ``fields``; the
+    password of any URL in it masked (:func:`~facesearch.media.inputs.redact_credentials`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
@@ -350,7 +352,7 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return redact_credentials(json.dumps(out, default=str))
 
 
 def configure_logging(level: str) -> None:

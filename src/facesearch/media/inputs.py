@@ -292,6 +292,16 @@ def classify_input(url: str, input_format: str | None, *,
     return path, fmt, True
 
 
+CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s/@:\"']*):[^\s/@]*@")
+"""``scheme://user:password@`` anywhere in a text."""
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it masked (for log
+    lines and error texts: FFmpeg's errors name the URL they opened)."""
+    return CREDENTIALS_RE.sub(r"\1\2:***@", text)
+
+
 def redact_url(url: str | None) -> str | None:
     """``url`` with the password of its user info masked."""
     if url is None or "://" not in url:

@@ -95,7 +95,12 @@ from facesearch.media.events import (
     snapshot_aad,
 )
 from facesearch.media.frames import VideoMatch, detect_frame
-from facesearch.media.inputs import INPUT_REFUSED, classify_input, open_input
+from facesearch.media.inputs import (
+    INPUT_REFUSED,
+    classify_input,
+    open_input,
+    redact_credentials,
+)
 from facesearch.media.kinesis import KinesisOutput, KinesisWriter, SearchedFrame
 from facesearch.media.tracking import IouTracker
 from facesearch.media.webhook import (
@@ -646,7 +651,8 @@ class StreamProcessor:
                 self._fail(exc.message)  # a refused input: retrying cannot change that
                 break
             except (av.FFmpegError, OSError, _NoVideo) as exc:
-                reason = f"{type(exc).__name__}: {str(exc).strip() or 'input error'}"
+                reason = redact_credentials(
+                    f"{type(exc).__name__}: {str(exc).strip() or 'input error'}")
             finally:
                 self.connected = False
                 if container is not None:
