@@ -156,7 +156,12 @@ class Spike:
 class SearchLimiter:
     """Token-bucket rate limit of 1:N searches per caller, with volume-spike detection.
 
-    ``per_minute`` searches a minute sustained (bursts up to ``burst``); 0 disables the limit.
+    ``per_minute`` tokens a minute sustained (bursts up to ``burst``); 0 disables the limit.
+    A search costs one token per probe face or query vector it searches: it is admitted while
+    the caller has a token left (:meth:`acquire`, before any image work), and then charged the
+    rest of its cost (:meth:`charge`), which may leave the bucket in debt: the caller's next
+    search waits until the debt is refilled. So one search of 38 faces costs 38 tokens, and
+    a video job's 1,000 vectors 1,000.
     Volume is counted in windows of ``window_seconds``; the baseline is an exponential moving
     average of past windows (weight ``alpha``); a window whose count exceeds both
     ``spike_factor`` x baseline and ``spike_min`` is a spike, reported once per window to
@@ -201,6 +206,20 @@ class SearchLimiter:
                 spike = Spike(actor, b.window_count, b.baseline, self.window_seconds)
         if spike is not None and self.on_spike is not None:
             self.on_spike(spike)
+
+    def charge(self, actor: str, cost: float) -> None:
+        """Charge ``actor`` ``cost`` more tokens for a search :meth:`acquire` admitted (its
+        further probe faces or vectors); never refuses: the bucket may go into debt."""
+        if self.per_minute <= 0 or cost <= 0:
+            return
+        now = self.clock()
+        with self._lock:
+            b = self._buckets.get(actor)
+            if b is None:
+                b = self._buckets[actor] = _Bucket(self.burst, now, now)
+            b.tokens = min(self.burst, b.tokens + (now - b.updated) * self.per_minute / 60)
+            b.updated = now
+            b.tokens -= cost
 
     def _roll(self, b: _Bucket, now: float) -> None:
         while now - b.window_start >= self.window_seconds:
