@@ -91,6 +91,12 @@ class Settings(BaseSettings):
                           "(and `facesearch index --ray` by default); none: in this process")
     ray_gpus: float = Field(0.0, ge=0, description="GPUs each Ray task asks for (0: CPU)")
     video_workers: int = Field(1, ge=1, description="stored-video jobs run at once")
+    video_waiting_per_key: int = Field(
+        10, ge=1, description="video jobs one caller may have waiting to start (the server "
+                              "holds 100 in all); beyond that: 429")
+    video_parked_bytes_per_key: int = Field(
+        1024**3, ge=1024, description="bytes of uploaded video one caller's waiting jobs may "
+                                      "hold on disk; beyond that: 429")
     max_video_bytes: int = Field(10 * 1024**3, ge=1024, description="largest video accepted "
                                                                     "(bytes)")
     egress_allow: str = Field(

@@ -251,6 +251,8 @@ class FaceSearch:
             self._video = VideoJobs(self.home, self.store, self.collections, self.search,
                                     workers=self.settings.video_workers,
                                     max_video_bytes=self.settings.max_video_bytes,
+                                    per_key=(self.settings.video_waiting_per_key,
+                                             self.settings.video_parked_bytes_per_key),
                                     clock=self._clock, keys=self.keys,
                                     egress=self._egress(), cluster=cluster,
                                     pipeline_spec=cluster.spec(self.settings)
