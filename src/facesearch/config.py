@@ -99,6 +99,14 @@ class Settings(BaseSettings):
                                       "hold on disk; beyond that: 429")
     max_video_bytes: int = Field(10 * 1024**3, ge=1024, description="largest video accepted "
                                                                     "(bytes)")
+    report_purposes: str = Field(
+        "", description="comma-separated purposes the transparency report may name (an "
+                        "operator-defined list); any other stated purpose is free text and is "
+                        "counted under one 'not on the published list' row")
+    report_min_count: int = Field(
+        5, ge=1, description="the transparency report's smallest published count in a "
+                             "breakdown by purpose or collection: smaller groups are combined, "
+                             "or left out when even combined they are smaller")
     egress_allow: str = Field(
         "", description="comma-separated CIDR networks, addresses or host names that webhooks "
                         "and stream inputs may reach although they are loopback, link-local or "

@@ -14,10 +14,12 @@ from sqlalchemy import update
 
 from facesearch.errors import InvalidParameterError
 from facesearch.governance.audit import AuditEvent
+from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
 from facesearch.storage.schema import access_keys_t
 from facesearch.types import Caller
 
+from ..conftest import face
 from .conftest import Server, start_server, stop_server
 
 
@@ -144,3 +146,24 @@ def test_a_cameras_password_never_reaches_the_server_log(server: Server) -> None
     text = server.log.read_text()
     assert accepted >= 3 and "viewer:***@" in text
     assert password not in text
+
+
+def test_crops_follow_the_collections_purpose_rule(server: Server) -> None:
+    """Issue 26: crops of a collection whose searches need a purpose and a case were served
+    without either."""
+    with FaceSearch(server.settings()) as fs:
+        fs.collections.create("purpose26", policy=CollectionPolicy(require_purpose=True))
+        face_id = fs.collections.index_image("purpose26", face("obama.jpg")).indexed[0].face_id
+        bound = fs.keys.create("searcher", purpose="inquiry", case_ref="CASE-CROPS")
+    with server.native("searcher") as c:  # no purpose, no case
+        for path in (f"/v1/collections/purpose26/crops?face_id={face_id}",
+                     f"/v1/collections/purpose26/faces/{face_id}/crop"):
+            r = c.get(path)
+            assert r.status_code == 400 and "purpose" in r.text, r.text
+    with bearer(server, bound.info.key_id, bound.secret) as c:
+        r = c.get(f"/v1/collections/purpose26/faces/{face_id}/crop")
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    with FaceSearch(server.settings()) as fs:
+        refused, _ = fs.audit.query(operation="faces.crops.refused", collection="purpose26")
+        shown, _ = fs.audit.query(operation="faces.crops", collection="purpose26")
+    assert len(refused) == 2 and [e.event.case_ref for e in shown] == ["CASE-CROPS"]

@@ -16,7 +16,7 @@ from facesearch.api.native import CallerDep, ErrorOut, native_caller
 from facesearch.errors import NotFoundError
 from facesearch.governance.erasure import ErasureReceipt
 from facesearch.governance.policy import CollectionPolicy
-from facesearch.governance.report import build_report, render
+from facesearch.governance.report import public_report, render
 from facesearch.limits import MAX_RESULTS
 from facesearch.services.collection import CollectionInfo
 
@@ -228,7 +228,9 @@ async def transparency_report(
     candidates returned and their review outcomes, live-stream matches, erasures, keys
     issued and revoked; as JSON, or as HTML or PDF for an oversight body."""
     ctx = context(request)
-    report = await ctx.io(lambda: build_report(ctx.fs.audit, start, end))
+    report = await ctx.io(lambda: public_report(
+        ctx.fs.audit, start, end, purposes=ctx.fs.settings.report_purposes.split(","),
+        min_count=ctx.fs.settings.report_min_count))
     body, media = await ctx.io(lambda: render(report, format))
     headers = {"Cache-Control": "no-store"}
     if format != "json":

@@ -187,7 +187,7 @@ def audit_report(
     probe hashes): searches by kind, purpose and collection, refusals, candidates returned
     and their review outcomes, live-stream matches, erasures and retention, keys issued and
     revoked, with charts; HTML or PDF for an oversight body, or JSON."""
-    from facesearch.governance.report import build_report, render
+    from facesearch.governance.report import public_report, render
 
     if fmt not in ("html", "pdf", "json"):
         raise typer.BadParameter("--format must be html, pdf or json")
@@ -195,7 +195,9 @@ def audit_report(
         raise typer.BadParameter("a PDF needs --out FILE")
     lo, hi = _report_bound(start, "--from", end=False), _report_bound(end, "--to", end=True)
     with service(home) as fs:
-        report = build_report(fs.audit, lo, hi)
+        report = public_report(fs.audit, lo, hi,
+                               purposes=fs.settings.report_purposes.split(","),
+                               min_count=fs.settings.report_min_count)
     body, _ = render(report, fmt)
     if output is None:
         sys.stdout.write(body.decode("utf-8"))

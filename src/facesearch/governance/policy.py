@@ -100,6 +100,17 @@ def of_collection(settings: Mapping[str, Any], calibration: FloorCalibration | N
                            calibration.false_match_rate if calibration else None)
 
 
+def check_purpose(policy: EffectivePolicy, caller: Caller, what: str = "search") -> None:
+    """:class:`InvalidParameterError` when the policy requires a purpose and a case reference
+    and ``caller`` states none (searches, and the faces' crops a reviewer sees)."""
+    if policy.require_purpose and not (caller.purpose and caller.case_ref):
+        raise InvalidParameterError(
+            f"this collection's policy requires a purpose and a case reference for every {what} "
+            "(CLI: --purpose and --case; HTTP: X-Facesearch-Purpose and X-Facesearch-Case "
+            "headers, or an access key issued for a case)"
+        )
+
+
 def check_search(policy: EffectivePolicy, caller: Caller, threshold: float | None,
                  max_results: int, default_threshold: float) -> float:
     """Apply the policy to a 1:N search; returns the threshold to use.
@@ -108,12 +119,7 @@ def check_search(policy: EffectivePolicy, caller: Caller, threshold: float | Non
     below the floor is refused, as are missing purpose/case (when required) and too many
     results.
     """
-    if policy.require_purpose and not (caller.purpose and caller.case_ref):
-        raise InvalidParameterError(
-            "this collection's policy requires a purpose and a case reference for every search "
-            "(CLI: --purpose and --case; HTTP: X-Facesearch-Purpose and X-Facesearch-Case "
-            "headers, or an access key issued for a case)"
-        )
+    check_purpose(policy, caller)
     if threshold is None:
         threshold = max(default_threshold, policy.threshold_floor)
     elif threshold < policy.threshold_floor:
