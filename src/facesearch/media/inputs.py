@@ -124,7 +124,7 @@ class _Body(io.RawIOBase):
     def tell(self) -> int:
         return self._pos
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         want = HTTP_BUFFER if size is None or size < 0 else size
         while len(self._buffer) < want:
             chunk = next(self._chunks, b"")
