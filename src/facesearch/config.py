@@ -91,8 +91,22 @@ class Settings(BaseSettings):
                           "(and `facesearch index --ray` by default); none: in this process")
     ray_gpus: float = Field(0.0, ge=0, description="GPUs each Ray task asks for (0: CPU)")
     video_workers: int = Field(1, ge=1, description="stored-video jobs run at once")
+    video_waiting_per_key: int = Field(
+        10, ge=1, description="video jobs one caller may have waiting to start (the server "
+                              "holds 100 in all); beyond that: 429")
+    video_parked_bytes_per_key: int = Field(
+        1024**3, ge=1024, description="bytes of uploaded video one caller's waiting jobs may "
+                                      "hold on disk; beyond that: 429")
     max_video_bytes: int = Field(10 * 1024**3, ge=1024, description="largest video accepted "
                                                                     "(bytes)")
+    report_purposes: str = Field(
+        "", description="comma-separated purposes the transparency report may name (an "
+                        "operator-defined list); any other stated purpose is free text and is "
+                        "counted under one 'not on the published list' row")
+    report_min_count: int = Field(
+        5, ge=1, description="the transparency report's smallest published count in a "
+                             "breakdown by purpose or collection: smaller groups are combined, "
+                             "or left out when even combined they are smaller")
     egress_allow: str = Field(
         "", description="comma-separated CIDR networks, addresses or host names that webhooks "
                         "and stream inputs may reach although they are loopback, link-local or "

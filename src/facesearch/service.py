@@ -115,7 +115,7 @@ class FaceSearch:
         self.erasure = Erasure(self.store, self.indexes, self.trail, clock=clock)
         self.erasure.hooks += [self._purge_snapshots, self._purge_video_matches]
         self.reviews = Reviews(self.audit, self.trail)
-        self.cameras = Cameras(self.store, self.trail, clock=clock)
+        self.cameras = Cameras(self.store, self.trail, clock=clock, sealer=sealer)
         """The camera inputs the operator names (``facesearch cameras add``)."""
         self.tags = Tags(self.store, self.trail, self._tag_visible)
         """Tags of collections and stream processors."""
@@ -150,6 +150,11 @@ class FaceSearch:
                 raise AuditKeyError(f"{name} ({path}) must lie outside the data directory "
                                     f"{self.home}: whoever holds a copy of the directory could "
                                     f"otherwise rewrite the audit trail unnoticed")
+            if path is not None and _hard_linked(path):
+                raise AuditKeyError(f"{name} ({path}) has more than one name (a hard link): it "
+                                    "may also lie in the data directory; keep one copy only")
+        if key is not None:
+            self._left_behind_key()
         if key is None:
             if self._law_enforcement():
                 raise AuditKeyError(
@@ -166,6 +171,23 @@ class FaceSearch:
         else:
             witness.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return key, witness
+
+    def _left_behind_key(self) -> None:
+        """A private key still under ``<home>/keys/`` once the signing key is configured
+        outside: a warning, or :class:`AuditKeyError` in a law-enforcement deployment (a
+        copy of the directory would still carry a key that signed its checkpoints)."""
+        folder = self.home / "keys"
+        left = sorted(p.name for p in folder.glob("*.pem")
+                      if p.is_file() and b"PRIVATE KEY" in p.read_bytes()[:200]) \
+            if folder.is_dir() else []
+        if not left:
+            return
+        message = (f"a private key remains in the data directory ({', '.join(left)} under "
+                   f"{folder}) although FACESEARCH_AUDIT_SIGNING_KEY names another: delete it "
+                   "(after moving it out, nothing there may sign the audit trail)")
+        if self._law_enforcement():
+            raise AuditKeyError(message)
+        setup_log.warning(message)
 
     def _volume_spike(self, spike: Spike) -> None:
         """A caller's search volume spiked far above its baseline: log it and audit it."""
@@ -229,6 +251,8 @@ class FaceSearch:
             self._video = VideoJobs(self.home, self.store, self.collections, self.search,
                                     workers=self.settings.video_workers,
                                     max_video_bytes=self.settings.max_video_bytes,
+                                    per_key=(self.settings.video_waiting_per_key,
+                                             self.settings.video_parked_bytes_per_key),
                                     clock=self._clock, keys=self.keys,
                                     egress=self._egress(), cluster=cluster,
                                     pipeline_spec=cluster.spec(self.settings)
@@ -310,8 +334,32 @@ def _check_shared(settings: Settings) -> None:
 
 
 def _inside(path: Path, home: Path) -> bool:
-    """Whether ``path`` lies in ``home`` (after resolving links)."""
-    return path.resolve().is_relative_to(home.resolve())
+    """Whether ``path`` lies in ``home``: after resolving links, or by device and inode (any
+    folder above it is ``home`` itself reached by another path, as a bind mount)."""
+    resolved, root = path.resolve(), home.resolve()
+    if resolved.is_relative_to(root):
+        return True
+    try:
+        st = root.stat()
+    except OSError:
+        return False
+    for folder in resolved.parents:
+        try:
+            f = folder.stat()
+        except OSError:
+            continue
+        if (f.st_dev, f.st_ino) == (st.st_dev, st.st_ino):
+            return True
+    return False
+
+
+def _hard_linked(path: Path) -> bool:
+    """Whether the file ``path`` has more than one name (one may lie anywhere, the data
+    directory included: a hard link cannot be told from the original)."""
+    try:
+        return path.resolve().stat().st_nlink > 1
+    except OSError:
+        return False
 
 
 def restrict_permissions(home: Path) -> int:

@@ -167,7 +167,9 @@ def start_server(home: Path, log: Path, **env: str) -> Server:
     port = free_port()
     full_env = {**os.environ, "FACESEARCH_HOME": str(home), "FACESEARCH_API_WORKERS": "2",
                 "FACESEARCH_AUDIT_SIGNING_KEY": str(signing_key_for(home)),
-                "FACESEARCH_SEARCHES_PER_MINUTE": "0", **env}
+                "FACESEARCH_SEARCHES_PER_MINUTE": "0",
+                # Tests share one loopback source: only the throttle's own test turns it on.
+                "FACESEARCH_API_AUTH_FAILURES_PER_MINUTE": "0", **env}
     out = log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "facesearch", "serve", "--host", "127.0.0.1",
                              "--port", str(port)], env=full_env, stdout=out,

@@ -611,9 +611,43 @@ def test_law_enforcement_deployment_refuses_a_signing_key_in_the_data_directory(
         fs.collections.create("bookings", policy=CollectionPolicy(law_enforcement=True))
     with pytest.raises(AuditKeyError, match="FACESEARCH_AUDIT_SIGNING_KEY"):
         FaceSearch(Settings(home=home))  # a law-enforcement collection: not without the key
+    # The key the first start left in the directory must go (issue 26).
+    with pytest.raises(AuditKeyError, match="a private key remains"):
+        FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem"))
+    (home / "keys" / "audit-ed25519.pem").unlink()
     with FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem")) as fs:
         fs.audit.record(AuditEvent(operation="test", actor="a"))
     assert (safe / "a.pem").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_hard_linked_or_left_behind_signing_key_is_caught(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 26: a signing key hard-linked into the data directory was accepted, and the old
+    ``<home>/keys/audit-ed25519.pem`` stayed after the key was moved out, unwarned."""
+    from facesearch.config import Settings
+    from facesearch.governance.audit import AuditKeyError
+    from facesearch.governance.policy import CollectionPolicy
+    from facesearch.service import FaceSearch
+
+    home, safe = tmp_path / "home", tmp_path / "safe"
+    with FaceSearch(Settings(home=home)) as fs:  # the default: the key in the directory
+        fs.audit.record(AuditEvent(operation="test", actor="a"))
+    inside = home / "keys" / "audit-ed25519.pem"
+    safe.mkdir()
+    os.link(inside, safe / "a.pem")  # "moved out" as a hard link: the same file
+    with pytest.raises(AuditKeyError, match="hard link"):
+        FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem"))
+    (safe / "a.pem").unlink()
+    (safe / "a.pem").write_bytes(inside.read_bytes())  # a real copy, the original left behind
+    with caplog.at_level("WARNING", logger="facesearch.setup"), \
+            FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem")) as fs:
+        fs.collections.create("bookings", policy=CollectionPolicy(law_enforcement=True))
+    assert "a private key remains in the data directory" in caplog.text
+    with pytest.raises(AuditKeyError, match="a private key remains"):  # law enforcement
+        FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem"))
+    inside.unlink()
+    with FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem")) as fs:
+        assert fs.collections.describe("bookings").policy.law_enforcement
 
 
 # -- Merkle tree and inclusion proofs (RFC 9162) ---------------------------------------------

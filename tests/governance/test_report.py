@@ -8,11 +8,14 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from facesearch.config import Settings
 from facesearch.errors import InvalidParameterError
+from facesearch.governance.audit import AuditEvent
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.governance.report import (
     TransparencyReport,
@@ -178,3 +181,34 @@ def test_reviews_of_video_batches_and_live_matches_are_counted(fs: FaceSearch) -
     assert {t.label: t.count for t in r.stream_review_outcomes} == {
         "confirmed": 0, "rejected": 1, "inconclusive": 1, "never reviewed": 0}
     assert ("Live matches reviewed", "2 of 2") in headline(r)
+
+
+def test_published_purposes_come_from_the_operators_list(home: Path) -> None:
+    """Issue 26: the report published free-text purposes verbatim ("Suspect Jane Doe, case
+    REF-2026-0042"), and groups of one."""
+    from facesearch.governance.report import NOT_LISTED, public_report
+
+    with FaceSearch(Settings(home=home)) as fs:
+        for purpose, case, n in (("Fraud investigation", "C-1", 6),
+                                 ("Suspect Jane Doe, case REF-2026-0042", "C-2", 6),
+                                 ("missing person", "C-3", 2), ("Trafficking", "C-4", 1)):
+            for _ in range(n):
+                fs.audit.record(AuditEvent(operation="search.face", actor="FSAKX",
+                                           role="searcher", purpose=purpose, case_ref=case,
+                                           collection="watch"))
+        fs.audit.record(AuditEvent(operation="search.face", actor="FSAKX", role="searcher",
+                                   collection="rare"))
+        r = public_report(fs.audit, 0, 4e9, purposes=["fraud investigation", "Missing person",
+                                                      "Trafficking"], min_count=3)
+    rows = {t.label: t.count for t in r.searches_by_purpose}
+    assert rows == {"fraud investigation": 6, NOT_LISTED: 6,  # the list's spelling
+                    "(groups of fewer than 3, combined)": 4}  # missing person 2, Trafficking 1,
+    # no purpose 1: combined
+    assert r.searches == 16
+    assert {t.label for t in r.searches_by_collection} == {"watch"}  # "rare" (1) left out
+    text = r.model_dump_json()
+    assert "Jane Doe" not in text and "REF-2026-0042" not in text and "rare" not in text
+    # No list at all: every stated purpose is free text.
+    with FaceSearch(Settings(home=home)) as fs:
+        r = public_report(fs.audit, 0, 4e9, purposes=[""], min_count=3)
+    assert {t.label: t.count for t in r.searches_by_purpose} == {NOT_LISTED: 15}

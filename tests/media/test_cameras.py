@@ -4,6 +4,7 @@ never a URL a client chose)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -12,16 +13,20 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import select, update
 
+from facesearch.config import Settings
 from facesearch.errors import (
     AlreadyExistsError,
     CameraNotFoundError,
+    EncryptionError,
     InvalidParameterError,
 )
 from facesearch.media.cameras import camera_of_arn
 from facesearch.media.stream import ProcessorStatus, StreamSettings
 from facesearch.media.webhook import EgressRefusedError
 from facesearch.service import FaceSearch
+from facesearch.storage.schema import cameras_t
 
 from .video_helpers import LIN_PHOTO, clip, wait_for, watchlist
 
@@ -111,3 +116,24 @@ def test_cli(home: Path) -> None:
     assert "already exists" in run("add", "door", "rtsp://x/y", ok=False).stderr
     run("remove", "door")
     assert json.loads(run("list", "--json").stdout)["cameras"] == []
+
+
+def test_camera_urls_are_sealed_at_rest(home: Path) -> None:
+    """Issue 26: a camera's RTSP password was stored in clear with encryption at rest on."""
+    key = base64.b64encode(os.urandom(32)).decode()
+    url = "rtsp://viewer:s3cret-pw@10.1.2.3:554/stream1"
+    with FaceSearch(Settings(home=home, encryption_key=key)) as fs:
+        fs.cameras.add("door", url)
+        with fs.store.transaction() as conn:
+            stored = conn.execute(select(cameras_t.c.url)).scalar_one()
+        assert stored.startswith("sealed:") and "s3cret" not in stored and "10.1.2.3" not in stored
+        assert fs.cameras.get("door").url == url
+        assert [c.url for c in fs.cameras.list()] == [url]
+        # A sealed URL moved to another camera's row does not open (bound to the name).
+        fs.cameras.add("back", "rtsp://10.9.9.9/x")
+        with fs.store.transaction() as conn:
+            conn.execute(update(cameras_t).where(cameras_t.c.name == "back").values(url=stored))
+        with pytest.raises(EncryptionError):
+            fs.cameras.get("back")
+    with FaceSearch(Settings(home=home)) as fs, pytest.raises(EncryptionError):
+        fs.cameras.get("door")  # without the key: refused, never a garbled URL

@@ -16,7 +16,7 @@ from facesearch.api.native import CallerDep, ErrorOut, native_caller
 from facesearch.errors import NotFoundError
 from facesearch.governance.erasure import ErasureReceipt
 from facesearch.governance.policy import CollectionPolicy
-from facesearch.governance.report import build_report, render
+from facesearch.governance.report import public_report, render
 from facesearch.limits import MAX_RESULTS
 from facesearch.services.collection import CollectionInfo
 
@@ -191,14 +191,16 @@ async def export_audit(
     actor: str | None = None, case: str | None = None, collection: str | None = None,
     operation: str | None = None,
     since: Annotated[float | None, Query(description="seconds since the epoch")] = None,
-    until: float | None = None, purpose: str | None = None,
+    until: float | None = None, purpose: str | None = None, *, caller: CallerDep,
 ) -> Response:
-    """The audit events matching every filter given, as JSON lines or CSV."""
+    """The audit events matching every filter given, as JSON lines or CSV (a key bound to a
+    case: that case's only)."""
     ctx = context(request)
     buf = io.StringIO()
     await ctx.io(lambda: ctx.fs.audit.export(format, buf, actor=actor, case_ref=case,
                                              collection=collection, operation=operation,
-                                             since=since, until=until, purpose=purpose))
+                                             since=since, until=until, purpose=purpose,
+                                             bound_case=ctx.fs.keys.case_of(caller)))
     media = "application/x-ndjson" if format == "jsonl" else "text/csv"
     return Response(buf.getvalue(), media_type=media, headers={
         "Content-Disposition": f'attachment; filename="facesearch-audit.{format}"'})
@@ -226,7 +228,9 @@ async def transparency_report(
     candidates returned and their review outcomes, live-stream matches, erasures, keys
     issued and revoked; as JSON, or as HTML or PDF for an oversight body."""
     ctx = context(request)
-    report = await ctx.io(lambda: build_report(ctx.fs.audit, start, end))
+    report = await ctx.io(lambda: public_report(
+        ctx.fs.audit, start, end, purposes=ctx.fs.settings.report_purposes.split(","),
+        min_count=ctx.fs.settings.report_min_count))
     body, media = await ctx.io(lambda: render(report, format))
     headers = {"Cache-Control": "no-store"}
     if format != "json":

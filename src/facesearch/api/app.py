@@ -34,7 +34,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from facesearch import __version__, responses
 from facesearch.api import accountability, crops, docs, native, rekognition, streams, web
 from facesearch.api import video as video_api
-from facesearch.api.auth import SharedReplays, SignedRequest, preauthenticate
+from facesearch.api.auth import (
+    FailedAuthThrottle,
+    SharedReplays,
+    SignedRequest,
+    preauthenticate,
+)
 from facesearch.api.context import ApiContext, context
 from facesearch.api.errors import (
     AuthenticationError,
@@ -51,8 +56,9 @@ from facesearch.api.replay import Answers
 from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
 from facesearch.config import Settings
-from facesearch.errors import FaceSearchError
+from facesearch.errors import FaceSearchError, ThrottledError
 from facesearch.governance.retention import RetentionWorker
+from facesearch.media.inputs import redact_credentials
 from facesearch.media.kinesis import KinesisOutput
 from facesearch.media.sns import SnsPublisher
 from facesearch.service import FaceSearch
@@ -117,7 +123,8 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                      body_limit=settings.body_limit(fs.settings.max_image_bytes),
                      # The signatures seen and the answers kept are in the database (SQLite
                      # too): they hold across restarts and every node of a shared database.
-                     replays=SharedReplays(fs.store), answers=Answers(fs.store))
+                     replays=SharedReplays(fs.store), answers=Answers(fs.store),
+                     auth_failures=FailedAuthThrottle(settings.auth_failures_per_minute))
 
     retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
     sns_endpoint, kinesis_endpoint = settings.sns(), settings.kinesis()
@@ -233,11 +240,15 @@ class RequestMiddleware:
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=[(k.decode("latin-1").lower(), v.decode("latin-1"))
                      for k, v in scope["headers"]], body=b"")
+        client = scope.get("client")
+        source = client[0] if client else None
+        self.ctx.auth_failures.check(source)  # ThrottledError: answered by the caller
         try:
             await run_in_threadpool(lambda: preauthenticate(
                 req, self.ctx.fs.keys, service=service, max_skew_s=self.ctx.settings.clock_skew_s,
                 allow_bearer=bearer, now=time.time()))
         except AuthenticationError as exc:
+            self.ctx.auth_failures.failed(source)
             return exc
         return None
 
@@ -290,9 +301,14 @@ class RequestMiddleware:
                 await error_response(Request(scope), overflow)(scope, receive, send_with_id)
 
         try:
-            refused = await self._refuse_headers(scope)
+            try:
+                refused: FaceSearchError | None = await self._refuse_headers(scope)
+            except ThrottledError as exc:
+                self.ctx.metrics.rejected.labels("auth_throttled").inc()
+                refused = exc
             if refused is not None:
-                self.ctx.metrics.rejected.labels("unauthenticated").inc()
+                if not isinstance(refused, ThrottledError):
+                    self.ctx.metrics.rejected.labels("unauthenticated").inc()
                 await error_response(Request(scope), refused)(scope, receive, send_with_id)
                 return
             length = _content_length(scope)
@@ -333,7 +349,8 @@ def _content_length(scope: Scope) -> int | None:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, msg and the record's ``fields``."""
+    """One JSON object per line: ts, level, logger, msg and the record's ``fields``; the
+    password of any URL in it masked (:func:`~facesearch.media.inputs.redact_credentials`)."""
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
@@ -341,7 +358,7 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return redact_credentials(json.dumps(out, default=str))
 
 
 def configure_logging(level: str) -> None:

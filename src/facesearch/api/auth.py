@@ -195,8 +195,8 @@ PERMISSIONS: dict[Operation, frozenset[Role]] = {
 
 def authorize(key: KeyInfo, operation: Operation) -> None:
     """Raise :class:`AccessDeniedError` unless one of ``key``'s roles may call
-    ``operation``."""
-    if not PERMISSIONS[operation].intersection(key.roles):
+    ``operation`` (a case-bound key acts without admin: :attr:`KeyInfo.acting_roles`)."""
+    if not PERMISSIONS[operation].intersection(key.acting_roles):
         raise AccessDeniedError(
             f"access key {key.key_id} (role {key.role}) is not allowed to call "
             f"{operation.value}")
@@ -312,6 +312,56 @@ class SharedReplays:
 
 Replays = ReplayCache | SharedReplays
 """Where accepted signatures are remembered: this process, or the database (the server)."""
+
+
+class FailedAuthThrottle:
+    """Failed authentications counted per source address: after ``limit`` failures within
+    ``window_s`` seconds, that source's requests are refused (429, before any credential is
+    looked at) until its oldest counted failure is ``window_s`` old. ``limit`` 0 turns the
+    throttle off. At most ``max_sources`` addresses are remembered (the least recently failed
+    are forgotten first). Thread-safe."""
+
+    def __init__(self, limit: int = 20, window_s: float = 60.0, *,
+                 max_sources: int = 100_000) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self.max_sources = max_sources
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, source: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(source, ()) if now - t < self.window_s]
+        if times:
+            self._failures[source] = times
+        else:
+            self._failures.pop(source, None)
+        return times
+
+    def check(self, source: str | None, now: float | None = None) -> None:
+        """:class:`ThrottledError` while ``source`` has failed ``limit`` times in the
+        window."""
+        if not self.limit or source is None:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._recent(source, now)
+            if len(times) < self.limit:
+                return
+            wait = max(1, int(self.window_s - (now - times[0])) + 1)
+        raise ThrottledError(f"too many failed authentications from this address; retry in "
+                             f"{wait} s", retry_after=wait)
+
+    def failed(self, source: str | None, now: float | None = None) -> None:
+        """Count one failed authentication from ``source``."""
+        if not self.limit or source is None:
+            return
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            times = self._recent(source, now)
+            self._failures.pop(source, None)  # re-inserted last: the most recent failure
+            self._failures[source] = (times + [now])[-self.limit:]
+            while len(self._failures) > self.max_sources:
+                del self._failures[next(iter(self._failures))]
 
 
 def authenticate(req: SignedRequest, keys: AccessKeys, *, service: str, max_skew_s: float,

@@ -12,6 +12,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from facesearch.api.auth import (
+    FailedAuthThrottle,
     Operation,
     ReplayCache,
     Replays,
@@ -20,7 +21,7 @@ from facesearch.api.auth import (
     authorize,
     sigv4_signature,
 )
-from facesearch.api.errors import QueueFullError
+from facesearch.api.errors import AuthenticationError, QueueFullError
 from facesearch.api.metrics import Metrics
 from facesearch.api.replay import Answers, Repeat, repeat_rule
 from facesearch.api.s3 import S3Images
@@ -50,6 +51,8 @@ class ApiContext:
     database every node's (:class:`facesearch.api.auth.SharedReplays`)."""
     answers: Answers | None = None
     """The answers of Rekognition requests that run once (:mod:`facesearch.api.replay`)."""
+    auth_failures: FailedAuthThrottle = field(default_factory=FailedAuthThrottle)
+    """Failed authentications per source address (this process's)."""
 
     async def infer(self, fn: Callable[[], T]) -> T:
         """Run inference or search work on the bounded pool."""
@@ -79,9 +82,16 @@ class ApiContext:
         # Which repeats of a signature are refused here (the rest are answered, by running
         # again or with the first answer): facesearch.api.replay.
         once = repeat_rule(operation, rekognition=service == "rekognition") is Repeat.ONCE
-        key: KeyInfo = await self.io(lambda: authenticate(
-            signed, self.fs.keys, service=service, max_skew_s=self.settings.clock_skew_s,
-            allow_bearer=allow_bearer, now=time.time(), replays=self.replays if once else None))
+        source = request.client.host if request.client else None
+        self.auth_failures.check(source)
+        try:
+            key: KeyInfo = await self.io(lambda: authenticate(
+                signed, self.fs.keys, service=service, max_skew_s=self.settings.clock_skew_s,
+                allow_bearer=allow_bearer, now=time.time(),
+                replays=self.replays if once else None))
+        except AuthenticationError:
+            self.auth_failures.failed(source)
+            raise
         state["key_id"] = key.key_id
         state["key"] = key
         state["signature"] = sigv4_signature(request.headers.get("authorization"))

@@ -687,14 +687,16 @@ async def list_audit_events(
     until: float | None = None, max_results: Annotated[int, Query(ge=1, le=10_000)] = 100,
     next_token: str | None = None, purpose: str | None = None,
     search_id: Annotated[str | None, Query(description="the search and its reviews")] = None,
+    *, caller: CallerDep,
 ) -> AuditPage:
-    """Audit events matching every filter given, a page at a time (auditors only)."""
+    """Audit events matching every filter given, a page at a time (auditors only; a key
+    bound to a case reads that case's events only)."""
     ctx = context(request)
     after = decode_row("audit", next_token)
     records, nxt = await ctx.io(lambda: ctx.fs.audit.query(
         actor=actor, case_ref=case, collection=collection, operation=operation, since=since,
         until=until, limit=max_results, after_seq=after, purpose=purpose,
-        search_id=search_id))
+        search_id=search_id, bound_case=ctx.fs.keys.case_of(caller)))
     return AuditPage(events=[r.to_json() for r in records],
                      next_token=None if nxt is None else encode_token("audit", nxt))
 

@@ -28,6 +28,10 @@ class ApiSettings(BaseSettings):
                                                                   "room for two images at the "
                                                                   "image byte limit, base64)")
     clock_skew_s: float = Field(300.0, ge=1, description="largest SigV4 clock skew accepted (s)")
+    auth_failures_per_minute: int = Field(
+        20, ge=0, description="failed authentications a source address may make in a minute; "
+                              "beyond that its requests get 429 until the minute passes (0: "
+                              "no limit)")
     region: str = Field("us-east-1", description="region named in collection ARNs")
     account_id: str = Field("000000000000", pattern=r"^[0-9]{12}$",
                             description="account id named in collection ARNs")

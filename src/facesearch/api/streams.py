@@ -29,7 +29,12 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from facesearch.api.auth import Operation, SignedRequest, authenticate, authorize
 from facesearch.api.context import ApiContext, context
-from facesearch.api.errors import SerializationError, mapping, public_message
+from facesearch.api.errors import (
+    AuthenticationError,
+    SerializationError,
+    mapping,
+    public_message,
+)
 from facesearch.api.native import (
     ErrorOut,
     native_caller,
@@ -350,11 +355,17 @@ async def _ws_caller(websocket: WebSocket, ctx: ApiContext) -> Caller:
         path=websocket.scope.get("raw_path", websocket.url.path.encode()).decode("latin-1"),
         query=websocket.scope.get("query_string", b"").decode("latin-1"),
         headers=headers, body=b"")
-    key = await ctx.io(lambda: authenticate(
-        signed, ctx.fs.keys, service="facesearch", max_skew_s=ctx.settings.clock_skew_s,
-        allow_bearer=True, now=time.time(), replays=ctx.replays))  # a feed's signature: once
-    authorize(key, Operation.GET_STREAM_PROCESSOR_EVENTS)
     client = websocket.client
+    source = client.host if client else None
+    ctx.auth_failures.check(source)
+    try:
+        key = await ctx.io(lambda: authenticate(
+            signed, ctx.fs.keys, service="facesearch", max_skew_s=ctx.settings.clock_skew_s,
+            allow_bearer=True, now=time.time(), replays=ctx.replays))  # a feed's signature: once
+    except AuthenticationError:
+        ctx.auth_failures.failed(source)
+        raise
+    authorize(key, Operation.GET_STREAM_PROCESSOR_EVENTS)
     return Caller(actor=key.key_id, role=key.role, client=client.host if client else None)
 
 

@@ -197,13 +197,14 @@ def audit_report(
     home: HomeOpt = None,
 ) -> None:
     """The transparency report of a period (by default the last 30 days), in aggregates only
-    (no faces, case references or probe hashes): searches by kind, purpose and collection,
+    (no faces, case references or probe hashes; purposes named only from the operator's
+    published list, small counts combined): searches by kind, purpose and collection,
     refusals, candidates returned and their review outcomes, live-stream matches, erasures and
     retention, keys issued and revoked, with charts; HTML or PDF for an oversight body, or
     JSON. Written to a file (its name printed), never as HTML or PDF onto a terminal."""
     from datetime import date, timedelta
 
-    from facesearch.governance.report import build_report, render
+    from facesearch.governance.report import public_report, render
 
     if fmt not in ("html", "pdf", "json"):
         raise typer.BadParameter("--format must be html, pdf or json")
@@ -224,7 +225,9 @@ def audit_report(
                                  "pipe it)")
     lo, hi = _report_bound(start, "--from", end=False), _report_bound(end, "--to", end=True)
     with service(home) as fs:
-        report = build_report(fs.audit, lo, hi)
+        report = public_report(fs.audit, lo, hi,
+                               purposes=fs.settings.report_purposes.split(","),
+                               min_count=fs.settings.report_min_count)
     body, _ = render(report, fmt)
     if to_stdout:
         sys.stdout.write(body.decode("utf-8"))

@@ -65,7 +65,7 @@ from sqlalchemy import (
     select,
 )
 
-from facesearch.errors import FaceSearchError, InvalidParameterError
+from facesearch.errors import AccessDeniedError, FaceSearchError, InvalidParameterError
 from facesearch.storage import database
 from facesearch.storage.crypto import create_secret_file
 from facesearch.storage.database import Target
@@ -770,17 +770,24 @@ class AuditLog:
               collection: str | None = None, operation: str | None = None,
               since: float | None = None, until: float | None = None, limit: int = 100,
               after_seq: int = 0, purpose: str | None = None,
-              search_id: str | None = None) -> tuple[list[AuditRecord], int | None]:
+              search_id: str | None = None, bound_case: str | None = None,
+              ) -> tuple[list[AuditRecord], int | None]:
         """Events matching every filter given, by seq, at most ``limit`` after ``after_seq``.
 
         ``operation`` is exact, or a prefix when it ends with ``*`` (``search.*``); ``since``
         and ``until`` (seconds since the epoch) bound ``ts`` as ``since <= ts < until``;
         ``purpose`` is exact; ``search_id`` keeps the events naming that search (the search
-        itself, and the reviews of its candidates).
+        itself, and the reviews of its candidates). ``bound_case``: the case the asking key is
+        bound to; only that case's events are read (:class:`AccessDeniedError` when
+        ``case_ref`` names another).
         Returns the page and the cursor (``after_seq``) of the next one, None at the end.
         """
         if not 1 <= limit <= MAX_QUERY_LIMIT:
             raise InvalidParameterError(f"limit must be 1..{MAX_QUERY_LIMIT}, got {limit}")
+        if bound_case is not None:
+            if case_ref is not None and case_ref != bound_case:
+                raise AccessDeniedError("a key bound to a case reads only its case's events")
+            case_ref = bound_case
         c = events_t.c
         q = select(events_t).where(c.seq > after_seq)
         if actor is not None:
@@ -811,9 +818,10 @@ class AuditLog:
     def export(self, fmt: ExportFormat, out: TextIO, actor: str | None = None,
                case_ref: str | None = None, collection: str | None = None,
                operation: str | None = None, since: float | None = None,
-               until: float | None = None, purpose: str | None = None) -> int:
+               until: float | None = None, purpose: str | None = None,
+               bound_case: str | None = None) -> int:
         """Write the matching events to ``out`` as JSON lines or CSV (a page at a time);
-        returns how many. CSV cells hold results and details as JSON, None as empty."""
+        returns how many (``bound_case`` as :meth:`query`). CSV cells hold results and details as JSON, None as empty."""
         if fmt not in ("jsonl", "csv"):
             raise InvalidParameterError(f"export format must be jsonl or csv, got {fmt!r}")
         writer = csv.writer(out, lineterminator="\n") if fmt == "csv" else None
@@ -823,7 +831,8 @@ class AuditLog:
         while True:
             page, nxt = self.query(actor=actor, case_ref=case_ref, collection=collection,
                                    operation=operation, since=since, until=until,
-                                   limit=1000, after_seq=cursor, purpose=purpose)
+                                   limit=1000, after_seq=cursor, purpose=purpose,
+                                   bound_case=bound_case)
             for rec in page:
                 obj = rec.to_json()
                 if writer is None:

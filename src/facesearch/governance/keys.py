@@ -130,6 +130,14 @@ class KeyInfo:
         return role_names(self.roles)
 
     @property
+    def acting_roles(self) -> Roles:
+        """The roles the key may act in: its roles, less ``admin`` for a key bound to a case
+        (a case-bound key cannot hold admin; one stored before that rule acts without it)."""
+        if self.case_ref is None:
+            return self.roles
+        return tuple(r for r in self.roles if r is not Role.ADMIN)
+
+    @property
     def active(self) -> bool:
         return self.revoked_at is None
 
@@ -226,15 +234,20 @@ class AccessKeys:
         """A new active key for ``role`` (one role, or several: see :func:`parse_roles`); the
         returned secret is not retrievable later. Creating it is audited with its roles.
 
-        ``purpose`` and ``case_ref`` (both or neither) bind the key to one case;
-        ``expires_at`` (seconds since the epoch) ends its validity.
+        ``purpose`` and ``case_ref`` (both or neither) bind the key to one case; such a key
+        cannot hold ``admin`` (keys and collections are not any one case's), and a caller
+        bound to a case creates no keys at all. ``expires_at`` (seconds since the epoch) ends
+        its validity.
         """
+        self._unbound_caller(caller, "create access keys")
         roles = parse_roles(role)
         if label is not None and not 1 <= len(label) <= 200:
             raise InvalidParameterError("a key label has 1-200 characters")
         if (purpose is None) != (case_ref is None):
             raise InvalidParameterError("a key for a case needs both a purpose and a case "
                                         "reference")
+        if case_ref is not None and Role.ADMIN in roles:
+            raise InvalidParameterError("a key bound to a case cannot hold the admin role")
         for name, text in (("purpose", purpose), ("case reference", case_ref)):
             if text is not None and not 1 <= len(text) <= 500:
                 raise InvalidParameterError(f"a key's {name} has 1-500 characters")
@@ -270,7 +283,9 @@ class AccessKeys:
         return _info(r)
 
     def revoke(self, key_id: str, *, caller: Caller | None = None) -> KeyInfo:
-        """Revoke a key (at once, in every server on this data directory); idempotent."""
+        """Revoke a key (at once, in every server on this data directory); idempotent. A
+        caller bound to a case revokes none."""
+        self._unbound_caller(caller, "revoke access keys")
         with self.store.transaction() as conn:
             conn.execute(update(access_keys_t).where(
                 access_keys_t.c.key_id == key_id, access_keys_t.c.revoked_at.is_(None),
@@ -295,6 +310,11 @@ class AccessKeys:
         if info.expired(self.clock()):
             return f"the access key {actor} has expired"
         return None
+
+    def _unbound_caller(self, caller: Caller | None, what: str) -> None:
+        """:class:`AccessDeniedError` when ``caller`` is an access key bound to a case."""
+        if self.case_of(caller) is not None:
+            raise AccessDeniedError(f"a key bound to a case cannot {what}")
 
     def case_of(self, caller: Caller | None) -> str | None:
         """The case a case-bound access key is confined to; None when ``caller`` is not

@@ -100,6 +100,17 @@ def of_collection(settings: Mapping[str, Any], calibration: FloorCalibration | N
                            calibration.false_match_rate if calibration else None)
 
 
+def check_purpose(policy: EffectivePolicy, caller: Caller, what: str = "search") -> None:
+    """:class:`InvalidParameterError` when the policy requires a purpose and a case reference
+    and ``caller`` states none (searches, and the faces' crops a reviewer sees)."""
+    if policy.require_purpose and not (caller.purpose and caller.case_ref):
+        raise InvalidParameterError(
+            f"this collection's policy requires a purpose and a case reference for every {what} "
+            "(CLI: --purpose and --case; HTTP: X-Facesearch-Purpose and X-Facesearch-Case "
+            "headers, or an access key issued for a case)"
+        )
+
+
 def check_search(policy: EffectivePolicy, caller: Caller, threshold: float | None,
                  max_results: int, default_threshold: float) -> float:
     """Apply the policy to a 1:N search; returns the threshold to use.
@@ -108,12 +119,7 @@ def check_search(policy: EffectivePolicy, caller: Caller, threshold: float | Non
     below the floor is refused, as are missing purpose/case (when required) and too many
     results.
     """
-    if policy.require_purpose and not (caller.purpose and caller.case_ref):
-        raise InvalidParameterError(
-            "this collection's policy requires a purpose and a case reference for every search "
-            "(CLI: --purpose and --case; HTTP: X-Facesearch-Purpose and X-Facesearch-Case "
-            "headers, or an access key issued for a case)"
-        )
+    check_purpose(policy, caller)
     if threshold is None:
         threshold = max(default_threshold, policy.threshold_floor)
     elif threshold < policy.threshold_floor:
@@ -156,7 +162,12 @@ class Spike:
 class SearchLimiter:
     """Token-bucket rate limit of 1:N searches per caller, with volume-spike detection.
 
-    ``per_minute`` searches a minute sustained (bursts up to ``burst``); 0 disables the limit.
+    ``per_minute`` tokens a minute sustained (bursts up to ``burst``); 0 disables the limit.
+    A search costs one token per probe face or query vector it searches: it is admitted while
+    the caller has a token left (:meth:`acquire`, before any image work), and then charged the
+    rest of its cost (:meth:`charge`), which may leave the bucket in debt: the caller's next
+    search waits until the debt is refilled. So one search of 38 faces costs 38 tokens, and
+    a video job's 1,000 vectors 1,000.
     Volume is counted in windows of ``window_seconds``; the baseline is an exponential moving
     average of past windows (weight ``alpha``); a window whose count exceeds both
     ``spike_factor`` x baseline and ``spike_min`` is a spike, reported once per window to
@@ -201,6 +212,20 @@ class SearchLimiter:
                 spike = Spike(actor, b.window_count, b.baseline, self.window_seconds)
         if spike is not None and self.on_spike is not None:
             self.on_spike(spike)
+
+    def charge(self, actor: str, cost: float) -> None:
+        """Charge ``actor`` ``cost`` more tokens for a search :meth:`acquire` admitted (its
+        further probe faces or vectors); never refuses: the bucket may go into debt."""
+        if self.per_minute <= 0 or cost <= 0:
+            return
+        now = self.clock()
+        with self._lock:
+            b = self._buckets.get(actor)
+            if b is None:
+                b = self._buckets[actor] = _Bucket(self.burst, now, now)
+            b.tokens = min(self.burst, b.tokens + (now - b.updated) * self.per_minute / 60)
+            b.updated = now
+            b.tokens -= cost
 
     def _roll(self, b: _Bucket, now: float) -> None:
         while now - b.window_start >= self.window_seconds:

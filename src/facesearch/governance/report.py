@@ -269,6 +269,53 @@ def build_report(log: AuditLog, start: float, end: float, *,
         notes=list(NOTES))
 
 
+# -- publishing ---------------------------------------------------------------------------------
+
+NOT_LISTED = "(not on the published list of purposes)"
+"""The row that counts every stated purpose the operator's list does not name."""
+
+
+def _small_combined(rows: list[Tally], min_count: int, keep: Sequence[str] = ()) -> list[Tally]:
+    """``rows`` with those under ``min_count`` (other than ``keep``) combined into one row,
+    itself left out when its total is under ``min_count`` too."""
+    big = [t for t in rows if t.count >= min_count or t.label in keep]
+    small = sum(t.count for t in rows if t.count < min_count and t.label not in keep)
+    if small >= min_count:
+        big.append(Tally(label=f"(groups of fewer than {min_count}, combined)", count=small))
+    return big
+
+
+def publishable(r: TransparencyReport, purposes: Sequence[str], min_count: int
+                ) -> TransparencyReport:
+    """``r`` fit to publish: a stated purpose is named only when it is on the operator's
+    list ``purposes`` (matched without regard to case; free text such as "Suspect Jane Doe,
+    case REF-2026-0042" never is: it is counted under :data:`NOT_LISTED`), and in the
+    breakdowns by purpose, collection and watchlist a group smaller than ``min_count`` is
+    combined with the other small ones (left out when even combined they are fewer). The
+    totals are untouched."""
+    listed = {p.strip().lower(): p.strip() for p in purposes if p.strip()}
+    by_purpose: Counter[str] = Counter()
+    for t in r.searches_by_purpose:
+        label = t.label if t.label == NO_PURPOSE else listed.get(t.label.strip().lower(),
+                                                                  NOT_LISTED)
+        by_purpose[label] += t.count
+    return r.model_copy(update={
+        "searches_by_purpose": _small_combined(_tallies(by_purpose), min_count),
+        "searches_by_collection": _small_combined(r.searches_by_collection, min_count),
+        "stream_matches_by_collection": _small_combined(r.stream_matches_by_collection,
+                                                        min_count),
+        "notes": [*r.notes, (
+            f"Purposes are named only when on the operator's published list; groups of fewer "
+            f"than {min_count} searches or matches are combined, or left out when even "
+            "combined they are fewer.")]})
+
+
+def public_report(log: AuditLog, start: float, end: float, *, purposes: Sequence[str],
+                  min_count: int) -> TransparencyReport:
+    """:func:`build_report` made :func:`publishable`: what the API and the CLI give out."""
+    return publishable(build_report(log, start, end), purposes, min_count)
+
+
 # -- rendering ----------------------------------------------------------------------------------
 
 def _day(t: float) -> str:

@@ -8,11 +8,15 @@ client names a camera, never its URL, so a camera's host is not held to the egre
 a local device or file is allowed. A Rekognition client names a camera as the stream name of
 a Kinesis Video Streams ARN (``arn:aws:kinesisvideo:REGION:ACCOUNT:stream/NAME/CREATION``,
 :func:`camera_of_arn`); processors look the camera's URL up each time they start. Adding and
-removing cameras is audited (with the URL's password masked).
+removing cameras is audited (with the URL's password masked). With encryption at rest on, a
+camera's URL (which may hold its password) is stored sealed (``sealed:`` + base64 of the
+AES-256-GCM blob, bound to the camera's name); URLs stored in clear before are still read.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import builtins
 import re
 import time
@@ -22,9 +26,15 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from facesearch.errors import AlreadyExistsError, CameraNotFoundError, InvalidParameterError
+from facesearch.errors import (
+    AlreadyExistsError,
+    CameraNotFoundError,
+    EncryptionError,
+    InvalidParameterError,
+)
 from facesearch.governance.trail import AuditTrail
 from facesearch.media.inputs import classify_input, redact_url
+from facesearch.storage.crypto import Sealer
 from facesearch.storage.schema import cameras_t
 from facesearch.storage.store import Store
 from facesearch.types import Caller
@@ -74,14 +84,42 @@ class Camera:
         return redact_url(self.url) or ""
 
 
+SEALED_PREFIX = "sealed:"
+"""A camera URL stored sealed starts with it."""
+
+
 class Cameras:
-    """The cameras of one data directory."""
+    """The cameras of one data directory (URLs sealed at rest when ``sealer`` is given)."""
 
     def __init__(self, store: Store, trail: AuditTrail, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sealer: Sealer | None = None) -> None:
         self.store = store
         self.trail = trail
         self.clock = clock
+        self.sealer = sealer
+
+    def _stored(self, name: str, url: str) -> str:
+        if self.sealer is None:
+            return url
+        blob = self.sealer.seal(url.encode(), f"camera:{name}".encode())
+        return SEALED_PREFIX + base64.b64encode(blob).decode()
+
+    def _url(self, name: str, stored: str) -> str:
+        if not stored.startswith(SEALED_PREFIX):
+            return stored
+        if self.sealer is None:
+            raise EncryptionError(f"camera {name!r}: its URL is sealed; the encryption key is "
+                                  "needed")
+        try:
+            blob = base64.b64decode(stored[len(SEALED_PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            raise EncryptionError(f"camera {name!r}: its stored URL is damaged") from None
+        return self.sealer.open(blob, f"camera:{name}".encode()).decode()
+
+    def _camera(self, r: object) -> Camera:
+        g = r._mapping  # type: ignore[attr-defined]
+        return Camera(g["name"], self._url(g["name"], g["url"]), g["input_format"], g["label"],
+                      g["added_by"], g["created_at"])
 
     def add(self, name: str, url: str, *, input_format: str | None = None,
             label: str | None = None, caller: Caller | None = None) -> Camera:
@@ -98,7 +136,8 @@ class Cameras:
         try:
             with self.store.transaction() as conn:
                 conn.execute(insert(cameras_t).values(
-                    name=name, url=url, input_format=cam.input_format, label=label,
+                    name=name, url=self._stored(name, url), input_format=cam.input_format,
+                    label=label,
                     added_by=cam.added_by, created_at=cam.created_at))
         except IntegrityError:
             raise AlreadyExistsError(f"camera {name!r} already exists; remove it first") from None
@@ -113,7 +152,7 @@ class Cameras:
         if r is None:
             raise CameraNotFoundError(f"camera {name!r} is not configured (facesearch cameras "
                                       "add NAME URL)")
-        return Camera(r.name, r.url, r.input_format, r.label, r.added_by, r.created_at)
+        return self._camera(r)
 
     def remove(self, name: str, *, caller: Caller | None = None) -> None:
         """Remove a camera (processors that name it fail to start until it is added again)."""
@@ -128,5 +167,4 @@ class Cameras:
         """Cameras in name order."""
         with self.store.transaction() as conn:
             rows = conn.execute(select(cameras_t).order_by(cameras_t.c.name)).all()
-        return [Camera(r.name, r.url, r.input_format, r.label, r.added_by, r.created_at)
-                for r in rows]
+        return [self._camera(r) for r in rows]

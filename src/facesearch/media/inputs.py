@@ -15,17 +15,25 @@ demuxer it got.
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import av
 import av.container
+import httpx
 
 from facesearch.errors import (
     InvalidParameterError,
     InvalidVideoError,
 )
+from facesearch.media.rtsp_relay import RtspRelay
+from facesearch.media.webhook import OPEN, EgressPolicy, EgressRefusedError
+
+log = logging.getLogger(__name__)
 
 NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 """The network inputs a processor may open (no rtmp, srt, udp or tcp listeners)."""
@@ -83,10 +91,113 @@ def allowed_formats(kind: str) -> frozenset[str]:
     return NETWORK_FORMATS | FILE_FORMATS
 
 
+AVIO_FLAG_WRITE = 2
+"""FFmpeg's ``AVIO_FLAG_WRITE`` (an ``io_open`` call that would write)."""
+HTTP_BUFFER = 64 * 1024
+"""Bytes read from a network response at a time."""
+
+
+class _Body(io.RawIOBase):
+    """A checked HTTP(S) response body read by FFmpeg (through PyAV's ``io_open``); seekable
+    (by a new ``Range`` request through the same checks) when the server says it accepts
+    byte ranges and gives the length."""
+
+    def __init__(self, fetcher: EgressFetcher, url: str, response: httpx.Response) -> None:
+        super().__init__()
+        self._fetcher = fetcher
+        self._url = url
+        self._response = response
+        self._chunks = response.iter_raw(HTTP_BUFFER)
+        self._buffer = b""
+        self._pos = 0
+        length = response.headers.get("content-length", "")
+        self._length = int(length) if length.isdigit() else None
+        self._ranges = (response.headers.get("accept-ranges", "").lower() == "bytes"
+                        and self._length is not None)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._ranges
+
+    def tell(self) -> int:
+        return self._pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = HTTP_BUFFER if size is None or size < 0 else size
+        while len(self._buffer) < want:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                break
+            self._buffer += chunk
+        out, self._buffer = self._buffer[:want], self._buffer[want:]
+        self._pos += len(out)
+        return out
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_CUR:
+            offset += self._pos
+        elif whence == io.SEEK_END:
+            offset += self._length or 0
+        if offset == self._pos:
+            return self._pos
+        if not self._ranges:
+            raise OSError("the input is not seekable")
+        self._response.close()
+        self._response = self._fetcher.get(self._url, start=offset)
+        self._chunks = self._response.iter_raw(HTTP_BUFFER)
+        self._buffer = b""
+        self._pos = offset
+        return offset
+
+    def close(self) -> None:
+        self._response.close()
+        super().close()
+
+
+class EgressFetcher:
+    """PyAV's ``io_open`` for HTTP(S) inputs: every URL FFmpeg opens for one (the input
+    itself, an HLS playlist's variants, segments and keys) is fetched here, with its host
+    checked by the :class:`EgressPolicy` before each request, http(s) only, and redirects
+    refused (a 3xx answer is an error, never followed), so an allowed host cannot point
+    FFmpeg at a loopback, link-local or private address."""
+
+    def __init__(self, egress: EgressPolicy, timeout_s: float) -> None:
+        self.egress = egress
+        self.client = httpx.Client(timeout=timeout_s, follow_redirects=False)
+
+    def get(self, url: str, *, start: int = 0) -> httpx.Response:
+        """A streamed, checked GET of ``url`` from byte ``start``; OSError when refused."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise EgressRefusedError("a network input may only name http(s) URLs")
+        self.egress.check_url(url, "stream input")
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            r = self.client.send(self.client.build_request("GET", url, headers=headers),
+                                 stream=True, follow_redirects=False)
+        except httpx.HTTPError as exc:
+            raise OSError(f"{type(exc).__name__}: the input could not be fetched") from None
+        if not 200 <= r.status_code < 300:
+            r.close()
+            what = "redirect (not followed)" if r.is_redirect else "answer"
+            log.warning("network input %s: HTTP %d %s", redact_url(url), r.status_code, what)
+            raise OSError(f"HTTP {r.status_code} {what}")
+        return r
+
+    def __call__(self, url: str, flags: int, options: Mapping[str, str]) -> _Body:
+        if flags & AVIO_FLAG_WRITE:
+            raise EgressRefusedError("a network input is never written")
+        return _Body(self, url, self.get(url))
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def open_input(target: str, input_format: str | None = None, *,
                options: Mapping[str, str] | None = None,
                timeout: float | tuple[float, float] | None = None,
-               ) -> av.container.InputContainer:
+               egress: EgressPolicy = OPEN) -> av.container.InputContainer:
     """Open ``target`` (a local path, a network URL or a V4L2 device, as
     :func:`classify_input` returns it) for decoding, with FFmpeg held to the demuxers of
     :func:`allowed_formats` (``format_whitelist``, so format guessing cannot choose a
@@ -96,7 +207,12 @@ def open_input(target: str, input_format: str | None = None, *,
 
     A local file FFmpeg refuses to open this way is :class:`InvalidVideoError` with
     :data:`FILE_REFUSED` (no path in the message); other FFmpeg errors propagate as
-    ``av.FFmpegError`` for the caller to word."""
+    ``av.FFmpegError`` for the caller to word.
+
+    An HTTP(S) input is fetched by an :class:`EgressFetcher` (``io_open``): each URL FFmpeg
+    opens for it is checked against ``egress`` and no redirect is followed. An RTSP input is
+    reached through an :class:`~facesearch.media.rtsp_relay.RtspRelay` (interleaved TCP): the
+    policy resolves and connects, and a redirect cuts the session."""
     kind = input_kind(target, input_format)
     formats = allowed_formats(kind)
     if input_format is not None and input_format not in formats:
@@ -105,19 +221,43 @@ def open_input(target: str, input_format: str | None = None, *,
     opts["protocol_whitelist"] = FFMPEG_PROTOCOLS[kind]
     opts["format_whitelist"] = ",".join(sorted(formats))
     url = "file:" + os.path.abspath(target) if kind == "file" else target
+    fetcher = None
+    relay = None
+    if kind == "rtsp":
+        # FFmpeg reaches the camera only through the relay (no redirect, no second DNS).
+        open_s = timeout[0] if isinstance(timeout, tuple) else timeout
+        relay = RtspRelay(target, egress, timeout_s=open_s or 10.0)
+        url = relay.url
+        opts["rtsp_transport"] = "tcp"
+    if kind == "http":
+        opts.update(http_persistent="0", http_multiple="0")  # every request through io_open
+        read_s = timeout[1] if isinstance(timeout, tuple) else timeout
+        fetcher = EgressFetcher(egress, read_s or 30.0)
     try:
         container = av.open(url, format=input_format, options=opts, timeout=timeout,
-                            metadata_errors="ignore")
+                            metadata_errors="ignore", io_open=fetcher)
     except (av.error.ArgumentError, av.error.InvalidDataError,
             av.error.PatchWelcomeError) as exc:
+        _release(relay, fetcher)
         if kind == "file":
             raise InvalidVideoError(FILE_REFUSED) from exc
+        raise
+    except BaseException:
+        _release(relay, fetcher)
         raise
     if not set(container.format.name.split(",")) & formats:
         # Defence in depth: FFmpeg has already checked format_whitelist.
         container.close()
         raise InvalidVideoError(f"FFmpeg format {container.format.name!r} is not allowed")
     return container
+
+
+def _release(relay: RtspRelay | None, fetcher: EgressFetcher | None) -> None:
+    """Close what :func:`open_input` opened for an input FFmpeg could not open."""
+    if relay is not None:
+        relay.close()
+    if fetcher is not None:
+        fetcher.close()
 
 
 def classify_input(url: str, input_format: str | None, *,
@@ -150,6 +290,16 @@ def classify_input(url: str, input_format: str | None, *,
         raise InvalidParameterError(f"input format {fmt!r} is not allowed for a file input; use "
                                     f"one of {', '.join(sorted(FILE_FORMATS))}")
     return path, fmt, True
+
+
+CREDENTIALS_RE = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)([^\s/@:\"']*):[^\s/@]*@")
+"""``scheme://user:password@`` anywhere in a text."""
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it masked (for log
+    lines and error texts: FFmpeg's errors name the URL they opened)."""
+    return CREDENTIALS_RE.sub(r"\1\2:***@", text)
 
 
 def redact_url(url: str | None) -> str | None:

@@ -102,7 +102,12 @@ from facesearch.media.events import (
     snapshot_aad,
 )
 from facesearch.media.frames import VideoMatch, detect_frame
-from facesearch.media.inputs import INPUT_REFUSED, classify_input, open_input
+from facesearch.media.inputs import (
+    INPUT_REFUSED,
+    classify_input,
+    open_input,
+    redact_credentials,
+)
 from facesearch.media.kinesis import KinesisOutput, KinesisWriter, SearchedFrame
 from facesearch.media.shots import ShotDetector
 from facesearch.media.tracking import SPLIT_SIMILARITY, IouTracker
@@ -631,7 +636,7 @@ class StreamProcessor:
         if not self.is_file and self.format != "v4l2":
             self.egress.check_url(self.target, "stream input")  # again: DNS may have changed
         return open_input(self.target, self.format, options=options,
-                          timeout=(s.open_timeout_s, s.read_timeout_s))
+                          timeout=(s.open_timeout_s, s.read_timeout_s), egress=self.egress)
 
     def _capture(self) -> None:
         s = self.settings
@@ -681,7 +686,8 @@ class StreamProcessor:
                 self._fail(exc.message)  # a refused input: retrying cannot change that
                 break
             except (av.FFmpegError, OSError, _NoVideo) as exc:
-                reason = f"{type(exc).__name__}: {str(exc).strip() or 'input error'}"
+                reason = redact_credentials(
+                    f"{type(exc).__name__}: {str(exc).strip() or 'input error'}")
             finally:
                 self.connected = False
                 if container is not None:
@@ -1163,13 +1169,15 @@ class StreamProcessors:
                 raise ConflictError(f"stream processor {name!r} is already running")
             if live is not None:
                 live.shutdown()
-            # A camera is the operator's: its host is not held to the egress policy.
+            # A camera is the operator's: its own host is not held to the egress policy, but
+            # where it redirects, what its playlist names and the webhook are.
             proc = StreamProcessor(name, run, self.collections.pipeline, self.search,
                                    caller=caller,
                                    hub=self.hub(name), snapshot_dir=self.home / "snapshots" / name,
                                    snapshot_root=self.home, on_status=self._on_status,
                                    clock=self.clock, key_check=self._key_check(name, caller),
-                                   egress=OPEN if camera else self.egress, sealer=self.sealer,
+                                   egress=(self.egress.admitting(run.input_url or "") if camera
+                                           else self.egress), sealer=self.sealer,
                                    allow_devices=camera or self.allow_devices,
                                    kinesis=self.kinesis)
             with self.store.transaction() as conn:

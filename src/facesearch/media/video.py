@@ -519,6 +519,7 @@ class VideoJobs:
     def __init__(self, home: Path, store: Store, collections: FaceCollections,
                  search: SearchGate, *, workers: int = 1, max_queued: int = 100,
                  max_video_bytes: int = MAX_VIDEO_BYTES,
+                 per_key: tuple[int, int] = (10, 1024**3),
                  path_roots: Sequence[Path] | None = None,
                  clock: Callable[[], float] = time.time,
                  keys: AccessKeys | None = None, egress: EgressPolicy = OPEN,
@@ -532,6 +533,8 @@ class VideoJobs:
         self.search = search
         self.workers = workers
         self.max_queued = max_queued
+        self.per_key = per_key
+        """(jobs, bytes of uploads) one caller's waiting jobs may hold."""
         self.max_video_bytes = max_video_bytes
         self.path_roots = None if path_roots is None else [Path(p).resolve() for p in path_roots]
         self.clock = clock
@@ -733,17 +736,20 @@ class VideoJobs:
         if waiting >= self.max_queued:
             raise ThrottledError(f"{waiting} video jobs are waiting; try again later",
                                  retry_after=30)
+        c = caller or Caller.local()
+        self._parked(c.actor, 0)
         job_id = str(uuid.uuid4())
         path, owned, label = self._materialise(job_id, video, source_name)
         failed: str | None = None  # why a job is FAILED from the start
         try:
+            if owned:
+                self._parked(c.actor, path.stat().st_size)
             try:
                 info: VideoInfo | None = probe(path, label)
             except InvalidVideoError:
                 if not unreadable_fails_job:
                     raise
                 info, failed = None, UNREADABLE_MESSAGE
-            c = caller or Caller.local()
             now = self.clock()
             with self.store.transaction() as conn:
                 conn.execute(insert(jobs_t).values(
@@ -768,6 +774,27 @@ class VideoJobs:
         self._ensure_workers()
         self._queue.put(job_id)
         return job_id
+
+    def _parked(self, actor: str, adding: int) -> None:
+        """:class:`ThrottledError` when ``actor``'s waiting jobs are :attr:`per_key`'s
+        number already, or would hold more upload bytes than it allows with ``adding``
+        (access keys only: the operator's own CLI and library use are not limited)."""
+        if actor.startswith("local:"):
+            return
+        with self.store.transaction() as conn:
+            rows = conn.execute(select(jobs_t.c.input_path, jobs_t.c.owned_input).where(
+                jobs_t.c.status == JobStatus.IN_PROGRESS.value, jobs_t.c.started_at.is_(None),
+                jobs_t.c.caller_actor == actor)).all()
+        jobs, max_bytes = self.per_key
+        if len(rows) >= jobs:
+            raise ThrottledError(f"{len(rows)} of your video jobs are waiting (the limit per "
+                                 "caller); try again when one has started", retry_after=30)
+        held = sum(Path(r.input_path).stat().st_size for r in rows
+                   if r.owned_input and Path(r.input_path).is_file())
+        if held + adding > max_bytes:
+            raise ThrottledError(f"your waiting video jobs hold {held} bytes of uploads; with "
+                                 f"this one over the {max_bytes}-byte limit per caller; try "
+                                 "again when one has started", retry_after=30)
 
     def _materialise(self, job_id: str, video: VideoInput,
                      source_name: str | None) -> tuple[Path, bool, str]:

@@ -41,6 +41,35 @@ class EgressRefusedError(InvalidParameterError):
     """An outbound target is not allowed (private, loopback, link-local, or unresolvable)."""
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+"""NAT64 prefixes (RFC 6052 well-known, RFC 8215 local use): the last 32 bits are IPv4."""
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
+"""SIIT IPv4-translated addresses (RFC 2765): the last 32 bits are IPv4."""
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+"""Deprecated IPv4-compatible addresses (``::a.b.c.d``, RFC 4291)."""
+
+
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+                  ) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address reaches through a mapping, translation or tunnel
+    (IPv4-mapped ``::ffff:a.b.c.d``, IPv4-compatible ``::a.b.c.d``, SIIT
+    ``::ffff:0:a.b.c.d``, NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``, 6to4 ``2002::/16``,
+    Teredo ``2001::/32``'s client), else None. Python's ``ipaddress`` calls several of
+    these forms global although they reach loopback or private IPv4 hosts."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _IPV4_COMPATIBLE or ip in _IPV4_TRANSLATED or any(ip in n for n in _NAT64):
+        return low32
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    return None
+
+
 @dataclass(frozen=True)
 class EgressPolicy:
     """Which hosts webhooks and network stream inputs may reach.
@@ -49,7 +78,9 @@ class EgressPolicy:
     address it resolves to is public (``ipaddress``'s ``is_global``, not multicast) or inside
     one of ``networks``. Loopback (127.0.0.0/8, ::1), link-local (169.254.0.0/16, the cloud
     metadata service, fe80::/10), private (RFC 1918, fc00::/7), CGNAT and reserved ranges are
-    refused otherwise. ``allow_all`` turns the check off (library and test use only).
+    refused otherwise, as is every IPv6 form that embeds such an IPv4 address
+    (:func:`embedded_ipv4`: IPv4-mapped and -compatible, SIIT, NAT64, 6to4, Teredo).
+    ``allow_all`` turns the check off (library and test use only).
     """
 
     networks: tuple[IpNetwork, ...] = ()
@@ -72,33 +103,53 @@ class EgressPolicy:
                 hosts.add(raw.lower().rstrip("."))
         return cls(tuple(nets), frozenset(hosts))
 
+    def admitting(self, url: str) -> EgressPolicy:
+        """This policy with ``url``'s host allowed too (an operator's camera: its own host
+        is trusted, but where it redirects or what its playlist names is not)."""
+        host = (urlsplit(url).hostname or "").lower().rstrip(".")
+        if self.allow_all or not host:
+            return self
+        return EgressPolicy(self.networks, self.hosts | {host})
+
     def _address_ok(self, addr: str) -> bool:
         ip = ipaddress.ip_address(addr.split("%", 1)[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if any(ip in n for n in self.networks):
+        inner = embedded_ipv4(ip)
+        if any(a in n for n in self.networks for a in (ip, inner) if a is not None
+               and a.version == n.version):
             return True
+        if inner is not None:
+            # A translation or tunnel form reaches the IPv4 address it embeds.
+            return inner.is_global and not inner.is_multicast
         return ip.is_global and not ip.is_multicast
 
-    def check_host(self, host: str | None, port: int | None, what: str) -> None:
-        """Refuse ``host`` unless allowed (see the class); one message for every reason."""
+    def addresses(self, host: str | None, port: int | None, what: str) -> list[str]:
+        """The addresses ``host`` resolves to, when this policy allows it (see the class),
+        else :class:`EgressRefusedError` (one message for every reason). Connecting to one
+        of these, rather than resolving again, leaves no room for a second DNS answer."""
         refused = EgressRefusedError(
             f"the {what} is not allowed: its host must resolve to public addresses only "
             "(private, loopback and link-local targets need FACESEARCH_EGRESS_ALLOW)")
-        if self.allow_all:
-            return
         if not host:
             raise refused
         name = host.lower().rstrip(".")
-        if name in self.hosts:
-            return
         try:
             infos = socket.getaddrinfo(name, port or 0, type=socket.SOCK_STREAM)
         except (socket.gaierror, UnicodeError, OSError):
             raise refused from None
-        addrs = {str(i[4][0]) for i in infos}
+        addrs = list(dict.fromkeys(str(i[4][0]) for i in infos))
+        if self.allow_all or name in self.hosts:
+            return addrs
         if not addrs or not all(self._address_ok(a) for a in addrs):
             raise refused
+        return addrs
+
+    def check_host(self, host: str | None, port: int | None, what: str) -> None:
+        """Refuse ``host`` unless allowed (see the class); one message for every reason."""
+        if self.allow_all:
+            return
+        if host and host.lower().rstrip(".") in self.hosts:
+            return
+        self.addresses(host, port, what)
 
     def check_url(self, url: str, what: str) -> None:
         """:meth:`check_host` on the URL's host and port."""

@@ -32,7 +32,12 @@ from facesearch.errors import (
     NotFoundError,
 )
 from facesearch.governance.calibration import Calibration
-from facesearch.governance.policy import CollectionPolicy, EffectivePolicy, of_collection
+from facesearch.governance.policy import (
+    CollectionPolicy,
+    EffectivePolicy,
+    check_purpose,
+    of_collection,
+)
 from facesearch.governance.trail import AuditTrail
 from facesearch.services.search import require_model
 from facesearch.storage.store import CollectionRow, FaceRecord, NewFace, Store
@@ -378,13 +383,24 @@ class FaceCollections:
                    ) -> tuple[builtins.list[FaceCard], builtins.list[str]]:
         """The faces ``face_ids`` (at most :data:`~facesearch.limits.MAX_RESULTS`) with their
         crops, in the order asked, and the ids not in the collection. One audit event
-        (``faces.crops``) names every face shown."""
+        (``faces.crops``) names every face shown. A collection whose policy requires a purpose
+        and a case for searches requires them for its crops too (refused and audited as
+        ``faces.crops.refused``)."""
         limits.count(len(face_ids), "face ids")
         for fid in face_ids:
             limits.face_id(fid)
         asked = builtins.list(dict.fromkeys(face_ids))
+        c = caller or Caller.local()
         with self.store.transaction() as conn:
             coll = self.store.collection(conn, collection)
+        try:
+            check_purpose(of_collection(coll.settings, self._calibration(coll.model_version))[1],
+                          c, "view of its faces")
+        except InvalidParameterError as exc:
+            self.trail.record("faces.crops.refused", c, collection=collection,
+                              details={"reason": exc.message, "count": len(asked)})
+            raise
+        with self.store.transaction() as conn:
             found = self.store.faces_by_face_ids(conn, coll.id, asked)
             crops = self.store.crops(conn, builtins.list(found.values()))
         cards = [FaceCard(found[f], _file_name(found[f].source), crops.get(f))

@@ -151,6 +151,8 @@ class Admission:
     search_id: str
     size: int
     risk: ThresholdRisk | None
+    rate_limited: bool = False
+    """Whether the caller's rate limit applies (charged per probe face or vector)."""
 
 
 def require_model(coll: CollectionRow, model_version: str) -> None:
@@ -197,11 +199,12 @@ class SearchGate:
             size = self.store.face_count(conn, coll)
         require_model(coll, self._pipeline().model_version)
         cal = self._calibration(coll.model_version)
+        limited = (rate_limit and self.limiter is not None and caller.role != "system"
+                   and not caller.actor.startswith("local:"))
         try:
             used = check_search(of_collection(coll.settings, cal)[1], caller, threshold,
                                 max_results, sim.DEFAULT_THRESHOLD)
-            if (rate_limit and self.limiter is not None and caller.role != "system"
-                    and not caller.actor.startswith("local:")):
+            if limited and self.limiter is not None:
                 self.limiter.acquire(caller.actor)
         except (InvalidParameterError, ThrottledError) as exc:
             self.refused(collection, caller, operation, exc.message, threshold=threshold,
@@ -209,7 +212,13 @@ class SearchGate:
             raise
         risk = None if cal is None else cal.risk(used, max(size, 1))
         return Admission(coll, caller, used, max_results, operation, str(uuid.uuid4()), size,
-                         risk)
+                         risk, limited)
+
+    def charge(self, adm: Admission, probes: int) -> None:
+        """The rest of a search's cost: one token per probe face or query vector beyond the
+        one :meth:`admit` took (:meth:`SearchLimiter.charge`)."""
+        if adm.rate_limited and self.limiter is not None and probes > 1:
+            self.limiter.charge(adm.caller.actor, probes - 1)
 
     def refused(self, collection: str, caller: Caller, operation: str, reason: str, *,
                 threshold: float | None = None, max_results: int | None = None,
@@ -291,6 +300,7 @@ class SearchGate:
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
         searched, why = self._select(adm, image, faces, all_faces, quality_filter, face_index)
+        self.charge(adm, len(searched))
         probes = pipeline.embed(image, faces[searched])
         assert probes.embeddings is not None
         per_face = self.candidates(adm, probes.embeddings)
@@ -355,7 +365,8 @@ class SearchGate:
                          max_results=max_results, rate_limit=rate_limit)
         if search_id is not None:
             adm = Admission(adm.collection, adm.caller, adm.threshold, adm.max_results,
-                            adm.operation, search_id, adm.size, adm.risk)
+                            adm.operation, search_id, adm.size, adm.risk, adm.rate_limited)
+        self.charge(adm, len(vectors))
         per = self.candidates(adm, vectors)
         self.record(adm, [(m.face.face_id, m.similarity) for ms in per for m in ms],
                     details={"probes": len(per)})

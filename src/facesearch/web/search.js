@@ -515,8 +515,9 @@ async function renderResults(answer, ctx) {
   const cards = new Map();
   if (ids.length && may("GetFaceCrops")) {
     try {
+      // The crops of a collection whose searches need a purpose and case need them too.
       const got = await api(`/v1/collections/${encodeURIComponent(ctx.collection)}/crops`,
-        { params: { face_id: ids } });
+        { params: { face_id: ids }, headers: whyHeaders(ctx.purpose, ctx.caseRef) });
       for (const c of got.faces) cards.set(c.face.face_id, c);
     } catch (err) {
       if (handleAuthLoss(err)) return;
