@@ -199,6 +199,10 @@ def test_the_whole_job_in_a_browser(app_server: Server, browser: Browser) -> Non
     log = b.text("#upload-log")
     assert "obama.jpg: 1 face enrolled" in log and "two_people.jpg: 2 faces enrolled" in log
     b.wait("document.querySelectorAll('#face-grid li').length === 5")
+    # Data-URL images decode asynchronously: wait for every tile's picture to be decoded.
+    b.wait("[...document.querySelectorAll('#face-grid li')].every(li => "
+           "li.querySelector('img') && li.querySelector('img').complete && "
+           "li.querySelector('img').naturalWidth > 0)")
     tiles = b.eval("""[...document.querySelectorAll('#face-grid li')].map(li =>
         [li.querySelector('.who').innerText, li.querySelector('img') &&
          li.querySelector('img').complete && li.querySelector('img').naturalWidth])""")
@@ -217,6 +221,8 @@ def test_the_whole_job_in_a_browser(app_server: Server, browser: Browser) -> Non
     b.wait("document.getElementById('detect-status').innerText.includes('One face found')")
     b.click("#search-button")
     b.wait("!document.getElementById('results').hidden")
+    b.wait("[...document.querySelectorAll('#probe-results li.candidate .pair img')]"
+           ".every(i => i.complete && i.naturalWidth > 0)")  # decoded asynchronously
     first = b.eval("""(() => { const li = document.querySelector('#probe-results li.candidate');
         const imgs = [...li.querySelectorAll('.pair img')];
         return [li.dataset.externalId, imgs.map(i => i.complete && i.naturalWidth)]; })()""")
@@ -281,6 +287,8 @@ def test_video_timeline_shows_lin_in_a_browser(app_server: Server, browser: Brow
     b.click("#video-start")
     b.wait("!document.getElementById('video-result').hidden", 600)
     assert b.eval("document.getElementById('video-progress').value") == 100
+    b.wait("[...document.querySelectorAll('#timeline img.thumb')]"
+           ".every(i => i.complete && i.naturalWidth > 0)")  # decoded asynchronously
     lin = b.eval(f"""(() => {{
         const li = document.querySelector('#timeline li[data-identity="{LIN}"]');
         const img = li && li.querySelector('img.thumb');
@@ -490,6 +498,8 @@ def test_a_person_of_three_photos_is_found_as_one_person(app_server: Server,
     b.wait("document.getElementById('detect-status').innerText.includes('found')")
     b.click("#search-button")
     b.wait("!document.getElementById('results').hidden")
+    b.wait("[...document.querySelectorAll('#probe-results li.candidate .pair img')]"
+           ".every(i => i.complete && i.naturalWidth > 0)")  # decoded asynchronously
     cards = b.eval("""[...document.querySelectorAll('#probe-results li.candidate')].map(li =>
         [li.dataset.person, Number(li.dataset.faces),
          [...li.querySelectorAll('.pair img')].map(i => i.complete && i.naturalWidth > 100)])""")
