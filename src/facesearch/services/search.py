@@ -333,7 +333,7 @@ class SearchGate:
                     details={"probes": len(searched),
                              "quality_band": adm.risk.quality_band if adm.risk else None,
                              "recognisability": adm.risk.recognisability if adm.risk else None,
-                             "warnings": warnings})
+                             "warnings": " | ".join(warnings) or None})
         others = [i for i in range(len(faces)) if why[i]]
         return SearchResult(
             adm.search_id, collection, adm.threshold, adm.collection.model_version, adm.size,
@@ -430,7 +430,7 @@ class SearchGate:
         self.record(adm, [(m.face.face_id, m.similarity) for m in per[0]],
                     details={"face_id": face_id, "probes": 1,
                              "quality_band": adm.risk.quality_band if adm.risk else None,
-                             "warnings": warnings})
+                             "warnings": " | ".join(warnings) or None})
         return self._result(adm, per, warnings=warnings)
 
     def by_vectors(self, collection: str, vectors: FloatArray, *, operation: str,
