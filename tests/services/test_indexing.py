@@ -219,6 +219,9 @@ def test_a_label_names_one_face(fs: FaceSearch, tmp_path: Path) -> None:
     assert len(res.faces) == 2 and len(res.indexed) == 1
     assert res.indexed[0].external_id == "obama"
     assert [u.reasons for u in res.unindexed] == [[NOT_LABELLED_FACE]]
+    events, _ = fs.audit.query(operation="index", collection="one")
+    assert events[-1].event.details["recognisability"] == (
+        f"{res.indexed[0].quality['recognisability']:.0f}")
     assert res.unindexed[0].face_index == 1  # the smaller face
     kept = res.faces.areas[0]
     assert kept >= res.faces.areas[1]

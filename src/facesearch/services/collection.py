@@ -332,7 +332,8 @@ class FaceCollections:
                         "index", caller, collection=collection, probe_sha256=sha256,
                         results=[(f.face_id, None) for f in new],
                         details={"image_id": image_id, "faces_detected": len(faces),
-                                 "faces_indexed": len(new), "external_id": external_id}), now)
+                                 "faces_indexed": len(new), "external_id": external_id,
+                                 "recognisability": _recognisabilities(new)}), now)
         except IntegrityError:
             # The same content is there (stored by another writer between our check and our
             # insert, or, in bulk, found by the unique hash), unless the collection went.
@@ -427,6 +428,15 @@ def _file_name(source: str | None) -> str | None:
     if not source:
         return None
     return source.replace("\\", "/").rsplit("/", 1)[-1] or None
+
+
+def _recognisabilities(new: builtins.list[NewFace]) -> str | None:
+    """The indexed faces' recognisability, in the audit event's order of face ids
+    (``"97,54"``; None when none was measured)."""
+    values = [f.quality.get("recognisability") for f in new]
+    if not any(v is not None for v in values):
+        return None
+    return ",".join("" if v is None else f"{v:.0f}" for v in values)
 
 
 def quality_dict(faces: Faces, i: int) -> dict[str, float]:
