@@ -75,6 +75,9 @@ class FaceOut(Out):
     image_height: int
     created_at: float
     model_version: str
+    quality: QualityOut | None = Field(
+        None, description="the stored face's quality measures (recognisability and faceness "
+                          "absent for faces indexed before they were measured)")
 
 
 class MatchOut(Out):
@@ -132,14 +135,17 @@ class UserOut(Out):
 
 # -- native shapes -----------------------------------------------------------------------------
 
+def _quality(q: dict[str, float]) -> QualityOut:
+    return QualityOut(**{k: rnd(v, 3 if k == "faceness" else 1) for k, v in q.items()})
+
+
 def detail(face: FaceView) -> DetectedFaceOut:
     """A face as detected: box, score, landmarks, quality."""
     q = face.quality
     return DetectedFaceOut(
         box=[rnd(v, 1) for v in face.box], score=rnd(face.score, 4),
         landmarks=[[rnd(x, 1), rnd(y, 1)] for x, y in face.landmarks],
-        quality=None if q is None else QualityOut(
-            **{k: rnd(v, 3 if k == "faceness" else 1) for k, v in q.items()}))
+        quality=None if q is None else _quality(q))
 
 
 def details(faces: Faces) -> list[DetectedFaceOut]:
@@ -151,7 +157,8 @@ def face(f: FaceRecord) -> FaceOut:
     return FaceOut(face_id=f.face_id, external_id=f.external_id, image_id=f.image_id,
                    user_id=f.user_id, box=[rnd(v, 1) for v in f.box], score=rnd(f.score, 4),
                    image_width=f.image_width, image_height=f.image_height,
-                   created_at=f.created_at, model_version=f.model_version)
+                   created_at=f.created_at, model_version=f.model_version,
+                   quality=_quality(f.quality) if f.quality else None)
 
 
 def match(m: Match) -> MatchOut:

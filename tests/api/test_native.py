@@ -84,6 +84,7 @@ def test_index_both_encodings(server: Server, people: dict[str, Any]) -> None:
     assert set(detail["quality"]) == {"size", "sharpness", "brightness", "yaw", "pitch", "roll",
                                       "faceness", "recognisability"}
     assert 60 <= detail["quality"]["recognisability"] <= 100
+    assert face["quality"]["recognisability"] == detail["quality"]["recognisability"]
     assert people["biden"]["indexed"][0]["face"]["external_id"] == "biden"
     with server.native("indexer") as c:
         again = c.post(f"/v1/collections/{COLL}/faces", files=files("obama.jpg")).json()

@@ -251,10 +251,12 @@ def faces_list(
     if as_json:
         emit_json({"faces": [_face_json(f) for f in faces], "next_token": nxt})
         return
-    t = Table("face id", "external id", "user", "box", "source")
+    t = Table("face id", "external id", "user", "box", "recognisability", "source")
     for f in faces:
+        r = f.quality.get("recognisability")
         t.add_row(f.face_id, f.external_id or "", f.user_id or "",
-                  ", ".join(f"{v:.0f}" for v in f.box), f.source or "")
+                  ", ".join(f"{v:.0f}" for v in f.box), "" if r is None else f"{r:.0f}",
+                  f.source or "")
     out.print(t)
     if nxt is not None:
         out.print(f"more: --next-token {nxt}")
