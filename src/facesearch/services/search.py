@@ -368,6 +368,11 @@ class SearchGate:
                 f"poor probe: recognisability {worst:.0f} (quality band {band.name}); "
                 f"candidates from such probes are often strangers, and the stated risk is "
                 f"that measured on degraded photos")
+        if band.name == "unrecognisable":
+            warnings.append(
+                "the stated FPIR assumes independent comparisons, which an unrecognisable "
+                "probe breaks (it resembles every other poor face): on lfw-dev such probes "
+                "found a stranger more often than stated; treat any candidate as unsupported")
         risk = adm.risk
         bands = self._bands(adm.collection.model_version)
         if cal is not None:
