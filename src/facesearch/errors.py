@@ -29,6 +29,13 @@ class CandidateNotFoundError(InvalidParameterError):
     code = "not_a_candidate"
 
 
+class ProbeQualityError(InvalidParameterError):
+    """A probe face too poor to search with under the collection's policy (its
+    recognisability is below the policy's floor)."""
+
+    code = "probe_quality"
+
+
 class InvalidImageError(FaceSearchError):
     """The bytes are not an image facesearch can decode."""
 

@@ -48,6 +48,13 @@ class QualityOut(Out):
     yaw: float = Field(description="degrees")
     pitch: float = Field(description="degrees")
     roll: float = Field(description="degrees")
+    faceness: float | None = Field(
+        None, description="MTCNN O-Net's probability that the box holds a face, 0-1 (absent "
+                          "where the detector has no O-Net)")
+    recognisability: float | None = Field(
+        None, description="0-100, higher: more recognisable; from the embedding's distance to "
+                          "the centroid of unrecognisable faces (absent before the face is "
+                          "embedded, and for faces indexed before it was measured)")
 
 
 class DetectedFaceOut(Out):
@@ -68,11 +75,20 @@ class FaceOut(Out):
     image_height: int
     created_at: float
     model_version: str
+    quality: QualityOut | None = Field(
+        None, description="the stored face's quality measures (recognisability and faceness "
+                          "absent for faces indexed before they were measured)")
 
 
 class MatchOut(Out):
     face: FaceOut
     similarity: float
+    enrolled_quality_band: str | None = Field(
+        None, description="quality band of the stored face (high, medium, low, "
+                          "unrecognisable), from its recognisability; None: not measured")
+    enrolled_poor_quality: bool = Field(
+        False, description="the stored face is of poor quality (band low or unrecognisable): "
+                           "the similarity overstates the evidence")
 
 
 class RiskOut(Out):
@@ -87,6 +103,18 @@ class RiskOut(Out):
     fmr_extrapolated: bool | None = Field(
         None, description="the false-match rate lies below what the calibration data "
                           "measures: it comes from a fitted tail")
+
+
+class SearchRiskOut(RiskOut):
+    """A search's risk: :class:`RiskOut` from the calibration of the probe's quality band."""
+
+    quality_band: str | None = Field(
+        None, description="the probe's quality band (high, medium, low, unrecognisable) whose "
+                          "calibration the rates come from; None: the probe's quality is not "
+                          "known (the all-pairs calibration)")
+    recognisability: float | None = Field(
+        None, description="the probe face's recognisability (0-100; the worst of the probe "
+                          "faces searched) that chose the band")
 
 
 class CollectionOut(Out):
@@ -107,13 +135,17 @@ class UserOut(Out):
 
 # -- native shapes -----------------------------------------------------------------------------
 
+def _quality(q: dict[str, float]) -> QualityOut:
+    return QualityOut(**{k: rnd(v, 3 if k == "faceness" else 1) for k, v in q.items()})
+
+
 def detail(face: FaceView) -> DetectedFaceOut:
     """A face as detected: box, score, landmarks, quality."""
     q = face.quality
     return DetectedFaceOut(
         box=[rnd(v, 1) for v in face.box], score=rnd(face.score, 4),
         landmarks=[[rnd(x, 1), rnd(y, 1)] for x, y in face.landmarks],
-        quality=None if q is None else QualityOut(**{k: rnd(v, 1) for k, v in q.items()}))
+        quality=None if q is None else _quality(q))
 
 
 def details(faces: Faces) -> list[DetectedFaceOut]:
@@ -125,12 +157,16 @@ def face(f: FaceRecord) -> FaceOut:
     return FaceOut(face_id=f.face_id, external_id=f.external_id, image_id=f.image_id,
                    user_id=f.user_id, box=[rnd(v, 1) for v in f.box], score=rnd(f.score, 4),
                    image_width=f.image_width, image_height=f.image_height,
-                   created_at=f.created_at, model_version=f.model_version)
+                   created_at=f.created_at, model_version=f.model_version,
+                   quality=_quality(f.quality) if f.quality else None)
 
 
 def match(m: Match) -> MatchOut:
-    """A candidate of a search: the stored face and its similarity (0-100)."""
-    return MatchOut(face=face(m.face), similarity=rnd(m.similarity, 3))
+    """A candidate of a search: the stored face, its similarity (0-100) and the quality band
+    of the stored face."""
+    return MatchOut(face=face(m.face), similarity=rnd(m.similarity, 3),
+                    enrolled_quality_band=m.enrolled_quality_band,
+                    enrolled_poor_quality=m.enrolled_poor_quality)
 
 
 def candidate(m: Match) -> Json:
@@ -138,7 +174,9 @@ def candidate(m: Match) -> Json:
     flat, with the similarity."""
     f = face(m.face)
     return {"face_id": f.face_id, "external_id": f.external_id, "similarity": match(m).similarity,
-            "image_id": f.image_id, "user_id": f.user_id, "box": f.box}
+            "image_id": f.image_id, "user_id": f.user_id, "box": f.box,
+            "enrolled_quality_band": m.enrolled_quality_band,
+            "enrolled_poor_quality": m.enrolled_poor_quality}
 
 
 def collection(c: CollectionInfo) -> CollectionOut:
@@ -160,6 +198,13 @@ def risk(r: ThresholdRisk | None) -> Json:
             "expected_fpir": None if r is None or r.expected_fpir is None
             else float(f"{r.expected_fpir:.3g}"),
             "fmr_extrapolated": None if r is None else r.extrapolated}
+
+
+def search_risk(r: ThresholdRisk | None) -> SearchRiskOut:
+    """A search's ``risk`` object: :func:`risk`'s fields and the probe's quality band and
+    recognisability."""
+    return SearchRiskOut(**risk(r), quality_band=None if r is None else r.quality_band,
+                         recognisability=None if r is None else r.recognisability)
 
 
 # -- Amazon Rekognition shapes -------------------------------------------------------------------

@@ -67,6 +67,14 @@ def _column(name: str, value: np.ndarray, dtype: type, shape_tail: tuple[int, ..
         raise ValueError(f"Faces.{name} must have shape {(n, *shape_tail)}, got {value.shape}")
 
 
+QUALITY_FIELDS: tuple[str, ...] = ("size", "sharpness", "brightness", "yaw", "pitch", "roll",
+                                   "faceness", "recognisability")
+"""The per-face quality measures, as :class:`Quality` columns and quality dicts name them."""
+_LATE_FIELDS = ("faceness", "recognisability")
+"""Measures that may be unknown (NaN): the detector gives no O-Net probability (dlib's
+pipeline), or the face is not embedded yet."""
+
+
 @dataclass(frozen=True, eq=False)
 class Quality:
     """Per-face quality measures, one array entry per face.
@@ -76,6 +84,12 @@ class Quality:
     - ``brightness``: 0-100, mean luma of the aligned face chip.
     - ``yaw``, ``pitch``, ``roll``: head pose in degrees estimated from the landmarks
       (yaw > 0: the face turns to the image's right; pitch > 0: chin up; roll > 0: clockwise).
+    - ``faceness``: 0-1, MTCNN O-Net's probability that the detector's box holds a face (a
+      second opinion on the detection; NaN where the detector has no O-Net).
+    - ``recognisability``: 0-100, how far the face's embedding lies from the centroid of
+      unrecognisable faces' embeddings (:mod:`facesearch.vision.recognisability`; higher:
+      more recognisable; NaN until the face is embedded, or for an embedder without a
+      centroid).
     """
 
     size: FloatArray
@@ -84,10 +98,15 @@ class Quality:
     yaw: FloatArray
     pitch: FloatArray
     roll: FloatArray
+    faceness: FloatArray | None = None
+    recognisability: FloatArray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.size)
-        for name in ("size", "sharpness", "brightness", "yaw", "pitch", "roll"):
+        for name in _LATE_FIELDS:
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, np.nan, np.float32))
+        for name in QUALITY_FIELDS:
             _column(name, getattr(self, name), np.float32, (), n)
 
     def __len__(self) -> int:
@@ -95,16 +114,20 @@ class Quality:
 
     def __getitem__(self, index: Selection) -> Quality:
         idx = [index] if isinstance(index, (int, np.integer)) else index
-        return Quality(
-            size=self.size[idx], sharpness=self.sharpness[idx], brightness=self.brightness[idx],
-            yaw=self.yaw[idx], pitch=self.pitch[idx], roll=self.roll[idx],
-        )
+        return Quality(**{n: getattr(self, n)[idx] for n in QUALITY_FIELDS})
+
+    def with_recognisability(self, values: FloatArray) -> Quality:
+        return replace(self, recognisability=np.asarray(values, np.float32))
+
+    def dict(self, i: int) -> dict[str, float]:
+        """Face ``i``'s measures by name (unknown ones, NaN, left out)."""
+        out = {n: float(getattr(self, n)[i]) for n in QUALITY_FIELDS}
+        return {k: v for k, v in out.items() if np.isfinite(v)}
 
     @classmethod
     def concatenate(cls, parts: list[Quality]) -> Quality:
-        names = ("size", "sharpness", "brightness", "yaw", "pitch", "roll")
         return cls(**{n: np.concatenate([getattr(p, n) for p in parts]).astype(np.float32)
-                      for n in names})
+                      for n in QUALITY_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -114,16 +137,14 @@ class FaceView:
 
     ``box`` (x1, y1, x2, y2) and five ``landmarks`` in pixels; ``score`` the detector's
     confidence (0-1); ``quality`` (when measured): ``size`` (inter-ocular px), ``sharpness``
-    and ``brightness`` (0-100), ``yaw``, ``pitch``, ``roll`` (degrees).
+    and ``brightness`` (0-100), ``yaw``, ``pitch``, ``roll`` (degrees), and when known
+    ``faceness`` (0-1) and ``recognisability`` (0-100).
     """
 
     box: tuple[float, float, float, float]
     score: float
     landmarks: tuple[tuple[float, float], ...]
     quality: dict[str, float] | None = None
-
-
-QUALITY_FIELDS: tuple[str, ...] = ("size", "sharpness", "brightness", "yaw", "pitch", "roll")
 
 
 @dataclass(frozen=True, eq=False)
@@ -193,7 +214,7 @@ class Faces:
             tuple(float(v) for v in self.boxes[i]),  # type: ignore[arg-type]
             float(self.scores[i]),
             tuple((float(x), float(y)) for x, y in self.landmarks[i]),
-            None if q is None else {k: float(getattr(q, k)[i]) for k in QUALITY_FIELDS})
+            None if q is None else q.dict(i))
 
     def largest_first(self) -> Faces:
         """The same faces ordered by box area, largest first (stable for equal areas)."""

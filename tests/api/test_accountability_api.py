@@ -32,6 +32,7 @@ def le(server: Server) -> Iterator[str]:
         r = admin.put(f"/v1/collections/{name}/policy", json={"law_enforcement": True})
         assert r.status_code == 200, r.text
         assert r.json()["effective"]["require_purpose"] is True
+        assert r.json()["effective"]["min_probe_recognisability"] == 40
     idx = server.rekognition("indexer")
     for who in ("obama", "biden"):
         idx.index_faces(CollectionId=name, Image={"Bytes": image_bytes(f"{who}.jpg")},

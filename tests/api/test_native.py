@@ -81,7 +81,10 @@ def test_index_both_encodings(server: Server, people: dict[str, Any]) -> None:
     assert face["external_id"] == "obama" and len(face["box"]) == 4
     detail = obama["indexed"][0]["detail"]
     assert len(detail["landmarks"]) == 5 and 0 < detail["score"] <= 1
-    assert set(detail["quality"]) == {"size", "sharpness", "brightness", "yaw", "pitch", "roll"}
+    assert set(detail["quality"]) == {"size", "sharpness", "brightness", "yaw", "pitch", "roll",
+                                      "faceness", "recognisability"}
+    assert 60 <= detail["quality"]["recognisability"] <= 100
+    assert face["quality"]["recognisability"] == detail["quality"]["recognisability"]
     assert people["biden"]["indexed"][0]["face"]["external_id"] == "biden"
     with server.native("indexer") as c:
         again = c.post(f"/v1/collections/{COLL}/faces", files=files("obama.jpg")).json()
@@ -124,6 +127,20 @@ def test_list_and_delete_faces(server: Server, people: dict[str, Any]) -> None:
         assert r.json() == {"deleted": [fid], "not_found": [ghost], "associated_to_user": []}
 
 
+def test_a_label_names_one_face(server: Server) -> None:
+    with server.native("admin") as admin:
+        admin.post("/v1/collections", json={"name": "nat-label"})
+    with server.native("indexer") as c:
+        one = c.post("/v1/collections/nat-label/faces", files=files("two_people.jpg"),
+                     data={"external_id": "obama"}).json()
+        assert len(one["indexed"]) == 1
+        assert [u["reasons"] for u in one["unindexed"]] == [["NOT_LABELLED_FACE"]]
+        every = c.post("/v1/collections/nat-label/faces", files=files("two_people.jpg"),
+                       data={"external_id": "event", "all_faces": "true",
+                             "force": "true"}).json()
+        assert len(every["indexed"]) == 2 and every["unindexed"] == []
+
+
 def test_search(server: Server, people: dict[str, Any]) -> None:
     with server.native("searcher") as c:
         r = c.post(f"/v1/collections/{COLL}/search", files=files("obama2.jpg"),
@@ -133,6 +150,14 @@ def test_search(server: Server, people: dict[str, Any]) -> None:
         assert res["label"] and res["search_id"] and res["threshold"] == 80
         top = res["probes"][0]["matches"][0]
         assert top["face"]["external_id"] == "obama" and top["similarity"] >= 80
+        # The risk of the probe's quality band, the probe's recognisability, the enrolled
+        # face's band, and no warning for a good probe and good enrolled faces.
+        assert res["risk"]["quality_band"] == "high"
+        probe_q = res["probes"][0]["face"]["quality"]["recognisability"]
+        assert res["risk"]["recognisability"] == pytest.approx(probe_q, abs=0.1)
+        assert res["risk"]["false_match_rate"] == res["false_match_rate"]
+        assert top["enrolled_quality_band"] == "high" and top["enrolled_poor_quality"] is False
+        assert res["warnings"] == []
         assert "biden" not in {m["face"]["external_id"] for m in res["probes"][0]["matches"]}
         js = c.post(f"/v1/collections/{COLL}/search",
                     json={"image": b64("two_people.jpg"), "all_faces": True, "threshold": 0,
@@ -143,6 +168,7 @@ def test_search(server: Server, people: dict[str, Any]) -> None:
                        json={"threshold": 0}).json()
         assert by_id["face_id"] == fid and fid not in [m["face"]["face_id"]
                                                        for m in by_id["matches"]]
+        assert by_id["risk"]["quality_band"] == "high" and by_id["warnings"] == []
         error(c.post(f"/v1/collections/{COLL}/search", files={
             "image": ("blank.png", blank_png(), "image/png")}), 422, "no_face")
         error(c.post(f"/v1/collections/{COLL}/search", files=files("obama2.jpg"),

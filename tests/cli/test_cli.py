@@ -30,7 +30,9 @@ def test_detect_json_shape(home: Path, tmp_path: Path) -> None:
     assert len(d["faces"]) == 2
     f = d["faces"][0]
     assert len(f["box"]) == 4 and len(f["landmarks"]) == 5 and 0 <= f["score"] <= 1
-    assert set(f["quality"]) == {"size", "sharpness", "brightness", "yaw", "pitch", "roll"}
+    assert set(f["quality"]) == {"size", "sharpness", "brightness", "yaw", "pitch", "roll",
+                                 "faceness", "recognisability"}
+    assert 0 <= f["quality"]["recognisability"] <= 100 and 0 <= f["quality"]["faceness"] <= 1
     assert out.stat().st_size > 10_000
 
 

@@ -271,3 +271,37 @@ def test_documented_thresholds_match_the_shipped_calibration() -> None:
 def test_every_selectable_embedder_has_its_own_calibration(model_version: str) -> None:
     found = cal.find_calibration(model_version)
     assert found is not None and found.exact and found.measured_with == model_version
+
+
+@pytest.mark.slow
+def test_quality_band_calibration_is_recomputed_from_lfw_dev(pipeline) -> None:  # noqa: ANN001
+    """The shipped per-band calibration (bench/quality_bands.py, 400 identities) is
+    reproduced by a subset of the same identities (150, two probes each, ~1 min): the same
+    bands, and at similarities 60 and 70 (FMR about 5 % and 1 %, measured with many false
+    matches) the same FMR per band within a factor of 1.5 for every band the subset has
+    2,000 impostor pairs of; the poor bands' FMR is not below the high band's."""
+    from facesearch.evaluation.quality_bands import calibrate_bands, embed_degraded, people
+
+    shipped = cal.find_band_calibrations(pipeline.model_version)
+    assert shipped is not None, "no per-band calibration ships for the default model"
+    assert shipped.bands == cal.BANDS
+    data = embed_degraded(pipeline, people(LFW / "images", 150), probes_per_person=2)
+    again = calibrate_bands(data, embedder=pipeline.embedder.name,
+                            measured_with=pipeline.model_version, dataset="lfw-dev subset",
+                            command="test")
+    compared = []
+    for band, mine, theirs in zip(again.bands, again.calibrations, shipped.calibrations,
+                                  strict=True):
+        if mine is None or theirs is None:
+            continue
+        for similarity in (60.0, 70.0):
+            a, b = mine.false_match_rate(similarity), theirs.false_match_rate(similarity)
+            assert 1 / 1.5 <= a / b <= 1.5, (
+                f"band {band.name} at {similarity}: FMR {a:.3g} vs shipped {b:.3g}")
+        compared.append(band.name)
+    assert len(compared) >= 3, compared
+    high = shipped.calibration("high")
+    for poor in ("low", "unrecognisable"):
+        c = shipped.calibration(poor)
+        assert high is not None and c is not None
+        assert c.false_match_rate(80.0) >= high.false_match_rate(80.0)

@@ -272,7 +272,7 @@ else:  # the audit event appended, its outbox row not yet removed
     def crash_remove(self, *a, **k):
         os._exit(9)
     Store.remove_outbox = crash_remove
-fs.collections.index_image("c", Path(image), external_id="two")
+fs.collections.index_image("c", Path(image), external_id="two", all_faces=True)
 """
 
 

@@ -70,22 +70,23 @@ def test_bulk_summary_reasons_and_resume(fs: FaceSearch, tmp_path: Path) -> None
     seen = []
     indexer = BulkIndexer(fs.collections, "b", settings=fs.settings, workers=2)
     s = indexer.run(files, seen.append)
-    assert (s.indexed, s.faces, s.failed, s.no_face, s.skipped) == (2, 3, 1, 1, 0)
+    # two_people.jpg is labelled by its name: one face of it is enrolled (the largest).
+    assert (s.indexed, s.faces, s.failed, s.no_face, s.skipped) == (2, 2, 1, 1, 0)
     reasons = dict(s.failures)
     assert "corrupt" in reasons[str(bad)] or "cannot read" in reasons[str(bad)]
     assert reasons[str(blank)] == "no face found"
     assert {r.path for r in seen} == set(files)
     again = indexer.run(files)
     assert (again.indexed, again.skipped, again.failed) == (0, 3, 1)
-    assert fs.collections.describe("b").face_count == 3
+    assert fs.collections.describe("b").face_count == 2
     # Each face's review crop was cut in the worker and stored with it.
     faces, _ = fs.collections.list_faces("b")
     cards, _ = fs.collections.face_cards("b", [f.face_id for f in faces])
-    assert len(cards) == 3 and all(c.crop is not None for c in cards)
+    assert len(cards) == 2 and all(c.crop is not None for c in cards)
     assert {c.source_name for c in cards} == {"obama.jpg", "two_people.jpg"}
     # One audit event per indexed image, naming its faces; the chain stays intact.
     events, _ = fs.audit.query(operation="index", collection="b")
-    assert sorted(len(e.event.results) for e in events) == [1, 2]
+    assert sorted(len(e.event.results) for e in events) == [1, 1]
     assert fs.audit.verify().ok
 
 
@@ -205,3 +206,48 @@ def test_kill_9_of_the_cli_alone_ends_its_workers(tmp_path: Path) -> None:
     for w in alive:  # leave nothing behind whatever the outcome
         os.kill(w, signal.SIGKILL)
     assert not alive, f"workers {sorted(alive)} outlived their parent"
+
+
+def test_a_label_names_one_face(fs: FaceSearch, tmp_path: Path) -> None:
+    """A labelled photo with a second person enrols only its largest face that passes the
+    quality filter; the other is reported, with the reason NOT_LABELLED_FACE. Asked for
+    every face (a group photo), or without a label, both are enrolled."""
+    from facesearch.services.collection import NOT_LABELLED_FACE
+
+    fs.collections.create("one")
+    res = fs.collections.index_image("one", face("two_people.jpg"), external_id="obama")
+    assert len(res.faces) == 2 and len(res.indexed) == 1
+    assert res.indexed[0].external_id == "obama"
+    assert [u.reasons for u in res.unindexed] == [[NOT_LABELLED_FACE]]
+    events, _ = fs.audit.query(operation="index", collection="one")
+    assert events[-1].event.details["recognisability"] == (
+        f"{res.indexed[0].quality['recognisability']:.0f}")
+    assert res.unindexed[0].face_index == 1  # the smaller face
+    kept = res.faces.areas[0]
+    assert kept >= res.faces.areas[1]
+    fs.collections.create("group")
+    group = fs.collections.index_image("group", face("two_people.jpg"), external_id="event",
+                                       all_faces=True)
+    assert len(group.indexed) == 2 and not group.unindexed
+    fs.collections.create("unlabelled")
+    plain = fs.collections.index_image("unlabelled", face("two_people.jpg"))
+    assert len(plain.indexed) == 2
+
+    # Bulk: --id-from parent labels every file; --all-faces keeps the group photo's faces.
+    person = tmp_path / "Barack_Obama"
+    person.mkdir()
+    for name in ("two_people.jpg", "obama.jpg"):
+        (person / name).write_bytes(face(name).read_bytes())
+    fs.collections.create("bulk")
+    seen = []
+    s = BulkIndexer(fs.collections, "bulk", settings=fs.settings, id_from=IdFrom.PARENT,
+                    workers=1).run(sorted(person.iterdir()), seen.append)
+    assert (s.indexed, s.faces) == (2, 2)
+    group_photo = next(r for r in seen if r.path.name == "two_people.jpg")
+    assert group_photo.faces_detected == 2 and group_photo.faces_indexed == 1
+    assert group_photo.result is not None
+    assert group_photo.result.unindexed[0].reasons == [NOT_LABELLED_FACE]
+    fs.collections.create("bulk-all")
+    s = BulkIndexer(fs.collections, "bulk-all", settings=fs.settings, id_from=IdFrom.PARENT,
+                    workers=1, all_faces=True).run(sorted(person.iterdir()))
+    assert s.faces == 3

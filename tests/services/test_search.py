@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
-from facesearch.errors import InvalidParameterError
+from facesearch.errors import InvalidParameterError, ProbeQualityError
+from facesearch.governance.calibration import find_band_calibrations
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
 from facesearch.types import Caller, QualityFilter
@@ -70,9 +73,18 @@ def test_one_audit_record_per_search_with_its_risk(fs: FaceSearch, people: dict[
     assert ev.operation == operation and ev.collection == "c"
     assert ev.details["search_id"] == res.search_id and ev.threshold == res.threshold
     assert ev.actor == ANALYST.actor and ev.case_ref == ANALYST.case_ref
-    # What the threshold means is computed once, by the gate, for this collection's size.
+    # What the threshold means is computed once, by the gate, for this collection's size,
+    # from the calibration of the probe's quality band where the probe's quality is known
+    # (image and stored-face searches; not for bare vectors).
     cal = fs.calibration_for(fs.pipeline.model_version)
-    assert cal is not None and res.risk == cal.risk(res.threshold, 2)
+    assert cal is not None and res.risk is not None
+    if kind in ("vectors", "users by face"):
+        assert res.risk == cal.risk(res.threshold, 2) and res.risk.quality_band is None
+    else:
+        bands = find_band_calibrations(fs.pipeline.model_version)
+        assert bands is not None and res.risk.quality_band == "high"
+        assert res.risk == bands.risk(cal, res.threshold, 2, res.risk.recognisability)
+        assert kind.startswith("users") or ev.details["quality_band"] == "high"
 
 
 def test_the_risk_is_the_calibrations_at_the_collections_size(fs: FaceSearch,
@@ -168,3 +180,72 @@ def test_search_only_the_face_picked(fs: FaceSearch, people: dict[str, str]) -> 
     assert refused.event.operation == "search.refused"
     assert refused.event.probe_sha256 == hashlib.sha256(
         face("two_people.jpg").read_bytes()).hexdigest()
+
+
+def junk_probe(tmp_path: Path) -> Path:
+    """obama.jpg shrunk 30 times (eyes ~3.5 px apart) and enlarged back: the detector still
+    finds a face (score ~0.86), but no one could recognise it."""
+    px = cv2.imread(str(face("obama.jpg")))
+    h, w = px.shape[:2]
+    small = cv2.resize(px, (w // 30, h // 30), interpolation=cv2.INTER_AREA)
+    path = tmp_path / "junk.png"
+    cv2.imwrite(str(path), cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR))
+    return path
+
+
+def test_junk_probe_refused_by_a_law_enforcement_collection_and_audited(
+        fs: FaceSearch, tmp_path: Path) -> None:
+    fs.collections.create("le", policy=CollectionPolicy(law_enforcement=True))
+    fs.collections.index_image("le", face("obama.jpg"), external_id="obama")
+    probe = junk_probe(tmp_path)
+    with pytest.raises(ProbeQualityError, match="recognisability .* below this collection's "
+                                                "floor of 40"):
+        fs.search.by_image("le", probe, caller=ANALYST)
+    refused = searches(fs)[-1].event
+    assert refused.operation == "search.refused" and not refused.results
+    assert "recognisability" in str(refused.details["reason"])
+    assert refused.probe_sha256 == hashlib.sha256(probe.read_bytes()).hexdigest()
+    with pytest.raises(ProbeQualityError):
+        fs.users.search_by_image("le", probe, caller=ANALYST)
+    # A good probe of the same person is searched, in the high band, without warnings.
+    ok = fs.search.by_image("le", face("obama2.jpg"), caller=ANALYST)
+    assert ok.matches[0].face.external_id == "obama" and not ok.warnings
+    assert ok.risk is not None and ok.risk.quality_band == "high"
+
+
+def test_other_collections_warn_and_state_the_risk_of_the_probe_s_band(
+        fs: FaceSearch, people: dict[str, str], tmp_path: Path) -> None:
+    probe = junk_probe(tmp_path)
+    res = fs.search.by_image("c", probe, threshold=50, caller=ANALYST)
+    assert res.risk is not None and res.risk.quality_band == "unrecognisable"
+    assert res.risk.recognisability is not None and res.risk.recognisability < 20
+    assert any("poor probe" in w for w in res.warnings)
+    good = fs.search.by_image("c", face("obama2.jpg"), threshold=50, caller=ANALYST)
+    assert good.risk is not None and good.risk.quality_band == "high" and not good.warnings
+    # The poor band's measured FMR at the same threshold is at least the good band's.
+    assert res.risk.false_match_rate >= good.risk.false_match_rate
+    ev = searches(fs)[-1].event
+    assert ev.details["quality_band"] == "high"
+
+
+def test_candidates_from_poor_enrolled_faces_say_so(fs: FaceSearch, people: dict[str, str],
+                                                     tmp_path: Path) -> None:
+    kept = fs.collections.index_image("c", junk_probe(tmp_path), external_id="smudge",
+                                      quality_filter=QualityFilter.NONE)
+    assert len(kept.indexed) == 1
+    assert kept.indexed[0].quality["recognisability"] < 20
+    res = fs.search.by_image("c", face("obama2.jpg"), threshold=0, caller=ANALYST)
+    bands = {m.face.external_id: m for m in res.matches}
+    assert bands["smudge"].enrolled_quality_band == "unrecognisable"
+    assert bands["smudge"].enrolled_poor_quality
+    assert bands["obama"].enrolled_quality_band == "high"
+    assert not bands["obama"].enrolled_poor_quality
+    assert any("enrolled faces of poor quality" in w for w in res.warnings)
+    # The stored face's band survives a round trip through the store.
+    page, _ = fs.collections.list_faces("c")
+    smudge = next(f for f in page if f.external_id == "smudge")
+    assert smudge.quality["recognisability"] < 20 and 0 <= smudge.quality["faceness"] <= 1
+    # A search from the poor stored face states the risk of its band.
+    by_id = fs.search.by_face_id("c", smudge.face_id, threshold=50, caller=ANALYST)
+    assert by_id.risk is not None and by_id.risk.quality_band == "unrecognisable"
+    assert by_id.warnings

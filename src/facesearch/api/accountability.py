@@ -37,6 +37,9 @@ class PolicyIn(BaseModel):
     threshold_floor: float | None = Field(None, ge=0, le=100)
     max_results_cap: int | None = Field(None, ge=1, le=MAX_RESULTS)
     retention_days: float | None = Field(None, gt=0)
+    min_probe_recognisability: float | None = Field(
+        None, ge=0, le=100, description="refuse probe faces less recognisable than this "
+                                        "(default: 40 for law enforcement, else 0)")
 
 
 class EffectivePolicyOut(_Out):
@@ -47,6 +50,8 @@ class EffectivePolicyOut(_Out):
         description="calibrated false-match rate per comparison at the floor, when known")
     max_results_cap: int
     retention_days: float | None
+    min_probe_recognisability: float = Field(
+        0.0, description="1:N image searches refuse probe faces less recognisable (0-100)")
 
 
 class PolicyOut(_Out):
@@ -62,7 +67,8 @@ def policy_out(info: CollectionInfo) -> PolicyOut:
         effective=EffectivePolicyOut(
             law_enforcement=p.law_enforcement, require_purpose=p.require_purpose,
             threshold_floor=p.threshold_floor, floor_false_match_rate=p.floor_fmr,
-            max_results_cap=p.max_results_cap, retention_days=p.retention_days))
+            max_results_cap=p.max_results_cap, retention_days=p.retention_days,
+            min_probe_recognisability=p.min_probe_recognisability))
 
 
 @router.get("/collections/{collection}/policy", name=Operation.GET_POLICY.value)

@@ -139,6 +139,11 @@ class SearchOut(RiskOut):
     width: int
     height: int
     probes: list[ProbeOut]
+    risk: responses.SearchRiskOut = Field(
+        description="what the threshold means for this probe: the rates of its quality band")
+    warnings: list[str] = Field(
+        default_factory=list, description="what a reviewer must know: a poor probe, "
+                                          "candidates from poor enrolled faces")
 
 
 class FaceSearchIn(BaseModel):
@@ -152,6 +157,9 @@ class FaceSearchOut(RiskOut):
     search_id: str
     threshold: float
     matches: list[MatchOut]
+    risk: responses.SearchRiskOut = Field(
+        description="what the threshold means for the stored face's quality band")
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ComparedFaceOut(Out):
@@ -279,6 +287,10 @@ class IndexIn(BaseModel):
     source: str | None = Field(None, min_length=1, max_length=255,
                                description="the image's file name, shown to reviewers "
                                            "(default: the uploaded file's name)")
+    all_faces: bool = Field(False, description="with an external_id, index every face that "
+                                               "passes the quality filter (a group photo); by "
+                                               "default only the largest, the others are "
+                                               "reported as NOT_LABELLED_FACE")
 
 
 class SearchImageIn(BaseModel):
@@ -460,7 +472,7 @@ async def index_faces(request: Request, collection: str, caller: CallerDep) -> I
     res = await ctx.infer(lambda: ctx.fs.collections.index_image(
         collection, p.image, external_id=p.external_id, max_faces=p.max_faces,
         quality_filter=QualityFilter(p.quality_filter), force=p.force, source_name=p.source,
-        caller=caller))
+        caller=caller, all_faces=p.all_faces))
     ctx.metrics.faces_indexed.inc(len(res.indexed))
     if res.duplicate:
         # Nothing was stored (the same content is already there: found before or, when an
@@ -512,7 +524,8 @@ async def search_faces(request: Request, collection: str, face_id: str, caller: 
     res = await ctx.infer(lambda: ctx.fs.search.by_face_id(
         collection, face_id, max_results=p.max_results, threshold=p.threshold, caller=caller))
     return FaceSearchOut(face_id=face_id, search_id=res.search_id, threshold=res.threshold,
-                         **responses.risk(res.risk),
+                         **responses.risk(res.risk), risk=responses.search_risk(res.risk),
+                         warnings=res.warnings,
                          matches=[responses.match(m) for m in res.matches])
 
 
@@ -529,7 +542,8 @@ async def search_faces_by_image(request: Request, collection: str,
         all_faces=p.all_faces, face_index=p.face, caller=caller))
     return SearchOut(
         search_id=res.search_id, label=res.label, threshold=res.threshold,
-        **responses.risk(res.risk),
+        **responses.risk(res.risk), risk=responses.search_risk(res.risk),
+        warnings=res.warnings,
         model_version=res.model_version, collection_size=res.collection_size,
         width=res.width, height=res.height,
         probes=[ProbeOut(face=responses.detail(res.faces.view(pr.face_index)),

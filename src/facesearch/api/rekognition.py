@@ -332,7 +332,8 @@ async def index_faces(ctx: ApiContext, caller: Caller, p: IndexFacesIn) -> Json:
     # Rekognition indexes the same image again when asked (new face ids): force=True.
     res = await ctx.infer(lambda: ctx.fs.collections.index_image(
         p.CollectionId, data, external_id=p.ExternalImageId, max_faces=p.MaxFaces,
-        quality_filter=p.QualityFilter, force=True, caller=caller))
+        quality_filter=p.QualityFilter, force=True, caller=caller,
+        all_faces=True))  # ExternalImageId labels the image, not one person (AWS semantics)
     ctx.metrics.faces_indexed.inc(len(res.indexed))
     why = {u.face_index: u.reasons for u in res.unindexed}
     kept = [i for i in range(len(res.faces)) if i not in why]

@@ -114,7 +114,8 @@ def _policy_json(info: Any) -> dict[str, Any]:
                           "threshold_floor": round(p.threshold_floor, 3),
                           "floor_false_match_rate": p.floor_fmr,
                           "max_results_cap": p.max_results_cap,
-                          "retention_days": p.retention_days}}
+                          "retention_days": p.retention_days,
+                          "min_probe_recognisability": p.min_probe_recognisability}}
 
 
 @policy_app.command("show")
@@ -144,6 +145,9 @@ def policy_set(
     floor: Annotated[float | None, typer.Option(min=0, max=100, help="Threshold floor.")] = None,
     max_results_cap: Annotated[int | None, typer.Option(min=1, max=MAX_RESULTS)] = None,
     retention_days: Annotated[float | None, typer.Option(min=0.001)] = None,
+    min_probe_recognisability: Annotated[float | None, typer.Option(
+        min=0, max=100, help="Refuse probe faces less recognisable than this (0-100; "
+                             "default 40 for law enforcement, else 0).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a collection's policy (unset options keep their stated values)."""
@@ -153,7 +157,8 @@ def policy_set(
         current = fs.collections.describe(collection).settings.model_dump()
         changes = {"law_enforcement": law_enforcement, "require_purpose": require_purpose,
                    "threshold_floor": floor, "max_results_cap": max_results_cap,
-                   "retention_days": retention_days}
+                   "retention_days": retention_days,
+                   "min_probe_recognisability": min_probe_recognisability}
         current.update({k: v for k, v in changes.items() if v is not None})
         info = fs.collections.set_policy(collection, CollectionPolicy(**current))
     if as_json:

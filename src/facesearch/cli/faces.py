@@ -70,10 +70,16 @@ def index(
     s3_endpoint_url: Annotated[str | None, typer.Option(
         help="S3-compatible store of s3:// URLs (default: AWS); credentials from the "
              "environment of this process and of the Ray workers.")] = None,
+    all_faces: Annotated[bool, typer.Option(
+        "--all-faces", help="With a label (--external-id, --id-from name/parent), index every "
+                            "face that passes the quality filter (group photos); by default "
+                            "only the largest, the others are reported as "
+                            "NOT_LABELLED_FACE.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Index the faces of image files, folders and S3 prefixes (resumable: content already
-    indexed is skipped)."""
+    indexed is skipped). A label names one person: a labelled photo enrols its largest face
+    that passes the quality filter, unless --all-faces."""
     from facesearch.services.indexing import (
         IMAGE_SUFFIXES,
         BulkIndexer,
@@ -105,7 +111,8 @@ def index(
             summary = _index(files, BulkIndexer(
                 fs.collections, collection, settings=fs.settings, workers=workers,
                 quality_filter=quality_filter, max_faces=max_faces, id_from=id_source,
-                external_id=external_id, force=force, cluster=cluster), as_json)
+                external_id=external_id, force=force, cluster=cluster,
+                all_faces=all_faces), as_json)
         finally:
             if cluster is not None:
                 cluster.shutdown()
@@ -142,6 +149,9 @@ def _index(files: list[Source], indexer: BulkIndexer, as_json: bool) -> Summary:
                 emit_json({"path": str(r.path), "outcome": r.outcome.value,
                            "faces_indexed": r.faces_indexed, "reason": r.reason,
                            "face_ids": [f.face_id for f in r.result.indexed]
+                           if r.result is not None else [],
+                           "unindexed": [{"face_index": u.face_index, "reasons": u.reasons}
+                                         for u in r.result.unindexed]
                            if r.result is not None else []})
             elif r.outcome in (Outcome.FAILED, Outcome.NO_FACE):
                 progress.console.print(f"[yellow]{r.outcome.value}[/] {r.path}: {r.reason}")
@@ -168,14 +178,15 @@ def detect(
                    "faces": [detail_json(faces.view(i)) for i in range(len(faces))]})
         return
     t = Table("#", "box (x1, y1, x2, y2)", "score", "size", "sharpness", "brightness",
-              "yaw", "pitch", "roll", title=f"{image} ({img.width}x{img.height})")
+              "yaw", "pitch", "roll", "faceness", "recognisability",
+              title=f"{image} ({img.width}x{img.height})")
     q = faces.quality
     assert q is not None
     for i in range(len(faces)):
         t.add_row(str(i + 1), ", ".join(f"{v:.0f}" for v in faces.boxes[i]),
                   f"{faces.scores[i]:.2f}", f"{q.size[i]:.0f}", f"{q.sharpness[i]:.0f}",
                   f"{q.brightness[i]:.0f}", f"{q.yaw[i]:.0f}", f"{q.pitch[i]:.0f}",
-                  f"{q.roll[i]:.0f}")
+                  f"{q.roll[i]:.0f}", f"{q.faceness[i]:.2f}", f"{q.recognisability[i]:.0f}")
     out.print(t)
     if not len(faces):
         out.print("no face found")
@@ -240,10 +251,12 @@ def faces_list(
     if as_json:
         emit_json({"faces": [_face_json(f) for f in faces], "next_token": nxt})
         return
-    t = Table("face id", "external id", "user", "box", "source")
+    t = Table("face id", "external id", "user", "box", "recognisability", "source")
     for f in faces:
+        r = f.quality.get("recognisability")
         t.add_row(f.face_id, f.external_id or "", f.user_id or "",
-                  ", ".join(f"{v:.0f}" for v in f.box), f.source or "")
+                  ", ".join(f"{v:.0f}" for v in f.box), "" if r is None else f"{r:.0f}",
+                  f.source or "")
     out.print(t)
     if nxt is not None:
         out.print(f"more: --next-token {nxt}")

@@ -58,21 +58,29 @@ def search(
             "width": res.width, "height": res.height, "threshold": res.threshold,
             "model_version": res.model_version, "collection_size": res.collection_size,
             **responses.risk(risk),
+            "risk": responses.search_risk(risk).model_dump(),
+            "warnings": res.warnings,
             "faces": [{**detail_json(res.faces.view(p.face_index)),
                        "matches": [responses.candidate(m) for m in p.matches]} for p in res.results],
         })
         return
     for p in res.results:
         box = ", ".join(f"{v:.0f}" for v in res.faces.boxes[p.face_index])
-        t = Table("rank", "similarity", "external id", "face id",
+        t = Table("rank", "similarity", "external id", "face id", "enrolled quality",
                   title=f"probe face {p.face_index + 1} [{box}] - candidates for human review "
                         f"(threshold {res.threshold:g}, {res.collection_size} faces searched; "
                         f"{risk_text(risk)})")
         for rank, m in enumerate(p.matches, 1):
-            t.add_row(str(rank), f"{m.similarity:.2f}", m.face.external_id or "", m.face.face_id)
+            t.add_row(str(rank), f"{m.similarity:.2f}", m.face.external_id or "", m.face.face_id,
+                      m.enrolled_quality_band or "")
         out.print(t)
         if not p.matches:
             out.print("no candidate at or above the threshold")
+    if risk is not None and risk.quality_band is not None:
+        out.print(f"probe quality band {risk.quality_band} (recognisability "
+                  f"{risk.recognisability:g})")
+    for w in res.warnings:
+        out.print(f"[yellow]warning[/] {w}")
 
 
 def compare(

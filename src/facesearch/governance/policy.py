@@ -5,7 +5,8 @@ case reference, the lowest similarity threshold a search may use (a floor: lower
 are refused, never silently raised), the most candidates a search may return, and how long
 faces are kept. Collections marked ``law_enforcement`` get strict defaults: purpose and case
 required, a floor at the similarity whose calibrated false-match rate is at most 1e-6
-(:data:`LAW_ENFORCEMENT_FMR`), at most :data:`LAW_ENFORCEMENT_MAX_RESULTS` candidates.
+(:data:`LAW_ENFORCEMENT_FMR`), at most :data:`LAW_ENFORCEMENT_MAX_RESULTS` candidates, and
+probe faces less recognisable than :data:`LAW_ENFORCEMENT_MIN_RECOGNISABILITY` refused.
 
 :class:`SearchLimiter` enforces a per-caller rate of 1:N searches (a token bucket) and raises an
 alert when a caller's volume spikes far above its own baseline.
@@ -28,6 +29,10 @@ from facesearch.types import Caller
 
 LAW_ENFORCEMENT_FMR = 1e-6
 LAW_ENFORCEMENT_MAX_RESULTS = 50
+LAW_ENFORCEMENT_MIN_RECOGNISABILITY = 40.0
+"""Recognisability (0-100) below which a law-enforcement collection refuses a probe face: the
+edge of the ``medium`` quality band (:data:`facesearch.governance.calibration.BANDS`; figures
+in docs/accuracy.md). Other collections search such probes and warn."""
 CONSERVATIVE_FLOOR = 99.0
 """Floor used when no calibration is available: each model's similarity scale puts 99 near
 where one in a million different-person pairs of the lfw-dev images still scores as high
@@ -50,6 +55,10 @@ class CollectionPolicy(BaseModel):
         None, ge=1, le=MAX_RESULTS, description="most candidates a 1:N search may return")
     retention_days: float | None = Field(
         None, gt=0, description="faces older than this are erased automatically")
+    min_probe_recognisability: float | None = Field(
+        None, ge=0, le=100, description="1:N image searches refuse a probe face less "
+                                        "recognisable than this (0-100; default: 40 for "
+                                        "law-enforcement collections, else 0: they warn)")
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class EffectivePolicy:
     retention_days: float | None
     floor_fmr: float | None
     """The calibrated false-match rate at the floor, when known."""
+    min_probe_recognisability: float = 0.0
+    """Probe faces less recognisable than this (0-100) are refused."""
 
 
 def resolve(policy: CollectionPolicy, floor_for_fmr: Callable[[float], float] | None,
@@ -79,8 +90,12 @@ def resolve(policy: CollectionPolicy, floor_for_fmr: Callable[[float], float] | 
             floor = 0.0
     cap = policy.max_results_cap or (LAW_ENFORCEMENT_MAX_RESULTS if le else MAX_RESULTS)
     require = policy.require_purpose if policy.require_purpose is not None else le
+    recog = policy.min_probe_recognisability
+    if recog is None:
+        recog = LAW_ENFORCEMENT_MIN_RECOGNISABILITY if le else 0.0
     return EffectivePolicy(le, require, float(floor), int(cap), policy.retention_days,
-                           fmr_at(floor) if fmr_at is not None and floor > 0 else None)
+                           fmr_at(floor) if fmr_at is not None and floor > 0 else None,
+                           float(recog))
 
 
 class FloorCalibration(Protocol):

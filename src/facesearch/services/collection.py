@@ -63,6 +63,12 @@ class CollectionInfo:
     settings: CollectionPolicy
 
 
+NOT_LABELLED_FACE = "NOT_LABELLED_FACE"
+"""Why a face of a labelled photo was not indexed: the label (external id) names one person,
+taken to be the photo's largest face that passes the quality filter; the others (bystanders,
+faces on posters, junk that passed) are left out unless every face is asked for."""
+
+
 @dataclass(frozen=True)
 class UnindexedFace:
     """A detected face that was not indexed, with Rekognition-style reasons."""
@@ -215,9 +221,11 @@ class FaceCollections:
 
     def detect_faces(self, source: ImageSource | Image, *,
                      caller: Caller | None = None) -> tuple[Image, Faces]:
-        """Detect the faces of an image with their quality (audited; nothing stored)."""
+        """Detect the faces of an image with their quality, recognisability included
+        (audited; nothing stored; the embeddings are not given out)."""
         image = source if isinstance(source, Image) else load_image(source, self.limits)
-        faces = self.pipeline.detect(image)
+        faces = self.pipeline.analyze(image)
+        faces = Faces(faces.boxes, faces.scores, faces.landmarks, faces.quality)
         self.trail.record("detect", caller, probe_sha256=image.sha256,
                           details={"faces": len(faces)})
         return image, faces
@@ -226,9 +234,13 @@ class FaceCollections:
                     external_id: str | None = None, max_faces: int | None = None,
                     quality_filter: QualityFilter = QualityFilter.AUTO,
                     source_name: str | None = None, force: bool = False,
-                    caller: Caller | None = None) -> IndexResult:
+                    caller: Caller | None = None, all_faces: bool = False) -> IndexResult:
         """Detect the faces of an image and store those that pass the quality filter.
 
+        A label names one person: with an ``external_id``, only the largest face that passes
+        the filter is stored and the other passing faces are reported as
+        :data:`NOT_LABELLED_FACE`, unless ``all_faces`` (a group photo, or Rekognition's
+        IndexFaces, whose ``ExternalImageId`` labels the image, not a person).
         ``max_faces`` keeps the largest passing faces (the rest are reported as
         ``EXCEEDS_MAX_FACES``). The same image content already in the collection is skipped
         (``duplicate=True``) unless ``force``, which stores the faces again (new face ids).
@@ -249,7 +261,7 @@ class FaceCollections:
                                        faces, external_id=external_id,
                                        max_faces=max_faces, quality_filter=quality_filter,
                                        source_name=source_name, force=force, caller=caller,
-                                       crops=crops)
+                                       crops=crops, all_faces=all_faces)
 
         res = store()
         if res.duplicate and force:
@@ -265,9 +277,11 @@ class FaceCollections:
                        source_name: str | None = None, force: bool = False,
                        caller: Caller | None = None, bulk: bool = False,
                        row: CollectionRow | None = None,
-                       crops: builtins.list[FaceCrop] | None = None) -> IndexResult:
+                       crops: builtins.list[FaceCrop] | None = None,
+                       all_faces: bool = False) -> IndexResult:
         """Store faces that :meth:`analyze` found in an image (content hash ``sha256``,
-        ``width`` x ``height`` pixels), applying the quality filter and ``max_faces``.
+        ``width`` x ``height`` pixels), applying the quality filter, the one face per label
+        rule (see :meth:`index_image`; ``all_faces`` lifts it) and ``max_faces``.
         ``crops`` (one per face of ``faces``, :func:`facesearch.vision.crop.face_crops`) are
         stored with the faces kept, for human review.
 
@@ -287,6 +301,10 @@ class FaceCollections:
         if crops is not None and len(crops) != len(faces):
             raise ValueError(f"{len(crops)} crops for {len(faces)} faces")
         why = quality_reasons(faces, quality_filter)
+        if external_id is not None and not all_faces:
+            passing = [i for i in range(len(faces)) if not why[i]]
+            for i in passing[1:]:
+                why[i].append(NOT_LABELLED_FACE)
         if max_faces is not None:
             passing = [i for i in range(len(faces)) if not why[i]]
             for i in passing[max_faces:]:
@@ -324,7 +342,8 @@ class FaceCollections:
                         "index", caller, collection=collection, probe_sha256=sha256,
                         results=[(f.face_id, None) for f in new],
                         details={"image_id": image_id, "faces_detected": len(faces),
-                                 "faces_indexed": len(new), "external_id": external_id}), now)
+                                 "faces_indexed": len(new), "external_id": external_id,
+                                 "recognisability": _recognisabilities(new)}), now)
         except IntegrityError:
             # The same content is there (stored by another writer between our check and our
             # insert, or, in bulk, found by the unique hash), unless the collection went.
@@ -432,10 +451,17 @@ def _file_name(source: str | None) -> str | None:
     return source.replace("\\", "/").rsplit("/", 1)[-1] or None
 
 
+def _recognisabilities(new: builtins.list[NewFace]) -> str | None:
+    """The indexed faces' recognisability, in the audit event's order of face ids
+    (``"97,54"``; None when none was measured)."""
+    values = [f.quality.get("recognisability") for f in new]
+    if not any(v is not None for v in values):
+        return None
+    return ",".join("" if v is None else f"{v:.0f}" for v in values)
+
+
 def quality_dict(faces: Faces, i: int) -> dict[str, float]:
     """Face ``i``'s quality measures as the store keeps them."""
     q = faces.quality
     assert q is not None
-    return {"size": float(q.size[i]), "sharpness": float(q.sharpness[i]),
-            "brightness": float(q.brightness[i]), "yaw": float(q.yaw[i]),
-            "pitch": float(q.pitch[i]), "roll": float(q.roll[i])}
+    return q.dict(i)

@@ -177,7 +177,8 @@ class BulkIndexer:
                  quality_filter: QualityFilter = QualityFilter.AUTO,
                  max_faces: int | None = None, id_from: IdFrom = IdFrom.NAME,
                  external_id: str | None = None, force: bool = False, chunk: int = 8,
-                 caller: Caller | None = None, cluster: RayCluster | None = None) -> None:
+                 caller: Caller | None = None, cluster: RayCluster | None = None,
+                 all_faces: bool = False) -> None:
         self.collections = collections
         self.collection = collection
         self.settings = settings
@@ -192,6 +193,9 @@ class BulkIndexer:
         self.chunk = chunk
         self.caller = caller or Caller.local()
         self.cluster = cluster
+        self.all_faces = all_faces
+        """Keep every passing face of a labelled photo (default: the largest only, see
+        :meth:`FaceCollections.index_image`)."""
         self._row: CollectionRow | None = None
 
     def _pool(self, known: set[str]) -> AnalysisPool:
@@ -277,7 +281,7 @@ class BulkIndexer:
                 max_faces=self.max_faces, quality_filter=self.quality_filter,
                 source_name=str(path if isinstance(path, S3Object) else path.absolute()),
                 force=self.force, caller=self.caller,
-                bulk=True, row=self._row, crops=crops)
+                bulk=True, row=self._row, crops=crops, all_faces=self.all_faces)
         except FaceSearchError as exc:
             return FileResult(path, Outcome.FAILED, reason=exc.message)
         if res.duplicate:

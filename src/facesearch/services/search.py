@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -38,9 +38,16 @@ from facesearch.errors import (
     InvalidParameterError,
     ModelMismatchError,
     NoFaceError,
+    ProbeQualityError,
     ThrottledError,
 )
-from facesearch.governance.calibration import Calibration, ThresholdRisk
+from facesearch.governance.calibration import (
+    BandCalibrations,
+    Calibration,
+    ThresholdRisk,
+    find_band_calibrations,
+    quality_band,
+)
 from facesearch.governance.policy import SearchLimiter, check_search, of_collection
 from facesearch.governance.trail import AuditTrail, Details
 from facesearch.storage.store import CollectionRow, FaceRecord, Store
@@ -73,12 +80,30 @@ class Analyzer(Protocol):
     def analyze(self, image: Image, max_faces: int | None = None) -> Faces: ...
 
 
+POOR_BANDS = frozenset({"low", "unrecognisable"})
+"""Quality bands (:data:`facesearch.governance.calibration.BANDS`) that a search warns about:
+a probe, or a candidate's enrolled face, in one of them."""
+
+
 @dataclass(frozen=True)
 class Match:
     """A candidate: a stored face and its similarity (0-100) to the probe."""
 
     face: FaceRecord
     similarity: float
+
+    @property
+    def enrolled_quality_band(self) -> str | None:
+        """The quality band of the stored face (from its recognisability; None for faces
+        indexed before recognisability was measured)."""
+        band = quality_band(self.face.quality.get("recognisability"))
+        return None if band is None else band.name
+
+    @property
+    def enrolled_poor_quality(self) -> bool:
+        """Whether the stored face is of poor quality (band ``low`` or ``unrecognisable``):
+        a lead from it is weaker than its similarity suggests."""
+        return self.enrolled_quality_band in POOR_BANDS
 
 
 @dataclass(frozen=True)
@@ -98,7 +123,10 @@ class SearchResult:
     face-id searches), ``results[i]`` the candidates of ``faces[i]``; ``unsearched`` the probe's
     other faces and ``unsearched_reasons`` why each was not searched (``FACE_NOT_LARGEST``,
     ``FACE_NOT_SELECTED``, or the quality filter's reasons); ``risk`` what ``threshold`` means
-    for a collection of ``collection_size`` faces (None without a calibration of the model).
+    for a collection of ``collection_size`` faces (None without a calibration of the model),
+    from the calibration of the probe's quality band (``risk.quality_band``) where the probe's
+    recognisability is known; ``warnings`` what a reviewer must know about the probe's
+    quality and the candidates' enrolled faces.
     """
 
     search_id: str
@@ -115,6 +143,7 @@ class SearchResult:
     height: int = 0
     probe_sha256: str | None = None
     label: str = REVIEW_LABEL
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def matches(self) -> list[Match]:
@@ -171,7 +200,9 @@ class SearchGate:
                  pipeline: Callable[[], Analyzer], *,
                  calibration: Callable[[str], Calibration | None] = lambda _m: None,
                  limiter: SearchLimiter | None = None,
-                 limits: DecodeLimits = DEFAULT_LIMITS) -> None:
+                 limits: DecodeLimits = DEFAULT_LIMITS,
+                 bands: Callable[[str], BandCalibrations | None] = find_band_calibrations
+                 ) -> None:
         self.store = store
         self.indexes = indexes
         self.trail = trail
@@ -179,6 +210,7 @@ class SearchGate:
         self._calibration = calibration
         self.limiter = limiter
         self.limits = limits
+        self._bands = bands
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -302,15 +334,70 @@ class SearchGate:
         searched, why = self._select(adm, image, faces, all_faces, quality_filter, face_index)
         self.charge(adm, len(searched))
         probes = pipeline.embed(image, faces[searched])
-        assert probes.embeddings is not None
+        assert probes.embeddings is not None and probes.quality is not None
+        adm, warnings = self.probe_quality(adm, image, probes.quality.recognisability)
         per_face = self.candidates(adm, probes.embeddings)
+        warnings += self._candidate_warnings(per_face)
         self.record(adm, [(m.face.face_id, m.similarity) for ms in per_face for m in ms],
-                    probe_sha256=image.sha256, details={"probes": len(searched)})
+                    probe_sha256=image.sha256,
+                    details={"probes": len(searched),
+                             "quality_band": adm.risk.quality_band if adm.risk else None,
+                             "recognisability": adm.risk.recognisability if adm.risk else None,
+                             "warnings": " | ".join(warnings) or None})
         others = [i for i in range(len(faces)) if why[i]]
         return SearchResult(
             adm.search_id, collection, adm.threshold, adm.collection.model_version, adm.size,
             adm.risk, [ProbeResult(i, ms) for i, ms in enumerate(per_face)], probes,
-            faces[others], [why[i] for i in others], image.width, image.height, image.sha256)
+            faces[others], [why[i] for i in others], image.width, image.height, image.sha256,
+            warnings=warnings)
+
+    def probe_quality(self, adm: Admission, image: Image | None,
+                       recognisability: FloatArray) -> tuple[Admission, list[str]]:
+        """The probe's quality against the policy: refuse (audited) a probe face less
+        recognisable than the collection's floor; otherwise the admission with the risk of
+        the probe's quality band (the worst of its faces) and the warnings to show."""
+        known = recognisability[np.isfinite(recognisability)]
+        if not len(known):
+            return adm, []
+        worst = float(known.min())
+        cal = self._calibration(adm.collection.model_version)
+        policy = of_collection(adm.collection.settings, cal)[1]
+        band = quality_band(worst)
+        assert band is not None
+        if worst < policy.min_probe_recognisability:
+            reason = (f"the probe face's recognisability {worst:.0f} is below this "
+                      f"collection's floor of {policy.min_probe_recognisability:g} (quality "
+                      f"band {band.name}): a search with it would give leads no one should "
+                      f"act on; use a better photo")
+            self.refused(adm.collection.name, adm.caller, adm.operation, reason,
+                         threshold=adm.threshold, max_results=adm.max_results, probe=image)
+            raise ProbeQualityError(reason)
+        warnings = []
+        if band.name in POOR_BANDS:
+            warnings.append(
+                f"poor probe: recognisability {worst:.0f} (quality band {band.name}); "
+                f"candidates from such probes are often strangers, and the stated risk is "
+                f"that measured on degraded photos")
+        if band.name == "unrecognisable":
+            warnings.append(
+                "the stated FPIR assumes independent comparisons, which an unrecognisable "
+                "probe breaks (it resembles every other poor face): on lfw-dev such probes "
+                "found a stranger more often than stated; treat any candidate as unsupported")
+        risk = adm.risk
+        bands = self._bands(adm.collection.model_version)
+        if cal is not None:
+            risk = (bands.risk(cal, adm.threshold, max(adm.size, 1), worst) if bands
+                    else replace(cal.risk(adm.threshold, max(adm.size, 1)),
+                                 quality_band=band.name, recognisability=round(worst, 1)))
+        return replace(adm, risk=risk), warnings
+
+    @staticmethod
+    def _candidate_warnings(per_face: list[list[Match]]) -> list[str]:
+        poor = sum(m.enrolled_poor_quality for ms in per_face for m in ms)
+        if not poor:
+            return []
+        return [f"{poor} candidate(s) come from enrolled faces of poor quality (quality band "
+                f"low or unrecognisable): their similarity overstates the evidence"]
 
     def _select(self, adm: Admission, image: Image, faces: Faces, all_faces: bool,
                 quality_filter: QualityFilter, face_index: int | None = None
@@ -350,10 +437,16 @@ class SearchGate:
         """Candidates for a stored face (the face itself left out)."""
         adm = self.admit(collection, operation="search.face", caller=caller,
                          threshold=threshold, max_results=max_results)
-        per = self.candidates(adm, self.face_vector(collection, face_id), exclude=[face_id])
+        record, vector = self.face_record(collection, face_id)
+        adm, warnings = self.probe_quality(
+            adm, None, np.array([record.quality.get("recognisability", np.nan)], np.float32))
+        per = self.candidates(adm, vector, exclude=[face_id])
+        warnings += self._candidate_warnings(per)
         self.record(adm, [(m.face.face_id, m.similarity) for m in per[0]],
-                    details={"face_id": face_id, "probes": 1})
-        return self._result(adm, per)
+                    details={"face_id": face_id, "probes": 1,
+                             "quality_band": adm.risk.quality_band if adm.risk else None,
+                             "warnings": " | ".join(warnings) or None})
+        return self._result(adm, per, warnings=warnings)
 
     def by_vectors(self, collection: str, vectors: FloatArray, *, operation: str,
                    max_results: int = limits.DEFAULT_MAX_RESULTS,
@@ -374,13 +467,18 @@ class SearchGate:
 
     def face_vector(self, collection: str, face_id: str) -> FloatArray:
         """The stored vector ``(1, 128)`` of a face."""
+        return self.face_record(collection, face_id)[1]
+
+    def face_record(self, collection: str, face_id: str) -> tuple[FaceRecord, FloatArray]:
+        """A stored face and its vector ``(1, 128)``."""
         limits.face_id(face_id)
         with self.store.transaction() as conn:
             coll = self.store.collection(conn, collection)
             found = self.store.faces_by_face_ids(conn, coll.id, [face_id])
             if face_id not in found:
                 raise FaceNotFoundError(f"face {face_id} is not in collection {collection!r}")
-            return self.store.embeddings(conn, np.array([found[face_id].row]), EMBEDDING_DIM)
+            rec = found[face_id]
+            return rec, self.store.embeddings(conn, np.array([rec.row]), EMBEDDING_DIM)
 
     def compare(self, source: ImageSource | Image, target: ImageSource | Image, *,
                 threshold: float | None = None,

@@ -312,7 +312,8 @@ class UserDirectory:
             return UserSearchResult(faces[:1], [], adm.threshold, adm.search_id, adm.risk,
                                     faces[1:], why)
         probe = pipeline.embed(image, faces[:1])
-        assert probe.embeddings is not None
+        assert probe.embeddings is not None and probe.quality is not None
+        adm, _ = self.gate.probe_quality(adm, image, probe.quality.recognisability)
         matches = self._rank(adm, probe.embeddings, probe_sha256=image.sha256)
         return UserSearchResult(probe, matches, adm.threshold, adm.search_id, adm.risk,
                                 faces[1:])

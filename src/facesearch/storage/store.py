@@ -67,7 +67,8 @@ class FaceRecord:
     ``box`` is (x1, y1, x2, y2) and ``landmarks`` five (x, y) points, in pixels of the source
     image (``image_width`` x ``image_height``); ``score`` the detector's confidence (0-1);
     ``quality``: ``size`` (inter-ocular px), ``sharpness`` and ``brightness`` (0-100),
-    ``yaw``, ``pitch``, ``roll`` (degrees). ``row`` is the database row (the vector index's
+    ``yaw``, ``pitch``, ``roll`` (degrees), and when measured ``faceness`` (0-1) and
+    ``recognisability`` (0-100). ``row`` is the database row (the vector index's
     id), internal to the service.
     """
 
@@ -125,7 +126,8 @@ def _face_columns() -> list[Any]:
         f.id, f.face_id, images_t.c.image_id, images_t.c.sha256,
         images_t.c.source, f.external_id, users_t.c.user_id, f.x1, f.y1, f.x2, f.y2,
         f.landmarks, f.score, f.q_size, f.q_sharpness, f.q_brightness, f.q_yaw, f.q_pitch,
-        f.q_roll, f.image_width, f.image_height, f.created_at, f.model_version,
+        f.q_roll, f.q_faceness, f.q_recognisability, f.image_width, f.image_height,
+        f.created_at, f.model_version,
     ]
 
 
@@ -135,7 +137,10 @@ def _face_row(r: Any) -> FaceRecord:
         image_sha256=r.sha256, source=r.source, external_id=r.external_id, user_id=r.user_id,
         box=(r.x1, r.y1, r.x2, r.y2), landmarks=json.loads(r.landmarks), score=r.score,
         quality={"size": r.q_size, "sharpness": r.q_sharpness, "brightness": r.q_brightness,
-                 "yaw": r.q_yaw, "pitch": r.q_pitch, "roll": r.q_roll},
+                 "yaw": r.q_yaw, "pitch": r.q_pitch, "roll": r.q_roll,
+                 **({} if r.q_faceness is None else {"faceness": r.q_faceness}),
+                 **({} if r.q_recognisability is None
+                    else {"recognisability": r.q_recognisability})},
         image_width=r.image_width, image_height=r.image_height, created_at=r.created_at,
         model_version=r.model_version,
     )
@@ -385,6 +390,8 @@ class Store:
             q_size=f.quality["size"], q_sharpness=f.quality["sharpness"],
             q_brightness=f.quality["brightness"], q_yaw=f.quality["yaw"],
             q_pitch=f.quality["pitch"], q_roll=f.quality["roll"],
+            q_faceness=f.quality.get("faceness"),
+            q_recognisability=f.quality.get("recognisability"),
             image_width=width, image_height=height, created_at=now,
             model_version=model_version, embedding=self._seal(f.face_id, f.embedding))
             for f in faces])
@@ -542,7 +549,8 @@ class Store:
             x1=box[0], y1=box[1], x2=box[2], y2=box[3], landmarks=json.dumps(landmarks),
             score=score, q_size=quality["size"], q_sharpness=quality["sharpness"],
             q_brightness=quality["brightness"], q_yaw=quality["yaw"], q_pitch=quality["pitch"],
-            q_roll=quality["roll"], model_version=model_version,
+            q_roll=quality["roll"], q_faceness=quality.get("faceness"),
+            q_recognisability=quality.get("recognisability"), model_version=model_version,
             embedding=self._seal(face_id, embedding)))
 
     def set_collection_model(self, conn: Connection, collection_id: int,

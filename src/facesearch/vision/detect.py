@@ -409,14 +409,16 @@ class BlazeFaceDetector:
             from_yunet = np.concatenate([from_yunet, np.ones(len(yb), bool)])
         if not len(boxes):
             return Faces.empty()
+        extra: dict[str, np.ndarray] = {}
         if self.landmarks == "onet" or from_yunet.any():
             lm, prob, _ = onet_run(self._onet, image, onet_boxes(boxes), self.flip_landmarks)
             keep = ~from_yunet | (prob >= _ONET_SCORE)
             if self.landmarks == "onet":
                 points = lm
+                extra["faceness"] = prob[keep].astype(np.float32)
             boxes, scores, points = boxes[keep], scores[keep], points[keep]
         return Faces(boxes=boxes.astype(np.float32), scores=scores.astype(np.float32),
-                     landmarks=points.astype(np.float32)).largest_first()
+                     landmarks=points.astype(np.float32), extra=extra).largest_first()
 
     def detect_raw(self, image: RGBImage, regions: list[Region]
                    ) -> tuple[FloatArray, FloatArray, FloatArray]:

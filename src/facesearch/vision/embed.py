@@ -203,8 +203,18 @@ class SFaceEmbedder:
 
     def embed(self, chips: npt.NDArray[np.uint8]) -> FloatArray:
         """``(N, 112, 112, 3)`` uint8 RGB chips to ``(N, 128)`` float32 unit vectors."""
-        vectors = l2_normalise(self.descriptors(chips))
+        return self.embed_with_norms(chips)[0]
+
+    def embed_with_norms(self, chips: npt.NDArray[np.uint8]) -> tuple[FloatArray, FloatArray]:
+        """:meth:`embed`'s unit vectors and the L2 norms of the raw descriptors (``(N,)``;
+        with ``flip``, the mean of the two views'): the norm of a margin-trained network's
+        feature grows with the face's quality (as MagFace makes explicit), which
+        :mod:`facesearch.vision.recognisability` uses."""
+        raw = self.descriptors(chips)
+        norms = np.linalg.norm(raw, axis=1).astype(np.float32)
+        vectors = l2_normalise(raw)
         if self.flip and len(vectors):
-            mirrored = np.ascontiguousarray(chips[:, :, ::-1])
-            vectors = l2_normalise(vectors + l2_normalise(self.descriptors(mirrored)))
-        return vectors
+            mirrored = self.descriptors(np.ascontiguousarray(chips[:, :, ::-1]))
+            norms = ((norms + np.linalg.norm(mirrored, axis=1)) / 2).astype(np.float32)
+            vectors = l2_normalise(vectors + l2_normalise(mirrored))
+        return vectors, norms

@@ -18,6 +18,7 @@ from facesearch.errors import InvalidParameterError
 from facesearch.types import Detector, Embedder, Faces, Image
 from facesearch.vision.align import align_faces
 from facesearch.vision.quality import measure
+from facesearch.vision.recognisability import recognisability
 from facesearch.vision.runtime import Device
 
 PipelineName = Literal["fast", "dlib"]
@@ -54,8 +55,28 @@ class Pipeline:
         return faces.with_quality(measure(faces, chips, image.width, image.height))
 
     def embed(self, image: Image, faces: Faces) -> Faces:
-        """``faces`` (found in ``image``) with their embeddings."""
-        return faces.with_embeddings(self.embedder.embed(self.chips(image, faces)))
+        """``faces`` (found in ``image``) with their embeddings (and recognisability)."""
+        return self.with_vectors(faces, *self.vectors(self.chips(image, faces)))
+
+    def vectors(self, chips: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Unit embeddings of aligned chips and, where the embedder gives them, the norms of
+        its raw descriptors (for the recognisability score)."""
+        with_norms = getattr(self.embedder, "embed_with_norms", None)
+        if with_norms is None:
+            return self.embedder.embed(chips), None
+        vectors, norms = with_norms(chips)
+        return vectors, norms
+
+    def with_vectors(self, faces: Faces, vectors: np.ndarray,
+                     norms: np.ndarray | None = None) -> Faces:
+        """``faces`` with their embeddings ``vectors`` and the recognisability they give
+        (:mod:`facesearch.vision.recognisability`; ``norms``: the raw descriptors' norms)
+        in their quality."""
+        out = faces.with_embeddings(vectors)
+        if out.quality is not None:
+            out = out.with_quality(out.quality.with_recognisability(
+                recognisability(norms, len(vectors), self.embedder.name)))
+        return out
 
     def analyze(self, image: Image, max_faces: int | None = None) -> Faces:
         """Faces with quality measures and embeddings, largest first, at most ``max_faces``."""
@@ -80,10 +101,12 @@ class Pipeline:
         size = self.embedder.chip_size
         all_chips = (np.concatenate(chips) if chips
                      else np.zeros((0, size, size, 3), np.uint8))
-        vectors = self.embedder.embed(all_chips)
+        vectors, norms = self.vectors(all_chips)
         out, start = [], 0
         for faces in found:
-            out.append(faces.with_embeddings(vectors[start:start + len(faces)]))
+            end = start + len(faces)
+            out.append(self.with_vectors(faces, vectors[start:end],
+                                         None if norms is None else norms[start:end]))
             start += len(faces)
         return out
 

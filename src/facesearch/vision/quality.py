@@ -5,9 +5,11 @@ brightness on a 0-100 scale from the aligned chip, and head pose in degrees from
 landmarks (a perspective-n-point fit to a generic 3-D face).
 
 The filter follows Rekognition's ``QualityFilter``: ``NONE`` keeps every face, ``LOW``,
-``MEDIUM`` and ``HIGH`` apply progressively stricter bars (table :data:`BARS`), ``AUTO`` is the
-``LOW`` bar. Faces below the bar are reported with Rekognition's reasons (``SMALL_BOUNDING_BOX``,
-``LOW_SHARPNESS``, ``LOW_BRIGHTNESS``, ``EXTREME_POSE``, ``LOW_CONFIDENCE``).
+``MEDIUM`` and ``HIGH`` apply progressively stricter bars (table :data:`BARS`), ``AUTO`` the
+bar chosen from measured faces and junk (docs/accuracy.md). Faces below the bar are reported
+with Rekognition's reasons (``SMALL_BOUNDING_BOX``, ``LOW_SHARPNESS``, ``LOW_BRIGHTNESS``,
+``EXTREME_POSE``, ``LOW_CONFIDENCE`` (the detector's score or O-Net's face probability),
+``LOW_FACE_QUALITY`` (recognisability)).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ _FACE_3D = np.array(
 @dataclass(frozen=True)
 class Bar:
     """Minimum quality to index: inter-ocular px, sharpness, brightness range, |yaw|, |pitch|,
-    detector score."""
+    detector score, O-Net face probability (faceness, 0-1) and recognisability (0-100). An
+    unknown faceness or recognisability (NaN) is not checked."""
 
     min_size: float
     min_sharpness: float
@@ -45,14 +48,18 @@ class Bar:
     max_yaw: float
     max_pitch: float
     min_score: float
+    min_faceness: float = 0.0
+    min_recognisability: float = 0.0
 
 
 BARS: dict[QualityFilter, Bar] = {
-    QualityFilter.LOW: Bar(8.0, 4.0, 5.0, 99.0, 75.0, 60.0, 0.3),
-    QualityFilter.MEDIUM: Bar(16.0, 12.0, 10.0, 97.0, 55.0, 45.0, 0.5),
-    QualityFilter.HIGH: Bar(30.0, 25.0, 20.0, 92.0, 35.0, 30.0, 0.7),
+    QualityFilter.LOW: Bar(8.0, 4.0, 5.0, 99.0, 75.0, 60.0, 0.3, 0.5, 10.0),
+    QualityFilter.MEDIUM: Bar(16.0, 12.0, 10.0, 97.0, 55.0, 45.0, 0.5, 0.8, 30.0),
+    QualityFilter.HIGH: Bar(30.0, 25.0, 20.0, 92.0, 35.0, 30.0, 0.7, 0.95, 50.0),
+    QualityFilter.AUTO: Bar(10.0, 8.0, 5.0, 99.0, 60.0, 40.0, 0.5, 0.9, 20.0),
 }
-BARS[QualityFilter.AUTO] = BARS[QualityFilter.LOW]
+"""The bars. ``AUTO`` was chosen from the distributions of real faces and mined junk
+(``bench/quality_junk.py``; figures in docs/accuracy.md, "Quality: faces versus junk")."""
 
 
 def head_pose(landmarks: FloatArray, image_width: int, image_height: int) -> FloatArray:
@@ -125,8 +132,10 @@ def measure(faces: Faces, chips: npt.NDArray[np.uint8], image_width: int,
         sharp[i] = 100.0 * var / (var + 100.0)
         bright[i] = float(gray.mean()) / 255.0 * 100.0
     pose = head_pose(faces.landmarks, image_width, image_height)
+    faceness = faces.extra.get("faceness")
     return Quality(size=size, sharpness=sharp, brightness=bright,
-                   yaw=pose[:, 0].copy(), pitch=pose[:, 1].copy(), roll=pose[:, 2].copy())
+                   yaw=pose[:, 0].copy(), pitch=pose[:, 1].copy(), roll=pose[:, 2].copy(),
+                   faceness=None if faceness is None else faceness.astype(np.float32))
 
 
 def reasons(faces: Faces, quality_filter: QualityFilter) -> list[list[str]]:
@@ -148,6 +157,8 @@ def reasons(faces: Faces, quality_filter: QualityFilter) -> list[list[str]]:
             r.append("LOW_BRIGHTNESS")
         if abs(q.yaw[i]) > bar.max_yaw or abs(q.pitch[i]) > bar.max_pitch:
             r.append("EXTREME_POSE")
-        if faces.scores[i] < bar.min_score:
+        if faces.scores[i] < bar.min_score or q.faceness[i] < bar.min_faceness:
             r.append("LOW_CONFIDENCE")
+        if q.recognisability[i] < bar.min_recognisability:
+            r.append("LOW_FACE_QUALITY")
     return out
