@@ -1,8 +1,8 @@
 """Two more quality measures per stored face: O-Net's face probability (faceness, 0-1) and the
 recognisability score (0-100); NULL for faces indexed before they were measured.
 
-Revision ID: 0003_quality
-Revises: 0002
+Revision ID: 0004_quality
+Revises: 0003_rek
 Create Date: 2026-12-07
 """
 
