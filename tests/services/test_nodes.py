@@ -8,16 +8,19 @@ import base64
 import json
 import multiprocessing
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, event
 
 from facesearch.config import Settings
 from facesearch.errors import AlreadyExistsError, DatabaseError
@@ -25,6 +28,7 @@ from facesearch.governance.audit import AuditEvent
 from facesearch.service import FaceSearch
 from facesearch.storage import migrate
 from facesearch.storage.migrate import Schema
+from facesearch.storage.store import NewFace
 from facesearch.vision.pipeline import Pipeline
 
 from ..conftest import Databases, face
@@ -197,3 +201,95 @@ def test_an_application_role_that_may_only_append_to_the_audit_trail(
                     "DROP TRIGGER events_no_update_delete ON events"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(sql)
+
+
+# -- incremental vector sync -------------------------------------------------------------------
+
+class _RowsRead:
+    """Rows the SELECTs of one engine returned while counting (psycopg reports them)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.rows = 0
+        self.on = False
+        event.listen(engine, "after_cursor_execute", self._count)
+
+    def _count(self, _conn: object, cursor: Any, statement: str, *_: object) -> None:
+        if self.on and statement.lstrip().upper().startswith("SELECT"):
+            self.rows += max(0, cursor.rowcount)
+
+    def __enter__(self) -> _RowsRead:
+        self.rows, self.on = 0, True
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.on = False
+
+
+def _fill(fs: FaceSearch, name: str, n: int) -> list[str]:
+    """``n`` faces with random vectors (as bench/search_latency.py stores them); their ids."""
+    rng = np.random.default_rng(7)
+    vecs = rng.normal(size=(n, 128)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    q = {"size": 50.0, "sharpness": 50.0, "brightness": 50.0, "yaw": 0.0, "pitch": 0.0,
+         "roll": 0.0}
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    with fs.store.transaction() as conn:
+        coll = fs.store.collection(conn, name)
+        image = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()), "synthetic", None,
+                                      None, 250, 250, n, n, time.time())
+        fs.store.insert_faces(conn, coll.id, image, [NewFace(
+            ids[j], None, (0, 0, 100, 100), [[0.0, 0.0]] * 5, 0.99, q, vecs[j])
+            for j in range(n)], 250, 250, time.time(), coll.model_version)
+    return ids
+
+
+def _matches(fs: FaceSearch, name: str) -> set[str]:
+    return {m.face.face_id for m in fs.search.by_image("c", face(name)).results[0].matches}
+
+
+def test_a_deletion_reaches_the_other_node_from_the_change_log_not_a_full_resync(
+        tmp_path: Path, postgres: Databases, pipeline: Pipeline) -> None:
+    """Node B's index applies node A's deletions from the change log at its next search
+    (reading tens of rows of a 3,000-face collection, not all of them), and after a restart
+    applies only what changed while it was down."""
+    secrets = tmp_path / "secrets"
+    _shared_secrets(secrets)
+    common = postgres.settings(secrets)
+    a = FaceSearch(Settings(home=tmp_path / "a", **common), pipeline=pipeline)  # type: ignore[arg-type]
+    b = FaceSearch(Settings(home=tmp_path / "b", **common), pipeline=pipeline)  # type: ignore[arg-type]
+    try:
+        a.collections.create("c")
+        obama = a.collections.index_image("c", face("obama.jpg")).indexed[0].face_id
+        others = _fill(a, "c", 3000)
+        assert obama in _matches(b, "obama2.jpg")
+        assert (b.indexes.stats.full, b.indexes.stats.rows) == (1, 3001)  # first use: all
+
+        a.erasure.delete_faces("c", [obama, *others[:5]])
+        rows = _RowsRead(b.store.engine)
+        with rows:
+            found = _matches(b, "obama2.jpg")
+        assert obama not in found
+        assert b.indexes.stats.full == 1 and b.indexes.stats.incremental == 1
+        assert b.indexes.stats.rows == 3001 + 6  # the six rows the log names
+        assert rows.rows < 100  # every statement of the search, against 2,995 faces
+    finally:
+        b.shutdown()
+    try:  # B restarts after A indexed a face and deleted others
+        biden = a.collections.index_image("c", face("biden.jpg")).indexed[0].face_id
+        a.erasure.delete_faces("c", others[5:8])
+        b = FaceSearch(Settings(home=tmp_path / "b", **common), pipeline=pipeline)  # type: ignore[arg-type]
+        rows = _RowsRead(b.store.engine)
+        with rows:
+            assert biden in _matches(b, "biden.jpg")
+        assert (b.indexes.stats.full, b.indexes.stats.incremental) == (0, 1)
+        assert b.indexes.stats.rows == 1 + 3
+        assert rows.rows < 100
+        with b.store.transaction() as conn:
+            coll = b.store.collection(conn, "c")
+            truth = b.store.all_face_rows(conn, coll.id)
+        assert len(truth) == 3001 - 6 + 1 - 3
+        assert sorted(b.indexes.get(coll).ids().tolist()) == truth.tolist()
+    finally:
+        b.shutdown()
+        a.shutdown()

@@ -128,7 +128,9 @@ class Erasure:
         """Erase the chosen faces (``keep_user_faces``: not those of a user); the receipt and
         the face ids kept for belonging to a user."""
         kept: set[str] = set()
-        with self.indexes.lock:
+        with self.store.transaction() as conn:
+            collection_id = self.store.collection(conn, collection).id
+        with self.indexes.locked(collection_id):
             with self.store.transaction() as conn:
                 coll = self.store.collection(conn, collection)
                 generation = self.store.index_state(conn, coll.id)[0]
@@ -156,7 +158,7 @@ class Erasure:
                 if urow is not None:
                     self.store.delete_user(conn, urow)
                 if target:
-                    self.store.bump_generation(conn, coll.id)
+                    self.store.bump_generation(conn, coll.id, target, self.clock())
             if target:
                 self.indexes.remove(coll, np.asarray(target, np.int64), generation)
                 self.store.checkpoint()

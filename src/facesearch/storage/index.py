@@ -34,6 +34,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -46,7 +47,10 @@ from facesearch.types import FloatArray, IntArray
 
 _AAD = b"facesearch-vector-index"
 _MAGIC = b"FSVX"
-_FORMAT = 1
+_FORMAT = 2
+"""1: no sync state; 2: the :class:`SyncState` the index holds, after the parts' count."""
+
+_STATE = "<qqd"
 
 LARGE = 100_000
 """Vectors from which a collection's index is an inverted file (below: exact)."""
@@ -68,6 +72,17 @@ PQ_SUBVECTORS = 32
 
 Fetch = Callable[[IntArray], FloatArray]
 """Exact vectors of ids, from the store."""
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """What of the database an index holds: the collection's ``generation`` (deletions
+    applied) and ``top_row`` (faces added up to that row); ``created_at`` ties it to one
+    collection (and database)."""
+
+    generation: int
+    top_row: int
+    created_at: float
 
 
 def cells_for(n: int) -> int:
@@ -94,6 +109,8 @@ class VectorIndex:
         self.trained_on = trained_on
         """How many vectors the inverted file's cells were trained for (0: flat)."""
         self._lock = threading.RLock()
+        self.saved_state: SyncState | None = None
+        """The state the index's file recorded when loaded (None: unknown, reconcile)."""
         self._baseline_imbalance: float | None = None
         """The cells' imbalance when the inverted file was filled or opened (None: flat)."""
         if self._refine is not None:
@@ -269,15 +286,19 @@ class VectorIndex:
 
     # -- files -------------------------------------------------------------------------------
 
-    def save(self, path: Path, sealer: Sealer | None = None) -> None:
-        """Write the index atomically (temp file, fsync, rename); sealed when ``sealer``."""
+    def save(self, path: Path, sealer: Sealer | None = None,
+             state: SyncState | None = None) -> None:
+        """Write the index atomically (temp file, fsync, rename); sealed when ``sealer``;
+        ``state``: what of the database it holds (read back as :attr:`saved_state`)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with self._lock:
             parts = [faiss.serialize_index(self._index).tobytes()]
             if self._refine is not None:
                 parts.append(faiss.serialize_index(self._refine).tobytes())
+            st = state or SyncState(-1, -1, 0.0)
             head = _MAGIC + struct.pack("<IIQ", _FORMAT, len(parts), self.trained_on)
+            head += struct.pack(_STATE, st.generation, st.top_row, st.created_at)
             data = head + b"".join(struct.pack("<Q", len(p)) + p for p in parts)
         if sealer is not None:
             data = sealer.seal(data, _AAD)
@@ -314,9 +335,15 @@ class VectorIndex:
                 return cls(dim, index)
             return cls(dim)
         fmt, n, trained_on = struct.unpack_from("<IIQ", data, len(_MAGIC))
-        if fmt != _FORMAT or n not in (1, 2):
+        if fmt not in (1, _FORMAT) or n not in (1, 2):
             raise ValueError("unknown index file format")
         pos = len(_MAGIC) + struct.calcsize("<IIQ")
+        state = None
+        if fmt == _FORMAT:
+            gen, top, created = struct.unpack_from(_STATE, data, pos)
+            pos += struct.calcsize(_STATE)
+            if gen >= 0:
+                state = SyncState(int(gen), int(top), float(created))
         parts = []
         for _ in range(n):
             (size,) = struct.unpack_from("<Q", data, pos)
@@ -325,7 +352,9 @@ class VectorIndex:
             pos += size
         if any(p.d != dim for p in parts):
             raise ValueError("index of another dimension")
-        return cls(dim, parts[0], parts[1] if n == 2 else None, int(trained_on))
+        out = cls(dim, parts[0], parts[1] if n == 2 else None, int(trained_on))
+        out.saved_state = state
+        return out
 
 
 def _chunks(ids: IntArray, size: int = 100_000) -> list[IntArray]:

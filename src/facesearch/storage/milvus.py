@@ -37,8 +37,9 @@ import numpy as np
 import numpy.typing as npt
 
 from facesearch.errors import BackendError
+from facesearch.storage import database
 from facesearch.storage.store import CollectionRow, Store
-from facesearch.storage.vectors import Fetch
+from facesearch.storage.vectors import Fetch, SyncStats
 from facesearch.types import EMBEDDING_DIM, FloatArray, IntArray
 
 log = logging.getLogger("facesearch.storage")
@@ -79,6 +80,8 @@ class MilvusCollection:
 
     collection: Any
     """The pymilvus ``Collection``."""
+    created: bool
+    """Created by this process and not filled yet."""
     store: Store
     size: int = 0
     """Faces in the collection when last brought up to date."""
@@ -174,25 +177,40 @@ class MilvusCollection:
 
 class MilvusVectors:
     """The vectors of one data directory's collections on a Milvus server or cluster
-    (:class:`facesearch.storage.vectors.VectorBackend`; thread-safe).
+    (:class:`facesearch.storage.vectors.VectorBackend`; thread-safe, a lock per collection).
 
     ``uri``: ``http://host:19530`` (a standalone server or a cluster's proxy); ``prefix``
     names this deployment's Milvus collections (one prefix per facesearch database);
-    ``token``: ``user:password`` or an API key when Milvus has authentication on.
+    ``token``: ``user:password`` or an API key when Milvus has authentication on;
+    ``timeout_s``: how long one Milvus call may take (then :class:`BackendError`).
+
+    Milvus is shared by every node, so its position in each collection's changes is kept in
+    the shared database (``vector_sync``): a node that finds Milvus behind the database
+    applies the rest (faces added after that position's top row, rows the change log says
+    were deleted since its generation) under the collection's database lock, then moves the
+    position on. Each change is written to Milvus once, by one node; a node that restarts
+    reads nothing but the position.
     """
 
     def __init__(self, store: Store, uri: str, *, prefix: str = "facesearch",
-                 token: str | None = None, timeout_s: float = 120.0) -> None:
+                 token: str | None = None, timeout_s: float = 10.0) -> None:
         self.store = store
         self.uri = uri
         self.prefix = prefix
         self.timeout_s = timeout_s
-        self.lock = threading.RLock()
+        self.stats = SyncStats()
+        self._registry = threading.Lock()
+        self._locks: dict[int, threading.RLock] = {}
         self._entries: dict[int, MilvusCollection] = {}
         self._pm = _client()
         self.alias = f"facesearch-{id(self):x}"
         _call("connect", lambda: self._pm.connections.connect(
             alias=self.alias, uri=uri, token=token or "", timeout=timeout_s))
+
+    @property
+    def backend(self) -> str:
+        """This deployment's name in ``vector_sync``."""
+        return f"milvus:{self.prefix}"
 
     def name(self, collection_id: int) -> str:
         return f"{self.prefix}_{collection_id}"
@@ -202,92 +220,116 @@ class MilvusVectors:
         """What ties a Milvus collection to its facesearch collection."""
         return f"facesearch collection {coll.name!r} created at {coll.created_at!r}"
 
+    def locked(self, collection_id: int) -> threading.RLock:
+        with self._registry:
+            lock = self._locks.get(collection_id)
+            if lock is None:
+                lock = self._locks[collection_id] = threading.RLock()
+            return lock
+
     def get(self, coll: CollectionRow) -> MilvusCollection:
-        with self.lock:
+        with self.locked(coll.id):
             entry = self._entries.get(coll.id)
             if entry is None:
-                entry = MilvusCollection(self._open(coll), self.store)
+                entry = MilvusCollection(*self._open(coll), store=self.store)
                 self._entries[coll.id] = entry
             self._catch_up(coll, entry)
             return entry
 
-    def _open(self, coll: CollectionRow) -> Any:
+    def _open(self, coll: CollectionRow) -> tuple[Any, bool]:
+        """The pymilvus collection, and whether it was created now (then it is filled from
+        the database in full, whatever the shared position says)."""
         pm = self._pm
         name = self.name(coll.id)
         want = self.description(coll)
-        if _call("has_collection", lambda: pm.utility.has_collection(name, using=self.alias)):
+        t = self.timeout_s
+        if _call("has_collection", lambda: pm.utility.has_collection(name, using=self.alias,
+                                                                       timeout=t)):
             c = pm.Collection(name, using=self.alias)
             if c.description != want:
                 raise BackendError(
                     f"the Milvus collection {name} belongs to another facesearch database "
                     f"({c.description!r}); give this deployment its own FACESEARCH_MILVUS_PREFIX")
+            created = False
         else:
+            created = True
             schema = pm.CollectionSchema([
                 pm.FieldSchema("id", pm.DataType.INT64, is_primary=True),
                 pm.FieldSchema("vector", pm.DataType.FLOAT_VECTOR, dim=EMBEDDING_DIM)],
                 description=want)
             c = _call("create_collection", lambda: pm.Collection(
-                name, schema, using=self.alias, consistency_level="Bounded"))
+                name, schema, using=self.alias, consistency_level="Bounded", timeout=t))
             _call("create_index", lambda: c.create_index("vector", {
-                "index_type": "IVF_SQ8", "metric_type": "IP", "params": {"nlist": NLIST}}))
-        _call("load", c.load)
-        return c
+                "index_type": "IVF_SQ8", "metric_type": "IP", "params": {"nlist": NLIST}},
+                timeout=t))
+        _call("load", lambda: c.load(timeout=t))
+        return c, created
 
     def _catch_up(self, coll: CollectionRow, entry: MilvusCollection) -> None:
-        with self.store.transaction() as conn:
+        with self.store.snapshot() as conn:
+            if self.store.index_state(conn, coll.id) == (entry.generation, entry.top_row):
+                return
+        key = database.lock_key(f"vectors:{self.backend}:{coll.id}")
+        with database.exclusive(self.store.engine, key) as conn:  # one node at a time
             gen, top = self.store.index_state(conn, coll.id)
+            pos = self.store.sync_position(conn, self.backend, coll.id)
 
             def fetch(ids: IntArray) -> FloatArray:
                 return self.store.embeddings(conn, ids, EMBEDDING_DIM)
 
-            if gen != entry.generation:
+            deleted = None
+            if pos is not None and not entry.created:
+                deleted = (np.zeros(0, np.int64) if pos[0] == gen else
+                           self.store.vector_changes(conn, coll.id, pos[0], gen))
+            if deleted is None:
                 truth = self.store.all_face_rows(conn, coll.id)
                 have = entry.ids()
                 extra = np.setdiff1d(have, truth, assume_unique=True)
                 missing = np.setdiff1d(truth, have, assume_unique=True)
                 entry.delete(extra)
                 entry.upsert(missing, fetch)
-                entry.size = len(truth)
+                self.stats.full += 1
+                self.stats.rows += len(truth)
                 if len(extra) or len(missing):
                     log.info("Milvus collection %s reconciled with the database: %d added, "
                              "%d removed", self.name(coll.id), len(missing), len(extra))
-            elif top > entry.top_row:
-                new = self.store.face_rows_after(conn, coll.id, entry.top_row)
-                entry.upsert(new, fetch)  # upserts: another process may have written them too
-                entry.size += len(new)
-        if (gen, top) != (entry.generation, entry.top_row):
-            entry.see_now()  # what other processes wrote is visible from here on
-        entry.generation, entry.top_row = gen, top
+            elif pos is not None and (pos[0], pos[1]) != (gen, top):
+                new = self.store.face_rows_after(conn, coll.id, pos[1])
+                entry.delete(deleted)
+                entry.upsert(new, fetch)
+                self.stats.incremental += 1
+                self.stats.rows += len(deleted) + len(new)
+            self.store.set_sync_position(conn, self.backend, coll.id, gen, top)
+            entry.size = self.store.face_count(conn, coll)
+        entry.see_now()  # what any node wrote is visible from here on
+        entry.generation, entry.top_row, entry.created = gen, top, False
 
     def remove(self, coll: CollectionRow, rows: IntArray, generation_before: int) -> None:
+        """The erasure's generation is in the change log: catching up deletes the rows (once,
+        for every node); they are deleted again here in case the log could not tell, then
+        the collection is flushed and compacted."""
         rows_ = np.asarray(rows, np.int64)
-        with self.lock:
-            entry = self._entries.get(coll.id)
-            if entry is not None and entry.generation == generation_before:
-                entry.delete(rows_)
-                entry.size -= len(rows_)
-                with self.store.transaction() as conn:
-                    entry.generation = self.store.index_state(conn, coll.id)[0]
-                self._catch_up(coll, entry)  # faces another writer added meanwhile
-            else:
-                entry = self.get(coll)  # reconciled: the erased rows are gone from the database
-                entry.delete(rows_)  # and any copy Milvus did not show yet
+        with self.locked(coll.id):
+            entry = self.get(coll)
+            entry.delete(rows_)
             entry.purge(self.timeout_s)
 
     def drop(self, collection_id: int) -> None:
-        with self.lock:
+        with self.locked(collection_id):
             self._entries.pop(collection_id, None)
             name = self.name(collection_id)
             pm = self._pm
-            if _call("has_collection", lambda: pm.utility.has_collection(name, using=self.alias)):
-                _call("drop_collection", lambda: pm.utility.drop_collection(name,
-                                                                            using=self.alias))
+            t = self.timeout_s
+            if _call("has_collection", lambda: pm.utility.has_collection(
+                    name, using=self.alias, timeout=t)):
+                _call("drop_collection", lambda: pm.utility.drop_collection(
+                    name, using=self.alias, timeout=t))
 
     def flush(self) -> None:
         """Nothing to do: Milvus persists each write (its log, then sealed segments)."""
 
     def shutdown(self) -> None:
-        with self.lock:
+        with self._registry:
             self._entries.clear()
             self._pm.connections.disconnect(self.alias)
 
