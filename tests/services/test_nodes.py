@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import psycopg
 import pytest
@@ -32,7 +33,7 @@ from facesearch.storage.store import NewFace
 from facesearch.vision.pipeline import Pipeline
 
 from ..conftest import Databases, face
-from ..postgres import PostgresServer
+from ..postgres import PostgresServer, binaries
 
 EVENTS_PER_NODE = 40
 NODE_IMAGES = {0: ["obama.jpg", "biden.jpg"], 1: ["obama2.jpg", "two_people.jpg"]}
@@ -293,3 +294,70 @@ def test_a_deletion_reaches_the_other_node_from_the_change_log_not_a_full_resync
     finally:
         b.shutdown()
         a.shutdown()
+
+
+# -- a backend down ------------------------------------------------------------------------------
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start."""
+    bindir = binaries()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed")
+    server = PostgresServer.start(bindir)
+    yield server
+    server.stop()
+
+
+def test_postgresql_down_answers_503_at_once_then_the_node_recovers(
+        tmp_path: Path, own_postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL stopped under a running API node: every request is answered within seconds
+    with 503 (Rekognition: ThrottlingException, HTTP 500, which boto3 retries), /readyz 503,
+    one log line per kind of failure and no traceback; once PostgreSQL is back the node
+    answers again by itself."""
+    from botocore.exceptions import ClientError
+
+    from ..api.conftest import log_lines, signing_key_for, start_server, stop_server
+
+    secrets = tmp_path / "secrets"
+    _shared_secrets(secrets)
+    home = tmp_path / "home"
+    signing_key_for(home).parent.mkdir(parents=True)
+    (secrets / "audit-ed25519.pem").rename(signing_key_for(home))
+    url = own_postgres.url(own_postgres.create_database())
+    for k, v in {"DATABASE_URL": url, "AUDIT_DATABASE_URL": url,
+                 "KEYS_MASTER_KEY_FILE": str(secrets / "master.key")}.items():
+        monkeypatch.setenv(f"FACESEARCH_{k}", v)
+    srv = start_server(home, tmp_path / "server.log")
+    try:
+        srv.rekognition("admin").create_collection(CollectionId="c")
+        srv.rekognition("indexer").index_faces(
+            CollectionId="c", Image={"Bytes": face("obama.jpg").read_bytes()})
+        rek = srv.rekognition("searcher")
+        probe = {"Bytes": face("obama2.jpg").read_bytes()}
+        assert rek.search_faces_by_image(CollectionId="c", Image=probe)["FaceMatches"]
+        native = srv.native("admin")
+        own_postgres.pause()
+        for _ in range(3):
+            t = time.monotonic()
+            with pytest.raises(ClientError) as info:
+                rek.search_faces_by_image(CollectionId="c", Image=probe)
+            assert info.value.response["Error"]["Code"] == "ThrottlingException"
+            assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+            r = native.get("/v1/collections")
+            assert r.status_code == 503 and r.json()["code"] == "unavailable"
+            assert int(r.headers["Retry-After"]) >= 1
+            assert httpx.get(f"{srv.url}/readyz", timeout=30).status_code == 503
+            assert time.monotonic() - t < 30  # each answered at once (no 60 s hang)
+        lines = [x for x in log_lines(srv) if "unavailable, answering 503" in x["msg"]]
+        assert 1 <= len(lines) <= 3  # a line per kind of failure, not one per request
+        assert not [x for x in log_lines(srv) if "exc" in x]  # no traceback
+        own_postgres.resume()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{srv.url}/readyz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the node did not recover"
+            time.sleep(0.5)
+        assert rek.search_faces_by_image(CollectionId="c", Image=probe)["FaceMatches"]
+        assert native.get("/v1/collections").status_code == 200
+    finally:
+        stop_server(srv)

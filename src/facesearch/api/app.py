@@ -46,10 +46,11 @@ from facesearch.api.errors import (
     on_validation_error,
 )
 from facesearch.api.metrics import Metrics
+from facesearch.api.outages import DATABASE_ERRORS, classify, on_unavailable
 from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
 from facesearch.config import Settings
-from facesearch.errors import FaceSearchError
+from facesearch.errors import FaceSearchError, UnavailableError
 from facesearch.governance.retention import RetentionWorker
 from facesearch.media.kinesis import KinesisOutput
 from facesearch.media.sns import SnsPublisher
@@ -154,6 +155,9 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     app.add_exception_handler(FaceSearchError, on_facesearch_error)
+    app.add_exception_handler(UnavailableError, on_unavailable)
+    for db_error in DATABASE_ERRORS:
+        app.add_exception_handler(db_error, on_unavailable)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
@@ -179,13 +183,21 @@ async def healthz() -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when every worker has loaded its pipeline and the database answers."""
+    """Ready when every worker has loaded its pipeline and the database and the vector
+    backend answer; 503 otherwise (at once: a backend down is not waited for)."""
     ctx = context(request)
     if ctx.pool.init_error is not None:
         return JSONResponse({"status": "failed", "reason": str(ctx.pool.init_error)}, 503)
     if not ctx.pool.ready.is_set():
         return JSONResponse({"status": "starting"}, 503)
-    await ctx.io(ctx.fs.collections.list)
+    try:  # the database, and the vector backend
+        await ctx.io(ctx.fs.collections.list)
+        await ctx.io(ctx.fs.indexes.check)
+    except (UnavailableError, *DATABASE_ERRORS) as exc:
+        err = classify(exc)
+        if err is None:
+            raise
+        return JSONResponse({"status": "unavailable", "reason": err.message}, 503)
     return JSONResponse({"status": "ready", "model_version": ctx.fs.collections.model_version})
 
 
@@ -283,9 +295,16 @@ class RequestMiddleware:
                 await error_response(Request(scope), overflow)(scope, receive, send_with_id)
 
         try:
-            refused = await self._refuse_headers(scope)
+            try:
+                refused: FaceSearchError | None = await self._refuse_headers(scope)
+            except (UnavailableError, *DATABASE_ERRORS) as exc:  # key lookup, replay check
+                refused = classify(exc)
+                if refused is None:
+                    raise
             if refused is not None:
-                self.ctx.metrics.rejected.labels("unauthenticated").inc()
+                self.ctx.metrics.rejected.labels(
+                    "unavailable" if isinstance(refused, UnavailableError)
+                    else "unauthenticated").inc()
                 await error_response(Request(scope), refused)(scope, receive, send_with_id)
                 return
             length = _content_length(scope)
@@ -299,7 +318,11 @@ class RequestMiddleware:
         finally:
             if status in RETRYABLE and state.get("signature"):
                 # Refused before doing anything: let the client retry it as signed.
-                self.ctx.replays.forget(state["signature"])
+                try:
+                    self.ctx.replays.forget(state["signature"])
+                except DATABASE_ERRORS as exc:  # the database is down: nothing to forget
+                    if classify(exc) is None:
+                        raise
             self._record(scope, state, status, time.perf_counter() - start)
 
     def _record(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:

@@ -260,6 +260,9 @@ class IndexCache:
                         entry.generation, entry.top_row, entry.created_at))
                     entry.unsaved = 0
 
+    def check(self) -> None:
+        """Nothing to check: the indexes are in this process."""
+
     def shutdown(self) -> None:
         self._closed = True
         self.wait_rebuilds(timeout_s=60)

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from facesearch.errors import BackendError
+from facesearch.errors import BackendError, UnavailableError
 from facesearch.storage import database
 from facesearch.storage.store import CollectionRow, Store
 from facesearch.storage.vectors import Fetch, SyncStats
@@ -67,6 +67,9 @@ def shortlist(k: int) -> int:
 def _client() -> Any:
     try:
         import pymilvus
+
+        # pymilvus logs an error line for every failed call; facesearch reports outages once
+        logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
     except ImportError as exc:
         raise BackendError(
             "FACESEARCH_VECTOR_BACKEND=milvus needs pymilvus 2.3, which lives in its own "
@@ -89,6 +92,8 @@ class MilvusCollection:
     top_row: int = -1
     ts: int = 0
     """Milvus timestamp of this process's last write: searches see at least that."""
+    timeout_s: int = 10
+    """How long one Milvus call may take (then :class:`UnavailableError`)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     kind = "milvus"
@@ -115,7 +120,8 @@ class MilvusCollection:
         hits = []
         for start in range(0, len(q), 1000):
             hits.extend(_call("search", lambda s=start: self.collection.search(
-                q[s:s + 1000], "vector", params, limit=shortlist(k), **self._read())))
+                q[s:s + 1000], "vector", params, limit=shortlist(k), timeout=self.timeout_s,
+                **self._read())))
         fetch = exact or self.vectors
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
@@ -140,7 +146,8 @@ class MilvusCollection:
     def ids(self) -> IntArray:
         """Every id in the Milvus collection (as of now: strong consistency)."""
         it = _call("query", lambda: self.collection.query_iterator(
-            batch_size=CHUNK, expr="id >= 0", output_fields=["id"], consistency_level="Strong"))
+            batch_size=CHUNK, expr="id >= 0", output_fields=["id"], consistency_level="Strong",
+            timeout=self.timeout_s))
         out: list[int] = []
         try:
             while batch := _call("query", it.next):
@@ -154,13 +161,14 @@ class MilvusCollection:
             chunk = ids[start:start + CHUNK]
             vecs = np.ascontiguousarray(fetch(chunk), np.float32)
             res = _call("upsert", lambda c=chunk, v=vecs: self.collection.upsert(
-                [c.tolist(), v]))
+                [c.tolist(), v], timeout=self.timeout_s))
             self.ts = max(self.ts, int(res.timestamp))
 
     def delete(self, ids: IntArray) -> None:
         for start in range(0, len(ids), CHUNK):
             chunk = ",".join(str(int(i)) for i in ids[start:start + CHUNK])
-            _call("delete", lambda c=chunk: self.collection.delete(f"id in [{c}]"))
+            _call("delete", lambda c=chunk: self.collection.delete(f"id in [{c}]",
+                                                                   timeout=self.timeout_s))
         if len(ids):
             self.see_now()  # Milvus 2.3 reports no timestamp for deletes
 
@@ -168,10 +176,11 @@ class MilvusCollection:
         """Let later reads see every write made until now (by any process)."""
         self.ts = max(self.ts, _client().utility.mkts_from_unixtime(time.time()))
 
-    def purge(self, timeout_s: float) -> None:
-        """Flush, then compact the collection and wait: deleted rows leave its segments."""
-        _call("flush", self.collection.flush)
-        _call("compact", self.collection.compact)
+    def purge(self, timeout_s: int) -> None:
+        """Flush, then compact the collection and wait (up to ``timeout_s`` each): deleted
+        rows leave its segments."""
+        _call("flush", lambda: self.collection.flush(timeout=timeout_s))
+        _call("compact", lambda: self.collection.compact(timeout=timeout_s))
         _call("compact", lambda: self.collection.wait_for_compaction_completed(timeout_s))
 
 
@@ -182,7 +191,11 @@ class MilvusVectors:
     ``uri``: ``http://host:19530`` (a standalone server or a cluster's proxy); ``prefix``
     names this deployment's Milvus collections (one prefix per facesearch database);
     ``token``: ``user:password`` or an API key when Milvus has authentication on;
-    ``timeout_s``: how long one Milvus call may take (then :class:`BackendError`).
+    ``timeout_s``: how long one Milvus call may take (then :class:`UnavailableError`: a
+    server that is down is answered within that, never waited for); ``slow_timeout_s``:
+    how long loading a collection, and an erasure's flush and compaction, may take. Nothing connects to Milvus until a
+    collection's vectors are needed (commands that use none never wait for it); a lost
+    connection is retried by the next call.
 
     Milvus is shared by every node, so its position in each collection's changes is kept in
     the shared database (``vector_sync``): a node that finds Milvus behind the database
@@ -193,19 +206,36 @@ class MilvusVectors:
     """
 
     def __init__(self, store: Store, uri: str, *, prefix: str = "facesearch",
-                 token: str | None = None, timeout_s: float = 10.0) -> None:
+                 token: str | None = None, timeout_s: int = 5,
+                 slow_timeout_s: int = 120) -> None:
         self.store = store
         self.uri = uri
         self.prefix = prefix
-        self.timeout_s = timeout_s
+        self.timeout_s = int(timeout_s)  # pymilvus bounds its retries only by an int timeout
+        self.slow_timeout_s = int(slow_timeout_s)
+        self._token = token or ""
+        self._connected = False
         self.stats = SyncStats()
         self._registry = threading.Lock()
         self._locks: dict[int, threading.RLock] = {}
         self._entries: dict[int, MilvusCollection] = {}
         self._pm = _client()
         self.alias = f"facesearch-{id(self):x}"
-        _call("connect", lambda: self._pm.connections.connect(
-            alias=self.alias, uri=uri, token=token or "", timeout=timeout_s))
+
+    def _connect(self) -> None:
+        """Connect on first need (and again after a failed try)."""
+        with self._registry:
+            if self._connected:
+                return
+            _call("connect", lambda: self._pm.connections.connect(
+                alias=self.alias, uri=self.uri, token=self._token, timeout=self.timeout_s))
+            self._connected = True
+
+    def check(self) -> None:
+        """The server answers (within :attr:`timeout_s`)."""
+        self._connect()
+        _call("get_server_version", lambda: self._pm.utility.get_server_version(
+            using=self.alias, timeout=self.timeout_s))
 
     @property
     def backend(self) -> str:
@@ -231,7 +261,8 @@ class MilvusVectors:
         with self.locked(coll.id):
             entry = self._entries.get(coll.id)
             if entry is None:
-                entry = MilvusCollection(*self._open(coll), store=self.store)
+                entry = MilvusCollection(*self._open(coll), store=self.store,
+                                         timeout_s=self.timeout_s)
                 self._entries[coll.id] = entry
             self._catch_up(coll, entry)
             return entry
@@ -239,6 +270,7 @@ class MilvusVectors:
     def _open(self, coll: CollectionRow) -> tuple[Any, bool]:
         """The pymilvus collection, and whether it was created now (then it is filled from
         the database in full, whatever the shared position says)."""
+        self._connect()
         pm = self._pm
         name = self.name(coll.id)
         want = self.description(coll)
@@ -262,7 +294,7 @@ class MilvusVectors:
             _call("create_index", lambda: c.create_index("vector", {
                 "index_type": "IVF_SQ8", "metric_type": "IP", "params": {"nlist": NLIST}},
                 timeout=t))
-        _call("load", lambda: c.load(timeout=t))
+        _call("load", lambda: c.load(timeout=self.slow_timeout_s))
         return c, created
 
     def _catch_up(self, coll: CollectionRow, entry: MilvusCollection) -> None:
@@ -312,11 +344,12 @@ class MilvusVectors:
         with self.locked(coll.id):
             entry = self.get(coll)
             entry.delete(rows_)
-            entry.purge(self.timeout_s)
+            entry.purge(self.slow_timeout_s)
 
     def drop(self, collection_id: int) -> None:
         with self.locked(collection_id):
             self._entries.pop(collection_id, None)
+            self._connect()
             name = self.name(collection_id)
             pm = self._pm
             t = self.timeout_s
@@ -331,14 +364,39 @@ class MilvusVectors:
     def shutdown(self) -> None:
         with self._registry:
             self._entries.clear()
-            self._pm.connections.disconnect(self.alias)
+            if self._connected:
+                self._pm.connections.disconnect(self.alias)
+                self._connected = False
+
+
+_UNAVAILABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 
 
 def _call(what: str, fn: Any) -> Any:
-    """``fn()``, with Milvus's errors as :class:`BackendError`."""
-    from pymilvus.exceptions import MilvusException
+    """``fn()``, with Milvus's errors as :class:`UnavailableError` when the server does not
+    answer (connection refused or lost, a call past its timeout) and :class:`BackendError`
+    otherwise."""
+    import grpc
+    from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
     try:
         return fn()
+    except (ConnectError, MilvusUnavailableException) as exc:
+        raise _unavailable(what, exc.message) from None
     except MilvusException as exc:
+        code = str(getattr(exc, "code", ""))
+        if any(c in code for c in _UNAVAILABLE_CODES) or "Retry timeout" in exc.message \
+                or "Fail connecting to server" in exc.message:
+            raise _unavailable(what, exc.message) from None
         raise BackendError(f"Milvus {what} failed: {exc.message}") from exc
+    except grpc.RpcError as exc:  # past its deadline (not retried by pymilvus)
+        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        raise _unavailable(what, str(detail)) from None
+    except grpc.FutureTimeoutError:
+        raise _unavailable(what, "timed out") from None
+
+
+def _unavailable(what: str, detail: str) -> UnavailableError:
+    first = (detail.strip().splitlines() or [""])[0][:200]
+    return UnavailableError(f"the Milvus server does not answer ({what}: {first}); retry",
+                            "milvus")

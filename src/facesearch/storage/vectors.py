@@ -98,6 +98,10 @@ class VectorBackend(Protocol):
     def flush(self) -> None:
         """Persist what changed."""
 
+    def check(self) -> None:
+        """Raise :class:`~facesearch.errors.UnavailableError` (within seconds) when the
+        backend does not answer (readiness)."""
+
     def shutdown(self) -> None: ...
 
 
