@@ -361,3 +361,40 @@ def test_postgresql_down_answers_503_at_once_then_the_node_recovers(
         assert native.get("/v1/collections").status_code == 200
     finally:
         stop_server(srv)
+
+
+def test_any_node_appends_the_audit_events_a_crashed_node_staged(
+        tmp_path: Path, postgres: Databases, pipeline: Pipeline) -> None:
+    """Node A commits faces with their audit event staged in the outbox and dies before
+    appending it (os._exit in a child process); node B's sweeper appends it (once), without
+    A restarting, and leaves fresh events of live nodes to them."""
+    secrets = tmp_path / "secrets"
+    _shared_secrets(secrets)
+    common = {k: str(v) for k, v in postgres.settings(secrets).items()}
+    b = FaceSearch(Settings(home=tmp_path / "b", **common), pipeline=pipeline)  # type: ignore[arg-type]
+    try:  # B runs (it drained the outbox when it opened); then A crashes
+        ctx = multiprocessing.get_context("spawn")
+        p = ctx.Process(target=_stage_and_crash, args=({**common, "home": str(tmp_path / "a")},))
+        p.start()
+        p.join(300)
+        assert p.exitcode == 9
+        with b.store.transaction() as conn:
+            assert len(b.store.outbox(conn)) == 1
+            b.trail.stage(conn, AuditEvent(operation="test.fresh", actor="live"), time.time())
+        from facesearch.governance.trail import OutboxSweeper
+
+        sweeper = OutboxSweeper(b.trail, interval_s=30, clock=lambda: time.time() + 3600)
+        assert sweeper.run_once() == 2  # an hour on: both are stale
+        assert OutboxSweeper(b.trail).run_once() == 0
+        records, _ = b.audit.query(limit=1000)
+        assert [r.event.actor for r in records if r.event.operation == "test.crashed"] == ["a"]
+        assert b.audit.verify().ok
+    finally:
+        b.shutdown()
+
+
+def _stage_and_crash(settings: dict[str, str]) -> None:
+    fs = FaceSearch(Settings(**settings))  # type: ignore[arg-type]
+    with fs.store.transaction() as conn:
+        fs.trail.stage(conn, AuditEvent(operation="test.crashed", actor="a"), time.time() - 60)
+    os._exit(9)  # no drain, no shutdown

@@ -307,3 +307,50 @@ def test_a_milvus_collection_of_another_database_is_refused(
     finally:
         first.shutdown()
         second.shutdown()
+
+
+def test_milvus_down_is_answered_at_once_and_recovers(
+        tmp_path: Path, pipeline: Pipeline, milvus_server: Any) -> None:
+    """Milvus stopped: a search fails within seconds with UnavailableError (HTTP 503), not
+    after pymilvus's minutes of retries; what needs no vectors works, also in a process
+    opened while Milvus is down; once Milvus is back, searches work again by themselves.
+    (Last in this module: it stops the module's server, and starts it again.)"""
+    from facesearch.errors import UnavailableError
+
+    backend = {"vector_backend": "milvus",
+               "milvus_uri": f"http://127.0.0.1:{milvus_server.listen_port}",
+               "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+    fs = open_service(tmp_path / "a" / "home", pipeline, backend)
+    try:
+        fs.collections.create("c")
+        fs.collections.index_image("c", face("obama.jpg"), external_id="obama")
+        probe = face("obama2.jpg")
+        assert fs.search.by_image("c", probe).results[0].matches
+        milvus_server.stop()
+        try:
+            for _ in range(2):
+                t = time.monotonic()
+                with pytest.raises(UnavailableError, match="Milvus server does not answer"):
+                    fs.search.by_image("c", probe)
+                with pytest.raises(UnavailableError):
+                    fs.indexes.check()
+                assert time.monotonic() - t < 60  # 5 s timeouts (pymilvus alone: minutes)
+            assert [c.name for c in fs.collections.list()] == ["c"]
+            other = open_service(tmp_path / "b" / "home", pipeline, backend)
+            try:  # opened while Milvus is down: what needs no vectors does not wait for it
+                assert [c.name for c in other.collections.list()] == []
+            finally:
+                other.shutdown()
+        finally:
+            milvus_server.start()
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                hits = fs.search.by_image("c", probe).results[0].matches
+                break
+            except UnavailableError:
+                assert time.monotonic() < deadline, "no recovery after Milvus restarted"
+                time.sleep(1)
+        assert [m.face.external_id for m in hits] == ["obama"]
+    finally:
+        fs.shutdown()

@@ -52,6 +52,7 @@ from facesearch.api.work import WorkPool
 from facesearch.config import Settings
 from facesearch.errors import FaceSearchError, UnavailableError
 from facesearch.governance.retention import RetentionWorker
+from facesearch.governance.trail import OutboxSweeper
 from facesearch.media.kinesis import KinesisOutput
 from facesearch.media.sns import SnsPublisher
 from facesearch.service import FaceSearch
@@ -114,6 +115,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                      replays=SharedReplays(fs.store) if fs.store.postgres else ReplayCache())
 
     retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
+    sweeper = OutboxSweeper(fs.trail)  # audit events a crashed node staged
     sns_endpoint, kinesis_endpoint = settings.sns(), settings.kinesis()
 
     def open_outputs() -> None:
@@ -135,6 +137,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.start()
         retention.start()
+        sweeper.start()
         fs.video.path_roots = video.roots()
         fs.streams.allow_devices = video.allow_devices
         await ctx.io(open_outputs)
@@ -147,6 +150,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
             await ctx.io(fs.video.shutdown)
             await ctx.io(close_outputs)
             await ctx.io(retention.shutdown)
+            await ctx.io(sweeper.shutdown)
             await ctx.io(ctx.shutdown)
 
     # FastAPI's /docs loads swagger-ui from a CDN (no integrity check, on the API's origin,

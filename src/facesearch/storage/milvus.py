@@ -156,6 +156,13 @@ class MilvusCollection:
             it.close()
         return np.unique(np.asarray(out, np.int64))
 
+    def count(self) -> int:
+        """Rows in the Milvus collection (as of now: strong consistency)."""
+        res = _call("query", lambda: self.collection.query(
+            expr="", output_fields=["count(*)"], consistency_level="Strong",
+            timeout=self.timeout_s))
+        return int(res[0]["count(*)"])
+
     def upsert(self, ids: IntArray, fetch: Fetch) -> None:
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
@@ -313,6 +320,19 @@ class MilvusVectors:
             if pos is not None and not entry.created:
                 deleted = (np.zeros(0, np.int64) if pos[0] == gen else
                            self.store.vector_changes(conn, coll.id, pos[0], gen))
+            if deleted is not None and pos is not None and (pos[0], pos[1]) != (gen, top):
+                new = self.store.face_rows_after(conn, coll.id, pos[1])
+                entry.delete(deleted)
+                entry.upsert(new, fetch)
+                self.stats.incremental += 1
+                self.stats.rows += len(deleted) + len(new)
+            size = self.store.face_count(conn, coll)
+            if deleted is not None and entry.generation == -1:
+                entry.ts = 0  # first use in this process: does Milvus hold as many rows?
+                if entry.count() != size:
+                    log.warning("Milvus collection %s holds %d vectors, the database %d "
+                                "faces: reconciling", self.name(coll.id), entry.count(), size)
+                    deleted = None
             if deleted is None:
                 truth = self.store.all_face_rows(conn, coll.id)
                 have = entry.ids()
@@ -325,14 +345,8 @@ class MilvusVectors:
                 if len(extra) or len(missing):
                     log.info("Milvus collection %s reconciled with the database: %d added, "
                              "%d removed", self.name(coll.id), len(missing), len(extra))
-            elif pos is not None and (pos[0], pos[1]) != (gen, top):
-                new = self.store.face_rows_after(conn, coll.id, pos[1])
-                entry.delete(deleted)
-                entry.upsert(new, fetch)
-                self.stats.incremental += 1
-                self.stats.rows += len(deleted) + len(new)
             self.store.set_sync_position(conn, self.backend, coll.id, gen, top)
-            entry.size = self.store.face_count(conn, coll)
+            entry.size = size
         entry.see_now()  # what any node wrote is visible from here on
         entry.generation, entry.top_row, entry.created = gen, top, False
 

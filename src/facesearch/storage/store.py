@@ -199,10 +199,14 @@ class Store:
         conn.execute(insert(audit_outbox_t).values(outbox_id=outbox_id, event=event_json,
                                                    created_at=now))
 
-    def outbox(self, conn: Connection, limit: int = 1000) -> list[tuple[str, str]]:
-        """The oldest ``limit`` outbox rows as ``(outbox_id, event JSON)``."""
-        rows = conn.execute(select(audit_outbox_t.c.outbox_id, audit_outbox_t.c.event)
-                            .order_by(audit_outbox_t.c.created_at, audit_outbox_t.c.outbox_id)
+    def outbox(self, conn: Connection, limit: int = 1000,
+               before: float | None = None) -> list[tuple[str, str]]:
+        """The oldest ``limit`` outbox rows as ``(outbox_id, event JSON)`` (``before``: only
+        those staged before that time)."""
+        q = select(audit_outbox_t.c.outbox_id, audit_outbox_t.c.event)
+        if before is not None:
+            q = q.where(audit_outbox_t.c.created_at < before)
+        rows = conn.execute(q.order_by(audit_outbox_t.c.created_at, audit_outbox_t.c.outbox_id)
                             .limit(limit)).all()
         return [(r.outbox_id, r.event) for r in rows]
 
