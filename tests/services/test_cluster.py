@@ -216,3 +216,47 @@ def test_the_cli_indexes_a_folder_and_an_s3_prefix_on_ray(
     faces = cli("faces", "list", "c", "--json")["faces"]
     assert sorted(f["external_id"] for f in faces) == sorted(p.parent.name for p in photos[:8])
     assert sum(f["source"].startswith("s3://cli/in/") for f in faces) == 4
+
+
+def test_sigterm_stops_the_cli_indexing_on_ray_gracefully(
+        home: Path, ray_address: str, tmp_path: Path) -> None:
+    """SIGTERM to ``facesearch index --ray`` unwinds as Ctrl-C does (not through Ray's own
+    handler, which exits 15 at once): status 143, the faces stored so far kept and their
+    audit events appended, and a second run indexes the rest."""
+    import json
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
+    folder = tmp_path / "photos"
+    photos = [p for person in lfw_people(60, 2) for p in person[:2]]  # minutes of work
+    for p in photos:
+        (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / p.parent.name / p.name)
+    subprocess.run([sys.executable, "-m", "facesearch", "collection", "create", "c"], env=env,
+                   check=True, capture_output=True, timeout=300)
+    args = [sys.executable, "-m", "facesearch", "index", "c", str(folder), "--ray", ray_address,
+            "--id-from", "parent", "--json"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # one image done: indexing is under way
+    assert json.loads(first)
+    proc.send_signal(signal.SIGTERM)
+    rest, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "terminated" in stderr
+    with FaceSearch(Settings(home=home)) as fs:
+        done = len(fs.collections.list_faces("c", limit=4096)[0])
+        assert 1 <= done <= len(photos)
+        records, _ = fs.audit.query(limit=10_000)
+        assert sum(len(r.event.results) for r in records if r.event.operation == "index") \
+            == done
+        assert fs.audit.verify().ok
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600,
+                           check=True)
+    summary = json.loads(again.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["skipped"] + summary["indexed"] == len(photos)
+    assert summary["skipped"] >= 1
