@@ -113,10 +113,25 @@ class VectorIndex:
         """The state the index's file recorded when loaded (None: unknown, reconcile)."""
         self._baseline_imbalance: float | None = None
         """The cells' imbalance when the inverted file was filled or opened (None: flat)."""
+        self.shortlists: Callable[[int], tuple[int, int]] = shortlist
+        """(4-bit candidates, 8-bit survivors) for top-k (benchmarks tune it)."""
+        if self._refine is not None:
+            self.probe_fraction = PROBE_FRACTION
+            self._baseline_imbalance = self.imbalance()
+
+    @property
+    def probe_fraction(self) -> float:
+        """Share of the inverted file's cells scanned per query (flat: 1)."""
+        if self._refine is None:
+            return 1.0
+        ivf = faiss.extract_index_ivf(self._index)
+        return float(ivf.nprobe / ivf.nlist)
+
+    @probe_fraction.setter
+    def probe_fraction(self, value: float) -> None:
         if self._refine is not None:
             ivf = faiss.extract_index_ivf(self._index)
-            ivf.nprobe = max(1, math.ceil(PROBE_FRACTION * ivf.nlist))
-            self._baseline_imbalance = self.imbalance()
+            ivf.nprobe = max(1, math.ceil(value * ivf.nlist))
 
     def imbalance(self) -> float | None:
         """FAISS's imbalance factor of the inverted file's cells (1.0: all equal; None: flat
@@ -143,10 +158,13 @@ class VectorIndex:
 
     @classmethod
     def build(cls, dim: int, ids: npt.ArrayLike, vectors: FloatArray | Fetch,
-              *, large: int = LARGE) -> VectorIndex:
+              *, large: int = LARGE, subvectors: int = PQ_SUBVECTORS,
+              cells: int | None = None) -> VectorIndex:
         """The index of these vectors in the form their number calls for. ``vectors`` is the
         (N, dim) array, or a ``fetch(ids)`` giving them a chunk at a time (memory bounded by
-        the chunk, for large collections read from the store)."""
+        the chunk, for large collections read from the store). ``subvectors``: 4-bit
+        sub-quantisers of the inverted file's codes (``subvectors / 2`` bytes a vector);
+        ``cells``: its cells (default :func:`cells_for`); benchmarks vary both."""
         ids_ = np.ascontiguousarray(ids, dtype=np.int64)
         fetch = vectors if callable(vectors) else _slicer(ids_, vectors)
         if len(ids_) < large:
@@ -154,11 +172,11 @@ class VectorIndex:
             for chunk in _chunks(ids_):
                 out.add(chunk, fetch(chunk))
             return out
-        nlist = cells_for(len(ids_))
+        nlist = cells or cells_for(len(ids_))
         sample = np.sort(np.random.default_rng(len(ids_)).choice(
             ids_, min(len(ids_), TRAIN_SAMPLE * nlist, TRAIN_MAX), replace=False))
         train = np.ascontiguousarray(fetch(sample), np.float32)
-        index = faiss.index_factory(dim, f"IVF{nlist},PQ{PQ_SUBVECTORS}x4fs",
+        index = faiss.index_factory(dim, f"IVF{nlist},PQ{subvectors}x4fs",
                                     faiss.METRIC_INNER_PRODUCT)
         index.train(train)
         refine = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(
@@ -246,7 +264,7 @@ class VectorIndex:
             if self._refine is None:
                 sims, ids = self._index.search(q, k)
                 return sims.astype(np.float32), ids.astype(np.int64)
-            first, second = shortlist(k)
+            first, second = self.shortlists(k)
             _, cand = self._index.search(q, min(first, len(self)))
             approx = [self._rescore(q[i], cand[i][cand[i] >= 0], second) for i in range(len(q))]
         out_s = np.full((len(q), k), -np.inf, np.float32)
