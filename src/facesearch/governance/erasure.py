@@ -65,6 +65,9 @@ class ErasureReceipt:
     video job results naming them."""
     crops_erased: int = 0
     """Review crops (small JPEGs of the faces) that went with them."""
+    vector_copies: str = ""
+    """Where copies of the erased vectors outlive the erasure in the vector backend, and for
+    how long (:attr:`facesearch.storage.vectors.VectorBackend.erasure_bound`)."""
 
 
 class Erasure:
@@ -164,7 +167,8 @@ class Erasure:
                 self.store.checkpoint()
         derived = sum(hook(collection, erased) for hook in self.hooks) if erased else 0
         receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,
-                                 self.clock(), reason, derived, crops)
+                                 self.clock(), reason, derived, crops,
+                                 self.indexes.erasure_bound)
         self.trail.record(f"faces.{reason}", caller, collection=collection,
                           results=[(f, None) for f in receipt.face_ids],
                           details={"receipt_id": receipt.receipt_id, "faces": len(erased),

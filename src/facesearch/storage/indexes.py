@@ -263,6 +263,11 @@ class IndexCache:
     def check(self) -> None:
         """Nothing to check: the indexes are in this process."""
 
+    @property
+    def erasure_bound(self) -> str:
+        """None outlives it: the index file is rewritten without the erased vectors."""
+        return ""
+
     def shutdown(self) -> None:
         self._closed = True
         self.wait_rebuilds(timeout_s=60)

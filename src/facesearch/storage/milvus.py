@@ -238,6 +238,15 @@ class MilvusVectors:
                 alias=self.alias, uri=self.uri, token=self._token, timeout=self.timeout_s))
             self._connected = True
 
+    @property
+    def erasure_bound(self) -> str:
+        """Milvus keeps copies facesearch cannot delete, for as long as its settings say."""
+        return ("Milvus: the erased vectors left its segments at once (compaction); the old "
+                "segment files go within dataCoord.gc.dropTolerance + dataCoord.gc.interval "
+                "(docs/deploy.md: 2 minutes); its message log (rocksmq, Pulsar or Kafka) keeps "
+                "the inserts until its retention, which this service cannot shorten or check "
+                "(docs/deploy.md)")
+
     def check(self) -> None:
         """The server answers (within :attr:`timeout_s`)."""
         self._connect()

@@ -84,6 +84,11 @@ class VectorBackend(Protocol):
 
     stats: SyncStats
 
+    @property
+    def erasure_bound(self) -> str:
+        """Where copies of erased vectors outlive an erasure, and for how long (stated on
+        the erasure receipt); empty when none does."""
+
     def get(self, coll: CollectionRow) -> CollectionVectors:
         """The collection's vectors, brought up to date with the database."""
 
