@@ -44,6 +44,8 @@ from facesearch.vision.similarity import COS_AT_80
 
 DIM = 128
 CHUNK = 500_000
+EXACT_CHUNK = 50_000
+"""Faces scored at a time by exact search (a (probes, chunk) matrix: memory)."""
 LFW = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "lfw-dev" / "images"
 NOISE = 0.1
 """Norm of the isotropic noise added to each mixture (before normalising)."""
@@ -117,8 +119,8 @@ def exact(mm: np.ndarray, faces: Faces, n_mix: int) -> Truth:
     q = faces.probes
     top_s = np.full((len(q), 10), -np.inf, np.float32)
     top_i = np.full((len(q), 10), -1, np.int64)
-    for s in range(0, len(mm), CHUNK):
-        sims = q @ np.asarray(mm[s:s + CHUNK]).T
+    for s in range(0, len(mm), EXACT_CHUNK):
+        sims = q @ np.asarray(mm[s:s + EXACT_CHUNK]).T
         part = np.argpartition(-sims, 9, axis=1)[:, :10]
         ps = np.take_along_axis(sims, part, 1)
         alls = np.concatenate([top_s, ps], 1)
