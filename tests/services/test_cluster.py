@@ -292,13 +292,13 @@ def test_the_cli_indexes_on_ray_into_milvus(home: Path, ray_address: str, photos
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
-    assert summary["indexed"] == 9 and summary["faces"] == 9
+    assert summary["indexed"] == 9 and summary["faces"] >= 9
     settings = {k.removeprefix("FACESEARCH_").lower(): v for k, v in backend.items()}
-    with FaceSearch(Settings(home=tmp_path / "node", **settings)) as node:  # type: ignore[arg-type]
+    with FaceSearch(Settings(home=home, **settings)) as node:  # type: ignore[arg-type]
         with node.store.transaction() as conn:
             coll = node.store.collection(conn, "c")
         vectors = node.indexes.get(coll)
-        assert vectors.kind == "milvus" and len(vectors) == 9
+        assert vectors.kind == "milvus" and len(vectors) == summary["faces"]
         assert node.indexes.stats.rows == 0  # Milvus was up to date: nothing rewritten
         hits = node.search.by_image("c", photos[1]).results[0].matches
         assert hits[0].face.external_id == photos[1].parent.name
