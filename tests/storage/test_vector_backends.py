@@ -311,6 +311,40 @@ def test_a_milvus_collection_of_another_database_is_refused(
         second.shutdown()
 
 
+def test_two_nodes_on_one_milvus_write_each_change_once(
+        tmp_path: Path, pipeline: Pipeline, milvus_server: Any) -> None:
+    """Two processes on one database and one Milvus: what A indexed is in Milvus once (B
+    reads and writes nothing of it), A's deletion is gone from B's searches at once without
+    a reconciliation, and B after a restart reads nothing but the shared position."""
+    backend = {"vector_backend": "milvus",
+               "milvus_uri": f"http://127.0.0.1:{milvus_server.listen_port}",
+               "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+    home = tmp_path / "home"
+    a = open_service(home, pipeline, backend)
+    b = open_service(home, pipeline, backend)  # the same database (SQLite here)
+    try:
+        a.collections.create("c")
+        ids = {n: a.collections.index_image("c", face(f), external_id=n).indexed[0].face_id
+               for n, f in (("obama", "obama.jpg"), ("obama2", "obama2.jpg"),
+                            ("biden", "biden.jpg"))}
+        probe = face("obama-480p.jpg")
+        hits = b.search.by_image("c", probe).results[0].matches
+        assert sorted(m.face.external_id for m in hits) == ["obama", "obama2"]
+        assert (b.indexes.stats.rows, b.indexes.stats.full) == (0, 0)  # A wrote them
+        a.erasure.delete_faces("c", [ids["obama"]])
+        hits = b.search.by_image("c", probe).results[0].matches
+        assert [m.face.external_id for m in hits] == ["obama2"]
+        assert (b.indexes.stats.rows, b.indexes.stats.full) == (0, 0)
+        b.shutdown()
+        b = open_service(home, pipeline, backend)
+        hits = b.search.by_image("c", probe).results[0].matches
+        assert [m.face.external_id for m in hits] == ["obama2"]
+        assert (b.indexes.stats.rows, b.indexes.stats.full) == (0, 0)
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
 def test_milvus_down_is_answered_at_once_and_recovers(
         tmp_path: Path, pipeline: Pipeline, milvus_server: Any) -> None:
     """Milvus stopped: a search fails within seconds with UnavailableError (HTTP 503), not
