@@ -81,6 +81,21 @@ class PostgresServer:
             raise RuntimeError(f"PostgreSQL did not start: {exc.stderr.decode()}{detail}") from exc
         return server
 
+    def pause(self) -> None:
+        """Stop the server at once (``immediate``: as if it crashed), keeping its data."""
+        subprocess.run(self._cmd(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"),
+                                 "-m", "immediate", "-w", "stop"),
+                       check=True, capture_output=True, timeout=120)
+
+    def resume(self) -> None:
+        """Start a paused server again on its data."""
+        options = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off "
+                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        subprocess.run(self._cmd(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"),
+                                 "-l", str(self.root / "server.log"), "-o", options, "-w",
+                                 "-t", "60", "start"),
+                       check=True, capture_output=True, timeout=120)
+
     def stop(self) -> None:
         subprocess.run(self._cmd(str(self.bin / "pg_ctl"), "-D", str(self.root / "data"),
                                  "-m", "fast", "-w", "stop"),

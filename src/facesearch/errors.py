@@ -114,6 +114,19 @@ class ThrottledError(FaceSearchError):
         self.retry_after = retry_after
 
 
+class UnavailableError(ThrottledError):
+    """A backend the operation needs (the database, the Milvus server) does not answer now:
+    answered at once (HTTP 503; Rekognition's ThrottlingException, which clients retry),
+    never after a long wait; the service recovers by itself when the backend is back.
+    ``kind``: which backend (``database``, ``milvus``), for logs and readiness."""
+
+    code = "unavailable"
+
+    def __init__(self, message: str, kind: str = "backend", retry_after: int = 2) -> None:
+        super().__init__(message, retry_after)
+        self.kind = kind
+
+
 class AccessDeniedError(FaceSearchError):
     """The caller's role or key does not allow this operation."""
 

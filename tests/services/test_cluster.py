@@ -21,6 +21,7 @@ from facesearch.services.indexing import BulkIndexer, IdFrom, Outcome, Summary
 from facesearch.vision.pipeline import Pipeline
 
 from ..media.video_helpers import ALEX_PHOTO, LIN_PHOTO, clip, watchlist
+from ..storage.test_vector_backends import milvus_server  # noqa: F401 (Ray with Milvus)
 from .test_indexing import lfw_people
 
 HAVE_RAY = importlib.util.find_spec("ray") is not None
@@ -216,3 +217,88 @@ def test_the_cli_indexes_a_folder_and_an_s3_prefix_on_ray(
     faces = cli("faces", "list", "c", "--json")["faces"]
     assert sorted(f["external_id"] for f in faces) == sorted(p.parent.name for p in photos[:8])
     assert sum(f["source"].startswith("s3://cli/in/") for f in faces) == 4
+
+
+def test_sigterm_stops_the_cli_indexing_on_ray_gracefully(
+        home: Path, ray_address: str, tmp_path: Path) -> None:
+    """SIGTERM to ``facesearch index --ray`` unwinds as Ctrl-C does (not through Ray's own
+    handler, which exits 15 at once): status 143, the faces stored so far kept and their
+    audit events appended, and a second run indexes the rest."""
+    import json
+    import shutil
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
+    folder = tmp_path / "photos"
+    photos = [p for person in lfw_people(60, 2) for p in person[:2]]  # minutes of work
+    for p in photos:
+        (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / p.parent.name / p.name)
+    subprocess.run([sys.executable, "-m", "facesearch", "collection", "create", "c"], env=env,
+                   check=True, capture_output=True, timeout=300)
+    args = [sys.executable, "-m", "facesearch", "index", "c", str(folder), "--ray", ray_address,
+            "--id-from", "parent", "--json"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # one image done: indexing is under way
+    assert json.loads(first)
+    proc.send_signal(signal.SIGTERM)
+    rest, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "terminated" in stderr
+    with FaceSearch(Settings(home=home)) as fs:
+        done = len(fs.collections.list_faces("c", limit=4096)[0])
+        assert 1 <= done <= len(photos)
+        records, _ = fs.audit.query(limit=10_000)
+        assert sum(len(r.event.results) for r in records if r.event.operation == "index") \
+            == done
+        assert fs.audit.verify().ok
+    again = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600,
+                           check=True)
+    summary = json.loads(again.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["skipped"] + summary["indexed"] == len(photos)
+    assert summary["skipped"] >= 1
+
+
+def test_the_cli_indexes_on_ray_into_milvus(home: Path, ray_address: str, photos: list[Path],
+                                             tmp_path: Path, request: pytest.FixtureRequest
+                                             ) -> None:
+    """Ray with Milvus, the one documented way (docs/deploy.md): the CLI and the Ray nodes in
+    .venv-milvus, vectors on Milvus. The faces indexed on the cluster are in Milvus, and a
+    service on the same database and Milvus (an API node) finds them without rewriting them.
+    Runs where Milvus does (FACESEARCH_TEST_MILVUS=1 in .venv-milvus)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    import uuid
+
+    server = request.getfixturevalue("milvus_server")  # skips where Milvus is not installed
+    backend = {"FACESEARCH_VECTOR_BACKEND": "milvus",
+               "FACESEARCH_MILVUS_URI": f"http://127.0.0.1:{server.listen_port}",
+               "FACESEARCH_MILVUS_PREFIX": "t" + uuid.uuid4().hex[:12]}
+    env = {**os.environ, "FACESEARCH_HOME": str(home), **backend}
+    folder = tmp_path / "photos"
+    for p in photos[:9]:
+        (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, folder / p.parent.name / p.name)
+    subprocess.run([sys.executable, "-m", "facesearch", "collection", "create", "c"], env=env,
+                   check=True, capture_output=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "facesearch", "index", "c", str(folder),
+                           "--ray", ray_address, "--id-from", "parent", "--json"], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
+    assert summary["indexed"] == 9 and summary["faces"] >= 9
+    settings = {k.removeprefix("FACESEARCH_").lower(): v for k, v in backend.items()}
+    with FaceSearch(Settings(home=home, **settings)) as node:  # type: ignore[arg-type]
+        with node.store.transaction() as conn:
+            coll = node.store.collection(conn, "c")
+        vectors = node.indexes.get(coll)
+        assert vectors.kind == "milvus" and len(vectors) == summary["faces"]
+        assert node.indexes.stats.rows == 0  # Milvus was up to date: nothing rewritten
+        hits = node.search.by_image("c", photos[1]).results[0].matches
+        assert hits[0].face.external_id == photos[1].parent.name

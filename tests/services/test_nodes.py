@@ -8,16 +8,20 @@ import base64
 import json
 import multiprocessing
 import os
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, event
 
 from facesearch.config import Settings
 from facesearch.errors import AlreadyExistsError, DatabaseError
@@ -25,10 +29,11 @@ from facesearch.governance.audit import AuditEvent
 from facesearch.service import FaceSearch
 from facesearch.storage import migrate
 from facesearch.storage.migrate import Schema
+from facesearch.storage.store import NewFace
 from facesearch.vision.pipeline import Pipeline
 
 from ..conftest import Databases, face
-from ..postgres import PostgresServer
+from ..postgres import PostgresServer, binaries
 
 EVENTS_PER_NODE = 40
 NODE_IMAGES = {0: ["obama.jpg", "biden.jpg"], 1: ["obama2.jpg", "two_people.jpg"]}
@@ -197,3 +202,199 @@ def test_an_application_role_that_may_only_append_to_the_audit_trail(
                     "DROP TRIGGER events_no_update_delete ON events"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(sql)
+
+
+# -- incremental vector sync -------------------------------------------------------------------
+
+class _RowsRead:
+    """Rows the SELECTs of one engine returned while counting (psycopg reports them)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.rows = 0
+        self.on = False
+        event.listen(engine, "after_cursor_execute", self._count)
+
+    def _count(self, _conn: object, cursor: Any, statement: str, *_: object) -> None:
+        if self.on and statement.lstrip().upper().startswith("SELECT"):
+            self.rows += max(0, cursor.rowcount)
+
+    def __enter__(self) -> _RowsRead:
+        self.rows, self.on = 0, True
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.on = False
+
+
+def _fill(fs: FaceSearch, name: str, n: int) -> list[str]:
+    """``n`` faces with random vectors (as bench/search_latency.py stores them); their ids."""
+    rng = np.random.default_rng(7)
+    vecs = rng.normal(size=(n, 128)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    q = {"size": 50.0, "sharpness": 50.0, "brightness": 50.0, "yaw": 0.0, "pitch": 0.0,
+         "roll": 0.0}
+    ids = [str(uuid.uuid4()) for _ in range(n)]
+    with fs.store.transaction() as conn:
+        coll = fs.store.collection(conn, name)
+        image = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()), "synthetic", None,
+                                      None, 250, 250, n, n, time.time())
+        fs.store.insert_faces(conn, coll.id, image, [NewFace(
+            ids[j], None, (0, 0, 100, 100), [[0.0, 0.0]] * 5, 0.99, q, vecs[j])
+            for j in range(n)], 250, 250, time.time(), coll.model_version)
+    return ids
+
+
+def _matches(fs: FaceSearch, name: str) -> set[str]:
+    return {m.face.face_id for m in fs.search.by_image("c", face(name)).results[0].matches}
+
+
+def test_a_deletion_reaches_the_other_node_from_the_change_log_not_a_full_resync(
+        tmp_path: Path, postgres: Databases, pipeline: Pipeline) -> None:
+    """Node B's index applies node A's deletions from the change log at its next search
+    (reading tens of rows of a 3,000-face collection, not all of them), and after a restart
+    applies only what changed while it was down."""
+    secrets = tmp_path / "secrets"
+    _shared_secrets(secrets)
+    common = postgres.settings(secrets)
+    a = FaceSearch(Settings(home=tmp_path / "a", **common), pipeline=pipeline)  # type: ignore[arg-type]
+    b = FaceSearch(Settings(home=tmp_path / "b", **common), pipeline=pipeline)  # type: ignore[arg-type]
+    try:
+        a.collections.create("c")
+        obama = a.collections.index_image("c", face("obama.jpg")).indexed[0].face_id
+        others = _fill(a, "c", 3000)
+        assert obama in _matches(b, "obama2.jpg")
+        assert (b.indexes.stats.full, b.indexes.stats.rows) == (1, 3001)  # first use: all
+
+        a.erasure.delete_faces("c", [obama, *others[:5]])
+        rows = _RowsRead(b.store.engine)
+        with rows:
+            found = _matches(b, "obama2.jpg")
+        assert obama not in found
+        assert b.indexes.stats.full == 1 and b.indexes.stats.incremental == 1
+        assert b.indexes.stats.rows == 3001 + 6  # the six rows the log names
+        assert rows.rows < 100  # every statement of the search, against 2,995 faces
+    finally:
+        b.shutdown()
+    try:  # B restarts after A indexed a face and deleted others
+        biden = a.collections.index_image("c", face("biden.jpg")).indexed[0].face_id
+        a.erasure.delete_faces("c", others[5:8])
+        b = FaceSearch(Settings(home=tmp_path / "b", **common), pipeline=pipeline)  # type: ignore[arg-type]
+        rows = _RowsRead(b.store.engine)
+        with rows:
+            assert biden in _matches(b, "biden.jpg")
+        assert (b.indexes.stats.full, b.indexes.stats.incremental) == (0, 1)
+        assert b.indexes.stats.rows == 1 + 3
+        assert rows.rows < 100
+        with b.store.transaction() as conn:
+            coll = b.store.collection(conn, "c")
+            truth = b.store.all_face_rows(conn, coll.id)
+        assert len(truth) == 3001 - 6 + 1 - 3
+        assert sorted(b.indexes.get(coll).ids().tolist()) == truth.tolist()
+    finally:
+        b.shutdown()
+        a.shutdown()
+
+
+# -- a backend down ------------------------------------------------------------------------------
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of the test's own, which it may stop and start."""
+    bindir = binaries()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed")
+    server = PostgresServer.start(bindir)
+    yield server
+    server.stop()
+
+
+def test_postgresql_down_answers_503_at_once_then_the_node_recovers(
+        tmp_path: Path, own_postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL stopped under a running API node: every request is answered within seconds
+    with 503 (Rekognition: ThrottlingException, HTTP 500, which boto3 retries), /readyz 503,
+    one log line per kind of failure and no traceback; once PostgreSQL is back the node
+    answers again by itself."""
+    from botocore.exceptions import ClientError
+
+    from ..api.conftest import log_lines, signing_key_for, start_server, stop_server
+
+    secrets = tmp_path / "secrets"
+    _shared_secrets(secrets)
+    home = tmp_path / "home"
+    signing_key_for(home).parent.mkdir(parents=True)
+    (secrets / "audit-ed25519.pem").rename(signing_key_for(home))
+    url = own_postgres.url(own_postgres.create_database())
+    for k, v in {"DATABASE_URL": url, "AUDIT_DATABASE_URL": url,
+                 "KEYS_MASTER_KEY_FILE": str(secrets / "master.key")}.items():
+        monkeypatch.setenv(f"FACESEARCH_{k}", v)
+    srv = start_server(home, tmp_path / "server.log")
+    try:
+        srv.rekognition("admin").create_collection(CollectionId="c")
+        srv.rekognition("indexer").index_faces(
+            CollectionId="c", Image={"Bytes": face("obama.jpg").read_bytes()})
+        rek = srv.rekognition("searcher")
+        probe = {"Bytes": face("obama2.jpg").read_bytes()}
+        assert rek.search_faces_by_image(CollectionId="c", Image=probe)["FaceMatches"]
+        native = srv.native("admin")
+        own_postgres.pause()
+        for _ in range(3):
+            t = time.monotonic()
+            with pytest.raises(ClientError) as info:
+                rek.search_faces_by_image(CollectionId="c", Image=probe)
+            assert info.value.response["Error"]["Code"] == "ThrottlingException"
+            assert info.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
+            r = native.get("/v1/collections")
+            assert r.status_code == 503 and r.json()["code"] == "unavailable"
+            assert int(r.headers["Retry-After"]) >= 1
+            assert httpx.get(f"{srv.url}/readyz", timeout=30).status_code == 503
+            assert time.monotonic() - t < 30  # each answered at once (no 60 s hang)
+        lines = [x for x in log_lines(srv) if "unavailable, answering 503" in x["msg"]]
+        assert 1 <= len(lines) <= 3  # a line per kind of failure, not one per request
+        assert not [x for x in log_lines(srv) if "exc" in x]  # no traceback
+        own_postgres.resume()
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{srv.url}/readyz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, "the node did not recover"
+            time.sleep(0.5)
+        assert rek.search_faces_by_image(CollectionId="c", Image=probe)["FaceMatches"]
+        assert native.get("/v1/collections").status_code == 200
+    finally:
+        stop_server(srv)
+
+
+def test_any_node_appends_the_audit_events_a_crashed_node_staged(
+        tmp_path: Path, postgres: Databases, pipeline: Pipeline) -> None:
+    """Node A commits faces with their audit event staged in the outbox and dies before
+    appending it (os._exit in a child process); node B's sweeper appends it (once), without
+    A restarting, and leaves fresh events of live nodes to them."""
+    secrets = tmp_path / "secrets"
+    _shared_secrets(secrets)
+    common = {k: str(v) for k, v in postgres.settings(secrets).items()}
+    b = FaceSearch(Settings(home=tmp_path / "b", **common), pipeline=pipeline)  # type: ignore[arg-type]
+    try:  # B runs (it drained the outbox when it opened); then A crashes
+        ctx = multiprocessing.get_context("spawn")
+        p = ctx.Process(target=_stage_and_crash, args=({**common, "home": str(tmp_path / "a")},))
+        p.start()
+        p.join(300)
+        assert p.exitcode == 9
+        with b.store.transaction() as conn:
+            assert len(b.store.outbox(conn)) == 1
+            b.trail.stage(conn, AuditEvent(operation="test.fresh", actor="live"), time.time())
+        from facesearch.governance.trail import OutboxSweeper
+
+        sweeper = OutboxSweeper(b.trail, interval_s=30, clock=lambda: time.time() + 3600)
+        assert sweeper.run_once() == 2  # an hour on: both are stale
+        assert OutboxSweeper(b.trail).run_once() == 0
+        records, _ = b.audit.query(limit=1000)
+        assert [r.event.actor for r in records if r.event.operation == "test.crashed"] == ["a"]
+        assert b.audit.verify().ok
+    finally:
+        b.shutdown()
+
+
+def _stage_and_crash(settings: dict[str, str]) -> None:
+    fs = FaceSearch(Settings(**settings))  # type: ignore[arg-type]
+    with fs.store.transaction() as conn:
+        fs.trail.stage(conn, AuditEvent(operation="test.crashed", actor="a"), time.time() - 60)
+    os._exit(9)  # no drain, no shutdown

@@ -130,6 +130,8 @@ def test_deleted_faces_are_no_longer_found(svc: FaceSearch, people: dict[str, st
     assert [m.face.external_id for m in hits] == ["obama2"]
     receipt = svc.erasure.erase("c", external_id="obama2")
     assert receipt.face_ids == [people["obama2"]]
+    # the receipt says what outlives the erasure: nothing of FAISS's; Milvus's message log
+    assert ("message log" in receipt.vector_copies) == (svc.settings.vector_backend == "milvus")
     assert not svc.search.by_image("c", face("obama-480p.jpg")).results[0].matches
     again = svc.collections.index_image("c", face("obama.jpg"), external_id="back", force=True)
     hits = svc.search.by_image("c", face("obama-480p.jpg")).results[0].matches
@@ -307,3 +309,84 @@ def test_a_milvus_collection_of_another_database_is_refused(
     finally:
         first.shutdown()
         second.shutdown()
+
+
+def test_two_nodes_on_one_milvus_write_each_change_once(
+        tmp_path: Path, pipeline: Pipeline, milvus_server: Any) -> None:
+    """Two processes on one database and one Milvus: what A indexed is in Milvus once (B
+    reads and writes nothing of it), A's deletion is gone from B's searches at once without
+    a reconciliation, and B after a restart reads nothing but the shared position."""
+    backend = {"vector_backend": "milvus",
+               "milvus_uri": f"http://127.0.0.1:{milvus_server.listen_port}",
+               "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+    home = tmp_path / "home"
+    a = open_service(home, pipeline, backend)
+    b = open_service(home, pipeline, backend)  # the same database (SQLite here)
+    try:
+        a.collections.create("c")
+        ids = {n: a.collections.index_image("c", face(f), external_id=n).indexed[0].face_id
+               for n, f in (("obama", "obama.jpg"), ("obama2", "obama2.jpg"),
+                            ("biden", "biden.jpg"))}
+        probe = face("obama-480p.jpg")
+        hits = b.search.by_image("c", probe).results[0].matches
+        assert sorted(m.face.external_id for m in hits) == ["obama", "obama2"]
+        assert (b.indexes.stats.rows, b.indexes.stats.full) == (0, 0)  # A wrote them
+        a.erasure.delete_faces("c", [ids["obama"]])
+        hits = b.search.by_image("c", probe).results[0].matches
+        assert [m.face.external_id for m in hits] == ["obama2"]
+        assert (b.indexes.stats.rows, b.indexes.stats.full) == (0, 0)
+        b.shutdown()
+        b = open_service(home, pipeline, backend)
+        hits = b.search.by_image("c", probe).results[0].matches
+        assert [m.face.external_id for m in hits] == ["obama2"]
+        assert (b.indexes.stats.rows, b.indexes.stats.full) == (0, 0)
+    finally:
+        a.shutdown()
+        b.shutdown()
+
+
+def test_milvus_down_is_answered_at_once_and_recovers(
+        tmp_path: Path, pipeline: Pipeline, milvus_server: Any) -> None:
+    """Milvus stopped: a search fails within seconds with UnavailableError (HTTP 503), not
+    after pymilvus's minutes of retries; what needs no vectors works, also in a process
+    opened while Milvus is down; once Milvus is back, searches work again by themselves.
+    (Last in this module: it stops the module's server, and starts it again.)"""
+    from facesearch.errors import UnavailableError
+
+    backend = {"vector_backend": "milvus",
+               "milvus_uri": f"http://127.0.0.1:{milvus_server.listen_port}",
+               "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+    fs = open_service(tmp_path / "a" / "home", pipeline, backend)
+    try:
+        fs.collections.create("c")
+        fs.collections.index_image("c", face("obama.jpg"), external_id="obama")
+        probe = face("obama2.jpg")
+        assert fs.search.by_image("c", probe).results[0].matches
+        milvus_server.stop()
+        try:
+            for _ in range(2):
+                t = time.monotonic()
+                with pytest.raises(UnavailableError, match="Milvus server does not answer"):
+                    fs.search.by_image("c", probe)
+                with pytest.raises(UnavailableError):
+                    fs.indexes.check()
+                assert time.monotonic() - t < 60  # 5 s timeouts (pymilvus alone: minutes)
+            assert [c.name for c in fs.collections.list()] == ["c"]
+            other = open_service(tmp_path / "b" / "home", pipeline, backend)
+            try:  # opened while Milvus is down: what needs no vectors does not wait for it
+                assert [c.name for c in other.collections.list()] == []
+            finally:
+                other.shutdown()
+        finally:
+            milvus_server.start()
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                hits = fs.search.by_image("c", probe).results[0].matches
+                break
+            except UnavailableError:
+                assert time.monotonic() < deadline, "no recovery after Milvus restarted"
+                time.sleep(1)
+        assert [m.face.external_id for m in hits] == ["obama"]
+    finally:
+        fs.shutdown()

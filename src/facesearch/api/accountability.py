@@ -107,12 +107,16 @@ class ReceiptOut(_Out):
     derived_erased: int = Field(0, description="stream snapshots and video results of these "
                                                "faces that went too")
     crops_erased: int = Field(0, description="review crops of these faces that went too")
+    vector_copies: str = Field("", description="where copies of the erased vectors outlive "
+                                               "the erasure in the vector backend, and until "
+                                               "when")
 
 
 def receipt_out(r: ErasureReceipt) -> ReceiptOut:
     return ReceiptOut(receipt_id=r.receipt_id, collection=r.collection, face_ids=r.face_ids,
                       images_erased=r.images_erased, erased_at=r.erased_at, reason=r.reason,
-                      derived_erased=r.derived_erased, crops_erased=r.crops_erased)
+                      derived_erased=r.derived_erased, crops_erased=r.crops_erased,
+                      vector_copies=r.vector_copies)
 
 
 @router.post("/collections/{collection}/erase", name=Operation.ERASE_FACES.value)

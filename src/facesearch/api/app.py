@@ -52,12 +52,14 @@ from facesearch.api.errors import (
     on_validation_error,
 )
 from facesearch.api.metrics import Metrics
+from facesearch.api.outages import DATABASE_ERRORS, classify, on_unavailable
 from facesearch.api.replay import Answers
 from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
 from facesearch.config import Settings
-from facesearch.errors import FaceSearchError, ThrottledError
+from facesearch.errors import FaceSearchError, ThrottledError, UnavailableError
 from facesearch.governance.retention import RetentionWorker
+from facesearch.governance.trail import OutboxSweeper
 from facesearch.media.inputs import redact_credentials
 from facesearch.media.kinesis import KinesisOutput
 from facesearch.media.sns import SnsPublisher
@@ -127,6 +129,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                      auth_failures=FailedAuthThrottle(settings.auth_failures_per_minute))
 
     retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
+    sweeper = OutboxSweeper(fs.trail)  # audit events a crashed node staged
     sns_endpoint, kinesis_endpoint = settings.sns(), settings.kinesis()
 
     def open_outputs() -> None:
@@ -148,6 +151,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.start()
         retention.start()
+        sweeper.start()
         fs.video.path_roots = video.roots()
         fs.streams.allow_devices = video.allow_devices
         await ctx.io(open_outputs)
@@ -160,6 +164,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
             await ctx.io(fs.video.shutdown)
             await ctx.io(close_outputs)
             await ctx.io(retention.shutdown)
+            await ctx.io(sweeper.shutdown)
             await ctx.io(ctx.shutdown)
 
     # FastAPI's /docs loads swagger-ui from a CDN (no integrity check, on the API's origin,
@@ -168,6 +173,9 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                   lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.ctx = ctx
     app.add_exception_handler(FaceSearchError, on_facesearch_error)
+    app.add_exception_handler(UnavailableError, on_unavailable)
+    for db_error in DATABASE_ERRORS:
+        app.add_exception_handler(db_error, on_unavailable)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
@@ -193,13 +201,21 @@ async def healthz() -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when every worker has loaded its pipeline and the database answers."""
+    """Ready when every worker has loaded its pipeline and the database and the vector
+    backend answer; 503 otherwise (at once: a backend down is not waited for)."""
     ctx = context(request)
     if ctx.pool.init_error is not None:
         return JSONResponse({"status": "failed", "reason": str(ctx.pool.init_error)}, 503)
     if not ctx.pool.ready.is_set():
         return JSONResponse({"status": "starting"}, 503)
-    await ctx.io(ctx.fs.collections.list)
+    try:  # the database, and the vector backend
+        await ctx.io(ctx.fs.collections.list)
+        await ctx.io(ctx.fs.indexes.check)
+    except (UnavailableError, *DATABASE_ERRORS) as exc:
+        err = classify(exc)
+        if err is None:
+            raise
+        return JSONResponse({"status": "unavailable", "reason": err.message}, 503)
     return JSONResponse({"status": "ready", "model_version": ctx.fs.collections.model_version})
 
 
@@ -303,11 +319,17 @@ class RequestMiddleware:
         try:
             try:
                 refused: FaceSearchError | None = await self._refuse_headers(scope)
-            except ThrottledError as exc:
+            except (UnavailableError, *DATABASE_ERRORS) as exc:  # key lookup, replay check
+                refused = classify(exc)
+                if refused is None:
+                    raise
+            except ThrottledError as exc:  # failed authentications from this source
                 self.ctx.metrics.rejected.labels("auth_throttled").inc()
                 refused = exc
             if refused is not None:
-                if not isinstance(refused, ThrottledError):
+                if isinstance(refused, UnavailableError):
+                    self.ctx.metrics.rejected.labels("unavailable").inc()
+                elif not isinstance(refused, ThrottledError):
                     self.ctx.metrics.rejected.labels("unauthenticated").inc()
                 await error_response(Request(scope), refused)(scope, receive, send_with_id)
                 return
@@ -322,7 +344,11 @@ class RequestMiddleware:
         finally:
             if status in RETRYABLE and state.get("signature"):
                 # Refused before doing anything: let the client retry it as signed.
-                self.ctx.replays.forget(state["signature"])
+                try:
+                    self.ctx.replays.forget(state["signature"])
+                except DATABASE_ERRORS as exc:  # the database is down: nothing to forget
+                    if classify(exc) is None:
+                        raise
             self._record(scope, state, status, time.perf_counter() - start)
 
     def _record(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:

@@ -35,6 +35,7 @@ from facesearch.errors import (
     NoFaceError,
     NotFoundError,
     ThrottledError,
+    UnavailableError,
     VideoTooLargeError,
 )
 
@@ -128,6 +129,8 @@ ERRORS: dict[type[FaceSearchError], Mapping] = {
     SignatureMismatchError: Mapping(401, "InvalidSignatureException", 403),
     AuthenticationError: Mapping(401, "AccessDeniedException", 403),
     QueueFullError: Mapping(503, "ThrottlingException"),
+    # a backend down: Rekognition's "temporarily unable to process the request" (HTTP 500)
+    UnavailableError: Mapping(503, "ThrottlingException", 500),
     RequestTooLargeError: Mapping(413, "ImageTooLargeException"),
     InvalidPaginationTokenError: Mapping(400, "InvalidPaginationTokenException"),
     InvalidS3ObjectError: Mapping(400, "InvalidS3ObjectException"),

@@ -363,7 +363,8 @@ def keys_revoke(key_id: str, home: HomeOpt = None, as_json: JsonOpt = False) -> 
 def _receipt_json(r: Any) -> dict[str, Any]:
     return {"receipt_id": r.receipt_id, "collection": r.collection, "face_ids": r.face_ids,
             "images_erased": r.images_erased, "erased_at": r.erased_at, "reason": r.reason,
-            "derived_erased": r.derived_erased, "crops_erased": r.crops_erased}
+            "derived_erased": r.derived_erased, "crops_erased": r.crops_erased,
+            "vector_copies": r.vector_copies}
 
 
 def erase(

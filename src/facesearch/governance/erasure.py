@@ -65,6 +65,9 @@ class ErasureReceipt:
     video job results naming them."""
     crops_erased: int = 0
     """Review crops (small JPEGs of the faces) that went with them."""
+    vector_copies: str = ""
+    """Where copies of the erased vectors outlive the erasure in the vector backend, and for
+    how long (:attr:`facesearch.storage.vectors.VectorBackend.erasure_bound`)."""
 
 
 class Erasure:
@@ -128,7 +131,9 @@ class Erasure:
         """Erase the chosen faces (``keep_user_faces``: not those of a user); the receipt and
         the face ids kept for belonging to a user."""
         kept: set[str] = set()
-        with self.indexes.lock:
+        with self.store.transaction() as conn:
+            collection_id = self.store.collection(conn, collection).id
+        with self.indexes.locked(collection_id):
             with self.store.transaction() as conn:
                 coll = self.store.collection(conn, collection)
                 generation = self.store.index_state(conn, coll.id)[0]
@@ -156,13 +161,14 @@ class Erasure:
                 if urow is not None:
                     self.store.delete_user(conn, urow)
                 if target:
-                    self.store.bump_generation(conn, coll.id)
+                    self.store.bump_generation(conn, coll.id, target, self.clock())
             if target:
                 self.indexes.remove(coll, np.asarray(target, np.int64), generation)
                 self.store.checkpoint()
         derived = sum(hook(collection, erased) for hook in self.hooks) if erased else 0
         receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,
-                                 self.clock(), reason, derived, crops)
+                                 self.clock(), reason, derived, crops,
+                                 self.indexes.erasure_bound)
         self.trail.record(f"faces.{reason}", caller, collection=collection,
                           results=[(f, None) for f in receipt.face_ids],
                           details={"receipt_id": receipt.receipt_id, "faces": len(erased),

@@ -11,15 +11,26 @@ and the next open appends it, exactly once.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from facesearch.errors import FaceSearchError
 
 from facesearch.governance.audit import AuditEvent, event_from_json, event_to_json
 from facesearch.storage.store import Store
 from facesearch.types import Caller
+
+log = logging.getLogger("facesearch.audit")
+
+DATABASE_DOWN = (DBAPIError, PoolTimeoutError)
 
 Details = dict[str, str | int | float | bool | None]
 Results = Sequence[tuple[str, float | None]]
@@ -84,15 +95,17 @@ class AuditTrail:
         self.store.add_outbox(conn, outbox_id, event_to_json(event), now)
         return outbox_id
 
-    def drain(self) -> int:
+    def drain(self, before: float | None = None) -> int:
         """Append every event waiting in the outbox (each once, also when several processes
-        drain at a time) and remove them; returns how many were appended."""
+        drain at a time) and remove them; returns how many were appended. ``before``: only
+        those staged before that time (s since the epoch): another node's that it did not
+        append, having crashed (:class:`OutboxSweeper`)."""
         if self.sink is None:
             return 0
         n = 0
         while True:
             with self.store.transaction() as conn:
-                rows = self.store.outbox(conn)
+                rows = self.store.outbox(conn, before=before)
             if not rows:
                 return n
             self.sink.record_many([event_from_json(text) for _, text in rows],
@@ -100,3 +113,47 @@ class AuditTrail:
             with self.store.transaction() as conn:
                 self.store.remove_outbox(conn, [oid for oid, _ in rows])
             n += len(rows)
+
+
+class OutboxSweeper:
+    """Drains, every ``interval_s`` seconds in its own thread, the outbox events staged more
+    than ``interval_s`` ago: those of a node that crashed between committing faces and
+    appending their events reach the audit trail through any node that runs, not only when
+    that node restarts."""
+
+    def __init__(self, trail: AuditTrail, interval_s: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.trail = trail
+        self.interval_s = interval_s
+        self.clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> int:
+        """Drain the stale events now; how many were appended."""
+        n = self.trail.drain(before=self.clock() - self.interval_s)
+        if n:
+            log.warning("appended %d audit event(s) another node staged and did not append "
+                        "(it stopped or crashed)", n)
+        return n
+
+    def start(self) -> None:
+        if self._thread is None and self.interval_s > 0:
+            self._thread = threading.Thread(target=self._run, name="facesearch-outbox",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.run_once()
+            except FaceSearchError as exc:  # the next round tries again
+                log.error("draining the audit outbox failed: %s", exc.message)
+            except DATABASE_DOWN as exc:  # the database is down: the next round tries again
+                log.error("draining the audit outbox failed: %s", str(exc).splitlines()[0])
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None

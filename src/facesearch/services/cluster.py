@@ -18,6 +18,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
@@ -254,12 +255,19 @@ class RayCluster:
         with contextlib.suppress(ValueError):
             if ipaddress.ip_address(host).is_loopback:  # a cluster on this machine's loopback
                 node_ip = host
+        # ray.init replaces the process's SIGTERM handler with one that exits at once (status
+        # 15): keep the caller's (the CLI's unwinds like Ctrl-C: shutdown, checkpoint, 143)
+        main = threading.current_thread() is threading.main_thread()
+        on_term = signal.getsignal(signal.SIGTERM) if main else None
         try:
             ray.init(address=address, namespace="facesearch", log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False,
                      _node_ip_address=node_ip)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise BackendError(f"cannot connect to the Ray cluster at {address}: {exc}") from exc
+        finally:
+            if on_term is not None:
+                signal.signal(signal.SIGTERM, on_term)
         RayCluster._active = True
         options: dict[str, Any] = {"num_cpus": cpus, "num_gpus": gpus,
                                    "scheduling_strategy": "SPREAD"}

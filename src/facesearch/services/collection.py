@@ -203,7 +203,9 @@ class FaceCollections:
 
     def delete(self, name: str, *, caller: Caller | None = None) -> None:
         """Delete a collection and erase every face in it."""
-        with self.indexes.lock:
+        with self.store.transaction() as conn:
+            collection_id = self.store.collection(conn, name).id
+        with self.indexes.locked(collection_id):
             with self.store.transaction() as conn:
                 coll = self.store.collection(conn, name)
                 nfaces = self.store.counts(conn, coll.id)[0]

@@ -85,7 +85,9 @@ def reembed(collections: FaceCollections, name: str, *, drop_missing: bool = Fal
             f"{len(missing)} face(s) of {name!r} cannot be re-embedded (first: "
             f"{missing[0][0]}: {missing[0][1]}); nothing changed. Re-index them, or "
             "re-embed with drop_missing to erase them")
-    with collections.indexes.lock:
+    with store.transaction() as conn:
+        collection_id = store.collection(conn, name).id
+    with collections.indexes.locked(collection_id):
         with store.transaction() as conn:
             coll = store.collection(conn, name)
             for f, new, j in updates:

@@ -9,6 +9,9 @@ without a driver uses psycopg 3). What differs between the two is kept here:
   timeout of 30 s; an engine made with ``explicit_begin`` issues ``BEGIN`` itself, so that
   its transactions are real (DDL included) and :func:`exclusive` can take the write lock up
   front (``BEGIN IMMEDIATE``);
+- PostgreSQL connections time out after :data:`CONNECT_TIMEOUT_S` and notice a dead server
+  by TCP keepalives; :func:`unavailable` tells a database that is down (answer 503 at once,
+  retry later) from a bug;
 - on PostgreSQL, :func:`exclusive` takes a transaction-scoped advisory lock instead (its key
   names what it serialises), and :func:`snapshot` reads at ``REPEATABLE READ``, so that a
   walk over many statements sees one state of the database.
@@ -26,15 +29,42 @@ from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from facesearch.errors import DatabaseError
+from facesearch.errors import DatabaseError, UnavailableError
 
 Target = Path | str
 """An SQLite file, or a SQLAlchemy URL."""
 
 _IMMEDIATE = "facesearch_immediate"
 """Execution option: an explicit-begin SQLite connection begins with ``BEGIN IMMEDIATE``."""
+
+
+CONNECT_TIMEOUT_S = 3
+"""How long opening a PostgreSQL connection may take (then the database is unavailable)."""
+POOL_TIMEOUT_S = 10
+"""How long a request may wait for a free connection of the pool."""
+
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o")
+
+
+def unavailable(exc: BaseException) -> UnavailableError | None:
+    """The :class:`UnavailableError` a database exception means (the server down, restarting
+    or unreachable, a connection lost, the pool exhausted, an SQLite file busy), or None for
+    any other (a bug: no such table, a constraint...)."""
+    if isinstance(exc, PoolTimeoutError):
+        return UnavailableError("the database has no free connection now; retry",
+                                "database")
+    if not isinstance(exc, (OperationalError, InterfaceError)) and not (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated):
+        return None
+    detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = detail[0] if detail else type(exc).__name__
+    if isinstance(exc, OperationalError) and type(exc.orig).__module__.startswith("sqlite3") \
+            and not any(w in first.lower() for w in _SQLITE_TRANSIENT):
+        return None
+    return UnavailableError(f"the database is unavailable ({first}); retry", "database")
 
 
 def lock_key(name: str) -> int:
@@ -101,7 +131,13 @@ def create(target: Target, *, synchronous: str = "NORMAL",
         args: dict[str, Any] = {}
         if "application_name" not in url.query:
             args["application_name"] = "facesearch"
-        return create_engine(url, pool_pre_ping=True, connect_args=args)
+        if "connect_timeout" not in url.query:  # a server that does not answer: fail fast
+            args["connect_timeout"] = CONNECT_TIMEOUT_S
+        if "keepalives" not in url.query:  # a server gone mid-query: noticed in seconds
+            args.update(keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                        keepalives_count=2)
+        return create_engine(url, pool_pre_ping=True, pool_timeout=POOL_TIMEOUT_S,
+                             connect_args=args)
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)

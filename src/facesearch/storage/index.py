@@ -10,7 +10,7 @@ Two forms, chosen by size (:meth:`VectorIndex.build`, :meth:`VectorIndex.needs_r
 - ``flat`` (fewer than :data:`LARGE` vectors): exact inner product over every vector
   (``IndexIDMap2(IndexFlatIP)``, 512 bytes a vector);
 - ``ivf`` (from :data:`LARGE` vectors on): an inverted file of ``nlist`` k-means cells with
-  4-bit product-quantised codes scanned with SIMD (``IVF<nlist>,PQ32x4fs``, 16 bytes a
+  4-bit product-quantised codes scanned with SIMD (``IVF<nlist>,PQ64x4fs``, 32 bytes a
   vector), of which :data:`PROBE_FRACTION` of the cells nearest the query are scanned; its
   best :func:`shortlist` candidates are scored again on 8-bit scalar-quantised copies of the
   vectors (``IndexIDMap2(SQ8)``, 128 bytes), and the best of those exactly, on the store's own
@@ -20,11 +20,13 @@ Two forms, chosen by size (:meth:`VectorIndex.build`, :meth:`VectorIndex.needs_r
   :data:`DRIFT` times less balanced), and the caller rebuilds in the background
   (:class:`facesearch.storage.indexes.IndexCache`).
 
-The probe fraction and the shortlists are set so that at least 99 % of the same-person matches
-above the default threshold that exact search finds are found (vectors shaped like SFace's on
-lfw-dev: ``bench/index_scale.py``, docs/benchmarks.md). Face embeddings are nearly isotropic
-(128 dimensions, same-person cosines around 0.7): a person's photos fall in different cells,
-so a large share of the cells must be scanned; the 4-bit codes make that cheap.
+The probe fraction, the codes and the shortlists are set on real faces (SFace embeddings of
+lfw-dev people) among 5 million face-like vectors (mixtures of real embeddings), against exact
+search: the mate is found for 99.7 % of the probes whose mate exact search ranks in its top 10
+above the default threshold, and 98 % of the exact top 10 above the threshold is returned
+(``bench/index_scale.py``, docs/benchmarks.md). A person's photos fall in different cells, so
+a large share of the cells must be scanned; the 4-bit codes make that cheap, and real faces
+crowd, so the shortlist from the codes must be long.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import os
 import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -46,7 +49,10 @@ from facesearch.types import FloatArray, IntArray
 
 _AAD = b"facesearch-vector-index"
 _MAGIC = b"FSVX"
-_FORMAT = 1
+_FORMAT = 2
+"""1: no sync state; 2: the :class:`SyncState` the index holds, after the parts' count."""
+
+_STATE = "<qqd"
 
 LARGE = 100_000
 """Vectors from which a collection's index is an inverted file (below: exact)."""
@@ -63,11 +69,23 @@ built or opened: the vectors added since no longer follow the data the cells wer
 TRAIN_SAMPLE = 64
 """Training vectors per cell (k-means), at most :data:`TRAIN_MAX`."""
 TRAIN_MAX = 500_000
-PQ_SUBVECTORS = 32
-"""4-bit product quantisation: 32 sub-vectors of 4 dimensions, 16 bytes a vector."""
+PQ_SUBVECTORS = 64
+"""4-bit product quantisation: 64 sub-vectors of 2 dimensions, 32 bytes a vector (32
+sub-vectors, 16 bytes, rank real faces among crowded ones too coarsely: docs/benchmarks.md)."""
 
 Fetch = Callable[[IntArray], FloatArray]
 """Exact vectors of ids, from the store."""
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """What of the database an index holds: the collection's ``generation`` (deletions
+    applied) and ``top_row`` (faces added up to that row); ``created_at`` ties it to one
+    collection (and database)."""
+
+    generation: int
+    top_row: int
+    created_at: float
 
 
 def cells_for(n: int) -> int:
@@ -78,8 +96,10 @@ def cells_for(n: int) -> int:
 
 
 def shortlist(k: int) -> tuple[int, int]:
-    """(candidates from the 4-bit codes, of which kept after the 8-bit rescoring) for top-k."""
-    return max(10 * k, 256), max(2 * k, 64)
+    """(candidates from the 4-bit codes, of which kept after the 8-bit rescoring) for top-k:
+    1,024 and 64 for the top 10 (at 5 million faces 256 candidates held 60 % of the exact
+    top 10 above the threshold, 1,024 hold 98 %: docs/benchmarks.md)."""
+    return max(10 * k, 1024), max(2 * k, 64)
 
 
 class VectorIndex:
@@ -94,12 +114,29 @@ class VectorIndex:
         self.trained_on = trained_on
         """How many vectors the inverted file's cells were trained for (0: flat)."""
         self._lock = threading.RLock()
+        self.saved_state: SyncState | None = None
+        """The state the index's file recorded when loaded (None: unknown, reconcile)."""
         self._baseline_imbalance: float | None = None
         """The cells' imbalance when the inverted file was filled or opened (None: flat)."""
+        self.shortlists: Callable[[int], tuple[int, int]] = shortlist
+        """(4-bit candidates, 8-bit survivors) for top-k (benchmarks tune it)."""
+        if self._refine is not None:
+            self.probe_fraction = PROBE_FRACTION
+            self._baseline_imbalance = self.imbalance()
+
+    @property
+    def probe_fraction(self) -> float:
+        """Share of the inverted file's cells scanned per query (flat: 1)."""
+        if self._refine is None:
+            return 1.0
+        ivf = faiss.extract_index_ivf(self._index)
+        return float(ivf.nprobe / ivf.nlist)
+
+    @probe_fraction.setter
+    def probe_fraction(self, value: float) -> None:
         if self._refine is not None:
             ivf = faiss.extract_index_ivf(self._index)
-            ivf.nprobe = max(1, math.ceil(PROBE_FRACTION * ivf.nlist))
-            self._baseline_imbalance = self.imbalance()
+            ivf.nprobe = max(1, math.ceil(value * ivf.nlist))
 
     def imbalance(self) -> float | None:
         """FAISS's imbalance factor of the inverted file's cells (1.0: all equal; None: flat
@@ -126,10 +163,13 @@ class VectorIndex:
 
     @classmethod
     def build(cls, dim: int, ids: npt.ArrayLike, vectors: FloatArray | Fetch,
-              *, large: int = LARGE) -> VectorIndex:
+              *, large: int = LARGE, subvectors: int = PQ_SUBVECTORS,
+              cells: int | None = None) -> VectorIndex:
         """The index of these vectors in the form their number calls for. ``vectors`` is the
         (N, dim) array, or a ``fetch(ids)`` giving them a chunk at a time (memory bounded by
-        the chunk, for large collections read from the store)."""
+        the chunk, for large collections read from the store). ``subvectors``: 4-bit
+        sub-quantisers of the inverted file's codes (``subvectors / 2`` bytes a vector);
+        ``cells``: its cells (default :func:`cells_for`); benchmarks vary both."""
         ids_ = np.ascontiguousarray(ids, dtype=np.int64)
         fetch = vectors if callable(vectors) else _slicer(ids_, vectors)
         if len(ids_) < large:
@@ -137,11 +177,11 @@ class VectorIndex:
             for chunk in _chunks(ids_):
                 out.add(chunk, fetch(chunk))
             return out
-        nlist = cells_for(len(ids_))
+        nlist = cells or cells_for(len(ids_))
         sample = np.sort(np.random.default_rng(len(ids_)).choice(
             ids_, min(len(ids_), TRAIN_SAMPLE * nlist, TRAIN_MAX), replace=False))
         train = np.ascontiguousarray(fetch(sample), np.float32)
-        index = faiss.index_factory(dim, f"IVF{nlist},PQ{PQ_SUBVECTORS}x4fs",
+        index = faiss.index_factory(dim, f"IVF{nlist},PQ{subvectors}x4fs",
                                     faiss.METRIC_INNER_PRODUCT)
         index.train(train)
         refine = faiss.IndexIDMap2(faiss.IndexScalarQuantizer(
@@ -229,7 +269,7 @@ class VectorIndex:
             if self._refine is None:
                 sims, ids = self._index.search(q, k)
                 return sims.astype(np.float32), ids.astype(np.int64)
-            first, second = shortlist(k)
+            first, second = self.shortlists(k)
             _, cand = self._index.search(q, min(first, len(self)))
             approx = [self._rescore(q[i], cand[i][cand[i] >= 0], second) for i in range(len(q))]
         out_s = np.full((len(q), k), -np.inf, np.float32)
@@ -269,15 +309,19 @@ class VectorIndex:
 
     # -- files -------------------------------------------------------------------------------
 
-    def save(self, path: Path, sealer: Sealer | None = None) -> None:
-        """Write the index atomically (temp file, fsync, rename); sealed when ``sealer``."""
+    def save(self, path: Path, sealer: Sealer | None = None,
+             state: SyncState | None = None) -> None:
+        """Write the index atomically (temp file, fsync, rename); sealed when ``sealer``;
+        ``state``: what of the database it holds (read back as :attr:`saved_state`)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         with self._lock:
             parts = [faiss.serialize_index(self._index).tobytes()]
             if self._refine is not None:
                 parts.append(faiss.serialize_index(self._refine).tobytes())
+            st = state or SyncState(-1, -1, 0.0)
             head = _MAGIC + struct.pack("<IIQ", _FORMAT, len(parts), self.trained_on)
+            head += struct.pack(_STATE, st.generation, st.top_row, st.created_at)
             data = head + b"".join(struct.pack("<Q", len(p)) + p for p in parts)
         if sealer is not None:
             data = sealer.seal(data, _AAD)
@@ -314,9 +358,15 @@ class VectorIndex:
                 return cls(dim, index)
             return cls(dim)
         fmt, n, trained_on = struct.unpack_from("<IIQ", data, len(_MAGIC))
-        if fmt != _FORMAT or n not in (1, 2):
+        if fmt not in (1, _FORMAT) or n not in (1, 2):
             raise ValueError("unknown index file format")
         pos = len(_MAGIC) + struct.calcsize("<IIQ")
+        state = None
+        if fmt == _FORMAT:
+            gen, top, created = struct.unpack_from(_STATE, data, pos)
+            pos += struct.calcsize(_STATE)
+            if gen >= 0:
+                state = SyncState(int(gen), int(top), float(created))
         parts = []
         for _ in range(n):
             (size,) = struct.unpack_from("<Q", data, pos)
@@ -325,7 +375,9 @@ class VectorIndex:
             pos += size
         if any(p.d != dim for p in parts):
             raise ValueError("index of another dimension")
-        return cls(dim, parts[0], parts[1] if n == 2 else None, int(trained_on))
+        out = cls(dim, parts[0], parts[1] if n == 2 else None, int(trained_on))
+        out.saved_state = state
+        return out
 
 
 def _chunks(ids: IntArray, size: int = 100_000) -> list[IntArray]:

@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from facesearch.errors import BackendError
+from facesearch.errors import BackendError, UnavailableError
+from facesearch.storage import database
 from facesearch.storage.store import CollectionRow, Store
-from facesearch.storage.vectors import Fetch
+from facesearch.storage.vectors import Fetch, SyncStats
 from facesearch.types import EMBEDDING_DIM, FloatArray, IntArray
 
 log = logging.getLogger("facesearch.storage")
@@ -66,6 +67,9 @@ def shortlist(k: int) -> int:
 def _client() -> Any:
     try:
         import pymilvus
+
+        # pymilvus logs an error line for every failed call; facesearch reports outages once
+        logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
     except ImportError as exc:
         raise BackendError(
             "FACESEARCH_VECTOR_BACKEND=milvus needs pymilvus 2.3, which lives in its own "
@@ -79,6 +83,8 @@ class MilvusCollection:
 
     collection: Any
     """The pymilvus ``Collection``."""
+    created: bool
+    """Created by this process and not filled yet."""
     store: Store
     size: int = 0
     """Faces in the collection when last brought up to date."""
@@ -86,6 +92,8 @@ class MilvusCollection:
     top_row: int = -1
     ts: int = 0
     """Milvus timestamp of this process's last write: searches see at least that."""
+    timeout_s: int = 10
+    """How long one Milvus call may take (then :class:`UnavailableError`)."""
     lock: threading.RLock = field(default_factory=threading.RLock)
 
     kind = "milvus"
@@ -112,7 +120,8 @@ class MilvusCollection:
         hits = []
         for start in range(0, len(q), 1000):
             hits.extend(_call("search", lambda s=start: self.collection.search(
-                q[s:s + 1000], "vector", params, limit=shortlist(k), **self._read())))
+                q[s:s + 1000], "vector", params, limit=shortlist(k), timeout=self.timeout_s,
+                **self._read())))
         fetch = exact or self.vectors
         out_s = np.full((len(q), k), -np.inf, np.float32)
         out_i = np.full((len(q), k), -1, np.int64)
@@ -137,7 +146,8 @@ class MilvusCollection:
     def ids(self) -> IntArray:
         """Every id in the Milvus collection (as of now: strong consistency)."""
         it = _call("query", lambda: self.collection.query_iterator(
-            batch_size=CHUNK, expr="id >= 0", output_fields=["id"], consistency_level="Strong"))
+            batch_size=CHUNK, expr="id >= 0", output_fields=["id"], consistency_level="Strong",
+            timeout=self.timeout_s))
         out: list[int] = []
         try:
             while batch := _call("query", it.next):
@@ -146,18 +156,26 @@ class MilvusCollection:
             it.close()
         return np.unique(np.asarray(out, np.int64))
 
+    def count(self) -> int:
+        """Rows in the Milvus collection (as of now: strong consistency)."""
+        res = _call("query", lambda: self.collection.query(
+            expr="", output_fields=["count(*)"], consistency_level="Strong",
+            timeout=self.timeout_s))
+        return int(res[0]["count(*)"])
+
     def upsert(self, ids: IntArray, fetch: Fetch) -> None:
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start:start + CHUNK]
             vecs = np.ascontiguousarray(fetch(chunk), np.float32)
             res = _call("upsert", lambda c=chunk, v=vecs: self.collection.upsert(
-                [c.tolist(), v]))
+                [c.tolist(), v], timeout=self.timeout_s))
             self.ts = max(self.ts, int(res.timestamp))
 
     def delete(self, ids: IntArray) -> None:
         for start in range(0, len(ids), CHUNK):
             chunk = ",".join(str(int(i)) for i in ids[start:start + CHUNK])
-            _call("delete", lambda c=chunk: self.collection.delete(f"id in [{c}]"))
+            _call("delete", lambda c=chunk: self.collection.delete(f"id in [{c}]",
+                                                                   timeout=self.timeout_s))
         if len(ids):
             self.see_now()  # Milvus 2.3 reports no timestamp for deletes
 
@@ -165,34 +183,80 @@ class MilvusCollection:
         """Let later reads see every write made until now (by any process)."""
         self.ts = max(self.ts, _client().utility.mkts_from_unixtime(time.time()))
 
-    def purge(self, timeout_s: float) -> None:
-        """Flush, then compact the collection and wait: deleted rows leave its segments."""
-        _call("flush", self.collection.flush)
-        _call("compact", self.collection.compact)
+    def purge(self, timeout_s: int) -> None:
+        """Flush, then compact the collection and wait (up to ``timeout_s`` each): deleted
+        rows leave its segments."""
+        _call("flush", lambda: self.collection.flush(timeout=timeout_s))
+        _call("compact", lambda: self.collection.compact(timeout=timeout_s))
         _call("compact", lambda: self.collection.wait_for_compaction_completed(timeout_s))
 
 
 class MilvusVectors:
     """The vectors of one data directory's collections on a Milvus server or cluster
-    (:class:`facesearch.storage.vectors.VectorBackend`; thread-safe).
+    (:class:`facesearch.storage.vectors.VectorBackend`; thread-safe, a lock per collection).
 
     ``uri``: ``http://host:19530`` (a standalone server or a cluster's proxy); ``prefix``
     names this deployment's Milvus collections (one prefix per facesearch database);
-    ``token``: ``user:password`` or an API key when Milvus has authentication on.
+    ``token``: ``user:password`` or an API key when Milvus has authentication on;
+    ``timeout_s``: how long one Milvus call may take (then :class:`UnavailableError`: a
+    server that is down is answered within that, never waited for); ``slow_timeout_s``:
+    how long loading a collection, and an erasure's flush and compaction, may take. Nothing connects to Milvus until a
+    collection's vectors are needed (commands that use none never wait for it); a lost
+    connection is retried by the next call.
+
+    Milvus is shared by every node, so its position in each collection's changes is kept in
+    the shared database (``vector_sync``): a node that finds Milvus behind the database
+    applies the rest (faces added after that position's top row, rows the change log says
+    were deleted since its generation) under the collection's database lock, then moves the
+    position on. Each change is written to Milvus once, by one node; a node that restarts
+    reads nothing but the position.
     """
 
     def __init__(self, store: Store, uri: str, *, prefix: str = "facesearch",
-                 token: str | None = None, timeout_s: float = 120.0) -> None:
+                 token: str | None = None, timeout_s: int = 5,
+                 slow_timeout_s: int = 120) -> None:
         self.store = store
         self.uri = uri
         self.prefix = prefix
-        self.timeout_s = timeout_s
-        self.lock = threading.RLock()
+        self.timeout_s = int(timeout_s)  # pymilvus bounds its retries only by an int timeout
+        self.slow_timeout_s = int(slow_timeout_s)
+        self._token = token or ""
+        self._connected = False
+        self.stats = SyncStats()
+        self._registry = threading.Lock()
+        self._locks: dict[int, threading.RLock] = {}
         self._entries: dict[int, MilvusCollection] = {}
         self._pm = _client()
         self.alias = f"facesearch-{id(self):x}"
-        _call("connect", lambda: self._pm.connections.connect(
-            alias=self.alias, uri=uri, token=token or "", timeout=timeout_s))
+
+    def _connect(self) -> None:
+        """Connect on first need (and again after a failed try)."""
+        with self._registry:
+            if self._connected:
+                return
+            _call("connect", lambda: self._pm.connections.connect(
+                alias=self.alias, uri=self.uri, token=self._token, timeout=self.timeout_s))
+            self._connected = True
+
+    @property
+    def erasure_bound(self) -> str:
+        """Milvus keeps copies facesearch cannot delete, for as long as its settings say."""
+        return ("Milvus: the erased vectors left its segments at once (compaction); the old "
+                "segment files go within dataCoord.gc.dropTolerance + dataCoord.gc.interval "
+                "(docs/deploy.md: 2 minutes); its message log (rocksmq, Pulsar or Kafka) keeps "
+                "the inserts until its retention, which this service cannot shorten or check "
+                "(docs/deploy.md)")
+
+    def check(self) -> None:
+        """The server answers (within :attr:`timeout_s`)."""
+        self._connect()
+        _call("get_server_version", lambda: self._pm.utility.get_server_version(
+            using=self.alias, timeout=self.timeout_s))
+
+    @property
+    def backend(self) -> str:
+        """This deployment's name in ``vector_sync``."""
+        return f"milvus:{self.prefix}"
 
     def name(self, collection_id: int) -> str:
         return f"{self.prefix}_{collection_id}"
@@ -202,101 +266,160 @@ class MilvusVectors:
         """What ties a Milvus collection to its facesearch collection."""
         return f"facesearch collection {coll.name!r} created at {coll.created_at!r}"
 
+    def locked(self, collection_id: int) -> threading.RLock:
+        with self._registry:
+            lock = self._locks.get(collection_id)
+            if lock is None:
+                lock = self._locks[collection_id] = threading.RLock()
+            return lock
+
     def get(self, coll: CollectionRow) -> MilvusCollection:
-        with self.lock:
+        with self.locked(coll.id):
             entry = self._entries.get(coll.id)
             if entry is None:
-                entry = MilvusCollection(self._open(coll), self.store)
+                entry = MilvusCollection(*self._open(coll), store=self.store,
+                                         timeout_s=self.timeout_s)
                 self._entries[coll.id] = entry
             self._catch_up(coll, entry)
             return entry
 
-    def _open(self, coll: CollectionRow) -> Any:
+    def _open(self, coll: CollectionRow) -> tuple[Any, bool]:
+        """The pymilvus collection, and whether it was created now (then it is filled from
+        the database in full, whatever the shared position says)."""
+        self._connect()
         pm = self._pm
         name = self.name(coll.id)
         want = self.description(coll)
-        if _call("has_collection", lambda: pm.utility.has_collection(name, using=self.alias)):
+        t = self.timeout_s
+        if _call("has_collection", lambda: pm.utility.has_collection(name, using=self.alias,
+                                                                       timeout=t)):
             c = pm.Collection(name, using=self.alias)
             if c.description != want:
                 raise BackendError(
                     f"the Milvus collection {name} belongs to another facesearch database "
                     f"({c.description!r}); give this deployment its own FACESEARCH_MILVUS_PREFIX")
+            created = False
         else:
+            created = True
             schema = pm.CollectionSchema([
                 pm.FieldSchema("id", pm.DataType.INT64, is_primary=True),
                 pm.FieldSchema("vector", pm.DataType.FLOAT_VECTOR, dim=EMBEDDING_DIM)],
                 description=want)
             c = _call("create_collection", lambda: pm.Collection(
-                name, schema, using=self.alias, consistency_level="Bounded"))
+                name, schema, using=self.alias, consistency_level="Bounded", timeout=t))
             _call("create_index", lambda: c.create_index("vector", {
-                "index_type": "IVF_SQ8", "metric_type": "IP", "params": {"nlist": NLIST}}))
-        _call("load", c.load)
-        return c
+                "index_type": "IVF_SQ8", "metric_type": "IP", "params": {"nlist": NLIST}},
+                timeout=t))
+        _call("load", lambda: c.load(timeout=self.slow_timeout_s))
+        return c, created
 
     def _catch_up(self, coll: CollectionRow, entry: MilvusCollection) -> None:
-        with self.store.transaction() as conn:
+        with self.store.snapshot() as conn:
+            if self.store.index_state(conn, coll.id) == (entry.generation, entry.top_row):
+                return
+        key = database.lock_key(f"vectors:{self.backend}:{coll.id}")
+        with database.exclusive(self.store.engine, key) as conn:  # one node at a time
             gen, top = self.store.index_state(conn, coll.id)
+            pos = self.store.sync_position(conn, self.backend, coll.id)
 
             def fetch(ids: IntArray) -> FloatArray:
                 return self.store.embeddings(conn, ids, EMBEDDING_DIM)
 
-            if gen != entry.generation:
+            deleted = None
+            if pos is not None and not entry.created:
+                deleted = (np.zeros(0, np.int64) if pos[0] == gen else
+                           self.store.vector_changes(conn, coll.id, pos[0], gen))
+            if deleted is not None and pos is not None and (pos[0], pos[1]) != (gen, top):
+                new = self.store.face_rows_after(conn, coll.id, pos[1])
+                entry.delete(deleted)
+                entry.upsert(new, fetch)
+                self.stats.incremental += 1
+                self.stats.rows += len(deleted) + len(new)
+            size = self.store.face_count(conn, coll)
+            if deleted is not None and entry.generation == -1:
+                entry.ts = 0  # first use in this process: does Milvus hold as many rows?
+                if entry.count() != size:
+                    log.warning("Milvus collection %s holds %d vectors, the database %d "
+                                "faces: reconciling", self.name(coll.id), entry.count(), size)
+                    deleted = None
+            if deleted is None:
                 truth = self.store.all_face_rows(conn, coll.id)
                 have = entry.ids()
                 extra = np.setdiff1d(have, truth, assume_unique=True)
                 missing = np.setdiff1d(truth, have, assume_unique=True)
                 entry.delete(extra)
                 entry.upsert(missing, fetch)
-                entry.size = len(truth)
+                self.stats.full += 1
+                self.stats.rows += len(truth)
                 if len(extra) or len(missing):
                     log.info("Milvus collection %s reconciled with the database: %d added, "
                              "%d removed", self.name(coll.id), len(missing), len(extra))
-            elif top > entry.top_row:
-                new = self.store.face_rows_after(conn, coll.id, entry.top_row)
-                entry.upsert(new, fetch)  # upserts: another process may have written them too
-                entry.size += len(new)
-        if (gen, top) != (entry.generation, entry.top_row):
-            entry.see_now()  # what other processes wrote is visible from here on
-        entry.generation, entry.top_row = gen, top
+            self.store.set_sync_position(conn, self.backend, coll.id, gen, top)
+            entry.size = size
+        entry.see_now()  # what any node wrote is visible from here on
+        entry.generation, entry.top_row, entry.created = gen, top, False
 
     def remove(self, coll: CollectionRow, rows: IntArray, generation_before: int) -> None:
+        """The erasure's generation is in the change log: catching up deletes the rows (once,
+        for every node); they are deleted again here in case the log could not tell, then
+        the collection is flushed and compacted."""
         rows_ = np.asarray(rows, np.int64)
-        with self.lock:
-            entry = self._entries.get(coll.id)
-            if entry is not None and entry.generation == generation_before:
-                entry.delete(rows_)
-                entry.size -= len(rows_)
-                with self.store.transaction() as conn:
-                    entry.generation = self.store.index_state(conn, coll.id)[0]
-                self._catch_up(coll, entry)  # faces another writer added meanwhile
-            else:
-                entry = self.get(coll)  # reconciled: the erased rows are gone from the database
-                entry.delete(rows_)  # and any copy Milvus did not show yet
-            entry.purge(self.timeout_s)
+        with self.locked(coll.id):
+            entry = self.get(coll)
+            entry.delete(rows_)
+            entry.purge(self.slow_timeout_s)
 
     def drop(self, collection_id: int) -> None:
-        with self.lock:
+        with self.locked(collection_id):
             self._entries.pop(collection_id, None)
+            self._connect()
             name = self.name(collection_id)
             pm = self._pm
-            if _call("has_collection", lambda: pm.utility.has_collection(name, using=self.alias)):
-                _call("drop_collection", lambda: pm.utility.drop_collection(name,
-                                                                            using=self.alias))
+            t = self.timeout_s
+            if _call("has_collection", lambda: pm.utility.has_collection(
+                    name, using=self.alias, timeout=t)):
+                _call("drop_collection", lambda: pm.utility.drop_collection(
+                    name, using=self.alias, timeout=t))
 
     def flush(self) -> None:
         """Nothing to do: Milvus persists each write (its log, then sealed segments)."""
 
     def shutdown(self) -> None:
-        with self.lock:
+        with self._registry:
             self._entries.clear()
-            self._pm.connections.disconnect(self.alias)
+            if self._connected:
+                self._pm.connections.disconnect(self.alias)
+                self._connected = False
+
+
+_UNAVAILABLE_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
 
 
 def _call(what: str, fn: Any) -> Any:
-    """``fn()``, with Milvus's errors as :class:`BackendError`."""
-    from pymilvus.exceptions import MilvusException
+    """``fn()``, with Milvus's errors as :class:`UnavailableError` when the server does not
+    answer (connection refused or lost, a call past its timeout) and :class:`BackendError`
+    otherwise."""
+    import grpc
+    from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
 
     try:
         return fn()
+    except (ConnectError, MilvusUnavailableException) as exc:
+        raise _unavailable(what, exc.message) from None
     except MilvusException as exc:
+        code = str(getattr(exc, "code", ""))
+        if any(c in code for c in _UNAVAILABLE_CODES) or "Retry timeout" in exc.message \
+                or "Fail connecting to server" in exc.message:
+            raise _unavailable(what, exc.message) from None
         raise BackendError(f"Milvus {what} failed: {exc.message}") from exc
+    except grpc.RpcError as exc:  # past its deadline (not retried by pymilvus)
+        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        raise _unavailable(what, str(detail)) from None
+    except grpc.FutureTimeoutError:
+        raise _unavailable(what, "timed out") from None
+
+
+def _unavailable(what: str, detail: str) -> UnavailableError:
+    first = (detail.strip().splitlines() or [""])[0][:200]
+    return UnavailableError(f"the Milvus server does not answer ({what}: {first}); retry",
+                            "milvus")

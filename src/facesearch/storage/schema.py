@@ -122,6 +122,35 @@ again. ``fingerprint`` is the hash of the token's request (a different request w
 token is refused); ``status`` is null while the first request runs; ``body`` is sealed when
 encryption at rest is on. Shared by every API node of a database and kept across restarts."""
 
+vector_changes_t = Table(
+    "vector_changes", metadata,
+    Column("id", RowId, primary_key=True),
+    Column("collection_id", ForeignKey("collections.id", ondelete="CASCADE"), nullable=False),
+    Column("generation", Integer, nullable=False),
+    Column("face_row", BigInteger),
+    Column("created_at", Float, nullable=False),
+    Index("ix_vector_changes_collection_generation", "collection_id", "generation"),
+    sqlite_autoincrement=True,
+)
+"""The change log of each collection's vectors, beyond additions (new faces have growing row
+ids): the face rows deleted at each of its generations, or, ``face_row`` NULL, "every vector
+replaced" (re-embedding). A node's vector index applies the generations since its own and
+reads nothing else (:class:`facesearch.storage.indexes.IndexCache`); a node whose generation
+is older than the log's oldest (entries kept :data:`facesearch.storage.store.CHANGES_KEPT_S`)
+reconciles in full. Only face row ids: no vectors, no face ids."""
+
+vector_sync_t = Table(
+    "vector_sync", metadata,
+    Column("backend", String, primary_key=True),
+    Column("collection_id", ForeignKey("collections.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("generation", Integer, nullable=False),
+    Column("top_row", BigInteger, nullable=False),
+)
+"""How far a shared vector backend (Milvus, named ``milvus:<prefix>``) has applied each
+collection's changes: the node that finds it behind applies the rest, under the collection's
+lock, and moves it on, so that each change is written to the backend once."""
+
 faces_t = Table(
     "faces", metadata,
     Column("id", RowId, primary_key=True),

@@ -13,6 +13,7 @@ first), so "faces after the highest row seen" misses none.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,9 +45,16 @@ from facesearch.storage.schema import (
     signatures_t,
     tags_t,
     users_t,
+    vector_changes_t,
+    vector_sync_t,
 )
 from facesearch.types import FaceView, FloatArray, IntArray
 from facesearch.vision.crop import FaceCrop
+
+
+CHANGES_KEPT_S = 30 * 86_400.0
+"""How long the vector change log keeps an entry (s): a node whose vector index is older
+reconciles it with the database in full instead of applying the log."""
 
 
 @dataclass(frozen=True)
@@ -247,10 +255,14 @@ class Store:
         conn.execute(insert(audit_outbox_t).values(outbox_id=outbox_id, event=event_json,
                                                    created_at=now))
 
-    def outbox(self, conn: Connection, limit: int = 1000) -> list[tuple[str, str]]:
-        """The oldest ``limit`` outbox rows as ``(outbox_id, event JSON)``."""
-        rows = conn.execute(select(audit_outbox_t.c.outbox_id, audit_outbox_t.c.event)
-                            .order_by(audit_outbox_t.c.created_at, audit_outbox_t.c.outbox_id)
+    def outbox(self, conn: Connection, limit: int = 1000,
+               before: float | None = None) -> list[tuple[str, str]]:
+        """The oldest ``limit`` outbox rows as ``(outbox_id, event JSON)`` (``before``: only
+        those staged before that time)."""
+        q = select(audit_outbox_t.c.outbox_id, audit_outbox_t.c.event)
+        if before is not None:
+            q = q.where(audit_outbox_t.c.created_at < before)
+        rows = conn.execute(q.order_by(audit_outbox_t.c.created_at, audit_outbox_t.c.outbox_id)
                             .limit(limit)).all()
         return [(r.outbox_id, r.event) for r in rows]
 
@@ -261,6 +273,12 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction that sees one state of the database throughout."""
+        with database.snapshot(self.engine) as conn:
             yield conn
 
     # -- collections -------------------------------------------------------------------
@@ -306,9 +324,69 @@ class Store:
         conn.execute(delete(images_t).where(images_t.c.collection_id == collection_id))
         conn.execute(delete(collections_t).where(collections_t.c.id == collection_id))
 
-    def bump_generation(self, conn: Connection, collection_id: int) -> None:
-        conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
-                     .values(generation=collections_t.c.generation + 1))
+    def bump_generation(self, conn: Connection, collection_id: int,
+                        deleted: Sequence[int] | None, now: float) -> int:
+        """Start the collection's next generation, logging the face rows it deletes
+        (``deleted``; None: every vector replaced) in the vector change log, and drop the
+        log's entries older than :data:`CHANGES_KEPT_S`; returns the new generation. The
+        update takes the collection's row lock first, so that its generations commit in
+        order."""
+        gen = int(conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
+                               .values(generation=collections_t.c.generation + 1)
+                               .returning(collections_t.c.generation)).scalar_one())
+        rows: list[int | None] = [None] if deleted is None else [int(r) for r in deleted]
+        for start in range(0, len(rows), 5000):
+            conn.execute(insert(vector_changes_t), [
+                {"collection_id": collection_id, "generation": gen, "face_row": r,
+                 "created_at": now} for r in rows[start:start + 5000]])
+        conn.execute(delete(vector_changes_t).where(
+            vector_changes_t.c.collection_id == collection_id,
+            vector_changes_t.c.created_at < now - CHANGES_KEPT_S))
+        return gen
+
+    def vector_changes(self, conn: Connection, collection_id: int, since: int,
+                       until: int) -> IntArray | None:
+        """The face rows the collection deleted in its generations ``since`` (excluded) to
+        ``until``, from the change log; None when the log cannot tell (a generation missing,
+        pruned or from before the log, or every vector replaced): reconcile in full."""
+        if since < 0 or until < since:
+            return None
+        rows = conn.execute(select(vector_changes_t.c.generation, vector_changes_t.c.face_row)
+                            .where(vector_changes_t.c.collection_id == collection_id,
+                                   vector_changes_t.c.generation > since,
+                                   vector_changes_t.c.generation <= until)).all()
+        if {r.generation for r in rows} != set(range(since + 1, until + 1)):
+            return None
+        if any(r.face_row is None for r in rows):
+            return None
+        return np.unique(np.fromiter((r.face_row for r in rows), np.int64, count=len(rows)))
+
+    def vectors_replaced(self, conn: Connection, collection_id: int, since: int,
+                         until: int) -> bool:
+        """Whether the log says every vector of the collection was replaced in its
+        generations ``since`` (excluded) to ``until``."""
+        return conn.execute(select(vector_changes_t.c.id).where(
+            vector_changes_t.c.collection_id == collection_id,
+            vector_changes_t.c.generation > since, vector_changes_t.c.generation <= until,
+            vector_changes_t.c.face_row.is_(None)).limit(1)).first() is not None
+
+    def sync_position(self, conn: Connection, backend: str,
+                      collection_id: int) -> tuple[int, int] | None:
+        """``(generation, top row)`` a shared vector backend has applied, or None."""
+        r = conn.execute(select(vector_sync_t.c.generation, vector_sync_t.c.top_row).where(
+            vector_sync_t.c.backend == backend,
+            vector_sync_t.c.collection_id == collection_id)).first()
+        return None if r is None else (int(r.generation), int(r.top_row))
+
+    def set_sync_position(self, conn: Connection, backend: str, collection_id: int,
+                          generation: int, top_row: int) -> None:
+        dialect = postgresql if self.postgres else sqlite
+        stmt = dialect.insert(vector_sync_t).values(
+            backend=backend, collection_id=collection_id, generation=generation,
+            top_row=top_row)
+        conn.execute(stmt.on_conflict_do_update(
+            index_elements=[vector_sync_t.c.backend, vector_sync_t.c.collection_id],
+            set_={"generation": generation, "top_row": top_row}))
 
     def face_count(self, conn: Connection, coll: CollectionRow) -> int:
         """Faces in ``coll``, counted again only when it changed since the last count (its
@@ -554,10 +632,12 @@ class Store:
             embedding=self._seal(face_id, embedding)))
 
     def set_collection_model(self, conn: Connection, collection_id: int,
-                             model_version: str) -> None:
+                             model_version: str, now: float | None = None) -> None:
+        """Record the collection's new model; its vectors were all replaced (a new
+        generation that every node's index rebuilds from)."""
         conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
-                     .values(model_version=model_version,
-                             generation=collections_t.c.generation + 1))
+                     .values(model_version=model_version))
+        self.bump_generation(conn, collection_id, None, time.time() if now is None else now)
 
     def checkpoint(self) -> None:
         """After an erasure. SQLite: fold the write-ahead log into the database file and

@@ -2,7 +2,10 @@
 vectors of each collection, and the backend the settings select.
 
 Two backends implement it, both caches of the metadata database (the source of truth: vectors
-are stored sealed in its ``faces`` table, and a backend missing vectors is reconciled from it):
+are stored sealed in its ``faces`` table, and a backend missing vectors is reconciled from it).
+Both catch up with the database incrementally: faces added after the highest row applied, and
+the rows the vector change log says were deleted since the generation applied
+(:meth:`facesearch.storage.store.Store.vector_changes`):
 
 - ``faiss`` (default): :class:`facesearch.storage.indexes.IndexCache`, a FAISS index per
   collection in the data directory (exact, then an inverted file);
@@ -18,6 +21,7 @@ reported similarities do not depend on the backend.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -35,6 +39,18 @@ Fetch = Callable[[IntArray], FloatArray]
 """Exact vectors of ids, from the store."""
 
 BACKENDS = ("faiss", "milvus")
+
+
+@dataclass
+class SyncStats:
+    """How a backend caught up with the database in this process (tests, logs, benchmarks)."""
+
+    incremental: int = 0
+    """Catch-ups that read only the changes."""
+    full: int = 0
+    """Catch-ups that read every face row of a collection (no usable state or log)."""
+    rows: int = 0
+    """Face row ids read from the database (new faces, logged deletions, or every row)."""
 
 
 class CollectionVectors(Protocol):
@@ -62,8 +78,16 @@ class CollectionVectors(Protocol):
 class VectorBackend(Protocol):
     """The vectors of one data directory's collections, kept in step with the database."""
 
-    lock: threading.RLock
-    """Held by writers that must not interleave with an index update (erasure, deletion)."""
+    def locked(self, collection_id: int) -> threading.RLock:
+        """The collection's lock, held by writers that must not interleave with its vectors'
+        updates (erasure, deletion, re-embedding); other collections stay free."""
+
+    stats: SyncStats
+
+    @property
+    def erasure_bound(self) -> str:
+        """Where copies of erased vectors outlive an erasure, and for how long (stated on
+        the erasure receipt); empty when none does."""
 
     def get(self, coll: CollectionRow) -> CollectionVectors:
         """The collection's vectors, brought up to date with the database."""
@@ -78,6 +102,10 @@ class VectorBackend(Protocol):
 
     def flush(self) -> None:
         """Persist what changed."""
+
+    def check(self) -> None:
+        """Raise :class:`~facesearch.errors.UnavailableError` (within seconds) when the
+        backend does not answer (readiness)."""
 
     def shutdown(self) -> None: ...
 
