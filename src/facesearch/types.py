@@ -86,10 +86,10 @@ class Quality:
       (yaw > 0: the face turns to the image's right; pitch > 0: chin up; roll > 0: clockwise).
     - ``faceness``: 0-1, MTCNN O-Net's probability that the detector's box holds a face (a
       second opinion on the detection; NaN where the detector has no O-Net).
-    - ``recognisability``: 0-100, how far the face's embedding lies from the centroid of
-      unrecognisable faces' embeddings (:mod:`facesearch.vision.recognisability`; higher:
-      more recognisable; NaN until the face is embedded, or for an embedder without a
-      centroid).
+    - ``recognisability``: 0-100, how much identity the embedder found in the face: the norm
+      of its raw descriptor between the medians of unrecognisable (0) and real (100) lfw-dev
+      faces (:mod:`facesearch.vision.recognisability`; higher: more recognisable; NaN until
+      the face is embedded, or for an embedder without anchors, such as dlib's ResNet).
     """
 
     size: FloatArray

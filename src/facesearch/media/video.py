@@ -80,6 +80,7 @@ from facesearch.media.frames import (
 )
 from facesearch.media.sns import SnsPublisher, check_topic_arn, completion_message
 from facesearch.media.tracking import SPLIT_SIMILARITY, IouTracker, TrackTemplate, view_scores
+from facesearch.vision.recognisability import recognisability
 from facesearch.media.webhook import OPEN, EgressPolicy, post_json, validate_url
 from facesearch.services.collection import FaceCollections
 from facesearch.services.search import Match, SearchGate
@@ -201,6 +202,19 @@ class _Person:
     best_chip: np.ndarray | None = None
 
 
+def _recognisability(pipeline: Pipeline, norms: np.ndarray | None,
+                     n: int) -> np.ndarray | None:
+    """Each view's recognisability as a 0-1 factor of its weight in the track's template
+    (:func:`~facesearch.media.tracking.view_scores`), or None where the embedder gives no
+    score (dlib's ResNet) or nothing was embedded (detection jobs)."""
+    if norms is None:
+        return None
+    score = recognisability(norms, n, pipeline.embedder.name)
+    if np.isnan(score).all():
+        return None
+    return np.where(np.isnan(score), 1.0, score / 100.0)
+
+
 def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: VideoJobSettings, *,
                embed: bool = True, info: VideoInfo | None = None,
                on_progress: Callable[[float], None] | None = None,
@@ -258,8 +272,9 @@ def scan_video(path: str | os.PathLike[str], pipeline: Pipeline, settings: Video
         finish(ended)
         if len(faces):
             assert faces.quality is not None
-            weight = view_scores(faces.quality, faces.scores)
-            vecs = pipeline.embedder.embed(chips) if embed else None
+            vecs, norms = pipeline.vectors(chips) if embed else (None, None)
+            weight = view_scores(faces.quality, faces.scores,
+                                 _recognisability(pipeline, norms, len(faces)))
             for k, tid in enumerate(ids.tolist()):
                 person = people.get(tid)
                 if vecs is not None and person is not None \
