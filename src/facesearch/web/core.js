@@ -310,6 +310,31 @@ export function whyHeaders(purpose, caseRef) {
 
 // An answer of 401 in the middle of the work: the key was revoked or expired. The app signs
 // out (it listens for this event).
+// A reviewer's decision on one candidate, recorded under the purpose and case of the search it
+// came from (POST /v1/reviews); ``status`` and ``buttons`` show its progress and outcome.
+export async function recordReview({ searchId, faceId, decision, note, collection, why,
+  status, buttons }) {
+  const epoch = state.epoch;
+  buttons.forEach((b) => { b.disabled = true; });
+  status.className = "review-status";
+  status.textContent = "Recording…";
+  try {
+    await api("/v1/reviews", { method: "POST", headers: whyHeaders(why.purpose, why.caseRef),
+      json: { search_id: searchId, face_id: faceId, decision, note, collection } });
+    if (stale(epoch)) return;
+    status.className = "review-status ok";
+    status.textContent = `Recorded: ${decision}` + (note ? ` ("${note}")` : "") +
+      ` at ${new Date().toLocaleTimeString()}.`;
+    buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.textContent === decision)));
+  } catch (err) {
+    if (stale(epoch) || handleAuthLoss(err)) return;
+    status.className = "review-status bad";
+    status.textContent = `Not recorded: ${describeError(err)}`;
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
 export function handleAuthLoss(err) {
   if (err instanceof ApiError && err.status === 401) {
     document.dispatchEvent(new CustomEvent("facesearch:auth-lost", { detail: err }));

@@ -3,7 +3,7 @@
 import {
   $, BOX_COLOURS, api, apiBlob, clear, describeError, drawBoxes, el, fillCollections,
   fmtSimilarity, handleAuthLoss, headerSafe, jpegUrl, labelCells, listCollections, may,
-  setMessage, show,
+  recordReview, setMessage, show,
   sse, stale, state, whyHeaders,
 } from "./core.js";
 
@@ -294,26 +294,8 @@ function reviewBox(name, ev) {
 }
 
 async function reviewEvent(name, ev, decision, note, status, buttons) {
-  const epoch = state.epoch;
   const why = local.why.get(name) ||
     { purpose: $("proc-purpose").value.trim(), caseRef: $("proc-case").value.trim() };
-  buttons.forEach((b) => { b.disabled = true; });
-  status.className = "review-status";
-  status.textContent = "Recording…";
-  try {
-    await api("/v1/reviews", { method: "POST", headers: whyHeaders(why.purpose, why.caseRef),
-      json: { search_id: ev.search_id, face_id: ev.match.face_id, decision, note: note.value,
-        collection: ev.collection } });
-    if (stale(epoch)) return;
-    status.className = "review-status ok";
-    status.textContent = `Recorded: ${decision}` + (note.value ? ` ("${note.value}")` : "") +
-      ` at ${new Date().toLocaleTimeString()}.`;
-    buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.textContent === decision)));
-  } catch (err) {
-    if (stale(epoch) || handleAuthLoss(err)) return;
-    status.className = "review-status bad";
-    status.textContent = `Not recorded: ${describeError(err)}`;
-  } finally {
-    buttons.forEach((b) => { b.disabled = false; });
-  }
+  await recordReview({ searchId: ev.search_id, faceId: ev.match.face_id, decision,
+    note: note.value, collection: ev.collection, why, status, buttons });
 }

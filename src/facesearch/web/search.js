@@ -4,7 +4,8 @@
 import {
   $, ApiError, BOX_COLOURS, api, clear, cropFromImage, describeError, drawBoxes, drawMarks,
   el, facts, fillCollections, fmtInt, fmtPercent, fmtRate, fmtSimilarity, handleAuthLoss,
-  headerSafe, jpegUrl, listCollections, may, setMessage, show, stale, state, whyHeaders,
+  headerSafe, jpegUrl, listCollections, may, recordReview, setMessage, show, stale, state,
+  whyHeaders,
 } from "./core.js";
 
 const DEFAULT_THRESHOLD = 80;
@@ -741,28 +742,10 @@ function applyLandmarks() {
 // -- review -----------------------------------------------------------------------------
 
 async function review(answer, m, decision, noteInput, status, buttons, ctx) {
-  const epoch = state.epoch;
-  buttons.forEach((b) => { b.disabled = true; });
-  status.className = "review-status";
-  status.textContent = "Recording…";
-  try {
-    // Under the search's purpose and case: the review is part of the same case's record.
-    await api("/v1/reviews", { method: "POST", headers: whyHeaders(ctx.purpose, ctx.caseRef),
-      json: { search_id: answer.search_id, face_id: m.face.face_id, decision,
-        note: noteInput.value, collection: ctx.collection } });
-    if (stale(epoch)) return;
-    status.className = "review-status ok";
-    status.textContent = `Recorded: ${decision}` +
-      (noteInput.value ? ` ("${noteInput.value}")` : "") +
-      ` at ${new Date().toLocaleTimeString()}.`;
-    buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.textContent === decision)));
-  } catch (err) {
-    if (stale(epoch) || handleAuthLoss(err)) return;
-    status.className = "review-status bad";
-    status.textContent = `Not recorded: ${describeError(err)}`;
-  } finally {
-    buttons.forEach((b) => { b.disabled = false; });
-  }
+  // Under the search's purpose and case: the review is part of the same case's record.
+  await recordReview({ searchId: answer.search_id, faceId: m.face.face_id, decision,
+    note: noteInput.value, collection: ctx.collection,
+    why: { purpose: ctx.purpose, caseRef: ctx.caseRef }, status, buttons });
 }
 
 // -- "what does a threshold mean?" ------------------------------------------------------

@@ -6,7 +6,7 @@ import {
   $, ApiError, BOX_COLOURS, api, apiBlob, clear, describeError, drawBoxes, el, facts, fillCollections,
   fmtInt, fmtMs, fmtSimilarity, fmtTime, handleAuthLoss, headerSafe, jpegUrl, labelCells,
   listCollections,
-  may, setMessage, show, stale, state, upload, whyHeaders,
+  may, recordReview, setMessage, show, stale, state, upload, whyHeaders,
 } from "./core.js";
 
 const local = {
@@ -435,26 +435,8 @@ function reviewList(job, p) {
 }
 
 async function reviewVideo(job, m, decision, note, status, buttons) {
-  const epoch = state.epoch;
   const why = local.why.get(job.job_id) ||
     { purpose: $("video-purpose").value.trim(), caseRef: $("video-case").value.trim() };
-  buttons.forEach((b) => { b.disabled = true; });
-  status.className = "review-status";
-  status.textContent = "Recording…";
-  try {
-    await api("/v1/reviews", { method: "POST", headers: whyHeaders(why.purpose, why.caseRef),
-      json: { search_id: job.job_id, face_id: m.face_id, decision, note: note.value,
-        collection: job.collection } });
-    if (stale(epoch)) return;
-    status.className = "review-status ok";
-    status.textContent = `Recorded: ${decision}` + (note.value ? ` ("${note.value}")` : "") +
-      ` at ${new Date().toLocaleTimeString()}.`;
-    buttons.forEach((b) => b.setAttribute("aria-pressed", String(b.textContent === decision)));
-  } catch (err) {
-    if (stale(epoch) || handleAuthLoss(err)) return;
-    status.className = "review-status bad";
-    status.textContent = `Not recorded: ${describeError(err)}`;
-  } finally {
-    buttons.forEach((b) => { b.disabled = false; });
-  }
+  await recordReview({ searchId: job.job_id, faceId: m.face_id, decision, note: note.value,
+    collection: job.collection, why, status, buttons });
 }
