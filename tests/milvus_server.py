@@ -1,0 +1,40 @@
+"""A Milvus 2.3 standalone server (the ``milvus`` wheel's) for tests and benchmarks, configured
+as docs/deploy.md says: its ports on loopback, the interim index's nprobe, and the message-log
+and garbage-collector settings of :class:`facesearch.storage.milvus.ServerSettings`.
+
+Needs ``.venv-milvus`` (``scripts/setup-milvus``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+INTERIM_NPROBE = 77
+"""facesearch.storage.milvus.INTERIM_NPROBE (as deployed)."""
+
+
+def start(base: Path, settings: Any, *, port: int | None = None) -> Any:
+    """A started ``milvus.MilvusServer`` whose data (and configuration, in
+    ``base/configs/milvus.yaml``) is under ``base``; ``settings``: a
+    :class:`facesearch.storage.milvus.ServerSettings`."""
+    from milvus import MilvusServer, MilvusServerConfig
+
+    server = MilvusServer(MilvusServerConfig())
+    server.set_base_dir(str(base))
+    config = server.config
+    # rocksmq.timtickerInterval is not in the wheel's template, and the wheel only rewrites
+    # keys the template has: add it (to the rocksmq section) first.
+    anchor = "  compactionInterval:"
+    assert anchor in config.template_text
+    config.template_text = config.template_text.replace(
+        anchor, "  timtickerInterval: 600\n" + anchor, 1)
+    for key, value in settings.config().items():
+        config.set(key, value)
+    config.set("queryNode.segcore.interimIndex.nprobe", INTERIM_NPROBE)
+    if port is not None:
+        config.set("proxy_port", port)
+    server.start()
+    written = (base / "configs" / "milvus.yaml").read_text()
+    assert f"timtickerInterval: {settings.ticker_s}" in written, "setting not written"
+    return server
