@@ -131,7 +131,7 @@ def main() -> int:
         fs = FaceSearch(Settings(home=tmp / "loader", **{  # type: ignore[arg-type]
             k.removeprefix("FACESEARCH_").lower(): v for k, v in app_env.items()}))
         fs.collections.create("big")
-        key = fs.keys.create("admin", label="benchmark")
+        key = fs.keys.create(["indexer", "searcher"], label="benchmark")
         t = time.perf_counter()
         fill(fs, "big", args.faces)
         fill_s = time.perf_counter() - t
@@ -150,7 +150,7 @@ def main() -> int:
         def start_node(name: str) -> subprocess.Popen[bytes]:
             home = tmp / f"node{name}"
             env = {**os.environ, **app_env, "FACESEARCH_HOME": str(home),
-                   "FACESEARCH_AUDIT_WITNESS": str(home / "audit-checkpoints.jsonl"),
+                   "FACESEARCH_AUDIT_WITNESS": str(tmp / f"witness{name}.jsonl"),
                    "FACESEARCH_SEARCHES_PER_MINUTE": "0", "FACESEARCH_API_WORKERS": "1",
                    "FACESEARCH_API_LOG_LEVEL": "warning"}
             return subprocess.Popen([str(VENV / "facesearch"), "serve", "--port",

@@ -38,3 +38,29 @@ def start(base: Path, settings: Any, *, port: int | None = None) -> Any:
     written = (base / "configs" / "milvus.yaml").read_text()
     assert f"timtickerInterval: {settings.ticker_s}" in written, "setting not written"
     return server
+
+
+def wait_usable(server: Any, timeout_s: float = 180) -> None:
+    """Until ``server`` (just started again) creates and drops a collection: a restarted
+    server answers before its coordinators have recovered, and times out calls meanwhile."""
+    import time
+    import uuid
+
+    from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections
+    from pymilvus.exceptions import MilvusException
+
+    alias, name = f"ready-{uuid.uuid4().hex[:8]}", f"ready_{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + timeout_s
+    schema = CollectionSchema([FieldSchema("id", DataType.INT64, is_primary=True),
+                               FieldSchema("v", DataType.FLOAT_VECTOR, dim=2)])
+    while True:
+        try:
+            connections.connect(alias, uri=f"http://127.0.0.1:{server.listen_port}", timeout=10)
+            Collection(name, schema, using=alias, timeout=10).drop(timeout=10)
+            return
+        except MilvusException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+        finally:
+            connections.disconnect(alias)

@@ -257,7 +257,7 @@ def erasing_milvus(tmp_path: Path, milvus_server: Any) -> Iterator[tuple[Any, An
     second), and those settings. The module's server stops meanwhile (two servers of the
     ``milvus`` wheel cannot run at once: both take etcd's port 2380)."""
     from facesearch.storage.milvus import ServerSettings
-    from tests.milvus_server import start
+    from tests.milvus_server import start, wait_usable
 
     settings = ServerSettings(retention_min=1, ticker_s=5, compaction_s=10, gc_interval_s=1,
                               gc_drop_s=1)
@@ -270,6 +270,7 @@ def erasing_milvus(tmp_path: Path, milvus_server: Any) -> Iterator[tuple[Any, An
             server.stop()
     finally:
         milvus_server.start()
+        wait_usable(milvus_server)
 
 
 def test_erased_vectors_leave_every_milvus_file(home: Path, pipeline: Pipeline,
