@@ -46,6 +46,7 @@ def wait_usable(server: Any, timeout_s: float = 180) -> None:
     import time
     import uuid
 
+    import grpc
     from pymilvus import Collection, CollectionSchema, DataType, FieldSchema, connections
     from pymilvus.exceptions import MilvusException
 
@@ -58,7 +59,7 @@ def wait_usable(server: Any, timeout_s: float = 180) -> None:
             connections.connect(alias, uri=f"http://127.0.0.1:{server.listen_port}", timeout=10)
             Collection(name, schema, using=alias, timeout=10).drop(timeout=10)
             return
-        except MilvusException:
+        except (MilvusException, grpc.RpcError):
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
