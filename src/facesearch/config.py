@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         description="prefix of this deployment's Milvus collections (one per database)")
     milvus_token: SecretStr | None = Field(
         None, description="Milvus credentials, 'user:password' or an API key")
+    milvus_erasure_bound_s: int = Field(
+        840, ge=1, description="seconds within which the Milvus server's settings remove an "
+                               "erased vector from its files (docs/deploy.md's settings: 840); "
+                               "stated on erasure receipts")
     ray_address: str | None = Field(
         None, description="Ray cluster (host:port of its head) that runs stored-video scans "
                           "(and `facesearch index --ray` by default); none: in this process")

@@ -250,29 +250,87 @@ def test_many_faces_same_persons_as_exact_search(svc: FaceSearch,
     assert wanted > 200 and found / wanted >= 0.99, (found, wanted)
 
 
-def test_erased_vectors_leave_milvus_storage(home: Path, pipeline: Pipeline,
-                                             milvus_server: Any) -> None:
-    """Erasure deletes, flushes and compacts: after Milvus's garbage collection (every second
-    here) no file of its object storage holds the erased vector's bytes."""
+@pytest.fixture
+def erasing_milvus(tmp_path: Path, milvus_server: Any) -> Iterator[tuple[Any, Any]]:
+    """A Milvus server of its own, with docs/deploy.md's erasure settings scaled down (message
+    log retention 1 minute, checked every 5 s, compacted every 10 s; garbage collector every
+    second), and those settings. The module's server stops meanwhile (two servers of the
+    ``milvus`` wheel cannot run at once: both take etcd's port 2380)."""
+    from facesearch.storage.milvus import ServerSettings
+    from tests.milvus_server import start, wait_usable
+
+    settings = ServerSettings(retention_min=1, ticker_s=5, compaction_s=10, gc_interval_s=1,
+                              gc_drop_s=1)
+    milvus_server.stop()
+    try:
+        server = start(tmp_path / "milvus", settings)
+        try:
+            yield server, settings
+        finally:
+            server.stop()
+    finally:
+        milvus_server.start()
+        wait_usable(milvus_server)
+
+
+def test_erased_vectors_leave_every_milvus_file(home: Path, pipeline: Pipeline,
+                                                erasing_milvus: tuple[Any, Any],
+                                                tmp_path: Path) -> None:
+    """An erasure's vectors, inserted in bulk (one large message) and as one real face (a
+    small one), are in Milvus's segment files and its message log (rocksmq) first; within the
+    bound the server's settings give, which the receipt states, no file under the server's
+    data directory holds their bytes (segments, index files, the message log's RocksDB files
+    and write-ahead log, etcd), while a kept vector stays."""
+    server, settings = erasing_milvus
+    bound = settings.erasure_bound_s
     backend = {"vector_backend": "milvus",
-               "milvus_uri": f"http://127.0.0.1:{milvus_server.listen_port}",
-               "milvus_prefix": "t" + uuid.uuid4().hex[:12]}
+               "milvus_uri": f"http://127.0.0.1:{server.listen_port}",
+               "milvus_prefix": "t" + uuid.uuid4().hex[:12], "milvus_erasure_bound_s": bound}
     fs = open_service(home, pipeline, backend)
+    base = tmp_path / "milvus"
+
+    def holding_any(data: bytes) -> list[Path]:
+        """Files of the server's data, configuration and logs (not its programs, ``bin``)."""
+        return [p for sub in base.iterdir() if sub.name != "bin"
+                for p in ([sub] if sub.is_file() and data in sub.read_bytes() else
+                          holding(sub, data))]
+
     try:
         x = identities(600, 4, seed=8)
         synthetic_collection(fs, "e", x)
+        obama = fs.collections.index_image("e", face("obama.jpg"), external_id="p4")
         with fs.store.transaction() as conn:
             coll = fs.store.collection(conn, "e")
-        fs.indexes.get(coll).collection.flush()  # type: ignore[attr-defined]
-        storage = Path(milvus_server.config.get("local_storage_dir")) / "insert_log"
-        target = x[17].astype(np.float32).tobytes()
-        assert holding(storage, target), "the vector should be in a segment file first"
-        fs.erasure.erase("e", external_id="p4")  # photos 16..19
-        deadline = time.monotonic() + 120
-        while holding(storage, target):
-            assert time.monotonic() < deadline, "erased vector still in Milvus's storage"
+            rows = fs.store.all_face_rows(conn, coll.id)
+            by_id = {f.face_id: r for r, f in fs.store.faces_by_rows(conn, rows).items()}
+            real = fs.store.embeddings(conn, np.asarray([by_id[obama.indexed[0].face_id]]),
+                                       EMBEDDING_DIM)[0]
+        index = fs.indexes.get(coll)
+        index.collection.flush()  # type: ignore[attr-defined]
+        erased = [x[17].astype(np.float32).tobytes(), real.astype(np.float32).tobytes()]
+        kept = x[25].astype(np.float32).tobytes()
+        for target in erased:
+            where = holding_any(target)
+            assert any("rocksmq" in str(p) for p in where), where  # the message log
+            assert any("insert_log" in str(p) for p in where), where  # a segment
+        index_dir = base / "data" / "index_files"
+        deadline = time.monotonic() + 120  # the sealed segment's IVF_SQ8 index (8-bit codes)
+        while not [p for p in index_dir.rglob("*") if p.is_file()]:
+            assert time.monotonic() < deadline, "no index file was written"
             time.sleep(1)
-        assert holding(storage, x[25].astype(np.float32).tobytes())  # the others are kept
+        indexed = {p for p in index_dir.rglob("*") if p.is_file()}
+        start = time.monotonic()
+        receipt = fs.erasure.erase("e", external_id="p4")  # photos 16..19 and the real face
+        assert len(receipt.face_ids) == 5
+        assert f"at most {bound} s" in receipt.vector_copies
+        while left := [p for t in erased for p in holding_any(t)]:
+            assert time.monotonic() - start < bound, f"erased vectors still in {left}"
+            time.sleep(5)
+        took = time.monotonic() - start
+        assert holding_any(kept)  # the others are kept, and found by the same search
+        assert not indexed & {p for p in index_dir.rglob("*") if p.is_file()}
+        print(f"erased vectors gone from every Milvus file {took:.0f} s after the erasure "
+              f"(bound {bound} s)")
     finally:
         fs.shutdown()
 

@@ -14,10 +14,11 @@ deletion, or on first use in a process, the Milvus ids are reconciled with the d
 rows), so a Milvus collection missing vectors, or holding stale ones, is mended from it.
 
 Erasure deletes the rows, flushes, and compacts the collection (waiting for the compaction),
-so that the erased vectors leave Milvus's segments; their old segment files go when Milvus's
-garbage collector runs (``dataCoord.gc.interval``, ``dataCoord.gc.dropTolerance``), and the
-inserts stay in its message log (rocksmq, Pulsar or Kafka) until that log's retention ends:
-configure both short (docs/deploy.md).
+so that the erased vectors leave Milvus's segments; their old segment and index files go when
+Milvus's garbage collector runs (``dataCoord.gc.interval``, ``dataCoord.gc.dropTolerance``),
+and the inserts leave its message log (rocksmq, Pulsar or Kafka) when that log's retention
+drops them: :class:`ServerSettings` are the server settings that bound both, and the bound
+they give (docs/deploy.md; tested by searching every file of a server's data directory).
 
 pymilvus 2.3 (the client of Milvus 2.3) pins old setuptools, protobuf, environs and
 marshmallow, so it lives in its own environment (``scripts/setup-milvus``), not in the
@@ -57,6 +58,61 @@ CHUNK = 10_000
 """Rows per insert, delete or presence query."""
 MAX_TOPK = 16_384
 """Milvus's largest top-k."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Settings of a Milvus standalone server (rocksmq, its message log) that bound how long
+    an erased vector stays in any of its files, and :attr:`erasure_bound_s`, that bound.
+
+    How the server drops a vector's copies (Milvus 2.3.5, ``pkg/mq/mqimpl/rocksmq/server``):
+    the segment copy goes at the erasure's compaction, its old segment and index files at the
+    garbage collector's next run once ``gc_drop_s`` old; the message log stores each insert in
+    a page (closed once it holds ``page_bytes``; a face's insert fills one by itself or with a
+    few seconds of time ticks), marks a page acknowledged once every consumer of its channel
+    read past it (at once while the server runs), checks each channel every ``ticker_s``
+    (``rocksmq.timtickerInterval``; at most every tenth of the retention per channel) for
+    pages acknowledged ``retention_min`` ago, deletes them from RocksDB (a range deletion:
+    the bytes stay in its files), and compacts RocksDB every ``compaction_s``, which rewrites
+    its files (and its write-ahead log's) without them. ``timtickerInterval`` defaults to
+    600 s and is missing from the ``milvus`` wheel's configuration template, so
+    ``--extra-config`` cannot set it: it goes into the server's ``milvus.yaml`` (the
+    ``rocksmq`` section; ``tests/milvus_server.py`` writes it there)."""
+
+    retention_min: float = 10
+    """``rocksmq.retentionTimeInMinutes`` (Milvus's default: 3 days)."""
+    ticker_s: int = 60
+    """``rocksmq.timtickerInterval`` (default 600)."""
+    compaction_s: int = 60
+    """``rocksmq.compactionInterval`` (default 1 day)."""
+    page_bytes: int = 4096
+    """``rocksmq.rocksmqPageSize`` (default 64 MB: a small deployment's page never closes)."""
+    gc_interval_s: int = 60
+    """``dataCoord.gc.interval`` (default 1 hour)."""
+    gc_drop_s: int = 60
+    """``dataCoord.gc.dropTolerance`` (default 3 hours)."""
+    slack_s: int = 60
+    """Allowed for a page to close and be read, and for the compactions themselves."""
+
+    def config(self) -> dict[str, int | float]:
+        """The settings as Milvus configuration keys."""
+        return {"rocksmq.retentionTimeInMinutes": self.retention_min,
+                "rocksmq.timtickerInterval": self.ticker_s,
+                "rocksmq.compactionInterval": self.compaction_s,
+                "rocksmq.rocksmqPageSize": self.page_bytes,
+                "dataCoord.gc.interval": self.gc_interval_s,
+                "dataCoord.gc.dropTolerance": self.gc_drop_s}
+
+    @property
+    def erasure_bound_s(self) -> int:
+        """Seconds after an erasure within which no file of the server holds the vectors:
+        the message log's retention, two of its checks (a channel is checked at most every
+        tenth of the retention), its compaction, and slack; or the garbage collector's."""
+        retention = self.retention_min * 60
+        log_s = retention + max(self.ticker_s, retention / 10) + self.ticker_s \
+            + self.compaction_s
+        gc_s = self.gc_drop_s + 2 * self.gc_interval_s
+        return math.ceil(max(log_s, gc_s) + self.slack_s)
 
 
 def shortlist(k: int) -> int:
@@ -200,7 +256,9 @@ class MilvusVectors:
     ``token``: ``user:password`` or an API key when Milvus has authentication on;
     ``timeout_s``: how long one Milvus call may take (then :class:`UnavailableError`: a
     server that is down is answered within that, never waited for); ``slow_timeout_s``:
-    how long loading a collection, and an erasure's flush and compaction, may take. Nothing connects to Milvus until a
+    how long loading a collection, and an erasure's flush and compaction, may take;
+    ``erasure_bound_s``: the bound the server's settings give (:class:`ServerSettings`),
+    stated on erasure receipts. Nothing connects to Milvus until a
     collection's vectors are needed (commands that use none never wait for it); a lost
     connection is retried by the next call.
 
@@ -214,8 +272,10 @@ class MilvusVectors:
 
     def __init__(self, store: Store, uri: str, *, prefix: str = "facesearch",
                  token: str | None = None, timeout_s: int = 5,
-                 slow_timeout_s: int = 120) -> None:
+                 slow_timeout_s: int = 120,
+                 erasure_bound_s: int = ServerSettings().erasure_bound_s) -> None:
         self.store = store
+        self.erasure_bound_s = int(erasure_bound_s)
         self.uri = uri
         self.prefix = prefix
         self.timeout_s = int(timeout_s)  # pymilvus bounds its retries only by an int timeout
@@ -240,12 +300,12 @@ class MilvusVectors:
 
     @property
     def erasure_bound(self) -> str:
-        """Milvus keeps copies facesearch cannot delete, for as long as its settings say."""
-        return ("Milvus: the erased vectors left its segments at once (compaction); the old "
-                "segment files go within dataCoord.gc.dropTolerance + dataCoord.gc.interval "
-                "(docs/deploy.md: 2 minutes); its message log (rocksmq, Pulsar or Kafka) keeps "
-                "the inserts until its retention, which this service cannot shorten or check "
-                "(docs/deploy.md)")
+        """Milvus keeps copies of erased vectors in its files for as long as its settings
+        say; this service cannot read them, the deployment states the bound."""
+        return (f"Milvus: the erased vectors left its segments at once (compaction); its old "
+                f"segment and index files and its message log hold them for at most "
+                f"{self.erasure_bound_s} s more, with the server settings of docs/deploy.md "
+                f"(FACESEARCH_MILVUS_ERASURE_BOUND_S)")
 
     def check(self) -> None:
         """The server answers (within :attr:`timeout_s`)."""

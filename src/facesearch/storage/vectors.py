@@ -118,7 +118,7 @@ def vector_backend(settings: Settings, home: Path, store: Store,
 
         token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
         return MilvusVectors(store, settings.milvus_uri, prefix=settings.milvus_prefix,
-                             token=token)
+                             token=token, erasure_bound_s=settings.milvus_erasure_bound_s)
     from facesearch.storage.indexes import IndexCache
 
     return IndexCache(home, store, sealer, large=settings.index_large)
