@@ -31,7 +31,13 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from facesearch.evaluation.quality_bands import DEGRADATIONS, _read, people, to_iod
+from facesearch.evaluation.quality_bands import (
+    DEGRADATIONS,
+    _read,
+    central_face,
+    people,
+    to_iod,
+)
 from facesearch.types import Image
 from facesearch.vision.detect import BlazeFaceDetector
 from facesearch.vision.embed import OnnxResNetEmbedder
@@ -54,7 +60,7 @@ class Embedders:
         out: dict[str, tuple[np.ndarray, float, float]] = {}
         img = Image(np.ascontiguousarray(px), "", "RAW")
         faces = self.base.detect(img)
-        i = _central(faces, px)
+        i = central_face(faces, img.width, img.height)
         if i is None:
             return None
         one = faces[[i]]
@@ -66,7 +72,7 @@ class Embedders:
         out["sface+flip"] = (self.flip.embed(img, one).embeddings[0], rec, iod)  # type: ignore[index]
         out["dlib"] = (self.dlib.embed(img, one).embeddings[0], rec, iod)  # type: ignore[index]
         fl = self.flip_lm.detect(img)
-        j = _central(fl, px)
+        j = central_face(fl, img.width, img.height)
         if j is not None:
             out["sface, flip landmarks"] = (self.flip_lm.embed(img, fl[[j]]).embeddings[0],  # type: ignore[index]
                                             rec, iod)
@@ -76,23 +82,13 @@ class Embedders:
                              interpolation=cv2.INTER_CUBIC)
             bimg = Image(np.ascontiguousarray(big), "", "RAW")
             bf = self.base.detect(bimg)
-            j = _central(bf, big)
+            j = central_face(bf, bimg.width, bimg.height)
             if j is not None:
                 out["sface, upscaled small"] = (self.base.embed(bimg, bf[[j]]).embeddings[0],  # type: ignore[index]
                                                 rec, iod)
         else:
             out["sface, upscaled small"] = out["sface"]
         return out
-
-
-def _central(faces, px: npt.NDArray[np.uint8]) -> int | None:  # noqa: ANN001
-    if not len(faces):
-        return None
-    h, w = px.shape[:2]
-    c = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
-    d = np.linalg.norm(c - [w / 2, h / 2], axis=1)
-    i = int(np.argmin(d))
-    return i if d[i] <= 0.2 * max(w, h) else None
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from facesearch.governance.calibration import (
     build_calibration,
     embedder_of,
 )
-from facesearch.types import FloatArray, Image
+from facesearch.types import Faces, FloatArray, Image
 from facesearch.vision.pipeline import Pipeline
 
 JUNK_IOD = 6.0
@@ -93,18 +93,24 @@ def _read(path: Path) -> npt.NDArray[np.uint8]:
     return np.asarray(PILImage.open(path).convert("RGB"))
 
 
+def central_face(faces: Faces, width: int, height: int) -> int | None:
+    """Index of the face whose box centre is nearest the image centre (LFW's labelled face),
+    or None when there is none within 20 % of the image's longer side of the centre."""
+    if not len(faces):
+        return None
+    c = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
+    d = np.linalg.norm(c - [width / 2, height / 2], axis=1)
+    i = int(np.argmin(d))
+    return i if d[i] <= 0.2 * max(width, height) else None
+
+
 def _central(pipeline: Pipeline, px: npt.NDArray[np.uint8]
              ) -> tuple[FloatArray, float, float] | None:
     """(embedding, recognisability, inter-ocular px) of the face nearest the image centre."""
     img = Image(np.ascontiguousarray(px), "", "RAW")
     faces = pipeline.analyze(img)
-    if not len(faces):
-        return None
-    h, w = px.shape[:2]
-    c = (faces.boxes[:, :2] + faces.boxes[:, 2:]) / 2
-    d = np.linalg.norm(c - [w / 2, h / 2], axis=1)
-    i = int(np.argmin(d))
-    if d[i] > 0.2 * max(w, h):
+    i = central_face(faces, img.width, img.height)
+    if i is None:
         return None
     assert faces.embeddings is not None and faces.quality is not None
     return (faces.embeddings[i], float(faces.quality.recognisability[i]),

@@ -310,6 +310,22 @@ export function whyHeaders(purpose, caseRef) {
 
 // An answer of 401 in the middle of the work: the key was revoked or expired. The app signs
 // out (it listens for this event).
+// The controls of one candidate's review: a note, a status line (``statusTag``) and one button
+// per decision; a click calls ``onDecide(decision, note, status, buttons)``.
+export function reviewControls(idBase, onDecide, statusTag = "span") {
+  const note = el("input", { id: `${idBase}-note`, type: "text", maxlength: 4000,
+    autocomplete: "off", className: "note" });
+  const status = el(statusTag, { className: "review-status", role: "status",
+    id: `${idBase}-status` });
+  const buttons = ["confirmed", "rejected", "inconclusive"].map((decision) => {
+    const b = el("button", { type: "button", className: `decision ${decision}`,
+      text: decision, "aria-describedby": `${idBase}-status` });
+    b.addEventListener("click", () => onDecide(decision, note, status, buttons));
+    return b;
+  });
+  return { note, status, buttons };
+}
+
 // A reviewer's decision on one candidate, recorded under the purpose and case of the search it
 // came from (POST /v1/reviews); ``status`` and ``buttons`` show its progress and outcome.
 export async function recordReview({ searchId, faceId, decision, note, collection, why,

@@ -3,7 +3,7 @@
 import {
   $, BOX_COLOURS, api, apiBlob, clear, describeError, drawBoxes, el, fillCollections,
   fmtSimilarity, handleAuthLoss, headerSafe, jpegUrl, labelCells, listCollections, may,
-  recordReview, setMessage, show,
+  recordReview, reviewControls, setMessage, show,
   sse, stale, state, whyHeaders,
 } from "./core.js";
 
@@ -275,16 +275,8 @@ async function addEvent(name, ev, mine) {
 // recorded and audited as for a photo search: the processor's run is the search.
 function reviewBox(name, ev) {
   const idBase = `e-${ev.event_id}`;
-  const note = el("input", { id: `${idBase}-note`, type: "text", maxlength: 4000,
-    autocomplete: "off", className: "note" });
-  const status = el("span", { className: "review-status", role: "status",
-    id: `${idBase}-status` });
-  const buttons = ["confirmed", "rejected", "inconclusive"].map((decision) => {
-    const b = el("button", { type: "button", className: `decision ${decision}`,
-      text: decision, "aria-describedby": `${idBase}-status` });
-    b.addEventListener("click", () => reviewEvent(name, ev, decision, note, status, buttons));
-    return b;
-  });
+  const { note, status, buttons } = reviewControls(idBase,
+    (decision, ...ui) => reviewEvent(name, ev, decision, ...ui));
   return el("div", { className: "review live-review" },
     el("label", { for: `${idBase}-note`, className: "small",
       text: `Note on ${ev.identity} (track ${ev.track_id})` }), note,

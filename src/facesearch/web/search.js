@@ -4,8 +4,8 @@
 import {
   $, ApiError, BOX_COLOURS, api, clear, cropFromImage, describeError, drawBoxes, drawMarks,
   el, facts, fillCollections, fmtInt, fmtPercent, fmtRate, fmtSimilarity, handleAuthLoss,
-  headerSafe, jpegUrl, listCollections, may, recordReview, setMessage, show, stale, state,
-  whyHeaders,
+  headerSafe, jpegUrl, listCollections, may, recordReview, reviewControls, setMessage, show,
+  stale, state, whyHeaders,
 } from "./core.js";
 
 const DEFAULT_THRESHOLD = 80;
@@ -642,15 +642,8 @@ function renderCandidate(answer, group, probeIndex, rank, ctx, extra) {
   const card = extra.cards.get(m.face.face_id);
   const risk = extra.risks.get(m.similarity);
   const who = group.user || ext || "(no external id)";
-  const noteInput = el("input", { id: `${idBase}-note`, type: "text", maxlength: 4000,
-    autocomplete: "off", className: "note" });
-  const status = el("p", { className: "review-status", role: "status", id: `${idBase}-status` });
-  const buttons = ["confirmed", "rejected", "inconclusive"].map((decision) => {
-    const b = el("button", { type: "button", className: `decision ${decision}`, text: decision,
-      "aria-describedby": `${idBase}-status` });
-    b.addEventListener("click", () => review(answer, m, decision, noteInput, status, buttons, ctx));
-    return b;
-  });
+  const { note: noteInput, status, buttons } = reviewControls(idBase,
+    (decision, ...ui) => review(answer, m, decision, ...ui, ctx), "p");
   const compare = el("button", { type: "button", className: "secondary compare",
     text: "Compare side by side" });
   compare.addEventListener("click", () => openCompare(m, card, extra.probeCrop, risk, rank,

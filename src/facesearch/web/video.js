@@ -6,7 +6,7 @@ import {
   $, ApiError, BOX_COLOURS, api, apiBlob, clear, describeError, drawBoxes, el, facts, fillCollections,
   fmtInt, fmtMs, fmtSimilarity, fmtTime, handleAuthLoss, headerSafe, jpegUrl, labelCells,
   listCollections,
-  may, recordReview, setMessage, show, stale, state, upload, whyHeaders,
+  may, recordReview, reviewControls, setMessage, show, stale, state, upload, whyHeaders,
 } from "./core.js";
 
 const local = {
@@ -412,16 +412,8 @@ function reviewList(job, p) {
   p.matches.forEach((m, k) => {
     const idBase = `v-${p.person_index}-${k}`;
     const who = m.user_id || m.external_id || m.face_id;
-    const note = el("input", { id: `${idBase}-note`, type: "text", maxlength: 4000,
-      autocomplete: "off", className: "note" });
-    const status = el("span", { className: "review-status", role: "status",
-      id: `${idBase}-status` });
-    const buttons = ["confirmed", "rejected", "inconclusive"].map((decision) => {
-      const b = el("button", { type: "button", className: `decision ${decision}`,
-        text: decision, "aria-describedby": `${idBase}-status` });
-      b.addEventListener("click", () => reviewVideo(job, m, decision, note, status, buttons));
-      return b;
-    });
+    const { note, status, buttons } = reviewControls(idBase,
+      (decision, ...ui) => reviewVideo(job, m, decision, ...ui));
     list.append(el("li", { className: "vcand", id: idBase, "data-face-id": m.face_id },
       el("span", { className: "vcand-who",
         text: `${who}, similarity ${fmtSimilarity(m.similarity)}` }),
