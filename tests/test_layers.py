@@ -2,7 +2,7 @@
 
 0 the basics (types, errors, limits); 1 imaging and models (vision) and settings (config);
 2 storage; 3 services, governance, media, evaluation; 4 the composition root (service.py) and
-the faces to the world (api, cli, web, the JSON shapes they share). Imports under
+the faces to the world (api, cli, web, the JSON shapes they share). Run-time imports under
 ``TYPE_CHECKING`` are annotations only and may name any layer.
 """
 
@@ -34,11 +34,13 @@ def _is_module(name: str) -> bool:
     return (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name).is_dir()
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """``(line, module)`` of each run-time import of facesearch in ``path``."""
+def _imports(path: Path, *, annotations: bool = False) -> list[tuple[int, str]]:
+    """``(line, module)`` of each run-time import of facesearch in ``path`` (with
+    ``annotations``, those under ``TYPE_CHECKING`` too)."""
     tree = ast.parse(path.read_text())
-    type_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                 and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+    type_only = set() if annotations else {
+        id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+        and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
     out = []
     for node in ast.walk(tree):
         if id(node) in type_only:
@@ -70,3 +72,84 @@ def test_a_module_imports_only_its_layer_or_lower(path: Path) -> None:
               for line, module in _imports(path)
               if LAYERS.get(_part(module), 9) > LAYERS[mine]]
     assert upward == [], f"{path.name} is in layer {LAYERS[mine]}"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+    return ".".join(("facesearch", *parts))
+
+
+def _resolve(module: str, known: set[str]) -> str | None:
+    """The package module ``module`` names (a name imported from a module: that module)."""
+    while module and module not in known:
+        module = module.rpartition(".")[0]
+    return module or None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Each module's imports of other facesearch modules: those inside functions and those
+    for annotations only included (a deferred import is still a dependency, and a module
+    whose types name each other's cannot be read alone)."""
+    names = {_module_name(p): p for p in MODULES}
+    known = set(names)
+    return {name: {target for _, module in _imports(path, annotations=True)
+                   if (target := _resolve(module, known)) not in (None, name, "facesearch")}
+            for name, path in names.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+@pytest.mark.parametrize(("graph", "expected"), [
+    ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+    ({"a": {"b"}, "b": {"a"}}, [["a", "b"]]),
+    ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, [["a", "b", "c"]]),
+    ({"a": {"b"}, "b": {"a"}, "c": {"d"}, "d": {"c"}}, [["a", "b"], ["c", "d"]]),
+])
+def test_cycles_finds_every_loop(graph: dict[str, set[str]], expected: list[list[str]]) -> None:
+    assert cycles(graph) == expected
+
+
+def test_the_graph_sees_deferred_imports() -> None:
+    graph = import_graph()
+    assert "facesearch.vision.pipeline" in graph["facesearch.service"]
+    assert all(target in graph for targets in graph.values() for target in targets)
+
+
+def test_no_module_imports_itself_back() -> None:
+    """No import cycle, deferred and annotation-only imports included: each module can be
+    read (and tested) knowing only what it imports."""
+    assert cycles(import_graph()) == []
