@@ -2,8 +2,9 @@
 
 0 the basics (types, errors, limits); 1 imaging and models (vision) and settings (config);
 2 storage; 3 services, governance, media, evaluation; 4 the composition root (service.py) and
-the faces to the world (api, cli, web, the JSON shapes they share). Run-time imports under
-``TYPE_CHECKING`` are annotations only and may name any layer.
+the faces to the world (api, cli, web, the JSON shapes they share). Imports under
+``TYPE_CHECKING`` are annotations only and may name any layer, but no import, those and the
+deferred ones included, may close a cycle.
 """
 
 from __future__ import annotations
