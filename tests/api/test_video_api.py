@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from facesearch.media.inputs import FILE_REFUSED
+from facesearch.video.containers import FILE_REFUSED
 
 from ..conftest import FACES
 from ..media.video_helpers import (
