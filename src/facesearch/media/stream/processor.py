@@ -9,49 +9,37 @@ configured (:mod:`facesearch.media.cameras`), looked up at each start. It runs t
   the newest one; reconnects with backoff; sees every cut.
 - processing: takes the newest frame, detects faces, follows them with
   :class:`facesearch.video.tracking.IouTracker` (every track ends at a cut, and at a
-  reconnection), embeds new tracks and uncertain ones (no confident match yet: again every
+  reconnection), embeds new tracks and uncertain ones (no confident match yet, i.e. none
+  ``certain_margin`` above the threshold the search gate uses: again every
   ``embed_interval_ms``, up to ``max_embeddings_per_track`` times, then every
   ``recheck_interval_ms``) and every other track at least every ``identity_check_ms``; a track
   whose new embedding is less similar than ``split_similarity`` to its previous one is split
   (a new track, searched afresh: a swap of faces never inherits the first face's identity). It
-  searches the watchlist and emits one :class:`StreamEvent` per (track, identity) the first
-  time the track matches that identity.
-- webhook (when configured): POSTs each event, dropping the oldest when the receiver lags;
-  and Kinesis (when the settings name a data stream): writes a record of each frame whose
-  faces were searched (:mod:`facesearch.media.kinesis`), likewise.
+  searches the watchlist and emits one :class:`~facesearch.media.events.StreamEvent` per
+  (track, identity) the first time the track matches that identity.
+- outputs (:mod:`facesearch.media.stream.outputs`): a webhook and Kinesis, each with its own
+  sender thread dropping the oldest when the receiver lags; a JSONL file; snapshots.
 
-Events also go to in-process subscribers (:meth:`~facesearch.media.stream.registry.StreamProcessors.subscribe`, a bounded queue
-each, oldest dropped for slow readers; the HTTP API serves them as SSE or WebSocket), to a
-JSONL file, and optionally come with a JPEG snapshot of the matched face under
-``<home>/snapshots/<processor>/``. With encryption at rest on (the collections' sealer),
-snapshots are sealed (``.jpg.fse``, read them with :func:`~facesearch.media.events.read_snapshot`) and JSONL lines are
-``FSE1:`` + base64 of the sealed JSON (:func:`~facesearch.media.events.read_jsonl`). Frame-to-event latency is
-measured from the moment the frame was decoded to the moment its event is emitted. Every match is a candidate for human review.
+Events also go to in-process subscribers (a bounded queue each, oldest dropped for slow
+readers; the HTTP API serves them as SSE or WebSocket). Frame-to-event latency is measured from
+the moment the frame was decoded to the moment its event is emitted. Every match is a
+candidate for human review.
 
 The newest processed frame, with the boxes and best identities of the faces tracked in it, is
 kept in memory only (never written) for a live view (:meth:`StreamProcessor.live_view`, a JPEG
-of at most :data:`LIVE_MAX_SIDE` pixels encoded on demand); :meth:`~facesearch.media.stream.registry.StreamProcessors.snapshot`
-reads an event's snapshot back.
+of at most :data:`~facesearch.media.stream.model.LIVE_MAX_SIDE` pixels encoded on demand).
 
 Security (see docs/security.md): a processor searches on behalf of the key that created it (a
-:class:`~facesearch.services.search.Delegation` the search gate checks before every search,
+:class:`~facesearch.services.search.Delegation`, checked by the search gate before every search
 and every second) and stops, with the reason recorded, as soon as that key is revoked or
-expires (and at once on a revocation in this process, :mod:`facesearch.media.stream.registry`); a live feed ends when the key
-that opened it is revoked or expires. A case-bound key sees only the processors of its case.
-Inputs are allow-listed: files (the caller bounds them to its video roots), ``rtsp``,
-``rtsps``, ``http`` and ``https`` whose hosts pass the
-:class:`~facesearch.media.webhook.EgressPolicy`, and local V4L2 devices (``/dev/videoN``) only
-where ``allow_devices``; a camera is the operator's own choice, so its host is not held to the
-egress policy and it may be a device or a file. FFmpeg formats are allow-listed and FFmpeg is
-held to the input's own protocols (``protocol_whitelist``).
+expires. Inputs are allow-listed (:mod:`facesearch.media.inputs`): their hosts pass the
+:class:`~facesearch.media.webhook.EgressPolicy` again at each connection.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -59,7 +47,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 from PIL import Image as PILImage
@@ -72,8 +59,8 @@ from facesearch.errors import (
     ThrottledError,
 )
 from facesearch.media.candidates import video_match
-from facesearch.media.events import SEALED_SUFFIX, EventHub, StreamEvent, seal_line, snapshot_aad
-from facesearch.media.kinesis import KinesisOutput, KinesisWriter, SearchedFrame
+from facesearch.media.events import EventHub, StreamEvent
+from facesearch.media.kinesis import KinesisOutput, SearchedFrame
 from facesearch.media.stream.capture import Capture, Captured, Rate, percentile
 from facesearch.media.stream.model import (
     LIVE_MAX_SIDE,
@@ -84,7 +71,8 @@ from facesearch.media.stream.model import (
     StreamMetrics,
     StreamSettings,
 )
-from facesearch.media.webhook import OPEN, EgressPolicy, WebhookSender
+from facesearch.media.stream.outputs import Outputs
+from facesearch.media.webhook import OPEN, EgressPolicy
 from facesearch.services.search import Delegation, Match, SearchGate
 from facesearch.storage.crypto import Sealer
 from facesearch.types import Caller, Faces, FloatArray, RGBImage
@@ -138,23 +126,21 @@ class StreamProcessor:
             raise InvalidParameterError(f"stream processor {name!r}: its camera must be looked "
                                         "up before it runs (StreamProcessors.start)")
         self.name = name
-        self.kinesis = kinesis
-        """Where records go when the settings name a Kinesis data stream."""
         self.delegation = delegation
         """On whose behalf it searches (the gate checks, before every search, that the
         creator's key may still act); None: the local user's own."""
         self.on_delegation_ended = on_delegation_ended
         """Called when the gate refuses the delegation (the processor then stops)."""
-        self.egress = egress
-        self.sealer = sealer
-        """Seals snapshots and JSONL lines (the at-rest sealer, when encryption is on)."""
         self.settings = settings
         self.pipeline = pipeline
         self.search = search
         self.caller = delegation.creator if delegation is not None else Caller.local()
         self.hub = hub or EventHub()
-        self.snapshot_dir = snapshot_dir
-        self.snapshot_root = snapshot_root
+        self.outputs = Outputs(name, settings, on_error=self.error, egress=egress, sealer=sealer,
+                               kinesis=kinesis, snapshot_dir=snapshot_dir,
+                               snapshot_root=snapshot_root, clock=clock)
+        """The webhook, Kinesis, JSONL and snapshot outputs (sealed with ``sealer`` when
+        encryption is on)."""
         self.on_status = on_status
         self.clock = clock
         self.status = ProcessorStatus.STOPPED
@@ -163,9 +149,6 @@ class StreamProcessor:
                                clock=clock, allow_devices=allow_devices)
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._webhook: WebhookSender | None = None
-        self._kinesis: KinesisWriter | None = None
-        self._jsonl: TextIO | None = None
         # metrics (the capture's: frames in, reconnections)
         self.frames_processed = 0
         self.events = 0
@@ -194,20 +177,7 @@ class StreamProcessor:
         with self._lock:
             if self._threads:
                 raise ConflictError(f"stream processor {self.name!r} is already running")
-            s = self.settings
-            if s.kinesis_data_stream_arn is not None and self.kinesis is None:
-                raise InvalidParameterError("this server has no Kinesis endpoint configured "
-                                            "(FACESEARCH_API_KINESIS_ENDPOINT_URL)")
-            if s.webhook_url is not None:
-                self._webhook = WebhookSender(s.webhook_url, name=f"stream-{self.name}-webhook",
-                                              egress=self.egress)
-            if s.kinesis_data_stream_arn is not None and self.kinesis is not None:
-                self._kinesis = self.kinesis.writer(s.kinesis_data_stream_arn,
-                                                    name=f"stream-{self.name}-kinesis")
-            if s.jsonl_path is not None:
-                s.jsonl_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                fd = os.open(s.jsonl_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-                self._jsonl = open(fd, "a", encoding="utf-8")  # noqa: SIM115
+            self.outputs.open()
             self._stop.clear()
             self.started_at = self.clock()
             self.search_id = str(uuid.uuid4())
@@ -235,21 +205,11 @@ class StreamProcessor:
         deadline = time.monotonic() + timeout_s
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
-        self._close_outputs()
+        self.outputs.close()
         if not failed:
             self._set_status(ProcessorStatus.STOPPED, None)
 
     stop = shutdown
-
-    def _close_outputs(self) -> None:
-        """Send what the webhook and Kinesis queues hold, and close the JSONL file."""
-        if self._webhook is not None:
-            self._webhook.shutdown()
-        if self._kinesis is not None:
-            self._kinesis.shutdown()
-        if self._jsonl is not None:
-            self._jsonl.close()
-            self._jsonl = None
 
     @property
     def running(self) -> bool:
@@ -282,7 +242,7 @@ class StreamProcessor:
         for t in threads:
             if t is not me:
                 t.join(self.settings.read_timeout_s + 5)
-        self._close_outputs()
+        self.outputs.close()
         self._set_status(ProcessorStatus.STOPPED, message)
 
     def _delegation_ended(self) -> bool:
@@ -336,7 +296,7 @@ class StreamProcessor:
         self._stop.set()
 
     def metrics(self) -> StreamMetrics:
-        w, k, c = self._webhook, self._kinesis, self.capture
+        w, k, c = self.outputs.webhook, self.outputs.kinesis_writer, self.capture
         return StreamMetrics(
             status=self.status, connected=c.connected, reconnects=c.reconnects,
             frames_in=c.frames_in, frames_processed=self.frames_processed,
@@ -489,19 +449,18 @@ class StreamProcessor:
                     continue
                 st.identities.add(identity)
                 self._emit(int(ids[k]), identity, m, matches, faces.boxes[k], pixels, item)
-        if self._kinesis is not None and self.kinesis is not None:
-            frame = SearchedFrame(
+        if self.outputs.wants_frames:
+            self.outputs.frame(SearchedFrame(
                 processor=self.name, input_arn=s.kinesis_video_stream_arn,
                 status=ProcessorStatus.RUNNING.value, session=item.session,
                 offset_s=item.timestamp_ms / 1000.0, captured_at=item.wall,
                 width=int(pixels.shape[1]), height=int(pixels.shape[0]),
-                faces=[faces.view(k) for k in want], matches=results)
-            self._kinesis.submit(self.kinesis.record(frame), partition_key=self.name)
+                faces=[faces.view(k) for k in want], matches=results))
 
     def _emit(self, track_id: int, identity: str, match: Match, matches: list[Match],
               box: np.ndarray, pixels: RGBImage, item: Captured) -> None:
         event_id = str(uuid.uuid4())
-        snapshot = (self._snapshot(event_id, match.face.face_id, pixels, box)
+        snapshot = (self.outputs.snapshot(event_id, match.face.face_id, pixels, box)
                     if self.settings.snapshots else None)
         emitted = time.monotonic()
         latency = (emitted - item.mono) * 1000.0
@@ -517,46 +476,4 @@ class StreamProcessor:
         self.events += 1
         self._latency.append(latency)
         self.hub.publish(event)
-        doc = event.to_json()
-        if self._jsonl is not None:
-            try:
-                self._jsonl.write(seal_line(json.dumps(doc, ensure_ascii=False), self.sealer)
-                                  + "\n")
-                self._jsonl.flush()
-            except OSError as exc:
-                self.error(f"cannot write {self.settings.jsonl_path}: {exc.strerror or exc}")
-        if self._webhook is not None:
-            self._webhook.submit(doc)
-
-    def _snapshot(self, event_id: str, face_id: str, pixels: RGBImage,
-                  box: np.ndarray) -> str | None:
-        """Save the crop as ``<day>/<event id>_<matched face id>.jpg`` (the face id lets an
-        erasure of that face find and delete it: :func:`purge_snapshots`)."""
-        if self.snapshot_dir is None:
-            return None
-        h, w = pixels.shape[:2]
-        x1, y1, x2, y2 = (float(v) for v in box)
-        mx, my = 0.3 * (x2 - x1), 0.3 * (y2 - y1)
-        l, t = max(0, int(x1 - mx)), max(0, int(y1 - my))
-        r, b = min(w, int(x2 + mx)), min(h, int(y2 + my))
-        if r <= l or b <= t:
-            return None
-        day = time.strftime("%Y%m%d", time.gmtime(self.clock()))
-        name = f"{event_id}_{face_id}.jpg" + (SEALED_SUFFIX if self.sealer else "")
-        path = self.snapshot_dir / day / name
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            buf = io.BytesIO()
-            PILImage.fromarray(np.ascontiguousarray(pixels[t:b, l:r])).save(buf, "JPEG",
-                                                                              quality=90)
-            data = buf.getvalue()
-            if self.sealer is not None:
-                data = self.sealer.seal(data, snapshot_aad(name))
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        except OSError as exc:
-            self.error(f"cannot write snapshot {path}: {exc.strerror or exc}")
-            return None
-        root = self.snapshot_root
-        return str(path.relative_to(root)) if root is not None else str(path)
+        self.outputs.event(event.to_json())
