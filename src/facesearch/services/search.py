@@ -27,6 +27,9 @@ Every result carries its ``search_id`` (the audit record's, for reviews), the th
 and what that threshold means for this collection (:class:`ThresholdRisk`: false-match rate,
 expected false-positive identification rate at the collection's size), computed once here.
 Candidates are leads for human review, never identifications.
+
+One module of ~570 lines on purpose: it is the one place every search is decided, read from
+top to bottom in the order above.
 """
 
 from __future__ import annotations
