@@ -278,7 +278,7 @@ class FaceSearch:
             self._streams = StreamProcessors(self.home, self.store, self.collections,
                                              self.search, clock=self._clock, keys=self.keys,
                                              egress=self._egress(), sealer=self.sealer,
-                                             cameras=self.cameras)
+                                             cameras=self.cameras, allow_devices=True)
         return self._streams
 
     def _egress(self) -> EgressPolicy:
