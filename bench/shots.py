@@ -2,7 +2,7 @@
 
 Decodes the test clip (and a 1920x1080 H.264 version of it made with ``bench/video.py``'s
 ``make_variant``) with PyAV and times, per frame, what decoding costs and what
-:meth:`facesearch.media.shots.ShotDetector.feed` adds (FFmpeg's scale to 256 px wide + BGR,
+:meth:`facesearch.video.shots.ShotDetector.feed` adds (FFmpeg's scale to 256 px wide + BGR,
 and PySceneDetect's ContentDetector), over ``--repeat`` passes; prints the median and p99 (ms)
 and the cuts found.
 
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from video import CLIP, make_variant  # noqa: E402
 
-from facesearch.media.shots import ShotDetector  # noqa: E402
+from facesearch.video.shots import ShotDetector  # noqa: E402
 
 
 def measure(path: Path, repeat: int) -> None:

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from video import FACES, make_variant  # noqa: E402
 
 from facesearch.config import Settings  # noqa: E402
-from facesearch.media.stream import StreamSettings  # noqa: E402
+from facesearch.media.stream.model import StreamSettings  # noqa: E402
 from facesearch.service import FaceSearch  # noqa: E402
 
 

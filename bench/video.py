@@ -38,7 +38,7 @@ def make_variant(dst: Path, width: int, height: int, fps: float | None) -> Path:
     import av
     import cv2
 
-    from facesearch.media.video import iter_frames, probe
+    from facesearch.video.frames import iter_frames, probe
 
     rate = Fraction(fps).limit_denominator(1001) if fps else Fraction(30000, 1001)
     with av.open(str(dst), "w") as out:
@@ -67,7 +67,7 @@ def load() -> str:
 def run_streams(fs, files: list[Path], seconds: float, warmup: float,
                 detect_max_side: int | None) -> list[dict[str, float]]:
     """Run one processor per file for warmup + seconds; per-stream measures over ``seconds``."""
-    from facesearch.media.stream import StreamSettings
+    from facesearch.media.stream.model import StreamSettings
 
     procs = [fs.streams.foreground(StreamSettings(
         input_url=str(f), collection="watch", detect_max_side=detect_max_side),
@@ -119,8 +119,8 @@ def main() -> None:
     targets = sorted((float(t) for t in args.targets.split(",")), reverse=True)
 
     from facesearch.config import Settings
-    from facesearch.media.video import VideoJobSettings
     from facesearch.service import FaceSearch
+    from facesearch.video.scan import VideoJobSettings
 
     print(f"cores available: {len(os.sched_getaffinity(0))}; load average: {load()}")
     with tempfile.TemporaryDirectory() as tmp:

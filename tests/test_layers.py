@@ -1,6 +1,7 @@
 """The package's layers (README, "Layout"): a module imports only its own layer or those below.
 
-0 the basics (types, errors, limits); 1 imaging and models (vision) and settings (config);
+0 the basics (types, errors, limits); 1 imaging and models (vision), video files (video:
+decoding, cuts, tracking, scanning) and settings (config);
 2 storage; 3 services, governance, media, evaluation; 4 the composition root (service.py) and
 the faces to the world (api, cli, web, the JSON shapes they share). Imports under
 ``TYPE_CHECKING`` are annotations only and may name any layer, but no import, those and the
@@ -18,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "facesearch"
 
 LAYERS = {
     "types": 0, "errors": 0, "limits": 0,
-    "vision": 1, "config": 1,
+    "vision": 1, "video": 1, "config": 1,
     "storage": 2,
     "services": 3, "governance": 3, "media": 3, "evaluation": 3,
     "service": 4, "responses": 4, "api": 4, "cli": 4, "web": 4, "__main__": 4, "__init__": 4,

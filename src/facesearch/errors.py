@@ -133,6 +133,11 @@ class AccessDeniedError(FaceSearchError):
     code = "access_denied"
 
 
+class DelegationEndedError(AccessDeniedError):
+    """A search on behalf of whoever created a video job or a stream processor, whose access
+    key may no longer act (revoked, expired, deleted); the message says which and why."""
+
+
 class EncryptionError(FaceSearchError):
     """Encrypted data cannot be read: the key is missing or wrong, or the data is corrupt."""
 

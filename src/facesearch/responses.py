@@ -25,7 +25,7 @@ from facesearch.types import LANDMARK_NAMES, Faces, FaceView
 
 if TYPE_CHECKING:
     from facesearch.media.kinesis import SearchedFrame
-    from facesearch.media.stream import ProcessorInfo
+    from facesearch.media.stream.model import ProcessorInfo
 
 Json = dict[str, Any]
 

@@ -35,8 +35,8 @@ from facesearch.types import Caller
 from facesearch.vision.pipeline import Pipeline, model_version_of, pipeline_from
 
 if TYPE_CHECKING:
-    from facesearch.media.stream import StreamProcessors
-    from facesearch.media.video import VideoJobs
+    from facesearch.media.jobs import VideoJobs
+    from facesearch.media.stream.registry import StreamProcessors
     from facesearch.media.webhook import EgressPolicy
     from facesearch.services.cluster import RayCluster
 
@@ -107,18 +107,6 @@ class FaceSearch:
             limits=settings.limits, calibration=self.calibration_for,
             law_enforcement_allowed=settings.audit_signing_key is not None,
             model_version=None if pipeline is not None else lambda: model_version_of(settings))
-        self.search = SearchGate(self.store, self.indexes, self.trail,
-                                 lambda: self.collections.pipeline,
-                                 calibration=self.calibration_for, limiter=limiter,
-                                 limits=settings.limits)
-        self.users = UserDirectory(self.collections, self.search)
-        self.erasure = Erasure(self.store, self.indexes, self.trail, clock=clock)
-        self.erasure.hooks += [self._purge_snapshots, self._purge_video_matches]
-        self.reviews = Reviews(self.audit, self.trail)
-        self.cameras = Cameras(self.store, self.trail, clock=clock, sealer=sealer)
-        """The camera inputs the operator names (``facesearch cameras add``)."""
-        self.tags = Tags(self.store, self.trail, self._tag_visible)
-        """Tags of collections and stream processors."""
         master = settings.keys_master_key
         master_file = settings.keys_master_key_file
         if master is None and (master_file is None or _inside(master_file, self.home)):
@@ -128,6 +116,18 @@ class FaceSearch:
         self.keys = AccessKeys(self.store, lambda: load_master_key(
             self.home, master.get_secret_value() if master else None, master_file),
             clock=clock, audit=self.audit)
+        self.search = SearchGate(self.store, self.indexes, self.trail,
+                                 lambda: self.collections.pipeline,
+                                 calibration=self.calibration_for, limiter=limiter,
+                                 limits=settings.limits, keys=self.keys)
+        self.users = UserDirectory(self.collections, self.search)
+        self.erasure = Erasure(self.store, self.indexes, self.trail, clock=clock)
+        self.erasure.hooks += [self._purge_snapshots, self._purge_video_matches]
+        self.reviews = Reviews(self.audit, self.trail)
+        self.cameras = Cameras(self.store, self.trail, clock=clock, sealer=sealer)
+        """The camera inputs the operator names (``facesearch cameras add``)."""
+        self.tags = Tags(self.store, self.trail, self._tag_visible)
+        """Tags of collections and stream processors."""
         self.trail.drain()  # audit events a crash left in the outbox
 
     def _law_enforcement(self) -> bool:
@@ -204,7 +204,7 @@ class FaceSearch:
         return purge_snapshots(self.home, face_ids)
 
     def _purge_video_matches(self, collection: str, face_ids: list[str]) -> int:
-        from facesearch.media.video import purge_face_matches
+        from facesearch.media.job_results import purge_face_matches
 
         return purge_face_matches(self.store, face_ids)
 
@@ -245,7 +245,7 @@ class FaceSearch:
         """Stored-video face search and detection jobs (made on first use; call
         ``video.start()`` in a long-running server to run jobs a restart interrupted)."""
         if self._video is None:
-            from facesearch.media.video import VideoJobs
+            from facesearch.media.jobs import VideoJobs
 
             cluster = self.cluster
             self._video = VideoJobs(self.home, self.store, self.collections, self.search,
@@ -273,12 +273,12 @@ class FaceSearch:
         """Live stream processors (made on first use; call ``streams.resume()`` in a
         long-running server to restart the processors that were running)."""
         if self._streams is None:
-            from facesearch.media.stream import StreamProcessors
+            from facesearch.media.stream.registry import StreamProcessors
 
             self._streams = StreamProcessors(self.home, self.store, self.collections,
                                              self.search, clock=self._clock, keys=self.keys,
                                              egress=self._egress(), sealer=self.sealer,
-                                             cameras=self.cameras)
+                                             cameras=self.cameras, allow_devices=True)
         return self._streams
 
     def _egress(self) -> EgressPolicy:

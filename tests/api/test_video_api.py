@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from facesearch.media.inputs import FILE_REFUSED
+from facesearch.video.containers import FILE_REFUSED
 
 from ..conftest import FACES
 from ..media.video_helpers import (
@@ -404,8 +404,14 @@ def test_rekognition_stream_processor_watches_a_camera(vserver: Server, s3_url: 
             if kind == "face_match" and data["identity"] == LIN:
                 break
             assert time.monotonic() < deadline, "no native event for Lin in time"
-        metrics = c.get("/v1/streams/stage/metrics").json()["metrics"]
-        assert metrics["kinesis_delivered"] >= 1 and metrics["kinesis_failed"] == 0
+        # The writer counts a record once Kinesis acknowledged it, which may be after the
+        # reader above saw it.
+        def delivered() -> dict[str, Any] | None:
+            m: dict[str, Any] = c.get("/v1/streams/stage/metrics").json()["metrics"]
+            return m if m["kinesis_delivered"] >= 1 else None
+
+        metrics = wait_for(delivered, 30, "the Kinesis delivery counted")
+        assert metrics["kinesis_failed"] == 0
         rek.stop_stream_processor(Name="stage")
     assert rek.describe_stream_processor(Name="stage")["Status"] == "STOPPED"
     rek.delete_stream_processor(Name="stage")

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from facesearch.media.frames import iter_frames
+from facesearch.video.frames import iter_frames
 
 from ..conftest import FACES, LFW, face
 from ..media.video_helpers import ALEX_PHOTO, LIN, LIN_PHOTO, clip

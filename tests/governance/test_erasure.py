@@ -133,8 +133,8 @@ def test_encryption_at_rest(home: Path, pipeline, settings: Make) -> None:  # no
 def test_erasure_takes_derived_records_with_it(fs: FaceSearch, home: Path) -> None:
     """Erasing a watchlist face also deletes stream snapshots of its matches and video job
     results that name it."""
-    from facesearch.media.stream import StreamSettings
-    from facesearch.media.video import VideoJobSettings
+    from facesearch.media.stream.model import StreamSettings
+    from facesearch.video.scan import VideoJobSettings
 
     from ..media.video_helpers import LIN, LIN_PHOTO, clip, wait_for, watchlist
 
@@ -154,7 +154,7 @@ def test_erasure_takes_derived_records_with_it(fs: FaceSearch, home: Path) -> No
     receipt = fs.erasure.erase("watch", face_ids=[lin_face])
     assert receipt.face_ids == [lin_face] and receipt.derived_erased >= 2
     assert not (home / event.snapshot).exists()
-    assert not any(m.face_id == lin_face for p in fs.video.persons(job) for m in p.matches)
+    assert not any(m.face_id == lin_face for p in fs.video.results.persons(job) for m in p.matches)
 
 
 def test_on_postgresql_erasure_leaves_no_row_version_and_a_full_vacuum_no_bytes(

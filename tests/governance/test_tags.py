@@ -13,7 +13,7 @@ from facesearch.errors import (
     StreamProcessorNotFoundError,
 )
 from facesearch.governance.tags import ResourceKind, validate_tags
-from facesearch.media.stream import StreamSettings
+from facesearch.media.stream.model import StreamSettings
 from facesearch.service import FaceSearch
 
 from ..conftest import face

@@ -23,7 +23,7 @@ from facesearch.errors import (
     InvalidParameterError,
 )
 from facesearch.media.cameras import camera_of_arn
-from facesearch.media.stream import ProcessorStatus, StreamSettings
+from facesearch.media.stream.model import ProcessorStatus, StreamSettings
 from facesearch.media.webhook import EgressRefusedError
 from facesearch.service import FaceSearch
 from facesearch.storage.schema import cameras_t

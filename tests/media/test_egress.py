@@ -22,9 +22,8 @@ import pytest
 from facesearch.config import Settings
 from facesearch.errors import InvalidParameterError
 from facesearch.media.inputs import open_input
-from facesearch.media.stream import StreamSettings
+from facesearch.media.stream.model import StreamSettings
 from facesearch.media.webhook import EgressPolicy, EgressRefusedError, embedded_ipv4
-
 from facesearch.service import FaceSearch
 from facesearch.vision.pipeline import Pipeline
 

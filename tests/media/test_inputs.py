@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import pytest
 
 from facesearch.errors import InvalidParameterError, InvalidVideoError
-from facesearch.media.frames import frame_at, iter_frames, probe
-from facesearch.media.inputs import FILE_REFUSED, allowed_formats, input_kind, open_input
+from facesearch.media.inputs import open_input
+from facesearch.video.containers import FILE_REFUSED, allowed_formats, input_kind
+from facesearch.video.frames import frame_at, iter_frames, probe
 
 from .video_helpers import clip, hls, remux_segment
 

@@ -29,10 +29,10 @@ from facesearch.errors import (
     StreamProcessorNotFoundError,
 )
 from facesearch.governance.policy import CollectionPolicy
+from facesearch.media.candidates import VideoMatch
 from facesearch.media.events import EventHub, StreamEvent, Subscription, read_jsonl, read_snapshot
-from facesearch.media.frames import VideoMatch
 from facesearch.media.inputs import classify_input
-from facesearch.media.stream import ProcessorStatus, StreamSettings
+from facesearch.media.stream.model import ProcessorStatus, StreamSettings
 from facesearch.media.webhook import DELIVERY_FAILED, EgressPolicy, post_json
 from facesearch.service import FaceSearch
 from facesearch.storage.crypto import is_sealed
@@ -428,7 +428,7 @@ def test_an_expired_key_stops_its_processor(home: Path, pipeline: Pipeline) -> N
         assert fs.streams.describe("cam").metrics is None
         with pytest.raises(AccessDeniedError, match="expired"):
             fs.streams.start("cam")
-        assert fs.streams.key_problem(owner.actor)
+        assert fs.keys.problem(owner.actor)
         # Nothing seen after the expiry reached the key's feed.
         assert all(e.captured_at < expired_at for e in _drain(feed, []))
     finally:

@@ -22,12 +22,13 @@ import scenedetect
 from scenedetect.detectors import ContentDetector
 
 from facesearch.config import Settings
-from facesearch.media.frames import detect_frame, frame_at, iter_frames
-from facesearch.media.shots import ShotDetector
-from facesearch.media.stream import ProcessorStatus, StreamSettings
-from facesearch.media.tracking import IouTracker, TrackTemplate, iou_matrix
-from facesearch.media.video import JobStatus, VideoJobSettings, scan_video
+from facesearch.media.stream.model import ProcessorStatus, StreamSettings
+from facesearch.media.video_job import JobStatus
 from facesearch.service import FaceSearch
+from facesearch.video.frames import detect_frame, frame_at, iter_frames
+from facesearch.video.scan import VideoJobSettings, scan_video
+from facesearch.video.shots import ShotDetector
+from facesearch.video.tracking import IouTracker, TrackTemplate, iou_matrix
 from facesearch.vision import similarity as sim
 from facesearch.vision.decode import load_image
 from facesearch.vision.pipeline import Pipeline
@@ -121,7 +122,7 @@ def test_lin_is_never_named_in_the_audience_and_obama_is_found(fs: FaceSearch,
     job = fs.video.wait(job_id, timeout_s=300)
     assert job.status is JobStatus.SUCCEEDED, job.status_message
     audience = _cut_ms()[2]
-    entries = fs.video.face_search_results(job_id).persons
+    entries = fs.video.results.face_search_results(job_id).persons
     named = [(e.timestamp_ms, e.matches[0].external_id) for e in entries if e.matches]
     assert any(who == LIN for _, who in named)
     # The web app draws a person's best candidate on each of its detections: Lin's name is
@@ -129,7 +130,7 @@ def test_lin_is_never_named_in_the_audience_and_obama_is_found(fs: FaceSearch,
     assert all(ts < audience for ts, who in named if who == LIN), named
     assert any(who == OBAMA for _, who in named)
     assert all(ts >= audience for ts, who in named if who == OBAMA), named
-    persons = {p.person_index: p for p in fs.video.persons(job_id)}
+    persons = {p.person_index: p for p in fs.video.results.persons(job_id)}
     obama = [p for p in persons.values() if p.matches and p.matches[0].external_id == OBAMA]
     assert obama and max(p.matches[0].similarity for p in obama) >= 85
     cuts = _cut_ms()
@@ -140,7 +141,7 @@ def test_lin_is_never_named_in_the_audience_and_obama_is_found(fs: FaceSearch,
         assert _shot_of(p.first_ms, cuts) == _shot_of(p.last_ms, cuts)
     # Every thumbnail (the web app's "jump to") is at one of its person's own detections, in
     # its shot, and the frame served there shows a face where the person's box is.
-    thumbs = fs.video.thumbnails(job_id)
+    thumbs = fs.video.results.thumbnails(job_id)
     assert {t.person_index for t in thumbs} == set(persons)
     for t in thumbs:
         assert t.timestamp_ms in stamps[t.person_index]

@@ -31,12 +31,14 @@ from facesearch.errors import (
     NotFoundError,
 )
 from facesearch.governance.policy import CollectionPolicy
-from facesearch.media.frames import frame_at, iter_frames, probe
-from facesearch.media.tracking import IouTracker, iou_matrix
-from facesearch.media.video import JobKind, JobStatus, VideoJobSettings, released_token
+from facesearch.media.job_table import released_token
+from facesearch.media.video_job import JobKind, JobStatus
 from facesearch.service import FaceSearch
 from facesearch.storage.schema import jobs_t, thumbnails_t
 from facesearch.types import Caller
+from facesearch.video.frames import frame_at, iter_frames, probe
+from facesearch.video.scan import VideoJobSettings
+from facesearch.video.tracking import IouTracker, iou_matrix
 from facesearch.vision.pipeline import Pipeline
 
 from ..conftest import face
@@ -164,7 +166,7 @@ def test_face_search_job_reports_lin_with_timestamps_in_the_clip(fs: FaceSearch)
     assert job.frames_analysed == 28 and job.video is not None and job.video.width == 640
     assert job.persons and job.matched_persons
 
-    persons = fs.video.persons(job_id)
+    persons = fs.video.results.persons(job_id)
     lin = [p for p in persons if p.matches and p.matches[0].external_id == LIN]
     assert lin, f"Lin-Manuel Miranda not reported: {persons}"
     for p in lin:
@@ -181,7 +183,7 @@ def test_face_search_job_reports_lin_with_timestamps_in_the_clip(fs: FaceSearch)
     # GetFaceSearch: pages by timestamp, each entry a person at a time with its candidates.
     entries, token, pages = [], None, 0
     while True:
-        page = fs.video.face_search_results(job_id, max_results=7, next_token=token)
+        page = fs.video.results.face_search_results(job_id, max_results=7, next_token=token)
         entries += page.persons
         pages += 1
         token = page.next_token
@@ -198,20 +200,20 @@ def test_face_search_job_reports_lin_with_timestamps_in_the_clip(fs: FaceSearch)
     assert 0 <= x1 < x2 <= 640 and 0 <= y1 < y2 <= 360 and 0 < e.face.confidence <= 1
     # A thumbnail of each person (its best view's face) and the frame at any time, while
     # the video (a server path here) is kept.
-    thumbs = fs.video.thumbnails(job_id)
+    thumbs = fs.video.results.thumbnails(job_id)
     spans = {p.person_index: p for p in persons}
     assert {t.person_index for t in thumbs} == set(spans)
     for t in thumbs:
         img = PILImage.open(io.BytesIO(t.jpeg))
         assert img.format == "JPEG" and img.width == img.height <= 160
         assert spans[t.person_index].first_ms <= t.timestamp_ms <= spans[t.person_index].last_ms
-    jpeg, w, h = fs.video.frame(job_id, lin[0].first_ms)
+    jpeg, w, h = fs.video.results.frame(job_id, lin[0].first_ms)
     assert (w, h) == (640, 360) and PILImage.open(io.BytesIO(jpeg)).size == (640, 360)
-    by_index = fs.video.face_search_results(job_id, sort_by="INDEX", matched_only=True)
+    by_index = fs.video.results.face_search_results(job_id, sort_by="INDEX", matched_only=True)
     assert {p.person_index for p in by_index.persons} == {p.person_index for p in persons
                                                           if p.matches}
     with pytest.raises(InvalidParameterError):
-        fs.video.face_search_results(job_id, next_token="bogus")
+        fs.video.results.face_search_results(job_id, next_token="bogus")
     listed, _ = fs.video.list()
     assert [j.job_id for j in listed] == [job_id]
 
@@ -222,7 +224,7 @@ def test_face_search_without_him_reports_no_match(fs: FaceSearch) -> None:
     job = fs.video.wait(job_id, timeout_s=300)
     assert job.status is JobStatus.SUCCEEDED, job.status_message
     assert job.persons
-    persons = fs.video.persons(job_id)
+    persons = fs.video.results.persons(job_id)
     # Nobody is reported as Lin's look-alike: the people seen during his close-ups (3-7 s)
     # match nobody, and Biden (not in the clip) is never a candidate. Alex Lacamoire, who is in
     # the clip (profile close-ups before 3 s), may be reported there.
@@ -230,7 +232,7 @@ def test_face_search_without_him_reports_no_match(fs: FaceSearch) -> None:
     assert during_lin and all(not p.matches for p in during_lin)
     assert not any(m.external_id == "biden" for p in persons for m in p.matches)
     assert all(p.last_ms < 3000 for p in persons if p.matches)
-    page = fs.video.face_search_results(job_id)
+    page = fs.video.results.face_search_results(job_id)
     assert page.persons
 
 
@@ -249,14 +251,14 @@ def test_face_detection_job_from_an_upload_with_webhook(fs: FaceSearch) -> None:
     assert hook.bodies == [{"JobId": job_id, "Status": "SUCCEEDED", "API": "StartFaceDetection",
                             "JobTag": "upload", "Timestamp": hook.bodies[0]["Timestamp"],
                             "StatusMessage": None, "Video": {"Source": "clip.mp4"}}]
-    page = fs.video.face_detection_results(job_id)
+    page = fs.video.results.face_detection_results(job_id)
     assert page.faces and page.next_token is None
     assert all(0 <= f.timestamp_ms <= CLIP_MS and f.timestamp_ms % 1000 < 40 for f in page.faces)
     assert not list((fs.home / "video" / "uploads").glob("*"))  # the upload is gone
     # Thumbnails stay with the job; the frames went with the upload.
-    assert len(fs.video.thumbnails(job_id)) == job.persons
+    assert len(fs.video.results.thumbnails(job_id)) == job.persons
     with pytest.raises(NotFoundError, match="no longer kept"):
-        fs.video.frame(job_id, 1000)
+        fs.video.results.frame(job_id, 1000)
 
 
 def test_cancel_and_restart_recovery(pipeline: Pipeline,
@@ -302,8 +304,8 @@ def test_cancel_and_restart_recovery(pipeline: Pipeline,
         job = b.video.wait(interrupted, 300)
         assert job.status is JobStatus.SUCCEEDED and job.attempts == 2
         assert any(p.matches and p.matches[0].external_id == LIN
-                   for p in b.video.persons(interrupted))
-        assert b.video.thumbnails(interrupted)
+                   for p in b.video.results.persons(interrupted))
+        assert b.video.results.thumbnails(interrupted)
         b.video.delete(interrupted)
         with pytest.raises(JobNotFoundError):
             b.video.describe(interrupted)
@@ -359,9 +361,9 @@ def test_case_bound_keys_see_only_their_case_jobs(fs: FaceSearch) -> None:
                                         caller=a_key)
     assert fs.video.wait(job_id, timeout_s=300).status is JobStatus.SUCCEEDED
     for call in (lambda: fs.video.describe(job_id, caller=b_key),
-                 lambda: fs.video.face_search_results(job_id, caller=b_key),
-                 lambda: fs.video.face_detection_results(job_id, caller=b_key),
-                 lambda: fs.video.persons(job_id, caller=b_key),
+                 lambda: fs.video.results.face_search_results(job_id, caller=b_key),
+                 lambda: fs.video.results.face_detection_results(job_id, caller=b_key),
+                 lambda: fs.video.results.persons(job_id, caller=b_key),
                  lambda: fs.video.cancel(job_id, caller=b_key),
                  lambda: fs.video.delete(job_id, caller=b_key)):
         with pytest.raises(JobNotFoundError):
@@ -369,8 +371,8 @@ def test_case_bound_keys_see_only_their_case_jobs(fs: FaceSearch) -> None:
     assert fs.video.list(caller=b_key) == ([], None)
     assert [j.job_id for j in fs.video.list(caller=a_key)[0]] == [job_id]
     assert [j.job_id for j in fs.video.list(caller=auditor)[0]] == [job_id]
-    page = fs.video.face_search_results(job_id, caller=a_key)
-    persons = fs.video.persons(job_id, caller=auditor)
+    page = fs.video.results.face_search_results(job_id, caller=a_key)
+    persons = fs.video.results.persons(job_id, caller=auditor)
     assert page.persons and persons
     reads = fs.audit.query(operation="video.results.read")[0]
     assert [(r.event.actor, r.event.case_ref) for r in reads] == [(a_key.actor, "A"),

@@ -15,9 +15,10 @@ import numpy as np
 import pytest
 
 from facesearch.config import Settings
-from facesearch.media.video import JobStatus, VideoJobSettings
+from facesearch.media.video_job import JobStatus
 from facesearch.service import FaceSearch
 from facesearch.services.indexing import BulkIndexer, IdFrom, Outcome, Summary
+from facesearch.video.scan import VideoJobSettings
 from facesearch.vision.pipeline import Pipeline
 
 from ..media.video_helpers import ALEX_PHOTO, LIN_PHOTO, clip, watchlist
@@ -164,7 +165,7 @@ def test_a_video_job_scanned_on_ray_equals_a_local_one(home: Path, pipeline: Pip
             job_id = fs.video.start_face_search("hamilton", clip(), settings=settings)
             job = fs.video.wait(job_id, timeout_s=600)
             assert job.status is JobStatus.SUCCEEDED, job.status_message
-            persons = fs.video.persons(job_id)
+            persons = fs.video.results.persons(job_id)
             outcomes.append((job.frames_analysed, job.persons,
                              [(p.first_ms, p.last_ms, p.matches) for p in persons]))
             if address is not None:

@@ -13,11 +13,13 @@ import cv2
 import numpy as np
 import pytest
 
-from facesearch.errors import InvalidParameterError, ProbeQualityError
+from facesearch.errors import DelegationEndedError, InvalidParameterError, ProbeQualityError
 from facesearch.governance.calibration import find_band_calibrations
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
+from facesearch.services.search import DEFAULT_USER_MATCH_THRESHOLD, Delegation
 from facesearch.types import Caller, QualityFilter
+from facesearch.vision import similarity as sim
 
 from ..conftest import face
 
@@ -249,3 +251,49 @@ def test_candidates_from_poor_enrolled_faces_say_so(fs: FaceSearch, people: dict
     by_id = fs.search.by_face_id("c", smudge.face_id, threshold=50, caller=ANALYST)
     assert by_id.risk is not None and by_id.risk.quality_band == "unrecognisable"
     assert by_id.warnings
+
+
+def test_the_gate_gives_every_threshold(fs: FaceSearch) -> None:
+    """The threshold a search uses when the caller gives none is the gate's: the model's
+    default, or the collection's policy floor when that is higher; a face joins a user at
+    the gate's user match threshold (Rekognition's 75) unless the caller gives one."""
+    fs.collections.create("plain")
+    fs.collections.create("strict", policy=CollectionPolicy(threshold_floor=92.5))
+    assert fs.search.threshold("plain") == sim.DEFAULT_THRESHOLD
+    assert fs.search.threshold("strict") == 92.5
+    assert fs.search.threshold("plain", 61.0) == 61.0
+    with pytest.raises(InvalidParameterError, match="between 0 and 100"):
+        fs.search.threshold("plain", 101.0)
+    # What admission uses for a search without a threshold is the same number.
+    vec = np.zeros((1, 128), np.float32)
+    vec[0, 0] = 1.0
+    for name in ("plain", "strict"):
+        used = fs.search.by_vectors(name, vec, operation="search.stream").threshold
+        assert used == fs.search.threshold(name)
+    assert fs.search.user_match_threshold() == DEFAULT_USER_MATCH_THRESHOLD == 75.0
+    assert fs.search.user_match_threshold(60.0) == 60.0
+
+
+def test_a_delegated_search_is_refused_once_its_creator_s_key_is_revoked(
+        fs: FaceSearch, people: dict[str, str]) -> None:
+    """A video job's or a stream processor's search is made on behalf of its creator: the
+    gate lets it through while the creator's key may act, and refuses it (typed, before the
+    collection is read, nothing searched nor recorded as a search) once the key is revoked."""
+    key = fs.keys.create("searcher").info
+    creator = Caller(actor=key.key_id, role="searcher")
+    vec = fs.search.face_vector("c", people["obama"])
+    before = len(searches(fs))
+    found = fs.search.by_vectors("c", vec, operation="search.video",
+                                 delegation=Delegation(creator))
+    assert found.matches and found.matches[0].face.face_id == people["obama"]
+    recorded = searches(fs)
+    assert len(recorded) == before + 1 and recorded[-1].event.actor == key.key_id
+    fs.keys.revoke(key.key_id)
+    with pytest.raises(DelegationEndedError, match=f"access key {key.key_id} was revoked"):
+        fs.search.by_vectors("c", vec, operation="search.video", delegation=Delegation(creator))
+    with pytest.raises(DelegationEndedError, match="was revoked"):
+        fs.search.admit("no such collection", operation="search.stream",
+                        delegation=Delegation(creator))
+    assert len(searches(fs)) == before + 1
+    # The local user's own work is never refused this way.
+    fs.search.check_delegation(Delegation(Caller.local()))

@@ -41,8 +41,8 @@ from facesearch.responses import (
     RiskOut,
     UserOut,
 )
+from facesearch.services.search import DEFAULT_USER_MATCH_THRESHOLD
 from facesearch.services.users import (
-    DEFAULT_USER_MATCH_THRESHOLD,
     Association,
     UserSearchResult,
 )

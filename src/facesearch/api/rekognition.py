@@ -20,7 +20,7 @@ the CLI, and answers Rekognition's response shape:
   ``S3Object`` of the configured store (at most the image byte limit, 15 MB);
 - stored-video jobs (StartFaceSearch, GetFaceSearch, StartFaceDetection, GetFaceDetection)
   read ``Video.S3Object`` (streamed by :mod:`facesearch.api.video`) and run on
-  :class:`facesearch.media.video.VideoJobs`; a CANCELLED job is reported as FAILED;
+  :class:`facesearch.media.jobs.VideoJobs`; a CANCELLED job is reported as FAILED;
   ``NotificationChannel`` gets Rekognition's completion message through the configured SNS
   endpoint, and is refused without one;
 - stream processors and tags are :mod:`facesearch.api.rekognition_streams`'.
@@ -53,8 +53,8 @@ from facesearch.api.errors import (
 )
 from facesearch.api.native import parse_json
 from facesearch.api.paging import decode_row, encode_token, page_by_name
-from facesearch.api.replay import Claim, Repeat, repeat_rule, signature_claim, token_claim
 from facesearch.api.rekognition_streams import STREAM_HANDLERS, In, Json, TagMap, arn
+from facesearch.api.replay import Claim, Repeat, repeat_rule, signature_claim, token_claim
 from facesearch.api.video import (
     Submit,
     offset_token,
@@ -73,17 +73,13 @@ from facesearch.errors import (
 )
 from facesearch.governance.tags import ResourceKind, validate_tags
 from facesearch.limits import MAX_INLINE_IMAGE_BYTES, MAX_RESULTS, megabytes
+from facesearch.media.candidates import VideoMatch
+from facesearch.media.job_notify import parse_s3_label
 from facesearch.media.sns import ROLE_ARN
-from facesearch.media.video import (
-    JobKind,
-    JobStatus,
-    VideoJob,
-    VideoJobSettings,
-    VideoMatch,
-    parse_s3_label,
-)
-from facesearch.services.users import DEFAULT_USER_MATCH_THRESHOLD, UserMatch, UserSearchResult
+from facesearch.media.video_job import JobKind, JobStatus, VideoJob
+from facesearch.services.users import UserMatch, UserSearchResult
 from facesearch.types import Caller, Image, QualityFilter
+from facesearch.video.scan import VideoJobSettings
 from facesearch.vision.decode import load_image
 from facesearch.vision.quality import reasons as quality_reasons
 
@@ -443,10 +439,9 @@ async def list_users(ctx: ApiContext, caller: Caller, p: ListUsersIn) -> Json:
 
 
 async def associate_faces(ctx: ApiContext, caller: Caller, p: UserFacesIn) -> Json:
-    threshold = (DEFAULT_USER_MATCH_THRESHOLD if p.UserMatchThreshold is None
-                 else p.UserMatchThreshold)
     a = await ctx.infer(lambda: ctx.fs.users.associate(
-        p.CollectionId, p.UserId, p.FaceIds, user_match_threshold=threshold, caller=caller))
+        p.CollectionId, p.UserId, p.FaceIds, user_match_threshold=p.UserMatchThreshold,
+        caller=caller))
     return {"AssociatedFaces": [{"FaceId": f} for f in a.done],
             "UnsuccessfulFaceAssociations": [{"FaceId": f, "Reasons": r} for f, r in a.failed],
             "UserStatus": a.user.status}
@@ -566,7 +561,7 @@ async def _start_video(ctx: ApiContext, p: _StartVideoIn, submit: Submit) -> Jso
     s3 = p.Video.S3Object
     if s3 is None:
         raise InvalidParameterError("Video needs an S3Object")
-    ctx.fs.video.check_sns(_topic(p))  # refused before the video is copied
+    ctx.fs.video.notifier.check_sns(_topic(p))  # refused before the video is copied
     job_id = await ctx.io(lambda: submit_s3(ctx, s3.Bucket, s3.Name, s3.Version, submit))
     return {"JobId": job_id}
 
@@ -637,7 +632,7 @@ async def start_face_detection(ctx: ApiContext, caller: Caller, p: StartFaceDete
 
 async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -> Json:
     kind = results_kind(p.JobId, f"persons-{p.SortBy}-0")
-    page = await ctx.io(lambda: ctx.fs.video.face_search_results(
+    page = await ctx.io(lambda: ctx.fs.video.results.face_search_results(
         p.JobId, max_results=page_size(p.MaxResults), next_token=offset_token(kind, p.NextToken),
         sort_by=p.SortBy, caller=caller))
     out, w, h = _video_job(page.job)
@@ -654,7 +649,7 @@ async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -
 
 async def get_face_detection(ctx: ApiContext, caller: Caller, p: GetFaceDetectionIn) -> Json:
     kind = results_kind(p.JobId, "faces")
-    page = await ctx.io(lambda: ctx.fs.video.face_detection_results(
+    page = await ctx.io(lambda: ctx.fs.video.results.face_detection_results(
         p.JobId, max_results=page_size(p.MaxResults), next_token=offset_token(kind, p.NextToken),
         caller=caller))
     if page.job.kind is not JobKind.FACE_DETECTION:

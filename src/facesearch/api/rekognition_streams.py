@@ -2,7 +2,7 @@
 
 Stream processors (CreateStreamProcessor, StartStreamProcessor, StopStreamProcessor,
 DescribeStreamProcessor, ListStreamProcessors, DeleteStreamProcessor, UpdateStreamProcessor)
-are facesearch's :class:`~facesearch.media.stream.StreamProcessors`, with Rekognition's shapes:
+are facesearch's :class:`~facesearch.media.stream.registry.StreamProcessors`, with Rekognition's shapes:
 
 - ``Input.KinesisVideoStream.Arn`` names a camera the operator configured (``facesearch cameras
   add NAME URL``) by its stream name (``arn:aws:kinesisvideo:REGION:ACCOUNT:stream/NAME/N``):
@@ -42,7 +42,7 @@ from facesearch.governance.tags import ResourceKind, validate_tags
 from facesearch.media.cameras import camera_of_arn
 from facesearch.media.kinesis import stream_name
 from facesearch.media.sns import ROLE_ARN
-from facesearch.media.stream import StreamSettings
+from facesearch.media.stream.model import StreamSettings
 from facesearch.types import Caller
 
 Json = dict[str, Any]

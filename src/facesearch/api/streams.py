@@ -42,16 +42,9 @@ from facesearch.api.native import (
 from facesearch.api.paging import page_by_name
 from facesearch.api.video import allowed_path
 from facesearch.errors import FaceSearchError, InvalidParameterError
-from facesearch.media.inputs import redact_url
-from facesearch.media.stream import (
-    LiveView,
-    ProcessorInfo,
-    StreamEvent,
-    StreamMetrics,
-    StreamSettings,
-    Subscription,
-    classify_input,
-)
+from facesearch.media.events import StreamEvent, Subscription
+from facesearch.media.inputs import classify_input, redact_url
+from facesearch.media.stream.model import LiveView, ProcessorInfo, StreamMetrics, StreamSettings
 from facesearch.responses import Out
 from facesearch.types import Caller
 
@@ -219,7 +212,7 @@ async def _next_event(ctx: ApiContext, sub: Subscription, actor: str) -> StreamE
     ev = await sub.aget(wait)
     if ev is None and sub.closed:
         return sub.end_reason or "the processor was deleted or the server stops"
-    problem = await ctx.io(lambda: ctx.fs.streams.key_problem(actor))
+    problem = await ctx.io(lambda: ctx.fs.keys.problem(actor))
     if problem is not None:
         sub.close(problem, discard=True)
         return problem
@@ -297,7 +290,7 @@ async def stream_live(request: Request, name: str, caller: CallerDep) -> Streami
         while True:
             if ctx.fs.streams.closed or await request.is_disconnected():
                 return
-            problem = await ctx.io(lambda: ctx.fs.streams.key_problem(caller.actor))
+            problem = await ctx.io(lambda: ctx.fs.keys.problem(caller.actor))
             if problem is not None:
                 yield _sse("end", {"processor": name, "reason": problem})
                 return

@@ -46,20 +46,15 @@ from facesearch.api.s3 import S3Images
 from facesearch.api.settings import ApiSettings
 from facesearch.errors import InvalidParameterError, VideoTooLargeError
 from facesearch.limits import MAX_RESULTS
+from facesearch.media.candidates import VideoMatch
 from facesearch.media.inputs import redact_url
-from facesearch.media.video import (
-    MAX_PAGE,
-    JobKind,
-    JobStatus,
-    PersonSummary,
-    VideoInfo,
-    VideoJob,
-    VideoJobSettings,
-    VideoMatch,
-    s3_label,
-)
+from facesearch.media.job_notify import s3_label
+from facesearch.media.job_results import PersonSummary
+from facesearch.media.video_job import MAX_PAGE, JobKind, JobStatus, VideoJob
 from facesearch.responses import DetectedFaceOut, Out
 from facesearch.types import Caller
+from facesearch.video.frames import VideoInfo
+from facesearch.video.scan import VideoJobSettings
 
 UPLOAD_PATHS = frozenset({"/v1/video/search", "/v1/video/detect"})
 """Routes whose request bodies may be as large as ``max_upload_bytes`` (video uploads)."""
@@ -436,7 +431,7 @@ async def get_video_job_results(
     job = await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller))
     if job.kind is JobKind.FACE_DETECTION:
         kind = results_kind(job_id, "faces")
-        dpage = await ctx.io(lambda: ctx.fs.video.face_detection_results(
+        dpage = await ctx.io(lambda: ctx.fs.video.results.face_detection_results(
             job_id, max_results=max_results, next_token=offset_token(kind, next_token),
             caller=caller))
         return VideoResultsOut(
@@ -444,7 +439,7 @@ async def get_video_job_results(
             faces=[FaceEntryOut(timestamp_ms=f.timestamp_ms, face=responses.detail(f.face.view()))
                    for f in dpage.faces])
     kind = results_kind(job_id, f"persons-{sort_by}-{int(matched_only)}")
-    spage = await ctx.io(lambda: ctx.fs.video.face_search_results(
+    spage = await ctx.io(lambda: ctx.fs.video.results.face_search_results(
         job_id, max_results=max_results, next_token=offset_token(kind, next_token),
         sort_by=sort_by, matched_only=matched_only, caller=caller))
     return VideoResultsOut(
@@ -460,7 +455,7 @@ async def get_video_job_persons(request: Request, job_id: str, caller: CallerDep
     and candidates (face search jobs)."""
     ctx = context(request)
     job = await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller))
-    persons = await ctx.io(lambda: ctx.fs.video.persons(job_id, caller=caller))
+    persons = await ctx.io(lambda: ctx.fs.video.results.persons(job_id, caller=caller))
     return PersonsOut(job=job_out(job), persons=persons)
 
 
@@ -481,7 +476,7 @@ async def get_video_job_thumbnails(request: Request, job_id: str,
                                    caller: CallerDep) -> ThumbnailsOut:
     """A small face image of each person of a finished job (its best view)."""
     ctx = context(request)
-    thumbs = await ctx.io(lambda: ctx.fs.video.thumbnails(job_id, caller=caller))
+    thumbs = await ctx.io(lambda: ctx.fs.video.results.thumbnails(job_id, caller=caller))
     return ThumbnailsOut(job_id=job_id, thumbnails=[ThumbnailOut(
         person_index=t.person_index, timestamp_ms=t.timestamp_ms,
         data=base64.b64encode(t.jpeg).decode("ascii")) for t in thumbs])
@@ -497,7 +492,7 @@ async def get_video_job_frame(
     ``X-Frame-Width`` and ``-Height`` give its size), while the job's video is kept (server
     paths; uploads are deleted when their job ends)."""
     ctx = context(request)
-    jpeg, w, h = await ctx.infer(lambda: ctx.fs.video.frame(job_id, timestamp_ms,
+    jpeg, w, h = await ctx.infer(lambda: ctx.fs.video.results.frame(job_id, timestamp_ms,
                                                             caller=caller))
     return Response(jpeg, media_type="image/jpeg",
                     headers={"Cache-Control": "no-store", "X-Frame-Width": str(w),

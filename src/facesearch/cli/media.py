@@ -57,7 +57,7 @@ def _video_match_json(m: Any) -> dict[str, Any]:
 def _run_video_job(fs: FaceSearch, job_id: str, quiet: bool) -> Any:
     """Wait for an in-process video job with a progress bar; Ctrl-C cancels it."""
     from facesearch.errors import FaceSearchError as _Error
-    from facesearch.media.video import JobStatus
+    from facesearch.media.video_job import JobStatus
 
     progress = Progress(TextColumn("analysing"), BarColumn(),
                         TextColumn("{task.percentage:>5.1f}%"), TimeElapsedColumn(),
@@ -92,17 +92,17 @@ def _video_job_json(job: Any) -> dict[str, Any]:
 
 def _video_persons(fs: FaceSearch, job: Any) -> list[dict[str, Any]]:
     """Every person of a finished job with its timestamps and boxes (all result pages)."""
-    from facesearch.media.video import JobKind
+    from facesearch.media.video_job import JobKind
 
     people: dict[int, dict[str, Any]] = {
         p.person_index: {"index": p.person_index, "first_ms": p.first_ms,
                          "last_ms": p.last_ms, "detections": p.detections,
                          "matches": [_video_match_json(m) for m in p.matches],
-                         "timestamps": []} for p in fs.video.persons(job.job_id)}
+                         "timestamps": []} for p in fs.video.results.persons(job.job_id)}
     if job.kind is JobKind.FACE_SEARCH:
         token = None
         while True:
-            page = fs.video.face_search_results(job.job_id, next_token=token, sort_by="INDEX")
+            page = fs.video.results.face_search_results(job.job_id, next_token=token, sort_by="INDEX")
             for pm in page.persons:
                 people[pm.person_index]["timestamps"].append(
                     {"timestamp_ms": pm.timestamp_ms, "box": [rnd(v, 1) for v in pm.face.box],
@@ -148,7 +148,7 @@ def video_search(
 
     Reports each person (a face tracked across frames), when it was seen, and its candidates.
     """
-    from facesearch.media.video import VideoJobSettings
+    from facesearch.video.scan import VideoJobSettings
 
     settings = VideoJobSettings(sample_fps=fps, threshold=threshold, max_results=max_results)
     with service(home) as fs:
@@ -173,7 +173,7 @@ def video_detect(
     as_json: JsonOpt = False,
 ) -> None:
     """Detect and track the faces of a video file."""
-    from facesearch.media.video import VideoJobSettings
+    from facesearch.video.scan import VideoJobSettings
 
     with service(home) as fs:
         job_id = fs.video.start_face_detection(
@@ -183,7 +183,7 @@ def video_detect(
         faces = []
         token = None
         while True:
-            page = fs.video.face_detection_results(job_id, next_token=token)
+            page = fs.video.results.face_detection_results(job_id, next_token=token)
             faces += [{"timestamp_ms": d.timestamp_ms, "box": [rnd(v, 1) for v in d.face.box],
                        "confidence": rnd(d.face.confidence, 4),
                        "landmarks": [[rnd(x, 1), rnd(y, 1)] for x, y in d.face.landmarks],
@@ -227,7 +227,7 @@ def stream_run(
 ) -> None:
     """Watch a live stream in the foreground and print one event per person and watchlist
     identity (candidates for human review). Ctrl-C stops."""
-    from facesearch.media.stream import ProcessorStatus, StreamSettings
+    from facesearch.media.stream.model import ProcessorStatus, StreamSettings
 
     settings = StreamSettings(input_url=url, collection=collection, threshold=threshold,
                               jsonl_path=jsonl, webhook_url=webhook, max_fps=max_fps,

@@ -147,7 +147,9 @@ def _association_json(a: Association) -> dict[str, Any]:
 
 @users_app.command("associate")
 def users_associate(collection: str, user_id: str, face_ids: list[str], home: HomeOpt = None,
-                    threshold: Annotated[float, typer.Option(min=0, max=100)] = 75.0,
+                    threshold: Annotated[float | None, typer.Option(
+                        min=0, max=100, help="least similarity (0-100) to the user's faces "
+                        "(default: the search gate's, Rekognition's)")] = None,
                     as_json: JsonOpt = False) -> None:
     """Associate faces with a user."""
     with service(home) as fs:

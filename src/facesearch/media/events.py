@@ -23,7 +23,7 @@ from pathlib import Path
 from facesearch.errors import (
     InvalidParameterError,
 )
-from facesearch.media.frames import VideoMatch
+from facesearch.media.candidates import VideoMatch
 from facesearch.storage.crypto import Sealer
 
 Gate = Callable[[str], str | None]

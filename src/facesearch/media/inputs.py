@@ -7,31 +7,36 @@ Files by path (or ``file://``; the HTTP API keeps them under its video roots), `
 only where allowed. Playlist formats that name further files (``hls`` for files, ``concat``)
 are refused, and FFmpeg is held to the input's own protocols (``protocol_whitelist``).
 
-Every FFmpeg input of facesearch (video jobs, their frames, stream processors, cameras) is
-opened by :func:`open_input`, which holds FFmpeg to the allowed demuxers
-(``format_whitelist``: format guessing cannot pick a playlist) and protocols, and checks the
-demuxer it got.
+Every FFmpeg input of facesearch is opened by
+:func:`facesearch.video.containers.open_container`, which holds FFmpeg to the allowed
+demuxers (``format_whitelist``: format guessing cannot pick a playlist) and protocols, and
+checks the demuxer it got: video files directly (video jobs, their frames), stream processors'
+and cameras' inputs through :func:`open_input`, which first connects a network input past the
+egress policy.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-import av
 import av.container
 import httpx
 
-from facesearch.errors import (
-    InvalidParameterError,
-    InvalidVideoError,
-)
+from facesearch.errors import InvalidParameterError
 from facesearch.media.rtsp_relay import RtspRelay
 from facesearch.media.webhook import OPEN, EgressPolicy, EgressRefusedError
+from facesearch.video.containers import (
+    DEVICE_RE,
+    FILE_FORMATS,
+    NETWORK_FORMATS,
+    check_format,
+    input_kind,
+    open_container,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,56 +44,8 @@ NETWORK_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 """The network inputs a processor may open (no rtmp, srt, udp or tcp listeners)."""
 
 
-NETWORK_FORMATS = frozenset({"mpjpeg", "mjpeg", "hls", "rtsp"})
-"""FFmpeg formats allowed for a network input (None: FFmpeg guesses)."""
-
-
-FILE_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi", "mpegts", "mjpeg", "flv",
-                          "h264", "hevc"})
-"""FFmpeg formats allowed for a file input: containers only (no playlists such as hls or
-concat, which name other files)."""
-
-
-DEVICE_FORMATS = frozenset({"v4l2"})
-"""FFmpeg formats allowed for a local camera device."""
-
-
-DEVICE_RE = re.compile(r"^/dev/video[0-9]{1,3}$")
-
-
 INPUT_REFUSED = "the input could not be opened or read; reconnecting"
 """The one error text a client sees for a failing input (details go to the server log)."""
-
-
-FFMPEG_PROTOCOLS = {"file": "file", "rtsp": "rtsp,rtsps,rtp,srtp,udp,tcp,tls",
-                    "http": "http,https,tcp,tls,crypto,httpproxy", "device": "file"}
-
-
-FILE_REFUSED = ("not a video in an allowed container (MP4, MOV, Matroska/WebM, AVI, MPEG-TS, "
-                "FLV, MJPEG, raw H.264/H.265); playlists such as HLS or concat, which name other "
-                "files, are refused")
-"""Why a local file FFmpeg may not open was refused (no path in it)."""
-
-
-def input_kind(target: str, input_format: str | None) -> str:
-    """``file``, ``rtsp``, ``http`` or ``device``: which allow-lists hold for ``target`` (as
-    :func:`classify_input` returns it)."""
-    if input_format in DEVICE_FORMATS and DEVICE_RE.match(target):
-        return "device"
-    if target.startswith(("rtsp://", "rtsps://")):
-        return "rtsp"
-    if target.startswith(("http://", "https://")):
-        return "http"
-    return "file"
-
-
-def allowed_formats(kind: str) -> frozenset[str]:
-    """The FFmpeg demuxers an input of ``kind`` may be read with."""
-    if kind == "file":
-        return FILE_FORMATS
-    if kind == "device":
-        return DEVICE_FORMATS
-    return NETWORK_FORMATS | FILE_FORMATS
 
 
 AVIO_FLAG_WRITE = 2
@@ -199,28 +156,19 @@ def open_input(target: str, input_format: str | None = None, *,
                timeout: float | tuple[float, float] | None = None,
                egress: EgressPolicy = OPEN) -> av.container.InputContainer:
     """Open ``target`` (a local path, a network URL or a V4L2 device, as
-    :func:`classify_input` returns it) for decoding, with FFmpeg held to the demuxers of
-    :func:`allowed_formats` (``format_whitelist``, so format guessing cannot choose a
-    playlist such as ``hls`` or ``concat`` for a file) and to the protocols of
-    :data:`FFMPEG_PROTOCOLS` (``protocol_whitelist``; a local file is opened as ``file:``
-    with its absolute path, so no protocol prefix in its name is honoured).
-
-    A local file FFmpeg refuses to open this way is :class:`InvalidVideoError` with
-    :data:`FILE_REFUSED` (no path in the message); other FFmpeg errors propagate as
-    ``av.FFmpegError`` for the caller to word.
+    :func:`classify_input` returns it) for decoding with
+    :func:`facesearch.video.containers.open_container` (FFmpeg held to the demuxers and
+    protocols allowed for its kind; a refused local file is
+    :class:`~facesearch.errors.InvalidVideoError`).
 
     An HTTP(S) input is fetched by an :class:`EgressFetcher` (``io_open``): each URL FFmpeg
     opens for it is checked against ``egress`` and no redirect is followed. An RTSP input is
     reached through an :class:`~facesearch.media.rtsp_relay.RtspRelay` (interleaved TCP): the
     policy resolves and connects, and a redirect cuts the session."""
     kind = input_kind(target, input_format)
-    formats = allowed_formats(kind)
-    if input_format is not None and input_format not in formats:
-        raise InvalidParameterError(f"input format {input_format!r} is not allowed here")
+    check_format(kind, input_format)
     opts = dict(options or {})
-    opts["protocol_whitelist"] = FFMPEG_PROTOCOLS[kind]
-    opts["format_whitelist"] = ",".join(sorted(formats))
-    url = "file:" + os.path.abspath(target) if kind == "file" else target
+    url = None
     fetcher = None
     relay = None
     if kind == "rtsp":
@@ -233,23 +181,8 @@ def open_input(target: str, input_format: str | None = None, *,
         opts.update(http_persistent="0", http_multiple="0")  # every request through io_open
         read_s = timeout[1] if isinstance(timeout, tuple) else timeout
         fetcher = EgressFetcher(egress, read_s or 30.0)
-    try:
-        container = av.open(url, format=input_format, options=opts, timeout=timeout,
-                            metadata_errors="ignore", io_open=fetcher)
-    except (av.error.ArgumentError, av.error.InvalidDataError,
-            av.error.PatchWelcomeError) as exc:
-        _release(relay, fetcher)
-        if kind == "file":
-            raise InvalidVideoError(FILE_REFUSED) from exc
-        raise
-    except BaseException:
-        _release(relay, fetcher)
-        raise
-    if not set(container.format.name.split(",")) & formats:
-        # Defence in depth: FFmpeg has already checked format_whitelist.
-        container.close()
-        raise InvalidVideoError(f"FFmpeg format {container.format.name!r} is not allowed")
-    return container
+    return open_container(target, input_format, options=opts, timeout=timeout, url=url,
+                          io_open=fetcher, on_error=lambda: _release(relay, fetcher))
 
 
 def _release(relay: RtspRelay | None, fetcher: EgressFetcher | None) -> None:

@@ -3,7 +3,7 @@
 The process that asks (the CLI's ``facesearch index --ray``, the service's video jobs) stays
 the only writer: Ray tasks decode, detect and embed, and return faces; the caller stores them
 through the same store as local work (:class:`facesearch.services.indexing.BulkIndexer`,
-:class:`facesearch.media.video.VideoJobs`). Tasks run the pipeline the caller's settings
+:class:`facesearch.media.jobs.VideoJobs`). Tasks run the pipeline the caller's settings
 describe (:class:`PipelineSpec`: no secrets travel), loaded once per Ray worker process, on
 CPUs or, with ``gpus``, on GPUs. Images travel as bytes (read by the caller) or as S3 objects
 that the task reads itself, with the credentials of the worker's environment.
@@ -36,14 +36,14 @@ from facesearch.errors import (
 )
 from facesearch.limits import megabytes
 from facesearch.types import Faces, Image
+from facesearch.video.frames import VideoInfo
+from facesearch.video.scan import VideoJobSettings, VideoScan, scan_video
 from facesearch.vision.crop import FaceCrop, face_crops
 from facesearch.vision.decode import DecodeLimits, load_image
 from facesearch.vision.pipeline import Pipeline, pipeline_from
 
 if TYPE_CHECKING:
     from facesearch.config import Settings
-    from facesearch.media.frames import VideoInfo
-    from facesearch.media.video import VideoJobSettings, VideoScan
 
 log = logging.getLogger("facesearch.cluster")
 
@@ -218,8 +218,6 @@ def _scan_task(spec: PipelineSpec, video: bytes, settings: VideoJobSettings, emb
                info: VideoInfo | None) -> VideoScan:
     """Ray task: scan a video (its bytes) with the worker process's pipeline."""
     import tempfile
-
-    from facesearch.media.video import scan_video
 
     with tempfile.NamedTemporaryFile(suffix=".video") as f:
         f.write(video)

@@ -4,7 +4,10 @@ Image search, face-id search, vector searches of video jobs and stream processor
 user searches of :mod:`facesearch.services.users` all go through :class:`SearchGate`, in one
 order:
 
-1. :meth:`SearchGate.admit`: validate the request, look the collection up, check that its
+1. :meth:`SearchGate.admit`: validate the request; for a search made on behalf of whoever
+   created a video job or a stream processor (a :class:`Delegation`), check that the
+   creator's access key may still act (:class:`~facesearch.errors.DelegationEndedError`
+   otherwise, before anything else); look the collection up, check that its
    vectors are of the running model, apply its policy (purpose and case, threshold floor,
    result cap) and the caller's rate limit. Nothing about the probe has been decoded yet. A
    refusal is recorded (``search.refused``, with the probe's SHA-256 when there is a probe,
@@ -15,10 +18,18 @@ order:
    above the threshold;
 4. :meth:`SearchGate.record`: one audit record of the search, with the candidates returned.
 
+The gate also decides every threshold: :meth:`SearchGate.threshold` is the one a search of a
+collection uses when the caller gives none (the larger of the model's default and the
+policy's floor), :meth:`SearchGate.user_match_threshold` the one a face must reach to join a
+user.
+
 Every result carries its ``search_id`` (the audit record's, for reviews), the threshold used
 and what that threshold means for this collection (:class:`ThresholdRisk`: false-match rate,
 expected false-positive identification rate at the collection's size), computed once here.
 Candidates are leads for human review, never identifications.
+
+One module of ~570 lines on purpose: it is the one place every search is decided, read from
+top to bottom in the order above.
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ import numpy as np
 
 from facesearch import limits
 from facesearch.errors import (
+    DelegationEndedError,
     FaceNotFoundError,
     FaceSearchError,
     InvalidParameterError,
@@ -48,6 +60,7 @@ from facesearch.governance.calibration import (
     find_band_calibrations,
     quality_band,
 )
+from facesearch.governance.keys import AccessKeys
 from facesearch.governance.policy import SearchLimiter, check_search, of_collection
 from facesearch.governance.trail import AuditTrail, Details
 from facesearch.storage.store import CollectionRow, FaceRecord, Store
@@ -64,6 +77,10 @@ from facesearch.vision.decode import (
 from facesearch.vision.quality import reasons as quality_reasons
 
 REVIEW_LABEL = "candidates for human review, not identifications"
+
+DEFAULT_USER_MATCH_THRESHOLD = 75.0
+"""The similarity (0-100) a face must reach against a user's faces to join it, when the
+caller gives none (Rekognition's ``UserMatchThreshold`` default)."""
 
 
 class Analyzer(Protocol):
@@ -168,6 +185,15 @@ class Comparison:
 
 
 @dataclass(frozen=True)
+class Delegation:
+    """A search made later on behalf of ``creator``, who created the video job or stream
+    processor that makes it: the gate lets it through only while the creator's access key
+    may act (not revoked, expired or deleted; callers that are not access keys always may)."""
+
+    creator: Caller
+
+
+@dataclass(frozen=True)
 class Admission:
     """A search the gate let through: the collection, the threshold to use (the default or
     the policy's floor when none was given), and what it means."""
@@ -201,9 +227,11 @@ class SearchGate:
                  calibration: Callable[[str], Calibration | None] = lambda _m: None,
                  limiter: SearchLimiter | None = None,
                  limits: DecodeLimits = DEFAULT_LIMITS,
-                 bands: Callable[[str], BandCalibrations | None] = find_band_calibrations
-                 ) -> None:
+                 bands: Callable[[str], BandCalibrations | None] = find_band_calibrations,
+                 keys: AccessKeys | None = None) -> None:
         self.store = store
+        self.keys = keys
+        """The access keys whose delegations the gate checks (None: every key may act)."""
         self.indexes = indexes
         self.trail = trail
         self._pipeline = pipeline
@@ -216,13 +244,19 @@ class SearchGate:
 
     def admit(self, collection: str, *, operation: str, caller: Caller | None = None,
               threshold: float | None = None, max_results: int = limits.DEFAULT_MAX_RESULTS,
-              probe: ImageSource | Image | None = None, rate_limit: bool = True) -> Admission:
+              probe: ImageSource | Image | None = None, rate_limit: bool = True,
+              delegation: Delegation | None = None) -> Admission:
         """Step 1: let a search through or refuse it (audited), before any image work.
 
         ``rate_limit=False`` for searches whose volume was admitted once already (a video
         job's batches, a stream processor's frames); the system's own work and local use (the
-        CLI, the library) are never rate limited.
+        CLI, the library) are never rate limited. With a ``delegation`` the search is made on
+        behalf of its creator (``caller`` is not given), refused first with
+        :class:`DelegationEndedError` when the creator's key may no longer act.
         """
+        if delegation is not None:
+            self.check_delegation(delegation)
+            caller = delegation.creator
         caller = caller or Caller.local()
         limits.count(max_results)
         limits.threshold(threshold)
@@ -245,6 +279,33 @@ class SearchGate:
         risk = None if cal is None else cal.risk(used, max(size, 1))
         return Admission(coll, caller, used, max_results, operation, str(uuid.uuid4()), size,
                          risk, limited)
+
+    def check_delegation(self, delegation: Delegation) -> None:
+        """:class:`DelegationEndedError` (its ``reason``: why) when the creator's access key
+        may no longer act: revoked, expired or deleted. Not audited: the job or processor
+        that holds the delegation records why it stopped."""
+        problem = None if self.keys is None else self.keys.problem(delegation.creator.actor)
+        if problem is not None:
+            raise DelegationEndedError(problem)
+
+    def threshold(self, collection: str, threshold: float | None = None) -> float:
+        """The threshold (0-100) a search of ``collection`` uses: ``threshold`` when given,
+        else the collection's default: the larger of the model's default
+        (:data:`facesearch.vision.similarity.DEFAULT_THRESHOLD`) and its policy's floor.
+        A given threshold below the floor is not raised here; :meth:`admit` refuses it."""
+        if threshold is not None:
+            limits.threshold(threshold)
+            return float(threshold)
+        with self.store.transaction() as conn:
+            coll = self.store.collection(conn, collection)
+        policy = of_collection(coll.settings, self._calibration(coll.model_version))[1]
+        return float(max(sim.DEFAULT_THRESHOLD, policy.threshold_floor))
+
+    @staticmethod
+    def user_match_threshold(threshold: float | None = None) -> float:
+        """The similarity (0-100) a face must reach against a user's faces to join it:
+        ``threshold`` when given, else :data:`DEFAULT_USER_MATCH_THRESHOLD`."""
+        return DEFAULT_USER_MATCH_THRESHOLD if threshold is None else float(threshold)
 
     def charge(self, adm: Admission, probes: int) -> None:
         """The rest of a search's cost: one token per probe face or query vector beyond the
@@ -451,11 +512,14 @@ class SearchGate:
     def by_vectors(self, collection: str, vectors: FloatArray, *, operation: str,
                    max_results: int = limits.DEFAULT_MAX_RESULTS,
                    threshold: float | None = None, caller: Caller | None = None,
-                   search_id: str | None = None, rate_limit: bool = True) -> SearchResult:
+                   search_id: str | None = None, rate_limit: bool = True,
+                   delegation: Delegation | None = None) -> SearchResult:
         """Candidates for query vectors already embedded with the collection's model (video
-        jobs, stream processors): one admission and one audit record for all of them."""
+        jobs, stream processors, on behalf of their creator: ``delegation``): one admission
+        and one audit record for all of them."""
         adm = self.admit(collection, operation=operation, caller=caller, threshold=threshold,
-                         max_results=max_results, rate_limit=rate_limit)
+                         max_results=max_results, rate_limit=rate_limit,
+                         delegation=delegation)
         if search_id is not None:
             adm = Admission(adm.collection, adm.caller, adm.threshold, adm.max_results,
                             adm.operation, search_id, adm.size, adm.risk, adm.rate_limited)

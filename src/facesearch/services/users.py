@@ -31,7 +31,6 @@ from facesearch.vision.decode import ImageSource, load_image
 from facesearch.vision.quality import reasons as quality_reasons
 
 MAX_FACES_PER_USER = 100
-DEFAULT_USER_MATCH_THRESHOLD = 75.0
 _USER_ID = re.compile(r"^[a-zA-Z0-9_.\-:]{1,128}$")
 
 
@@ -151,12 +150,14 @@ class UserDirectory:
         return [UserInfo(uid, created, n) for _, uid, created, n in rows[:limit]], nxt
 
     def associate(self, collection: str, user_id: str, face_ids: Sequence[str], *,
-                  user_match_threshold: float = DEFAULT_USER_MATCH_THRESHOLD,
+                  user_match_threshold: float | None = None,
                   caller: Caller | None = None) -> Association:
         """Give faces to a user. A face must match the user's existing faces (best similarity
-        at least ``user_match_threshold``) when the user already has faces."""
+        at least ``user_match_threshold``; None: the gate's default,
+        :meth:`SearchGate.user_match_threshold`) when the user already has faces."""
         validate_user_id(user_id)
         limits.threshold(user_match_threshold)
+        user_match_threshold = self.gate.user_match_threshold(user_match_threshold)
         if not 1 <= len(face_ids) <= MAX_FACES_PER_USER:
             raise InvalidParameterError(f"give 1 to {MAX_FACES_PER_USER} face ids")
         with self.store.transaction() as conn:

@@ -8,7 +8,7 @@ and a track unseen for longer than ``max_gap_ms`` ends. Track ids count up from 
 first appearance, so they double as Rekognition's per-video person ``Index``.
 
 A track never crosses a cut and never changes identity: the caller ends every track at a shot
-boundary (:meth:`IouTracker.reset`, cuts from :mod:`facesearch.media.shots`) and splits a track
+boundary (:meth:`IouTracker.reset`, cuts from :mod:`facesearch.video.shots`) and splits a track
 (:meth:`IouTracker.split`) when a face's embedding disagrees with the track's previous one
 (:meth:`TrackTemplate.agrees`, similarity below :data:`SPLIT_SIMILARITY`). A track's
 :class:`TrackTemplate` is the quality-weighted mean of its best views' embeddings

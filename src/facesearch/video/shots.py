@@ -9,7 +9,7 @@ luma (0-255 each) from the previous frame, averaged; a frame whose change is at 
 less than :data:`MIN_SHOT_FRAMES` frames before (a flash or a two-frame dissolve is one cut,
 PySceneDetect's ``SUPPRESS`` mode, which reports a cut on the frame it happens, with no delay).
 
-Frames are decoded once: the detector reads the frames that :func:`facesearch.media.frames.
+Frames are decoded once: the detector reads the frames that :func:`facesearch.video.frames.
 iter_frames` and the stream processors' capture thread decode anyway. On the test clip (640x360)
 the three cuts score 48.6-59.9 while frames within a shot stay at or under 20.8 (docs/video.md).
 """

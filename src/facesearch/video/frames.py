@@ -1,18 +1,17 @@
-"""What stored video and live streams share: decoding frames and analysing one frame.
+"""What stored video and live streams share: decoding a video file's frames and analysing one
+frame.
 
 - :func:`probe` and :func:`iter_frames`: a video file's main stream (PyAV / FFmpeg: H.264,
   H.265, MPEG-4, MJPEG... in MP4, MOV, MKV, AVI), its frames with timestamps in milliseconds
   from the first frame, optionally sampled at a frame rate; :func:`frame_at`: one frame;
 - :func:`detect_frame`: faces (with quality) and aligned chips of one frame, detected on a
   scaled-down copy when the frame is large;
-- :class:`VideoMatch` and :func:`best_matches`: a candidate as video and stream results
-  carry it, and one person's best candidates over several views.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import av
@@ -23,10 +22,9 @@ import numpy as np
 from facesearch.errors import (
     InvalidVideoError,
 )
-from facesearch.media.inputs import open_input
-from facesearch.media.shots import ShotDetector
-from facesearch.services.search import Match
 from facesearch.types import Faces, Image, RGBImage
+from facesearch.video.containers import open_container
+from facesearch.video.shots import ShotDetector
 from facesearch.vision.pipeline import Pipeline
 from facesearch.vision.quality import measure
 
@@ -52,7 +50,7 @@ class VideoInfo:
 class VideoFrame:
     """A decoded frame: RGB pixels, time (ms from the first frame), index in decode order,
     and its shot: ``shot`` counts the cuts before it (0 in the first shot) and
-    ``shot_start_ms`` is when its shot's first frame shows (see :mod:`facesearch.media.shots`;
+    ``shot_start_ms`` is when its shot's first frame shows (see :mod:`facesearch.video.shots`;
     always 0 and 0 when shots are not detected)."""
 
     pixels: RGBImage
@@ -69,10 +67,10 @@ def _ffmpeg_reason(exc: BaseException) -> str:
 
 
 def _open(path: str | os.PathLike[str], label: str) -> av.container.InputContainer:
-    """:func:`~facesearch.media.inputs.open_input` for a local file, its refusal named by
-    ``label``."""
+    """:func:`~facesearch.video.containers.open_container` for a local file, its refusal
+    named by ``label``."""
     try:
-        return open_input(str(path))
+        return open_container(str(path))
     except InvalidVideoError as exc:
         raise InvalidVideoError(f"{label}: {exc.message}") from None
 
@@ -109,7 +107,7 @@ def iter_frames(path: str | os.PathLike[str], *, sample_fps: float | None = None
                 label: str | None = None, shots: bool = False) -> Iterator[VideoFrame]:
     """Decode the first video stream; with ``sample_fps``, only the first frame of each
     1/sample_fps interval is converted to RGB and yielded. With ``shots``, every decoded
-    frame (sampled or not) goes through a :class:`~facesearch.media.shots.ShotDetector`, so
+    frame (sampled or not) goes through a :class:`~facesearch.video.shots.ShotDetector`, so
     each yielded frame knows its shot."""
     label = label or str(path)
     step = 1000.0 / sample_fps if sample_fps else 0.0
@@ -199,28 +197,3 @@ def detect_frame(pipeline: Pipeline, pixels: RGBImage,
     # A frame has no encoded content of its own, hence no content hash.
     chips = pipeline.chips(Image(pixels=pixels, sha256="", format="VIDEO"), faces)
     return faces.with_quality(measure(faces, chips, w, h)), chips
-
-
-def best_matches(per_vector: Sequence[Sequence[Match]], max_results: int) -> list[Match]:
-    """One person's candidates from the searches of its views: the best similarity per face,
-    best first, at most ``max_results``."""
-    best: dict[str, Match] = {}
-    for ms in per_vector:
-        for m in ms:
-            prior = best.get(m.face.face_id)
-            if prior is None or m.similarity > prior.similarity:
-                best[m.face.face_id] = m
-    return sorted(best.values(), key=lambda m: -m.similarity)[:max_results]
-
-
-@dataclass(frozen=True)
-class VideoMatch:
-    """A collection face that a person of the video resembles (similarity 0-100)."""
-
-    face_id: str
-    external_id: str | None
-    image_id: str | None
-    user_id: str | None
-    similarity: float
-
-
