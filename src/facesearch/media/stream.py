@@ -944,15 +944,15 @@ class StreamProcessors:
     def __init__(self, home: Path, store: Store, collections: FaceCollections,
                  search: SearchGate, *, clock: Callable[[], float] = time.time,
                  keys: AccessKeys | None = None, egress: EgressPolicy = OPEN,
-                 sealer: Sealer | None = None, allow_devices: bool = True,
-                 cameras: Cameras | None = None) -> None:
+                 sealer: Sealer | None = None, cameras: Cameras | None = None,
+                 kinesis: KinesisOutput | None = None, allow_devices: bool = False) -> None:
         self.home = home
         self.store = store
         self.cameras = cameras
         """The operator's cameras, which processors may name instead of an input URL."""
-        self.kinesis: KinesisOutput | None = None
-        """Where processors that name a Kinesis data stream write (the HTTP API sets it from
-        its settings; None: such processors are refused)."""
+        self.kinesis = kinesis
+        """Where processors that name a Kinesis data stream write (None: such processors are
+        refused)."""
         self.collections = collections
         self.search = search
         self.sealer = sealer
@@ -960,7 +960,7 @@ class StreamProcessors:
         self.keys = keys
         self.egress = egress
         self.allow_devices = allow_devices
-        """Whether local V4L2 devices may be inputs (the HTTP API sets it from its settings)."""
+        """Whether local V4L2 devices may be inputs."""
         self._live: dict[str, StreamProcessor] = {}
         self._hubs: dict[str, EventHub] = {}
         self._lock = threading.RLock()

@@ -539,7 +539,8 @@ class VideoJobs:
                  clock: Callable[[], float] = time.time,
                  keys: AccessKeys | None = None, egress: EgressPolicy = OPEN,
                  cluster: RayCluster | None = None,
-                 pipeline_spec: PipelineSpec | None = None) -> None:
+                 pipeline_spec: PipelineSpec | None = None,
+                 sns: SnsPublisher | None = None) -> None:
         if workers < 1:
             raise InvalidParameterError("video workers must be at least 1")
         self.home = home
@@ -569,9 +570,9 @@ class VideoJobs:
         self.pipeline_spec = pipeline_spec
         if cluster is not None and pipeline_spec is None:
             raise InvalidParameterError("video scans on a Ray cluster need a pipeline spec")
-        self.sns: SnsPublisher | None = None
-        """Publishes completion messages to SNS topics (the HTTP API sets it from its
-        settings; None: jobs that name a topic are refused)."""
+        self.sns = sns
+        """Publishes completion messages to SNS topics (None: jobs that name a topic are
+        refused)."""
         if keys is not None:
             keys.revoke_hooks.append(self._key_revoked)
 

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 
@@ -41,15 +40,10 @@ from facesearch.errors import (
     ProbeQualityError,
     ThrottledError,
 )
-from facesearch.governance.calibration import (
-    BandCalibrations,
-    Calibration,
-    ThresholdRisk,
-    find_band_calibrations,
-    quality_band,
-)
+from facesearch.governance.calibration import ThresholdRisk, quality_band
 from facesearch.governance.policy import SearchLimiter, check_search, of_collection
 from facesearch.governance.trail import AuditTrail, Details
+from facesearch.services.models import Models
 from facesearch.storage.store import CollectionRow, FaceRecord, Store
 from facesearch.storage.vectors import VectorBackend
 from facesearch.types import EMBEDDING_DIM, Caller, Faces, FloatArray, Image, QualityFilter
@@ -64,20 +58,6 @@ from facesearch.vision.decode import (
 from facesearch.vision.quality import reasons as quality_reasons
 
 REVIEW_LABEL = "candidates for human review, not identifications"
-
-
-class Analyzer(Protocol):
-    """What the gate needs of the face pipeline (:class:`facesearch.vision.pipeline.Pipeline`)."""
-
-    @property
-    def model_version(self) -> str: ...
-
-    def detect(self, image: Image, max_faces: int | None = None,
-               need: int | None = None) -> Faces: ...
-
-    def embed(self, image: Image, faces: Faces) -> Faces: ...
-
-    def analyze(self, image: Image, max_faces: int | None = None) -> Faces: ...
 
 
 POOR_BANDS = frozenset({"low", "unrecognisable"})
@@ -197,20 +177,15 @@ class SearchGate:
     """Searches of one data directory's collections (see the module's docstring)."""
 
     def __init__(self, store: Store, indexes: VectorBackend, trail: AuditTrail,
-                 pipeline: Callable[[], Analyzer], *,
-                 calibration: Callable[[str], Calibration | None] = lambda _m: None,
-                 limiter: SearchLimiter | None = None,
-                 limits: DecodeLimits = DEFAULT_LIMITS,
-                 bands: Callable[[str], BandCalibrations | None] = find_band_calibrations
-                 ) -> None:
+                 models: Models, *, limiter: SearchLimiter | None = None,
+                 limits: DecodeLimits = DEFAULT_LIMITS) -> None:
         self.store = store
         self.indexes = indexes
         self.trail = trail
-        self._pipeline = pipeline
-        self._calibration = calibration
+        self.models = models
+        """The pipeline, model version and calibrations (:class:`Models`)."""
         self.limiter = limiter
         self.limits = limits
-        self._bands = bands
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -229,8 +204,8 @@ class SearchGate:
         with self.store.transaction() as conn:
             coll = self.store.collection(conn, collection)
             size = self.store.face_count(conn, coll)
-        require_model(coll, self._pipeline().model_version)
-        cal = self._calibration(coll.model_version)
+        require_model(coll, self.models.version)
+        cal = self.models.calibration(coll.model_version)
         limited = (rate_limit and self.limiter is not None and caller.role != "system"
                    and not caller.actor.startswith("local:"))
         try:
@@ -327,7 +302,7 @@ class SearchGate:
         adm = self.admit(collection, operation="search.image", caller=caller,
                          threshold=threshold, max_results=max_results, probe=source)
         image = source if isinstance(source, Image) else load_image(source, self.limits)
-        pipeline = self._pipeline()
+        pipeline = self.models.pipeline
         faces = pipeline.detect(image, need=None if all_faces else 1)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
@@ -360,7 +335,7 @@ class SearchGate:
         if not len(known):
             return adm, []
         worst = float(known.min())
-        cal = self._calibration(adm.collection.model_version)
+        cal = self.models.calibration(adm.collection.model_version)
         policy = of_collection(adm.collection.settings, cal)[1]
         band = quality_band(worst)
         assert band is not None
@@ -384,7 +359,7 @@ class SearchGate:
                 "probe breaks (it resembles every other poor face): on lfw-dev such probes "
                 "found a stranger more often than stated; treat any candidate as unsupported")
         risk = adm.risk
-        bands = self._bands(adm.collection.model_version)
+        bands = self.models.bands(adm.collection.model_version)
         if cal is not None:
             risk = (bands.risk(cal, adm.threshold, max(adm.size, 1), worst) if bands
                     else replace(cal.risk(adm.threshold, max(adm.size, 1)),
@@ -490,7 +465,7 @@ class SearchGate:
         used = sim.DEFAULT_THRESHOLD if used is None else used
         a = source if isinstance(source, Image) else load_image(source, self.limits)
         b = target if isinstance(target, Image) else load_image(target, self.limits)
-        pipeline = self._pipeline()
+        pipeline = self.models.pipeline
         fa = pipeline.analyze(a, 1)
         if not len(fa):
             raise NoFaceError("no face was found in the source image")
@@ -509,7 +484,7 @@ class SearchGate:
         self.trail.record("compare", caller, probe_sha256=a.sha256, threshold=used,
                           details={"target_sha256": b.sha256, "similarity": round(best, 4),
                                    "match": best >= used})
-        cal = self._calibration(model)
+        cal = self.models.calibration(model)
         return Comparison(best, best >= used, used, fa, fb, [float(s) for s in scores],
                           (a.width, a.height), (b.width, b.height),
                           None if cal is None else cal.risk(used, None))
