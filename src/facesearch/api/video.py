@@ -8,8 +8,8 @@ live in :mod:`facesearch.api.rekognition` and share this module's input helpers.
 Video input is one of:
 
 - a **server path**, only under the directories of ``FACESEARCH_API_VIDEO_PATH_ROOTS``
-  (:class:`~facesearch.config.VideoApiSettings`; none by default, so server paths are refused). The same roots
-  bound the video files a stream processor may play as a camera;
+  (:class:`~facesearch.config.VideoApiSettings`; none by default, so server paths are
+  refused). The same roots bound the video files a stream processor may play as a camera;
 - a **multipart upload** (file part ``video``), at most ``FACESEARCH_API_VIDEO_MAX_UPLOAD_BYTES``;
 - an **S3 object** of the configured store (``FACESEARCH_API_S3_*``), streamed to the data
   directory, at most the service's video size limit.
