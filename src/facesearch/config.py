@@ -1,13 +1,31 @@
-"""Settings, read from ``FACESEARCH_*`` environment variables (with casts) or given in code."""
+"""Settings, read from ``FACESEARCH_*`` environment variables (with casts) or given in code.
+
+One :class:`Settings` holds them all. Its plain fields are ``FACESEARCH_<NAME>``; its groups
+(:class:`ApiSettings` and the groups inside it) add their name to the prefix: the field
+``api.sns.endpoint_url`` is ``FACESEARCH_API_SNS_ENDPOINT_URL``, ``api.video.path_roots``
+``FACESEARCH_API_VIDEO_PATH_ROOTS``. In code, give a group as a dict of the fields to set
+(``Settings(api={"port": 0})``: the environment still sets the others) or as a whole group
+object (``Settings(api=ApiSettings(port=0))``: the environment is not read for that group).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from facesearch.vision.decode import MAX_BYTES, MAX_PIXELS, MIN_SIDE, DecodeLimits
+
+ENV_PREFIX = "FACESEARCH_"
 
 
 def default_home() -> Path:
@@ -18,10 +36,102 @@ def default_home() -> Path:
     return Path(base) / "facesearch"
 
 
-class Settings(BaseSettings):
-    """Service settings. Every field can be set as ``FACESEARCH_<NAME>`` (e.g. FACESEARCH_HOME)."""
+class EndpointSettings(BaseModel):
+    """An AWS-compatible endpoint the operator configures (``FACESEARCH_API_<GROUP>_*``: S3,
+    SNS, Kinesis). Without ``endpoint_url`` the feature that needs it is refused."""
 
-    model_config = SettingsConfigDict(env_prefix="FACESEARCH_", extra="forbid")
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint_url: str | None = Field(None, description="the endpoint's URL (unset: refused)")
+    region: str = Field("us-east-1", description="region of that endpoint")
+    access_key_id: str | None = Field(None, description="credentials for it (unset: boto3's "
+                                                        "usual chain)")
+    secret_access_key: SecretStr | None = None
+
+
+class VideoApiSettings(BaseModel):
+    """Video settings of the HTTP server (``FACESEARCH_API_VIDEO_<NAME>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path_roots: str = Field(
+        default="",
+        description=f"directories (separated by {os.pathsep!r}) under which server paths may be "
+                    "named as video input or as a stream processor's file input; empty: server "
+                    "paths are refused")
+    max_upload_bytes: int = Field(default=256 * 1024**2, ge=1024,
+                                  description="largest video upload (request body), in bytes")
+    allow_devices: bool = Field(default=False,
+                                description="whether stream processors may open local V4L2 "
+                                            "cameras (/dev/videoN)")
+
+    def roots(self) -> list[Path]:
+        """The directories of ``path_roots``, resolved."""
+        return [Path(p).resolve() for p in self.path_roots.split(os.pathsep) if p.strip()]
+
+
+class ApiSettings(BaseModel):
+    """HTTP server settings (``FACESEARCH_API_<NAME>``), with the endpoints it and its video
+    jobs and stream processors use (``s3``: ``Image.S3Object`` and videos; ``sns``: video
+    jobs' NotificationChannel; ``kinesis``: stream processors' Output.KinesisDataStream) and
+    its video settings (``video``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port)")
+    workers: int = Field(2, ge=1, le=256, description="inference worker threads (each with its "
+                                                      "own face pipeline)")
+    queue: int = Field(16, ge=0, le=100_000, description="requests that may wait for a worker; "
+                                                         "beyond that: 503 / ThrottlingException")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After (seconds) on a full queue")
+    max_connections: int = Field(128, ge=1, description="concurrent connections (uvicorn's "
+                                                        "limit_concurrency); beyond that: 503")
+    max_body_bytes: int | None = Field(None, ge=1024, description="largest request body (default: "
+                                                                  "room for two images at the "
+                                                                  "image byte limit, base64)")
+    clock_skew_s: float = Field(300.0, ge=1, description="largest SigV4 clock skew accepted (s)")
+    auth_failures_per_minute: int = Field(
+        20, ge=0, description="failed authentications a source address may make in a minute; "
+                              "beyond that its requests get 429 until the minute passes (0: "
+                              "no limit)")
+    region: str = Field("us-east-1", description="region named in collection ARNs")
+    account_id: str = Field("000000000000", pattern=r"^[0-9]{12}$",
+                            description="account id named in collection ARNs")
+    rekognition_image_formats: list[Literal["jpeg", "png", "webp", "bmp", "tiff", "gif"]] = Field(
+        ["jpeg", "png"], description="image formats the Rekognition endpoint accepts (AWS: JPEG "
+                                     "and PNG; others InvalidImageFormatException); a JSON list, "
+                                     "e.g. '[\"jpeg\",\"png\",\"webp\"]'; the native API "
+                                     "reads every format")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+    retention_interval_s: float = Field(3600.0, ge=0, description="how often expired faces "
+                                                                  "are erased (0: never)")
+    s3: EndpointSettings = Field(
+        default_factory=EndpointSettings,
+        description="S3-compatible store for Image.S3Object and videos (unset: refused)")
+    sns: EndpointSettings = Field(
+        default_factory=EndpointSettings,
+        description="SNS-compatible endpoint that video jobs' completion messages are "
+                    "published to (Rekognition's NotificationChannel; unset: refused)")
+    kinesis: EndpointSettings = Field(
+        default_factory=EndpointSettings,
+        description="Kinesis Data Streams endpoint that stream processors write their "
+                    "records to (Rekognition's Output.KinesisDataStream; unset: refused)")
+    video: VideoApiSettings = Field(default_factory=VideoApiSettings)
+
+    def body_limit(self, max_image_bytes: int) -> int:
+        """Largest request body in bytes: the setting, else two base64 images plus 64 KiB."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return 2 * (4 * (max_image_bytes + 2) // 3) + 64 * 1024
+
+
+class Settings(BaseSettings):
+    """All settings. Every field can be set as ``FACESEARCH_<NAME>`` (e.g. FACESEARCH_HOME),
+    every field of a group as ``FACESEARCH_<GROUP>_<NAME>`` (e.g. FACESEARCH_API_PORT,
+    FACESEARCH_API_SNS_ENDPOINT_URL)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     home: Path = Field(default_factory=default_home, description="data directory")
     pipeline: str = Field("fast", pattern="^(fast|dlib)$",
@@ -125,6 +235,20 @@ class Settings(BaseSettings):
         None, description="audit trail database URL; may be the metadata database (default: "
                           "audit.db in the data directory)")
 
+    api: ApiSettings = Field(default_factory=ApiSettings,
+                             description="the HTTP server (FACESEARCH_API_*)")
+
+    @classmethod
+    def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Values given in code, then the environment: plain fields, then groups' fields."""
+        return (init_settings, env_settings, GroupEnvSource(settings_cls), dotenv_settings,
+                file_secret_settings)
+
     def metadata_target(self) -> Path | str:
         """The metadata database: its URL, or the SQLite file in the data directory."""
         url = self.database_url
@@ -138,3 +262,38 @@ class Settings(BaseSettings):
     @property
     def limits(self) -> DecodeLimits:
         return DecodeLimits(self.max_image_bytes, self.max_image_pixels, self.min_image_side)
+
+
+class GroupEnvSource(PydanticBaseSettingsSource):
+    """The environment variables of the settings' groups: ``FACESEARCH_<GROUP>_<NAME>`` for
+    each field of a group, and so on for the groups inside it (cast as pydantic-settings
+    casts plain fields: JSON for lists)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything is read in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        return _group_values(self.settings_cls, ENV_PREFIX)
+
+
+def _group(field: FieldInfo) -> type[BaseModel] | None:
+    """The group model a field holds (None: a plain field)."""
+    kind = field.annotation
+    return kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+
+
+def _group_values(model: type[BaseModel], prefix: str) -> dict[str, Any]:
+    """``{group: {field: value}}`` from the environment for the groups of ``model`` whose
+    variables start with ``prefix``; groups without any are left out."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        group = _group(field)
+        if group is None:
+            continue
+        inner = f"{prefix}{name.upper()}_"
+        read = EnvSettingsSource(group, env_prefix=inner)()  # type: ignore[arg-type]
+        values = {k: v for k, v in read.items() if _group(group.model_fields[k]) is None}
+        values.update(_group_values(group, inner))
+        if values:
+            out[name] = values
+    return out

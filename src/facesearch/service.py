@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING
 from facesearch.config import Settings
 from facesearch.errors import DatabaseError, FaceSearchError
 from facesearch.governance.audit import AuditEvent, AuditKeyError, AuditLog
-from facesearch.governance.calibration import Calibration, find_calibration
+from facesearch.governance.calibration import Calibration
 from facesearch.governance.erasure import Erasure
 from facesearch.governance.keys import AccessKeys, load_master_key
 from facesearch.governance.policy import SearchLimiter, Spike
 from facesearch.governance.review import Reviews
 from facesearch.governance.tags import ResourceKind, Tags
 from facesearch.governance.trail import AuditTrail
+from facesearch.media.aws import endpoint_of
 from facesearch.media.cameras import Cameras
 from facesearch.services.collection import FaceCollections
+from facesearch.services.models import Models
 from facesearch.services.search import SearchGate
 from facesearch.services.users import UserDirectory
 from facesearch.storage.crypto import sealer_of
@@ -32,10 +34,12 @@ from facesearch.storage.database import url_of
 from facesearch.storage.store import Store
 from facesearch.storage.vectors import vector_backend
 from facesearch.types import Caller
-from facesearch.vision.pipeline import Pipeline, model_version_of, pipeline_from
+from facesearch.vision.pipeline import Pipeline
 
 if TYPE_CHECKING:
     from facesearch.media.jobs import VideoJobs
+    from facesearch.media.kinesis import KinesisOutput
+    from facesearch.media.sns import SnsPublisher
     from facesearch.media.stream.registry import StreamProcessors
     from facesearch.media.webhook import EgressPolicy
     from facesearch.services.cluster import RayCluster
@@ -61,8 +65,14 @@ class FaceSearch:
     """
 
     def __init__(self, settings: Settings, *, pipeline: Pipeline | None = None,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, serving: bool = False) -> None:
+        """``pipeline``: the face pipeline to use (default: the settings', loaded on first
+        use). ``serving``: this process serves the HTTP API, whose settings
+        (``settings.api``) then apply to the services: server paths only under its video
+        roots, local cameras only where allowed, SNS and Kinesis outputs where configured
+        (elsewhere, as in the CLI, server paths and cameras are the operator's own)."""
         self.settings = settings
+        self.serving = serving
         self.home: Path = settings.home
         os.umask(0o077)  # everything written from now on: files 0600, folders 0700
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -83,12 +93,14 @@ class FaceSearch:
         except FaceSearchError:
             self.store.close()
             raise
-        self._pipeline = pipeline
+        self.models = Models(settings, pipeline=pipeline)
+        """The face pipeline, model version and calibrations every service uses."""
         self._clock = clock
         self._video: VideoJobs | None = None
         self._cluster: RayCluster | None = None
         self._streams: StreamProcessors | None = None
-        self._calibrations: dict[str, Calibration | None] = {}
+        self._sns: SnsPublisher | None = None
+        self._kinesis: KinesisOutput | None = None
         limiter = SearchLimiter(per_minute=settings.searches_per_minute,
                                 on_spike=self._volume_spike)
         try:
@@ -101,12 +113,11 @@ class FaceSearch:
             setup_log.warning("encryption at rest seals the database's vectors, but those in "
                               "%s are as safe as its storage: encrypt its volumes or bucket",
                               settings.vector_backend)
-        self.trail = AuditTrail(self.audit, self.store, self._model_version)
+        self.trail = AuditTrail(self.audit, self.store, self.models.loaded_version)
         self.collections = FaceCollections(
-            self.store, self.indexes, self.trail, self._load_pipeline, clock=clock,
-            limits=settings.limits, calibration=self.calibration_for,
-            law_enforcement_allowed=settings.audit_signing_key is not None,
-            model_version=None if pipeline is not None else lambda: model_version_of(settings))
+            self.store, self.indexes, self.trail, self.models, clock=clock,
+            limits=settings.limits,
+            law_enforcement_allowed=settings.audit_signing_key is not None)
         master = settings.keys_master_key
         master_file = settings.keys_master_key_file
         if master is None and (master_file is None or _inside(master_file, self.home)):
@@ -116,11 +127,9 @@ class FaceSearch:
         self.keys = AccessKeys(self.store, lambda: load_master_key(
             self.home, master.get_secret_value() if master else None, master_file),
             clock=clock, audit=self.audit)
-        self.search = SearchGate(self.store, self.indexes, self.trail,
-                                 lambda: self.collections.pipeline,
-                                 calibration=self.calibration_for, limiter=limiter,
-                                 limits=settings.limits, keys=self.keys)
-        self.users = UserDirectory(self.collections, self.search)
+        self.search = SearchGate(self.store, self.indexes, self.trail, self.models,
+                                 limiter=limiter, limits=settings.limits, keys=self.keys)
+        self.users = UserDirectory(self.collections, self.search, self.models)
         self.erasure = Erasure(self.store, self.indexes, self.trail, clock=clock)
         self.erasure.hooks += [self._purge_snapshots, self._purge_video_matches]
         self.reviews = Reviews(self.audit, self.trail)
@@ -216,29 +225,14 @@ class FaceSearch:
         else:
             self.streams.describe(name, caller=caller)
 
-    def calibration_for(self, model_version: str) -> Calibration | None:
-        """The shipped calibration of a model version (read once), or None."""
-        if model_version not in self._calibrations:
-            self._calibrations[model_version] = find_calibration(model_version)
-        return self._calibrations[model_version]
-
     def calibration(self) -> Calibration | None:
-        """The shipped calibration of the running pipeline's model, or None."""
-        return self.calibration_for(self.pipeline.model_version)
-
-    def _model_version(self) -> str | None:
-        """The model version audit events record (None until the pipeline is loaded: events
-        of operations that use no model do not load it)."""
-        return self.collections.model_version if self._pipeline is not None else None
-
-    def _load_pipeline(self) -> Pipeline:
-        if self._pipeline is None:
-            self._pipeline = pipeline_from(self.settings)
-        return self._pipeline
+        """The shipped calibration of the running model, or None."""
+        return self.models.calibration()
 
     @property
     def pipeline(self) -> Pipeline:
-        return self.collections.pipeline
+        """The face pipeline (:attr:`models`', loaded on first use)."""
+        return self.models.pipeline
 
     @property
     def video(self) -> VideoJobs:
@@ -246,8 +240,12 @@ class FaceSearch:
         ``video.start()`` in a long-running server to run jobs a restart interrupted)."""
         if self._video is None:
             from facesearch.media.jobs import VideoJobs
+            from facesearch.media.sns import SnsPublisher
 
             cluster = self.cluster
+            api = self.settings.api
+            sns = endpoint_of(api.sns) if self.serving else None
+            self._sns = None if sns is None else SnsPublisher(sns)
             self._video = VideoJobs(self.home, self.store, self.collections, self.search,
                                     workers=self.settings.video_workers,
                                     max_video_bytes=self.settings.max_video_bytes,
@@ -256,7 +254,9 @@ class FaceSearch:
                                     clock=self._clock, keys=self.keys,
                                     egress=self._egress(), cluster=cluster,
                                     pipeline_spec=cluster.spec(self.settings)
-                                    if cluster is not None else None)
+                                    if cluster is not None else None,
+                                    sns=self._sns,
+                                    path_roots=api.video.roots() if self.serving else None)
         return self._video
 
     @property
@@ -273,12 +273,19 @@ class FaceSearch:
         """Live stream processors (made on first use; call ``streams.resume()`` in a
         long-running server to restart the processors that were running)."""
         if self._streams is None:
+            from facesearch.media.kinesis import KinesisOutput
             from facesearch.media.stream.registry import StreamProcessors
+            from facesearch.responses import rekognition_stream_record
 
-            self._streams = StreamProcessors(self.home, self.store, self.collections,
-                                             self.search, clock=self._clock, keys=self.keys,
-                                             egress=self._egress(), sealer=self.sealer,
-                                             cameras=self.cameras, allow_devices=True)
+            api = self.settings.api
+            kinesis = endpoint_of(api.kinesis) if self.serving else None
+            self._kinesis = (None if kinesis is None
+                             else KinesisOutput(kinesis, rekognition_stream_record))
+            self._streams = StreamProcessors(
+                self.home, self.store, self.collections, self.search, clock=self._clock,
+                keys=self.keys, egress=self._egress(), sealer=self.sealer,
+                cameras=self.cameras, kinesis=self._kinesis,
+                allow_devices=api.video.allow_devices if self.serving else True)
         return self._streams
 
     def _egress(self) -> EgressPolicy:
@@ -296,10 +303,16 @@ class FaceSearch:
         return cls(Settings(**overrides))  # type: ignore[arg-type]
 
     def shutdown(self) -> None:
+        """Stop everything this object started (stream processors, video jobs, and then the
+        SNS and Kinesis outputs they wrote to), then close the databases."""
         if self._streams is not None:
             self._streams.shutdown()
         if self._video is not None:
             self._video.shutdown()
+        for output in (self._sns, self._kinesis):
+            if output is not None:
+                output.shutdown()
+        self._sns = self._kinesis = None
         if self._cluster is not None:
             self._cluster.shutdown()
         self.indexes.shutdown()

@@ -479,7 +479,7 @@ def test_rekognition_endpoint_takes_jpeg_and_png(server: Server) -> None:
 
 
 def test_more_formats_by_setting() -> None:
-    from facesearch.api.settings import ApiSettings
+    from facesearch.config import ApiSettings
 
     assert ApiSettings().rekognition_image_formats == ["jpeg", "png"]
     s = ApiSettings(rekognition_image_formats=["jpeg", "png", "webp"])

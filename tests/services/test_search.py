@@ -78,7 +78,7 @@ def test_one_audit_record_per_search_with_its_risk(fs: FaceSearch, people: dict[
     # What the threshold means is computed once, by the gate, for this collection's size,
     # from the calibration of the probe's quality band where the probe's quality is known
     # (image and stored-face searches; not for bare vectors).
-    cal = fs.calibration_for(fs.pipeline.model_version)
+    cal = fs.models.calibration(fs.pipeline.model_version)
     assert cal is not None and res.risk is not None
     if kind in ("vectors", "users by face"):
         assert res.risk == cal.risk(res.threshold, 2) and res.risk.quality_band is None

@@ -31,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from facesearch import __version__, responses
+from facesearch import __version__
 from facesearch.api import accountability, crops, docs, native, rekognition, streams, web
 from facesearch.api import video as video_api
 from facesearch.api.auth import (
@@ -54,15 +54,12 @@ from facesearch.api.errors import (
 from facesearch.api.metrics import Metrics
 from facesearch.api.outages import DATABASE_ERRORS, classify, on_unavailable
 from facesearch.api.replay import Answers
-from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
 from facesearch.config import Settings
 from facesearch.errors import FaceSearchError, ThrottledError, UnavailableError
 from facesearch.governance.retention import RetentionWorker
 from facesearch.governance.trail import OutboxSweeper
 from facesearch.media.inputs import redact_credentials
-from facesearch.media.kinesis import KinesisOutput
-from facesearch.media.sns import SnsPublisher
 from facesearch.service import FaceSearch
 from facesearch.vision.pipeline import ThreadLocalPipeline, pipeline_from
 
@@ -90,26 +87,27 @@ Amazon Rekognition-compatible endpoint is `POST /` (AWS JSON 1.1, SigV4 with the
 """
 
 
-def open_service(settings: Settings, api: ApiSettings) -> FaceSearch:
-    """The service for a server: one face pipeline per inference worker thread."""
+def open_service(settings: Settings) -> FaceSearch:
+    """The service for a server (``serving``: the API's settings apply to its services):
+    one face pipeline per inference worker thread."""
     # Each worker's models get an equal share of the cores (unless threads are configured).
-    share = max(1, len(os.sched_getaffinity(0)) // api.workers)
+    share = max(1, len(os.sched_getaffinity(0)) // settings.api.workers)
     pipeline = ThreadLocalPipeline(lambda: pipeline_from(settings, threads=settings.threads
                                                                 or share))
-    return FaceSearch(settings, pipeline=pipeline)
+    return FaceSearch(settings, pipeline=pipeline, serving=True)
 
 
-def create_app(fs: FaceSearch, settings: ApiSettings,
-               video: video_api.VideoApiSettings | None = None) -> FastAPI:
-    """The HTTP app over ``fs``. Its pipeline must be safe to call from ``settings.workers``
-    threads (:func:`open_service` makes one that is). The app starts its workers when it
-    starts and stops them (and its S3 client) when it stops; ``fs`` stays the caller's.
-    It also starts ``fs``'s video jobs and resumes its stream processors, and stops both when
-    it stops; ``video`` (default: from the environment) bounds server paths and uploads. With
-    an SNS endpoint (``settings.sns_endpoint_url``), video jobs publish Rekognition's
-    completion message to the topic a client names; with a Kinesis endpoint, stream
-    processors write Rekognition Video's records to the data stream a client names."""
-    video = video or video_api.VideoApiSettings()
+def create_app(fs: FaceSearch) -> FastAPI:
+    """The HTTP app over ``fs``, with its settings' ``api`` group. Its pipeline must be safe
+    to call from ``api.workers`` threads (:func:`open_service` makes one that is). The app
+    starts its workers when it starts and stops them (and its S3 client) when it stops;
+    ``fs`` stays the caller's. It also starts ``fs``'s video jobs and resumes its stream
+    processors, and stops both when it stops; ``api.video`` bounds uploads (and, with
+    ``fs`` opened for serving, server paths). With an SNS endpoint
+    (``api.sns.endpoint_url``), video jobs publish Rekognition's completion message to the
+    topic a client names; with a Kinesis endpoint, stream processors write Rekognition
+    Video's records to the data stream a client names (``fs`` owns both outputs)."""
+    settings = fs.settings.api
     home = fs.settings.home
     hide_paths(str(home), str(home.resolve()))  # no error message names the data directory
 
@@ -120,7 +118,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
                     init=warm)
     ctx = ApiContext(fs=fs, settings=settings, pool=pool,
                      metrics=Metrics(lambda: pool.depth, lambda: pool.busy),
-                     s3=video_api.S3Videos(settings, fs.settings.max_image_bytes,
+                     s3=video_api.S3Videos(settings.s3, fs.settings.max_image_bytes,
                                            fs.settings.max_video_bytes),
                      body_limit=settings.body_limit(fs.settings.max_image_bytes),
                      # The signatures seen and the answers kept are in the database (SQLite
@@ -130,31 +128,12 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
 
     retention = RetentionWorker(fs.erasure, settings.retention_interval_s)
     sweeper = OutboxSweeper(fs.trail)  # audit events a crashed node staged
-    sns_endpoint, kinesis_endpoint = settings.sns(), settings.kinesis()
-
-    def open_outputs() -> None:
-        if sns_endpoint is not None:
-            fs.video.sns = SnsPublisher(sns_endpoint)
-        if kinesis_endpoint is not None:
-            fs.streams.kinesis = KinesisOutput(kinesis_endpoint,
-                                               responses.rekognition_stream_record)
-
-    def close_outputs() -> None:
-        sns, fs.video.sns = fs.video.sns, None
-        kinesis, fs.streams.kinesis = fs.streams.kinesis, None
-        if sns is not None:
-            sns.shutdown()
-        if kinesis is not None:
-            kinesis.shutdown()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pool.start()
         retention.start()
         sweeper.start()
-        fs.video.path_roots = video.roots()
-        fs.streams.allow_devices = video.allow_devices
-        await ctx.io(open_outputs)
         await ctx.io(fs.video.start)
         await ctx.io(fs.streams.resume)
         try:
@@ -162,7 +141,6 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
         finally:
             await ctx.io(fs.streams.shutdown)
             await ctx.io(fs.video.shutdown)
-            await ctx.io(close_outputs)
             await ctx.io(retention.shutdown)
             await ctx.io(sweeper.shutdown)
             await ctx.io(ctx.shutdown)
@@ -191,7 +169,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
-    app.add_middleware(RequestMiddleware, ctx=ctx, upload_limit=video.max_upload_bytes)
+    app.add_middleware(RequestMiddleware, ctx=ctx, upload_limit=settings.video.max_upload_bytes)
     return app
 
 
@@ -405,14 +383,15 @@ def app_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/ui/"
 
 
-def serve(settings: Settings, api: ApiSettings) -> None:
+def serve(settings: Settings) -> None:
     """Run the server until interrupted (SIGINT/SIGTERM), then shut everything down."""
     import uvicorn
 
+    api = settings.api
     configure_logging(api.log_level)
-    fs = open_service(settings, api)
+    fs = open_service(settings)
     try:
-        app = create_app(fs, api)
+        app = create_app(fs)
         config = uvicorn.Config(app, host=api.host, port=api.port, log_config=None,
                                 access_log=False, limit_concurrency=api.max_connections,
                                 lifespan="on", server_header=False,

@@ -25,8 +25,8 @@ from facesearch.api.errors import AuthenticationError, QueueFullError
 from facesearch.api.metrics import Metrics
 from facesearch.api.replay import Answers, Repeat, repeat_rule
 from facesearch.api.s3 import S3Images
-from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
+from facesearch.config import ApiSettings
 from facesearch.errors import AccessDeniedError
 from facesearch.governance.keys import KeyInfo
 from facesearch.service import FaceSearch

@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from facesearch.api.errors import InvalidS3ObjectError
-from facesearch.api.settings import ApiSettings
+from facesearch.config import EndpointSettings
 from facesearch.errors import ImageTooLargeError
 from facesearch.limits import megabytes
 
@@ -33,18 +33,19 @@ def check_object(bucket: str, name: str) -> None:
 class S3Images:
     """Fetch objects (at most ``max_bytes``) from one S3-compatible store (blocking calls)."""
 
-    def __init__(self, settings: ApiSettings, max_bytes: int) -> None:
+    def __init__(self, settings: EndpointSettings, max_bytes: int) -> None:
+        """``settings``: the store (``FACESEARCH_API_S3_*``; no endpoint URL: none)."""
         self.max_bytes = max_bytes
         self._client: Any = None
-        if settings.s3_endpoint_url is None:
+        if settings.endpoint_url is None:
             return
         import boto3  # type: ignore[import-untyped]
         from botocore.config import Config  # type: ignore[import-untyped]
 
-        secret = settings.s3_secret_access_key
+        secret = settings.secret_access_key
         self._client = boto3.client(
-            "s3", endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key_id,
+            "s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
+            aws_access_key_id=settings.access_key_id,
             aws_secret_access_key=secret.get_secret_value() if secret else None,
             config=Config(retries={"max_attempts": 2}, connect_timeout=5, read_timeout=30))
 

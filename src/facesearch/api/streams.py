@@ -9,7 +9,7 @@ cannot set headers (browsers), as a first message ``{"authorization": "Bearer <k
 id>:<secret>"}`` within 10 s. Every event is a candidate for human review. A feed ends (``end``
 with a reason) as soon as the key that opened it is revoked or expires; a key issued for a
 case sees only the processors of its case (others are "not found"). A processor may play a
-video file as a camera only under the video roots (:class:`~facesearch.api.video.VideoApiSettings`).
+video file as a camera only under the video roots (:class:`~facesearch.config.VideoApiSettings`).
 """
 
 from __future__ import annotations

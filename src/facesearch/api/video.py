@@ -8,8 +8,8 @@ live in :mod:`facesearch.api.rekognition` and share this module's input helpers.
 Video input is one of:
 
 - a **server path**, only under the directories of ``FACESEARCH_API_VIDEO_PATH_ROOTS``
-  (:class:`VideoApiSettings`; none by default, so server paths are refused). The same roots
-  bound the video files a stream processor may play as a camera;
+  (:class:`~facesearch.config.VideoApiSettings`; none by default, so server paths are
+  refused). The same roots bound the video files a stream processor may play as a camera;
 - a **multipart upload** (file part ``video``), at most ``FACESEARCH_API_VIDEO_MAX_UPLOAD_BYTES``;
 - an **S3 object** of the configured store (``FACESEARCH_API_S3_*``), streamed to the data
   directory, at most the service's video size limit.
@@ -21,14 +21,12 @@ candidate is a lead for human review.
 from __future__ import annotations
 
 import base64
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.datastructures import UploadFile
 
 from facesearch import responses
@@ -43,7 +41,7 @@ from facesearch.api.native import (
 )
 from facesearch.api.paging import decode_row, encode_token
 from facesearch.api.s3 import S3Images
-from facesearch.api.settings import ApiSettings
+from facesearch.config import EndpointSettings
 from facesearch.errors import InvalidParameterError, VideoTooLargeError
 from facesearch.limits import MAX_RESULTS
 from facesearch.media.candidates import VideoMatch
@@ -60,32 +58,13 @@ UPLOAD_PATHS = frozenset({"/v1/video/search", "/v1/video/detect"})
 """Routes whose request bodies may be as large as ``max_upload_bytes`` (video uploads)."""
 
 
-class VideoApiSettings(BaseSettings):
-    """Video settings of the HTTP server, as ``FACESEARCH_API_VIDEO_<NAME>``."""
-
-    model_config = SettingsConfigDict(env_prefix="FACESEARCH_API_VIDEO_", extra="forbid")
-
-    path_roots: str = Field(
-        default="",
-        description=f"directories (separated by {os.pathsep!r}) under which server paths may be "
-                    "named as video input or as a stream processor's file input; empty: server "
-                    "paths are refused")
-    max_upload_bytes: int = Field(default=256 * 1024**2, ge=1024,
-                                  description="largest video upload (request body), in bytes")
-    allow_devices: bool = Field(default=False,
-                                description="whether stream processors may open local V4L2 "
-                                            "cameras (/dev/videoN)")
-
-    def roots(self) -> list[Path]:
-        return [Path(p).resolve() for p in self.path_roots.split(os.pathsep) if p.strip()]
-
-
 # -- S3 videos --------------------------------------------------------------------------------
 
 class S3Videos(S3Images):
     """The S3 store of :class:`S3Images`, which also streams (large) video objects."""
 
-    def __init__(self, settings: ApiSettings, max_bytes: int, max_video_bytes: int) -> None:
+    def __init__(self, settings: EndpointSettings, max_bytes: int,
+                 max_video_bytes: int) -> None:
         super().__init__(settings, max_bytes)
         self.max_video_bytes = max_video_bytes
 

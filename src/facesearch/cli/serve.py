@@ -22,10 +22,9 @@ def serve(
     under /v1 and the Rekognition-compatible endpoint is POST /. The app's address is logged
     at start."""
     from facesearch.api.app import serve as run_server
-    from facesearch.api.settings import ApiSettings
     from facesearch.config import Settings
 
     given: dict[str, Any] = {k: v for k, v in (("host", host), ("port", port),
                                                ("workers", workers)) if v is not None}
     where: dict[str, Any] = {"home": home} if home else {}
-    run_server(Settings(**where), ApiSettings(**given))
+    run_server(Settings(**where, api=given))  # the options over FACESEARCH_API_*

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from facesearch.config import EndpointSettings
+
 CONNECT_TIMEOUT_S = 5
 """Seconds to connect to an endpoint."""
 READ_TIMEOUT_S = 10
@@ -42,3 +44,12 @@ class AwsEndpoint:
             aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key,
             config=Config(retries={"max_attempts": MAX_ATTEMPTS, "mode": "standard"},
                           connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S))
+
+
+def endpoint_of(settings: EndpointSettings) -> AwsEndpoint | None:
+    """The endpoint a settings group configures (None: no ``endpoint_url``, not configured)."""
+    if settings.endpoint_url is None:
+        return None
+    secret = settings.secret_access_key
+    return AwsEndpoint(settings.endpoint_url, settings.region, settings.access_key_id,
+                       secret.get_secret_value() if secret else None)

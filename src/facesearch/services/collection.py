@@ -31,7 +31,6 @@ from facesearch.errors import (
     InvalidParameterError,
     NotFoundError,
 )
-from facesearch.governance.calibration import Calibration
 from facesearch.governance.policy import (
     CollectionPolicy,
     EffectivePolicy,
@@ -39,6 +38,7 @@ from facesearch.governance.policy import (
     of_collection,
 )
 from facesearch.governance.trail import AuditTrail
+from facesearch.services.models import Models
 from facesearch.services.search import require_model
 from facesearch.storage.store import CollectionRow, FaceRecord, NewFace, Store
 from facesearch.storage.vectors import VectorBackend
@@ -107,42 +107,33 @@ class FaceCollections:
     """Collections and their faces over one data directory."""
 
     def __init__(self, store: Store, indexes: VectorBackend, trail: AuditTrail,
-                 pipeline: Callable[[], Pipeline], *, clock: Clock = time.time,
+                 models: Models, *, clock: Clock = time.time,
                  limits: DecodeLimits = DEFAULT_LIMITS,
-                 calibration: Callable[[str], Calibration | None] = lambda _m: None,
-                 law_enforcement_allowed: bool = True,
-                 model_version: Callable[[], str] | None = None) -> None:
+                 law_enforcement_allowed: bool = True) -> None:
         self.store = store
         self.indexes = indexes
         self.trail = trail
-        self._pipeline_factory = pipeline
-        self._pipeline: Pipeline | None = None
+        self.models = models
+        """The pipeline, model version and calibrations (:class:`Models`)."""
         self.clock = clock
         self.limits = limits
-        self._calibration = calibration
         self.law_enforcement_allowed = law_enforcement_allowed
         """Whether law-enforcement policies may be set: only where the audit signing key is
         kept outside the data directory (a deployment with such a collection refuses to start
         without it)."""
         self._lock = threading.RLock()
-        self._declared_version = model_version
 
     @property
     def pipeline(self) -> Pipeline:
-        """The face pipeline (loaded on first use)."""
-        with self._lock:
-            if self._pipeline is None:
-                self._pipeline = self._pipeline_factory()
-            return self._pipeline
+        """The face pipeline (the provider's, loaded on first use)."""
+        return self.models.pipeline
 
     @property
     def model_version(self) -> str:
-        """The running model's version; from the settings (no model loaded) until the
-        pipeline is, so that storing vectors made elsewhere (bulk indexing's workers) does
-        not load the models here."""
-        if self._pipeline is None and self._declared_version is not None:
-            return self._declared_version()
-        return self.pipeline.model_version
+        """The running model's version (the provider's: from the settings until the
+        pipeline is loaded, so that storing vectors made elsewhere, bulk indexing's workers,
+        does not load the models here)."""
+        return self.models.version
 
     # -- collections and policy ----------------------------------------------------------------
 
@@ -185,7 +176,7 @@ class FaceCollections:
 
     def _info(self, conn: Connection, c: CollectionRow) -> CollectionInfo:
         nf, nu, ni = self.store.counts(conn, c.id)
-        stated, eff = of_collection(c.settings, self._calibration(c.model_version))
+        stated, eff = of_collection(c.settings, self.models.calibration(c.model_version))
         return CollectionInfo(c.name, c.model_version, c.created_at, nf, nu, ni, eff, stated)
 
     def set_policy(self, name: str, policy: CollectionPolicy, *,
@@ -415,7 +406,7 @@ class FaceCollections:
         with self.store.transaction() as conn:
             coll = self.store.collection(conn, collection)
         try:
-            check_purpose(of_collection(coll.settings, self._calibration(coll.model_version))[1],
+            check_purpose(of_collection(coll.settings, self.models.calibration(coll.model_version))[1],
                           c, "view of its faces")
         except InvalidParameterError as exc:
             self.trail.record("faces.crops.refused", c, collection=collection,

@@ -36,9 +36,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import numpy as np
 
@@ -53,16 +52,11 @@ from facesearch.errors import (
     ProbeQualityError,
     ThrottledError,
 )
-from facesearch.governance.calibration import (
-    BandCalibrations,
-    Calibration,
-    ThresholdRisk,
-    find_band_calibrations,
-    quality_band,
-)
+from facesearch.governance.calibration import ThresholdRisk, quality_band
 from facesearch.governance.keys import AccessKeys
 from facesearch.governance.policy import SearchLimiter, check_search, of_collection
 from facesearch.governance.trail import AuditTrail, Details
+from facesearch.services.models import Models
 from facesearch.storage.store import CollectionRow, FaceRecord, Store
 from facesearch.storage.vectors import VectorBackend
 from facesearch.types import EMBEDDING_DIM, Caller, Faces, FloatArray, Image, QualityFilter
@@ -81,20 +75,6 @@ REVIEW_LABEL = "candidates for human review, not identifications"
 DEFAULT_USER_MATCH_THRESHOLD = 75.0
 """The similarity (0-100) a face must reach against a user's faces to join it, when the
 caller gives none (Rekognition's ``UserMatchThreshold`` default)."""
-
-
-class Analyzer(Protocol):
-    """What the gate needs of the face pipeline (:class:`facesearch.vision.pipeline.Pipeline`)."""
-
-    @property
-    def model_version(self) -> str: ...
-
-    def detect(self, image: Image, max_faces: int | None = None,
-               need: int | None = None) -> Faces: ...
-
-    def embed(self, image: Image, faces: Faces) -> Faces: ...
-
-    def analyze(self, image: Image, max_faces: int | None = None) -> Faces: ...
 
 
 POOR_BANDS = frozenset({"low", "unrecognisable"})
@@ -223,22 +203,17 @@ class SearchGate:
     """Searches of one data directory's collections (see the module's docstring)."""
 
     def __init__(self, store: Store, indexes: VectorBackend, trail: AuditTrail,
-                 pipeline: Callable[[], Analyzer], *,
-                 calibration: Callable[[str], Calibration | None] = lambda _m: None,
-                 limiter: SearchLimiter | None = None,
-                 limits: DecodeLimits = DEFAULT_LIMITS,
-                 bands: Callable[[str], BandCalibrations | None] = find_band_calibrations,
-                 keys: AccessKeys | None = None) -> None:
+                 models: Models, *, limiter: SearchLimiter | None = None,
+                 limits: DecodeLimits = DEFAULT_LIMITS, keys: AccessKeys | None = None) -> None:
         self.store = store
         self.keys = keys
         """The access keys whose delegations the gate checks (None: every key may act)."""
         self.indexes = indexes
         self.trail = trail
-        self._pipeline = pipeline
-        self._calibration = calibration
+        self.models = models
+        """The pipeline, model version and calibrations (:class:`Models`)."""
         self.limiter = limiter
         self.limits = limits
-        self._bands = bands
 
     # -- the steps ---------------------------------------------------------------------------
 
@@ -263,8 +238,8 @@ class SearchGate:
         with self.store.transaction() as conn:
             coll = self.store.collection(conn, collection)
             size = self.store.face_count(conn, coll)
-        require_model(coll, self._pipeline().model_version)
-        cal = self._calibration(coll.model_version)
+        require_model(coll, self.models.version)
+        cal = self.models.calibration(coll.model_version)
         limited = (rate_limit and self.limiter is not None and caller.role != "system"
                    and not caller.actor.startswith("local:"))
         try:
@@ -298,7 +273,7 @@ class SearchGate:
             return float(threshold)
         with self.store.transaction() as conn:
             coll = self.store.collection(conn, collection)
-        policy = of_collection(coll.settings, self._calibration(coll.model_version))[1]
+        policy = of_collection(coll.settings, self.models.calibration(coll.model_version))[1]
         return float(max(sim.DEFAULT_THRESHOLD, policy.threshold_floor))
 
     @staticmethod
@@ -388,7 +363,7 @@ class SearchGate:
         adm = self.admit(collection, operation="search.image", caller=caller,
                          threshold=threshold, max_results=max_results, probe=source)
         image = source if isinstance(source, Image) else load_image(source, self.limits)
-        pipeline = self._pipeline()
+        pipeline = self.models.pipeline
         faces = pipeline.detect(image, need=None if all_faces else 1)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
@@ -421,7 +396,7 @@ class SearchGate:
         if not len(known):
             return adm, []
         worst = float(known.min())
-        cal = self._calibration(adm.collection.model_version)
+        cal = self.models.calibration(adm.collection.model_version)
         policy = of_collection(adm.collection.settings, cal)[1]
         band = quality_band(worst)
         assert band is not None
@@ -445,7 +420,7 @@ class SearchGate:
                 "probe breaks (it resembles every other poor face): on lfw-dev such probes "
                 "found a stranger more often than stated; treat any candidate as unsupported")
         risk = adm.risk
-        bands = self._bands(adm.collection.model_version)
+        bands = self.models.bands(adm.collection.model_version)
         if cal is not None:
             risk = (bands.risk(cal, adm.threshold, max(adm.size, 1), worst) if bands
                     else replace(cal.risk(adm.threshold, max(adm.size, 1)),
@@ -554,7 +529,7 @@ class SearchGate:
         used = sim.DEFAULT_THRESHOLD if used is None else used
         a = source if isinstance(source, Image) else load_image(source, self.limits)
         b = target if isinstance(target, Image) else load_image(target, self.limits)
-        pipeline = self._pipeline()
+        pipeline = self.models.pipeline
         fa = pipeline.analyze(a, 1)
         if not len(fa):
             raise NoFaceError("no face was found in the source image")
@@ -573,7 +548,7 @@ class SearchGate:
         self.trail.record("compare", caller, probe_sha256=a.sha256, threshold=used,
                           details={"target_sha256": b.sha256, "similarity": round(best, 4),
                                    "match": best >= used})
-        cal = self._calibration(model)
+        cal = self.models.calibration(model)
         return Comparison(best, best >= used, used, fa, fb, [float(s) for s in scores],
                           (a.width, a.height), (b.width, b.height),
                           None if cal is None else cal.risk(used, None))

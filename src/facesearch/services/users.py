@@ -24,6 +24,7 @@ from facesearch.errors import (
 )
 from facesearch.governance.calibration import ThresholdRisk
 from facesearch.services.collection import FaceCollections
+from facesearch.services.models import Models
 from facesearch.services.search import Admission, SearchGate
 from facesearch.types import EMBEDDING_DIM, Caller, Faces, FloatArray, Image, QualityFilter
 from facesearch.vision import similarity as sim
@@ -94,9 +95,10 @@ class UserSearchResult:
 class UserDirectory:
     """Create, delete, list and search users of the collections in ``collections``."""
 
-    def __init__(self, collections: FaceCollections, gate: SearchGate) -> None:
+    def __init__(self, collections: FaceCollections, gate: SearchGate, models: Models) -> None:
         self.collections = collections
         self.gate = gate
+        self.models = models
         self.store = collections.store
         self.trail = collections.trail
 
@@ -302,7 +304,7 @@ class UserDirectory:
                               threshold=threshold, max_results=max_users, probe=source)
         image = source if isinstance(source, Image) else load_image(source,
                                                                     self.collections.limits)
-        pipeline = self.collections.pipeline
+        pipeline = self.models.pipeline
         faces = pipeline.detect(image)
         if not len(faces):
             raise NoFaceError("no face was found in the probe image")
