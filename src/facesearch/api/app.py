@@ -31,8 +31,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from facesearch import __version__, responses
-from facesearch.api import accountability, crops, docs, native, rekognition, streams, web
+from facesearch import __version__
+from facesearch.api import (
+    accountability,
+    collections,
+    crops,
+    docs,
+    keys,
+    rekognition,
+    search,
+    streams,
+    users,
+    web,
+)
 from facesearch.api import video as video_api
 from facesearch.api.auth import (
     FailedAuthThrottle,
@@ -45,7 +56,6 @@ from facesearch.api.errors import (
     AuthenticationError,
     RequestTooLargeError,
     error_response,
-    hide_paths,
     on_facesearch_error,
     on_http_error,
     on_unexpected_error,
@@ -64,6 +74,8 @@ from facesearch.media.inputs import redact_credentials
 from facesearch.media.kinesis import KinesisOutput
 from facesearch.media.sns import SnsPublisher
 from facesearch.service import FaceSearch
+from facesearch.shapes import rekognition as shapes
+from facesearch.shapes.base import hide_paths
 from facesearch.vision.pipeline import ThreadLocalPipeline, pipeline_from
 
 log = logging.getLogger("facesearch.api")
@@ -137,7 +149,7 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
             fs.video.sns = SnsPublisher(sns_endpoint)
         if kinesis_endpoint is not None:
             fs.streams.kinesis = KinesisOutput(kinesis_endpoint,
-                                               responses.rekognition_stream_record)
+                                               shapes.rekognition_stream_record)
 
     def close_outputs() -> None:
         sns, fs.video.sns = fs.video.sns, None
@@ -179,7 +191,10 @@ def create_app(fs: FaceSearch, settings: ApiSettings,
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
-    app.include_router(native.router)
+    app.include_router(collections.router)
+    app.include_router(search.router)
+    app.include_router(users.router)
+    app.include_router(keys.router)
     app.include_router(accountability.router)
     app.include_router(crops.router)
     app.include_router(rekognition.router)

@@ -15,7 +15,7 @@ the CLI, and answers Rekognition's response shape:
   ``AssociateFaces``);
 - ``FaceModelVersion`` and ``IndexFacesModelVersion`` are numeric (``7.5`` for the default
   model), mapped from facesearch's model versions by
-  :func:`facesearch.responses.rekognition_model_version` (``/v1`` keeps the names);
+  :func:`facesearch.shapes.rekognition.rekognition_model_version` (``/v1`` keeps the names);
 - ``NextToken`` is opaque; ``Image`` is ``Bytes`` (at most 5 MB, as Rekognition) or an
   ``S3Object`` of the configured store (at most the image byte limit, 15 MB);
 - stored-video jobs (StartFaceSearch, GetFaceSearch, StartFaceDetection, GetFaceDetection)
@@ -41,14 +41,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import Field, ValidationError
 
-from facesearch import responses
 from facesearch.api.auth import Operation, authorize, sigv4_signature
 from facesearch.api.context import ApiContext, context
 from facesearch.api.errors import (
     AMZ_JSON,
     SerializationError,
     UnknownOperationError,
-    public_message,
     rekognition_error,
 )
 from facesearch.api.native import parse_json
@@ -83,6 +81,8 @@ from facesearch.media.video import (
     parse_s3_label,
 )
 from facesearch.services.users import DEFAULT_USER_MATCH_THRESHOLD, UserMatch, UserSearchResult
+from facesearch.shapes import rekognition as shapes
+from facesearch.shapes.base import public_message
 from facesearch.types import Caller, Image, QualityFilter
 from facesearch.vision.decode import load_image
 from facesearch.vision.quality import reasons as quality_reasons
@@ -225,7 +225,7 @@ def collection_arn(ctx: ApiContext, name: str) -> str:
 
 def model_version(version: str) -> str:
     """The numeric ``FaceModelVersion`` of a facesearch model version."""
-    return responses.rekognition_model_version(version)
+    return shapes.rekognition_model_version(version)
 
 
 def _too_large(ctx: ApiContext, size: int) -> ImageTooLargeError:
@@ -338,11 +338,11 @@ async def index_faces(ctx: ApiContext, caller: Caller, p: IndexFacesIn) -> Json:
     why = {u.face_index: u.reasons for u in res.unindexed}
     kept = [i for i in range(len(res.faces)) if i not in why]
     return {
-        "FaceRecords": [{"Face": responses.rekognition_face(rec),
-                         "FaceDetail": responses.rekognition_detail(res.faces.view(i), res.width, res.height)}
+        "FaceRecords": [{"Face": shapes.rekognition_face(rec),
+                         "FaceDetail": shapes.rekognition_detail(res.faces.view(i), res.width, res.height)}
                         for i, rec in zip(kept, res.indexed, strict=True)],
         "UnindexedFaces": [{"Reasons": r,
-                            "FaceDetail": responses.rekognition_detail(res.faces.view(i), res.width, res.height)}
+                            "FaceDetail": shapes.rekognition_detail(res.faces.view(i), res.width, res.height)}
                            for i, r in sorted(why.items())],
         "FaceModelVersion": model_version(ctx.fs.collections.model_version),
     }
@@ -353,7 +353,7 @@ async def list_faces(ctx: ApiContext, caller: Caller, p: ListFacesIn) -> Json:
     faces, nxt = await ctx.io(lambda: ctx.fs.collections.list_faces(
         p.CollectionId, limit=p.MaxResults or DEFAULT_PAGE, after=after, user_id=p.UserId,
         face_ids=p.FaceIds, caller=caller))
-    out: Json = {"Faces": [responses.rekognition_face(f) for f in faces],
+    out: Json = {"Faces": [shapes.rekognition_face(f) for f in faces],
                  "FaceModelVersion": model_version(ctx.fs.collections.model_version)}
     if nxt is not None:
         out["NextToken"] = encode_token("faces", nxt)
@@ -377,7 +377,7 @@ async def search_faces(ctx: ApiContext, caller: Caller, p: SearchFacesIn) -> Jso
         p.CollectionId, p.FaceId, max_results=p.MaxFaces or DEFAULT_MAX_FACES,
         threshold=p.FaceMatchThreshold, caller=caller))).matches
     return {"SearchedFaceId": p.FaceId,
-            "FaceMatches": [{"Similarity": m.similarity, "Face": responses.rekognition_face(m.face)}
+            "FaceMatches": [{"Similarity": m.similarity, "Face": shapes.rekognition_face(m.face)}
                             for m in matches],
             "FaceModelVersion": model_version(ctx.fs.collections.model_version)}
 
@@ -389,9 +389,9 @@ async def search_faces_by_image(ctx: ApiContext, caller: Caller, p: SearchFacesB
         p.CollectionId, data, max_results=p.MaxFaces or DEFAULT_MAX_FACES,
         threshold=p.FaceMatchThreshold, quality_filter=p.QualityFilter, caller=caller))
     matches = res.matches
-    return {"SearchedFaceBoundingBox": responses.bounding_box(res.faces.boxes[0], res.width, res.height),
+    return {"SearchedFaceBoundingBox": shapes.bounding_box(res.faces.boxes[0], res.width, res.height),
             "SearchedFaceConfidence": 100.0 * float(res.faces.scores[0]),
-            "FaceMatches": [{"Similarity": m.similarity, "Face": responses.rekognition_face(m.face)}
+            "FaceMatches": [{"Similarity": m.similarity, "Face": shapes.rekognition_face(m.face)}
                             for m in matches],
             "FaceModelVersion": model_version(res.model_version)}
 
@@ -406,11 +406,11 @@ async def compare_faces(ctx: ApiContext, caller: Caller, p: CompareFacesIn) -> J
     passing = [i for i, why in enumerate(quality_reasons(c.target, p.QualityFilter)) if not why]
     ranked = sorted(passing, key=lambda i: -c.similarities[i])
     return {
-        "SourceImageFace": {"BoundingBox": responses.bounding_box(c.source.boxes[0], sw, sh),
+        "SourceImageFace": {"BoundingBox": shapes.bounding_box(c.source.boxes[0], sw, sh),
                             "Confidence": 100.0 * float(c.source.scores[0])},
-        "FaceMatches": [{"Similarity": c.similarities[i], "Face": responses.rekognition_detail(c.target.view(i), tw, th)}
+        "FaceMatches": [{"Similarity": c.similarities[i], "Face": shapes.rekognition_detail(c.target.view(i), tw, th)}
                         for i in ranked if c.similarities[i] >= c.threshold],
-        "UnmatchedFaces": [responses.rekognition_detail(c.target.view(i), tw, th)
+        "UnmatchedFaces": [shapes.rekognition_detail(c.target.view(i), tw, th)
                            for i in ranked if c.similarities[i] < c.threshold],
     }
 
@@ -418,7 +418,7 @@ async def compare_faces(ctx: ApiContext, caller: Caller, p: CompareFacesIn) -> J
 async def detect_faces(ctx: ApiContext, caller: Caller, p: DetectFacesIn) -> Json:
     data = await image_bytes(ctx, p.Image)
     image, faces = await ctx.infer(lambda: ctx.fs.collections.detect_faces(data, caller=caller))
-    return {"FaceDetails": [responses.rekognition_detail(faces.view(i), image.width, image.height)
+    return {"FaceDetails": [shapes.rekognition_detail(faces.view(i), image.width, image.height)
                             for i in range(len(faces))]}
 
 
@@ -500,9 +500,9 @@ async def search_users_by_image(ctx: ApiContext, caller: Caller, p: SearchUsersB
         image, res = await ctx.infer(run)
     except NoFaceError:  # Rekognition: no valid face is an empty answer, not an error
         return {"UserMatches": [], "FaceModelVersion": version, "UnsearchedFaces": []}
-    detail = responses.rekognition_detail(res.faces.view(0), image.width, image.height)
+    detail = shapes.rekognition_detail(res.faces.view(0), image.width, image.height)
     # The probe's other faces are not searched (only its largest is), as Rekognition says.
-    others = [{"FaceDetails": responses.rekognition_detail(res.unsearched.view(i), image.width,
+    others = [{"FaceDetails": shapes.rekognition_detail(res.unsearched.view(i), image.width,
                                                            image.height),
                "Reasons": ["FACE_NOT_LARGEST"]} for i in range(len(res.unsearched))]
     if res.quality_reasons:
@@ -643,8 +643,8 @@ async def get_face_search(ctx: ApiContext, caller: Caller, p: GetFaceSearchIn) -
     out, w, h = _video_job(page.job)
     out["Persons"] = [{"Timestamp": e.timestamp_ms,
                        "Person": {"Index": e.person_index,
-                                  "BoundingBox": responses.bounding_box(e.face.box, w, h),
-                                  "Face": responses.rekognition_detail(e.face.view(), w, h)},
+                                  "BoundingBox": shapes.bounding_box(e.face.box, w, h),
+                                  "Face": shapes.rekognition_detail(e.face.view(), w, h)},
                        "FaceMatches": [_video_match(m) for m in e.matches]}
                       for e in page.persons]
     if page.next_token is not None:
@@ -660,7 +660,7 @@ async def get_face_detection(ctx: ApiContext, caller: Caller, p: GetFaceDetectio
     if page.job.kind is not JobKind.FACE_DETECTION:
         raise InvalidParameterError(f"job {p.JobId} is a face search job; call GetFaceSearch")
     out, w, h = _video_job(page.job)
-    out["Faces"] = [{"Timestamp": f.timestamp_ms, "Face": responses.rekognition_detail(f.face.view(), w, h)}
+    out["Faces"] = [{"Timestamp": f.timestamp_ms, "Face": shapes.rekognition_detail(f.face.view(), w, h)}
                     for f in page.faces]
     if page.next_token is not None:
         out["NextToken"] = wrap_offset(kind, page.next_token)
