@@ -3,7 +3,7 @@
 
 Routes call :attr:`FaceSearch.video <facesearch.service.FaceSearch.video>` (StartFaceSearch /
 StartFaceDetection jobs) and convert their results; the Rekognition-shaped video operations
-live in :mod:`facesearch.api.rekognition` and share this module's input helpers.
+live in :mod:`facesearch.api.rekognition_video` and share this module's input helpers.
 
 Video input is one of:
 
