@@ -17,8 +17,6 @@ from botocore.credentials import Credentials
 from facesearch.api.auth import (
     PERMISSIONS,
     Operation,
-    ReplayCache,
-    SharedReplays,
     SignedRequest,
     authenticate,
     authorize,
@@ -34,6 +32,7 @@ from facesearch.api.errors import (
     SignatureMismatchError,
     UnknownKeyError,
 )
+from facesearch.api.replay import ReplayCache, SharedReplays
 from facesearch.config import Settings
 from facesearch.errors import AccessDeniedError
 from facesearch.governance.keys import AccessKeys, NewKey, Role

@@ -47,7 +47,6 @@ from facesearch.api import (
 from facesearch.api import video as video_api
 from facesearch.api.auth import (
     FailedAuthThrottle,
-    SharedReplays,
     SignedRequest,
     preauthenticate,
 )
@@ -63,7 +62,7 @@ from facesearch.api.errors import (
 )
 from facesearch.api.metrics import Metrics
 from facesearch.api.outages import DATABASE_ERRORS, classify, on_unavailable
-from facesearch.api.replay import Answers
+from facesearch.api.replay import Answers, SharedReplays
 from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool
 from facesearch.config import Settings
