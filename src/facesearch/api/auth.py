@@ -12,7 +12,8 @@ secret, in one of two ways:
   payload hash is always computed from the body received. Requests more than ``clock_skew_s``
   (5 minutes) away from the server's clock are refused. What a signature seen before within
   that window gets is :mod:`facesearch.api.replay`'s rule: refused (``replayed_request``;
-  the signatures kept by :class:`~facesearch.api.replay.SharedReplays` in the metadata database, so across restarts
+  the signatures kept by :class:`~facesearch.api.replay.SharedReplays` in the metadata
+  database, so across restarts
   and nodes), answered with the first answer, or run again. Implemented from AWS's
   specification of SigV4 (headers only; presigned query strings are not accepted).
 - **Bearer** (native API only, use over TLS): ``Authorization: Bearer <key id>:<secret>``.

@@ -63,14 +63,16 @@ async def list_collections(request: Request,
     ctx = context(request)
     infos = {c.name: c for c in await ctx.io(ctx.fs.collections.list)}
     names, nxt = page_by_name(list(infos), next_token, max_results, "collections")
-    return CollectionsOut(collections=[CollectionOut.model_validate(infos[n]) for n in names], next_token=nxt)
+    return CollectionsOut(collections=[CollectionOut.model_validate(infos[n]) for n in names],
+                          next_token=nxt)
 
 
 @router.get("/collections/{collection}", name=Operation.DESCRIBE_COLLECTION.value)
 async def describe_collection(request: Request, collection: str) -> CollectionOut:
     """A collection's size and model."""
     ctx = context(request)
-    return CollectionOut.model_validate(await ctx.io(lambda: ctx.fs.collections.describe(collection)))
+    info = await ctx.io(lambda: ctx.fs.collections.describe(collection))
+    return CollectionOut.model_validate(info)
 
 
 @router.delete("/collections/{collection}", name=Operation.DELETE_COLLECTION.value,

@@ -333,14 +333,16 @@ async def list_video_jobs(request: Request, caller: CallerDep, status: JobStatus
     jobs, nxt = await ctx.io(lambda: ctx.fs.video.list(
         status=status, limit=max_results, next_token=offset_token(kind, next_token),
         caller=caller))
-    return VideoJobsPage(jobs=[VideoJobOut.model_validate(j) for j in jobs], next_token=wrap_offset(kind, nxt))
+    return VideoJobsPage(jobs=[VideoJobOut.model_validate(j) for j in jobs],
+                         next_token=wrap_offset(kind, nxt))
 
 
 @router.get("/video/jobs/{job_id}", name=Operation.DESCRIBE_VIDEO_JOB.value)
 async def describe_video_job(request: Request, job_id: str, caller: CallerDep) -> VideoJobOut:
     """A job's status, progress and video metadata."""
     ctx = context(request)
-    return VideoJobOut.model_validate(await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller)))
+    job = await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller))
+    return VideoJobOut.model_validate(job)
 
 
 @router.get("/video/jobs/{job_id}/results", name=Operation.GET_VIDEO_JOB_RESULTS.value)
@@ -409,7 +411,8 @@ async def get_video_job_frame(
 async def cancel_video_job(request: Request, job_id: str, caller: CallerDep) -> VideoJobOut:
     """Cancel a waiting or running job (a finished one is left as it is)."""
     ctx = context(request)
-    return VideoJobOut.model_validate(await ctx.io(lambda: ctx.fs.video.cancel(job_id, caller=caller)))
+    job = await ctx.io(lambda: ctx.fs.video.cancel(job_id, caller=caller))
+    return VideoJobOut.model_validate(job)
 
 
 @router.delete("/video/jobs/{job_id}", name=Operation.DELETE_VIDEO_JOB.value, status_code=204,
