@@ -21,7 +21,7 @@ from facesearch.api.auth import (
 )
 from facesearch.api.errors import AuthenticationError, QueueFullError
 from facesearch.api.metrics import Metrics
-from facesearch.api.replay import Answers, ReplayCache, Replays, Repeat, repeat_rule
+from facesearch.api.replay import Answers, Repeat, ReplayCache, Replays, repeat_rule
 from facesearch.api.s3 import S3Images
 from facesearch.api.settings import ApiSettings
 from facesearch.api.work import WorkPool

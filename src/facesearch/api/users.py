@@ -9,8 +9,8 @@ from fastapi import Query, Request, Response
 from pydantic import BaseModel, Field
 
 from facesearch.api.auth import Operation
-from facesearch.api.context import context
 from facesearch.api.collections import FaceIdsIn
+from facesearch.api.context import context
 from facesearch.api.native import CallerDep, body_doc, native_router, parse_images
 from facesearch.api.paging import decode_row, encode_token
 from facesearch.services.users import DEFAULT_USER_MATCH_THRESHOLD

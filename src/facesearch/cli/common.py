@@ -20,6 +20,7 @@ from facesearch.governance import calibration as cal
 from facesearch.limits import MAX_RESULTS
 from facesearch.service import FaceSearch
 
+
 def _console(stderr: bool = False) -> Console:
     """A console whose long lines (a path, an id) are never broken: ``soft_wrap`` for text,
     and, when the output is not a terminal (a pipe, a log, where rich would assume 80

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from facesearch.limits import MAX_RESULTS
-from facesearch.services.collection import CollectionInfo
 from facesearch.shapes.base import Out
 
 
