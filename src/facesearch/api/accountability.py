@@ -25,6 +25,7 @@ from facesearch.shapes.accountability import (
     ReviewOut,
     VerifyOut,
 )
+from facesearch.shapes.base import ErrorOut
 from facesearch.shapes.collections import PolicyIn, PolicyOut
 from facesearch.shapes.search import AnswerOut, ThresholdRiskOut
 
@@ -96,7 +97,8 @@ async def review(request: Request, body: ReviewIn, caller: CallerDep) -> ReviewO
     return ReviewOut(recorded=True)
 
 
-@router.get("/audit", name=Operation.LIST_AUDIT_EVENTS.value)
+@router.get("/audit", name=Operation.LIST_AUDIT_EVENTS.value,
+            responses={s: {"model": ErrorOut} for s in (409, 413, 422, 503)})
 async def list_audit_events(
     request: Request, actor: str | None = None, case: str | None = None,
     collection: str | None = None,
