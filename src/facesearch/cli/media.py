@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -33,13 +33,10 @@ from facesearch.cli.common import (
 )
 from facesearch.service import FaceSearch
 from facesearch.shapes.base import rnd
-from facesearch.shapes.video import (
-    FaceEntryOut,
-    PersonEntryOut,
-    VideoJobOut,
-    VideoResultsOut,
-)
 from facesearch.types import Caller
+
+if TYPE_CHECKING:
+    from facesearch.shapes.video import VideoResultsOut
 
 video_app = typer.Typer(no_args_is_help=True, help="Find faces in stored video files.")
 
@@ -91,6 +88,12 @@ def _video_results(fs: FaceSearch, job: Any) -> VideoResultsOut:
     """Every result of a finished job, all pages in one (``GET /v1/video/jobs/{id}/results``
     with every page's persons or faces)."""
     from facesearch.media.video import JobKind
+    from facesearch.shapes.video import (
+        FaceEntryOut,
+        PersonEntryOut,
+        VideoJobOut,
+        VideoResultsOut,
+    )
 
     detection = job.kind is JobKind.FACE_DETECTION
     persons: list[PersonEntryOut] = []
