@@ -3,7 +3,7 @@
 0 the basics (types, errors, limits); 1 imaging and models (vision), video files (video:
 decoding, cuts, tracking, scanning) and settings (config);
 2 storage; 3 services, governance, media, evaluation; 4 the composition root (service.py) and
-the faces to the world (api, cli, web, the JSON shapes they share). Imports under
+the faces to the world (api, cli, web, and shapes: the JSON shapes they share). Imports under
 ``TYPE_CHECKING`` are annotations only and may name any layer, but no import, those and the
 deferred ones included, may close a cycle.
 """
@@ -22,7 +22,7 @@ LAYERS = {
     "vision": 1, "video": 1, "config": 1,
     "storage": 2,
     "services": 3, "governance": 3, "media": 3, "evaluation": 3,
-    "service": 4, "responses": 4, "api": 4, "cli": 4, "web": 4, "__main__": 4, "__init__": 4,
+    "service": 4, "shapes": 4, "api": 4, "cli": 4, "web": 4, "__main__": 4, "__init__": 4,
 }
 
 

@@ -275,7 +275,7 @@ class FaceSearch:
         if self._streams is None:
             from facesearch.media.kinesis import KinesisOutput
             from facesearch.media.stream.registry import StreamProcessors
-            from facesearch.responses import rekognition_stream_record
+            from facesearch.shapes.rekognition import rekognition_stream_record
 
             api = self.settings.api
             kinesis = endpoint_of(api.kinesis) if self.serving else None

@@ -133,7 +133,7 @@ class Quality:
 @dataclass(frozen=True)
 class FaceView:
     """One face as plain numbers, whatever it came from (a detection, a stored face, a face in
-    a video): what every interface shows of a face (:mod:`facesearch.responses`).
+    a video): what every interface shows of a face (:mod:`facesearch.shapes`).
 
     ``box`` (x1, y1, x2, y2) and five ``landmarks`` in pixels; ``score`` the detector's
     confidence (0-1); ``quality`` (when measured): ``size`` (inter-ocular px), ``sharpness``

@@ -6,8 +6,8 @@ from __future__ import annotations
 import datetime
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -17,8 +17,6 @@ from botocore.credentials import Credentials
 from facesearch.api.auth import (
     PERMISSIONS,
     Operation,
-    ReplayCache,
-    SharedReplays,
     SignedRequest,
     authenticate,
     authorize,
@@ -34,6 +32,7 @@ from facesearch.api.errors import (
     SignatureMismatchError,
     UnknownKeyError,
 )
+from facesearch.api.replay import ReplayCache, SharedReplays
 from facesearch.config import Settings
 from facesearch.errors import AccessDeniedError
 from facesearch.governance.keys import AccessKeys, NewKey, Role

@@ -21,8 +21,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from facesearch.api.auth import ReplayCache
 from facesearch.api.errors import ReplayedRequestError
+from facesearch.api.replay import ReplayCache
 from facesearch.config import Settings
 from facesearch.errors import ThrottledError
 from facesearch.service import FaceSearch

@@ -4,12 +4,14 @@ encodings, paging, the error shape and statuses, roles, keys, health and metrics
 from __future__ import annotations
 
 import base64
+import json
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 
+from ..conftest import face
 from .conftest import Server, blank_png, image_bytes
 
 COLL = "nat-people"
@@ -319,3 +321,40 @@ def test_health_metrics_docs(server: Server, people: dict[str, Any]) -> None:
     error(httpx.get(server.url + "/v1/nothing-here"), 401, "missing_authentication")
     with server.native("searcher") as s:
         error(s.get("/v1/nothing-here"), 404, "not_found")
+
+
+def test_the_cli_json_is_what_v1_answers(server: Server) -> None:
+    """The CLI's ``--json`` prints the JSON ``/v1`` answers to the same request (README, "CLI
+    JSON"): every key at every depth and every value, but a search's id (each search has its
+    own) and the two keys ``faces list`` adds for the data directory's owner."""
+    with server.native("admin") as c:
+        assert c.post("/v1/collections", json={"name": "nat-cli"}).status_code == 201
+    with server.native("indexer") as c:
+        r = c.post("/v1/collections/nat-cli/faces", files=files("obama.jpg"),
+                   data={"external_id": "obama"})
+        assert r.status_code == 200, r.text
+        assert c.post("/v1/collections/nat-cli/users", json={"user_id": "u1"}).status_code == 201
+        users = c.get("/v1/collections/nat-cli/users").json()
+        listed = c.get("/v1/collections/nat-cli/faces").json()
+        described = c.get("/v1/collections/nat-cli").json()
+    with server.native("searcher") as c:
+        searched = c.post("/v1/collections/nat-cli/search", files=files("two_people.jpg"),
+                          data={"all_faces": "true"}).json()
+        compared = c.post("/v1/compare", files={
+            "source": ("a.jpg", image_bytes("obama.jpg"), "image/jpeg"),
+            "target": ("b.jpg", image_bytes("two_people.jpg"), "image/jpeg")}).json()
+
+    def cli(*args: str) -> Any:
+        return json.loads(server.cli(*args, "--json").stdout)
+
+    assert cli("collection", "describe", "nat-cli") == described
+    assert cli("users", "list", "nat-cli") == users and users["users"]
+    local = cli("faces", "list", "nat-cli")
+    assert all(f.pop("source").endswith("obama.jpg") and f.pop("image_sha256")
+               for f in local["faces"])
+    assert local == listed
+    by_cli = cli("search", "nat-cli", str(face("two_people.jpg")), "--all-faces")
+    assert by_cli.pop("search_id") != searched.pop("search_id")
+    assert len(searched["probes"]) == 2 and any(p["matches"] for p in searched["probes"])
+    assert by_cli == searched
+    assert cli("compare", str(face("obama.jpg")), str(face("two_people.jpg"))) == compared

@@ -20,8 +20,8 @@ import pytest
 from botocore.exceptions import ClientError
 from PIL import Image as PILImage
 
-from facesearch import responses
 from facesearch.limits import MAX_INLINE_IMAGE_BYTES
+from facesearch.shapes import rekognition as rekognition_shapes
 
 from .conftest import (
     S3_BUCKET,
@@ -505,7 +505,7 @@ def test_model_versions_are_numeric(server: Server, people: dict[str, Any]) -> N
     with server.native("admin") as c:
         name = c.get(f"/v1/collections/{PEOPLE}").json()["model_version"]
     assert not NUMERIC.match(name) and "/" in name
-    number = responses.rekognition_model_version(name)
+    number = rekognition_shapes.rekognition_model_version(name)
     assert NUMERIC.match(number) and float(number) >= 7
     assert admin.describe_collection(CollectionId=PEOPLE)["FaceModelVersion"] == number
     listed = admin.list_collections()
@@ -523,13 +523,13 @@ def test_model_versions_are_numeric(server: Server, people: dict[str, Any]) -> N
 def test_model_version_numbers() -> None:
     """The documented map: every listed version distinct; an unlisted one still numeric,
     stable, distinct and above the listed ones."""
-    listed = responses.MODEL_VERSION_NUMBERS
+    listed = rekognition_shapes.MODEL_VERSION_NUMBERS
     assert len(set(listed.values())) == len(listed)
     assert all(NUMERIC.match(v) for v in listed.values())
-    custom = [responses.rekognition_model_version(v) for v in
+    custom = [rekognition_shapes.rekognition_model_version(v) for v in
               ("blazeface+blazeface/sface-2021dec", "mtcnn/dlib-resnet-v1", "x/y")]
     assert all(NUMERIC.match(v) for v in custom) and len(set(custom)) == 3
-    assert custom[0] == responses.rekognition_model_version("blazeface+blazeface/sface-2021dec")
+    assert custom[0] == rekognition_shapes.rekognition_model_version("blazeface+blazeface/sface-2021dec")
     assert min(float(v) for v in custom) > max(float(v) for v in listed.values())
 
 

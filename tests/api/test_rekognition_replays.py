@@ -24,7 +24,7 @@ from PIL import Image as PILImage
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from facesearch.api.rekognition import image_format
+from facesearch.api.rekognition_faces import image_format
 
 from ..media.video_helpers import wait_for
 from .conftest import (

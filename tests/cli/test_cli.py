@@ -87,17 +87,17 @@ def test_paths_are_not_wrapped_into_a_pipe(gallery: Path) -> None:
 
 def test_search_json_shape(gallery: Path) -> None:
     res = json.loads(run(gallery, "search", "cli", str(face("obama2.jpg")), "--json").stdout)
-    assert len(res["faces"]) == 1
-    matches = res["faces"][0]["matches"]
-    assert [m["external_id"] for m in matches] == ["obama"]
-    assert set(matches[0]) >= {"face_id", "external_id", "similarity"}
+    assert len(res["probes"]) == 1  # the shape of /v1's answer (README, "CLI JSON")
+    matches = res["probes"][0]["matches"]
+    assert [m["face"]["external_id"] for m in matches] == ["obama"]
+    assert set(matches[0]) >= {"face", "similarity"} and matches[0]["similarity"] > 80
     assert res["false_match_rate"] > 0 and res["expected_fpir"] > 0  # the risk of the 80
 
 
 def test_search_every_face(gallery: Path) -> None:
     allf = json.loads(run(gallery, "search", "cli", str(face("two_people.jpg")), "--all-faces",
                           "--json").stdout)
-    assert {f["matches"][0]["external_id"] for f in allf["faces"]} == {"obama", "biden"}
+    assert {p["matches"][0]["face"]["external_id"] for p in allf["probes"]} == {"obama", "biden"}
 
 
 def test_faces_delete(home: Path) -> None:
@@ -132,7 +132,7 @@ def test_detect_is_audited(home: Path) -> None:
 
 def test_review_names_a_real_search_and_one_of_its_candidates(gallery: Path) -> None:
     res = json.loads(run(gallery, "search", "cli", str(face("obama2.jpg")), "--json").stdout)
-    sid, fid = res["search_id"], res["faces"][0]["matches"][0]["face_id"]
+    sid, fid = res["search_id"], res["probes"][0]["matches"][0]["face"]["face_id"]
     run(gallery, "review", sid, fid, "confirmed", "--note", "same ear")
     made_up = run(gallery, "review", "00000000-0000-4000-8000-000000000000", fid, "confirmed",
                   ok=False)

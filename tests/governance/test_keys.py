@@ -101,7 +101,7 @@ def test_cli(home: Path) -> None:
     assert made["role"] == "searcher" and made["secret"] and made["active"]
     both = json.loads(run("create", "--role", "indexer", "--role", "searcher", "--json"))
     assert both["roles"] == ["indexer", "searcher"] and both["role"] == "indexer,searcher"
-    listed = json.loads(run("list", "--json"))["keys"]
+    listed = json.loads(run("list", "--json"))  # a list, as GET /v1/keys answers
     assert [k["key_id"] for k in listed] == [made["key_id"], both["key_id"]]
     assert all("secret" not in k for k in listed)
     assert json.loads(run("revoke", made["key_id"], "--json"))["active"] is False

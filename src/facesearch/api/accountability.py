@@ -1,5 +1,5 @@
 """Native routes for accountability: collection policy, erasure, retention, human review,
-verifying and exporting the audit trail, and the transparency report. Thin: each calls one
+listing, verifying and exporting the audit trail, and the transparency report. Thin: each calls one
 service function."""
 
 from __future__ import annotations
@@ -7,75 +7,36 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from facesearch.api.auth import Operation
 from facesearch.api.context import context
-from facesearch.api.native import CallerDep, ErrorOut, native_caller
+from facesearch.api.native import CallerDep, native_router
+from facesearch.api.paging import decode_row, encode_token
 from facesearch.errors import NotFoundError
-from facesearch.governance.erasure import ErasureReceipt
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.governance.report import public_report, render
 from facesearch.limits import MAX_RESULTS
-from facesearch.services.collection import CollectionInfo
+from facesearch.shapes.accountability import (
+    AuditPage,
+    ReceiptOut,
+    ReceiptsOut,
+    ReviewOut,
+    VerifyOut,
+)
+from facesearch.shapes.base import ErrorOut
+from facesearch.shapes.collections import PolicyIn, PolicyOut
+from facesearch.shapes.search import AnswerOut, ThresholdRiskOut
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(native_caller)],
-                   responses={s: {"model": ErrorOut} for s in (400, 401, 403, 404, 429)})
-
-
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PolicyIn(BaseModel):
-    """A collection's policy; omitted fields take the defaults of the collection's kind."""
-
-    model_config = ConfigDict(extra="forbid")
-    law_enforcement: bool = False
-    require_purpose: bool | None = None
-    threshold_floor: float | None = Field(None, ge=0, le=100)
-    max_results_cap: int | None = Field(None, ge=1, le=MAX_RESULTS)
-    retention_days: float | None = Field(None, gt=0)
-    min_probe_recognisability: float | None = Field(
-        None, ge=0, le=100, description="refuse probe faces less recognisable than this "
-                                        "(default: 40 for law enforcement, else 0)")
-
-
-class EffectivePolicyOut(_Out):
-    law_enforcement: bool
-    require_purpose: bool
-    threshold_floor: float
-    floor_false_match_rate: float | None = Field(
-        description="calibrated false-match rate per comparison at the floor, when known")
-    max_results_cap: int
-    retention_days: float | None
-    min_probe_recognisability: float = Field(
-        0.0, description="1:N image searches refuse probe faces less recognisable (0-100)")
-
-
-class PolicyOut(_Out):
-    collection: str
-    stated: PolicyIn
-    effective: EffectivePolicyOut
-
-
-def policy_out(info: CollectionInfo) -> PolicyOut:
-    p = info.policy
-    return PolicyOut(
-        collection=info.name, stated=PolicyIn(**info.settings.model_dump()),
-        effective=EffectivePolicyOut(
-            law_enforcement=p.law_enforcement, require_purpose=p.require_purpose,
-            threshold_floor=p.threshold_floor, floor_false_match_rate=p.floor_fmr,
-            max_results_cap=p.max_results_cap, retention_days=p.retention_days,
-            min_probe_recognisability=p.min_probe_recognisability))
+router = native_router((400, 401, 403, 404, 429))
 
 
 @router.get("/collections/{collection}/policy", name=Operation.GET_POLICY.value)
 async def get_policy(request: Request, collection: str) -> PolicyOut:
     """The collection's stated and effective policy."""
     ctx = context(request)
-    return policy_out(await ctx.io(lambda: ctx.fs.collections.describe(collection)))
+    return PolicyOut.model_validate(await ctx.io(lambda: ctx.fs.collections.describe(collection)))
 
 
 @router.put("/collections/{collection}/policy", name=Operation.SET_POLICY.value)
@@ -84,7 +45,7 @@ async def set_policy(request: Request, collection: str, body: PolicyIn,
     """Replace the collection's policy (audited)."""
     ctx = context(request)
     policy = CollectionPolicy(**body.model_dump())
-    return policy_out(await ctx.io(
+    return PolicyOut.model_validate(await ctx.io(
         lambda: ctx.fs.collections.set_policy(collection, policy, caller=caller)))
 
 
@@ -97,40 +58,14 @@ class EraseIn(BaseModel):
     user_id: str | None = None
 
 
-class ReceiptOut(_Out):
-    receipt_id: str
-    collection: str
-    face_ids: list[str]
-    images_erased: int
-    erased_at: float
-    reason: str
-    derived_erased: int = Field(0, description="stream snapshots and video results of these "
-                                               "faces that went too")
-    crops_erased: int = Field(0, description="review crops of these faces that went too")
-    vector_copies: str = Field("", description="where copies of the erased vectors outlive "
-                                               "the erasure in the vector backend, and until "
-                                               "when")
-
-
-def receipt_out(r: ErasureReceipt) -> ReceiptOut:
-    return ReceiptOut(receipt_id=r.receipt_id, collection=r.collection, face_ids=r.face_ids,
-                      images_erased=r.images_erased, erased_at=r.erased_at, reason=r.reason,
-                      derived_erased=r.derived_erased, crops_erased=r.crops_erased,
-                      vector_copies=r.vector_copies)
-
-
 @router.post("/collections/{collection}/erase", name=Operation.ERASE_FACES.value)
 async def erase(request: Request, collection: str, body: EraseIn,
                 caller: CallerDep) -> ReceiptOut:
     """Erase faces for good and return the erasure receipt (audited)."""
     ctx = context(request)
-    return receipt_out(await ctx.io(lambda: ctx.fs.erasure.erase(
+    return ReceiptOut.model_validate(await ctx.io(lambda: ctx.fs.erasure.erase(
         collection, face_ids=body.face_ids, external_id=body.external_id,
         user_id=body.user_id, caller=caller)))
-
-
-class ReceiptsOut(_Out):
-    receipts: list[ReceiptOut]
 
 
 @router.post("/retention/run", name=Operation.RUN_RETENTION.value)
@@ -138,7 +73,7 @@ async def run_retention(request: Request) -> ReceiptsOut:
     """Erase every face older than its collection's retention period, now."""
     ctx = context(request)
     receipts = await ctx.io(ctx.fs.erasure.expire)
-    return ReceiptsOut(receipts=[receipt_out(r) for r in receipts])
+    return ReceiptsOut(receipts=[ReceiptOut.model_validate(r) for r in receipts])
 
 
 class ReviewIn(BaseModel):
@@ -148,10 +83,6 @@ class ReviewIn(BaseModel):
     decision: Literal["confirmed", "rejected", "inconclusive"]
     note: str = Field("", max_length=4000)
     collection: str | None = None
-
-
-class ReviewOut(_Out):
-    recorded: bool
 
 
 @router.post("/reviews", name=Operation.REVIEW_CANDIDATE.value, status_code=201)
@@ -166,20 +97,28 @@ async def review(request: Request, body: ReviewIn, caller: CallerDep) -> ReviewO
     return ReviewOut(recorded=True)
 
 
-class ProblemOut(_Out):
-    kind: str
-    seq: int
-    message: str
-
-
-class VerifyOut(_Out):
-    ok: bool
-    events: int
-    head_seq: int
-    head_hash: str
-    checkpoints: int
-    checkpoints_valid: int
-    problems: list[ProblemOut]
+@router.get("/audit", name=Operation.LIST_AUDIT_EVENTS.value,
+            responses={s: {"model": ErrorOut} for s in (409, 413, 422, 503)})
+async def list_audit_events(
+    request: Request, actor: str | None = None, case: str | None = None,
+    collection: str | None = None,
+    operation: Annotated[str | None, Query(description="exact, or a prefix ending in '*'")] = None,
+    since: Annotated[float | None, Query(description="seconds since the epoch")] = None,
+    until: float | None = None, max_results: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    next_token: str | None = None, purpose: str | None = None,
+    search_id: Annotated[str | None, Query(description="the search and its reviews")] = None,
+    *, caller: CallerDep,
+) -> AuditPage:
+    """Audit events matching every filter given, a page at a time (auditors only; a key
+    bound to a case reads that case's events only)."""
+    ctx = context(request)
+    after = decode_row("audit", next_token)
+    records, nxt = await ctx.io(lambda: ctx.fs.audit.query(
+        actor=actor, case_ref=case, collection=collection, operation=operation, since=since,
+        until=until, limit=max_results, after_seq=after, purpose=purpose,
+        search_id=search_id, bound_case=ctx.fs.keys.case_of(caller)))
+    return AuditPage(events=[r.to_json() for r in records],
+                     next_token=None if nxt is None else encode_token("audit", nxt))
 
 
 @router.get("/audit/verify", name=Operation.VERIFY_AUDIT.value)
@@ -187,10 +126,7 @@ async def verify_audit(request: Request) -> VerifyOut:
     """Check the audit trail's hash chain and signed checkpoints; lists every problem found."""
     ctx = context(request)
     r = await ctx.io(ctx.fs.audit.verify)
-    return VerifyOut(ok=r.ok, events=r.events, head_seq=r.head_seq, head_hash=r.head_hash,
-                     checkpoints=r.checkpoints, checkpoints_valid=r.checkpoints_valid,
-                     problems=[ProblemOut(kind=p.kind.value, seq=p.seq, message=p.message)
-                               for p in r.problems])
+    return VerifyOut.model_validate(r)
 
 
 @router.get("/audit/export", name=Operation.EXPORT_AUDIT.value,
@@ -253,34 +189,6 @@ async def transparency_report(
 
 # -- what a threshold means -----------------------------------------------------------------
 
-class RiskOut(_Out):
-    similarity: float
-    false_match_rate: float = Field(description="1:1: fraction of different-person pairs at or "
-                                                "above the threshold")
-    false_non_match_rate: float = Field(description="1:1: fraction of same-person pairs below")
-    gallery_size: int | None
-    expected_fpir: float | None = Field(description="expected fraction of searches for someone "
-                                                    "not enrolled that return a candidate")
-    extrapolated: bool = Field(description="the FMR is below what the calibration data "
-                                           "measures and comes from a fitted tail")
-    measured_with: str
-
-
-class AnswerOut(_Out):
-    target_fpir: float
-    gallery_size: int
-    required_fmr: float
-    threshold: RiskOut
-    note: str
-
-
-def risk_out(r: Any) -> RiskOut:
-    return RiskOut(similarity=r.similarity, false_match_rate=r.false_match_rate,
-                   false_non_match_rate=r.false_non_match_rate, gallery_size=r.gallery_size,
-                   expected_fpir=r.expected_fpir, extrapolated=r.extrapolated,
-                   measured_with=r.measured_with)
-
-
 def _calibration(request: Request) -> Any:
     cal = context(request).fs.calibration()
     if cal is None:
@@ -293,14 +201,14 @@ async def threshold_risk(
     request: Request, similarity: Annotated[float, Query(ge=0, le=100)],
     gallery_size: Annotated[int | None, Query(ge=1)] = None,
     collection: Annotated[str | None, Query(description="use this collection's size")] = None,
-) -> RiskOut:
+) -> ThresholdRiskOut:
     """The false-match rate of a threshold, and the expected false-positive identification
     rate for a gallery (given, or a collection's current size)."""
     ctx = context(request)
     if collection is not None:
         gallery_size = max(1, (await ctx.io(
             lambda: ctx.fs.collections.describe(collection))).face_count)
-    return risk_out(_calibration(request).risk(similarity, gallery_size))
+    return ThresholdRiskOut.model_validate(_calibration(request).risk(similarity, gallery_size))
 
 
 @router.get("/calibration/threshold", name=Operation.THRESHOLD_FOR_FPIR.value)
@@ -309,6 +217,4 @@ async def threshold_for_fpir(
     gallery_size: Annotated[int, Query(ge=1)],
 ) -> AnswerOut:
     """Which threshold gives an expected FPIR at most ``fpir`` on a gallery of this size?"""
-    a = _calibration(request).answer(fpir, gallery_size)
-    return AnswerOut(target_fpir=a.target_fpir, gallery_size=a.gallery_size,
-                     required_fmr=a.required_fmr, threshold=risk_out(a.risk), note=a.note)
+    return AnswerOut.model_validate(_calibration(request).answer(fpir, gallery_size))

@@ -32,11 +32,21 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from facesearch import __version__
-from facesearch.api import accountability, crops, docs, native, rekognition, streams, web
+from facesearch.api import (
+    accountability,
+    collections,
+    crops,
+    docs,
+    keys,
+    rekognition,
+    search,
+    streams,
+    users,
+    web,
+)
 from facesearch.api import video as video_api
 from facesearch.api.auth import (
     FailedAuthThrottle,
-    SharedReplays,
     SignedRequest,
     preauthenticate,
 )
@@ -45,7 +55,6 @@ from facesearch.api.errors import (
     AuthenticationError,
     RequestTooLargeError,
     error_response,
-    hide_paths,
     on_facesearch_error,
     on_http_error,
     on_unexpected_error,
@@ -53,7 +62,7 @@ from facesearch.api.errors import (
 )
 from facesearch.api.metrics import Metrics
 from facesearch.api.outages import DATABASE_ERRORS, classify, on_unavailable
-from facesearch.api.replay import Answers
+from facesearch.api.replay import Answers, SharedReplays
 from facesearch.api.work import WorkPool
 from facesearch.config import Settings
 from facesearch.errors import FaceSearchError, ThrottledError, UnavailableError
@@ -61,6 +70,7 @@ from facesearch.governance.retention import RetentionWorker
 from facesearch.governance.trail import OutboxSweeper
 from facesearch.media.inputs import redact_credentials
 from facesearch.service import FaceSearch
+from facesearch.shapes.base import hide_paths
 from facesearch.vision.pipeline import ThreadLocalPipeline, pipeline_from
 
 log = logging.getLogger("facesearch.api")
@@ -157,7 +167,10 @@ def create_app(fs: FaceSearch) -> FastAPI:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(Exception, on_unexpected_error)
-    app.include_router(native.router)
+    app.include_router(collections.router)
+    app.include_router(search.router)
+    app.include_router(users.router)
+    app.include_router(keys.router)
     app.include_router(accountability.router)
     app.include_router(crops.router)
     app.include_router(rekognition.router)

@@ -12,7 +12,8 @@ secret, in one of two ways:
   payload hash is always computed from the body received. Requests more than ``clock_skew_s``
   (5 minutes) away from the server's clock are refused. What a signature seen before within
   that window gets is :mod:`facesearch.api.replay`'s rule: refused (``replayed_request``;
-  the signatures kept by :class:`SharedReplays` in the metadata database, so across restarts
+  the signatures kept by :class:`~facesearch.api.replay.SharedReplays` in the metadata
+  database, so across restarts
   and nodes), answered with the first answer, or run again. Implemented from AWS's
   specification of SigV4 (headers only; presigned query strings are not accepted).
 - **Bearer** (native API only, use over TLS): ``Authorization: Bearer <key id>:<secret>``.
@@ -27,26 +28,27 @@ from __future__ import annotations
 import calendar
 import enum
 import hashlib
-import heapq
 import hmac
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote_plus
 
 from facesearch.api.errors import (
     IncompleteSignatureError,
     MissingAuthError,
-    ReplayedRequestError,
     SignatureExpiredError,
     SignatureMismatchError,
     UnknownKeyError,
 )
 from facesearch.errors import AccessDeniedError, ThrottledError
 from facesearch.governance.keys import AccessKeys, KeyInfo, KeyNotFoundError, Role
-from facesearch.storage.store import Store
+
+if TYPE_CHECKING:
+    from facesearch.api.replay import Replays
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
@@ -234,84 +236,6 @@ class SignedRequest:
 
     def header_values(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k == name]
-
-
-class ReplayCache:
-    """The SigV4 signatures accepted in the last clock-skew window, to refuse a replay, in
-    this process's memory (library use; the server keeps them in its database with
-    :class:`SharedReplays`, which a restart does not forget).
-
-    Thread-safe, per process (a replay sent to another process would get through). Each
-    signature is kept until its request's date + the skew window (after that the date is
-    refused anyway). Identical requests signed in the same second have the same signature
-    (the AWS SDKs add ``amz-sdk-invocation-id`` after signing): a client tells them apart
-    with a signed unique header (``X-Facesearch-Nonce``). At most
-    ``max_entries`` (default 200,000, about 50 MB) live at once; when that many unexpired
-    signatures are held, new ones are refused as throttled rather than an old one forgotten
-    (forgetting would re-open a replay).
-    """
-
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self.max_entries = max_entries
-        self._seen: dict[str, float] = {}  # signature -> expiry
-        self._expiries: list[tuple[float, str]] = []  # a heap of (expiry, signature)
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def admit(self, signature: str, expires_at: float, now: float) -> None:
-        """Remember ``signature`` until ``expires_at`` (s since the epoch), or raise
-        :class:`ReplayedRequestError` if it was admitted before and has not expired."""
-        with self._lock:
-            while self._expiries and self._expiries[0][0] <= now:
-                _, old = heapq.heappop(self._expiries)
-                self._seen.pop(old, None)
-            if signature in self._seen:
-                raise ReplayedRequestError(
-                    "this request signature was already used: sign every request afresh "
-                    "(replays within the clock-skew window are refused)")
-            if len(self._seen) >= self.max_entries:
-                raise ThrottledError("too many signed requests in the clock-skew window; "
-                                     "retry later", retry_after=60)
-            self._seen[signature] = expires_at
-            heapq.heappush(self._expiries, (expires_at, signature))
-
-    def forget(self, signature: str) -> None:
-        """Accept ``signature`` once more: its request was refused before it did anything
-        (throttled, overloaded), so that a client may retry it as sent."""
-        with self._lock:
-            self._seen.pop(signature, None)
-
-
-class SharedReplays:
-    """The signatures accepted in the clock-skew window kept in the metadata database (SQLite
-    or PostgreSQL), so that a replay is refused after a restart and by every API node of a
-    shared database.
-    Same contract as :class:`ReplayCache`; one row a signature. Expired rows are deleted by
-    each node at most once every :attr:`PURGE_EVERY_S`, off the signature's own statement."""
-
-    PURGE_EVERY_S = 60.0
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._next_purge = 0.0
-
-    def admit(self, signature: str, expires_at: float, now: float) -> None:
-        if now >= self._next_purge:
-            self._next_purge = now + self.PURGE_EVERY_S
-            self.store.purge_signatures(now)
-        if not self.store.admit_signature(signature, expires_at, now):
-            raise ReplayedRequestError(
-                "this request signature was already used: sign every request afresh "
-                "(replays within the clock-skew window are refused)")
-
-    def forget(self, signature: str) -> None:
-        self.store.forget_signature(signature)
-
-
-Replays = ReplayCache | SharedReplays
-"""Where accepted signatures are remembered: this process, or the database (the server)."""
 
 
 class FailedAuthThrottle:

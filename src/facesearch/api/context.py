@@ -14,8 +14,6 @@ from starlette.concurrency import run_in_threadpool
 from facesearch.api.auth import (
     FailedAuthThrottle,
     Operation,
-    ReplayCache,
-    Replays,
     SignedRequest,
     authenticate,
     authorize,
@@ -23,7 +21,7 @@ from facesearch.api.auth import (
 )
 from facesearch.api.errors import AuthenticationError, QueueFullError
 from facesearch.api.metrics import Metrics
-from facesearch.api.replay import Answers, Repeat, repeat_rule
+from facesearch.api.replay import Answers, Repeat, ReplayCache, Replays, repeat_rule
 from facesearch.api.s3 import S3Images
 from facesearch.api.work import WorkPool
 from facesearch.config import ApiSettings
@@ -48,7 +46,7 @@ class ApiContext:
     body_limit: int
     replays: Replays = field(default_factory=ReplayCache)
     """SigV4 signatures seen in the clock-skew window: this process's, or with a PostgreSQL
-    database every node's (:class:`facesearch.api.auth.SharedReplays`)."""
+    database every node's (:class:`facesearch.api.replay.SharedReplays`)."""
     answers: Answers | None = None
     """The answers of Rekognition requests that run once (:mod:`facesearch.api.replay`)."""
     auth_failures: FailedAuthThrottle = field(default_factory=FailedAuthThrottle)

@@ -38,6 +38,7 @@ from facesearch.errors import (
     UnavailableError,
     VideoTooLargeError,
 )
+from facesearch.shapes.base import public_message
 
 log = logging.getLogger("facesearch.api")
 
@@ -195,37 +196,6 @@ def _retry_headers(exc: FaceSearchError) -> dict[str, str]:
     if isinstance(exc, ThrottledError):
         return {"Retry-After": str(max(1, int(exc.retry_after)))}
     return {}
-
-
-PRIVATE_PATHS: list[str] = []
-"""Server directories no error message may name (the data directory, as given and resolved):
-set by :func:`hide_paths` when an app is made; a message naming one has it replaced by
-:data:`PATH_MARK`. The messages are written not to name them; this is the last guard."""
-
-PATH_MARK = "<server path>"
-
-
-def hide_paths(*paths: str) -> None:
-    """Add directories that error messages must not name (longest first, so a directory
-    inside another is replaced whole)."""
-    for p in paths:
-        p = p.rstrip("/")
-        if p and p not in PRIVATE_PATHS:
-            PRIVATE_PATHS.append(p)
-    PRIVATE_PATHS.sort(key=len, reverse=True)
-
-
-def public_message(message: str) -> str:
-    """``message`` with every :data:`PRIVATE_PATHS` directory (and what follows it up to a
-    space or quote) replaced by :data:`PATH_MARK`."""
-    for p in PRIVATE_PATHS:
-        while p in message:
-            i = message.index(p)
-            j = i + len(p)
-            while j < len(message) and message[j] not in " '\"),;\n":
-                j += 1
-            message = message[:i] + PATH_MARK + message[j:]
-    return message
 
 
 def native_error(exc: FaceSearchError) -> JSONResponse:

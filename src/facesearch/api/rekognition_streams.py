@@ -32,10 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from facesearch import responses
 from facesearch.api.auth import Operation
 from facesearch.api.context import ApiContext
-from facesearch.api.errors import public_message
 from facesearch.api.paging import page_by_name
 from facesearch.errors import InvalidParameterError, NotFoundError
 from facesearch.governance.tags import ResourceKind, validate_tags
@@ -43,6 +41,8 @@ from facesearch.media.cameras import camera_of_arn
 from facesearch.media.kinesis import stream_name
 from facesearch.media.sns import ROLE_ARN
 from facesearch.media.stream.model import StreamSettings
+from facesearch.shapes import rekognition as shapes
+from facesearch.shapes.base import public_message
 from facesearch.types import Caller
 
 Json = dict[str, Any]
@@ -71,7 +71,7 @@ class In(BaseModel):
 def arn(ctx: ApiContext, kind: ResourceKind, name: str) -> str:
     """The ARN of a collection or stream processor of this server."""
     s = ctx.settings
-    return responses.rekognition_arn(s.region, s.account_id, kind.value, name)
+    return shapes.rekognition_arn(s.region, s.account_id, kind.value, name)
 
 
 def resource_of(ctx: ApiContext, resource_arn: str) -> tuple[ResourceKind, str]:
@@ -249,7 +249,7 @@ async def stop_stream_processor(ctx: ApiContext, caller: Caller, p: ProcessorIn)
 
 async def describe_stream_processor(ctx: ApiContext, caller: Caller, p: ProcessorIn) -> Json:
     info = await ctx.io(lambda: ctx.fs.streams.describe(p.Name, caller=caller))
-    out = responses.rekognition_stream_processor(info, ctx.settings.region,
+    out = shapes.rekognition_stream_processor(info, ctx.settings.region,
                                                  ctx.settings.account_id)
     if "StatusMessage" in out:  # no server path (a camera's file, say) in what a client reads
         out["StatusMessage"] = public_message(str(out["StatusMessage"]))

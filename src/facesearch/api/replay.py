@@ -16,7 +16,7 @@ sent again (a replay) inside the 5-minute clock-skew window. Each operation has 
   no second job, no second search or audit event under the key, no deletion of a resource
   re-created since);
 - :attr:`Repeat.ONCE` (native API): the signature is accepted once
-  (:class:`facesearch.api.auth.SharedReplays`), a repeat is refused as ``replayed_request``
+  (:class:`SharedReplays`), a repeat is refused as ``replayed_request``
   (key and policy changes, erasure, feeds, face crops...).
 
 A ``ClientRequestToken`` (Rekognition: Start* jobs, CreateUser, DeleteUser, AssociateFaces,
@@ -33,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import heapq
 import json
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from typing import Any
 from fastapi import Response
 
 from facesearch.api.auth import Operation
-from facesearch.api.errors import AMZ_JSON
+from facesearch.api.errors import AMZ_JSON, ReplayedRequestError
 from facesearch.errors import IdempotencyMismatchError, ThrottledError
 from facesearch.storage.store import Store
 
@@ -195,3 +197,83 @@ def replayed_response(status: int, body: bytes) -> Response:
         except ValueError:
             pass
     return Response(body, status_code=status, media_type=AMZ_JSON, headers=headers)
+
+
+# -- signatures seen ----------------------------------------------------------------------
+
+class ReplayCache:
+    """The SigV4 signatures accepted in the last clock-skew window, to refuse a replay, in
+    this process's memory (library use; the server keeps them in its database with
+    :class:`SharedReplays`, which a restart does not forget).
+
+    Thread-safe, per process (a replay sent to another process would get through). Each
+    signature is kept until its request's date + the skew window (after that the date is
+    refused anyway). Identical requests signed in the same second have the same signature
+    (the AWS SDKs add ``amz-sdk-invocation-id`` after signing): a client tells them apart
+    with a signed unique header (``X-Facesearch-Nonce``). At most
+    ``max_entries`` (default 200,000, about 50 MB) live at once; when that many unexpired
+    signatures are held, new ones are refused as throttled rather than an old one forgotten
+    (forgetting would re-open a replay).
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._seen: dict[str, float] = {}  # signature -> expiry
+        self._expiries: list[tuple[float, str]] = []  # a heap of (expiry, signature)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def admit(self, signature: str, expires_at: float, now: float) -> None:
+        """Remember ``signature`` until ``expires_at`` (s since the epoch), or raise
+        :class:`ReplayedRequestError` if it was admitted before and has not expired."""
+        with self._lock:
+            while self._expiries and self._expiries[0][0] <= now:
+                _, old = heapq.heappop(self._expiries)
+                self._seen.pop(old, None)
+            if signature in self._seen:
+                raise ReplayedRequestError(
+                    "this request signature was already used: sign every request afresh "
+                    "(replays within the clock-skew window are refused)")
+            if len(self._seen) >= self.max_entries:
+                raise ThrottledError("too many signed requests in the clock-skew window; "
+                                     "retry later", retry_after=60)
+            self._seen[signature] = expires_at
+            heapq.heappush(self._expiries, (expires_at, signature))
+
+    def forget(self, signature: str) -> None:
+        """Accept ``signature`` once more: its request was refused before it did anything
+        (throttled, overloaded), so that a client may retry it as sent."""
+        with self._lock:
+            self._seen.pop(signature, None)
+
+
+class SharedReplays:
+    """The signatures accepted in the clock-skew window kept in the metadata database (SQLite
+    or PostgreSQL), so that a replay is refused after a restart and by every API node of a
+    shared database.
+    Same contract as :class:`ReplayCache`; one row a signature. Expired rows are deleted by
+    each node at most once every :attr:`PURGE_EVERY_S`, off the signature's own statement."""
+
+    PURGE_EVERY_S = 60.0
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._next_purge = 0.0
+
+    def admit(self, signature: str, expires_at: float, now: float) -> None:
+        if now >= self._next_purge:
+            self._next_purge = now + self.PURGE_EVERY_S
+            self.store.purge_signatures(now)
+        if not self.store.admit_signature(signature, expires_at, now):
+            raise ReplayedRequestError(
+                "this request signature was already used: sign every request afresh "
+                "(replays within the clock-skew window are refused)")
+
+    def forget(self, signature: str) -> None:
+        self.store.forget_signature(signature)
+
+
+Replays = ReplayCache | SharedReplays
+"""Where accepted signatures are remembered: this process, or the database (the server)."""

@@ -22,39 +22,28 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
+from fastapi import APIRouter, Query, Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from facesearch.api.auth import Operation, SignedRequest, authenticate, authorize
 from facesearch.api.context import ApiContext, context
-from facesearch.api.errors import (
-    AuthenticationError,
-    SerializationError,
-    mapping,
-    public_message,
-)
-from facesearch.api.native import (
-    ErrorOut,
-    native_caller,
-)
+from facesearch.api.errors import AuthenticationError, SerializationError, mapping
+from facesearch.api.native import CallerDep, native_router
 from facesearch.api.paging import page_by_name
 from facesearch.api.video import allowed_path
 from facesearch.errors import FaceSearchError, InvalidParameterError
 from facesearch.media.events import StreamEvent, Subscription
-from facesearch.media.inputs import classify_input, redact_url
-from facesearch.media.stream.model import LiveView, ProcessorInfo, StreamMetrics, StreamSettings
-from facesearch.responses import Out
+from facesearch.media.inputs import classify_input
+from facesearch.media.stream.model import LiveView, StreamSettings
+from facesearch.shapes.base import public_message
+from facesearch.shapes.streams import StreamMetricsOut, StreamProcessorOut, StreamProcessorsPage
 from facesearch.types import Caller
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(native_caller)],
-                   responses={s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 413,
-                                                                429, 503)})
+router = native_router((400, 401, 403, 404, 409, 413, 429, 503))
 ws_router = APIRouter(prefix="/v1")
 """The WebSocket route, which authenticates itself (see the module docstring)."""
-
-CallerDep = Annotated[Caller, Depends(native_caller)]
 
 KEEPALIVE_S = 15.0
 
@@ -67,39 +56,6 @@ class StreamProcessorIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_.\-]+$")
     settings: StreamSettings
-
-
-class StreamProcessorOut(Out):
-    name: str
-    status: str
-    status_message: str | None
-    created_at: float
-    updated_at: float
-    settings: dict[str, Any] = Field(description="credentials in URLs are masked")
-    metrics: StreamMetrics | None = Field(description="null unless running in this server")
-
-
-class StreamProcessorsPage(Out):
-    processors: list[StreamProcessorOut]
-    next_token: str | None = None
-
-
-class StreamMetricsOut(Out):
-    name: str
-    status: str
-    metrics: StreamMetrics | None
-
-
-def processor_out(p: ProcessorInfo, jsonl_root: Path) -> StreamProcessorOut:
-    s = p.settings.model_dump(mode="json")
-    s["input_url"] = redact_url(p.settings.input_url)
-    s["webhook_url"] = redact_url(p.settings.webhook_url)
-    if p.settings.jsonl_path is not None and p.settings.jsonl_path.is_relative_to(jsonl_root):
-        s["jsonl_path"] = str(p.settings.jsonl_path.relative_to(jsonl_root))
-    return StreamProcessorOut(name=p.name, status=p.status.value,
-                              status_message=None if p.status_message is None
-                              else public_message(p.status_message), created_at=p.created_at,
-                              updated_at=p.updated_at, settings=s, metrics=p.metrics)
 
 
 def jsonl_root(ctx: ApiContext) -> Path:
@@ -134,7 +90,7 @@ async def create_stream_processor(request: Request, body: StreamProcessorIn,
     ctx = context(request)
     settings = checked_stream_settings(ctx, body.settings)
     info = await ctx.io(lambda: ctx.fs.streams.create(body.name, settings, caller=caller))
-    return processor_out(info, jsonl_root(ctx))
+    return StreamProcessorOut.of(info, jsonl_root(ctx))
 
 
 @router.get("/streams", name=Operation.LIST_STREAM_PROCESSORS.value)
@@ -146,7 +102,7 @@ async def list_stream_processors(request: Request, caller: CallerDep,
     infos = {p.name: p for p in await ctx.io(lambda: ctx.fs.streams.list(caller=caller))}
     names, nxt = page_by_name(list(infos), next_token, max_results, "streams")
     root = jsonl_root(ctx)
-    return StreamProcessorsPage(processors=[processor_out(infos[n], root) for n in names],
+    return StreamProcessorsPage(processors=[StreamProcessorOut.of(infos[n], root) for n in names],
                                 next_token=nxt)
 
 
@@ -155,7 +111,7 @@ async def describe_stream_processor(request: Request, name: str,
                                     caller: CallerDep) -> StreamProcessorOut:
     """A processor's definition, status and (when it runs here) metrics."""
     ctx = context(request)
-    return processor_out(await ctx.io(lambda: ctx.fs.streams.describe(name, caller=caller)),
+    return StreamProcessorOut.of(await ctx.io(lambda: ctx.fs.streams.describe(name, caller=caller)),
                          jsonl_root(ctx))
 
 
@@ -165,7 +121,7 @@ async def start_stream_processor(request: Request, name: str,
     """Start a processor in this server (409 if it already runs)."""
     ctx = context(request)
     info = await ctx.io(lambda: ctx.fs.streams.start(name, caller=caller))
-    return processor_out(info, jsonl_root(ctx))
+    return StreamProcessorOut.of(info, jsonl_root(ctx))
 
 
 @router.post("/streams/{name}/stop", name=Operation.STOP_STREAM_PROCESSOR.value)
@@ -173,7 +129,7 @@ async def stop_stream_processor(request: Request, name: str,
                                 caller: CallerDep) -> StreamProcessorOut:
     """Stop a processor (a no-op when it is not running)."""
     ctx = context(request)
-    return processor_out(await ctx.io(lambda: ctx.fs.streams.stop(name, caller=caller)),
+    return StreamProcessorOut.of(await ctx.io(lambda: ctx.fs.streams.stop(name, caller=caller)),
                          jsonl_root(ctx))
 
 
@@ -192,7 +148,7 @@ async def get_stream_processor_metrics(request: Request, name: str,
     """A processor's status and, when it runs here, its counters, rates and latencies."""
     ctx = context(request)
     info = await ctx.io(lambda: ctx.fs.streams.describe(name, caller=caller))
-    return StreamMetricsOut(name=info.name, status=info.status.value, metrics=info.metrics)
+    return StreamMetricsOut.model_validate(info)
 
 
 def _sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:

@@ -3,7 +3,7 @@
 
 Routes call :attr:`FaceSearch.video <facesearch.service.FaceSearch.video>` (StartFaceSearch /
 StartFaceDetection jobs) and convert their results; the Rekognition-shaped video operations
-live in :mod:`facesearch.api.rekognition` and share this module's input helpers.
+live in :mod:`facesearch.api.rekognition_video` and share this module's input helpers.
 
 Video input is one of:
 
@@ -20,39 +20,34 @@ candidate is a lead for human review.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 
-from facesearch import responses
 from facesearch.api.auth import Operation
 from facesearch.api.context import ApiContext, context
-from facesearch.api.errors import InvalidS3ObjectError, SerializationError, public_message
-from facesearch.api.native import (
-    ErrorOut,
-    json_object,
-    native_caller,
-    validated,
-)
+from facesearch.api.errors import InvalidS3ObjectError, SerializationError
+from facesearch.api.native import CallerDep, json_object, native_router, validated
 from facesearch.api.paging import decode_row, encode_token
 from facesearch.api.s3 import S3Images
 from facesearch.config import EndpointSettings
 from facesearch.errors import InvalidParameterError, VideoTooLargeError
 from facesearch.limits import MAX_RESULTS
-from facesearch.media.candidates import VideoMatch
-from facesearch.media.inputs import redact_url
 from facesearch.media.job_notify import s3_label
-from facesearch.media.job_results import PersonSummary
-from facesearch.media.video_job import MAX_PAGE, JobKind, JobStatus, VideoJob
-from facesearch.responses import DetectedFaceOut, Out
-from facesearch.types import Caller
-from facesearch.video.frames import VideoInfo
+from facesearch.media.video_job import JobKind, JobStatus, MAX_PAGE, VideoJob
 from facesearch.video.scan import VideoJobSettings
+from facesearch.shapes.video import (
+    PersonsOut,
+    ThumbnailOut,
+    ThumbnailsOut,
+    VideoJobOut,
+    VideoJobsPage,
+    VideoResultsOut,
+)
 
 UPLOAD_PATHS = frozenset({"/v1/video/search", "/v1/video/detect"})
 """Routes whose request bodies may be as large as ``max_upload_bytes`` (video uploads)."""
@@ -162,11 +157,7 @@ def page_size(max_results: int | None) -> int:
 
 # -- shapes -------------------------------------------------------------------------------------
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(native_caller)],
-                   responses={s: {"model": ErrorOut} for s in (400, 401, 403, 404, 409, 413,
-                                                                429, 503)})
-
-CallerDep = Annotated[Caller, Depends(native_caller)]
+router = native_router((400, 401, 403, 404, 409, 413, 429, 503))
 
 
 class S3ObjectIn(BaseModel):
@@ -200,76 +191,6 @@ class SearchJobIn(_JobIn):
     threshold: float | None = Field(default=None, ge=0, le=100, description="default: 80 or the "
                                                                      "collection's floor")
     max_results: int = Field(default=10, ge=1, le=MAX_RESULTS, description="candidates kept per person")
-
-
-class VideoJobOut(Out):
-    job_id: str
-    kind: JobKind
-    status: JobStatus
-    status_message: str | None
-    progress: float = Field(description="percent of the video analysed")
-    collection: str | None
-    source: str
-    settings: dict[str, Any]
-    video: VideoInfo | None
-    job_tag: str | None
-    webhook_url: str | None
-    sns_topic_arn: str | None = Field(description="SNS topic of a Rekognition client's "
-                                                  "NotificationChannel")
-    notification: str | None = Field(description="null, 'delivered' or 'failed: <reason>' "
-                                                  "(both channels: 'webhook: ...; sns: ...')")
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    frames_analysed: int | None
-    persons: int | None
-    matched_persons: int | None
-    attempts: int
-
-
-class VideoJobsPage(Out):
-    jobs: list[VideoJobOut]
-    next_token: str | None = None
-
-
-class PersonEntryOut(Out):
-    timestamp_ms: int
-    person_index: int
-    face: DetectedFaceOut = Field(description="box and landmarks in video pixels")
-    matches: list[VideoMatch] = Field(description="the person's candidates, best first")
-
-
-class FaceEntryOut(Out):
-    timestamp_ms: int
-    face: DetectedFaceOut
-
-
-class VideoResultsOut(Out):
-    job: VideoJobOut
-    label: str = "candidates for human review, not identifications"
-    persons: list[PersonEntryOut] | None = Field(default=None, description="face search jobs")
-    faces: list[FaceEntryOut] | None = Field(default=None, description="face detection jobs")
-    next_token: str | None = None
-
-
-class PersonsOut(Out):
-    job: VideoJobOut
-    persons: list[PersonSummary]
-
-
-# -- conversions ----------------------------------------------------------------------------
-
-def job_out(j: VideoJob) -> VideoJobOut:
-    return VideoJobOut(
-        job_id=j.job_id, kind=j.kind, status=j.status,
-        status_message=None if j.status_message is None else public_message(j.status_message),
-        progress=j.progress, collection=j.collection, source=j.source,
-        settings=j.settings.model_dump(mode="json"), video=j.video, job_tag=j.job_tag,
-        webhook_url=redact_url(j.webhook_url), sns_topic_arn=j.sns_topic_arn,
-        notification=j.notification,
-        created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,
-        frames_analysed=j.frames_analysed, persons=j.persons, matched_persons=j.matched_persons,
-        attempts=j.attempts)
 
 
 # -- input checks -----------------------------------------------------------------------------
@@ -356,7 +277,7 @@ async def start_face_search(request: Request, caller: CallerDep) -> VideoJobOut:
     p, upload = await parse_job(request, SearchJobIn)
     settings = VideoJobSettings(sample_fps=p.sample_fps, threshold=p.threshold,
                                 max_results=p.max_results)
-    return job_out(await submit_job(ctx, p, upload, lambda video, source: (
+    return VideoJobOut.model_validate(await submit_job(ctx, p, upload, lambda video, source: (
         ctx.fs.video.start_face_search(
             p.collection, video, settings=settings, job_tag=p.job_tag,
             webhook_url=p.webhook_url, client_request_token=p.client_request_token,
@@ -370,7 +291,7 @@ async def start_face_detection(request: Request, caller: CallerDep) -> VideoJobO
     ctx = context(request)
     p, upload = await parse_job(request, DetectJobIn)
     settings = VideoJobSettings(sample_fps=p.sample_fps)
-    return job_out(await submit_job(ctx, p, upload, lambda video, source: (
+    return VideoJobOut.model_validate(await submit_job(ctx, p, upload, lambda video, source: (
         ctx.fs.video.start_face_detection(
             video, settings=settings, job_tag=p.job_tag, webhook_url=p.webhook_url,
             client_request_token=p.client_request_token, source_name=source, caller=caller))))
@@ -386,14 +307,16 @@ async def list_video_jobs(request: Request, caller: CallerDep, status: JobStatus
     jobs, nxt = await ctx.io(lambda: ctx.fs.video.list(
         status=status, limit=max_results, next_token=offset_token(kind, next_token),
         caller=caller))
-    return VideoJobsPage(jobs=[job_out(j) for j in jobs], next_token=wrap_offset(kind, nxt))
+    return VideoJobsPage(jobs=[VideoJobOut.model_validate(j) for j in jobs],
+                         next_token=wrap_offset(kind, nxt))
 
 
 @router.get("/video/jobs/{job_id}", name=Operation.DESCRIBE_VIDEO_JOB.value)
 async def describe_video_job(request: Request, job_id: str, caller: CallerDep) -> VideoJobOut:
     """A job's status, progress and video metadata."""
     ctx = context(request)
-    return job_out(await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller)))
+    job = await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller))
+    return VideoJobOut.model_validate(job)
 
 
 @router.get("/video/jobs/{job_id}/results", name=Operation.GET_VIDEO_JOB_RESULTS.value)
@@ -413,19 +336,12 @@ async def get_video_job_results(
         dpage = await ctx.io(lambda: ctx.fs.video.results.face_detection_results(
             job_id, max_results=max_results, next_token=offset_token(kind, next_token),
             caller=caller))
-        return VideoResultsOut(
-            job=job_out(dpage.job), next_token=wrap_offset(kind, dpage.next_token),
-            faces=[FaceEntryOut(timestamp_ms=f.timestamp_ms, face=responses.detail(f.face.view()))
-                   for f in dpage.faces])
+        return VideoResultsOut.of(dpage, wrap_offset(kind, dpage.next_token))
     kind = results_kind(job_id, f"persons-{sort_by}-{int(matched_only)}")
     spage = await ctx.io(lambda: ctx.fs.video.results.face_search_results(
         job_id, max_results=max_results, next_token=offset_token(kind, next_token),
         sort_by=sort_by, matched_only=matched_only, caller=caller))
-    return VideoResultsOut(
-        job=job_out(spage.job), next_token=wrap_offset(kind, spage.next_token),
-        persons=[PersonEntryOut(timestamp_ms=e.timestamp_ms, person_index=e.person_index,
-                                face=responses.detail(e.face.view()), matches=e.matches)
-                 for e in spage.persons])
+    return VideoResultsOut.of(spage, wrap_offset(kind, spage.next_token))
 
 
 @router.get("/video/jobs/{job_id}/persons", name=Operation.GET_VIDEO_JOB_RESULTS.value)
@@ -435,19 +351,7 @@ async def get_video_job_persons(request: Request, job_id: str, caller: CallerDep
     ctx = context(request)
     job = await ctx.io(lambda: ctx.fs.video.describe(job_id, caller=caller))
     persons = await ctx.io(lambda: ctx.fs.video.results.persons(job_id, caller=caller))
-    return PersonsOut(job=job_out(job), persons=persons)
-
-
-class ThumbnailOut(Out):
-    person_index: int
-    timestamp_ms: int = Field(description="when the person's best view was seen")
-    content_type: Literal["image/jpeg"] = "image/jpeg"
-    data: str = Field(description="the JPEG of the person's aligned face, base64")
-
-
-class ThumbnailsOut(Out):
-    job_id: str
-    thumbnails: list[ThumbnailOut]
+    return PersonsOut(job=VideoJobOut.model_validate(job), persons=persons)
 
 
 @router.get("/video/jobs/{job_id}/thumbnails", name=Operation.GET_VIDEO_JOB_RESULTS.value)
@@ -456,9 +360,8 @@ async def get_video_job_thumbnails(request: Request, job_id: str,
     """A small face image of each person of a finished job (its best view)."""
     ctx = context(request)
     thumbs = await ctx.io(lambda: ctx.fs.video.results.thumbnails(job_id, caller=caller))
-    return ThumbnailsOut(job_id=job_id, thumbnails=[ThumbnailOut(
-        person_index=t.person_index, timestamp_ms=t.timestamp_ms,
-        data=base64.b64encode(t.jpeg).decode("ascii")) for t in thumbs])
+    return ThumbnailsOut(job_id=job_id,
+                         thumbnails=[ThumbnailOut.model_validate(t) for t in thumbs])
 
 
 @router.get("/video/jobs/{job_id}/frame", name=Operation.GET_VIDEO_JOB_RESULTS.value,
@@ -482,7 +385,8 @@ async def get_video_job_frame(
 async def cancel_video_job(request: Request, job_id: str, caller: CallerDep) -> VideoJobOut:
     """Cancel a waiting or running job (a finished one is left as it is)."""
     ctx = context(request)
-    return job_out(await ctx.io(lambda: ctx.fs.video.cancel(job_id, caller=caller)))
+    job = await ctx.io(lambda: ctx.fs.video.cancel(job_id, caller=caller))
+    return VideoJobOut.model_validate(job)
 
 
 @router.delete("/video/jobs/{job_id}", name=Operation.DELETE_VIDEO_JOB.value, status_code=204,
@@ -492,11 +396,5 @@ async def delete_video_job(request: Request, job_id: str, caller: CallerDep) -> 
     ctx = context(request)
     await ctx.io(lambda: ctx.fs.video.delete(job_id, caller=caller))
     return Response(status_code=204)
-
-
-# -- stream processors ----------------------------------------------------------------------
-
-
-# -- WebSocket feed -------------------------------------------------------------------------
 
 

@@ -4,22 +4,17 @@ policy."""
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from facesearch import responses
-from facesearch.cli.common import HomeOpt, JsonOpt, emit_json, err, out, service, ts
+from facesearch.cli.common import HomeOpt, JsonOpt, emit, emit_json, err, out, service, ts
 from facesearch.limits import MAX_RESULTS
-from facesearch.services.collection import CollectionInfo
 from facesearch.services.reembed import reembed
+from facesearch.shapes.collections import CollectionOut, CollectionsOut, PolicyOut
 
 collection_app = typer.Typer(no_args_is_help=True, help="Create, list, describe, delete collections.")
-
-
-def _collection_json(c: CollectionInfo) -> dict[str, Any]:
-    return responses.collection(c).model_dump()
 
 
 @collection_app.command("create")
@@ -37,7 +32,7 @@ def collection_create(name: str, home: HomeOpt = None, as_json: JsonOpt = False,
         c = fs.collections.create(name, policy=CollectionPolicy(
             law_enforcement=law_enforcement), exist_ok=exist_ok)
     if as_json:
-        emit_json(_collection_json(c))
+        emit(CollectionOut.model_validate(c))
     else:
         out.print(f"created collection [bold]{c.name}[/] (model {c.model_version})")
 
@@ -48,7 +43,7 @@ def collection_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     with service(home) as fs:
         cs = fs.collections.list()
     if as_json:
-        emit_json({"collections": [_collection_json(c) for c in cs]})
+        emit(CollectionsOut(collections=[CollectionOut.model_validate(c) for c in cs]))
         return
     t = Table("name", "faces", "users", "images", "model", "created")
     for c in cs:
@@ -62,11 +57,12 @@ def collection_describe(name: str, home: HomeOpt = None, as_json: JsonOpt = Fals
     """Show a collection's size and model."""
     with service(home) as fs:
         c = fs.collections.describe(name)
+    shown = CollectionOut.model_validate(c)
     if as_json:
-        emit_json(_collection_json(c))
+        emit(shown)
         return
     t = Table(show_header=False)
-    for k, v in _collection_json(c).items():
+    for k, v in shown.model_dump().items():
         t.add_row(k, ts(v) if k == "created_at" else str(v))
     out.print(t)
 
@@ -106,31 +102,21 @@ def collection_reembed(
 policy_app = typer.Typer(no_args_is_help=True, help="A collection's use policy.")
 
 
-def _policy_json(info: Any) -> dict[str, Any]:
-    p = info.policy
-    return {"collection": info.name, "stated": info.settings.model_dump(),
-            "effective": {"law_enforcement": p.law_enforcement,
-                          "require_purpose": p.require_purpose,
-                          "threshold_floor": round(p.threshold_floor, 3),
-                          "floor_false_match_rate": p.floor_fmr,
-                          "max_results_cap": p.max_results_cap,
-                          "retention_days": p.retention_days,
-                          "min_probe_recognisability": p.min_probe_recognisability}}
-
-
 @policy_app.command("show")
 def policy_show(collection: str, home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Show the stated and effective policy of a collection."""
     with service(home) as fs:
         info = fs.collections.describe(collection)
-    d = _policy_json(info)
+    shown = PolicyOut.model_validate(info)
     if as_json:
-        emit_json(d)
+        emit(shown)
         return
+    d = shown.model_dump()
     t = Table("setting", "effective", "stated", title=f"policy of {collection}")
     for k, v in d["effective"].items():
         stated = d["stated"].get(k.replace("floor_false_match_rate", "-"), "")
-        t.add_row(k, str(v), "" if stated is None else str(stated))
+        shown_v = round(v, 3) if k == "threshold_floor" else v
+        t.add_row(k, str(shown_v), "" if stated is None else str(stated))
     out.print(t)
 
 
@@ -162,7 +148,7 @@ def policy_set(
         current.update({k: v for k, v in changes.items() if v is not None})
         info = fs.collections.set_policy(collection, CollectionPolicy(**current))
     if as_json:
-        emit_json(_policy_json(info))
+        emit(PolicyOut.model_validate(info))
     else:
         out.print(f"policy of {collection} updated (floor {info.policy.threshold_floor:.2f}, "
                   f"purpose {'required' if info.policy.require_purpose else 'optional'})")

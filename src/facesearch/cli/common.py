@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 
-from facesearch import responses
 from facesearch.governance import calibration as cal
 from facesearch.limits import MAX_RESULTS
 from facesearch.service import FaceSearch
-from facesearch.types import FaceView
+
 
 def _console(stderr: bool = False) -> Console:
     """A console whose long lines (a path, an id) are never broken: ``soft_wrap`` for text,
@@ -95,6 +95,10 @@ def ts(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def detail_json(face: FaceView) -> dict[str, Any]:
-    """A face as ``--json`` shows it (the native API's shape)."""
-    return responses.detail(face).model_dump(exclude_none=True)
+def emit(shape: BaseModel | list[BaseModel]) -> None:
+    """Write ``shape`` as ``--json`` shows it: the JSON of the native API's (``/v1``) answer
+    to the same request (:mod:`facesearch.shapes`)."""
+    if isinstance(shape, list):
+        emit_json([s.model_dump(mode="json") for s in shape])
+    else:
+        emit_json(shape.model_dump(mode="json"))

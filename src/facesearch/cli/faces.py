@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import (
@@ -21,12 +21,17 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from facesearch import responses
-from facesearch.cli.common import HomeOpt, JsonOpt, detail_json, emit_json, err, out, service
+from facesearch.cli.common import HomeOpt, JsonOpt, emit, emit_json, err, out, service
 from facesearch.errors import FaceSearchError
 from facesearch.limits import MAX_RESULTS
-from facesearch.responses import rnd
-from facesearch.storage.store import FaceRecord
+from facesearch.shapes.base import rnd
+from facesearch.shapes.faces import (
+    DeleteFacesOut,
+    DetectedFaceOut,
+    DetectOut,
+    LocalFaceOut,
+    LocalFacesPage,
+)
 from facesearch.types import QualityFilter
 
 if TYPE_CHECKING:
@@ -174,8 +179,7 @@ def detect(
 
         annotate_faces(img.pixels, faces, annotate)
     if as_json:
-        emit_json({"width": img.width, "height": img.height,
-                   "faces": [detail_json(faces.view(i)) for i in range(len(faces))]})
+        emit(DetectOut(width=img.width, height=img.height, faces=DetectedFaceOut.all(faces)))
         return
     t = Table("#", "box (x1, y1, x2, y2)", "score", "size", "sharpness", "brightness",
               "yaw", "pitch", "roll", "faceness", "recognisability",
@@ -229,12 +233,6 @@ def embed(
         raise typer.Exit(1)
 
 
-def _face_json(f: FaceRecord) -> dict[str, Any]:
-    """A stored face as the API shows it, with where its image came from (local use only)."""
-    return {**responses.face(f).model_dump(), "source": f.source,
-            "image_sha256": f.image_sha256}
-
-
 @faces_app.command("list")
 def faces_list(
     collection: str,
@@ -249,7 +247,8 @@ def faces_list(
         faces, nxt = fs.collections.list_faces(collection, limit=limit, after=next_token,
                                                user_id=user)
     if as_json:
-        emit_json({"faces": [_face_json(f) for f in faces], "next_token": nxt})
+        emit(LocalFacesPage(faces=[LocalFaceOut.model_validate(f) for f in faces],
+                            next_token=None if nxt is None else str(nxt)))
         return
     t = Table("face id", "external id", "user", "box", "recognisability", "source")
     for f in faces:
@@ -270,8 +269,7 @@ def faces_delete(collection: str, face_ids: list[str], home: HomeOpt = None,
     with service(home) as fs:
         d = fs.erasure.delete_faces(collection, face_ids)
     if as_json:
-        emit_json({"deleted": d.deleted, "not_found": d.not_found,
-                   "associated_to_user": d.associated})
+        emit(DeleteFacesOut.model_validate(d))
     else:
         out.print(f"deleted {len(d.deleted)} face(s)")
         for m in d.not_found:

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -17,12 +17,15 @@ from facesearch.cli.common import (
     HomeOpt,
     JsonOpt,
     PurposeOpt,
+    emit,
     emit_json,
     err,
     out,
     service,
     ts,
 )
+from facesearch.shapes.accountability import AuditPage, ReceiptOut, ReceiptsOut, VerifyOut
+from facesearch.shapes.keys import KeyCreatedOut, KeyOut
 from facesearch.types import Caller
 
 audit_app = typer.Typer(no_args_is_help=True, help="The audit trail: verify, list, export, "
@@ -88,11 +91,7 @@ def audit_verify(
     with service(home) as fs:
         report = fs.audit.verify(pem, witnessed)
     if as_json:
-        emit_json({"ok": report.ok, "events": report.events, "head_seq": report.head_seq,
-                   "head_hash": report.head_hash, "checkpoints": report.checkpoints,
-                   "checkpoints_valid": report.checkpoints_valid,
-                   "problems": [{"seq": p.seq, "kind": p.kind.value, "message": p.message}
-                                for p in report.problems]})
+        emit(VerifyOut.model_validate(report))
     else:
         for p in report.problems:
             out.print(f"seq {p.seq}: {p.kind.value}: {p.message}", highlight=False,
@@ -121,7 +120,8 @@ def audit_list(
             since=_audit_time(since, "--since"), until=_audit_time(until, "--until"),
             limit=limit, after_seq=next_token)
     if as_json:
-        emit_json({"events": [r.to_json() for r in records], "next_token": nxt})
+        emit(AuditPage(events=[r.to_json() for r in records],
+                       next_token=None if nxt is None else str(nxt)))
         return
     t = Table("seq", "time", "operation", "actor", "collection", "case", "purpose", "results")
     for r in records:
@@ -302,13 +302,6 @@ def audit_public_key(home: HomeOpt = None) -> None:
 keys_app = typer.Typer(no_args_is_help=True, help="Access keys for the HTTP API.")
 
 
-def _key_json(k: Any) -> dict[str, Any]:
-    return {"key_id": k.key_id, "role": k.role, "roles": [r.value for r in k.roles],
-            "label": k.label,
-            "created_at": k.created_at, "revoked_at": k.revoked_at, "active": k.active,
-            "purpose": k.purpose, "case_ref": k.case_ref, "expires_at": k.expires_at}
-
-
 @keys_app.command("create")
 def keys_create(
     role: Annotated[list[str], typer.Option(
@@ -330,7 +323,7 @@ def keys_create(
         expires = time.time() + expires_in * 86400 if expires_in else None
         new = fs.keys.create(role, label, purpose=purpose, case_ref=case, expires_at=expires)
     if as_json:
-        emit_json({**_key_json(new.info), "secret": new.secret})
+        emit(KeyCreatedOut.of(new))
         return
     out.print(f"access key id: {new.info.key_id}\nsecret:        {new.secret}\n"
               f"roles:         {new.info.role}\n(the secret is shown only now)",
@@ -343,7 +336,7 @@ def keys_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     with service(home) as fs:
         keys = fs.keys.list()
     if as_json:
-        emit_json({"keys": [_key_json(k) for k in keys]})
+        emit([KeyOut.model_validate(k) for k in keys])
         return
     t = Table("key id", "roles", "label", "created", "revoked")
     for k in keys:
@@ -357,14 +350,7 @@ def keys_revoke(key_id: str, home: HomeOpt = None, as_json: JsonOpt = False) -> 
     """Revoke an access key (every server on this data directory refuses it at once)."""
     with service(home) as fs:
         k = fs.keys.revoke(key_id)
-    emit_json(_key_json(k)) if as_json else err.print(f"revoked {k.key_id}")
-
-
-def _receipt_json(r: Any) -> dict[str, Any]:
-    return {"receipt_id": r.receipt_id, "collection": r.collection, "face_ids": r.face_ids,
-            "images_erased": r.images_erased, "erased_at": r.erased_at, "reason": r.reason,
-            "derived_erased": r.derived_erased, "crops_erased": r.crops_erased,
-            "vector_copies": r.vector_copies}
+    emit(KeyOut.model_validate(k)) if as_json else err.print(f"revoked {k.key_id}")
 
 
 def erase(
@@ -381,7 +367,7 @@ def erase(
         r = fs.erasure.erase(collection, face_ids=face_id or None, external_id=external_id,
                                  user_id=user)
     if as_json:
-        emit_json(_receipt_json(r))
+        emit(ReceiptOut.model_validate(r))
     else:
         out.print(f"erased {len(r.face_ids)} face(s) from {collection}; receipt {r.receipt_id}")
 
@@ -391,7 +377,7 @@ def retention(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     with service(home) as fs:
         receipts = fs.erasure.expire()
     if as_json:
-        emit_json({"receipts": [_receipt_json(r) for r in receipts]})
+        emit(ReceiptsOut(receipts=[ReceiptOut.model_validate(r) for r in receipts]))
     else:
         out.print(f"expired {sum(len(r.face_ids) for r in receipts)} face(s) in "
                   f"{len(receipts)} collection(s)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import (
@@ -24,15 +24,19 @@ from facesearch.cli.common import (
     MaxOpt,
     PurposeOpt,
     SearchThresholdOpt,
+    emit,
     emit_json,
     err,
     out,
     service,
     ts,
 )
-from facesearch.responses import rnd
 from facesearch.service import FaceSearch
+from facesearch.shapes.base import rnd
 from facesearch.types import Caller
+
+if TYPE_CHECKING:
+    from facesearch.shapes.video import VideoResultsOut
 
 video_app = typer.Typer(no_args_is_help=True, help="Find faces in stored video files.")
 
@@ -80,14 +84,35 @@ def _run_video_job(fs: FaceSearch, job_id: str, quiet: bool) -> Any:
     return job
 
 
-def _video_job_json(job: Any) -> dict[str, Any]:
-    v = job.video
-    return {"job_id": job.job_id, "status": job.status.value, "source": job.source,
-            "collection": job.collection, "threshold": job.settings.threshold,
-            "sample_fps": job.settings.sample_fps, "frames_analysed": job.frames_analysed,
-            "video": None if v is None else {"format": v.format, "codec": v.codec,
-                                             "width": v.width, "height": v.height,
-                                             "fps": rnd(v.fps, 3), "duration_ms": v.duration_ms}}
+def _video_results(fs: FaceSearch, job: Any) -> VideoResultsOut:
+    """Every result of a finished job, all pages in one (``GET /v1/video/jobs/{id}/results``
+    with every page's persons or faces)."""
+    from facesearch.media.video_job import JobKind
+    from facesearch.shapes.video import (
+        FaceEntryOut,
+        PersonEntryOut,
+        VideoJobOut,
+        VideoResultsOut,
+    )
+
+    detection = job.kind is JobKind.FACE_DETECTION
+    persons: list[PersonEntryOut] = []
+    faces: list[FaceEntryOut] = []
+    token = None
+    while True:
+        if detection:
+            dpage = fs.video.results.face_detection_results(job.job_id, next_token=token)
+            faces += [FaceEntryOut.model_validate(f) for f in dpage.faces]
+            job, token = dpage.job, dpage.next_token
+        else:
+            spage = fs.video.results.face_search_results(job.job_id, next_token=token)
+            persons += [PersonEntryOut.model_validate(p) for p in spage.persons]
+            job, token = spage.job, spage.next_token
+        if token is None:
+            break
+    return VideoResultsOut(job=VideoJobOut.model_validate(job),
+                           faces=faces if detection else None,
+                           persons=None if detection else persons)
 
 
 def _video_persons(fs: FaceSearch, job: Any) -> list[dict[str, Any]]:
@@ -155,11 +180,10 @@ def video_search(
         job_id = fs.video.start_face_search(collection, file, settings=settings,
                                             caller=Caller.local(purpose, case))
         job = _run_video_job(fs, job_id, as_json)
+        if as_json:
+            emit(_video_results(fs, job))
+            return
         persons = _video_persons(fs, job)
-    if as_json:
-        emit_json({**_video_job_json(job), "label": "candidates for human review, not "
-                                                    "identifications", "persons": persons})
-        return
     matched = sum(1 for p in persons if p["matches"])
     _print_persons(persons, f"{file}: {len(persons)} person(s), {matched} with candidates "
                             f"for human review", True)
@@ -179,28 +203,19 @@ def video_detect(
         job_id = fs.video.start_face_detection(
             file, settings=VideoJobSettings(sample_fps=fps), caller=Caller.local())
         job = _run_video_job(fs, job_id, as_json)
+        if as_json:
+            emit(_video_results(fs, job))
+            return
         persons = _video_persons(fs, job)
-        faces = []
+        faces = 0
         token = None
         while True:
             page = fs.video.results.face_detection_results(job_id, next_token=token)
-            faces += [{"timestamp_ms": d.timestamp_ms, "box": [rnd(v, 1) for v in d.face.box],
-                       "confidence": rnd(d.face.confidence, 4),
-                       "landmarks": [[rnd(x, 1), rnd(y, 1)] for x, y in d.face.landmarks],
-                       "quality": {"size": rnd(d.face.size, 1),
-                                   "sharpness": rnd(d.face.sharpness, 1),
-                                   "brightness": rnd(d.face.brightness, 1),
-                                   "yaw": rnd(d.face.yaw, 1), "pitch": rnd(d.face.pitch, 1),
-                                   "roll": rnd(d.face.roll, 1)}} for d in page.faces]
+            faces += len(page.faces)
             token = page.next_token
             if token is None:
                 break
-    if as_json:
-        emit_json({**_video_job_json(job), "faces": faces,
-                   "persons": [{k: v for k, v in p.items() if k not in ("matches", "timestamps")}
-                               for p in persons]})
-        return
-    _print_persons(persons, f"{file}: {len(faces)} face(s) in {job.frames_analysed} analysed "
+    _print_persons(persons, f"{file}: {faces} face(s) in {job.frames_analysed} analysed "
                             f"frames, {len(persons)} person(s)", False)
 
 

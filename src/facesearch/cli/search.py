@@ -4,12 +4,11 @@ leads for human review, never identifications."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from facesearch import responses
 from facesearch.cli.common import (
     CaseOpt,
     HomeOpt,
@@ -18,15 +17,15 @@ from facesearch.cli.common import (
     PurposeOpt,
     SearchThresholdOpt,
     ThresholdOpt,
-    detail_json,
-    emit_json,
+    emit,
     err,
     out,
     risk_text,
     service,
 )
-from facesearch.responses import rnd
-from facesearch.services.users import Association, UserInfo
+from facesearch.services.users import Association
+from facesearch.shapes.search import CompareOut, SearchOut
+from facesearch.shapes.users import AssociationOut, UserOut, UserSearchOut, UsersPage
 from facesearch.types import Caller
 from facesearch.vision import similarity as sim
 
@@ -53,16 +52,7 @@ def search(
                                  caller=Caller.local(purpose, case))
     risk = res.risk
     if as_json:
-        emit_json({
-            "search_id": res.search_id, "label": res.label,
-            "width": res.width, "height": res.height, "threshold": res.threshold,
-            "model_version": res.model_version, "collection_size": res.collection_size,
-            **responses.risk(risk),
-            "risk": responses.search_risk(risk).model_dump(),
-            "warnings": res.warnings,
-            "faces": [{**detail_json(res.faces.view(p.face_index)),
-                       "matches": [responses.candidate(m) for m in p.matches]} for p in res.results],
-        })
+        emit(SearchOut.of(res))
         return
     for p in res.results:
         box = ", ".join(f"{v:.0f}" for v in res.faces.boxes[p.face_index])
@@ -95,10 +85,7 @@ def compare(
         c = fs.search.compare(source, target, threshold=threshold)
     risk = c.risk
     if as_json:
-        emit_json({"similarity": rnd(c.similarity, 3), "match": c.match, "threshold": c.threshold,
-                   **responses.risk(risk),
-                   "target_faces": [{**detail_json(c.target.view(i)), "similarity": rnd(s, 3)}
-                                    for i, s in enumerate(c.similarities)]})
+        emit(CompareOut.of(c))
         return
     verdict = "[green]match[/]" if c.match else "[red]no match[/]"
     out.print(f"similarity {c.similarity:.2f} (threshold {c.threshold:g}; {risk_text(risk)}): "
@@ -111,7 +98,7 @@ def users_create(collection: str, user_id: str, home: HomeOpt = None,
     """Create a user."""
     with service(home) as fs:
         u = fs.users.create(collection, user_id)
-    emit_json(_user(u)) if as_json else out.print(f"created user {u.user_id}")
+    emit(UserOut.model_validate(u)) if as_json else out.print(f"created user {u.user_id}")
 
 
 @users_app.command("delete")
@@ -130,7 +117,8 @@ def users_list(collection: str, home: HomeOpt = None,
     with service(home) as fs:
         users, nxt = fs.users.list(collection, limit=limit, after=next_token)
     if as_json:
-        emit_json({"users": [_user(u) for u in users], "next_token": nxt})
+        emit(UsersPage(users=[UserOut.model_validate(u) for u in users],
+                       next_token=None if nxt is None else str(nxt)))
         return
     t = Table("user id", "status", "faces")
     for u in users:
@@ -138,11 +126,6 @@ def users_list(collection: str, home: HomeOpt = None,
     out.print(t)
     if nxt is not None:
         out.print(f"more: --next-token {nxt}")
-
-
-def _association_json(a: Association) -> dict[str, Any]:
-    return {"done": a.done, "failed": [{"face_id": f, "reasons": r} for f, r in a.failed],
-            "user": _user(a.user)}
 
 
 @users_app.command("associate")
@@ -170,7 +153,7 @@ def users_disassociate(collection: str, user_id: str, face_ids: list[str],
 
 def _print_association(a: Association, as_json: bool, done: str, failed: str) -> None:
     if as_json:
-        emit_json(_association_json(a))
+        emit(AssociationOut.of(a))
         return
     out.print(done)
     for f, r in a.failed:
@@ -203,9 +186,7 @@ def users_search(
                                   threshold=threshold, caller=caller)
     risk = res.risk
     if as_json:
-        emit_json({"threshold": res.threshold, **responses.risk(risk),
-                   "matches": [{"user_id": m.user_id, "similarity": rnd(m.similarity, 3),
-                                "face_id": m.face_id} for m in res.matches]})
+        emit(UserSearchOut.of(res))
         return
     t = Table("rank", "similarity", "user id",
               title=f"candidates for human review (threshold {res.threshold:g}; "
@@ -213,7 +194,3 @@ def users_search(
     for rank, m in enumerate(res.matches, 1):
         t.add_row(str(rank), f"{m.similarity:.2f}", m.user_id)
     out.print(t)
-
-
-def _user(u: UserInfo) -> dict[str, Any]:
-    return responses.user(u).model_dump()

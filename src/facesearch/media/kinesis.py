@@ -5,8 +5,8 @@ CreateStreamProcessor, then a consumer reading the data stream).
 A processor with a ``kinesis_data_stream_arn`` writes one record per frame whose faces it
 searched (:class:`SearchedFrame`), in the record format the operator's server gives
 (:class:`KinesisOutput`; the HTTP API gives Rekognition Video's,
-:func:`facesearch.responses.rekognition_stream_record`). A :class:`KinesisWriter` sends them
-with ``PutRecord`` from its own thread through a bounded queue (the oldest record is dropped
+:func:`facesearch.shapes.rekognition.rekognition_stream_record`). A :class:`KinesisWriter` sends
+them with ``PutRecord`` from its own thread through a bounded queue (the oldest record is dropped
 when the endpoint cannot keep up), so a slow or dead endpoint never stalls the processor;
 ``delivered``, ``failed`` and ``dropped`` count what happened.
 """
