@@ -29,7 +29,7 @@ from facesearch.errors import (
 )
 from facesearch.governance.tags import ResourceKind, validate_tags
 from facesearch.limits import MAX_INLINE_IMAGE_BYTES, MAX_RESULTS, megabytes
-from facesearch.services.users import DEFAULT_USER_MATCH_THRESHOLD, UserMatch, UserSearchResult
+from facesearch.services.users import UserMatch, UserSearchResult
 from facesearch.shapes import rekognition as shapes
 from facesearch.types import Caller, Image, QualityFilter
 from facesearch.vision.decode import load_image
@@ -382,10 +382,9 @@ async def list_users(ctx: ApiContext, caller: Caller, p: ListUsersIn) -> Json:
 
 
 async def associate_faces(ctx: ApiContext, caller: Caller, p: UserFacesIn) -> Json:
-    threshold = (DEFAULT_USER_MATCH_THRESHOLD if p.UserMatchThreshold is None
-                 else p.UserMatchThreshold)
     a = await ctx.infer(lambda: ctx.fs.users.associate(
-        p.CollectionId, p.UserId, p.FaceIds, user_match_threshold=threshold, caller=caller))
+        p.CollectionId, p.UserId, p.FaceIds, user_match_threshold=p.UserMatchThreshold,
+        caller=caller))
     return {"AssociatedFaces": [{"FaceId": f} for f in a.done],
             "UnsuccessfulFaceAssociations": [{"FaceId": f, "Reasons": r} for f, r in a.failed],
             "UserStatus": a.user.status}

@@ -13,7 +13,7 @@ from facesearch.api.collections import FaceIdsIn
 from facesearch.api.context import context
 from facesearch.api.native import CallerDep, body_doc, native_router, parse_images
 from facesearch.api.paging import decode_row, encode_token
-from facesearch.services.users import DEFAULT_USER_MATCH_THRESHOLD
+from facesearch.services.search import DEFAULT_USER_MATCH_THRESHOLD
 from facesearch.shapes.users import AssociationOut, UserOut, UserSearchOut, UsersPage
 
 router = native_router()
