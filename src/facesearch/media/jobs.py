@@ -134,18 +134,10 @@ class VideoJobs:
         refused)."""
         return self.notifier.sns
 
-    @sns.setter
-    def sns(self, value: SnsPublisher | None) -> None:
-        self.notifier.sns = value
-
     @property
     def path_roots(self) -> builtins.list[Path] | None:
         """The folders server paths must lie under (None: any path)."""
         return self.inputs.path_roots
-
-    @path_roots.setter
-    def path_roots(self, roots: Sequence[Path] | None) -> None:
-        self.inputs.path_roots = None if roots is None else [Path(p).resolve() for p in roots]
 
     def _case(self, caller: Caller | None) -> str | None:
         return None if self.keys is None else self.keys.case_of(caller)
