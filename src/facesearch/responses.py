@@ -4,7 +4,7 @@ and as Amazon Rekognition shapes by its endpoint.
 
 Every shape is built here from the service's own types: a face from a
 :class:`~facesearch.types.FaceView` (detections, stored faces and faces in video all give
-one), a stored face from :class:`~facesearch.storage.store.FaceRecord`. Native shapes are
+one), a stored face from :class:`~facesearch.storage.records.FaceRecord`. Native shapes are
 pixels (boxes ``[x1, y1, x2, y2]``, five ``[x, y]`` landmarks), scores 0-1, similarities and
 thresholds 0-100; Rekognition's are ratios of the image and percentages.
 """
@@ -20,7 +20,7 @@ from facesearch.governance.calibration import ThresholdRisk
 from facesearch.services.collection import CollectionInfo
 from facesearch.services.search import Match
 from facesearch.services.users import UserInfo
-from facesearch.storage.store import FaceRecord
+from facesearch.storage.records import FaceRecord
 from facesearch.types import LANDMARK_NAMES, Faces, FaceView
 
 if TYPE_CHECKING:
@@ -154,9 +154,9 @@ def details(faces: Faces) -> list[DetectedFaceOut]:
 
 def face(f: FaceRecord) -> FaceOut:
     """A face stored in a collection."""
-    return FaceOut(face_id=f.face_id, external_id=f.external_id, image_id=f.image_id,
+    return FaceOut(face_id=f.face_id, external_id=f.external_id, image_id=f.image.image_id,
                    user_id=f.user_id, box=[rnd(v, 1) for v in f.box], score=rnd(f.score, 4),
-                   image_width=f.image_width, image_height=f.image_height,
+                   image_width=f.image.width, image_height=f.image.height,
                    created_at=f.created_at, model_version=f.model_version,
                    quality=_quality(f.quality) if f.quality else None)
 
@@ -277,11 +277,11 @@ def rekognition_arn(region: str, account: str, kind: str, name: str) -> str:
 def rekognition_face(f: FaceRecord) -> Json:
     """A ``Face``: a face stored in a collection."""
     out: Json = {"FaceId": f.face_id,
-                 "BoundingBox": bounding_box(f.box, f.image_width, f.image_height),
+                 "BoundingBox": bounding_box(f.box, f.image.width, f.image.height),
                  "Confidence": 100.0 * f.score,
                  "IndexFacesModelVersion": rekognition_model_version(f.model_version)}
-    if f.image_id:
-        out["ImageId"] = f.image_id
+    if f.image.image_id:
+        out["ImageId"] = f.image.image_id
     if f.external_id:
         out["ExternalImageId"] = f.external_id
     if f.user_id:
@@ -307,10 +307,10 @@ def rekognition_stream_record(frame: SearchedFrame) -> Json:
 
     def matched(m: Match) -> Json:
         f = m.face
-        face: Json = {"BoundingBox": bounding_box(f.box, f.image_width, f.image_height),
+        face: Json = {"BoundingBox": bounding_box(f.box, f.image.width, f.image.height),
                       "FaceId": f.face_id, "Confidence": 100.0 * f.score}
-        if f.image_id:
-            face["ImageId"] = f.image_id
+        if f.image.image_id:
+            face["ImageId"] = f.image.image_id
         if f.external_id:
             face["ExternalImageId"] = f.external_id
         return {"Similarity": m.similarity, "Face": face}

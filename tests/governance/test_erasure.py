@@ -49,7 +49,7 @@ def test_erased_vector_bytes_are_gone_from_every_file(fs: FaceSearch, home: Path
     res = fs.search.by_image("e", face("obama2.jpg"), threshold=0)
     assert [m.face.external_id for m in res.results[0].matches] == ["keep"]
     # The image's content hash is gone too, so the same photo can be indexed again.
-    assert gone.image_sha256 not in fs.collections.known_hashes("e")
+    assert gone.image.sha256 not in fs.collections.known_hashes("e")
 
 
 @pytest.mark.databases
@@ -184,7 +184,7 @@ def test_on_postgresql_erasure_leaves_no_row_version_and_a_full_vacuum_no_bytes(
         gone_vec = vector_bytes(fs, "e", gone.face_id)
         stored = {f.face_id: f for f in fs.collections.list_faces("e")[0]}
         with fs.store.transaction() as conn:
-            jpeg = fs.store.crops(conn, [stored[gone.face_id]])[gone.face_id].jpeg
+            jpeg = fs.store.faces.crops(conn, [stored[gone.face_id]])[gone.face_id].jpeg
         gone_crop = jpeg[len(jpeg) // 2:len(jpeg) // 2 + 64]  # past the common JPEG header
         pg.execute("CHECKPOINT")  # the tables' pages on disk
         before = table_files()

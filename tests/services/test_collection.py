@@ -22,7 +22,7 @@ from facesearch.errors import (
 )
 from facesearch.service import FaceSearch
 from facesearch.services.reembed import reembed
-from facesearch.storage.store import collections_t
+from facesearch.storage.schema import collections_t
 from facesearch.types import QualityFilter
 
 from ..conftest import Databases, face
@@ -130,7 +130,7 @@ def test_list_faces_pages(fs: FaceSearch, people: dict[str, str]) -> None:
     ids = [f.face_id for f in page1 + page2]
     assert len(set(ids)) == 4
     first = page1[0]
-    assert first.image_sha256 and first.model_version == fs.pipeline.model_version
+    assert first.image.sha256 and first.model_version == fs.pipeline.model_version
     assert len(first.landmarks) == 5 and set(first.quality) >= {"size", "yaw", "sharpness"}
 
 

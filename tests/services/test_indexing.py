@@ -143,9 +143,9 @@ def test_kill_9_mid_index_leaves_a_consistent_collection(tmp_path: Path, pipelin
         coll = fs.collections.describe("k")
         assert coll.face_count == faces_at_kill
         with fs.store.transaction() as conn:
-            row = fs.store.get_collection(conn, "k")
+            row = fs.store.collections.find(conn, "k")
             assert row is not None
-            truth = fs.store.all_face_rows(conn, row.id)
+            truth = fs.store.faces.all_rows(conn, row.id)
         index = fs.indexes.get(row)
         assert np.array_equal(np.sort(index.ids()), truth)
 

@@ -155,8 +155,8 @@ def test_vectors_of_another_model_are_refused(fs: FaceSearch, people: dict[str, 
     from facesearch.errors import ModelMismatchError
 
     with fs.store.transaction() as conn:
-        coll = fs.store.collection(conn, "c")
-        fs.store.set_collection_model(conn, coll.id, "other/model")
+        coll = fs.store.collections.get(conn, "c")
+        fs.store.collections.set_model(conn, coll.id, "other/model")
     with pytest.raises(ModelMismatchError):
         fs.search.by_vectors("c", np.zeros((1, 128), np.float32), operation="search.video")
 

@@ -300,14 +300,14 @@ class SharedReplays:
     def admit(self, signature: str, expires_at: float, now: float) -> None:
         if now >= self._next_purge:
             self._next_purge = now + self.PURGE_EVERY_S
-            self.store.purge_signatures(now)
-        if not self.store.admit_signature(signature, expires_at, now):
+            self.store.requests.purge_signatures(now)
+        if not self.store.requests.admit_signature(signature, expires_at, now):
             raise ReplayedRequestError(
                 "this request signature was already used: sign every request afresh "
                 "(replays within the clock-skew window are refused)")
 
     def forget(self, signature: str) -> None:
-        self.store.forget_signature(signature)
+        self.store.requests.forget_signature(signature)
 
 
 Replays = ReplayCache | SharedReplays

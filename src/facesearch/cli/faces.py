@@ -26,7 +26,7 @@ from facesearch.cli.common import HomeOpt, JsonOpt, detail_json, emit_json, err,
 from facesearch.errors import FaceSearchError
 from facesearch.limits import MAX_RESULTS
 from facesearch.responses import rnd
-from facesearch.storage.store import FaceRecord
+from facesearch.storage.records import FaceRecord
 from facesearch.types import QualityFilter
 
 if TYPE_CHECKING:
@@ -231,8 +231,8 @@ def embed(
 
 def _face_json(f: FaceRecord) -> dict[str, Any]:
     """A stored face as the API shows it, with where its image came from (local use only)."""
-    return {**responses.face(f).model_dump(), "source": f.source,
-            "image_sha256": f.image_sha256}
+    return {**responses.face(f).model_dump(), "source": f.image.source,
+            "image_sha256": f.image.sha256}
 
 
 @faces_app.command("list")
@@ -256,7 +256,7 @@ def faces_list(
         r = f.quality.get("recognisability")
         t.add_row(f.face_id, f.external_id or "", f.user_id or "",
                   ", ".join(f"{v:.0f}" for v in f.box), "" if r is None else f"{r:.0f}",
-                  f.source or "")
+                  f.image.source or "")
     out.print(t)
     if nxt is not None:
         out.print(f"more: --next-token {nxt}")

@@ -397,7 +397,7 @@ def identity_of(m: Match) -> str:
 
 
 def _video_match(m: Match) -> VideoMatch:
-    return VideoMatch(m.face.face_id, m.face.external_id, m.face.image_id, m.face.user_id,
+    return VideoMatch(m.face.face_id, m.face.external_id, m.face.image.image_id, m.face.user_id,
                       float(m.similarity))
 
 
