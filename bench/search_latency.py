@@ -43,8 +43,9 @@ def fill(fs, name: str, n: int, seed: int = 0) -> None:
                                               f"synthetic-{start}", None, None, 250, 250, m, m,
                                               time.time())
             fs.store.faces.insert(conn, coll.id, image_row, [NewFace(
-                str(uuid.uuid4()), f"person-{start + j}", (0, 0, 100, 100), lm, 0.99, q,
-                vecs[j]) for j in range(m)], 250, 250, time.time(), coll.model_version)
+                face_id=str(uuid.uuid4()), external_id=f"person-{start + j}",
+                box=(0, 0, 100, 100), landmarks=lm, score=0.99, quality=q,
+                embedding=vecs[j]) for j in range(m)], 250, 250, time.time(), coll.model_version)
 
 
 def pct(xs: list[float]) -> str:

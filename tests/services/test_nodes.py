@@ -240,7 +240,8 @@ def _fill(fs: FaceSearch, name: str, n: int) -> list[str]:
         image = fs.store.images.insert(conn, coll.id, str(uuid.uuid4()), "synthetic", None,
                                       None, 250, 250, n, n, time.time())
         fs.store.faces.insert(conn, coll.id, image, [NewFace(
-            ids[j], None, (0, 0, 100, 100), [[0.0, 0.0]] * 5, 0.99, q, vecs[j])
+            face_id=ids[j], external_id=None, box=(0, 0, 100, 100),
+            landmarks=[[0.0, 0.0]] * 5, score=0.99, quality=q, embedding=vecs[j])
             for j in range(n)], 250, 250, time.time(), coll.model_version)
     return ids
 

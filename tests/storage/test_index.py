@@ -163,7 +163,8 @@ def _enrol_synthetic(fs: FaceSearch, name: str, vecs: np.ndarray) -> list[str]:
         image = fs.store.images.insert(conn, coll.id, str(uuid.uuid4()), uuid.uuid4().hex, None,
                                       None, 250, 250, len(vecs), len(vecs), time.time())
         fs.store.faces.insert(conn, coll.id, image, [
-            NewFace(f, f"person-{i}", (0, 0, 100, 100), [[0.0, 0.0]] * 5, 0.99, q, v)
+            NewFace(face_id=f, external_id=f"person-{i}", box=(0, 0, 100, 100),
+                    landmarks=[[0.0, 0.0]] * 5, score=0.99, quality=q, embedding=v)
             for i, (f, v) in enumerate(zip(ids, vecs, strict=True))], 250, 250, time.time(),
             coll.model_version)
     return ids

@@ -217,8 +217,9 @@ def synthetic_collection(fs: FaceSearch, name: str, vectors: np.ndarray) -> None
         image = fs.store.images.insert(conn, coll.id, uuid.uuid4().hex, uuid.uuid4().hex, None,
                                       None, 100, 100, len(vectors), len(vectors), time.time())
         fs.store.faces.insert(conn, coll.id, image, [
-            NewFace(uuid.uuid4().hex, f"p{i // 4}", (0.0, 0.0, 10.0, 10.0), [[0.0, 0.0]] * 5,
-                    1.0, QUALITY, v) for i, v in enumerate(vectors)], 100, 100, time.time(),
+            NewFace(face_id=uuid.uuid4().hex, external_id=f"p{i // 4}",
+                    box=(0.0, 0.0, 10.0, 10.0), landmarks=[[0.0, 0.0]] * 5, score=1.0,
+                    quality=QUALITY, embedding=v) for i, v in enumerate(vectors)], 100, 100, time.time(),
             coll.model_version)
 
 

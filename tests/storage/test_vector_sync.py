@@ -28,7 +28,8 @@ def _add(store: Store, coll: CollectionRow, vecs: np.ndarray) -> list[int]:
         image = store.images.insert(conn, coll.id, str(uuid.uuid4()), uuid.uuid4().hex, None,
                                    None, 9, 9, len(vecs), len(vecs), time.time())
         store.faces.insert(conn, coll.id, image, [NewFace(
-            str(uuid.uuid4()), None, (0, 0, 9, 9), [[0.0, 0.0]] * 5, 0.9, Q, v) for v in vecs],
+            face_id=str(uuid.uuid4()), external_id=None, box=(0, 0, 9, 9),
+            landmarks=[[0.0, 0.0]] * 5, score=0.9, quality=Q, embedding=v) for v in vecs],
             9, 9, time.time(), coll.model_version)
         return store.faces.all_rows(conn, coll.id)[-len(vecs):].tolist()
 
