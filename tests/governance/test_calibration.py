@@ -14,6 +14,7 @@ import pytest
 
 from facesearch.errors import InvalidParameterError
 from facesearch.evaluation import harness as ev
+from facesearch.governance import bands
 from facesearch.governance import calibration as cal
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
@@ -128,17 +129,17 @@ def test_save_load_round_trip(synthetic: cal.Calibration, tmp_path: Path) -> Non
 
 
 def test_shipped_calibration_of_the_default_model() -> None:
-    c = cal.load_calibration()
+    c = cal.find_calibration()
+    assert c is not None
     assert c.embedder == cal.DEFAULT_EMBEDDER and c.impostor_pairs > 10_000_000
     assert c.measurable_fmr < 1e-6
     s = np.linspace(50.0, 100.0, 501)
-    fmr = np.array([cal.false_match_rate(v) for v in s])
+    fmr = np.array([c.false_match_rate(v) for v in s])
     assert np.all(np.diff(fmr) <= 0)
-    t = cal.threshold_for_fpir(0.001, 300_000)
-    assert cal.expected_fpir(t, 300_000) <= 0.001
-    assert cal.threshold_risk(t, 300_000).extrapolated  # lfw-dev cannot measure 3e-9
-    with pytest.raises(cal.CalibrationNotFoundError):
-        cal.load_calibration("x/unknown-embedder")
+    t = c.threshold_for_fpir(0.001, 300_000)
+    assert c.expected_fpir(t, 300_000) <= 0.001
+    assert c.risk(t, 300_000).extrapolated  # lfw-dev cannot measure 3e-9
+    assert cal.find_calibration("x/unknown-embedder") is None
 
 
 # -- command line -----------------------------------------------------------------------
@@ -282,9 +283,9 @@ def test_quality_band_calibration_is_recomputed_from_lfw_dev(pipeline) -> None: 
     2,000 impostor pairs of; the poor bands' FMR is not below the high band's."""
     from facesearch.evaluation.quality_bands import calibrate_bands, embed_degraded, people
 
-    shipped = cal.find_band_calibrations(pipeline.model_version)
+    shipped = bands.find_band_calibrations(pipeline.model_version)
     assert shipped is not None, "no per-band calibration ships for the default model"
-    assert shipped.bands == cal.BANDS
+    assert shipped.bands == bands.BANDS
     data = embed_degraded(pipeline, people(LFW / "images", 150), probes_per_person=2)
     again = calibrate_bands(data, embedder=pipeline.embedder.name,
                             measured_with=pipeline.model_version, dataset="lfw-dev subset",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from facesearch.errors import InvalidParameterError, ProbeQualityError
-from facesearch.governance.calibration import find_band_calibrations
+from facesearch.governance.bands import find_band_calibrations
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
 from facesearch.types import Caller, QualityFilter

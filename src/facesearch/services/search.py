@@ -41,13 +41,8 @@ from facesearch.errors import (
     ProbeQualityError,
     ThrottledError,
 )
-from facesearch.governance.calibration import (
-    BandCalibrations,
-    Calibration,
-    ThresholdRisk,
-    find_band_calibrations,
-    quality_band,
-)
+from facesearch.governance.bands import BandCalibrations, find_band_calibrations, quality_band
+from facesearch.governance.calibration import Calibration, ThresholdRisk
 from facesearch.governance.policy import SearchLimiter, check_search, of_collection
 from facesearch.governance.trail import AuditTrail, Details
 from facesearch.storage.records import CollectionRow, FaceRecord
@@ -82,7 +77,7 @@ class Analyzer(Protocol):
 
 
 POOR_BANDS = frozenset({"low", "unrecognisable"})
-"""Quality bands (:data:`facesearch.governance.calibration.BANDS`) that a search warns about:
+"""Quality bands (:data:`facesearch.governance.bands.BANDS`) that a search warns about:
 a probe, or a candidate's enrolled face, in one of them."""
 
 
