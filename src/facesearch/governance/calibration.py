@@ -468,3 +468,15 @@ def find_calibration(model_version: str | None = None,
         if c.embedder == emb:
             return replace(c, exact=False)
     return None
+
+
+def load_calibration(model_version: str | None = None,
+                     directory: Path = CALIBRATION_DIR) -> Calibration:
+    """Like :func:`find_calibration`, raising :class:`CalibrationNotFoundError` if none (the
+    command line's error for a model without one)."""
+    cal = find_calibration(model_version, directory)
+    if cal is None:
+        raise CalibrationNotFoundError(
+            f"no calibration for model {model_version or DEFAULT_EMBEDDER!r}; make one with "
+            "`facesearch eval calibrate --images DIR --out FILE`")
+    return cal
