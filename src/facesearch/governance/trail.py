@@ -57,10 +57,6 @@ class AuditTrail:
         self._model_version = model_version
         self._clock = clock
 
-    @property
-    def enabled(self) -> bool:
-        return self.sink is not None
-
     def event(self, operation: str, caller: Caller | None, *, collection: str | None = None,
               probe_sha256: str | None = None, threshold: float | None = None,
               results: Results = (), details: Details | None = None) -> AuditEvent:

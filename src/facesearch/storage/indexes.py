@@ -7,8 +7,8 @@ with the state of the database it holds (:class:`~facesearch.storage.index.SyncS
 (also from another process or node), reading only what changed since: faces added after the
 highest row it holds, and the rows deleted in the generations since its own, from the
 vector change log (:meth:`facesearch.storage.generations.Generations.vector_changes`). Only
-when the log cannot tell (it was pruned, or every vector was replaced) is the index reconciled with, or
-rebuilt from, every face row. So a node that restarts reads what changed while it was down,
+when the log cannot tell (it was pruned, or every vector was replaced) is the index reconciled
+with, or rebuilt from, every face row. So a node that restarts reads what changed while it was down,
 not the collection. Changed indexes are written every :attr:`IndexCache.SAVE_EVERY` changes,
 on :meth:`IndexCache.flush` and at shutdown.
 
@@ -224,15 +224,6 @@ class IndexCache:
             self.get(coll)
             assert slot.entry is not None
             slot.entry.index.remove(np.asarray(rows, np.int64))
-            self._save(coll, slot.entry)
-
-    def rewrite(self, coll: CollectionRow) -> None:
-        """Bring the index up to date and write it now (after an erasure: the old file still
-        held the erased vectors)."""
-        slot = self._slot(coll.id)
-        with slot.lock:
-            self.get(coll)
-            assert slot.entry is not None
             self._save(coll, slot.entry)
 
     def drop(self, collection_id: int) -> None:

@@ -35,9 +35,6 @@ from facesearch.types import FloatArray, IntArray
 if TYPE_CHECKING:
     from facesearch.config import Settings
 
-BACKENDS = ("faiss", "milvus")
-
-
 class CollectionVectors(Protocol):
     """One collection's vectors, as searches see them."""
 

@@ -21,7 +21,6 @@ from facesearch.vision.quality import measure
 from facesearch.vision.recognisability import recognisability
 from facesearch.vision.runtime import Device
 
-PipelineName = Literal["fast", "dlib"]
 PIPELINES: tuple[str, ...] = ("fast", "dlib")
 DEFAULT_PIPELINE = "fast"
 EmbedderName = Literal["sface", "dlib-resnet"]
