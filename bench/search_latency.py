@@ -24,7 +24,7 @@ PROBE = ROOT.parent / "shared" / "testdata" / "faces" / "obama2.jpg"
 
 
 def fill(fs, name: str, n: int, seed: int = 0) -> None:
-    from facesearch.storage.records import NewFace
+    from facesearch.storage.records import NewFace, NewImage
     from facesearch.vision.embed import l2_normalise
 
     rng = np.random.default_rng(seed)
@@ -39,9 +39,10 @@ def fill(fs, name: str, n: int, seed: int = 0) -> None:
         with fs.store.transaction() as conn:
             # One synthetic "image" per 10,000 faces (faces need an image record), then one
             # multi-row insert of the faces.
-            image_row = fs.store.images.insert(conn, coll.id, str(uuid.uuid4()),
-                                              f"synthetic-{start}", None, None, 250, 250, m, m,
-                                              time.time())
+            image_row = fs.store.images.insert(conn, coll.id, NewImage(
+                image_id=str(uuid.uuid4()), sha256=f"synthetic-{start}", source=None,
+                external_id=None, width=250, height=250, faces_detected=m, faces_indexed=m),
+                time.time())
             fs.store.faces.insert(conn, coll.id, image_row, [NewFace(
                 face_id=str(uuid.uuid4()), external_id=f"person-{start + j}",
                 box=(0, 0, 100, 100), landmarks=lm, score=0.99, quality=q,

@@ -29,7 +29,7 @@ from facesearch.governance.audit import AuditEvent
 from facesearch.service import FaceSearch
 from facesearch.storage import migrate
 from facesearch.storage.migrate import Schema
-from facesearch.storage.records import NewFace
+from facesearch.storage.records import NewFace, NewImage
 from facesearch.vision.pipeline import Pipeline
 
 from ..conftest import Databases, face
@@ -237,8 +237,9 @@ def _fill(fs: FaceSearch, name: str, n: int) -> list[str]:
     ids = [str(uuid.uuid4()) for _ in range(n)]
     with fs.store.transaction() as conn:
         coll = fs.store.collections.get(conn, name)
-        image = fs.store.images.insert(conn, coll.id, str(uuid.uuid4()), "synthetic", None,
-                                      None, 250, 250, n, n, time.time())
+        image = fs.store.images.insert(conn, coll.id, NewImage(
+            image_id=str(uuid.uuid4()), sha256="synthetic", source=None, external_id=None,
+            width=250, height=250, faces_detected=n, faces_indexed=n), time.time())
         fs.store.faces.insert(conn, coll.id, image, [NewFace(
             face_id=ids[j], external_id=None, box=(0, 0, 100, 100),
             landmarks=[[0.0, 0.0]] * 5, score=0.99, quality=q, embedding=vecs[j])

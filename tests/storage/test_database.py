@@ -14,7 +14,7 @@ from facesearch.config import Settings
 from facesearch.errors import DatabaseError
 from facesearch.service import FaceSearch
 from facesearch.storage import database
-from facesearch.storage.records import NewFace
+from facesearch.storage.records import NewFace, NewImage
 from facesearch.storage.store import Store
 
 from ..conftest import Databases
@@ -32,6 +32,11 @@ def test_urls() -> None:
         database.url_of("mysql://u@h/db")
     with pytest.raises(DatabaseError, match="must look like"):
         database.url_of("/var/lib/facesearch/facesearch.db")  # a path is given as a Path
+
+
+def _image(image_id: str) -> NewImage:
+    return NewImage(image_id=image_id, sha256=f"hash-{image_id}", source=None, external_id=None,
+                    width=10, height=10, faces_detected=1, faces_indexed=1)
 
 
 def _face(i: int) -> NewFace:
@@ -53,8 +58,8 @@ def test_face_rows_grow_in_commit_order_within_a_collection(postgres: Databases)
         with store.transaction() as conn:
             cid = store.collections.insert(conn, "c", "m", 1.0, {})
             other = store.collections.insert(conn, "other", "m", 1.0, {})
-            img = store.images.insert(conn, cid, "i1", "h1", None, None, 10, 10, 1, 1, 1.0)
-            img2 = store.images.insert(conn, other, "i2", "h2", None, None, 10, 10, 1, 1, 1.0)
+            img = store.images.insert(conn, cid, _image("i1"), 1.0)
+            img2 = store.images.insert(conn, other, _image("i2"), 1.0)
         first = store.engine.connect()
         tx = first.begin()
         store.faces.insert(first, cid, img, [_face(1)], 10, 10, 1.0, "m")  # not committed

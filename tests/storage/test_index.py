@@ -153,15 +153,17 @@ def _enrol_synthetic(fs: FaceSearch, name: str, vecs: np.ndarray) -> list[str]:
     import time
     import uuid
 
-    from facesearch.storage.records import NewFace
+    from facesearch.storage.records import NewFace, NewImage
 
     q = {"size": 50.0, "sharpness": 50.0, "brightness": 50.0, "yaw": 0.0, "pitch": 0.0,
          "roll": 0.0}
     ids = [str(uuid.uuid4()) for _ in range(len(vecs))]
     with fs.store.transaction() as conn:
         coll = fs.store.collections.get(conn, name)
-        image = fs.store.images.insert(conn, coll.id, str(uuid.uuid4()), uuid.uuid4().hex, None,
-                                      None, 250, 250, len(vecs), len(vecs), time.time())
+        image = fs.store.images.insert(conn, coll.id, NewImage(
+            image_id=str(uuid.uuid4()), sha256=uuid.uuid4().hex, source=None, external_id=None,
+            width=250, height=250, faces_detected=len(vecs), faces_indexed=len(vecs)),
+            time.time())
         fs.store.faces.insert(conn, coll.id, image, [
             NewFace(face_id=f, external_id=f"person-{i}", box=(0, 0, 100, 100),
                     landmarks=[[0.0, 0.0]] * 5, score=0.99, quality=q, embedding=v)

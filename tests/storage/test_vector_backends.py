@@ -23,7 +23,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearch
-from facesearch.storage.records import NewFace
+from facesearch.storage.records import NewFace, NewImage
 from facesearch.types import EMBEDDING_DIM
 from facesearch.vision import similarity as sim
 from facesearch.vision.pipeline import Pipeline
@@ -214,13 +214,15 @@ def synthetic_collection(fs: FaceSearch, name: str, vectors: np.ndarray) -> None
     fs.collections.create(name)
     with fs.store.transaction() as conn:
         coll = fs.store.collections.get(conn, name)
-        image = fs.store.images.insert(conn, coll.id, uuid.uuid4().hex, uuid.uuid4().hex, None,
-                                      None, 100, 100, len(vectors), len(vectors), time.time())
+        image = fs.store.images.insert(conn, coll.id, NewImage(
+            image_id=uuid.uuid4().hex, sha256=uuid.uuid4().hex, source=None, external_id=None,
+            width=100, height=100, faces_detected=len(vectors), faces_indexed=len(vectors)),
+            time.time())
         fs.store.faces.insert(conn, coll.id, image, [
             NewFace(face_id=uuid.uuid4().hex, external_id=f"p{i // 4}",
                     box=(0.0, 0.0, 10.0, 10.0), landmarks=[[0.0, 0.0]] * 5, score=1.0,
-                    quality=QUALITY, embedding=v) for i, v in enumerate(vectors)], 100, 100, time.time(),
-            coll.model_version)
+                    quality=QUALITY, embedding=v) for i, v in enumerate(vectors)],
+            100, 100, time.time(), coll.model_version)
 
 
 def test_many_faces_same_persons_as_exact_search(svc: FaceSearch,

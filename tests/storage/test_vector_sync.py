@@ -14,7 +14,7 @@ from sqlalchemy import delete
 
 from facesearch.storage.indexes import IndexCache
 from facesearch.storage.schema import vector_changes_t
-from facesearch.storage.records import CollectionRow, NewFace
+from facesearch.storage.records import CollectionRow, NewFace, NewImage
 from facesearch.storage.store import Store
 from facesearch.vision.embed import l2_normalise
 
@@ -25,8 +25,9 @@ Q = {"size": 50.0, "sharpness": 50.0, "brightness": 50.0, "yaw": 0.0, "pitch": 0
 def _add(store: Store, coll: CollectionRow, vecs: np.ndarray) -> list[int]:
     """Faces with these vectors; their rows."""
     with store.transaction() as conn:
-        image = store.images.insert(conn, coll.id, str(uuid.uuid4()), uuid.uuid4().hex, None,
-                                   None, 9, 9, len(vecs), len(vecs), time.time())
+        image = store.images.insert(conn, coll.id, NewImage(
+            image_id=str(uuid.uuid4()), sha256=uuid.uuid4().hex, source=None, external_id=None,
+            width=9, height=9, faces_detected=len(vecs), faces_indexed=len(vecs)), time.time())
         store.faces.insert(conn, coll.id, image, [NewFace(
             face_id=str(uuid.uuid4()), external_id=None, box=(0, 0, 9, 9),
             landmarks=[[0.0, 0.0]] * 5, score=0.9, quality=Q, embedding=v) for v in vecs],

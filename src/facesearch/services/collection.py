@@ -45,6 +45,7 @@ from facesearch.storage.records import (
     FaceRecord,
     ImageRow,
     NewFace,
+    NewImage,
     SourceImage,
 )
 from facesearch.storage.store import Store
@@ -413,9 +414,10 @@ class FaceCollections:
             image_id, image_row = prior.image_id, prior.id
         else:
             image_id = str(uuid.uuid4())
-            image_row = self.store.images.insert(
-                conn, coll.id, image_id, image.sha256, image.source_name, rules.external_id,
-                image.width, image.height, len(image.faces), len(new), now)
+            image_row = self.store.images.insert(conn, coll.id, NewImage(
+                image_id=image_id, sha256=image.sha256, source=image.source_name,
+                external_id=rules.external_id, width=image.width, height=image.height,
+                faces_detected=len(image.faces), faces_indexed=len(new)), now)
         self.store.faces.insert(conn, coll.id, image_row, new, image.width, image.height, now,
                                 coll.model_version)
         return image_id

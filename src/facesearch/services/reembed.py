@@ -15,7 +15,7 @@ import numpy as np
 
 from facesearch.errors import ConflictError, FaceSearchError
 from facesearch.services.collection import FaceCollections, quality_dict
-from facesearch.storage.records import FaceRecord
+from facesearch.storage.records import FaceRecord, NewFace
 from facesearch.types import Caller, Faces
 from facesearch.vision.decode import load_image, read_bytes
 
@@ -92,10 +92,11 @@ def reembed(collections: FaceCollections, name: str, *, drop_missing: bool = Fal
             coll = store.collections.get(conn, name)
             for f, new, j in updates:
                 assert new.embeddings is not None
-                store.faces.update_model(
-                    conn, f.row, f.face_id, tuple(float(v) for v in new.boxes[j]),  # type: ignore[arg-type]
-                    new.landmarks[j].round(2).tolist(), float(new.scores[j]),
-                    quality_dict(new, j), new.embeddings[j], new_model)
+                store.faces.update_model(conn, f.row, NewFace(
+                    face_id=f.face_id, external_id=f.external_id,
+                    box=tuple(float(v) for v in new.boxes[j]),  # type: ignore[arg-type]
+                    landmarks=new.landmarks[j].round(2).tolist(), score=float(new.scores[j]),
+                    quality=quality_dict(new, j), embedding=new.embeddings[j]), new_model)
             if missing:
                 gone = store.faces.by_face_ids(conn, coll.id, [m[0] for m in missing])
                 store.faces.delete(conn, [r.row for r in gone.values()])

@@ -28,11 +28,11 @@ class CollectionStore:
         self.generations = generations
 
     def insert(self, conn: Connection, name: str, model_version: str, now: float,
-                          settings: dict[str, Any]) -> int:
+               settings: dict[str, Any]) -> int:
         res = conn.execute(insert(collections_t).values(
             name=name, model_version=model_version, created_at=now, generation=0,
             settings=json.dumps(settings, sort_keys=True)))
-        return int(res.inserted_primary_key[0])
+        return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def find(self, conn: Connection, name: str) -> CollectionRow | None:
         r = conn.execute(select(collections_t).where(collections_t.c.name == name)).first()
@@ -52,7 +52,7 @@ class CollectionStore:
         return [_collection(r) for r in rows]
 
     def update_settings(self, conn: Connection, collection_id: int,
-                                   settings: dict[str, Any]) -> None:
+                        settings: dict[str, Any]) -> None:
         conn.execute(update(collections_t).where(collections_t.c.id == collection_id)
                      .values(settings=json.dumps(settings, sort_keys=True)))
 
@@ -67,7 +67,7 @@ class CollectionStore:
         conn.execute(delete(collections_t).where(collections_t.c.id == collection_id))
 
     def set_model(self, conn: Connection, collection_id: int,
-                             model_version: str, now: float | None = None) -> None:
+                  model_version: str, now: float | None = None) -> None:
         """Record the collection's new model; its vectors were all replaced (a new
         generation that every node's index rebuilds from)."""
         conn.execute(update(collections_t).where(collections_t.c.id == collection_id)

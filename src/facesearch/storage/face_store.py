@@ -67,8 +67,8 @@ class FaceStore:
         self.sealer = sealer
 
     def insert(self, conn: Connection, collection_id: int, image_row: int,
-                     faces: Sequence[NewFace], width: int, height: int, now: float,
-                     model_version: str) -> None:
+               faces: Sequence[NewFace], width: int, height: int, now: float,
+               model_version: str) -> None:
         """Insert faces (one statement); their row ids follow the collection's highest."""
         if not faces:
             return
@@ -142,7 +142,7 @@ class FaceStore:
         return out
 
     def by_face_ids(self, conn: Connection, collection_id: int,
-                          face_ids: Sequence[str]) -> dict[str, FaceRecord]:
+                    face_ids: Sequence[str]) -> dict[str, FaceRecord]:
         out: dict[str, FaceRecord] = {}
         ids = list(face_ids)
         for start in range(0, len(ids), 500):
@@ -153,8 +153,8 @@ class FaceStore:
         return out
 
     def page(self, conn: Connection, collection_id: int, after_row: int, limit: int,
-                   user_row: int | None = None,
-                   face_ids: Sequence[str] | None = None) -> list[FaceRecord]:
+             user_row: int | None = None,
+             face_ids: Sequence[str] | None = None) -> list[FaceRecord]:
         q = self._faces_query().where(faces_t.c.collection_id == collection_id,
                                       faces_t.c.id > after_row)
         if user_row is not None:
@@ -165,7 +165,7 @@ class FaceStore:
         return [_face_row(r) for r in conn.execute(q)]
 
     def rows_of(self, conn: Connection, collection_id: int, *,
-                     external_id: str | None = None, user_row: int | None = None) -> list[int]:
+                external_id: str | None = None, user_row: int | None = None) -> list[int]:
         q = select(faces_t.c.id).where(faces_t.c.collection_id == collection_id)
         if external_id is not None:
             q = q.where(faces_t.c.external_id == external_id)
@@ -210,7 +210,7 @@ class FaceStore:
         return out
 
     def rows_older_than(self, conn: Connection, collection_id: int,
-                             created_before: float) -> list[int]:
+                        created_before: float) -> list[int]:
         q = select(faces_t.c.id).where(faces_t.c.collection_id == collection_id,
                                        faces_t.c.created_at < created_before)
         return [int(r[0]) for r in conn.execute(q)]
@@ -219,18 +219,18 @@ class FaceStore:
         q = self._faces_query().where(faces_t.c.image_row == image_row).order_by(faces_t.c.id)
         return [_face_row(r) for r in conn.execute(q)]
 
-    def update_model(self, conn: Connection, row: int, face_id: str,
-                          box: tuple[float, float, float, float], landmarks: list[list[float]],
-                          score: float, quality: dict[str, float], embedding: FloatArray,
-                          model_version: str) -> None:
-        """Replace a face's geometry, quality and vector (re-embedding with another model)."""
+    def update_model(self, conn: Connection, row: int, face: NewFace,
+                     model_version: str) -> None:
+        """Replace the geometry, quality and vector of the face at ``row`` (``face.face_id``)
+        with ``face``'s (re-embedding with another model); its ids stay."""
+        q = face.quality
         conn.execute(update(faces_t).where(faces_t.c.id == row).values(
-            x1=box[0], y1=box[1], x2=box[2], y2=box[3], landmarks=json.dumps(landmarks),
-            score=score, q_size=quality["size"], q_sharpness=quality["sharpness"],
-            q_brightness=quality["brightness"], q_yaw=quality["yaw"], q_pitch=quality["pitch"],
-            q_roll=quality["roll"], q_faceness=quality.get("faceness"),
-            q_recognisability=quality.get("recognisability"), model_version=model_version,
-            embedding=self._seal(face_id, embedding)))
+            x1=face.box[0], y1=face.box[1], x2=face.box[2], y2=face.box[3],
+            landmarks=json.dumps(face.landmarks), score=face.score, q_size=q["size"],
+            q_sharpness=q["sharpness"], q_brightness=q["brightness"], q_yaw=q["yaw"],
+            q_pitch=q["pitch"], q_roll=q["roll"], q_faceness=q.get("faceness"),
+            q_recognisability=q.get("recognisability"), model_version=model_version,
+            embedding=self._seal(face.face_id, face.embedding)))
 
     def delete(self, conn: Connection, rows: Sequence[int]) -> list[str]:
         """Delete faces and their crops by row; returns the face ids this transaction

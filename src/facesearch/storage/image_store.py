@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from facesearch.storage.records import ImageRow
+from facesearch.storage.records import ImageRow, NewImage
 from facesearch.storage.schema import faces_t, images_t
 
 
@@ -33,20 +33,20 @@ class ImageStore:
         return {r[0] for r in rows}
 
     def add_faces(self, conn: Connection, image_row: int, detected: int,
-                        indexed: int) -> None:
+                  indexed: int) -> None:
         """Record another (forced) indexing of an image already in the collection."""
         conn.execute(update(images_t).where(images_t.c.id == image_row).values(
             faces_detected=detected,
             faces_indexed=images_t.c.faces_indexed + indexed))
 
-    def insert(self, conn: Connection, collection_id: int, image_id: str, sha256: str,
-                     source: str | None, external_id: str | None, width: int, height: int,
-                     faces_detected: int, faces_indexed: int, now: float) -> int:
+    def insert(self, conn: Connection, collection_id: int, image: NewImage, now: float) -> int:
+        """Insert an image record (indexed at ``now``); its row id."""
         res = conn.execute(insert(images_t).values(
-            image_id=image_id, collection_id=collection_id, sha256=sha256, source=source,
-            external_id=external_id, width=width, height=height, faces_detected=faces_detected,
-            faces_indexed=faces_indexed, indexed_at=now))
-        return int(res.inserted_primary_key[0])
+            image_id=image.image_id, collection_id=collection_id, sha256=image.sha256,
+            source=image.source, external_id=image.external_id, width=image.width,
+            height=image.height, faces_detected=image.faces_detected,
+            faces_indexed=image.faces_indexed, indexed_at=now))
+        return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def delete_orphans(self, conn: Connection, collection_id: int) -> int:
         """Delete image records (content hashes) with no face left; returns how many."""

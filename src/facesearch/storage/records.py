@@ -80,6 +80,21 @@ class NewFace:
 
 
 @dataclass(frozen=True, kw_only=True)
+class NewImage:
+    """An image record to insert: its content hash, where it came from, its size (px) and
+    how many faces were detected in it and indexed from it."""
+
+    image_id: str
+    sha256: str
+    source: str | None
+    external_id: str | None
+    width: int
+    height: int
+    faces_detected: int
+    faces_indexed: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImageRow:
     id: int
     image_id: str

@@ -18,14 +18,14 @@ class UserStore:
     def insert(self, conn: Connection, collection_id: int, user_id: str, now: float) -> int:
         res = conn.execute(insert(users_t).values(collection_id=collection_id, user_id=user_id,
                                                   created_at=now))
-        return int(res.inserted_primary_key[0])
+        return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def find(self, conn: Connection, collection_id: int, user_id: str) -> int | None:
         return conn.execute(select(users_t.c.id).where(users_t.c.collection_id == collection_id,
                                                        users_t.c.user_id == user_id)).scalar()
 
     def page(self, conn: Connection, collection_id: int, after_row: int,
-                   limit: int) -> list[tuple[int, str, float, int]]:
+             limit: int) -> list[tuple[int, str, float, int]]:
         """``(row, user_id, created_at, face_count)`` ordered by row."""
         nfaces = (select(func.count()).select_from(faces_t)
                   .where(faces_t.c.user_row == users_t.c.id).scalar_subquery())
@@ -35,7 +35,7 @@ class UserStore:
         return [(int(r[0]), r[1], float(r[2]), int(r[3])) for r in conn.execute(q)]
 
     def info(self, conn: Connection, collection_id: int,
-                  user_id: str) -> tuple[int, str, float, int] | None:
+             user_id: str) -> tuple[int, str, float, int] | None:
         """``(row, user_id, created_at, face_count)`` of one user, or None."""
         nfaces = (select(func.count()).select_from(faces_t)
                   .where(faces_t.c.user_row == users_t.c.id).scalar_subquery())
