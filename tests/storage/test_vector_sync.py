@@ -95,8 +95,9 @@ def test_replaced_vectors_are_rebuilt_on_every_node(tmp_path: Path) -> None:
     with store.transaction() as conn:
         for r, v in zip(rows.tolist(), fresh, strict=True):
             face = store.faces.by_rows(conn, [r])[r]
-            store.faces.update_model(conn, r, face.face_id, (0, 0, 9, 9), [[0.0, 0.0]] * 5,
-                                    0.9, Q, v, "m2")
+            store.faces.update_model(conn, r, NewFace(
+                face_id=face.face_id, external_id=face.external_id, box=(0, 0, 9, 9),
+                landmarks=[[0.0, 0.0]] * 5, score=0.9, quality=Q, embedding=v), "m2")
         store.collections.set_model(conn, coll.id, "m2")
     sims, ids = b.get(coll).search(fresh[:5], 1)
     assert ids[:, 0].tolist() == rows[:5].tolist()
