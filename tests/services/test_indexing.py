@@ -212,7 +212,7 @@ def test_a_label_names_one_face(fs: FaceSearch, tmp_path: Path) -> None:
     """A labelled photo with a second person enrols only its largest face that passes the
     quality filter; the other is reported, with the reason NOT_LABELLED_FACE. Asked for
     every face (a group photo), or without a label, both are enrolled."""
-    from facesearch.services.collection import NOT_LABELLED_FACE
+    from facesearch.services.enrolment import NOT_LABELLED_FACE
 
     fs.collections.create("one")
     res = fs.collections.index_image("one", face("two_people.jpg"), external_id="obama")

@@ -39,6 +39,12 @@ from facesearch.governance.policy import (
     of_collection,
 )
 from facesearch.governance.trail import AuditTrail
+from facesearch.services.enrolment import (
+    AnalyzedImage,
+    IndexRules,
+    choose_faces,
+    recognisabilities,
+)
 from facesearch.services.search import require_model
 from facesearch.storage.records import (
     CollectionRow,
@@ -54,7 +60,6 @@ from facesearch.types import Caller, Faces, Image, QualityFilter
 from facesearch.vision.crop import FaceCrop, face_crops
 from facesearch.vision.decode import DEFAULT_LIMITS, DecodeLimits, ImageSource, load_image
 from facesearch.vision.pipeline import Pipeline
-from facesearch.vision.quality import reasons as quality_reasons
 
 Clock = Callable[[], float]
 
@@ -69,12 +74,6 @@ class CollectionInfo:
     image_count: int
     policy: EffectivePolicy
     settings: CollectionPolicy
-
-
-NOT_LABELLED_FACE = "NOT_LABELLED_FACE"
-"""Why a face of a labelled photo was not indexed: the label (external id) names one person,
-taken to be the photo's largest face that passes the quality filter; the others (bystanders,
-faces on posters, junk that passed) are left out unless every face is asked for."""
 
 
 @dataclass(frozen=True)
@@ -99,35 +98,6 @@ class IndexResult:
     indexed: list[FaceRecord]
     unindexed: list[UnindexedFace]
     duplicate: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class AnalyzedImage:
-    """An image analysed for storing (:meth:`FaceCollections.analyze`): its content hash
-    (SHA-256 hex), size (``width`` x ``height`` px), the faces found (with quality and
-    embeddings), one review crop per face (:func:`facesearch.vision.crop.face_crops`, or
-    None) and the name of the file or object it came from."""
-
-    sha256: str
-    width: int
-    height: int
-    faces: Faces
-    crops: builtins.list[FaceCrop] | None = None
-    source_name: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class IndexRules:
-    """Which faces of an image to store: those that pass ``quality_filter``; with an
-    ``external_id`` (a label naming one person) only the largest of them, unless
-    ``all_faces``; at most ``max_faces`` (the largest). ``force`` stores content already in
-    the collection again (new face ids)."""
-
-    external_id: str | None = None
-    max_faces: int | None = None
-    quality_filter: QualityFilter = QualityFilter.AUTO
-    force: bool = False
-    all_faces: bool = False
 
 
 def _duplicate(image: AnalyzedImage, image_id: str | None) -> IndexResult:
@@ -323,7 +293,7 @@ class FaceCollections:
         same content already in the collection is skipped (``duplicate=True``) unless
         ``rules.force``.
         """
-        why, new = self._choose(image, rules)
+        why, new = choose_faces(image, rules)
         now = self.clock()
         try:
             with self._lock, self.store.transaction() as conn:
@@ -354,7 +324,7 @@ class FaceCollections:
         staged only when faces were stored, and the vector index and the audit log are left
         to the caller, once for many images (:meth:`flush`, ``trail.drain()``).
         """
-        why, new = self._choose(image, rules)
+        why, new = choose_faces(image, rules)
         now = self.clock()
         try:
             with self._lock, self.store.transaction() as conn:
@@ -371,38 +341,6 @@ class FaceCollections:
                 self.store.collections.get(conn, coll.name)
             return _duplicate(image, None)
         return self._result(coll, image, new, why, image_id, now)
-
-    def _choose(self, image: AnalyzedImage,
-                rules: IndexRules) -> tuple[builtins.list[builtins.list[str]],
-                                            builtins.list[NewFace]]:
-        """Why each face of ``image`` is left out (empty: kept), and the faces to insert."""
-        faces, crops = image.faces, image.crops
-        if rules.max_faces is not None:
-            limits.count(rules.max_faces, "max faces")
-        if rules.external_id is not None:
-            limits.external_id(rules.external_id)
-        if faces.embeddings is None or faces.quality is None:
-            raise ValueError("faces must carry quality and embeddings (use analyze())")
-        if crops is not None and len(crops) != len(faces):
-            raise ValueError(f"{len(crops)} crops for {len(faces)} faces")
-        why = quality_reasons(faces, rules.quality_filter)
-        if rules.external_id is not None and not rules.all_faces:
-            passing = [i for i in range(len(faces)) if not why[i]]
-            for i in passing[1:]:
-                why[i].append(NOT_LABELLED_FACE)
-        if rules.max_faces is not None:
-            passing = [i for i in range(len(faces)) if not why[i]]
-            for i in passing[rules.max_faces:]:
-                why[i].append("EXCEEDS_MAX_FACES")
-        embeddings = faces.embeddings
-        new = [NewFace(
-            face_id=str(uuid.uuid4()), external_id=rules.external_id,
-            box=tuple(float(v) for v in faces.boxes[i]),  # type: ignore[arg-type]
-            landmarks=faces.landmarks[i].round(2).tolist(), score=float(faces.scores[i]),
-            quality=quality_dict(faces, i), embedding=embeddings[i],
-            crop=None if crops is None else crops[i],
-        ) for i in range(len(faces)) if not why[i]]
-        return why, new
 
     def _insert(self, conn: Connection, coll: CollectionRow, image: AnalyzedImage,
                 rules: IndexRules, new: builtins.list[NewFace], prior: ImageRow | None,
@@ -431,7 +369,7 @@ class FaceCollections:
             results=[(f.face_id, None) for f in new],
             details={"image_id": image_id, "faces_detected": len(image.faces),
                      "faces_indexed": len(new), "external_id": rules.external_id,
-                     "recognisability": _recognisabilities(new)}), now)
+                     "recognisability": recognisabilities(new)}), now)
 
     @staticmethod
     def _result(coll: CollectionRow, image: AnalyzedImage, new: builtins.list[NewFace],
@@ -536,19 +474,3 @@ def _file_name(source: str | None) -> str | None:
     if not source:
         return None
     return source.replace("\\", "/").rsplit("/", 1)[-1] or None
-
-
-def _recognisabilities(new: builtins.list[NewFace]) -> str | None:
-    """The indexed faces' recognisability, in the audit event's order of face ids
-    (``"97,54"``; None when none was measured)."""
-    values = [f.quality.get("recognisability") for f in new]
-    if not any(v is not None for v in values):
-        return None
-    return ",".join("" if v is None else f"{v:.0f}" for v in values)
-
-
-def quality_dict(faces: Faces, i: int) -> dict[str, float]:
-    """Face ``i``'s quality measures as the store keeps them."""
-    q = faces.quality
-    assert q is not None
-    return q.dict(i)

@@ -29,12 +29,8 @@ from facesearch.services.cluster import (
     analyze_sources,
     pipeline_for,
 )
-from facesearch.services.collection import (
-    AnalyzedImage,
-    FaceCollections,
-    IndexResult,
-    IndexRules,
-)
+from facesearch.services.collection import FaceCollections, IndexResult
+from facesearch.services.enrolment import AnalyzedImage, IndexRules
 from facesearch.storage.records import CollectionRow
 from facesearch.types import Caller, QualityFilter
 from facesearch.vision.decode import read_bytes

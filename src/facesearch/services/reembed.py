@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch.errors import ConflictError, FaceSearchError
-from facesearch.services.collection import FaceCollections, quality_dict
+from facesearch.services.collection import FaceCollections
+from facesearch.services.enrolment import quality_dict
 from facesearch.storage.records import FaceRecord, NewFace
 from facesearch.types import Caller, Faces
 from facesearch.vision.decode import load_image, read_bytes

@@ -236,7 +236,8 @@ class UserDirectory:
         coll = adm.collection
         with self.store.transaction() as conn:
             rows, owners = self.store.users.face_rows(conn, coll.id)
-            face_ids = {r: f.face_id for r, f in self.store.faces.by_rows(conn, rows.tolist()).items()}
+            found = self.store.faces.by_rows(conn, rows.tolist())
+            face_ids = {r: f.face_id for r, f in found.items()}
         matches: builtins.list[UserMatch] = []
         if len(rows):
             q = np.asarray(queries, np.float32).T
