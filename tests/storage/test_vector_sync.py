@@ -13,8 +13,8 @@ import numpy as np
 from sqlalchemy import delete
 
 from facesearch.storage.indexes import IndexCache
-from facesearch.storage.schema import vector_changes_t
 from facesearch.storage.records import CollectionRow, NewFace, NewImage
+from facesearch.storage.schema import vector_changes_t
 from facesearch.storage.store import Store
 from facesearch.vision.embed import l2_normalise
 

@@ -13,9 +13,9 @@ import pytest
 
 from facesearch.errors import InvalidParameterError, ModelError
 from facesearch.types import Detector, Faces
+from facesearch.vision.boxes import crop_square
 from facesearch.vision.convert import blazeface, mtcnn
 from facesearch.vision.convert.tflite import read_tflite
-from facesearch.vision.boxes import crop_square
 from facesearch.vision.detect import BlazeFaceDetector, plan_regions
 from facesearch.vision.mtcnn import MTCNNDetector
 

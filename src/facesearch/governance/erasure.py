@@ -40,6 +40,7 @@ from facesearch.storage.store import Store
 from facesearch.storage.vectors import VectorBackend
 from facesearch.types import Caller
 
+
 @dataclass(frozen=True)
 class Deletion:
     """What deleting faces by id did: ``deleted`` and ``not_found`` (ids in request order),

@@ -40,6 +40,7 @@ from facesearch.governance.policy import (
 )
 from facesearch.governance.trail import AuditTrail
 from facesearch.services.enrolment import (
+    ALL_PASSING,
     AnalyzedImage,
     IndexRules,
     choose_faces,
@@ -282,7 +283,7 @@ class FaceCollections:
         return res
 
     def store_analyzed(self, collection: str, image: AnalyzedImage,
-                       rules: IndexRules = IndexRules(), *,
+                       rules: IndexRules = ALL_PASSING, *,
                        caller: Caller | None = None) -> IndexResult:
         """Store the faces that :meth:`analyze` found in ``image`` that ``rules`` keep (the
         quality filter, the one face per label rule of :meth:`index_image`, ``max_faces``),
@@ -313,7 +314,7 @@ class FaceCollections:
         return self._result(coll, image, new, why, image_id, now)
 
     def store_batch(self, coll: CollectionRow, image: AnalyzedImage,
-                    rules: IndexRules = IndexRules(), *,
+                    rules: IndexRules = ALL_PASSING, *,
                     caller: Caller | None = None) -> IndexResult:
         """Store one image of a bulk run (many images in a row:
         :class:`~facesearch.services.indexing.BulkIndexer`), as :meth:`store_analyzed`

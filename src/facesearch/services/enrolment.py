@@ -53,6 +53,10 @@ class IndexRules:
     all_faces: bool = False
 
 
+ALL_PASSING = IndexRules()
+"""The default rules: every face that passes the automatic quality filter, no label."""
+
+
 def choose_faces(image: AnalyzedImage,
                  rules: IndexRules) -> tuple[list[list[str]], list[NewFace]]:
     """Why each face of ``image`` is left out (empty: kept), and the faces to insert."""
