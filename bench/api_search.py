@@ -76,7 +76,7 @@ def main() -> None:
             t = time.perf_counter()
             fill(fs, "big", args.faces)
             with fs.store.transaction() as conn:
-                coll = fs.store.collection(conn, "big")
+                coll = fs.store.collections.get(conn, "big")
             fs.indexes.rebuild(coll)  # the form the size calls for, written to its file
             key = fs.keys.create("searcher", label="benchmark")
             print(f"filled {args.faces} faces and built the index in "

@@ -65,7 +65,8 @@ class DlibHog:
 
 
 def make_detectors(threads: int) -> dict[str, Callable[[Image], int]]:
-    from facesearch.vision.detect import BlazeFaceDetector, MTCNNDetector
+    from facesearch.vision.detect import BlazeFaceDetector
+    from facesearch.vision.mtcnn import MTCNNDetector
 
     dets: dict[str, Callable[[Image], int]] = {}
     for label, kw in [

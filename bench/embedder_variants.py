@@ -58,16 +58,9 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from facesearch.evaluation.harness import (
-    Embeddings,
-    FaceRule,
-    Status,
-    best_threshold,
-    pair_images,
-    pair_scores,
-    read_pairs,
-    verify,
-)
+from facesearch.evaluation.datasets import pair_images, read_pairs
+from facesearch.evaluation.embeddings import Embeddings, FaceRule, Status
+from facesearch.evaluation.verification import best_threshold, pair_scores, verify
 from facesearch.vision import similarity as sim
 from facesearch.vision.convert.dlib_resnet import build_resnet_onnx, dlib_resnet_dat_path
 from facesearch.vision.embed import OnnxResNetEmbedder
@@ -92,7 +85,7 @@ class ChipSet:
 def cut_chips(data: Path) -> dict[str, ChipSet]:
     """Centre-face chips of every image of pairsDevTrain and pairsDevTest (cached)."""
     from facesearch.errors import FaceSearchError
-    from facesearch.evaluation.harness import pick_face
+    from facesearch.evaluation.embeddings import pick_face
     from facesearch.vision.decode import load_image
     from facesearch.vision.pipeline import load_pipeline
 

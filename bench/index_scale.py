@@ -64,7 +64,7 @@ class Faces:
 
 
 def real_faces(lfw: Path) -> Faces:
-    from facesearch.evaluation.harness import Status, default_cache_dir, embed_images
+    from facesearch.evaluation.embeddings import Status, default_cache_dir, embed_images
 
     paths = sorted(str(p) for p in lfw.rglob("*.jpg"))
     emb = embed_images(paths, "fast", cache_dir=default_cache_dir())

@@ -86,6 +86,7 @@ class Pipeline:
         self._sp68 = dlib.shape_predictor(frm.pose_predictor_model_location())
         self._sp5 = dlib.shape_predictor(frm.pose_predictor_five_point_model_location())
         from facesearch.vision import detect as d
+        from facesearch.vision import mtcnn
 
         self._d = d
         if name.startswith("blazeface"):
@@ -98,8 +99,8 @@ class Pipeline:
             self._bf_low = d.BlazeFaceDetector(model=model, landmarks=lm, flip_landmarks=flip,
                                                threads=1, score_threshold=0.05)
         if name == "mtcnn":
-            self._mt = d.MTCNNDetector(threads=1)
-            self._mt_low = d.MTCNNDetector(threads=1, thresholds=(0.3, 0.4, 0.4))
+            self._mt = mtcnn.MTCNNDetector(threads=1)
+            self._mt_low = mtcnn.MTCNNDetector(threads=1, thresholds=(0.3, 0.4, 0.4))
 
     def embed(self, image: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32] | None:
         n = self.name

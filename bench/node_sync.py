@@ -68,9 +68,9 @@ def main() -> int:
             fill(a, "big", args.faces)
             print(f"filled {args.faces:,} faces in {time.perf_counter() - t:.0f} s", flush=True)
             with b.store.transaction() as conn:
-                coll = b.store.collection(conn, "big")
-                rows = b.store.all_face_rows(conn, coll.id)
-                probe = b.store.embeddings(conn, rows[:1], 128)
+                coll = b.store.collections.get(conn, "big")
+                rows = b.store.faces.all_rows(conn, coll.id)
+                probe = b.store.faces.embeddings(conn, rows[:1], 128)
             for name, fs in (("A", a), ("B", b)):
                 t = time.perf_counter()
                 fs.indexes.rebuild(coll)

@@ -24,7 +24,7 @@ from facesearch.evaluation.quality_bands import (
     fnir_by_degradation,
     people,
 )
-from facesearch.governance.calibration import BANDS
+from facesearch.governance.bands import BANDS
 from facesearch.vision import similarity as sim
 from facesearch.vision.pipeline import load_pipeline
 

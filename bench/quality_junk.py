@@ -67,7 +67,8 @@ def halves(n: int, seed: int = 0) -> tuple[list[Path], list[Path]]:
 
 class Measurer:
     def __init__(self) -> None:
-        from facesearch.vision.detect import BlazeFaceDetector, onet_boxes, onet_run
+        from facesearch.vision.detect import BlazeFaceDetector
+        from facesearch.vision.mtcnn import onet_boxes, onet_run
         from facesearch.vision.pipeline import Pipeline, load_pipeline
 
         base = load_pipeline("fast", threads=1)

@@ -29,9 +29,9 @@ def main() -> None:
         for i in range(args.requests):
             now = time.time()
             t0 = time.perf_counter()
-            assert store.claim_answer(f"sig:{i:064x}", "", now + 900, now)
+            assert store.requests.claim_answer(f"sig:{i:064x}", "", now + 900, now)
             t1 = time.perf_counter()
-            store.record_answer(f"sig:{i:064x}", 200, body, now + 600)
+            store.requests.record_answer(f"sig:{i:064x}", 200, body, now + 600)
             t2 = time.perf_counter()
             claim.append(t1 - t0)
             record.append(t2 - t1)

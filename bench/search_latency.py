@@ -24,7 +24,7 @@ PROBE = ROOT.parent / "shared" / "testdata" / "faces" / "obama2.jpg"
 
 
 def fill(fs, name: str, n: int, seed: int = 0) -> None:
-    from facesearch.storage.store import NewFace
+    from facesearch.storage.records import NewFace, NewImage
     from facesearch.vision.embed import l2_normalise
 
     rng = np.random.default_rng(seed)
@@ -32,19 +32,21 @@ def fill(fs, name: str, n: int, seed: int = 0) -> None:
          "roll": 0.0}
     lm = [[0.0, 0.0]] * 5
     with fs.store.transaction() as conn:
-        coll = fs.store.collection(conn, name)
+        coll = fs.store.collections.get(conn, name)
     for start in range(0, n, 10_000):
         m = min(10_000, n - start)
         vecs = l2_normalise(rng.normal(size=(m, 128)))
         with fs.store.transaction() as conn:
             # One synthetic "image" per 10,000 faces (faces need an image record), then one
             # multi-row insert of the faces.
-            image_row = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()),
-                                              f"synthetic-{start}", None, None, 250, 250, m, m,
-                                              time.time())
-            fs.store.insert_faces(conn, coll.id, image_row, [NewFace(
-                str(uuid.uuid4()), f"person-{start + j}", (0, 0, 100, 100), lm, 0.99, q,
-                vecs[j]) for j in range(m)], 250, 250, time.time(), coll.model_version)
+            image_row = fs.store.images.insert(conn, coll.id, NewImage(
+                image_id=str(uuid.uuid4()), sha256=f"synthetic-{start}", source=None,
+                external_id=None, width=250, height=250, faces_detected=m, faces_indexed=m),
+                time.time())
+            fs.store.faces.insert(conn, coll.id, image_row, [NewFace(
+                face_id=str(uuid.uuid4()), external_id=f"person-{start + j}",
+                box=(0, 0, 100, 100), landmarks=lm, score=0.99, quality=q,
+                embedding=vecs[j]) for j in range(m)], 250, 250, time.time(), coll.model_version)
 
 
 def pct(xs: list[float]) -> str:
@@ -70,7 +72,7 @@ def main() -> None:
         print(f"filled {args.faces} faces in {time.perf_counter() - t:.1f} s")
         t = time.perf_counter()
         with fs.store.transaction() as conn:
-            coll = fs.store.collection(conn, "big")
+            coll = fs.store.collections.get(conn, "big")
         index = fs.indexes.rebuild(coll)  # the form the size calls for, at once
         print(f"built the vector index ({index.kind}, {len(index)} vectors) in "
               f"{time.perf_counter() - t:.1f} s")
@@ -84,7 +86,7 @@ def main() -> None:
             t = time.perf_counter()
             with fs.store.transaction() as conn:
                 _, got = index.search(q[None], args.max_results,
-                                      exact=lambda ids: fs.store.embeddings(conn, ids, 128))
+                                      exact=lambda ids: fs.store.faces.embeddings(conn, ids, 128))
             raw.append(time.perf_counter() - t)
             found.append(set(got[0].tolist()))
             t = time.perf_counter()
@@ -93,14 +95,14 @@ def main() -> None:
             svc.append(time.perf_counter() - t)
         # recall: the share of the exact top k (over every stored vector) the index returned
         with fs.store.transaction() as conn:
-            rows = fs.store.all_face_rows(conn, coll.id)
+            rows = fs.store.faces.all_rows(conn, coll.id)
         hit = 0
         best = np.full((len(queries), args.max_results), -np.inf, np.float32)
         best_i = np.full((len(queries), args.max_results), -1, np.int64)
         for s in range(0, len(rows), 50_000):
             chunk = rows[s:s + 50_000]
             with fs.store.transaction() as conn:
-                sims = queries @ fs.store.embeddings(conn, chunk, 128).T
+                sims = queries @ fs.store.faces.embeddings(conn, chunk, 128).T
             alls = np.concatenate([best, sims], 1)
             alli = np.concatenate([best_i, np.broadcast_to(chunk, sims.shape)], 1)
             order = np.argsort(-alls, axis=1, kind="stable")[:, :args.max_results]

@@ -34,7 +34,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from facesearch.evaluation import harness as ev
+from facesearch.evaluation.calibration_data import pair_score_sets
+from facesearch.evaluation.datasets import images_root, labelled_images, read_pairs
+from facesearch.evaluation.embeddings import Embeddings, FaceRule, Status, pick_face
+from facesearch.evaluation.identification import IdentificationSplit, identify, split_identification
+from facesearch.evaluation.verification import best_threshold, pair_scores, verify
 from facesearch.vision.align import ARCFACE_TEMPLATE, TEMPLATES, align_faces
 from facesearch.vision.decode import load_image
 from facesearch.vision.embed import OnnxResNetEmbedder, SFaceEmbedder, l2_normalise
@@ -56,7 +60,7 @@ def landmarks(paths: list[str]) -> list[tuple[npt.NDArray[np.uint8], np.ndarray]
         if not len(faces):
             out.append(None)
             continue
-        i = ev.pick_face(faces.boxes, img.width, img.height, ev.FaceRule.CENTRE)
+        i = pick_face(faces.boxes, img.width, img.height, FaceRule.CENTRE)
         out.append((img.pixels, faces.landmarks[i]))
     return out
 
@@ -70,8 +74,8 @@ def chips(found: list[tuple[npt.NDArray[np.uint8], np.ndarray] | None], size: in
     return out
 
 
-def fnmr_at_fmr(emb: ev.Embeddings, labels: list[str]) -> dict[float, float]:
-    imp, gen = ev.pair_score_sets(emb, labels)
+def fnmr_at_fmr(emb: Embeddings, labels: list[str]) -> dict[float, float]:
+    imp, gen = pair_score_sets(emb, labels)
     n_fail = int((~emb.found).sum())
     imp.sort()
     out = {}
@@ -83,14 +87,14 @@ def fnmr_at_fmr(emb: ev.Embeddings, labels: list[str]) -> dict[float, float]:
 
 
 def as_embeddings(paths: list[str], vectors: np.ndarray, ok: np.ndarray,
-                  name: str) -> ev.Embeddings:
-    status = np.where(ok, ev.Status.FOUND, ev.Status.NO_FACE).astype(np.int8)
+                  name: str) -> Embeddings:
+    status = np.where(ok, Status.FOUND, Status.NO_FACE).astype(np.int8)
     vectors = np.where(ok[:, None], vectors, 0.0).astype(np.float32)
-    return ev.Embeddings(tuple(paths), vectors, status, ok.astype(np.int64), "fast",
-                         f"bench-{name}/sface-2021dec", ev.FaceRule.CENTRE)
+    return Embeddings(tuple(paths), vectors, status, ok.astype(np.int64), "fast",
+                         f"bench-{name}/sface-2021dec", FaceRule.CENTRE)
 
 
-def top_non_mated(split: ev.IdentificationSplit, e: ev.Embeddings, k: int = 8) -> None:
+def top_non_mated(split: IdentificationSplit, e: Embeddings, k: int = 8) -> None:
     """The ``k`` non-mated searches with the highest best-candidate cosine."""
     idx = e.index()
     g = np.array([idx[p] for p in split.gallery])
@@ -110,17 +114,17 @@ def main() -> None:
     ap.add_argument("--duplicates", type=Path,
                     default=ROOT / "docs" / "accuracy" / "lfw-dev-duplicates.txt")
     args = ap.parse_args()
-    root = ev.images_root(args.data)
-    people = ev.labelled_images(root)
+    root = images_root(args.data)
+    people = labelled_images(root)
     paths = [p for ps in people.values() for p in ps]
     labels = [n for n, ps in people.items() for _ in ps]
     t0 = time.perf_counter()
     found = landmarks(paths)
     ok = np.array([f is not None for f in found])
     print(f"detected {ok.sum()}/{len(ok)} in {time.perf_counter() - t0:.0f} s")
-    train = ev.read_pairs(args.data / "pairsDevTrain.txt")
-    test = ev.read_pairs(args.data / "pairsDevTest.txt")
-    split = ev.split_identification(people, seed=0)
+    train = read_pairs(args.data / "pairsDevTrain.txt")
+    test = read_pairs(args.data / "pairsDevTest.txt")
+    split = split_identification(people, seed=0)
     dup_names: set[str] = set()
     if args.duplicates.is_file():
         for line in args.duplicates.read_text().splitlines():
@@ -167,8 +171,8 @@ def main() -> None:
             best = (-1.0, 0.5)
             for w in np.linspace(0.3, 1.0, 15):
                 e = as_embeddings(paths, fused(float(w)), ok, name)
-                s, _ = ev.pair_scores(train, e, root)
-                t = ev.best_threshold(s, train.same)
+                s, _ = pair_scores(train, e, root)
+                t = best_threshold(s, train.same)
                 acc = float(np.mean((s >= t) == train.same))
                 best = max(best, (acc, float(w)))
             print(f"fusion-w: weight of SFace {best[1]:.2f} (pairsDevTrain accuracy "
@@ -177,17 +181,17 @@ def main() -> None:
         else:
             v = vectors(name)
         e = as_embeddings(paths, v, ok, name)
-        res = ev.verify(test, e, root, train=train)
+        res = verify(test, e, root, train=train)
         rates = fnmr_at_fmr(e, labels)
-        ident = ev.identify(split, e)
+        ident = identify(split, e)
         keep = [i for i, lab in enumerate(split.gallery_labels) if lab not in dup_names]
         mated = [i for i, lab in enumerate(split.mated_labels) if lab not in dup_names]
         non_mated = [p for p in split.non_mated if Path(p).parent.name not in dup_names]
-        clean = ev.IdentificationSplit(
+        clean = IdentificationSplit(
             tuple(split.gallery[i] for i in keep), tuple(split.gallery_labels[i] for i in keep),
             sum(1 for i in keep if i < split.enrolled), tuple(split.mated[i] for i in mated),
             tuple(split.mated_labels[i] for i in mated), tuple(non_mated), split.seed)
-        ident2 = ev.identify(clean, e)
+        ident2 = identify(clean, e)
         f = {x.fpir: x.fnir for x in ident.fnir}
         f2 = {x.fpir: x.fnir for x in ident2.fnir}
         if name == "arcface":

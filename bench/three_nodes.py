@@ -141,7 +141,7 @@ def main() -> int:
         fill(fs, "big", args.faces)
         fill_s = time.perf_counter() - t
         with fs.store.transaction() as conn:
-            coll = fs.store.collection(conn, "big")
+            coll = fs.store.collections.get(conn, "big")
         t = time.perf_counter()
         entry = fs.indexes.get(coll)  # the backend's catch-up: every face into Milvus
         milvus_s = time.perf_counter() - t

@@ -130,8 +130,8 @@ class FaceSearch:
         self.search = SearchGate(self.store, self.indexes, self.trail, self.models,
                                  limiter=limiter, limits=settings.limits, keys=self.keys)
         self.users = UserDirectory(self.collections, self.search, self.models)
-        self.erasure = Erasure(self.store, self.indexes, self.trail, clock=clock)
-        self.erasure.hooks += [self._purge_snapshots, self._purge_video_matches]
+        self.erasure = Erasure(self.store, self.indexes, self.trail,
+                               snapshots=self.home / "snapshots", clock=clock)
         self.reviews = Reviews(self.audit, self.trail)
         self.cameras = Cameras(self.store, self.trail, clock=clock, sealer=sealer)
         """The camera inputs the operator names (``facesearch cameras add``)."""
@@ -146,7 +146,7 @@ class FaceSearch:
             return True
         with self.store.transaction() as conn:
             return any(c.settings.get("policy", {}).get("law_enforcement")
-                       for c in self.store.list_collections(conn))
+                       for c in self.store.collections.list_all(conn))
 
     def _audit_paths(self) -> tuple[Path, Path | None]:
         """The audit signing key and witness file; both must lie outside the data directory.
@@ -207,21 +207,11 @@ class FaceSearch:
             details={"subject": spike.actor, "count": spike.count,
                      "baseline": round(spike.baseline, 2), "window_s": spike.window_seconds}))
 
-    def _purge_snapshots(self, collection: str, face_ids: list[str]) -> int:
-        from facesearch.media.events import purge_snapshots
-
-        return purge_snapshots(self.home, face_ids)
-
-    def _purge_video_matches(self, collection: str, face_ids: list[str]) -> int:
-        from facesearch.media.job_results import purge_face_matches
-
-        return purge_face_matches(self.store, face_ids)
-
     def _tag_visible(self, kind: ResourceKind, name: str, caller: Caller | None) -> None:
         """The resource exists and ``caller`` may see it (else its not-found error)."""
         if kind is ResourceKind.COLLECTION:
             with self.store.transaction() as conn:
-                self.store.collection(conn, name)
+                self.store.collections.get(conn, name)
         else:
             self.streams.describe(name, caller=caller)
 

@@ -228,8 +228,9 @@ def test_a_replay_to_another_node_of_the_database_is_refused(
         with pytest.raises(ReplayedRequestError):
             node_b.admit("expiring", expires_at=100.0, now=60.0)
         node_b.admit("expiring", expires_at=500.0, now=100.0)
-        assert b.store.purge_signatures(now=499.0) == 0
-        assert b.store.purge_signatures(now=time.time() + 3600) == 2  # the request's, 'expiring'
+        assert b.store.requests.purge_signatures(now=499.0) == 0
+        # the request's, 'expiring'
+        assert b.store.requests.purge_signatures(now=time.time() + 3600) == 2
     finally:
         a.shutdown()
         b.shutdown()
@@ -302,7 +303,7 @@ def test_answers_are_shared_by_nodes_and_expire(settings: Callable[..., Settings
         asyncio.run(node_a.once(failing, io, runner("fail", 400)))
         asyncio.run(node_b.once(failing, io, runner("retried")))  # not kept: runs again
         assert runs[-2:] == ["fail", "retried"]
-        assert b.store.purge_answers(time.time() + 2 * 86400) >= 3
+        assert b.store.requests.purge_answers(time.time() + 2 * 86400) >= 3
         assert asyncio.run(node_b.once(sig, io, runner("after"))).body == b'{"ran": "after"}'
     finally:
         a.shutdown()

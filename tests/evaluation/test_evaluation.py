@@ -14,7 +14,11 @@ from PIL import Image as PILImage
 
 from facesearch.config import Settings
 from facesearch.errors import InvalidParameterError
-from facesearch.evaluation import harness as ev
+from facesearch.evaluation.calibration_data import pair_score_sets
+from facesearch.evaluation.datasets import labelled_images, lfw_image, read_pairs
+from facesearch.evaluation.embeddings import Embeddings, FaceRule, Status, embed_images, pick_face
+from facesearch.evaluation.identification import IdentificationSplit, identify, split_identification
+from facesearch.evaluation.verification import best_threshold, pair_scores, tar_at_far, verify
 from facesearch.vision import similarity as sim
 
 from ..conftest import LFW
@@ -37,12 +41,12 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, numbers in PEOPLE.items():
         (root / name).mkdir(parents=True)
         for n in numbers:
-            src = LFW / "images" / ev.lfw_image(name, n)
+            src = LFW / "images" / lfw_image(name, n)
             if not src.is_file():
                 pytest.fail(f"test data missing: {src}", pytrace=False)
-            (root / ev.lfw_image(name, n)).symlink_to(src)
+            (root / lfw_image(name, n)).symlink_to(src)
     (root / NOBODY).mkdir()
-    PILImage.new("RGB", (250, 250), (128, 128, 128)).save(root / ev.lfw_image(NOBODY, 1))
+    PILImage.new("RGB", (250, 250), (128, 128, 128)).save(root / lfw_image(NOBODY, 1))
     return root
 
 
@@ -52,9 +56,9 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def emb(folder: Path, cache: Path) -> ev.Embeddings:
-    files = [f for fs in ev.labelled_images(folder).values() for f in fs]
-    return ev.embed_images(files, Settings().pipeline, workers=1, cache_dir=cache)
+def emb(folder: Path, cache: Path) -> Embeddings:
+    files = [f for fs in labelled_images(folder).values() for f in fs]
+    return embed_images(files, Settings().pipeline, workers=1, cache_dir=cache)
 
 
 def write_pairs(path: Path, header: str, lines: list[tuple[object, ...]]) -> Path:
@@ -74,7 +78,7 @@ def test_read_pairs_header_and_folds(tmp_path: Path, header: str, folds: int,
                                        ("E", 5, "F", 6)]
     if folds == 1:
         lines = [lines[0], lines[2], lines[1], lines[3]]
-    p = ev.read_pairs(write_pairs(tmp_path / "p.txt", header, lines))
+    p = read_pairs(write_pairs(tmp_path / "p.txt", header, lines))
     assert p.folds == folds and list(p.fold) == fold and len(p) == 4
     assert p.left[0] == "A/A_0001.jpg" and p.right[0] == "A/A_0002.jpg"
     assert list(p.same) == ([True, True, False, False] if folds == 1 else
@@ -89,7 +93,7 @@ def test_read_pairs_header_and_folds(tmp_path: Path, header: str, folds: int,
 def test_read_pairs_refuses_bad_files(tmp_path: Path, header: str,
                                       lines: list[tuple[object, ...]]) -> None:
     with pytest.raises(InvalidParameterError):
-        ev.read_pairs(write_pairs(tmp_path / "bad.txt", header, lines))
+        read_pairs(write_pairs(tmp_path / "bad.txt", header, lines))
 
 
 # -- threshold and rate arithmetic ------------------------------------------------------
@@ -101,14 +105,14 @@ def test_read_pairs_refuses_bad_files(tmp_path: Path, header: str,
     ([1, 2, 3, 4, 5, 6], [False, True, False, True, True, True], 1.5),  # tie: the lowest
 ])
 def test_best_threshold(scores: list[float], same: list[bool], expected: float) -> None:
-    assert ev.best_threshold(scores, same) == pytest.approx(expected)
+    assert best_threshold(scores, same) == pytest.approx(expected)
 
 
 def test_tar_at_far_needs_enough_impostors() -> None:
-    assert ev.tar_at_far([1.0, 2.0], np.zeros(999), 1e-3) is None
+    assert tar_at_far([1.0, 2.0], np.zeros(999), 1e-3) is None
     impostor = np.arange(1000, dtype=float)  # 0..999: FAR 1e-3 allows one false accept
     genuine = np.array([998.5, 999.0, 1000.0, 5.0])
-    tar, t = ev.tar_at_far(genuine, impostor, 1e-3) or (None, None)
+    tar, t = tar_at_far(genuine, impostor, 1e-3) or (None, None)
     assert t is not None and 998 < t <= 999 and tar == 0.75
 
 
@@ -125,44 +129,44 @@ def _lfw_pairs(tmp: Path, extra: list[tuple[object, ...]] = ()) -> Path:  # type
     return write_pairs(tmp / "pairs.txt", "2\t2", lines)
 
 
-def test_identical_images_match_at_100(folder: Path, emb: ev.Embeddings,
+def test_identical_images_match_at_100(folder: Path, emb: Embeddings,
                                        tmp_path: Path) -> None:
-    pairs = ev.read_pairs(_lfw_pairs(tmp_path))
-    scores, ok = ev.pair_scores(pairs, emb, folder)
+    pairs = read_pairs(_lfw_pairs(tmp_path))
+    scores, ok = pair_scores(pairs, emb, folder)
     assert ok.all()
     assert np.all(scores[pairs.same] > 0.9999)  # cosines: identical images
     assert np.all(scores[~pairs.same] < float(sim.to_cosine(80, emb.model_version)))
-    r = ev.verify(pairs, emb, folder)
+    r = verify(pairs, emb, folder)
     assert r.accuracy == 100.0 and r.failed_pairs == 0 and r.folds == 2
     assert r.tar_at_far is None  # 4 mismatched pairs cannot measure FAR 1e-3
     assert r.to_json()["accuracy"] == 100.0
 
 
-def test_a_pair_without_a_face_is_an_error(folder: Path, emb: ev.Embeddings,
+def test_a_pair_without_a_face_is_an_error(folder: Path, emb: Embeddings,
                                            tmp_path: Path) -> None:
     lines = [("Aaron_Peirsol", 3, 3), (NOBODY, 1, 1),
              ("Aaron_Peirsol", 4, "Abdullah_Gul", 13), (NOBODY, 1, "Abdul_Rahman", 1)]
-    test = ev.read_pairs(write_pairs(tmp_path / "test.txt", "2", lines))
-    train = ev.read_pairs(_lfw_pairs(tmp_path))
-    r = ev.verify(test, emb, folder, train=train)
+    test = read_pairs(write_pairs(tmp_path / "test.txt", "2", lines))
+    train = read_pairs(_lfw_pairs(tmp_path))
+    r = verify(test, emb, folder, train=train)
     # Both Nobody pairs are wrong whatever the threshold: 2 of 4 right.
     assert r.failed_pairs == 2 and r.accuracy == 50.0
     assert [Path(p).name for p in r.failed_images] == ["Nobody_0001.jpg"]
     assert r.protocol.startswith("threshold chosen on")
 
 
-def test_a_set_without_folds_needs_training_pairs(folder: Path, emb: ev.Embeddings,
+def test_a_set_without_folds_needs_training_pairs(folder: Path, emb: Embeddings,
                                                   tmp_path: Path) -> None:
     lines = [("Aaron_Peirsol", 1, 2), ("Aaron_Peirsol", 1, "Abdullah_Gul", 13)]
     with pytest.raises(InvalidParameterError, match="--train"):
-        ev.verify(ev.read_pairs(write_pairs(tmp_path / "p.txt", "1", lines)), emb, folder)
+        verify(read_pairs(write_pairs(tmp_path / "p.txt", "1", lines)), emb, folder)
 
 
-def test_embeddings_are_cached_by_content(emb: ev.Embeddings, cache: Path) -> None:
+def test_embeddings_are_cached_by_content(emb: Embeddings, cache: Path) -> None:
     assert int((~emb.found).sum()) == 1 and emb.failures()[0].endswith("Nobody_0001.jpg")
     assert len(list(cache.glob("*.npz"))) == 1
     seen: list[tuple[int, int]] = []
-    again = ev.embed_images(list(reversed(emb.paths)), Settings().pipeline, cache_dir=cache,
+    again = embed_images(list(reversed(emb.paths)), Settings().pipeline, cache_dir=cache,
                             on_progress=lambda done, total: seen.append((done, total)))
     assert seen == [(len(emb), len(emb))]  # everything from the cache, nothing embedded
     np.testing.assert_array_equal(again.vectors, emb.vectors[::-1])
@@ -171,8 +175,8 @@ def test_embeddings_are_cached_by_content(emb: ev.Embeddings, cache: Path) -> No
 
 def test_face_rule_picks_centre_or_largest() -> None:
     boxes = np.array([[0, 0, 120, 120], [100, 100, 150, 150]], np.float32)  # big corner face
-    assert ev.pick_face(boxes, 250, 250, ev.FaceRule.CENTRE) == 1
-    assert ev.pick_face(boxes, 250, 250, ev.FaceRule.LARGEST) == 0
+    assert pick_face(boxes, 250, 250, FaceRule.CENTRE) == 1
+    assert pick_face(boxes, 250, 250, FaceRule.LARGEST) == 0
 
 
 # -- identification ---------------------------------------------------------------------
@@ -183,9 +187,9 @@ def _synthetic_people(n: int) -> dict[str, list[str]]:
 
 def test_split_is_deterministic_and_open_set() -> None:
     people = _synthetic_people(200)
-    a = ev.split_identification(people, seed=3)
-    b = ev.split_identification(people, seed=3)
-    c = ev.split_identification(people, seed=4)
+    a = split_identification(people, seed=3)
+    b = split_identification(people, seed=3)
+    c = split_identification(people, seed=4)
     assert (a.gallery, a.mated, a.non_mated) == (b.gallery, b.mated, b.non_mated)
     assert (a.gallery, a.mated, a.non_mated) != (c.gallery, c.mated, c.non_mated)
     enrolled = set(a.gallery_labels[:a.enrolled])
@@ -198,8 +202,8 @@ def test_split_is_deterministic_and_open_set() -> None:
     assert a.enrolled == round(multi / 2)
 
 
-def _synthetic_embeddings(split: ev.IdentificationSplit, fail: set[str] = frozenset(),
-                          ) -> ev.Embeddings:
+def _synthetic_embeddings(split: IdentificationSplit, fail: set[str] = frozenset(),
+                          ) -> Embeddings:
     """Each person a random direction; each image that direction plus a little noise."""
     rng = np.random.default_rng(0)
     paths = split.images()
@@ -211,17 +215,17 @@ def _synthetic_embeddings(split: ev.IdentificationSplit, fail: set[str] = frozen
             centres[person] = rng.normal(size=128)
         v = centres[person] + 0.05 * np.linalg.norm(centres[person]) / 11 * rng.normal(size=128)
         vecs.append(v / np.linalg.norm(v))
-    status = np.array([ev.Status.NO_FACE if p in fail else ev.Status.FOUND for p in paths],
+    status = np.array([Status.NO_FACE if p in fail else Status.FOUND for p in paths],
                       np.int8)
     vectors = np.array(vecs, np.float32)
-    vectors[status != ev.Status.FOUND] = 0
-    return ev.Embeddings(tuple(paths), vectors, status, np.ones(len(paths), np.int64),
-                         "synthetic", "synthetic/sface-2021dec", ev.FaceRule.CENTRE)
+    vectors[status != Status.FOUND] = 0
+    return Embeddings(tuple(paths), vectors, status, np.ones(len(paths), np.int64),
+                         "synthetic", "synthetic/sface-2021dec", FaceRule.CENTRE)
 
 
 def test_identification_known_by_construction() -> None:
-    split = ev.split_identification(_synthetic_people(3000), seed=1)
-    r = ev.identify(split, _synthetic_embeddings(split))
+    split = split_identification(_synthetic_people(3000), seed=1)
+    r = identify(split, _synthetic_embeddings(split))
     assert r.rank(1) == 1.0 and r.rank(5) == 1.0
     assert r.non_mated_searches >= 1000  # both FPIR targets measurable
     assert all(f.fnir == 0.0 for f in r.fnir)
@@ -230,9 +234,9 @@ def test_identification_known_by_construction() -> None:
 
 
 def test_identification_counts_failures_as_misses() -> None:
-    split = ev.split_identification(_synthetic_people(400), seed=1)
+    split = split_identification(_synthetic_people(400), seed=1)
     lost = {split.mated[0], split.gallery[0]}  # a probe without a face; an unenrolled mate
-    r = ev.identify(split, _synthetic_embeddings(split, lost))
+    r = identify(split, _synthetic_embeddings(split, lost))
     mates_of_lost_gallery = sum(lab == split.gallery_labels[0] for lab in split.mated_labels)
     misses = 1 + mates_of_lost_gallery - (split.mated_labels[0] == split.gallery_labels[0])
     assert r.rank(1) == pytest.approx(1 - misses / r.mated_searches)
@@ -240,16 +244,16 @@ def test_identification_counts_failures_as_misses() -> None:
     assert r.fnir[1].fnir is None  # < 1000 non-mated searches: FPIR 0.1 % not measurable
 
 
-def test_identification_on_real_faces(folder: Path, emb: ev.Embeddings) -> None:
-    split = ev.split_identification(ev.labelled_images(folder), seed=0)
-    r = ev.identify(split, emb)
+def test_identification_on_real_faces(folder: Path, emb: Embeddings) -> None:
+    split = split_identification(labelled_images(folder), seed=0)
+    r = identify(split, emb)
     assert r.enrolled == 2 and r.mated_searches == len(split.mated)
     assert r.rank(1) == 1.0
 
 
-def test_pair_score_sets_counts(emb: ev.Embeddings) -> None:
+def test_pair_score_sets_counts(emb: Embeddings) -> None:
     labels = [Path(p).parent.name for p in emb.paths]
-    imp, gen = ev.pair_score_sets(emb, labels)
+    imp, gen = pair_score_sets(emb, labels)
     sizes = [len(v) for k, v in PEOPLE.items()]
     n = sum(sizes)
     assert len(gen) == sum(k * (k - 1) // 2 for k in sizes)
@@ -268,7 +272,7 @@ def _cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def test_cli_eval_lfw_json_and_report(folder: Path, emb: ev.Embeddings, cache: Path,
+def test_cli_eval_lfw_json_and_report(folder: Path, emb: Embeddings, cache: Path,
                                       tmp_path: Path) -> None:
     pairs = _lfw_pairs(tmp_path)
     report = tmp_path / "report"

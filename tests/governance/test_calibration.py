@@ -13,7 +13,10 @@ import numpy as np
 import pytest
 
 from facesearch.errors import InvalidParameterError
-from facesearch.evaluation import harness as ev
+from facesearch.evaluation.calibration_data import pair_score_sets
+from facesearch.evaluation.datasets import images_root, labelled_images
+from facesearch.evaluation.embeddings import embed_images
+from facesearch.governance import bands
 from facesearch.governance import calibration as cal
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
@@ -132,11 +135,11 @@ def test_shipped_calibration_of_the_default_model() -> None:
     assert c.embedder == cal.DEFAULT_EMBEDDER and c.impostor_pairs > 10_000_000
     assert c.measurable_fmr < 1e-6
     s = np.linspace(50.0, 100.0, 501)
-    fmr = np.array([cal.false_match_rate(v) for v in s])
+    fmr = np.array([c.false_match_rate(v) for v in s])
     assert np.all(np.diff(fmr) <= 0)
-    t = cal.threshold_for_fpir(0.001, 300_000)
-    assert cal.expected_fpir(t, 300_000) <= 0.001
-    assert cal.threshold_risk(t, 300_000).extrapolated  # lfw-dev cannot measure 3e-9
+    t = c.threshold_for_fpir(0.001, 300_000)
+    assert c.expected_fpir(t, 300_000) <= 0.001
+    assert c.risk(t, 300_000).extrapolated  # lfw-dev cannot measure 3e-9
     with pytest.raises(cal.CalibrationNotFoundError):
         cal.load_calibration("x/unknown-embedder")
 
@@ -158,28 +161,31 @@ def test_cli_threshold_answers_the_operators_question(home: Path) -> None:
     assert d["required_fmr"] == pytest.approx(3.335e-9, rel=1e-3)
     assert d["expected_fpir"] <= 0.001 and d["extrapolated"] is True
     assert "EXTRAPOLATED" in d["note"]
-    assert d["threshold"] == cal.threshold_for_fpir(0.001, 300_000)
+    assert d["threshold"] == cal.load_calibration().threshold_for_fpir(0.001, 300_000)
     refused = _cli(home, "eval", "threshold", "--fpir", "0.001", "--gallery", "300000",
                    "--measured-only", ok=False)
     assert refused.returncode == 1 and "lowest FMR the calibration measures" in refused.stderr
     r = json.loads(_cli(home, "eval", "threshold", "--similarity", "80", "--gallery", "1000",
                         "--json").stdout)
-    assert r["false_match_rate"] == pytest.approx(cal.false_match_rate(80))
-    assert r["expected_fpir"] == pytest.approx(cal.expected_fpir(80, 1000))
+    assert r["false_match_rate"] == pytest.approx(cal.load_calibration().false_match_rate(80))
+    assert r["expected_fpir"] == pytest.approx(cal.load_calibration().expected_fpir(80, 1000))
 
 
 def test_cli_search_shows_the_thresholds_risk(home: Path) -> None:
     _cli(home, "collection", "create", "risk")
     _cli(home, "index", "risk", str(face("obama.jpg")), str(face("biden.jpg")), "--workers", "1")
     d = json.loads(_cli(home, "search", "risk", str(face("obama2.jpg")), "--json").stdout)
-    assert d["false_match_rate"] == pytest.approx(cal.false_match_rate(d["threshold"]), rel=1e-2)
-    assert d["expected_fpir"] == pytest.approx(cal.expected_fpir(d["threshold"], 2), rel=1e-2)
+    shipped = cal.load_calibration()
+    assert d["false_match_rate"] == pytest.approx(shipped.false_match_rate(d["threshold"]),
+                                                  rel=1e-2)
+    assert d["expected_fpir"] == pytest.approx(shipped.expected_fpir(d["threshold"], 2),
+                                               rel=1e-2)
     assert d["fmr_extrapolated"] is False
     table = _cli(home, "search", "risk", str(face("obama2.jpg"))).stdout
     assert "FMR 1:1" in table and "expected FPIR" in table
     c = json.loads(_cli(home, "compare", str(face("obama.jpg")), str(face("biden.jpg")),
                         "--json").stdout)
-    assert c["false_match_rate"] == pytest.approx(cal.false_match_rate(80), rel=1e-2)
+    assert c["false_match_rate"] == pytest.approx(shipped.false_match_rate(80), rel=1e-2)
 
 
 # -- the shipped default calibration, re-derived, and what it means on real photos ---------
@@ -194,14 +200,14 @@ _TOP_NAMES = ("Andrew_Caldecott", "Andrew_Gilligan", "Choi_Sung-hong", "Sung_Hon
 def test_shipped_default_calibration_recomputed_from_lfw_dev() -> None:
     shipped = cal.load_calibration()
     assert shipped.measured_with == "blazeface+onet/sface-2021dec"
-    people = ev.labelled_images(ev.images_root(LFW))
+    people = labelled_images(images_root(LFW))
     multi = sorted(n for n, ps in people.items() if len(ps) >= 2 and n not in _TOP_NAMES)
     names = [*_TOP_NAMES, *multi[::8]]
     paths = [p for n in names for p in people[n]]
     labels = [n for n in names for _ in people[n]]
-    emb = ev.embed_images(paths, "fast", workers=1, cache_dir=None)
+    emb = embed_images(paths, "fast", workers=1, cache_dir=None)
     assert emb.model_version == shipped.measured_with and emb.found.all()
-    imp, gen = ev.pair_score_sets(emb, labels)
+    imp, gen = pair_score_sets(emb, labels)
     # The subset's pairs are pairs of the full set: never more counts at any grid cosine.
     sub = cal.build_calibration(imp, gen, embedder=shipped.embedder, measured_with="sub",
                                 dataset="sub", command="test")
@@ -282,9 +288,9 @@ def test_quality_band_calibration_is_recomputed_from_lfw_dev(pipeline) -> None: 
     2,000 impostor pairs of; the poor bands' FMR is not below the high band's."""
     from facesearch.evaluation.quality_bands import calibrate_bands, embed_degraded, people
 
-    shipped = cal.find_band_calibrations(pipeline.model_version)
+    shipped = bands.find_band_calibrations(pipeline.model_version)
     assert shipped is not None, "no per-band calibration ships for the default model"
-    assert shipped.bands == cal.BANDS
+    assert shipped.bands == bands.BANDS
     data = embed_degraded(pipeline, people(LFW / "images", 150), probes_per_person=2)
     again = calibrate_bands(data, embedder=pipeline.embedder.name,
                             measured_with=pipeline.model_version, dataset="lfw-dev subset",

@@ -49,7 +49,7 @@ def test_erased_vector_bytes_are_gone_from_every_file(fs: FaceSearch, home: Path
     res = fs.search.by_image("e", face("obama2.jpg"), threshold=0)
     assert [m.face.external_id for m in res.results[0].matches] == ["keep"]
     # The image's content hash is gone too, so the same photo can be indexed again.
-    assert gone.image_sha256 not in fs.collections.known_hashes("e")
+    assert gone.image.sha256 not in fs.collections.known_hashes("e")
 
 
 @pytest.mark.databases
@@ -184,7 +184,7 @@ def test_on_postgresql_erasure_leaves_no_row_version_and_a_full_vacuum_no_bytes(
         gone_vec = vector_bytes(fs, "e", gone.face_id)
         stored = {f.face_id: f for f in fs.collections.list_faces("e")[0]}
         with fs.store.transaction() as conn:
-            jpeg = fs.store.crops(conn, [stored[gone.face_id]])[gone.face_id].jpeg
+            jpeg = fs.store.faces.crops(conn, [stored[gone.face_id]])[gone.face_id].jpeg
         gone_crop = jpeg[len(jpeg) // 2:len(jpeg) // 2 + 64]  # past the common JPEG header
         pg.execute("CHECKPOINT")  # the tables' pages on disk
         before = table_files()
@@ -204,3 +204,56 @@ def test_on_postgresql_erasure_leaves_no_row_version_and_a_full_vacuum_no_bytes(
         assert gone_vec not in after and gone_crop not in after
         assert gone.face_id.encode() not in after
         assert vector_bytes(fs, "e", keep.face_id) in after
+
+
+def test_erasure_deletes_video_results_in_its_transaction(fs: FaceSearch) -> None:
+    """Video job results naming an erased face go in the transaction that deletes the face
+    (no step after the commit that could leave them behind); results naming other faces
+    stay."""
+    from sqlalchemy import insert, select
+
+    from facesearch.storage.schema import jobs_t, matches_t
+
+    fs.collections.create("v")
+    gone = fs.collections.index_image("v", face("obama.jpg")).indexed[0].face_id
+    keep = fs.collections.index_image("v", face("biden.jpg")).indexed[0].face_id
+    with fs.store.transaction() as conn:
+        job = conn.execute(insert(jobs_t).values(
+            job_id="j", kind="face_search", status="SUCCEEDED", progress=1.0, source="clip",
+            input_path="clip.mp4", owned_input=0, settings="{}", caller_actor="local",
+            created_at=0.0, updated_at=0.0)).inserted_primary_key[0]
+        conn.execute(insert(matches_t), [
+            {"job_row": job, "person": p, "rank": 0, "face_id": f, "similarity": 90.0}
+            for p, f in enumerate((gone, gone, keep))])
+
+    receipt = fs.erasure.erase("v", face_ids=[gone])
+    assert receipt.face_ids == [gone] and receipt.derived_erased == 2
+    with fs.store.transaction() as conn:
+        left = conn.execute(select(matches_t.c.face_id)).scalars().all()
+    assert left == [keep]
+    events, _ = fs.audit.query(operation="faces.erase", collection="v")
+    assert events[-1].event.details["derived"] == 2
+
+
+def test_erasure_removes_snapshots_after_its_commit_and_reports_those_it_cannot(
+        fs: FaceSearch, home: Path) -> None:
+    """Stream snapshots are files: they are removed once the erasure has committed. One that
+    cannot be removed (here a folder stands in its place) is logged and counted in the audit
+    event; the faces are erased and the other snapshots removed all the same."""
+    fs.collections.create("s")
+    gone = fs.collections.index_image("s", face("obama.jpg")).indexed[0].face_id
+    keep = fs.collections.index_image("s", face("biden.jpg")).indexed[0].face_id
+    day = home / "snapshots" / "cam" / "2026-12-07"
+    day.mkdir(parents=True)
+    (day / f"e1_{gone}.jpg").write_bytes(b"jpeg")
+    (day / f"e2_{keep}.jpg").write_bytes(b"jpeg")
+    (day / f"e3_{gone}.jpg.fse").mkdir()
+
+    receipt = fs.erasure.erase("s", face_ids=[gone])
+    assert receipt.face_ids == [gone] and receipt.derived_erased == 1
+    assert not (day / f"e1_{gone}.jpg").exists()
+    assert (day / f"e2_{keep}.jpg").exists() and (day / f"e3_{gone}.jpg.fse").is_dir()
+    assert [f.face_id for f in fs.collections.list_faces("s")[0]] == [keep]
+    events, _ = fs.audit.query(operation="faces.erase", collection="s")
+    assert events[-1].event.details["snapshots_failed"] == 1
+    assert events[-1].event.details["derived"] == 1

@@ -17,14 +17,8 @@ from facesearch.config import Settings
 from facesearch.errors import InvalidParameterError
 from facesearch.governance.audit import AuditEvent
 from facesearch.governance.policy import CollectionPolicy
-from facesearch.governance.report import (
-    TransparencyReport,
-    build_report,
-    headline,
-    refusal_rule,
-    render,
-    render_html,
-)
+from facesearch.governance.report import TransparencyReport, build_report, refusal_rule
+from facesearch.governance.report_render import headline, render, render_html
 from facesearch.service import FaceSearch
 from facesearch.types import Caller
 

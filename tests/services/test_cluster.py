@@ -82,13 +82,13 @@ def faces_of(fs: FaceSearch, collection: str) -> dict[str, list[tuple[str | None
     out: dict[str, list[Any]] = {}
     faces, _ = fs.collections.list_faces(collection, limit=4096)
     with fs.store.transaction() as conn:
-        coll = fs.store.collection(conn, collection)
-        rows = fs.store.all_face_rows(conn, coll.id)
-        vecs = fs.store.embeddings(conn, rows, 128)
-        by_row = fs.store.faces_by_rows(conn, rows)
+        coll = fs.store.collections.get(conn, collection)
+        rows = fs.store.faces.all_rows(conn, coll.id)
+        vecs = fs.store.faces.embeddings(conn, rows, 128)
+        by_row = fs.store.faces.by_rows(conn, rows)
     vec_of = {by_row[int(r)].face_id: v for r, v in zip(rows, vecs, strict=True)}
     for f in faces:
-        out.setdefault(f.image_sha256, []).append((f.external_id, vec_of[f.face_id], f.box))
+        out.setdefault(f.image.sha256, []).append((f.external_id, vec_of[f.face_id], f.box))
     return {k: sorted(v, key=lambda t: t[2]) for k, v in out.items()}
 
 
@@ -146,7 +146,7 @@ def test_bulk_index_of_an_s3_prefix_reads_in_the_tasks_and_resumes(
     assert [r.outcome for r in results if str(r.path).endswith("broken.jpg")] == [Outcome.FAILED]
     same_faces(faces_of(fs, "s3"), faces_of(fs, "local"))
     listed, _ = fs.collections.list_faces("s3", limit=1)
-    assert (listed[0].source or "").startswith(f"s3://{BUCKET}/lfw/")
+    assert (listed[0].image.source or "").startswith(f"s3://{BUCKET}/lfw/")
     again = BulkIndexer(fs.collections, "s3", settings=fs.settings, cluster=cluster,
                         chunk=5).run(objects)
     assert (again.skipped, again.indexed, again.failed) == (len(photos), 0, 1)
@@ -300,7 +300,7 @@ def test_the_cli_indexes_on_ray_into_milvus(home: Path, ray_address: str, photos
     settings = {k.removeprefix("FACESEARCH_").lower(): v for k, v in backend.items()}
     with FaceSearch(Settings(home=home, **settings)) as node:  # type: ignore[arg-type]
         with node.store.transaction() as conn:
-            coll = node.store.collection(conn, "c")
+            coll = node.store.collections.get(conn, "c")
         vectors = node.indexes.get(coll)
         assert vectors.kind == "milvus" and len(vectors) == summary["faces"]
         assert node.indexes.stats.rows == 0  # Milvus was up to date: nothing rewritten

@@ -22,7 +22,7 @@ from facesearch.errors import (
 )
 from facesearch.service import FaceSearch
 from facesearch.services.reembed import reembed
-from facesearch.storage.store import collections_t
+from facesearch.storage.schema import collections_t
 from facesearch.types import QualityFilter
 
 from ..conftest import Databases, face
@@ -130,7 +130,7 @@ def test_list_faces_pages(fs: FaceSearch, people: dict[str, str]) -> None:
     ids = [f.face_id for f in page1 + page2]
     assert len(set(ids)) == 4
     first = page1[0]
-    assert first.image_sha256 and first.model_version == fs.pipeline.model_version
+    assert first.image.sha256 and first.model_version == fs.pipeline.model_version
     assert len(first.landmarks) == 5 and set(first.quality) >= {"size", "yaw", "sharpness"}
 
 
@@ -256,7 +256,7 @@ import os, sys
 from pathlib import Path
 from facesearch.governance.audit import AuditLog
 from facesearch.service import FaceSearch
-from facesearch.storage.store import Store
+from facesearch.storage.outbox_store import Outbox
 
 home, image, where = sys.argv[1], sys.argv[2], sys.argv[3]
 fs = FaceSearch.open(home)
@@ -271,7 +271,7 @@ if where == "before-audit":  # the faces committed, their audit event not yet ap
 else:  # the audit event appended, its outbox row not yet removed
     def crash_remove(self, *a, **k):
         os._exit(9)
-    Store.remove_outbox = crash_remove
+    Outbox.remove = crash_remove
 fs.collections.index_image("c", Path(image), external_id="two", all_faces=True)
 """
 

@@ -143,9 +143,9 @@ def test_kill_9_mid_index_leaves_a_consistent_collection(tmp_path: Path, pipelin
         coll = fs.collections.describe("k")
         assert coll.face_count == faces_at_kill
         with fs.store.transaction() as conn:
-            row = fs.store.get_collection(conn, "k")
+            row = fs.store.collections.find(conn, "k")
             assert row is not None
-            truth = fs.store.all_face_rows(conn, row.id)
+            truth = fs.store.faces.all_rows(conn, row.id)
         index = fs.indexes.get(row)
         assert np.array_equal(np.sort(index.ids()), truth)
 
@@ -212,7 +212,7 @@ def test_a_label_names_one_face(fs: FaceSearch, tmp_path: Path) -> None:
     """A labelled photo with a second person enrols only its largest face that passes the
     quality filter; the other is reported, with the reason NOT_LABELLED_FACE. Asked for
     every face (a group photo), or without a label, both are enrolled."""
-    from facesearch.services.collection import NOT_LABELLED_FACE
+    from facesearch.services.enrolment import NOT_LABELLED_FACE
 
     fs.collections.create("one")
     res = fs.collections.index_image("one", face("two_people.jpg"), external_id="obama")

@@ -29,7 +29,7 @@ from facesearch.governance.audit import AuditEvent
 from facesearch.service import FaceSearch
 from facesearch.storage import migrate
 from facesearch.storage.migrate import Schema
-from facesearch.storage.store import NewFace
+from facesearch.storage.records import NewFace, NewImage
 from facesearch.vision.pipeline import Pipeline
 
 from ..conftest import Databases, face
@@ -236,11 +236,13 @@ def _fill(fs: FaceSearch, name: str, n: int) -> list[str]:
          "roll": 0.0}
     ids = [str(uuid.uuid4()) for _ in range(n)]
     with fs.store.transaction() as conn:
-        coll = fs.store.collection(conn, name)
-        image = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()), "synthetic", None,
-                                      None, 250, 250, n, n, time.time())
-        fs.store.insert_faces(conn, coll.id, image, [NewFace(
-            ids[j], None, (0, 0, 100, 100), [[0.0, 0.0]] * 5, 0.99, q, vecs[j])
+        coll = fs.store.collections.get(conn, name)
+        image = fs.store.images.insert(conn, coll.id, NewImage(
+            image_id=str(uuid.uuid4()), sha256="synthetic", source=None, external_id=None,
+            width=250, height=250, faces_detected=n, faces_indexed=n), time.time())
+        fs.store.faces.insert(conn, coll.id, image, [NewFace(
+            face_id=ids[j], external_id=None, box=(0, 0, 100, 100),
+            landmarks=[[0.0, 0.0]] * 5, score=0.99, quality=q, embedding=vecs[j])
             for j in range(n)], 250, 250, time.time(), coll.model_version)
     return ids
 
@@ -287,8 +289,8 @@ def test_a_deletion_reaches_the_other_node_from_the_change_log_not_a_full_resync
         assert b.indexes.stats.rows == 1 + 3
         assert rows.rows < 100
         with b.store.transaction() as conn:
-            coll = b.store.collection(conn, "c")
-            truth = b.store.all_face_rows(conn, coll.id)
+            coll = b.store.collections.get(conn, "c")
+            truth = b.store.faces.all_rows(conn, coll.id)
         assert len(truth) == 3001 - 6 + 1 - 3
         assert sorted(b.indexes.get(coll).ids().tolist()) == truth.tolist()
     finally:
@@ -379,7 +381,7 @@ def test_any_node_appends_the_audit_events_a_crashed_node_staged(
         p.join(300)
         assert p.exitcode == 9
         with b.store.transaction() as conn:
-            assert len(b.store.outbox(conn)) == 1
+            assert len(b.store.outbox.oldest(conn)) == 1
             b.trail.stage(conn, AuditEvent(operation="test.fresh", actor="live"), time.time())
         from facesearch.governance.trail import OutboxSweeper
 

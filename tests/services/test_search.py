@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from facesearch.errors import DelegationEndedError, InvalidParameterError, ProbeQualityError
-from facesearch.governance.calibration import find_band_calibrations
+from facesearch.governance.bands import find_band_calibrations
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
 from facesearch.services.search import DEFAULT_USER_MATCH_THRESHOLD, Delegation
@@ -157,8 +157,8 @@ def test_vectors_of_another_model_are_refused(fs: FaceSearch, people: dict[str, 
     from facesearch.errors import ModelMismatchError
 
     with fs.store.transaction() as conn:
-        coll = fs.store.collection(conn, "c")
-        fs.store.set_collection_model(conn, coll.id, "other/model")
+        coll = fs.store.collections.get(conn, "c")
+        fs.store.collections.set_model(conn, coll.id, "other/model")
     with pytest.raises(ModelMismatchError):
         fs.search.by_vectors("c", np.zeros((1, 128), np.float32), operation="search.video")
 

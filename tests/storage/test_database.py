@@ -14,7 +14,8 @@ from facesearch.config import Settings
 from facesearch.errors import DatabaseError
 from facesearch.service import FaceSearch
 from facesearch.storage import database
-from facesearch.storage.store import NewFace, Store
+from facesearch.storage.records import NewFace, NewImage
+from facesearch.storage.store import Store
 
 from ..conftest import Databases
 
@@ -31,6 +32,11 @@ def test_urls() -> None:
         database.url_of("mysql://u@h/db")
     with pytest.raises(DatabaseError, match="must look like"):
         database.url_of("/var/lib/facesearch/facesearch.db")  # a path is given as a Path
+
+
+def _image(image_id: str) -> NewImage:
+    return NewImage(image_id=image_id, sha256=f"hash-{image_id}", source=None, external_id=None,
+                    width=10, height=10, faces_detected=1, faces_indexed=1)
 
 
 def _face(i: int) -> NewFace:
@@ -50,19 +56,19 @@ def test_face_rows_grow_in_commit_order_within_a_collection(postgres: Databases)
     store = Store(postgres.url)
     try:
         with store.transaction() as conn:
-            cid = store.insert_collection(conn, "c", "m", 1.0, {})
-            other = store.insert_collection(conn, "other", "m", 1.0, {})
-            img = store.insert_image(conn, cid, "i1", "h1", None, None, 10, 10, 1, 1, 1.0)
-            img2 = store.insert_image(conn, other, "i2", "h2", None, None, 10, 10, 1, 1, 1.0)
+            cid = store.collections.insert(conn, "c", "m", 1.0, {})
+            other = store.collections.insert(conn, "other", "m", 1.0, {})
+            img = store.images.insert(conn, cid, _image("i1"), 1.0)
+            img2 = store.images.insert(conn, other, _image("i2"), 1.0)
         first = store.engine.connect()
         tx = first.begin()
-        store.insert_faces(first, cid, img, [_face(1)], 10, 10, 1.0, "m")  # not committed
+        store.faces.insert(first, cid, img, [_face(1)], 10, 10, 1.0, "m")  # not committed
         with store.transaction() as conn:  # another collection does not wait
-            store.insert_faces(conn, other, img2, [_face(9)], 10, 10, 1.0, "m")
+            store.faces.insert(conn, other, img2, [_face(9)], 10, 10, 1.0, "m")
 
         def second() -> None:
             with store.transaction() as conn:
-                store.insert_faces(conn, cid, img, [_face(2)], 10, 10, 1.0, "m")
+                store.faces.insert(conn, cid, img, [_face(2)], 10, 10, 1.0, "m")
 
         t = threading.Thread(target=second)
         t.start()
@@ -74,12 +80,12 @@ def test_face_rows_grow_in_commit_order_within_a_collection(postgres: Databases)
                 assert time.monotonic() < deadline, "the second writer never waited"
                 time.sleep(0.02)
         with store.transaction() as conn:
-            assert store.faces_by_face_ids(conn, cid, ["face-2"]) == {}
+            assert store.faces.by_face_ids(conn, cid, ["face-2"]) == {}
         tx.commit()
         first.close()
         t.join(60)
         with store.transaction() as conn:
-            rows = store.faces_by_face_ids(conn, cid, ["face-1", "face-2"])
+            rows = store.faces.by_face_ids(conn, cid, ["face-1", "face-2"])
         assert rows["face-1"].row < rows["face-2"].row
     finally:
         store.close()

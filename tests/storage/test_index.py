@@ -153,17 +153,20 @@ def _enrol_synthetic(fs: FaceSearch, name: str, vecs: np.ndarray) -> list[str]:
     import time
     import uuid
 
-    from facesearch.storage.store import NewFace
+    from facesearch.storage.records import NewFace, NewImage
 
     q = {"size": 50.0, "sharpness": 50.0, "brightness": 50.0, "yaw": 0.0, "pitch": 0.0,
          "roll": 0.0}
     ids = [str(uuid.uuid4()) for _ in range(len(vecs))]
     with fs.store.transaction() as conn:
-        coll = fs.store.collection(conn, name)
-        image = fs.store.insert_image(conn, coll.id, str(uuid.uuid4()), uuid.uuid4().hex, None,
-                                      None, 250, 250, len(vecs), len(vecs), time.time())
-        fs.store.insert_faces(conn, coll.id, image, [
-            NewFace(f, f"person-{i}", (0, 0, 100, 100), [[0.0, 0.0]] * 5, 0.99, q, v)
+        coll = fs.store.collections.get(conn, name)
+        image = fs.store.images.insert(conn, coll.id, NewImage(
+            image_id=str(uuid.uuid4()), sha256=uuid.uuid4().hex, source=None, external_id=None,
+            width=250, height=250, faces_detected=len(vecs), faces_indexed=len(vecs)),
+            time.time())
+        fs.store.faces.insert(conn, coll.id, image, [
+            NewFace(face_id=f, external_id=f"person-{i}", box=(0, 0, 100, 100),
+                    landmarks=[[0.0, 0.0]] * 5, score=0.99, quality=q, embedding=v)
             for i, (f, v) in enumerate(zip(ids, vecs, strict=True))], 250, 250, time.time(),
             coll.model_version)
     return ids
@@ -177,7 +180,7 @@ def test_the_service_index_becomes_an_inverted_file_when_large(
         fs.collections.create("big")
         ids = _enrol_synthetic(fs, "big", x)
         with fs.store.transaction() as conn:
-            coll = fs.store.collection(conn, "big")
+            coll = fs.store.collections.get(conn, "big")
         # A rebuild before any search installs and saves its index (a tool preparing a
         # collection, the benchmarks).
         assert fs.indexes.rebuild(coll).kind == "ivf"
@@ -192,7 +195,7 @@ def test_the_service_index_becomes_an_inverted_file_when_large(
     fs = FaceSearch(settings(index_large=1_000), pipeline=pipeline)
     try:
         with fs.store.transaction() as conn:
-            coll = fs.store.collection(conn, "big")
+            coll = fs.store.collections.get(conn, "big")
         more = _enrol_synthetic(fs, "big", vectors(10, seed=6))
         index = fs.indexes.get(coll)
         assert index.kind == "ivf" and len(index) == 1_510
@@ -211,7 +214,7 @@ def test_a_collection_growing_past_the_size_is_rebuilt_in_the_background(
         x = vectors(1_200, seed=8)
         ids = _enrol_synthetic(fs, "growing", x[:600])
         with fs.store.transaction() as conn:
-            coll = fs.store.collection(conn, "growing")
+            coll = fs.store.collections.get(conn, "growing")
         assert fs.indexes.get(coll).kind == "flat"
         ids += _enrol_synthetic(fs, "growing", x[600:])
         assert len(fs.indexes.get(coll)) == 1_200  # caught up at once, still exact

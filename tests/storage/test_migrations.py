@@ -152,7 +152,7 @@ def test_a_data_directory_from_before_migrations_is_brought_up_and_stamped(
         con.close()
     store = Store(tmp_path / "facesearch.db")
     with store.transaction() as conn:
-        assert [c.name for c in store.list_collections(conn)] == ["old"]
+        assert [c.name for c in store.collections.list_all(conn)] == ["old"]
         cols = {c["name"] for c in inspect(conn).get_columns("access_keys")}
         assert {"purpose", "case_ref", "expires_at"} <= cols
         assert "sns_topic_arn" in {c["name"] for c in inspect(conn).get_columns("video_jobs")}

@@ -23,7 +23,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.service import FaceSearch
-from facesearch.storage.store import NewFace
+from facesearch.storage.records import NewFace, NewImage
 from facesearch.types import EMBEDDING_DIM
 from facesearch.vision import similarity as sim
 from facesearch.vision.pipeline import Pipeline
@@ -99,10 +99,10 @@ def people(svc: FaceSearch) -> dict[str, str]:
 def exact_similarities(fs: FaceSearch, collection: str, probe: np.ndarray) -> dict[str, float]:
     """Every face's similarity to ``probe``, from the store's vectors (the truth)."""
     with fs.store.transaction() as conn:
-        coll = fs.store.collection(conn, collection)
-        rows = fs.store.all_face_rows(conn, coll.id)
-        vecs = fs.store.embeddings(conn, rows, EMBEDDING_DIM)
-        faces = fs.store.faces_by_rows(conn, rows)
+        coll = fs.store.collections.get(conn, collection)
+        rows = fs.store.faces.all_rows(conn, coll.id)
+        vecs = fs.store.faces.embeddings(conn, rows, EMBEDDING_DIM)
+        faces = fs.store.faces.by_rows(conn, rows)
     s = sim.to_similarity(vecs @ probe, coll.model_version)
     return {faces[int(r)].face_id: float(v) for r, v in zip(rows, s, strict=True)}
 
@@ -157,7 +157,7 @@ def test_a_backend_missing_vectors_is_mended_from_the_database(
         home: Path, pipeline: Pipeline, backend: dict[str, Any], svc: FaceSearch,
         people: dict[str, str]) -> None:
     with svc.store.transaction() as conn:
-        coll = svc.store.collection(conn, "c")
+        coll = svc.store.collections.get(conn, "c")
     svc.shutdown()
     lose_vectors(home, backend, coll.id)
     other = open_service(home, pipeline, backend)  # another process, after the loss
@@ -192,7 +192,7 @@ def lose_vectors(home: Path, backend: dict[str, Any], collection_id: int) -> Non
 def test_deleting_a_collection_drops_its_vectors(svc: FaceSearch, people: dict[str, str],
                                                  home: Path, backend: dict[str, Any]) -> None:
     with svc.store.transaction() as conn:
-        cid = svc.store.collection(conn, "c").id
+        cid = svc.store.collections.get(conn, "c").id
     svc.collections.delete("c")
     if backend["vector_backend"] == "faiss":
         assert not (home / "indexes" / f"{cid}.faiss").exists()
@@ -213,13 +213,16 @@ def synthetic_collection(fs: FaceSearch, name: str, vectors: np.ndarray) -> None
     """A collection of ``vectors`` as faces of one image (no model run)."""
     fs.collections.create(name)
     with fs.store.transaction() as conn:
-        coll = fs.store.collection(conn, name)
-        image = fs.store.insert_image(conn, coll.id, uuid.uuid4().hex, uuid.uuid4().hex, None,
-                                      None, 100, 100, len(vectors), len(vectors), time.time())
-        fs.store.insert_faces(conn, coll.id, image, [
-            NewFace(uuid.uuid4().hex, f"p{i // 4}", (0.0, 0.0, 10.0, 10.0), [[0.0, 0.0]] * 5,
-                    1.0, QUALITY, v) for i, v in enumerate(vectors)], 100, 100, time.time(),
-            coll.model_version)
+        coll = fs.store.collections.get(conn, name)
+        image = fs.store.images.insert(conn, coll.id, NewImage(
+            image_id=uuid.uuid4().hex, sha256=uuid.uuid4().hex, source=None, external_id=None,
+            width=100, height=100, faces_detected=len(vectors), faces_indexed=len(vectors)),
+            time.time())
+        fs.store.faces.insert(conn, coll.id, image, [
+            NewFace(face_id=uuid.uuid4().hex, external_id=f"p{i // 4}",
+                    box=(0.0, 0.0, 10.0, 10.0), landmarks=[[0.0, 0.0]] * 5, score=1.0,
+                    quality=QUALITY, embedding=v) for i, v in enumerate(vectors)],
+            100, 100, time.time(), coll.model_version)
 
 
 def test_many_faces_same_persons_as_exact_search(svc: FaceSearch,
@@ -230,7 +233,7 @@ def test_many_faces_same_persons_as_exact_search(svc: FaceSearch,
     x = identities(1500, 4, seed=3)
     synthetic_collection(svc, "many", x)
     with svc.store.transaction() as conn:
-        coll = svc.store.collection(conn, "many")
+        coll = svc.store.collections.get(conn, "many")
     index = svc.indexes.get(coll)
     assert len(index) == len(x)
     if backend["vector_backend"] == "milvus":
@@ -300,10 +303,10 @@ def test_erased_vectors_leave_every_milvus_file(home: Path, pipeline: Pipeline,
         synthetic_collection(fs, "e", x)
         obama = fs.collections.index_image("e", face("obama.jpg"), external_id="p4")
         with fs.store.transaction() as conn:
-            coll = fs.store.collection(conn, "e")
-            rows = fs.store.all_face_rows(conn, coll.id)
-            by_id = {f.face_id: r for r, f in fs.store.faces_by_rows(conn, rows).items()}
-            real = fs.store.embeddings(conn, np.asarray([by_id[obama.indexed[0].face_id]]),
+            coll = fs.store.collections.get(conn, "e")
+            rows = fs.store.faces.all_rows(conn, coll.id)
+            by_id = {f.face_id: r for r, f in fs.store.faces.by_rows(conn, rows).items()}
+            real = fs.store.faces.embeddings(conn, np.asarray([by_id[obama.indexed[0].face_id]]),
                                        EMBEDDING_DIM)[0]
         index = fs.indexes.get(coll)
         index.collection.flush()  # type: ignore[attr-defined]

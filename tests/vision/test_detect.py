@@ -7,7 +7,7 @@ import pytest
 
 from facesearch.types import Detector
 from facesearch.vision.decode import load_image
-from facesearch.vision.detect import DlibHogDetector
+from facesearch.vision.dlib_detect import DlibHogDetector
 
 from ..conftest import face
 

@@ -13,14 +13,11 @@ import pytest
 
 from facesearch.errors import InvalidParameterError, ModelError
 from facesearch.types import Detector, Faces
+from facesearch.vision.boxes import crop_square
 from facesearch.vision.convert import blazeface, mtcnn
 from facesearch.vision.convert.tflite import read_tflite
-from facesearch.vision.detect import (
-    BlazeFaceDetector,
-    MTCNNDetector,
-    crop_square,
-    plan_regions,
-)
+from facesearch.vision.detect import BlazeFaceDetector, plan_regions
+from facesearch.vision.mtcnn import MTCNNDetector
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TESTDATA = REPO_ROOT.parent / "shared" / "testdata"

@@ -16,7 +16,8 @@ from facesearch.api.native import CallerDep, native_router
 from facesearch.api.paging import decode_row, encode_token
 from facesearch.errors import NotFoundError
 from facesearch.governance.policy import CollectionPolicy
-from facesearch.governance.report import public_report, render
+from facesearch.governance.report import public_report
+from facesearch.governance.report_render import render
 from facesearch.limits import MAX_RESULTS
 from facesearch.shapes.accountability import (
     AuditPage,

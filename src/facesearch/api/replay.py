@@ -150,29 +150,29 @@ class Answers:
         now = time.time()
         if now >= self._next_purge:
             self._next_purge = now + self.PURGE_EVERY_S
-            await io(lambda: self.store.purge_answers(now))
-        claimed = await io(lambda: self.store.claim_answer(claim.key, claim.fingerprint,
+            await io(lambda: self.store.requests.purge_answers(now))
+        claimed = await io(lambda: self.store.requests.claim_answer(claim.key, claim.fingerprint,
                                                            now + PENDING_S, now))
         if not claimed:
             return await self._first_answer(claim, io)
         try:
             response = await run()
         except BaseException:  # refused before doing anything (throttled), or a bug: a retry
-            await io(lambda: self.store.drop_answer(claim.key))  # may run it again
+            await io(lambda: self.store.requests.drop_answer(claim.key))  # may run it again
             raise
         status = response.status_code
         if status < 300 or claim.keep_errors:
             body = bytes(response.body)
             until = time.time() + claim.ttl_s
-            await io(lambda: self.store.record_answer(claim.key, status, body, until))
+            await io(lambda: self.store.requests.record_answer(claim.key, status, body, until))
         else:
-            await io(lambda: self.store.drop_answer(claim.key))
+            await io(lambda: self.store.requests.drop_answer(claim.key))
         return response
 
     async def _first_answer(self, claim: Claim, io: Io) -> Response:
         deadline = time.monotonic() + WAIT_S
         while True:
-            found = await io(lambda: self.store.answer_of(claim.key))
+            found = await io(lambda: self.store.requests.answer_of(claim.key))
             if found is None:  # released meanwhile (the first request was refused)
                 raise ThrottledError("an identical request was refused just now; retry",
                                      retry_after=1)
@@ -265,14 +265,14 @@ class SharedReplays:
     def admit(self, signature: str, expires_at: float, now: float) -> None:
         if now >= self._next_purge:
             self._next_purge = now + self.PURGE_EVERY_S
-            self.store.purge_signatures(now)
-        if not self.store.admit_signature(signature, expires_at, now):
+            self.store.requests.purge_signatures(now)
+        if not self.store.requests.admit_signature(signature, expires_at, now):
             raise ReplayedRequestError(
                 "this request signature was already used: sign every request afresh "
                 "(replays within the clock-skew window are refused)")
 
     def forget(self, signature: str) -> None:
-        self.store.forget_signature(signature)
+        self.store.requests.forget_signature(signature)
 
 
 Replays = ReplayCache | SharedReplays

@@ -1,4 +1,4 @@
-"""``facesearch eval``: thin commands over :mod:`facesearch.evaluation.harness` and
+"""``facesearch eval``: thin commands over :mod:`facesearch.evaluation` and
 :mod:`facesearch.governance.calibration` (registered by :mod:`facesearch.cli`)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from facesearch.evaluation.harness import (
+from facesearch.evaluation.embeddings import (
     FACE_RECOGNITION,
     Embeddings,
     FaceRule,
@@ -165,7 +165,8 @@ def lfw(
     (pairsDevTest.txt) takes its threshold from --train. A pair whose face is not found is
     an error. --json: one line per pipeline, accuracy in percent.
     """
-    from facesearch.evaluation.harness import images_root, pair_images, read_pairs, verify
+    from facesearch.evaluation.datasets import images_root, pair_images, read_pairs
+    from facesearch.evaluation.verification import verify
 
     test_pairs = read_pairs(pairs)
     train_pairs = read_pairs(train) if train is not None else None
@@ -231,11 +232,8 @@ def identification(
     enrolled) and distractors (one-image people added to the gallery). Rates are fractions,
     as NIST FRTE 1:N reports them.
     """
-    from facesearch.evaluation.harness import (
-        identify,
-        labelled_images,
-        split_identification,
-    )
+    from facesearch.evaluation.datasets import labelled_images
+    from facesearch.evaluation.identification import identify, split_identification
 
     people = labelled_images(images)
     split = split_identification(people, seed=seed, enrolled_fraction=enrolled_fraction,
@@ -297,8 +295,9 @@ def calibrate(
     lowest measurable FMR a fitted tail extrapolates (marked ~). --out writes the calibration
     file facesearch ships (src/facesearch/data/calibration/<embedder>.json).
     """
-    from facesearch.evaluation.harness import calibrate as make_calibration
-    from facesearch.evaluation.harness import labelled_images, pair_score_sets, score_table
+    from facesearch.evaluation.calibration_data import calibrate as make_calibration
+    from facesearch.evaluation.calibration_data import pair_score_sets, score_table
+    from facesearch.evaluation.datasets import labelled_images
     from facesearch.evaluation.report import (
         calibration_markdown,
         plot_calibration,

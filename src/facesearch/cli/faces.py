@@ -255,7 +255,7 @@ def faces_list(
         r = f.quality.get("recognisability")
         t.add_row(f.face_id, f.external_id or "", f.user_id or "",
                   ", ".join(f"{v:.0f}" for v in f.box), "" if r is None else f"{r:.0f}",
-                  f.source or "")
+                  f.image.source or "")
     out.print(t)
     if nxt is not None:
         out.print(f"more: --next-token {nxt}")

@@ -204,7 +204,8 @@ def audit_report(
     JSON. Written to a file (its name printed), never as HTML or PDF onto a terminal."""
     from datetime import date, timedelta
 
-    from facesearch.governance.report import public_report, render
+    from facesearch.governance.report import public_report
+    from facesearch.governance.report_render import render
 
     if fmt not in ("html", "pdf", "json"):
         raise typer.BadParameter("--format must be html, pdf or json")

@@ -33,13 +33,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image as PILImage
 
-from facesearch.governance.calibration import (
-    BANDS,
-    BandCalibrations,
-    QualityBand,
-    build_calibration,
-    embedder_of,
-)
+from facesearch.governance.bands import BANDS, BandCalibrations, QualityBand
+from facesearch.governance.calibration import build_calibration, embedder_of
 from facesearch.types import Faces, FloatArray, Image
 from facesearch.vision.pipeline import Pipeline
 

@@ -11,12 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from facesearch.evaluation.harness import (
-    Curve,
-    IdentificationResult,
-    ScoreRow,
-    VerificationResult,
-)
+from facesearch.evaluation.calibration_data import ScoreRow
+from facesearch.evaluation.identification import IdentificationResult
+from facesearch.evaluation.verification import Curve, VerificationResult
 from facesearch.governance.calibration import Calibration, fpir_for_fmr
 
 GALLERY_SIZES: tuple[int, ...] = (1_000, 10_000, 100_000, 300_000, 1_000_000)

@@ -3,8 +3,11 @@
 A face is erased by deleting its row, vector and review crop with SQLite's ``secure_delete``
 (the pages are overwritten), truncating the write-ahead log, and rewriting the collection's
 index file (the old one still held the vector). Image records left without faces go too, and
-so does what other services derived from the faces (``hooks``: stream snapshots of matches,
-video results naming them). Every erasure returns an :class:`ErasureReceipt` and is audited.
+so do the rows derived from the faces (video job results naming them), in the same
+transaction; once it commits, the stream snapshots of matches to them (files,
+:mod:`facesearch.storage.snapshots`) are removed, and a snapshot that cannot be removed is
+logged and named in the audit event (``snapshots_failed``). Every erasure returns an
+:class:`ErasureReceipt` and is audited.
 
 Retention: :meth:`Erasure.expire` erases the faces older than their collection's
 ``retention_days`` (the server calls it hourly, :mod:`facesearch.governance.retention`).
@@ -24,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,13 +35,10 @@ from facesearch import limits
 from facesearch.errors import InvalidParameterError, UserNotFoundError
 from facesearch.governance.policy import of_collection
 from facesearch.governance.trail import AuditTrail
+from facesearch.storage.snapshots import remove_snapshots
 from facesearch.storage.store import Store
 from facesearch.storage.vectors import VectorBackend
 from facesearch.types import Caller
-
-ErasureHook = Callable[[str, builtins.list[str]], int]
-"""Called with (collection, erased face ids) after an erasure; deletes what another service
-derived from those faces and returns how many records went."""
 
 
 @dataclass(frozen=True)
@@ -71,15 +72,16 @@ class ErasureReceipt:
 
 
 class Erasure:
-    """Erases faces of one data directory's collections."""
+    """Erases faces of one data directory's collections (``snapshots``: the folder of its
+    stream snapshots, ``<home>/snapshots``; None: there are none to remove)."""
 
     def __init__(self, store: Store, indexes: VectorBackend, trail: AuditTrail, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 snapshots: Path | None = None, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.indexes = indexes
         self.trail = trail
+        self.snapshots = snapshots
         self.clock = clock
-        self.hooks: builtins.list[ErasureHook] = []
 
     def delete_faces(self, collection: str, face_ids: Sequence[str], *,
                      caller: Caller | None = None) -> Deletion:
@@ -111,13 +113,13 @@ class Erasure:
         now = self.clock() if now is None else now
         receipts = []
         with self.store.transaction() as conn:
-            colls = self.store.list_collections(conn)
+            colls = self.store.collections.list_all(conn)
         for coll in colls:
             days = of_collection(coll.settings, None)[1].retention_days
             if days is None:
                 continue
             with self.store.transaction() as conn:
-                old = self.store.face_rows_older_than(conn, coll.id, now - days * 86400.0)
+                old = self.store.faces.rows_older_than(conn, coll.id, now - days * 86400.0)
             if old:
                 receipts.append(self._erase(coll.name, "expire",
                                             Caller("system:retention", role="system"),
@@ -132,40 +134,44 @@ class Erasure:
         the face ids kept for belonging to a user."""
         kept: set[str] = set()
         with self.store.transaction() as conn:
-            collection_id = self.store.collection(conn, collection).id
+            collection_id = self.store.collections.get(conn, collection).id
         with self.indexes.locked(collection_id):
             with self.store.transaction() as conn:
-                coll = self.store.collection(conn, collection)
-                generation = self.store.index_state(conn, coll.id)[0]
+                coll = self.store.collections.get(conn, collection)
+                generation = self.store.generations.index_state(conn, coll.id)[0]
                 urow = None
                 if face_ids is not None:
-                    found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
+                    found = self.store.faces.by_face_ids(conn, coll.id, face_ids)
                     if keep_user_faces:
                         kept = {f.face_id for f in found.values() if f.user_id is not None}
                     target = [f.row for f in found.values() if f.face_id not in kept]
                 elif external_id is not None:
-                    target = self.store.face_rows_of(conn, coll.id, external_id=external_id)
+                    target = self.store.faces.rows_of(conn, coll.id, external_id=external_id)
                 elif user_id is not None:
-                    urow = self.store.get_user(conn, coll.id, user_id)
+                    urow = self.store.users.find(conn, coll.id, user_id)
                     if urow is None:
                         raise UserNotFoundError(f"user {user_id!r} does not exist in "
                                                 f"{collection!r}")
-                    target = self.store.face_rows_of(conn, coll.id, user_row=urow)
+                    target = self.store.faces.rows_of(conn, coll.id, user_row=urow)
                 else:
                     target = list(rows or ())
-                crops = self.store.count_crops(conn, target)
+                crops = self.store.faces.count_crops(conn, target)
                 # what this transaction deleted: a node erasing the same faces at once (its
                 # retention worker) finds them gone and names none of them in its receipt
-                erased = self.store.delete_faces(conn, target)
-                images = self.store.delete_orphan_images(conn, coll.id)
+                erased = self.store.faces.delete(conn, target)
+                derived = self.store.faces.delete_derived(conn, erased)
+                images = self.store.images.delete_orphans(conn, coll.id)
                 if urow is not None:
-                    self.store.delete_user(conn, urow)
+                    self.store.users.delete(conn, urow)
                 if target:
-                    self.store.bump_generation(conn, coll.id, target, self.clock())
+                    self.store.generations.bump_generation(conn, coll.id, target, self.clock())
             if target:
                 self.indexes.remove(coll, np.asarray(target, np.int64), generation)
                 self.store.checkpoint()
-        derived = sum(hook(collection, erased) for hook in self.hooks) if erased else 0
+        files = (remove_snapshots(self.snapshots, erased) if self.snapshots is not None
+                 else None)
+        if files is not None:
+            derived += files.removed
         receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,
                                  self.clock(), reason, derived, crops,
                                  self.indexes.erasure_bound)
@@ -175,5 +181,7 @@ class Erasure:
                                    "images": images, "derived": derived, "crops": crops,
                                    "external_id": external_id, "user_id": user_id,
                                    **({"kept_for_user": ",".join(sorted(kept))}
-                                      if kept else {})})
+                                      if kept else {}),
+                                   **({"snapshots_failed": len(files.failed)}
+                                      if files is not None and files.failed else {})})
         return receipt, kept

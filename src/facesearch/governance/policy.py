@@ -31,7 +31,7 @@ LAW_ENFORCEMENT_FMR = 1e-6
 LAW_ENFORCEMENT_MAX_RESULTS = 50
 LAW_ENFORCEMENT_MIN_RECOGNISABILITY = 40.0
 """Recognisability (0-100) below which a law-enforcement collection refuses a probe face: the
-edge of the ``medium`` quality band (:data:`facesearch.governance.calibration.BANDS`; figures
+edge of the ``medium`` quality band (:data:`facesearch.governance.bands.BANDS`; figures
 in docs/accuracy.md). Other collections search such probes and warn."""
 CONSERVATIVE_FLOOR = 99.0
 """Floor used when no calibration is available: each model's similarity scale puts 99 near

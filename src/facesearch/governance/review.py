@@ -8,7 +8,6 @@ of its candidates, and a caller confined to a case may review only that case's s
 from __future__ import annotations
 
 import uuid
-from typing import Literal
 
 from facesearch import limits
 from facesearch.errors import (
@@ -21,7 +20,6 @@ from facesearch.governance.audit import AuditLog
 from facesearch.governance.trail import AuditTrail
 from facesearch.types import Caller
 
-Decision = Literal["confirmed", "rejected", "inconclusive"]
 DECISIONS: tuple[str, ...] = ("confirmed", "rejected", "inconclusive")
 
 

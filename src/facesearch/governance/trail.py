@@ -57,10 +57,6 @@ class AuditTrail:
         self._model_version = model_version
         self._clock = clock
 
-    @property
-    def enabled(self) -> bool:
-        return self.sink is not None
-
     def event(self, operation: str, caller: Caller | None, *, collection: str | None = None,
               probe_sha256: str | None = None, threshold: float | None = None,
               results: Results = (), details: Details | None = None) -> AuditEvent:
@@ -92,7 +88,7 @@ class AuditTrail:
         if self.sink is None:
             return None
         outbox_id = str(uuid.uuid4())
-        self.store.add_outbox(conn, outbox_id, event_to_json(event), now)
+        self.store.outbox.add(conn, outbox_id, event_to_json(event), now)
         return outbox_id
 
     def drain(self, before: float | None = None) -> int:
@@ -105,13 +101,13 @@ class AuditTrail:
         n = 0
         while True:
             with self.store.transaction() as conn:
-                rows = self.store.outbox(conn, before=before)
+                rows = self.store.outbox.oldest(conn, before=before)
             if not rows:
                 return n
             self.sink.record_many([event_from_json(text) for _, text in rows],
                                   outbox_ids=[oid for oid, _ in rows])
             with self.store.transaction() as conn:
-                self.store.remove_outbox(conn, [oid for oid, _ in rows])
+                self.store.outbox.remove(conn, [oid for oid, _ in rows])
             n += len(rows)
 
 

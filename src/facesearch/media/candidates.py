@@ -24,7 +24,7 @@ class VideoMatch:
 
 def video_match(m: Match) -> VideoMatch:
     """The gate's candidate as results and events carry it."""
-    return VideoMatch(m.face.face_id, m.face.external_id, m.face.image_id, m.face.user_id,
+    return VideoMatch(m.face.face_id, m.face.external_id, m.face.image.image_id, m.face.user_id,
                       float(m.similarity))
 
 

@@ -5,7 +5,7 @@ A :class:`StreamEvent` is one (track, identity) match of a stream processor. An
 dropped for a slow reader; the HTTP API serves them as SSE or WebSocket). With encryption at
 rest on, JSONL lines are ``FSE1:`` + base64 of the sealed JSON (:func:`read_jsonl`) and face
 snapshots are sealed files ``<event>_<face>.jpg.fse`` (:func:`read_snapshot`);
-:func:`purge_snapshots` erases the snapshots of erased faces.
+:func:`facesearch.storage.snapshots.remove_snapshots` removes the snapshots of erased faces.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import builtins
 import json
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,17 +253,3 @@ def read_snapshot(home: Path, snapshot: str, sealer: Sealer | None) -> bytes:
             raise InvalidParameterError(f"{snapshot}: a sealed snapshot needs the encryption key")
         data = sealer.open(data, snapshot_aad(path.name))
     return data
-
-
-def purge_snapshots(home: Path, face_ids: Sequence[str]) -> int:
-    """Delete every stream snapshot of a match to one of ``face_ids``; returns how many."""
-    root = home / "snapshots"
-    if not root.is_dir() or not face_ids:
-        return 0
-    wanted = set(face_ids)
-    n = 0
-    for path in root.glob("*/*/*_*.jpg*"):
-        if path.name.split(".", 1)[0].rsplit("_", 1)[-1] in wanted:
-            path.unlink(missing_ok=True)
-            n += 1
-    return n

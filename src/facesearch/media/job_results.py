@@ -42,20 +42,6 @@ from facesearch.video.frames import frame_at
 from facesearch.video.scan import VideoScan
 
 
-def purge_face_matches(store: Store, face_ids: Sequence[str]) -> int:
-    """Delete video job results that name one of ``face_ids`` as a candidate (after those
-    faces are erased); returns how many rows went."""
-    if not face_ids:
-        return 0
-    n = 0
-    ids = list(face_ids)
-    with store.transaction() as conn:
-        for start in range(0, len(ids), 500):
-            n += conn.execute(delete(matches_t).where(
-                matches_t.c.face_id.in_(ids[start:start + 500]))).rowcount
-    return n
-
-
 @dataclass(frozen=True)
 class VideoFace:
     """A face seen in a frame: box (x1, y1, x2, y2) and five landmarks in video pixels,
@@ -183,7 +169,7 @@ class JobResults:
                   "jpeg": self._seal_thumbnail(job_row, int(person), _jpeg(chip))}
                  for person, (ts, chip) in scan.best_views.items()]
         mrows = [{"job_row": job_row, "person": person, "rank": rank, "face_id": m.face.face_id,
-                  "external_id": m.face.external_id, "image_id": m.face.image_id,
+                  "external_id": m.face.external_id, "image_id": m.face.image.image_id,
                   "user_id": m.face.user_id, "similarity": float(m.similarity)}
                  for person, ms in per_person.items() for rank, m in enumerate(ms)]
         now = self.table.clock()

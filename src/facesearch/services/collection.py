@@ -39,14 +39,28 @@ from facesearch.governance.policy import (
 )
 from facesearch.governance.trail import AuditTrail
 from facesearch.services.models import Models
+from facesearch.services.enrolment import (
+    ALL_PASSING,
+    AnalyzedImage,
+    IndexRules,
+    choose_faces,
+    recognisabilities,
+)
 from facesearch.services.search import require_model
-from facesearch.storage.store import CollectionRow, FaceRecord, NewFace, Store
+from facesearch.storage.records import (
+    CollectionRow,
+    FaceRecord,
+    ImageRow,
+    NewFace,
+    NewImage,
+    SourceImage,
+)
+from facesearch.storage.store import Store
 from facesearch.storage.vectors import VectorBackend
 from facesearch.types import Caller, Faces, Image, QualityFilter
 from facesearch.vision.crop import FaceCrop, face_crops
 from facesearch.vision.decode import DEFAULT_LIMITS, DecodeLimits, ImageSource, load_image
 from facesearch.vision.pipeline import Pipeline
-from facesearch.vision.quality import reasons as quality_reasons
 
 Clock = Callable[[], float]
 
@@ -61,12 +75,6 @@ class CollectionInfo:
     image_count: int
     policy: EffectivePolicy
     settings: CollectionPolicy
-
-
-NOT_LABELLED_FACE = "NOT_LABELLED_FACE"
-"""Why a face of a labelled photo was not indexed: the label (external id) names one person,
-taken to be the photo's largest face that passes the quality filter; the others (bystanders,
-faces on posters, junk that passed) are left out unless every face is asked for."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,12 @@ class IndexResult:
     indexed: list[FaceRecord]
     unindexed: list[UnindexedFace]
     duplicate: bool = False
+
+
+def _duplicate(image: AnalyzedImage, image_id: str | None) -> IndexResult:
+    """Nothing stored: the image's content is already in the collection."""
+    return IndexResult(image_id, image.sha256, image.width, image.height, image.faces, [], [],
+                       duplicate=True)
 
 
 @dataclass(frozen=True)
@@ -148,7 +162,7 @@ class FaceCollections:
         settings = {"policy": policy.model_dump(exclude_none=True)}
         try:
             with self.store.transaction() as conn:
-                self.store.insert_collection(conn, name, self.model_version, self.clock(),
+                self.store.collections.insert(conn, name, self.model_version, self.clock(),
                                              settings)
         except IntegrityError:
             if exist_ok:
@@ -168,14 +182,14 @@ class FaceCollections:
 
     def list(self) -> builtins.list[CollectionInfo]:
         with self.store.transaction() as conn:
-            return [self._info(conn, c) for c in self.store.list_collections(conn)]
+            return [self._info(conn, c) for c in self.store.collections.list_all(conn)]
 
     def describe(self, name: str) -> CollectionInfo:
         with self.store.transaction() as conn:
-            return self._info(conn, self.store.collection(conn, name))
+            return self._info(conn, self.store.collections.get(conn, name))
 
     def _info(self, conn: Connection, c: CollectionRow) -> CollectionInfo:
-        nf, nu, ni = self.store.counts(conn, c.id)
+        nf, nu, ni = self.store.collections.counts(conn, c.id)
         stated, eff = of_collection(c.settings, self.models.calibration(c.model_version))
         return CollectionInfo(c.name, c.model_version, c.created_at, nf, nu, ni, eff, stated)
 
@@ -184,10 +198,10 @@ class FaceCollections:
         """Replace a collection's policy (audited)."""
         self._check_law_enforcement(policy)
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, name)
+            coll = self.store.collections.get(conn, name)
             settings = dict(coll.settings)
             settings["policy"] = policy.model_dump(exclude_none=True)
-            self.store.update_collection_settings(conn, coll.id, settings)
+            self.store.collections.update_settings(conn, coll.id, settings)
         info = self.describe(name)
         self.trail.record("policy.set", caller, collection=name, details=policy.model_dump())
         return info
@@ -195,12 +209,12 @@ class FaceCollections:
     def delete(self, name: str, *, caller: Caller | None = None) -> None:
         """Delete a collection and erase every face in it."""
         with self.store.transaction() as conn:
-            collection_id = self.store.collection(conn, name).id
+            collection_id = self.store.collections.get(conn, name).id
         with self.indexes.locked(collection_id):
             with self.store.transaction() as conn:
-                coll = self.store.collection(conn, name)
-                nfaces = self.store.counts(conn, coll.id)[0]
-                self.store.delete_collection(conn, coll.id)
+                coll = self.store.collections.get(conn, name)
+                nfaces = self.store.collections.counts(conn, coll.id)[0]
+                self.store.collections.delete(conn, coll.id)
             self.indexes.drop(coll.id)
             self.store.checkpoint()
         self.trail.record("collection.delete", caller, collection=name,
@@ -240,131 +254,141 @@ class FaceCollections:
         """
         image = source if isinstance(source, Image) else load_image(source, self.limits)
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
+            coll = self.store.collections.get(conn, collection)
             require_model(coll, self.model_version)
-            prior = self.store.find_image(conn, coll.id, image.sha256)
+            prior = self.store.images.find(conn, coll.id, image.sha256)
         if prior is not None and not force:
             return IndexResult(prior.image_id, image.sha256, image.width, image.height,
                                Faces.empty(), [], [], duplicate=True)
         faces = self.analyze(image)
-        crops = face_crops(image.pixels, faces)
-
-        def store() -> IndexResult:
-            return self.store_analyzed(collection, image.sha256, image.width, image.height,
-                                       faces, external_id=external_id,
-                                       max_faces=max_faces, quality_filter=quality_filter,
-                                       source_name=source_name, force=force, caller=caller,
-                                       crops=crops, all_faces=all_faces)
-
-        res = store()
+        analyzed = AnalyzedImage(sha256=image.sha256, width=image.width, height=image.height,
+                                 faces=faces, crops=face_crops(image.pixels, faces),
+                                 source_name=source_name)
+        rules = IndexRules(external_id=external_id, max_faces=max_faces,
+                           quality_filter=quality_filter, force=force, all_faces=all_faces)
+        res = self.store_analyzed(collection, analyzed, rules, caller=caller)
         if res.duplicate and force:
             # Another writer stored the same content between our check and our insert: add
             # these faces to it, as ``force`` asks.
-            res = store()
+            res = self.store_analyzed(collection, analyzed, rules, caller=caller)
         return res
 
-    def store_analyzed(self, collection: str, sha256: str, width: int, height: int,
-                       faces: Faces, *, external_id: str | None = None,
-                       max_faces: int | None = None,
-                       quality_filter: QualityFilter = QualityFilter.AUTO,
-                       source_name: str | None = None, force: bool = False,
-                       caller: Caller | None = None, bulk: bool = False,
-                       row: CollectionRow | None = None,
-                       crops: builtins.list[FaceCrop] | None = None,
-                       all_faces: bool = False) -> IndexResult:
-        """Store faces that :meth:`analyze` found in an image (content hash ``sha256``,
-        ``width`` x ``height`` pixels), applying the quality filter, the one face per label
-        rule (see :meth:`index_image`; ``all_faces`` lifts it) and ``max_faces``.
-        ``crops`` (one per face of ``faces``, :func:`facesearch.vision.crop.face_crops`) are
-        stored with the faces kept, for human review.
+    def store_analyzed(self, collection: str, image: AnalyzedImage,
+                       rules: IndexRules = ALL_PASSING, *,
+                       caller: Caller | None = None) -> IndexResult:
+        """Store the faces that :meth:`analyze` found in ``image`` that ``rules`` keep (the
+        quality filter, the one face per label rule of :meth:`index_image`, ``max_faces``),
+        with their crops, for human review.
 
-        One transaction, which also stages the image's audit event (the trail's outbox).
-        ``bulk`` (many images in a row: :class:`~facesearch.services.indexing.BulkIndexer`)
-        leaves the vector index and the outbox to be brought up to date by the caller, once
-        for many images (:meth:`flush`, ``trail.drain()``), relies on the database's unique
-        content hash rather than a lookup to skip content already there (the caller checked
-        :meth:`known_hashes` first), and takes the collection's ``row`` looked up once.
+        One transaction, which also stages the image's audit event (the trail's outbox);
+        then the collection's vector index and the audit log are brought up to date. The
+        same content already in the collection is skipped (``duplicate=True``) unless
+        ``rules.force``.
         """
-        if max_faces is not None:
-            limits.count(max_faces, "max faces")
-        if external_id is not None:
-            limits.external_id(external_id)
-        if faces.embeddings is None or faces.quality is None:
-            raise ValueError("faces must carry quality and embeddings (use analyze())")
-        if crops is not None and len(crops) != len(faces):
-            raise ValueError(f"{len(crops)} crops for {len(faces)} faces")
-        why = quality_reasons(faces, quality_filter)
-        if external_id is not None and not all_faces:
-            passing = [i for i in range(len(faces)) if not why[i]]
-            for i in passing[1:]:
-                why[i].append(NOT_LABELLED_FACE)
-        if max_faces is not None:
-            passing = [i for i in range(len(faces)) if not why[i]]
-            for i in passing[max_faces:]:
-                why[i].append("EXCEEDS_MAX_FACES")
-        keep = [i for i in range(len(faces)) if not why[i]]
+        why, new = choose_faces(image, rules)
         now = self.clock()
-        new = [NewFace(
-            face_id=str(uuid.uuid4()), external_id=external_id,
-            box=tuple(float(v) for v in faces.boxes[i]),  # type: ignore[arg-type]
-            landmarks=faces.landmarks[i].round(2).tolist(), score=float(faces.scores[i]),
-            quality=quality_dict(faces, i), embedding=faces.embeddings[i],
-            crop=None if crops is None else crops[i],
-        ) for i in keep]
         try:
             with self._lock, self.store.transaction() as conn:
-                coll = row if row is not None else self.store.collection(conn, collection)
+                coll = self.store.collections.get(conn, collection)
                 require_model(coll, self.model_version)
-                prior = (None if bulk and not force
-                         else self.store.find_image(conn, coll.id, sha256))
-                if prior is not None and not force:
-                    return IndexResult(prior.image_id, sha256, width, height, faces, [], [],
-                                       duplicate=True)
-                if prior is not None:
-                    image_id, image_row = prior.image_id, prior.id
-                    self.store.add_image_faces(conn, prior.id, len(faces), len(new))
-                else:
-                    image_id = str(uuid.uuid4())
-                    image_row = self.store.insert_image(
-                        conn, coll.id, image_id, sha256, source_name, external_id, width, height,
-                        len(faces), len(new), now)
-                self.store.insert_faces(conn, coll.id, image_row, new, width, height, now,
-                                        coll.model_version)
-                if new or not bulk:
-                    self.trail.stage(conn, self.trail.event(
-                        "index", caller, collection=collection, probe_sha256=sha256,
-                        results=[(f.face_id, None) for f in new],
-                        details={"image_id": image_id, "faces_detected": len(faces),
-                                 "faces_indexed": len(new), "external_id": external_id,
-                                 "recognisability": _recognisabilities(new)}), now)
+                prior = self.store.images.find(conn, coll.id, image.sha256)
+                if prior is not None and not rules.force:
+                    return _duplicate(image, prior.image_id)
+                image_id = self._insert(conn, coll, image, rules, new, prior, now)
+                self._stage(conn, coll, image, rules, new, image_id, caller, now)
         except IntegrityError:
-            # The same content is there (stored by another writer between our check and our
-            # insert, or, in bulk, found by the unique hash), unless the collection went.
-            if row is not None:
-                with self.store.transaction() as conn:
-                    self.store.collection(conn, collection)
-            return IndexResult(None, sha256, width, height, faces, [], [], duplicate=True)
-        if not bulk:
-            self.indexes.get(coll)
-            self.trail.drain()
+            # The same content is there (stored by another writer between our check and
+            # our insert).
+            return _duplicate(image, None)
+        self.indexes.get(coll)
+        self.trail.drain()
+        return self._result(coll, image, new, why, image_id, now)
+
+    def store_batch(self, coll: CollectionRow, image: AnalyzedImage,
+                    rules: IndexRules = ALL_PASSING, *,
+                    caller: Caller | None = None) -> IndexResult:
+        """Store one image of a bulk run (many images in a row:
+        :class:`~facesearch.services.indexing.BulkIndexer`), as :meth:`store_analyzed`
+        does, but for three things. ``coll`` is the collection's row, looked up once for
+        the run. Content already in the collection is found by the database's unique
+        content hash rather than a lookup (the caller checked :meth:`known_hashes` first);
+        with ``rules.force`` the image is looked up and its faces added. The audit event is
+        staged only when faces were stored, and the vector index and the audit log are left
+        to the caller, once for many images (:meth:`flush`, ``trail.drain()``).
+        """
+        why, new = choose_faces(image, rules)
+        now = self.clock()
+        try:
+            with self._lock, self.store.transaction() as conn:
+                require_model(coll, self.model_version)
+                prior = (self.store.images.find(conn, coll.id, image.sha256) if rules.force
+                         else None)
+                image_id = self._insert(conn, coll, image, rules, new, prior, now)
+                if new:
+                    self._stage(conn, coll, image, rules, new, image_id, caller, now)
+        except IntegrityError:
+            # The same content is there, found by the unique hash, unless the collection
+            # went (then its not-found error).
+            with self.store.transaction() as conn:
+                self.store.collections.get(conn, coll.name)
+            return _duplicate(image, None)
+        return self._result(coll, image, new, why, image_id, now)
+
+    def _insert(self, conn: Connection, coll: CollectionRow, image: AnalyzedImage,
+                rules: IndexRules, new: builtins.list[NewFace], prior: ImageRow | None,
+                now: float) -> str:
+        """Insert the image's record (or count another indexing of ``prior``) and its
+        faces ``new``; the image id."""
+        if prior is not None:
+            self.store.images.add_faces(conn, prior.id, len(image.faces), len(new))
+            image_id, image_row = prior.image_id, prior.id
+        else:
+            image_id = str(uuid.uuid4())
+            image_row = self.store.images.insert(conn, coll.id, NewImage(
+                image_id=image_id, sha256=image.sha256, source=image.source_name,
+                external_id=rules.external_id, width=image.width, height=image.height,
+                faces_detected=len(image.faces), faces_indexed=len(new)), now)
+        self.store.faces.insert(conn, coll.id, image_row, new, image.width, image.height, now,
+                                coll.model_version)
+        return image_id
+
+    def _stage(self, conn: Connection, coll: CollectionRow, image: AnalyzedImage,
+               rules: IndexRules, new: builtins.list[NewFace], image_id: str,
+               caller: Caller | None, now: float) -> None:
+        """Stage the image's ``index`` audit event in the transaction of its faces."""
+        self.trail.stage(conn, self.trail.event(
+            "index", caller, collection=coll.name, probe_sha256=image.sha256,
+            results=[(f.face_id, None) for f in new],
+            details={"image_id": image_id, "faces_detected": len(image.faces),
+                     "faces_indexed": len(new), "external_id": rules.external_id,
+                     "recognisability": recognisabilities(new)}), now)
+
+    @staticmethod
+    def _result(coll: CollectionRow, image: AnalyzedImage, new: builtins.list[NewFace],
+                why: builtins.list[builtins.list[str]], image_id: str,
+                now: float) -> IndexResult:
+        source = SourceImage(image_id=image_id, sha256=image.sha256, source=image.source_name,
+                             width=image.width, height=image.height)
         return IndexResult(
-            image_id, sha256, width, height, faces,
-            [FaceRecord(f.face_id, f.external_id, image_id, sha256, source_name, None, f.box,
-                        f.landmarks, f.score, f.quality, width, height, now,
-                        coll.model_version) for f in new],
-            [UnindexedFace(i, why[i]) for i in range(len(faces)) if why[i]])
+            image_id, image.sha256, image.width, image.height, image.faces,
+            [FaceRecord(face_id=f.face_id, external_id=f.external_id, user_id=None,
+                        image=source, box=f.box, landmarks=f.landmarks, score=f.score,
+                        quality=f.quality, created_at=now, model_version=coll.model_version)
+             for f in new],
+            [UnindexedFace(i, why[i]) for i in range(len(image.faces)) if why[i]])
 
     def known_hashes(self, collection: str) -> set[str]:
         """SHA-256 of every image content already indexed into the collection."""
         with self.store.transaction() as conn:
-            return self.store.known_hashes(conn, self.store.collection(conn, collection).id)
+            coll = self.store.collections.get(conn, collection)
+            return self.store.images.known_hashes(conn, coll.id)
 
     def flush(self, collection: str | None = None) -> None:
         """Bring ``collection``'s vector index up to date with the database (if given), and
         write every changed vector index to disk."""
         if collection is not None:
             with self.store.transaction() as conn:
-                coll = self.store.collection(conn, collection)
+                coll = self.store.collections.get(conn, collection)
             self.indexes.get(coll)
         self.indexes.flush()
 
@@ -377,13 +401,13 @@ class FaceCollections:
         """A page of faces in insertion order and the cursor of the next page (or None)."""
         limits.count(limit, "limit")
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
+            coll = self.store.collections.get(conn, collection)
             user_row = None
             if user_id is not None:
-                user_row = self.store.get_user(conn, coll.id, user_id)
+                user_row = self.store.users.find(conn, coll.id, user_id)
                 if user_row is None:
                     return [], None
-            rows = self.store.list_faces(conn, coll.id, after, limit + 1, user_row, face_ids)
+            rows = self.store.faces.page(conn, coll.id, after, limit + 1, user_row, face_ids)
         nxt = rows[limit - 1].row if len(rows) > limit else None
         page = rows[:limit]
         self.trail.record("faces.list", caller, collection=collection,
@@ -404,7 +428,7 @@ class FaceCollections:
         asked = builtins.list(dict.fromkeys(face_ids))
         c = caller or Caller.local()
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
+            coll = self.store.collections.get(conn, collection)
         try:
             check_purpose(of_collection(coll.settings, self.models.calibration(coll.model_version))[1],
                           c, "view of its faces")
@@ -413,9 +437,9 @@ class FaceCollections:
                               details={"reason": exc.message, "count": len(asked)})
             raise
         with self.store.transaction() as conn:
-            found = self.store.faces_by_face_ids(conn, coll.id, asked)
-            crops = self.store.crops(conn, builtins.list(found.values()))
-        cards = [FaceCard(found[f], _file_name(found[f].source), crops.get(f))
+            found = self.store.faces.by_face_ids(conn, coll.id, asked)
+            crops = self.store.faces.crops(conn, builtins.list(found.values()))
+        cards = [FaceCard(found[f], _file_name(found[f].image.source), crops.get(f))
                  for f in asked if f in found]
         self.trail.record("faces.crops", caller, collection=collection,
                           results=[(c.face.face_id, None) for c in cards],
@@ -442,19 +466,3 @@ def _file_name(source: str | None) -> str | None:
     if not source:
         return None
     return source.replace("\\", "/").rsplit("/", 1)[-1] or None
-
-
-def _recognisabilities(new: builtins.list[NewFace]) -> str | None:
-    """The indexed faces' recognisability, in the audit event's order of face ids
-    (``"97,54"``; None when none was measured)."""
-    values = [f.quality.get("recognisability") for f in new]
-    if not any(v is not None for v in values):
-        return None
-    return ",".join("" if v is None else f"{v:.0f}" for v in values)
-
-
-def quality_dict(faces: Faces, i: int) -> dict[str, float]:
-    """Face ``i``'s quality measures as the store keeps them."""
-    q = faces.quality
-    assert q is not None
-    return q.dict(i)

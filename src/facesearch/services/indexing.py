@@ -30,7 +30,8 @@ from facesearch.services.cluster import (
     pipeline_for,
 )
 from facesearch.services.collection import FaceCollections, IndexResult
-from facesearch.storage.store import CollectionRow
+from facesearch.services.enrolment import AnalyzedImage, IndexRules
+from facesearch.storage.records import CollectionRow
 from facesearch.types import Caller, QualityFilter
 from facesearch.vision.decode import read_bytes
 from facesearch.vision.runtime import exit_with_parent
@@ -210,7 +211,7 @@ class BulkIndexer:
         summary = Summary()
         known = set() if self.force else self.collections.known_hashes(self.collection)
         with self.collections.store.transaction() as conn:
-            self._row = self.collections.store.collection(conn, self.collection)
+            self._row = self.collections.store.collections.get(conn, self.collection)
         limits = self.collections.limits
 
         def emit(r: FileResult) -> None:
@@ -275,13 +276,18 @@ class BulkIndexer:
             return FileResult(path, Outcome.FAILED, reason=out)
         width, height, faces, crops = out
         ext = self.external_id or external_id_for(path, self.id_from)
+        if self._row is None:
+            raise RuntimeError("a bulk indexer stores files within run()")
         try:
-            res = self.collections.store_analyzed(
-                self.collection, sha, width, height, faces, external_id=ext,
-                max_faces=self.max_faces, quality_filter=self.quality_filter,
-                source_name=str(path if isinstance(path, S3Object) else path.absolute()),
-                force=self.force, caller=self.caller,
-                bulk=True, row=self._row, crops=crops, all_faces=self.all_faces)
+            res = self.collections.store_batch(
+                self._row,
+                AnalyzedImage(sha256=sha, width=width, height=height, faces=faces, crops=crops,
+                              source_name=str(path if isinstance(path, S3Object)
+                                              else path.absolute())),
+                IndexRules(external_id=ext, max_faces=self.max_faces,
+                           quality_filter=self.quality_filter, force=self.force,
+                           all_faces=self.all_faces),
+                caller=self.caller)
         except FaceSearchError as exc:
             return FileResult(path, Outcome.FAILED, reason=exc.message)
         if res.duplicate:

@@ -14,12 +14,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from facesearch.governance.calibration import (
-    BandCalibrations,
-    Calibration,
-    find_band_calibrations,
-    find_calibration,
-)
+from facesearch.governance.bands import BandCalibrations, find_band_calibrations
+from facesearch.governance.calibration import Calibration, find_calibration
 from facesearch.vision.pipeline import (
     Pipeline,
     PipelineSettings,

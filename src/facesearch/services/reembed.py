@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch.errors import ConflictError, FaceSearchError
-from facesearch.services.collection import FaceCollections, quality_dict
-from facesearch.storage.store import FaceRecord
+from facesearch.services.collection import FaceCollections
+from facesearch.services.enrolment import quality_dict
+from facesearch.storage.records import FaceRecord, NewFace
 from facesearch.types import Caller, Faces
 from facesearch.vision.decode import load_image, read_bytes
 
@@ -46,9 +47,9 @@ def reembed(collections: FaceCollections, name: str, *, drop_missing: bool = Fal
     """
     store = collections.store
     with store.transaction() as conn:
-        coll = store.collection(conn, name)
-        images = store.images_of(conn, coll.id)
-        old_faces = {im.id: store.faces_of_image(conn, im.id) for im in images}
+        coll = store.collections.get(conn, name)
+        images = store.images.of_collection(conn, coll.id)
+        old_faces = {im.id: store.faces.of_image(conn, im.id) for im in images}
     old_model, new_model = coll.model_version, collections.model_version
     updates: list[tuple[FaceRecord, Faces, int]] = []
     missing: list[tuple[str, str]] = []
@@ -86,21 +87,22 @@ def reembed(collections: FaceCollections, name: str, *, drop_missing: bool = Fal
             f"{missing[0][0]}: {missing[0][1]}); nothing changed. Re-index them, or "
             "re-embed with drop_missing to erase them")
     with store.transaction() as conn:
-        collection_id = store.collection(conn, name).id
+        collection_id = store.collections.get(conn, name).id
     with collections.indexes.locked(collection_id):
         with store.transaction() as conn:
-            coll = store.collection(conn, name)
+            coll = store.collections.get(conn, name)
             for f, new, j in updates:
                 assert new.embeddings is not None
-                store.update_face_model(
-                    conn, f.row, f.face_id, tuple(float(v) for v in new.boxes[j]),  # type: ignore[arg-type]
-                    new.landmarks[j].round(2).tolist(), float(new.scores[j]),
-                    quality_dict(new, j), new.embeddings[j], new_model)
+                store.faces.update_model(conn, f.row, NewFace(
+                    face_id=f.face_id, external_id=f.external_id,
+                    box=tuple(float(v) for v in new.boxes[j]),  # type: ignore[arg-type]
+                    landmarks=new.landmarks[j].round(2).tolist(), score=float(new.scores[j]),
+                    quality=quality_dict(new, j), embedding=new.embeddings[j]), new_model)
             if missing:
-                gone = store.faces_by_face_ids(conn, coll.id, [m[0] for m in missing])
-                store.delete_faces(conn, [r.row for r in gone.values()])
-                store.delete_orphan_images(conn, coll.id)
-            store.set_collection_model(conn, coll.id, new_model)
+                gone = store.faces.by_face_ids(conn, coll.id, [m[0] for m in missing])
+                store.faces.delete(conn, [r.row for r in gone.values()])
+                store.images.delete_orphans(conn, coll.id)
+            store.collections.set_model(conn, coll.id, new_model)
         # Same ids, new vectors: the index is rebuilt from the database, not reconciled.
         collections.indexes.drop(coll.id)
         store.checkpoint()

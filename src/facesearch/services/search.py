@@ -52,12 +52,14 @@ from facesearch.errors import (
     ProbeQualityError,
     ThrottledError,
 )
-from facesearch.governance.calibration import ThresholdRisk, quality_band
+from facesearch.governance.bands import quality_band
+from facesearch.governance.calibration import ThresholdRisk
 from facesearch.governance.keys import AccessKeys
 from facesearch.governance.policy import SearchLimiter, check_search, of_collection
 from facesearch.governance.trail import AuditTrail, Details
 from facesearch.services.models import Models
-from facesearch.storage.store import CollectionRow, FaceRecord, Store
+from facesearch.storage.records import CollectionRow, FaceRecord
+from facesearch.storage.store import Store
 from facesearch.storage.vectors import VectorBackend
 from facesearch.types import EMBEDDING_DIM, Caller, Faces, FloatArray, Image, QualityFilter
 from facesearch.vision import similarity as sim
@@ -78,7 +80,7 @@ caller gives none (Rekognition's ``UserMatchThreshold`` default)."""
 
 
 POOR_BANDS = frozenset({"low", "unrecognisable"})
-"""Quality bands (:data:`facesearch.governance.calibration.BANDS`) that a search warns about:
+"""Quality bands (:data:`facesearch.governance.bands.BANDS`) that a search warns about:
 a probe, or a candidate's enrolled face, in one of them."""
 
 
@@ -112,7 +114,7 @@ class ProbeResult:
     matches: list[Match]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchResult:
     """Candidates for a search: leads for human review, never identifications.
 
@@ -236,8 +238,8 @@ class SearchGate:
         limits.count(max_results)
         limits.threshold(threshold)
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
-            size = self.store.face_count(conn, coll)
+            coll = self.store.collections.get(conn, collection)
+            size = self.store.generations.face_count(conn, coll)
         require_model(coll, self.models.version)
         cal = self.models.calibration(coll.model_version)
         limited = (rate_limit and self.limiter is not None and caller.role != "system"
@@ -272,7 +274,7 @@ class SearchGate:
             limits.threshold(threshold)
             return float(threshold)
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
+            coll = self.store.collections.get(conn, collection)
         policy = of_collection(coll.settings, self.models.calibration(coll.model_version))[1]
         return float(max(sim.DEFAULT_THRESHOLD, policy.threshold_floor))
 
@@ -320,12 +322,12 @@ class SearchGate:
         with self.store.transaction() as conn:
             sims, rows = index.search(  # scored exactly, on the store's vectors
                 vectors, adm.max_results + len(exclude),
-                exact=lambda ids: self.store.embeddings(conn, ids, EMBEDDING_DIM))
+                exact=lambda ids: self.store.faces.embeddings(conn, ids, EMBEDDING_DIM))
             scores = sim.to_similarity(sims, adm.collection.model_version)
             for s, r in zip(scores, rows, strict=True):
                 keep = [(float(a), int(b)) for a, b in zip(s, r, strict=True)
                         if b >= 0 and a >= adm.threshold]
-                found = self.store.faces_by_rows(conn, [b for _, b in keep])
+                found = self.store.faces.by_rows(conn, [b for _, b in keep])
                 ms = [Match(found[b], a) for a, b in keep
                       if b in found and found[b].face_id not in exclude]
                 out.append(ms[:adm.max_results])
@@ -340,11 +342,15 @@ class SearchGate:
                           details={"search_id": adm.search_id, "max_results": adm.max_results,
                                    **(details or {})})
 
-    def _result(self, adm: Admission, per_probe: list[list[Match]], **kw: object) -> SearchResult:
-        return SearchResult(adm.search_id, adm.collection.name, adm.threshold,
-                            adm.collection.model_version, adm.size, adm.risk,
-                            [ProbeResult(i, m) for i, m in enumerate(per_probe)],
-                            **kw)  # type: ignore[arg-type]
+    def _result(self, adm: Admission, per_probe: list[list[Match]], *,
+                warnings: list[str] | None = None) -> SearchResult:
+        """The result of a vector or face-id search (no probe image)."""
+        return SearchResult(search_id=adm.search_id, collection=adm.collection.name,
+                            threshold=adm.threshold,
+                            model_version=adm.collection.model_version,
+                            collection_size=adm.size, risk=adm.risk,
+                            results=[ProbeResult(i, m) for i, m in enumerate(per_probe)],
+                            warnings=warnings or [])
 
     # -- the searches --------------------------------------------------------------------------
 
@@ -382,10 +388,12 @@ class SearchGate:
                              "warnings": " | ".join(warnings) or None})
         others = [i for i in range(len(faces)) if why[i]]
         return SearchResult(
-            adm.search_id, collection, adm.threshold, adm.collection.model_version, adm.size,
-            adm.risk, [ProbeResult(i, ms) for i, ms in enumerate(per_face)], probes,
-            faces[others], [why[i] for i in others], image.width, image.height, image.sha256,
-            warnings=warnings)
+            search_id=adm.search_id, collection=collection, threshold=adm.threshold,
+            model_version=adm.collection.model_version, collection_size=adm.size,
+            risk=adm.risk, results=[ProbeResult(i, ms) for i, ms in enumerate(per_face)],
+            faces=probes, unsearched=faces[others],
+            unsearched_reasons=[why[i] for i in others], width=image.width,
+            height=image.height, probe_sha256=image.sha256, warnings=warnings)
 
     def probe_quality(self, adm: Admission, image: Image | None,
                        recognisability: FloatArray) -> tuple[Admission, list[str]]:
@@ -512,12 +520,12 @@ class SearchGate:
         """A stored face and its vector ``(1, 128)``."""
         limits.face_id(face_id)
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
-            found = self.store.faces_by_face_ids(conn, coll.id, [face_id])
+            coll = self.store.collections.get(conn, collection)
+            found = self.store.faces.by_face_ids(conn, coll.id, [face_id])
             if face_id not in found:
                 raise FaceNotFoundError(f"face {face_id} is not in collection {collection!r}")
             rec = found[face_id]
-            return rec, self.store.embeddings(conn, np.array([rec.row]), EMBEDDING_DIM)
+            return rec, self.store.faces.embeddings(conn, np.array([rec.row]), EMBEDDING_DIM)
 
     def compare(self, source: ImageSource | Image, target: ImageSource | Image, *,
                 threshold: float | None = None,

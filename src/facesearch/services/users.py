@@ -103,13 +103,13 @@ class UserDirectory:
         self.trail = collections.trail
 
     def _user_row(self, conn: Connection, collection_id: int, user_id: str) -> int:
-        row = self.store.get_user(conn, collection_id, user_id)
+        row = self.store.users.find(conn, collection_id, user_id)
         if row is None:
             raise UserNotFoundError(f"user {user_id!r} does not exist in this collection")
         return row
 
     def _info(self, conn: Connection, collection_id: int, user_id: str) -> UserInfo:
-        found = self.store.user_info(conn, collection_id, user_id)
+        found = self.store.users.info(conn, collection_id, user_id)
         if found is None:
             raise UserNotFoundError(f"user {user_id!r} does not exist in this collection")
         return UserInfo(found[1], found[2], found[3])
@@ -119,8 +119,8 @@ class UserDirectory:
         validate_user_id(user_id)
         try:
             with self.store.transaction() as conn:
-                coll = self.store.collection(conn, collection)
-                self.store.insert_user(conn, coll.id, user_id, self.collections.clock())
+                coll = self.store.collections.get(conn, collection)
+                self.store.users.insert(conn, coll.id, user_id, self.collections.clock())
         except IntegrityError:
             raise AlreadyExistsError(f"user {user_id!r} already exists in {collection!r}") from None
         self.trail.record("users.create", caller, collection=collection,
@@ -129,15 +129,15 @@ class UserDirectory:
 
     def describe(self, collection: str, user_id: str) -> UserInfo:
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
+            coll = self.store.collections.get(conn, collection)
             return self._info(conn, coll.id, user_id)
 
     def delete(self, collection: str, user_id: str, *, caller: Caller | None = None) -> None:
         """Delete the user; its faces stay in the collection, unassociated."""
         validate_user_id(user_id)
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
-            self.store.delete_user(conn, self._user_row(conn, coll.id, user_id))
+            coll = self.store.collections.get(conn, collection)
+            self.store.users.delete(conn, self._user_row(conn, coll.id, user_id))
         self.trail.record("users.delete", caller, collection=collection,
                           details={"user_id": user_id})
 
@@ -146,8 +146,8 @@ class UserDirectory:
         if not 1 <= limit <= 500:
             raise InvalidParameterError(f"limit must be between 1 and 500, got {limit}")
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
-            rows = self.store.list_users(conn, coll.id, after, limit + 1)
+            coll = self.store.collections.get(conn, collection)
+            rows = self.store.users.page(conn, coll.id, after, limit + 1)
         nxt = rows[limit - 1][0] if len(rows) > limit else None
         return [UserInfo(uid, created, n) for _, uid, created, n in rows[:limit]], nxt
 
@@ -163,11 +163,11 @@ class UserDirectory:
         if not 1 <= len(face_ids) <= MAX_FACES_PER_USER:
             raise InvalidParameterError(f"give 1 to {MAX_FACES_PER_USER} face ids")
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
+            coll = self.store.collections.get(conn, collection)
             urow = self._user_row(conn, coll.id, user_id)
-            found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
-            owned = self.store.face_rows_of(conn, coll.id, user_row=urow)
-            owned_vecs = self.store.embeddings(conn, np.array(owned, np.int64), EMBEDDING_DIM)
+            found = self.store.faces.by_face_ids(conn, coll.id, face_ids)
+            owned = self.store.faces.rows_of(conn, coll.id, user_row=urow)
+            owned_vecs = self.store.faces.embeddings(conn, np.array(owned, np.int64), EMBEDDING_DIM)
             done: builtins.list[str] = []
             failed: builtins.list[tuple[str, builtins.list[str]]] = []
             take: builtins.list[int] = []
@@ -186,7 +186,7 @@ class UserDirectory:
                     failed.append((fid, ["USER_FACE_LIMIT"]))
                     continue
                 if len(owned_vecs):
-                    vec = self.store.embeddings(conn, np.array([f.row]), EMBEDDING_DIM)[0]
+                    vec = self.store.faces.embeddings(conn, np.array([f.row]), EMBEDDING_DIM)[0]
                     best = float(sim.to_similarity(owned_vecs @ vec,
                                                     coll.model_version).max())
                     if best < user_match_threshold:
@@ -194,7 +194,7 @@ class UserDirectory:
                         continue
                 take.append(f.row)
                 done.append(fid)
-            self.store.set_face_user(conn, take, urow)
+            self.store.users.assign_faces(conn, take, urow)
             info = self._info(conn, coll.id, user_id)
         self.trail.record("users.associate", caller, collection=collection,
                           threshold=user_match_threshold,
@@ -208,9 +208,9 @@ class UserDirectory:
         if not 1 <= len(face_ids) <= MAX_FACES_PER_USER:
             raise InvalidParameterError(f"give 1 to {MAX_FACES_PER_USER} face ids")
         with self.store.transaction() as conn:
-            coll = self.store.collection(conn, collection)
+            coll = self.store.collections.get(conn, collection)
             self._user_row(conn, coll.id, user_id)  # the user must exist
-            found = self.store.faces_by_face_ids(conn, coll.id, face_ids)
+            found = self.store.faces.by_face_ids(conn, coll.id, face_ids)
             done: builtins.list[str] = []
             failed: builtins.list[tuple[str, builtins.list[str]]] = []
             rows: builtins.list[int] = []
@@ -225,7 +225,7 @@ class UserDirectory:
                 else:
                     rows.append(f.row)
                     done.append(fid)
-            self.store.set_face_user(conn, rows, None)
+            self.store.users.assign_faces(conn, rows, None)
             info = self._info(conn, coll.id, user_id)
         self.trail.record("users.disassociate", caller, collection=collection,
                           results=[(f, None) for f in done],
@@ -238,8 +238,9 @@ class UserDirectory:
         admitted threshold; the search's one audit record."""
         coll = adm.collection
         with self.store.transaction() as conn:
-            rows, owners = self.store.user_face_rows(conn, coll.id)
-            face_ids = {r: f.face_id for r, f in self.store.faces_by_rows(conn, rows.tolist()).items()}
+            rows, owners = self.store.users.face_rows(conn, coll.id)
+            found = self.store.faces.by_rows(conn, rows.tolist())
+            face_ids = {r: f.face_id for r, f in found.items()}
         matches: builtins.list[UserMatch] = []
         if len(rows):
             q = np.asarray(queries, np.float32).T
@@ -250,7 +251,7 @@ class UserDirectory:
                 near = np.flatnonzero(sim.to_similarity(best + 0.01, coll.model_version)
                                       >= adm.threshold)
                 with self.store.transaction() as conn:
-                    exact = self.store.embeddings(conn, np.asarray(rows)[near], EMBEDDING_DIM)
+                    exact = self.store.faces.embeddings(conn, np.asarray(rows)[near], EMBEDDING_DIM)
                 best = np.full(len(rows), -1.0, np.float32)
                 best[near] = (exact @ q).max(axis=1)
             scores = sim.to_similarity(best, coll.model_version)
@@ -280,9 +281,9 @@ class UserDirectory:
             validate_user_id(user_id)
             with self.store.transaction() as conn:
                 urow = self._user_row(conn, adm.collection.id, user_id)
-                rows = np.array(self.store.face_rows_of(conn, adm.collection.id, user_row=urow),
+                rows = np.array(self.store.faces.rows_of(conn, adm.collection.id, user_row=urow),
                                 np.int64)
-                queries = self.store.embeddings(conn, rows, EMBEDDING_DIM)
+                queries = self.store.faces.embeddings(conn, rows, EMBEDDING_DIM)
             if not len(queries):
                 raise InvalidParameterError(f"user {user_id!r} has no faces to search with")
             matches = self._rank(adm, queries, exclude_user=user_id)

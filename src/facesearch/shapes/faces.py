@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasPath, Field, field_validator, model_validator
 
 from facesearch.services.collection import FaceCard, IndexResult
 from facesearch.shapes.base import Out, Pixels, Points, Score, rnd
@@ -61,16 +61,17 @@ class DetectedFaceOut(Out):
 
 
 class FaceOut(Out):
-    """A face stored in a collection, from a :class:`~facesearch.storage.store.FaceRecord`."""
+    """A face stored in a collection, from a :class:`~facesearch.storage.records.FaceRecord`
+    (its image's fields read from ``FaceRecord.image``)."""
 
     face_id: str
     external_id: str | None
-    image_id: str | None
+    image_id: str | None = Field(validation_alias=AliasPath("image", "image_id"))
     user_id: str | None
     box: Pixels = Field(description="[x1, y1, x2, y2] pixels of the indexed image")
     score: Score
-    image_width: int
-    image_height: int
+    image_width: int = Field(validation_alias=AliasPath("image", "width"))
+    image_height: int = Field(validation_alias=AliasPath("image", "height"))
     created_at: float
     model_version: str
     quality: QualityOut | None = Field(
@@ -85,8 +86,10 @@ class LocalFaceOut(FaceOut):
     its image came from, which only the data directory's owner sees (``/v1`` does not show
     them)."""
 
-    source: str | None = Field(description="the image's path or URL, as indexed")
-    image_sha256: str | None = Field(description="the SHA-256 of the image's bytes")
+    source: str | None = Field(description="the image's path or URL, as indexed",
+                               validation_alias=AliasPath("image", "source"))
+    image_sha256: str | None = Field(description="the SHA-256 of the image's bytes",
+                                     validation_alias=AliasPath("image", "sha256"))
 
 
 class LocalFacesPage(Out):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from facesearch.services.search import Match
 from facesearch.shapes.base import Json
-from facesearch.storage.store import FaceRecord
+from facesearch.storage.records import FaceRecord
 from facesearch.types import LANDMARK_NAMES, FaceView
 
 if TYPE_CHECKING:
@@ -85,11 +85,11 @@ def rekognition_arn(region: str, account: str, kind: str, name: str) -> str:
 def rekognition_face(f: FaceRecord) -> Json:
     """A ``Face``: a face stored in a collection."""
     out: Json = {"FaceId": f.face_id,
-                 "BoundingBox": bounding_box(f.box, f.image_width, f.image_height),
+                 "BoundingBox": bounding_box(f.box, f.image.width, f.image.height),
                  "Confidence": 100.0 * f.score,
                  "IndexFacesModelVersion": rekognition_model_version(f.model_version)}
-    if f.image_id:
-        out["ImageId"] = f.image_id
+    if f.image.image_id:
+        out["ImageId"] = f.image.image_id
     if f.external_id:
         out["ExternalImageId"] = f.external_id
     if f.user_id:
@@ -115,10 +115,10 @@ def rekognition_stream_record(frame: SearchedFrame) -> Json:
 
     def matched(m: Match) -> Json:
         f = m.face
-        face: Json = {"BoundingBox": bounding_box(f.box, f.image_width, f.image_height),
+        face: Json = {"BoundingBox": bounding_box(f.box, f.image.width, f.image.height),
                       "FaceId": f.face_id, "Confidence": 100.0 * f.score}
-        if f.image_id:
-            face["ImageId"] = f.image_id
+        if f.image.image_id:
+            face["ImageId"] = f.image.image_id
         if f.external_id:
             face["ExternalImageId"] = f.external_id
         return {"Similarity": m.similarity, "Face": face}

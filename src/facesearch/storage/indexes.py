@@ -6,9 +6,9 @@ with the state of the database it holds (:class:`~facesearch.storage.index.SyncS
 :meth:`IndexCache.get` brings a collection's index up to date whenever the database changed
 (also from another process or node), reading only what changed since: faces added after the
 highest row it holds, and the rows deleted in the generations since its own, from the
-vector change log (:meth:`facesearch.storage.store.Store.vector_changes`). Only when the log
-cannot tell (it was pruned, or every vector was replaced) is the index reconciled with, or
-rebuilt from, every face row. So a node that restarts reads what changed while it was down,
+vector change log (:meth:`facesearch.storage.generations.Generations.vector_changes`). Only
+when the log cannot tell (it was pruned, or every vector was replaced) is the index reconciled
+with, or rebuilt from, every face row. So a node that restarts reads what changed while it was down,
 not the collection. Changed indexes are written every :attr:`IndexCache.SAVE_EVERY` changes,
 on :meth:`IndexCache.flush` and at shutdown.
 
@@ -32,8 +32,9 @@ import numpy as np
 
 from facesearch.storage.crypto import Sealer
 from facesearch.storage.index import LARGE, SyncState, VectorIndex
-from facesearch.storage.store import CollectionRow, Store
-from facesearch.storage.vectors import SyncStats
+from facesearch.storage.records import CollectionRow
+from facesearch.storage.store import Store
+from facesearch.storage.vector_types import SyncStats
 from facesearch.types import EMBEDDING_DIM, IntArray
 
 log = logging.getLogger("facesearch.storage")
@@ -124,20 +125,20 @@ class IndexCache:
     def _catch_up(self, coll: CollectionRow, entry: _Entry) -> None:
         """Apply what changed in the database since the entry's state (one snapshot)."""
         with self.store.snapshot() as conn:
-            gen, top = self.store.index_state(conn, coll.id)
+            gen, top = self.store.generations.index_state(conn, coll.id)
             if gen == entry.generation and top <= entry.top_row:
                 return
-            deleted = (self.store.vector_changes(conn, coll.id, entry.generation, gen)
+            deleted = (self.store.generations.vector_changes(conn, coll.id, entry.generation, gen)
                        if gen != entry.generation else np.zeros(0, np.int64))
             if deleted is None:
-                truth = self.store.all_face_rows(conn, coll.id)
+                truth = self.store.faces.all_rows(conn, coll.id)
                 self.stats.full += 1
                 self.stats.rows += len(truth)
 
                 def fetch(ids: IntArray) -> np.ndarray:
-                    return self.store.embeddings(conn, ids, EMBEDDING_DIM)
+                    return self.store.faces.embeddings(conn, ids, EMBEDDING_DIM)
 
-                if self.store.vectors_replaced(conn, coll.id, entry.generation, gen):
+                if self.store.generations.vectors_replaced(conn, coll.id, entry.generation, gen):
                     # re-embedded: the same ids with new vectors
                     entry.index = VectorIndex.build(EMBEDDING_DIM, truth, fetch,
                                                     large=self.large)
@@ -146,11 +147,11 @@ class IndexCache:
                     added, removed = entry.index.reconcile(truth, fetch)
                     entry.unsaved += added + removed
             else:
-                new = self.store.face_rows_after(conn, coll.id, max(entry.top_row, 0))
+                new = self.store.faces.rows_after(conn, coll.id, max(entry.top_row, 0))
                 self.stats.incremental += 1
                 self.stats.rows += len(deleted) + len(new)
                 removed = entry.index.remove(deleted)
-                entry.index.add(new, self.store.embeddings(conn, new, EMBEDDING_DIM))
+                entry.index.add(new, self.store.faces.embeddings(conn, new, EMBEDDING_DIM))
                 entry.unsaved += removed + len(new)
         entry.generation, entry.top_row = gen, top
 
@@ -179,12 +180,12 @@ class IndexCache:
         """Build the collection's index anew, in the form its size calls for, from the
         database (a chunk of vectors at a time), then swap it in up to date."""
         with self.store.snapshot() as conn:
-            gen, top = self.store.index_state(conn, coll.id)
-            ids = self.store.all_face_rows(conn, coll.id)
+            gen, top = self.store.generations.index_state(conn, coll.id)
+            ids = self.store.faces.all_rows(conn, coll.id)
 
         def fetch(rows: IntArray) -> np.ndarray:
             with self.store.transaction() as conn:
-                return self.store.embeddings(conn, rows, EMBEDDING_DIM)
+                return self.store.faces.embeddings(conn, rows, EMBEDDING_DIM)
 
         fresh = VectorIndex.build(EMBEDDING_DIM, ids, fetch, large=self.large)
         slot = self._slot(coll.id)
@@ -193,7 +194,7 @@ class IndexCache:
                 return fresh
             if slot.entry is None:  # not opened yet, or deleted meanwhile
                 with self.store.transaction() as conn:
-                    now = self.store.get_collection(conn, coll.name)
+                    now = self.store.collections.find(conn, coll.name)
                 if now is None or now.id != coll.id:
                     return fresh
             entry = _Entry(fresh, gen, top, created_at=coll.created_at)
@@ -223,15 +224,6 @@ class IndexCache:
             self.get(coll)
             assert slot.entry is not None
             slot.entry.index.remove(np.asarray(rows, np.int64))
-            self._save(coll, slot.entry)
-
-    def rewrite(self, coll: CollectionRow) -> None:
-        """Bring the index up to date and write it now (after an erasure: the old file still
-        held the erased vectors)."""
-        slot = self._slot(coll.id)
-        with slot.lock:
-            self.get(coll)
-            assert slot.entry is not None
             self._save(coll, slot.entry)
 
     def drop(self, collection_id: int) -> None:

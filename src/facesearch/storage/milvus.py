@@ -39,8 +39,9 @@ import numpy.typing as npt
 
 from facesearch.errors import BackendError, UnavailableError
 from facesearch.storage import database
-from facesearch.storage.store import CollectionRow, Store
-from facesearch.storage.vectors import Fetch, SyncStats
+from facesearch.storage.records import CollectionRow
+from facesearch.storage.store import Store
+from facesearch.storage.vector_types import Fetch, SyncStats
 from facesearch.types import EMBEDDING_DIM, FloatArray, IntArray
 
 log = logging.getLogger("facesearch.storage")
@@ -195,7 +196,7 @@ class MilvusCollection:
         """The store's vectors of ``ids`` (exact)."""
         rows = np.ascontiguousarray(ids, dtype=np.int64)
         with self.store.transaction() as conn:
-            return self.store.embeddings(conn, rows, EMBEDDING_DIM)
+            return self.store.faces.embeddings(conn, rows, EMBEDDING_DIM)
 
     # -- changes ---------------------------------------------------------------------------------
 
@@ -375,27 +376,28 @@ class MilvusVectors:
 
     def _catch_up(self, coll: CollectionRow, entry: MilvusCollection) -> None:
         with self.store.snapshot() as conn:
-            if self.store.index_state(conn, coll.id) == (entry.generation, entry.top_row):
+            state = self.store.generations.index_state(conn, coll.id)
+            if state == (entry.generation, entry.top_row):
                 return
         key = database.lock_key(f"vectors:{self.backend}:{coll.id}")
         with database.exclusive(self.store.engine, key) as conn:  # one node at a time
-            gen, top = self.store.index_state(conn, coll.id)
-            pos = self.store.sync_position(conn, self.backend, coll.id)
+            gen, top = self.store.generations.index_state(conn, coll.id)
+            pos = self.store.generations.sync_position(conn, self.backend, coll.id)
 
             def fetch(ids: IntArray) -> FloatArray:
-                return self.store.embeddings(conn, ids, EMBEDDING_DIM)
+                return self.store.faces.embeddings(conn, ids, EMBEDDING_DIM)
 
             deleted = None
             if pos is not None and not entry.created:
                 deleted = (np.zeros(0, np.int64) if pos[0] == gen else
-                           self.store.vector_changes(conn, coll.id, pos[0], gen))
+                           self.store.generations.vector_changes(conn, coll.id, pos[0], gen))
             if deleted is not None and pos is not None and (pos[0], pos[1]) != (gen, top):
-                new = self.store.face_rows_after(conn, coll.id, pos[1])
+                new = self.store.faces.rows_after(conn, coll.id, pos[1])
                 entry.delete(deleted)
                 entry.upsert(new, fetch)
                 self.stats.incremental += 1
                 self.stats.rows += len(deleted) + len(new)
-            size = self.store.face_count(conn, coll)
+            size = self.store.generations.face_count(conn, coll)
             if deleted is not None and entry.generation == -1:
                 entry.ts = 0  # first use in this process: does Milvus hold as many rows?
                 if entry.count() != size:
@@ -403,7 +405,7 @@ class MilvusVectors:
                                 "faces: reconciling", self.name(coll.id), entry.count(), size)
                     deleted = None
             if deleted is None:
-                truth = self.store.all_face_rows(conn, coll.id)
+                truth = self.store.faces.all_rows(conn, coll.id)
                 have = entry.ids()
                 extra = np.setdiff1d(have, truth, assume_unique=True)
                 missing = np.setdiff1d(truth, have, assume_unique=True)
@@ -414,7 +416,7 @@ class MilvusVectors:
                 if len(extra) or len(missing):
                     log.info("Milvus collection %s reconciled with the database: %d added, "
                              "%d removed", self.name(coll.id), len(missing), len(extra))
-            self.store.set_sync_position(conn, self.backend, coll.id, gen, top)
+            self.store.generations.set_sync_position(conn, self.backend, coll.id, gen, top)
             entry.size = size
         entry.see_now()  # what any node wrote is visible from here on
         entry.generation, entry.top_row, entry.created = gen, top, False

@@ -136,7 +136,7 @@ vector_changes_t = Table(
 ids): the face rows deleted at each of its generations, or, ``face_row`` NULL, "every vector
 replaced" (re-embedding). A node's vector index applies the generations since its own and
 reads nothing else (:class:`facesearch.storage.indexes.IndexCache`); a node whose generation
-is older than the log's oldest (entries kept :data:`facesearch.storage.store.CHANGES_KEPT_S`)
+is older than the log's oldest (entries kept :data:`facesearch.storage.generations.CHANGES_KEPT_S`)
 reconciles in full. Only face row ids: no vectors, no face ids."""
 
 vector_sync_t = Table(

@@ -5,7 +5,7 @@ Two backends implement it, both caches of the metadata database (the source of t
 are stored sealed in its ``faces`` table, and a backend missing vectors is reconciled from it).
 Both catch up with the database incrementally: faces added after the highest row applied, and
 the rows the vector change log says were deleted since the generation applied
-(:meth:`facesearch.storage.store.Store.vector_changes`):
+(:meth:`facesearch.storage.generations.Generations.vector_changes`):
 
 - ``faiss`` (default): :class:`facesearch.storage.indexes.IndexCache`, a FAISS index per
   collection in the data directory (exact, then an inverted file);
@@ -21,37 +21,19 @@ reported similarities do not depend on the backend.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy.typing as npt
 
 from facesearch.storage.crypto import Sealer
-from facesearch.storage.store import CollectionRow, Store
+from facesearch.storage.records import CollectionRow
+from facesearch.storage.store import Store
+from facesearch.storage.vector_types import Fetch, SyncStats
 from facesearch.types import FloatArray, IntArray
 
 if TYPE_CHECKING:
     from facesearch.config import Settings
-
-Fetch = Callable[[IntArray], FloatArray]
-"""Exact vectors of ids, from the store."""
-
-BACKENDS = ("faiss", "milvus")
-
-
-@dataclass
-class SyncStats:
-    """How a backend caught up with the database in this process (tests, logs, benchmarks)."""
-
-    incremental: int = 0
-    """Catch-ups that read only the changes."""
-    full: int = 0
-    """Catch-ups that read every face row of a collection (no usable state or log)."""
-    rows: int = 0
-    """Face row ids read from the database (new faces, logged deletions, or every row)."""
-
 
 class CollectionVectors(Protocol):
     """One collection's vectors, as searches see them."""

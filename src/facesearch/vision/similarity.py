@@ -62,8 +62,6 @@ SCALES: dict[str, Scale] = {
     # 1e-6 on lfw-dev, measured + tail: the law-enforcement floor).
     "sface-2021dec": Scale(cos_at_80=0.366, shape=4.5),
 }
-COS_AT_80 = SCALES[DEFAULT_EMBEDDER].cos_at_80
-SHAPE = SCALES[DEFAULT_EMBEDDER].shape
 
 
 def scale_for(model_version: str | None = None) -> Scale:

@@ -106,7 +106,7 @@ class Outputs:
     def snapshot(self, event_id: str, face_id: str, pixels: RGBImage,
                  box: np.ndarray) -> str | None:
         """Save the crop as ``<day>/<event id>_<matched face id>.jpg`` (the face id lets an
-        erasure of that face find and delete it: :func:`facesearch.media.events.purge_snapshots`);
+        erasure of that face find and delete it: :func:`facesearch.storage.snapshots.remove_snapshots`);
         its path, or None when there is no snapshot folder, the box is empty or the write
         failed."""
         if self.snapshot_dir is None:
