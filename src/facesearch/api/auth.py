@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import quote, unquote_plus
 
 from facesearch.api.errors import (
@@ -47,8 +47,16 @@ from facesearch.api.errors import (
 from facesearch.errors import AccessDeniedError, ThrottledError
 from facesearch.governance.keys import AccessKeys, KeyInfo, KeyNotFoundError, Role
 
-if TYPE_CHECKING:
-    from facesearch.api.replay import Replays
+
+
+class ReplayGuard(Protocol):
+    """Where signatures seen in the clock-skew window are kept
+    (:class:`~facesearch.api.replay.ReplayCache`, :class:`~facesearch.api.replay.SharedReplays`)."""
+
+    def admit(self, signature: str, expires_at: float, now: float) -> None:
+        """Remember ``signature`` until ``expires_at`` (s since the epoch); raise
+        :class:`ReplayedRequestError` if it is already there."""
+
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
@@ -290,7 +298,7 @@ class FailedAuthThrottle:
 
 def authenticate(req: SignedRequest, keys: AccessKeys, *, service: str, max_skew_s: float,
                  allow_bearer: bool, now: float | None = None,
-                 replays: Replays | None = None) -> KeyInfo:
+                 replays: ReplayGuard | None = None) -> KeyInfo:
     """The active key that signed ``req``, or an :class:`AuthenticationError` subclass.
     With ``replays``, a SigV4 signature is accepted once only."""
     now = time.time() if now is None else now
@@ -421,7 +429,7 @@ def _parse_sigv4(req: SignedRequest, params: str, keys: AccessKeys, service: str
 
 
 def _sigv4(req: SignedRequest, p: _SigV4, max_skew_s: float, now: float,
-           replays: Replays | None) -> KeyInfo:
+           replays: ReplayGuard | None) -> KeyInfo:
     payload = hashlib.sha256(req.body).hexdigest()
     declared = req.header("x-amz-content-sha256")
     if declared is not None and declared != payload:
