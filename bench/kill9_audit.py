@@ -27,7 +27,7 @@ from pathlib import Path
 from facesearch.errors import FaceSearchError
 from facesearch.service import FaceSearch
 fs = FaceSearch.open(sys.argv[1])
-if "c" not in {c.name for c in fs.collections.list()}:
+if "c" not in {c.name for c in fs.collections.list_collections()}:
     fs.collections.create("c")
 for p in sys.argv[2:]:
     try:

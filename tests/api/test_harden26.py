@@ -51,7 +51,7 @@ def test_a_case_bound_key_cannot_hold_or_use_admin(server: Server) -> None:
         assert "CreateKey" not in who["operations"] and "RevokeKey" not in who["operations"]
     with FaceSearch(server.settings()) as fs:
         assert fs.keys.describe(other.info.key_id).revoked_at is None
-        assert [k for k in fs.keys.list() if k.case_ref is None and k.created_at >
+        assert [k for k in fs.keys.list_keys() if k.case_ref is None and k.created_at >
                 bound.info.created_at] == []
         # The service refuses a case-bound caller too (CLI and library callers are unbound).
         caller = Caller(actor=bound.info.key_id, role="searcher", purpose="inquiry",

@@ -605,7 +605,7 @@ def test_law_enforcement_deployment_refuses_a_signing_key_in_the_data_directory(
         fs.collections.create("plain")
         with pytest.raises(InvalidParameterError, match="FACESEARCH_AUDIT_SIGNING_KEY"):
             fs.collections.set_policy("plain", CollectionPolicy(law_enforcement=True))
-        assert [c.name for c in fs.collections.list()] == ["plain"]
+        assert [c.name for c in fs.collections.list_collections()] == ["plain"]
         assert not fs.collections.describe("plain").policy.law_enforcement
     with FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem")) as fs:
         fs.collections.create("bookings", policy=CollectionPolicy(law_enforcement=True))

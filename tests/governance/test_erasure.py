@@ -62,7 +62,7 @@ def test_erase_by_user_and_by_face_id(fs: FaceSearch) -> None:
     fs.users.associate("u", "barack", [a, b])
     r = fs.erasure.erase("u", user_id="barack")
     assert sorted(r.face_ids) == sorted([a, b])
-    assert fs.users.list("u")[0] == []
+    assert fs.users.list_users("u")[0] == []
     r2 = fs.erasure.erase("u", face_ids=[c])
     assert r2.face_ids == [c] and fs.collections.describe("u").face_count == 0
     with pytest.raises(InvalidParameterError):

@@ -31,13 +31,13 @@ def test_create_list_revoke_lookup(settings: Make) -> None:
         found = fs.keys.lookup(new.info.key_id)
         assert found.secret == new.secret and found.info.label == "analyst 7"
         other = fs.keys.create(Role.ADMIN)
-        assert [k.key_id for k in fs.keys.list()] == [new.info.key_id, other.info.key_id]
+        assert [k.key_id for k in fs.keys.list_keys()] == [new.info.key_id, other.info.key_id]
         revoked = fs.keys.revoke(new.info.key_id)
         assert not revoked.active and revoked.revoked_at is not None
         assert fs.keys.revoke(new.info.key_id).revoked_at == revoked.revoked_at  # idempotent
         with pytest.raises(KeyNotFoundError):
             fs.keys.lookup(new.info.key_id)
-        assert [k.key_id for k in fs.keys.list(include_revoked=False)] == [other.info.key_id]
+        assert [k.key_id for k in fs.keys.list_keys(include_revoked=False)] == [other.info.key_id]
         with pytest.raises(KeyNotFoundError):
             fs.keys.revoke("FSAKNOSUCHKEY")
         with pytest.raises(InvalidParameterError):

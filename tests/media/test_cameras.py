@@ -52,7 +52,7 @@ def test_add_list_remove(fs: FaceSearch) -> None:
     assert cam.shown_url == "rtsp://viewer:***@10.1.2.3:554/stream1"
     assert cam.added_by.startswith("local:")
     fs.cameras.add("desk", "/dev/video0")  # a device: the operator's own choice
-    assert [c.name for c in fs.cameras.list()] == ["desk", "door"]
+    assert [c.name for c in fs.cameras.list_cameras()] == ["desk", "door"]
     assert fs.cameras.get("door").url == "rtsp://viewer:s3cret@10.1.2.3:554/stream1"
     with pytest.raises(AlreadyExistsError):
         fs.cameras.add("door", "rtsp://10.1.2.4/x")
@@ -128,7 +128,7 @@ def test_camera_urls_are_sealed_at_rest(home: Path) -> None:
             stored = conn.execute(select(cameras_t.c.url)).scalar_one()
         assert stored.startswith("sealed:") and "s3cret" not in stored and "10.1.2.3" not in stored
         assert fs.cameras.get("door").url == url
-        assert [c.url for c in fs.cameras.list()] == [url]
+        assert [c.url for c in fs.cameras.list_cameras()] == [url]
         # A sealed URL moved to another camera's row does not open (bound to the name).
         fs.cameras.add("back", "rtsp://10.9.9.9/x")
         with fs.store.transaction() as conn:

@@ -126,7 +126,7 @@ def test_create_checks_input_webhook_and_policy(fs: FaceSearch) -> None:
     info = fs.streams.create("cam", StreamSettings(input_url=url, collection="strict"),
                              caller=Caller.local("watchlist", "case-7"))
     assert info.status is ProcessorStatus.STOPPED and info.metrics is None
-    assert [p.name for p in fs.streams.list()] == ["cam"]
+    assert [p.name for p in fs.streams.list_processors()] == ["cam"]
     assert fs.streams.stop("cam").status is ProcessorStatus.STOPPED  # not running: a no-op
     with pytest.raises(StreamProcessorNotFoundError):
         fs.streams.start("other")
@@ -222,7 +222,7 @@ def test_processors_resume_after_restart(home: Path, pipeline: Pipeline) -> None
         assert b.streams.resume() == ["cam"]
         wait_for(lambda: (m := b.streams.metrics("cam")) and m.frames_processed, 30,
                  "frames processed")
-        assert [p.status for p in b.streams.list()] == [ProcessorStatus.RUNNING,
+        assert [p.status for p in b.streams.list_processors()] == [ProcessorStatus.RUNNING,
                                                         ProcessorStatus.STOPPED]
     finally:
         b.shutdown()
@@ -336,7 +336,7 @@ def test_egress_refuses_loopback_link_local_and_private_targets(home: Path,
         assert len(set(refused[:8])) == 1 and len(set(refused[8:])) == 1, refused
         with pytest.raises(InvalidParameterError):
             strict.video.start_face_detection(clip(), webhook_url="http://127.0.0.1:9/x")
-        assert strict.streams.list() == [] and strict.video.list()[0] == []
+        assert strict.streams.list_processors() == [] and strict.video.list_jobs()[0] == []
     finally:
         strict.shutdown()
     allowed = EgressPolicy.parse(LOOPBACK)
@@ -449,9 +449,9 @@ def test_case_bound_keys_see_only_their_case_processors(fs: FaceSearch) -> None:
                  lambda: fs.streams.delete("cam-s", caller=b_key)):
         with pytest.raises(StreamProcessorNotFoundError):
             call()
-    assert fs.streams.list(caller=b_key) == []
-    assert [p.name for p in fs.streams.list(caller=s_key)] == ["cam-s"]
-    assert [p.name for p in fs.streams.list(caller=admin)] == ["cam-s"]  # no case: all
+    assert fs.streams.list_processors(caller=b_key) == []
+    assert [p.name for p in fs.streams.list_processors(caller=s_key)] == ["cam-s"]
+    assert [p.name for p in fs.streams.list_processors(caller=admin)] == ["cam-s"]  # no case: all
     sub = fs.streams.subscribe("cam-s", caller=s_key)
     subscribed = fs.audit.query(actor=s_key.actor, operation="stream.subscribe")[0]
     assert len(subscribed) == 1 and subscribed[0].event.case_ref == "S"

@@ -150,7 +150,7 @@ def test_policy_refusal_at_submission(fs: FaceSearch) -> None:
                                    caller=Caller.local("investigation", "case-1"))
     with pytest.raises(CollectionNotFoundError):
         fs.video.start_face_search("nope", clip())
-    assert fs.video.list() == ([], None)
+    assert fs.video.list_jobs() == ([], None)
     refused, _ = fs.audit.query(operation="search.refused")
     assert len(refused) == 2
 
@@ -214,7 +214,7 @@ def test_face_search_job_reports_lin_with_timestamps_in_the_clip(fs: FaceSearch)
                                                           if p.matches}
     with pytest.raises(InvalidParameterError):
         fs.video.results.face_search_results(job_id, next_token="bogus")
-    listed, _ = fs.video.list()
+    listed, _ = fs.video.list_jobs()
     assert [j.job_id for j in listed] == [job_id]
 
 
@@ -371,9 +371,9 @@ def test_case_bound_keys_see_only_their_case_jobs(fs: FaceSearch) -> None:
                  lambda: fs.video.delete(job_id, caller=b_key)):
         with pytest.raises(JobNotFoundError):
             call()
-    assert fs.video.list(caller=b_key) == ([], None)
-    assert [j.job_id for j in fs.video.list(caller=a_key)[0]] == [job_id]
-    assert [j.job_id for j in fs.video.list(caller=auditor)[0]] == [job_id]
+    assert fs.video.list_jobs(caller=b_key) == ([], None)
+    assert [j.job_id for j in fs.video.list_jobs(caller=a_key)[0]] == [job_id]
+    assert [j.job_id for j in fs.video.list_jobs(caller=auditor)[0]] == [job_id]
     page = fs.video.results.face_search_results(job_id, caller=a_key)
     persons = fs.video.results.persons(job_id, caller=auditor)
     assert page.persons and persons

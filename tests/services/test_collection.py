@@ -189,7 +189,7 @@ def test_collection_lifecycle_and_errors(fs: FaceSearch) -> None:
         fs.collections.create("life")
     with pytest.raises(InvalidParameterError):
         fs.collections.create("bad name!")
-    assert [c.name for c in fs.collections.list()] == ["life"]
+    assert [c.name for c in fs.collections.list_collections()] == ["life"]
     fs.collections.delete("life")
     with pytest.raises(CollectionNotFoundError):
         fs.collections.describe("life")

@@ -59,9 +59,9 @@ def test_search_users_by_face_and_by_user(fs: FaceSearch, users: dict[str, str])
 
 
 def test_list_users_in_pages(fs: FaceSearch, users: dict[str, str]) -> None:
-    listed, nxt = fs.users.list("u")
+    listed, nxt = fs.users.list_users("u")
     assert [x.user_id for x in listed] == ["barack", "joe"] and nxt is None
-    page, nxt = fs.users.list("u", limit=1)
+    page, nxt = fs.users.list_users("u", limit=1)
     assert len(page) == 1 and nxt is not None
 
 

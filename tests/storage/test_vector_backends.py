@@ -432,10 +432,10 @@ def test_milvus_down_is_answered_at_once_and_recovers(
                 with pytest.raises(UnavailableError):
                     fs.indexes.check()
                 assert time.monotonic() - t < 60  # 5 s timeouts (pymilvus alone: minutes)
-            assert [c.name for c in fs.collections.list()] == ["c"]
+            assert [c.name for c in fs.collections.list_collections()] == ["c"]
             other = open_service(tmp_path / "b" / "home", pipeline, backend)
             try:  # opened while Milvus is down: what needs no vectors does not wait for it
-                assert [c.name for c in other.collections.list()] == []
+                assert [c.name for c in other.collections.list_collections()] == []
             finally:
                 other.shutdown()
         finally:

@@ -200,7 +200,7 @@ async def readyz(request: Request) -> JSONResponse:
     if not ctx.pool.ready.is_set():
         return JSONResponse({"status": "starting"}, 503)
     try:  # the database, and the vector backend
-        await ctx.io(ctx.fs.collections.list)
+        await ctx.io(ctx.fs.collections.list_collections)
         await ctx.io(ctx.fs.indexes.check)
     except (UnavailableError, *DATABASE_ERRORS) as exc:
         err = classify(exc)

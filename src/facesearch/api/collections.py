@@ -61,7 +61,7 @@ async def list_collections(request: Request,
                            next_token: str | None = None) -> CollectionsOut:
     """List collections in name order, a page at a time."""
     ctx = context(request)
-    infos = {c.name: c for c in await ctx.io(ctx.fs.collections.list)}
+    infos = {c.name: c for c in await ctx.io(ctx.fs.collections.list_collections)}
     names, nxt = page_by_name(list(infos), next_token, max_results, "collections")
     return CollectionsOut(collections=[CollectionOut.model_validate(infos[n]) for n in names],
                           next_token=nxt)

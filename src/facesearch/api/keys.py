@@ -55,7 +55,7 @@ async def create_key(request: Request, body: KeyIn, caller: CallerDep) -> KeyCre
 async def list_keys(request: Request) -> list[KeyOut]:
     """Access keys (without secrets), revoked ones included."""
     ctx = context(request)
-    return [KeyOut.model_validate(k) for k in await ctx.io(ctx.fs.keys.list)]
+    return [KeyOut.model_validate(k) for k in await ctx.io(ctx.fs.keys.list_keys)]
 
 
 @router.delete("/keys/{key_id}", name=Operation.REVOKE_KEY.value)

@@ -248,7 +248,7 @@ async def delete_collection(ctx: ApiContext, caller: Caller, p: CollectionIn) ->
 
 
 async def list_collections(ctx: ApiContext, caller: Caller, p: ListCollectionsIn) -> Json:
-    infos = {c.name: c for c in await ctx.io(ctx.fs.collections.list)}
+    infos = {c.name: c for c in await ctx.io(ctx.fs.collections.list_collections)}
     names, nxt = page_by_name(list(infos), p.NextToken, p.MaxResults or DEFAULT_PAGE,
                               "collections")
     out: Json = {"CollectionIds": names,
@@ -373,7 +373,7 @@ async def delete_user(ctx: ApiContext, caller: Caller, p: UserIn) -> Json:
 
 async def list_users(ctx: ApiContext, caller: Caller, p: ListUsersIn) -> Json:
     after = decode_row("users", p.NextToken)
-    users, nxt = await ctx.io(lambda: ctx.fs.users.list(
+    users, nxt = await ctx.io(lambda: ctx.fs.users.list_users(
         p.CollectionId, limit=p.MaxResults or DEFAULT_USER_PAGE, after=after))
     out: Json = {"Users": [{"UserId": u.user_id, "UserStatus": u.status} for u in users]}
     if nxt is not None:

@@ -258,7 +258,7 @@ async def describe_stream_processor(ctx: ApiContext, caller: Caller, p: Processo
 
 async def list_stream_processors(ctx: ApiContext, caller: Caller,
                                  p: ListStreamProcessorsIn) -> Json:
-    infos = {i.name: i for i in await ctx.io(lambda: ctx.fs.streams.list(caller=caller))}
+    infos = {i.name: i for i in await ctx.io(lambda: ctx.fs.streams.list_processors(caller=caller))}
     size = min(p.MaxResults or DEFAULT_PROCESSOR_PAGE, DEFAULT_PROCESSOR_PAGE)  # clamped
     names, nxt = page_by_name(list(infos), p.NextToken, size, "streams")
     out: Json = {"StreamProcessors": [{"Name": n, "Status": infos[n].status.value}

@@ -99,7 +99,7 @@ async def list_stream_processors(request: Request, caller: CallerDep,
                                  next_token: str | None = None) -> StreamProcessorsPage:
     """Processors in name order, a page at a time."""
     ctx = context(request)
-    infos = {p.name: p for p in await ctx.io(lambda: ctx.fs.streams.list(caller=caller))}
+    infos = {p.name: p for p in await ctx.io(lambda: ctx.fs.streams.list_processors(caller=caller))}
     names, nxt = page_by_name(list(infos), next_token, max_results, "streams")
     root = jsonl_root(ctx)
     return StreamProcessorsPage(processors=[StreamProcessorOut.of(infos[n], root) for n in names],

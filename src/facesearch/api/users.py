@@ -58,7 +58,7 @@ async def list_users(request: Request, collection: str,
     """Users of a collection, a page at a time."""
     ctx = context(request)
     after = decode_row("users", next_token)
-    users, nxt = await ctx.io(lambda: ctx.fs.users.list(collection, limit=max_results,
+    users, nxt = await ctx.io(lambda: ctx.fs.users.list_users(collection, limit=max_results,
                                                         after=after))
     return UsersPage(users=[UserOut.model_validate(u) for u in users],
                      next_token=None if nxt is None else encode_token("users", nxt))

@@ -304,7 +304,7 @@ async def list_video_jobs(request: Request, caller: CallerDep, status: JobStatus
     """Video jobs, newest first, a page at a time."""
     ctx = context(request)
     kind = f"video-jobs-{status.value if status else 'all'}"
-    jobs, nxt = await ctx.io(lambda: ctx.fs.video.list(
+    jobs, nxt = await ctx.io(lambda: ctx.fs.video.list_jobs(
         status=status, limit=max_results, next_token=offset_token(kind, next_token),
         caller=caller))
     return VideoJobsPage(jobs=[VideoJobOut.model_validate(j) for j in jobs],

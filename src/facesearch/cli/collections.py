@@ -41,7 +41,7 @@ def collection_create(name: str, home: HomeOpt = None, as_json: JsonOpt = False,
 def collection_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List collections."""
     with service(home) as fs:
-        cs = fs.collections.list()
+        cs = fs.collections.list_collections()
     if as_json:
         emit(CollectionsOut(collections=[CollectionOut.model_validate(c) for c in cs]))
         return

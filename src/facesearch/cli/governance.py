@@ -335,7 +335,7 @@ def keys_create(
 def keys_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List access keys (never their secrets)."""
     with service(home) as fs:
-        keys = fs.keys.list()
+        keys = fs.keys.list_keys()
     if as_json:
         emit([KeyOut.model_validate(k) for k in keys])
         return

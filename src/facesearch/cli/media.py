@@ -313,7 +313,7 @@ def cameras_add(
 def cameras_list(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List the cameras (passwords in URLs masked)."""
     with service(home) as fs:
-        cams = fs.cameras.list()
+        cams = fs.cameras.list_cameras()
     if as_json:
         emit_json({"cameras": [_camera_json(c) for c in cams]})
         return

@@ -115,7 +115,7 @@ def users_list(collection: str, home: HomeOpt = None,
                next_token: Annotated[int, typer.Option()] = 0, as_json: JsonOpt = False) -> None:
     """List users."""
     with service(home) as fs:
-        users, nxt = fs.users.list(collection, limit=limit, after=next_token)
+        users, nxt = fs.users.list_users(collection, limit=limit, after=next_token)
     if as_json:
         emit(UsersPage(users=[UserOut.model_validate(u) for u in users],
                        next_token=None if nxt is None else str(nxt)))

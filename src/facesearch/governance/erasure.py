@@ -22,7 +22,6 @@ erasure does not depend on how their faces were grouped.
 
 from __future__ import annotations
 
-import builtins
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -108,7 +107,7 @@ class Erasure:
         return self._erase(collection, "erase", caller, face_ids=face_ids,
                            external_id=external_id, user_id=user_id)[0]
 
-    def expire(self, now: float | None = None) -> builtins.list[ErasureReceipt]:
+    def expire(self, now: float | None = None) -> list[ErasureReceipt]:
         """Erase faces older than their collection's retention period (as of ``now``)."""
         now = self.clock() if now is None else now
         receipts = []

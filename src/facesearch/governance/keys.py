@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import builtins
 import enum
 import os
 import secrets
@@ -207,7 +206,7 @@ class AccessKeys:
         self._sealer: Sealer | None = None
         self._lock = threading.Lock()
         self.audit = audit
-        self.revoke_hooks: builtins.list[Callable[[str], None]] = []
+        self.revoke_hooks: list[Callable[[str], None]] = []
         """Called with the key id after a revocation (in this process): the services stop
         what the key started (stream processors, video jobs, live feeds)."""
 
@@ -266,7 +265,7 @@ class AccessKeys:
         self._record("key.create", caller, info)
         return NewKey(info, secret)
 
-    def list(self, include_revoked: bool = True) -> builtins.list[KeyInfo]:
+    def list_keys(self, include_revoked: bool = True) -> list[KeyInfo]:
         """Keys in creation order."""
         q = select(access_keys_t).order_by(access_keys_t.c.id)
         if not include_revoked:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import builtins
 import re
 import time
 from collections.abc import Callable
@@ -163,7 +162,7 @@ class Cameras:
         self.trail.record("camera.remove", caller, details={"camera": name})
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
-    def list(self) -> builtins.list[Camera]:
+    def list_cameras(self) -> list[Camera]:
         """Cameras in name order."""
         with self.store.transaction() as conn:
             rows = conn.execute(select(cameras_t).order_by(cameras_t.c.name)).all()

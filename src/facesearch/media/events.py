@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import builtins
 import json
 import threading
 from collections import deque
@@ -230,7 +229,7 @@ def seal_line(line: str, sealer: Sealer | None) -> str:
     return SEALED_LINE + base64.b64encode(sealer.seal(line.encode(), b"stream-event")).decode()
 
 
-def read_jsonl(path: Path, sealer: Sealer | None) -> builtins.list[dict[str, object]]:
+def read_jsonl(path: Path, sealer: Sealer | None) -> list[dict[str, object]]:
     """The events of a processor's JSONL file (sealed lines opened with ``sealer``)."""
     out = []
     for line in path.read_text(encoding="utf-8").splitlines():

@@ -6,7 +6,6 @@ accepted and dropped). How that went is recorded on the job (``notification``).
 
 from __future__ import annotations
 
-import builtins
 import logging
 import threading
 from pathlib import Path
@@ -67,7 +66,7 @@ class JobNotifier:
             return
         api = ("StartFaceSearch" if job.kind is JobKind.FACE_SEARCH else "StartFaceDetection")
         finished_ms = int((job.finished_at or self.table.clock()) * 1000)
-        outcomes: builtins.list[tuple[str, str | None]] = []
+        outcomes: list[tuple[str, str | None]] = []
         if job.webhook_url is not None:
             payload: dict[str, object] = {
                 "JobId": job.job_id, "Status": job.status.value, "API": api,

@@ -8,7 +8,6 @@ Every similarity is a candidate for human review, never an identification.
 
 from __future__ import annotations
 
-import builtins
 import io
 import json
 from collections.abc import Sequence
@@ -161,7 +160,7 @@ class JobResults:
         self.trail = trail
 
     def keep(self, job_row: int, scan: VideoScan,
-             per_person: dict[int, builtins.list[Match]]) -> None:
+             per_person: dict[int, list[Match]]) -> None:
         """Store a scan's detections, thumbnails and each person's candidates, and mark the
         job SUCCEEDED, in one transaction (replacing what an earlier attempt stored)."""
         rows = _detection_rows(job_row, scan)
@@ -251,7 +250,7 @@ class JobResults:
                                        for r in rows[:max_results]], nxt)
 
     def persons(self, job_id: str, *,
-                caller: Caller | None = None) -> builtins.list[PersonSummary]:
+                caller: Caller | None = None) -> list[PersonSummary]:
         """Each person of a finished job: first and last timestamp, detections, candidates."""
         row = self.table.row(job_id, caller)
         jr = row.id  # type: ignore[attr-defined]
@@ -266,7 +265,7 @@ class JobResults:
                 for p, a, b, n in spans]
 
     def thumbnails(self, job_id: str, *,
-                   caller: Caller | None = None) -> builtins.list[PersonThumbnail]:
+                   caller: Caller | None = None) -> list[PersonThumbnail]:
         """A small JPEG of each person of a finished job (the aligned face of its best view,
         and that view's time); audited as a read of the job's results."""
         row = self.table.row(job_id, caller)
@@ -307,7 +306,7 @@ class JobResults:
         return _jpeg_scaled(pixels, max_side)
 
 
-def _detection_rows(job_row: int, scan: VideoScan) -> builtins.list[dict[str, object]]:
+def _detection_rows(job_row: int, scan: VideoScan) -> list[dict[str, object]]:
     """The detections table's rows of a scan's faces."""
     f = scan.faces
     q = f.quality
@@ -327,9 +326,9 @@ def _detection_rows(job_row: int, scan: VideoScan) -> builtins.list[dict[str, ob
 
 
 def _matches(conn: object, job_row: int,
-             persons: Sequence[int]) -> dict[int, builtins.list[VideoMatch]]:
+             persons: Sequence[int]) -> dict[int, list[VideoMatch]]:
     """The candidates of ``persons`` of a job, best first."""
-    out: dict[int, builtins.list[VideoMatch]] = {}
+    out: dict[int, list[VideoMatch]] = {}
     m = matches_t.c
     for start in range(0, len(persons), 500):
         q = (select(matches_t).where(m.job_row == job_row,

@@ -8,7 +8,6 @@ asks the owning process, through the database, to stop it.
 
 from __future__ import annotations
 
-import builtins
 import os
 import socket
 from collections.abc import Callable
@@ -75,7 +74,7 @@ class JobTable:
         return r
 
     def page(self, status: JobStatus | None, limit: int, next_token: str | None,
-             caller: Caller | None) -> tuple[builtins.list[VideoJob], str | None]:
+             caller: Caller | None) -> tuple[list[VideoJob], str | None]:
         """Jobs, newest first, a page at a time (a case-bound ``caller``: its case's only)."""
         offset = page_args(limit, next_token)
         q = select(jobs_t).order_by(jobs_t.c.id.desc()).limit(limit + 1).offset(offset)
@@ -102,7 +101,7 @@ class JobTable:
             return int(conn.execute(select(func.count()).select_from(jobs_t).where(
                 jobs_t.c.status == _RUNNING, jobs_t.c.started_at.is_(None))).scalar_one())
 
-    def parked(self, actor: str) -> builtins.list[tuple[Path, bool]]:
+    def parked(self, actor: str) -> list[tuple[Path, bool]]:
         """``(input path, whether the service owns it)`` of ``actor``'s waiting jobs."""
         with self.store.transaction() as conn:
             rows = conn.execute(select(jobs_t.c.input_path, jobs_t.c.owned_input).where(
@@ -110,7 +109,7 @@ class JobTable:
                 jobs_t.c.caller_actor == actor)).all()
         return [(Path(r.input_path), bool(r.owned_input)) for r in rows]
 
-    def running_of(self, actor: str) -> builtins.list[str]:
+    def running_of(self, actor: str) -> list[str]:
         """The ids of the jobs in progress that ``actor`` submitted."""
         with self.store.transaction() as conn:
             return [r[0] for r in conn.execute(select(jobs_t.c.job_id).where(
@@ -198,14 +197,14 @@ class JobTable:
             conn.execute(delete(jobs_t).where(jobs_t.c.job_id == job_id))
 
     def recover(self, owner: str, max_attempts: int
-                ) -> tuple[builtins.list[str], builtins.list[str]]:
+                ) -> tuple[list[str], list[str]]:
         """Take over the jobs in progress whose owning process is gone (this host's and those
         without an owner; another host's are left to it): ``(taken, failed)``, the ids of those
         to run again from the start and of those ended (cancel requested, input gone, or
         ``max_attempts`` reached). Of several processes recovering at once, one takes a job."""
         now = self.clock()
-        taken: builtins.list[str] = []
-        failed: builtins.list[str] = []
+        taken: list[str] = []
+        failed: list[str] = []
         with self.store.transaction() as conn:
             rows = conn.execute(select(jobs_t).where(jobs_t.c.status == _RUNNING)
                                 .order_by(jobs_t.c.id)).all()

@@ -21,7 +21,6 @@ Every similarity is a candidate for human review, never an identification.
 
 from __future__ import annotations
 
-import builtins
 import logging
 import queue
 import threading
@@ -120,7 +119,7 @@ class VideoJobs:
         self.notifier = JobNotifier(self.table, egress=egress, sns=sns, stop=self._stop)
         self._owner = owner_token()
         self._queue: queue.Queue[str] = queue.Queue()
-        self._threads: builtins.list[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
         self._cancel: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._done = threading.Condition(self._lock)
@@ -135,7 +134,7 @@ class VideoJobs:
         return self.notifier.sns
 
     @property
-    def path_roots(self) -> builtins.list[Path] | None:
+    def path_roots(self) -> list[Path] | None:
         """The folders server paths must lie under (None: any path)."""
         return self.inputs.path_roots
 
@@ -150,7 +149,7 @@ class VideoJobs:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self, *, recover: bool = True) -> builtins.list[str]:
+    def start(self, *, recover: bool = True) -> list[str]:
         """Start the worker threads; with ``recover``, take over jobs left in progress by a
         process that is gone (run again from the start, or failed when their input is gone).
         Returns the ids of the jobs taken over."""
@@ -167,7 +166,7 @@ class VideoJobs:
                 self._threads.append(t)
                 t.start()
 
-    def recover(self) -> builtins.list[str]:
+    def recover(self) -> list[str]:
         """Requeue (or fail) jobs in progress whose owning process is gone: those of this host's
         processes and those without an owner. Another host's jobs are left to it (its uploads
         are in its data directory). Of several processes recovering at once, one takes a job."""
@@ -421,11 +420,11 @@ class VideoJobs:
         return scan
 
     def _search(self, job: VideoJob, scan: VideoScan, caller: Caller,
-                cancel: threading.Event) -> dict[int, builtins.list[Match]]:
+                cancel: threading.Event) -> dict[int, list[Match]]:
         """Each person's candidates, searched in batches on behalf of the job's submitter
         (the gate refuses a batch once the submitter's key may no longer act)."""
         assert job.collection is not None
-        per_vector: builtins.list[builtins.list[Match]] = []
+        per_vector: list[list[Match]] = []
         chunk = 1000
         delegation = Delegation(caller)
         for start in range(0, len(scan.embeddings), chunk):
@@ -444,7 +443,7 @@ class VideoJobs:
                 except ThrottledError as exc:
                     if attempt == 9 or cancel.wait(exc.retry_after):
                         raise
-        out: dict[int, builtins.list[Match]] = {}
+        out: dict[int, list[Match]] = {}
         tracks = scan.embedding_tracks.tolist()
         for person in sorted(set(tracks)):
             out[person] = best_matches([per_vector[i] for i, t in enumerate(tracks)
@@ -452,8 +451,8 @@ class VideoJobs:
         return out
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
-    def list(self, *, status: JobStatus | None = None, limit: int = 100,
+    def list_jobs(self, *, status: JobStatus | None = None, limit: int = 100,
              next_token: str | None = None,
-             caller: Caller | None = None) -> tuple[builtins.list[VideoJob], str | None]:
+             caller: Caller | None = None) -> tuple[list[VideoJob], str | None]:
         """Jobs, newest first, a page at a time (a case-bound ``caller``: its case's only)."""
         return self.table.page(status, limit, next_token, caller)

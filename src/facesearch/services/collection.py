@@ -14,7 +14,6 @@ Searching is :mod:`facesearch.services.search`'s, erasure
 
 from __future__ import annotations
 
-import builtins
 import threading
 import time
 import uuid
@@ -180,7 +179,7 @@ class FaceCollections:
                 "directory: set FACESEARCH_AUDIT_SIGNING_KEY (and FACESEARCH_AUDIT_WITNESS) to "
                 "files on another volume and restart")
 
-    def list(self) -> builtins.list[CollectionInfo]:
+    def list_collections(self) -> list[CollectionInfo]:
         with self.store.transaction() as conn:
             return [self._info(conn, c) for c in self.store.collections.list_all(conn)]
 
@@ -335,7 +334,7 @@ class FaceCollections:
         return self._result(coll, image, new, why, image_id, now)
 
     def _insert(self, conn: Connection, coll: CollectionRow, image: AnalyzedImage,
-                rules: IndexRules, new: builtins.list[NewFace], prior: ImageRow | None,
+                rules: IndexRules, new: list[NewFace], prior: ImageRow | None,
                 now: float) -> str:
         """Insert the image's record (or count another indexing of ``prior``) and its
         faces ``new``; the image id."""
@@ -353,7 +352,7 @@ class FaceCollections:
         return image_id
 
     def _stage(self, conn: Connection, coll: CollectionRow, image: AnalyzedImage,
-               rules: IndexRules, new: builtins.list[NewFace], image_id: str,
+               rules: IndexRules, new: list[NewFace], image_id: str,
                caller: Caller | None, now: float) -> None:
         """Stage the image's ``index`` audit event in the transaction of its faces."""
         self.trail.stage(conn, self.trail.event(
@@ -364,8 +363,8 @@ class FaceCollections:
                      "recognisability": recognisabilities(new)}), now)
 
     @staticmethod
-    def _result(coll: CollectionRow, image: AnalyzedImage, new: builtins.list[NewFace],
-                why: builtins.list[builtins.list[str]], image_id: str,
+    def _result(coll: CollectionRow, image: AnalyzedImage, new: list[NewFace],
+                why: list[list[str]], image_id: str,
                 now: float) -> IndexResult:
         source = SourceImage(image_id=image_id, sha256=image.sha256, source=image.source_name,
                              width=image.width, height=image.height)
@@ -395,9 +394,9 @@ class FaceCollections:
     # -- faces -----------------------------------------------------------------------------------
 
     def list_faces(self, collection: str, *, limit: int = limits.DEFAULT_PAGE, after: int = 0,
-                   user_id: str | None = None, face_ids: builtins.list[str] | None = None,
+                   user_id: str | None = None, face_ids: list[str] | None = None,
                    caller: Caller | None = None
-                   ) -> tuple[builtins.list[FaceRecord], int | None]:
+                   ) -> tuple[list[FaceRecord], int | None]:
         """A page of faces in insertion order and the cursor of the next page (or None)."""
         limits.count(limit, "limit")
         with self.store.transaction() as conn:
@@ -414,9 +413,9 @@ class FaceCollections:
                           details={"count": len(page), "user_id": user_id})
         return page, nxt
 
-    def face_cards(self, collection: str, face_ids: builtins.list[str], *,
+    def face_cards(self, collection: str, face_ids: list[str], *,
                    caller: Caller | None = None
-                   ) -> tuple[builtins.list[FaceCard], builtins.list[str]]:
+                   ) -> tuple[list[FaceCard], list[str]]:
         """The faces ``face_ids`` (at most :data:`~facesearch.limits.MAX_RESULTS`) with their
         crops, in the order asked, and the ids not in the collection. One audit event
         (``faces.crops``) names every face shown. A collection whose policy requires a purpose
@@ -425,7 +424,7 @@ class FaceCollections:
         limits.count(len(face_ids), "face ids")
         for fid in face_ids:
             limits.face_id(fid)
-        asked = builtins.list(dict.fromkeys(face_ids))
+        asked = list(dict.fromkeys(face_ids))
         c = caller or Caller.local()
         with self.store.transaction() as conn:
             coll = self.store.collections.get(conn, collection)
@@ -438,7 +437,7 @@ class FaceCollections:
             raise
         with self.store.transaction() as conn:
             found = self.store.faces.by_face_ids(conn, coll.id, asked)
-            crops = self.store.faces.crops(conn, builtins.list(found.values()))
+            crops = self.store.faces.crops(conn, list(found.values()))
         cards = [FaceCard(found[f], _file_name(found[f].image.source), crops.get(f))
                  for f in asked if f in found]
         self.trail.record("faces.crops", caller, collection=collection,

@@ -6,7 +6,6 @@ user's score against a probe is the best similarity over the user's faces.
 
 from __future__ import annotations
 
-import builtins
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -141,8 +140,8 @@ class UserDirectory:
         self.trail.record("users.delete", caller, collection=collection,
                           details={"user_id": user_id})
 
-    def list(self, collection: str, *, limit: int = 100,
-             after: int = 0) -> tuple[builtins.list[UserInfo], int | None]:
+    def list_users(self, collection: str, *, limit: int = 100,
+             after: int = 0) -> tuple[list[UserInfo], int | None]:
         if not 1 <= limit <= 500:
             raise InvalidParameterError(f"limit must be between 1 and 500, got {limit}")
         with self.store.transaction() as conn:
@@ -168,9 +167,9 @@ class UserDirectory:
             found = self.store.faces.by_face_ids(conn, coll.id, face_ids)
             owned = self.store.faces.rows_of(conn, coll.id, user_row=urow)
             owned_vecs = self.store.faces.embeddings(conn, np.array(owned, np.int64), EMBEDDING_DIM)
-            done: builtins.list[str] = []
-            failed: builtins.list[tuple[str, builtins.list[str]]] = []
-            take: builtins.list[int] = []
+            done: list[str] = []
+            failed: list[tuple[str, list[str]]] = []
+            take: list[int] = []
             for fid in dict.fromkeys(face_ids):
                 f = found.get(fid)
                 if f is None:
@@ -211,9 +210,9 @@ class UserDirectory:
             coll = self.store.collections.get(conn, collection)
             self._user_row(conn, coll.id, user_id)  # the user must exist
             found = self.store.faces.by_face_ids(conn, coll.id, face_ids)
-            done: builtins.list[str] = []
-            failed: builtins.list[tuple[str, builtins.list[str]]] = []
-            rows: builtins.list[int] = []
+            done: list[str] = []
+            failed: list[tuple[str, list[str]]] = []
+            rows: list[int] = []
             for fid in dict.fromkeys(face_ids):
                 f = found.get(fid)
                 if f is None:
@@ -233,7 +232,7 @@ class UserDirectory:
         return Association(done, failed, info)
 
     def _rank(self, adm: Admission, queries: FloatArray, *, probe_sha256: str | None = None,
-              exclude_user: str | None = None) -> builtins.list[UserMatch]:
+              exclude_user: str | None = None) -> list[UserMatch]:
         """Users ranked by their best face's similarity to any query, at or above the
         admitted threshold; the search's one audit record."""
         coll = adm.collection
@@ -241,7 +240,7 @@ class UserDirectory:
             rows, owners = self.store.users.face_rows(conn, coll.id)
             found = self.store.faces.by_rows(conn, rows.tolist())
             face_ids = {r: f.face_id for r, f in found.items()}
-        matches: builtins.list[UserMatch] = []
+        matches: list[UserMatch] = []
         if len(rows):
             q = np.asarray(queries, np.float32).T
             index = self.gate.indexes.get(coll)

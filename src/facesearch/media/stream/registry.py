@@ -14,7 +14,6 @@ egress policy and it may be a device or a file.
 from __future__ import annotations
 
 import asyncio
-import builtins
 import logging
 import threading
 import time
@@ -351,7 +350,7 @@ class StreamProcessors:
         if hub is not None:
             hub.close()
 
-    def resume(self) -> builtins.list[str]:
+    def resume(self) -> list[str]:
         """Start the processors that were running when the service last stopped."""
         with self.store.transaction() as conn:
             names = [r[0] for r in conn.execute(select(processors_t.c.name)
@@ -378,7 +377,7 @@ class StreamProcessors:
             h.close()
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
-    def list(self, *, caller: Caller | None = None) -> builtins.list[ProcessorInfo]:
+    def list_processors(self, *, caller: Caller | None = None) -> list[ProcessorInfo]:
         """Processors in name order (a case-bound ``caller``: its case's only)."""
         q = select(processors_t).order_by(processors_t.c.name)
         case = None if self.keys is None else self.keys.case_of(caller)
