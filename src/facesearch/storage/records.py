@@ -37,7 +37,7 @@ class SourceImage:
 @dataclass(frozen=True, kw_only=True)
 class FaceRecord:
     """A face stored in a collection: the one record type of a face, from the database to
-    every interface (``facesearch.responses`` turns it into JSON).
+    every interface (:mod:`facesearch.shapes` turns it into JSON).
 
     ``box`` is (x1, y1, x2, y2) and ``landmarks`` five (x, y) points, in pixels of the source
     ``image``; ``score`` the detector's confidence (0-1); ``quality``: ``size`` (inter-ocular
