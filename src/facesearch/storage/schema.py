@@ -104,7 +104,7 @@ signatures_t = Table(
 )
 """SigV4 signatures accepted in the clock-skew window, shared by every API node of a
 database, so that a request replayed to another node is refused too
-(:class:`facesearch.api.auth.SharedReplays`)."""
+(:class:`facesearch.api.replay.SharedReplays`)."""
 
 answers_t = Table(
     "request_answers", metadata,
