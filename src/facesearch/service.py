@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 from facesearch.config import Settings
 from facesearch.errors import DatabaseError, FaceSearchError
-from facesearch.governance.audit import AuditEvent, AuditKeyError, AuditLog
+from facesearch.governance.audit.chain import AuditKeyError
+from facesearch.governance.audit.event import AuditEvent
+from facesearch.governance.audit.log import AuditLog
 from facesearch.governance.calibration import Calibration
 from facesearch.governance.erasure import Erasure
 from facesearch.governance.keys import AccessKeys, load_master_key

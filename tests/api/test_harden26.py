@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from facesearch.errors import InvalidParameterError
-from facesearch.governance.audit import AuditEvent
+from facesearch.governance.audit.event import AuditEvent
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
 from facesearch.storage.schema import access_keys_t

@@ -25,19 +25,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from facesearch.governance.audit import (
+from facesearch.governance.audit.chain import Checkpoint, fingerprint
+from facesearch.governance.audit.event import (
     GENESIS_HASH,
     AuditEvent,
-    AuditLog,
     AuditRecord,
-    Checkpoint,
-    ProblemKind,
     canonical_bytes,
     event_hash,
-    fingerprint,
-    load_export,
-    read_witness,
 )
+from facesearch.governance.audit.export import load_export
+from facesearch.governance.audit.log import AuditLog
+from facesearch.governance.audit.verify import ProblemKind, read_witness
 from facesearch.types import Caller
 
 from ..conftest import Databases
@@ -588,7 +586,7 @@ def test_law_enforcement_deployment_refuses_a_signing_key_in_the_data_directory(
         tmp_path: Path) -> None:
     from facesearch.config import Settings
     from facesearch.errors import InvalidParameterError
-    from facesearch.governance.audit import AuditKeyError
+    from facesearch.governance.audit.chain import AuditKeyError
     from facesearch.governance.policy import CollectionPolicy
     from facesearch.service import FaceSearch
 
@@ -625,7 +623,7 @@ def test_a_hard_linked_or_left_behind_signing_key_is_caught(
     """Issue 26: a signing key hard-linked into the data directory was accepted, and the old
     ``<home>/keys/audit-ed25519.pem`` stayed after the key was moved out, unwarned."""
     from facesearch.config import Settings
-    from facesearch.governance.audit import AuditKeyError
+    from facesearch.governance.audit.chain import AuditKeyError
     from facesearch.governance.policy import CollectionPolicy
     from facesearch.service import FaceSearch
 
@@ -653,7 +651,7 @@ def test_a_hard_linked_or_left_behind_signing_key_is_caught(
 # -- Merkle tree and inclusion proofs (RFC 9162) ---------------------------------------------
 
 def test_inclusion_proofs_verify_for_every_leaf_of_every_size() -> None:
-    from facesearch.governance.audit import (
+    from facesearch.governance.audit.chain import (
         inclusion_path,
         merkle_leaf,
         merkle_root,

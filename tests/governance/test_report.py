@@ -15,7 +15,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.errors import InvalidParameterError
-from facesearch.governance.audit import AuditEvent
+from facesearch.governance.audit.event import AuditEvent
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.governance.report import TransparencyReport, build_report, refusal_rule
 from facesearch.governance.report_render import headline, render, render_html

@@ -254,7 +254,7 @@ def test_reembed_a_collection_made_with_another_model(home: Path, pipeline,  # n
 _CRASH_SCRIPT = """
 import os, sys
 from pathlib import Path
-from facesearch.governance.audit import AuditLog
+from facesearch.governance.audit.log import AuditLog
 from facesearch.service import FaceSearch
 from facesearch.storage.outbox_store import Outbox
 

@@ -25,7 +25,7 @@ from sqlalchemy import Engine, event
 
 from facesearch.config import Settings
 from facesearch.errors import AlreadyExistsError, DatabaseError
-from facesearch.governance.audit import AuditEvent
+from facesearch.governance.audit.event import AuditEvent
 from facesearch.service import FaceSearch
 from facesearch.storage import migrate
 from facesearch.storage.migrate import Schema

@@ -19,7 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, inspect
 
 from facesearch.errors import DatabaseError
-from facesearch.governance.audit import AuditEvent, AuditLog
+from facesearch.governance.audit.event import AuditEvent
+from facesearch.governance.audit.log import AuditLog
 from facesearch.storage import database, migrate, schema
 from facesearch.storage.migrate import Schema
 from facesearch.storage.store import Store

@@ -50,7 +50,8 @@ from facesearch.errors import (
     InvalidParameterError,
     NotFoundError,
 )
-from facesearch.governance.audit import AuditEvent, AuditLog
+from facesearch.governance.audit.event import AuditEvent
+from facesearch.governance.audit.log import AuditLog
 from facesearch.storage.crypto import Sealer, create_secret_file
 from facesearch.storage.store import Store
 from facesearch.types import Caller

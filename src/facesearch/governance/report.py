@@ -36,7 +36,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from facesearch.errors import InvalidParameterError
-from facesearch.governance.audit import AuditLog, AuditRecord
+from facesearch.governance.audit.event import AuditRecord
+from facesearch.governance.audit.log import AuditLog
 
 REVIEW_OUTCOMES = ("confirmed", "rejected", "inconclusive", "never reviewed")
 

@@ -16,7 +16,7 @@ from facesearch.errors import (
     InvalidParameterError,
     SearchNotFoundError,
 )
-from facesearch.governance.audit import AuditLog
+from facesearch.governance.audit.log import AuditLog
 from facesearch.governance.trail import AuditTrail
 from facesearch.types import Caller
 

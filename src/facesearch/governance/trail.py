@@ -23,8 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from facesearch.errors import FaceSearchError
-
-from facesearch.governance.audit import AuditEvent, event_from_json, event_to_json
+from facesearch.governance.audit.event import AuditEvent, event_from_json, event_to_json
 from facesearch.storage.store import Store
 from facesearch.types import Caller
 
