@@ -204,7 +204,7 @@ class FaceSearch:
         """A caller's search volume spiked far above its baseline: log it and audit it."""
         log.warning("search volume spike: %s made %d searches in %.0f s (baseline %.1f)",
                     spike.actor, spike.count, spike.window_seconds, spike.baseline)
-        self.audit.record(AuditEvent(
+        self.audit.append(AuditEvent(
             operation="alert.volume_spike", actor="system:monitor", role="system",
             details={"subject": spike.actor, "count": spike.count,
                      "baseline": round(spike.baseline, 2), "window_s": spike.window_seconds}))

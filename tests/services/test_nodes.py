@@ -68,7 +68,7 @@ def _node(n: int, settings: dict[str, str], start: Any, created: Any, out: str) 
             indexed += [f.face_id for f in res.indexed]
             duplicates += res.duplicate
             for j in range(EVENTS_PER_NODE // 3):
-                fs.audit.record(AuditEvent(operation="test.node", actor=f"node{n}",
+                fs.audit.append(AuditEvent(operation="test.node", actor=f"node{n}",
                                            details={"i": i * 100 + j}))
             fs.search.by_image("shared", face("obama2.jpg"), threshold=0)
         key = fs.keys.create("searcher", label=f"node{n}")

@@ -396,6 +396,6 @@ def review(
 ) -> None:
     """Record an analyst's decision on a search candidate in the audit trail."""
     with service(home) as fs:
-        fs.reviews.record(search_id, face_id, decision, note=note, collection=collection,
+        fs.reviews.decide(search_id, face_id, decision, note=note, collection=collection,
                               caller=Caller.local(purpose, case))
     out.print(f"recorded: {decision}")

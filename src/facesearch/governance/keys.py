@@ -216,7 +216,7 @@ class AccessKeys:
         if self.audit is None:
             return
         c = caller or Caller.local()
-        self.audit.record(AuditEvent(
+        self.audit.append(AuditEvent(
             operation=operation, actor=c.actor, role=c.role, purpose=c.purpose,
             case_ref=c.case_ref, client=c.client,
             details={"key_id": info.key_id, "key_role": info.role, "label": info.label,
