@@ -1,8 +1,8 @@
 """What every service calls to leave its mark in the audit trail.
 
 :class:`AuditTrail` turns an operation, its caller and what it touched into an
-:class:`~facesearch.governance.audit.AuditEvent` and appends it to the
-:class:`~facesearch.governance.audit.AuditLog` (``audit.db``). Events that must commit with
+:class:`~facesearch.governance.audit.event.AuditEvent` and appends it to the
+:class:`~facesearch.governance.audit.log.AuditLog` (``audit.db``). Events that must commit with
 the data they describe (an indexed image's faces) go through the outbox: a row of
 ``facesearch.db`` written in the data's own transaction (:meth:`AuditTrail.stage`), appended
 to the chain after the commit (:meth:`AuditTrail.drain`); a crash in between leaves the row,
@@ -36,7 +36,7 @@ Results = Sequence[tuple[str, float | None]]
 
 
 class AuditSink(Protocol):
-    """Where audited operations go (:class:`facesearch.governance.audit.AuditLog`)."""
+    """Where audited operations go (:class:`facesearch.governance.audit.log.AuditLog`)."""
 
     def append(self, event: AuditEvent) -> object: ...
 
