@@ -161,14 +161,17 @@ class SearchRecord:
 
 
 def canonical_json(obj: object) -> bytes:
+    """Sorted-key compact UTF-8 JSON (no NaN): the form every hash and signature is over."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode("utf-8")
 
 
 def canonical_raw(seq: object, ts: object, prev_hash: object, operation: object, actor: object,
-                   role: object, collection: object, purpose: object, case_ref: object,
-                   client: object, probe_sha256: object, threshold: object,
-                   model_version: object, results: object, details: object) -> bytes:
+                  role: object, collection: object, purpose: object, case_ref: object,
+                  client: object, probe_sha256: object, threshold: object,
+                  model_version: object, results: object, details: object) -> bytes:
+    """:func:`canonical_bytes` of an event's fields as stored (also of rows that may have been
+    tampered with, hence untyped)."""
     return canonical_json({
         "v": CHAIN_VERSION, "seq": seq, "ts": ts, "prev_hash": prev_hash,
         "operation": operation, "actor": actor, "role": role, "collection": collection,
@@ -182,9 +185,9 @@ def canonical_bytes(seq: int, ts: float, prev_hash: str, event: AuditEvent) -> b
     """The bytes an event's hash is taken over (sorted-key compact UTF-8 JSON)."""
     e = event
     return canonical_raw(seq, float(ts), prev_hash, e.operation, e.actor, e.role,
-                          e.collection, e.purpose, e.case_ref, e.client, e.probe_sha256,
-                          e.threshold, e.model_version, [[f, s] for f, s in e.results],
-                          dict(e.details))
+                         e.collection, e.purpose, e.case_ref, e.client, e.probe_sha256,
+                         e.threshold, e.model_version, [[f, s] for f, s in e.results],
+                         dict(e.details))
 
 
 def event_to_json(event: AuditEvent) -> str:
@@ -215,6 +218,7 @@ def event_hash(seq: int, ts: float, prev_hash: str, event: AuditEvent) -> str:
 
 
 def record_from_json(o: Mapping[str, Any]) -> AuditRecord:
+    """An appended record from its export form (:meth:`AuditRecord.to_json`)."""
     ev = AuditEvent(operation=o["operation"], actor=o["actor"], role=o["role"],
                     collection=o["collection"], purpose=o["purpose"], case_ref=o["case_ref"],
                     client=o["client"], probe_sha256=o["probe_sha256"],

@@ -91,9 +91,9 @@ def _stored_hash(r: Any, seq: int) -> str | None:
     """SHA-256 of a stored row's canonical form as if it were at ``seq``; None if unreadable."""
     try:
         data = canonical_raw(seq, r.ts, r.prev_hash, r.operation, r.actor, r.role,
-                              r.collection, r.purpose, r.case_ref, r.client, r.probe_sha256,
-                              r.threshold, r.model_version, json.loads(r.results),
-                              json.loads(r.details))
+                             r.collection, r.purpose, r.case_ref, r.client, r.probe_sha256,
+                             r.threshold, r.model_version, json.loads(r.results),
+                             json.loads(r.details))
     except (ValueError, TypeError):  # malformed JSON or values that are not JSON-able
         return None
     return hashlib.sha256(data).hexdigest()
