@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 
 from facesearch.config import Settings
 from facesearch.errors import DatabaseError, FaceSearchError
-from facesearch.governance.audit import AuditEvent, AuditKeyError, AuditLog
+from facesearch.governance.audit.chain import AuditKeyError
+from facesearch.governance.audit.event import AuditEvent
+from facesearch.governance.audit.log import AuditLog
 from facesearch.governance.calibration import Calibration
 from facesearch.governance.erasure import Erasure
 from facesearch.governance.keys import AccessKeys, load_master_key
@@ -202,7 +204,7 @@ class FaceSearch:
         """A caller's search volume spiked far above its baseline: log it and audit it."""
         log.warning("search volume spike: %s made %d searches in %.0f s (baseline %.1f)",
                     spike.actor, spike.count, spike.window_seconds, spike.baseline)
-        self.audit.record(AuditEvent(
+        self.audit.append(AuditEvent(
             operation="alert.volume_spike", actor="system:monitor", role="system",
             details={"subject": spike.actor, "count": spike.count,
                      "baseline": round(spike.baseline, 2), "window_s": spike.window_seconds}))

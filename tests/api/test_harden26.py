@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import update
 
 from facesearch.errors import InvalidParameterError
-from facesearch.governance.audit import AuditEvent
+from facesearch.governance.audit.event import AuditEvent
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.service import FaceSearch
 from facesearch.storage.schema import access_keys_t
@@ -67,7 +67,7 @@ def test_a_case_bound_auditor_reads_only_its_case(server: Server) -> None:
         mine = fs.keys.create("auditor,searcher", purpose="inquiry", case_ref="CASE-AUD-A")
         theirs = fs.keys.create("searcher", purpose="inquiry", case_ref="CASE-AUD-B")
         for key in (mine, theirs):  # each key's search, recorded under its case
-            fs.audit.record(AuditEvent(operation="search.image", actor=key.info.key_id,
+            fs.audit.append(AuditEvent(operation="search.image", actor=key.info.key_id,
                                        role="searcher", purpose="inquiry",
                                        case_ref=key.info.case_ref, collection="watch"))
     with bearer(server, mine.info.key_id, mine.secret) as c:

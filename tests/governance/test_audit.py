@@ -25,19 +25,17 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from facesearch.governance.audit import (
+from facesearch.governance.audit.chain import Checkpoint, fingerprint
+from facesearch.governance.audit.event import (
     GENESIS_HASH,
     AuditEvent,
-    AuditLog,
     AuditRecord,
-    Checkpoint,
-    ProblemKind,
     canonical_bytes,
     event_hash,
-    fingerprint,
-    load_export,
-    read_witness,
 )
+from facesearch.governance.audit.export import load_export
+from facesearch.governance.audit.log import AuditLog
+from facesearch.governance.audit.verify import ProblemKind, read_witness
 from facesearch.types import Caller
 
 from ..conftest import Databases
@@ -83,7 +81,7 @@ def open_log(target: Path | str, tmp_path: Path, every: int = EVERY) -> AuditLog
 def log(target: Path | str, tmp_path: Path) -> AuditLog:
     a = open_log(target, tmp_path)
     for i in range(N_EVENTS):
-        a.record(make_event(i))
+        a.append(make_event(i))
     return a
 
 
@@ -121,11 +119,11 @@ def test_checkpoint_and_shutdown_sign_the_head_once(target: Path | str, tmp_path
     a = open_log(target, tmp_path, every=100)
     assert a.checkpoint() is None  # empty log
     for i in range(3):
-        a.record(make_event(i))
+        a.append(make_event(i))
     cp = a.checkpoint()
     assert cp is not None and cp.seq == 3
     assert a.checkpoint() == cp  # head unchanged: no new checkpoint
-    a.record(make_event(3))
+    a.append(make_event(3))
     a.shutdown()
     b = open_log(target, tmp_path, every=100)
     assert [c.seq for c in b.checkpoints()] == [3, 4]
@@ -375,7 +373,7 @@ def _append_worker(db: str, url: bool, key: str, proc: int, n: int, start: Any) 
     start.wait()  # all open the new database (and make the key) at once
     a = AuditLog(db if url else Path(db), Path(key), checkpoint_every=10)
     for i in range(n):
-        a.record(AuditEvent(operation="search.image", actor=f"proc{proc}",
+        a.append(AuditEvent(operation="search.image", actor=f"proc{proc}",
                             details={"i": i}))
     a.shutdown()
 
@@ -410,7 +408,7 @@ def test_concurrent_appends_from_processes_form_one_chain(target: Path | str,
 def test_concurrent_appends_from_threads_form_one_chain(target: Path | str,
                                                         tmp_path: Path) -> None:
     a = open_log(target, tmp_path, every=7)
-    threads = [threading.Thread(target=lambda t=t: [a.record(AuditEvent(
+    threads = [threading.Thread(target=lambda t=t: [a.append(AuditEvent(
         operation="compare", actor=f"t{t}", details={"i": i})) for i in range(30)])
         for t in range(4)]
     for t in threads:
@@ -474,7 +472,7 @@ def test_cli_verify_exit_code(tmp_path: Path) -> None:
     a = AuditLog(home / "audit.db", home / "keys" / "audit-ed25519.pem", clock=StepClock(),
                  checkpoint_every=EVERY)
     for i in range(N_EVENTS):
-        a.record(make_event(i))
+        a.append(make_event(i))
     a.shutdown()
     ok = _cli(home, "verify")
     assert ok.returncode == 0, ok.stderr
@@ -489,15 +487,15 @@ def test_cli_verify_exit_code(tmp_path: Path) -> None:
 
 
 @pytest.mark.databases
-def test_record_many_appends_one_chain_with_checkpoints(target: Path | str,
+def test_append_many_appends_one_chain_with_checkpoints(target: Path | str,
                                                         tmp_path: Path) -> None:
     log = AuditLog(target, tmp_path / "k.pem", checkpoint_every=10)
-    log.record(AuditEvent(operation="index", actor="a"))
-    recs = log.record_many([AuditEvent(operation="index", actor="a", details={"i": i})
+    log.append(AuditEvent(operation="index", actor="a"))
+    recs = log.append_many([AuditEvent(operation="index", actor="a", details={"i": i})
                             for i in range(25)])
     assert [r.seq for r in recs] == list(range(2, 27))
     assert recs[0].prev_hash != recs[1].prev_hash
-    assert log.record_many([]) == []
+    assert log.append_many([]) == []
     report = log.verify()
     assert report.ok and report.events == 26 and report.checkpoints >= 1
     log.shutdown()
@@ -525,7 +523,7 @@ def test_witness_shows_a_rewrite_resigned_with_the_stolen_key(target: Path | str
     log = AuditLog(target, tmp_path / "keys" / "audit.pem", clock=StepClock(),
                    checkpoint_every=EVERY, witness=witness)
     for i in range(N_EVENTS):
-        log.record(make_event(i))
+        log.append(make_event(i))
     pem = log.public_key()
     recs = all_records(log)
     log.shutdown()
@@ -588,7 +586,7 @@ def test_law_enforcement_deployment_refuses_a_signing_key_in_the_data_directory(
         tmp_path: Path) -> None:
     from facesearch.config import Settings
     from facesearch.errors import InvalidParameterError
-    from facesearch.governance.audit import AuditKeyError
+    from facesearch.governance.audit.chain import AuditKeyError
     from facesearch.governance.policy import CollectionPolicy
     from facesearch.service import FaceSearch
 
@@ -616,7 +614,7 @@ def test_law_enforcement_deployment_refuses_a_signing_key_in_the_data_directory(
         FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem"))
     (home / "keys" / "audit-ed25519.pem").unlink()
     with FaceSearch(Settings(home=home, audit_signing_key=safe / "a.pem")) as fs:
-        fs.audit.record(AuditEvent(operation="test", actor="a"))
+        fs.audit.append(AuditEvent(operation="test", actor="a"))
     assert (safe / "a.pem").stat().st_mode & 0o777 == 0o600
 
 
@@ -625,13 +623,13 @@ def test_a_hard_linked_or_left_behind_signing_key_is_caught(
     """Issue 26: a signing key hard-linked into the data directory was accepted, and the old
     ``<home>/keys/audit-ed25519.pem`` stayed after the key was moved out, unwarned."""
     from facesearch.config import Settings
-    from facesearch.governance.audit import AuditKeyError
+    from facesearch.governance.audit.chain import AuditKeyError
     from facesearch.governance.policy import CollectionPolicy
     from facesearch.service import FaceSearch
 
     home, safe = tmp_path / "home", tmp_path / "safe"
     with FaceSearch(Settings(home=home)) as fs:  # the default: the key in the directory
-        fs.audit.record(AuditEvent(operation="test", actor="a"))
+        fs.audit.append(AuditEvent(operation="test", actor="a"))
     inside = home / "keys" / "audit-ed25519.pem"
     safe.mkdir()
     os.link(inside, safe / "a.pem")  # "moved out" as a hard link: the same file
@@ -653,7 +651,7 @@ def test_a_hard_linked_or_left_behind_signing_key_is_caught(
 # -- Merkle tree and inclusion proofs (RFC 9162) ---------------------------------------------
 
 def test_inclusion_proofs_verify_for_every_leaf_of_every_size() -> None:
-    from facesearch.governance.audit import (
+    from facesearch.governance.audit.chain import (
         inclusion_path,
         merkle_leaf,
         merkle_root,
@@ -681,7 +679,7 @@ def test_signed_tree_roots_across_processes_and_proofs_of_one_event(tmp_path: Pa
         a = AuditLog(home / "audit.db", home / "keys" / "audit-ed25519.pem", clock=StepClock(),
                      checkpoint_every=4)
         for i in range(5):
-            a.record(make_event(part * 5 + i))
+            a.append(make_event(part * 5 + i))
         a.shutdown()
     a = AuditLog(home / "audit.db", home / "keys" / "audit-ed25519.pem")
     cps = a.checkpoints()

@@ -117,9 +117,9 @@ def test_rate_limit_and_spike_alert() -> None:
 def test_review_is_validated(le: FaceSearch) -> None:
     res = le.search.by_image("bookings", face("obama-720p.jpg"), caller=ANALYST)
     fid = res.results[0].matches[0].face.face_id
-    le.reviews.record(res.search_id, fid, "confirmed", note="same scar", caller=ANALYST)
+    le.reviews.decide(res.search_id, fid, "confirmed", note="same scar", caller=ANALYST)
     with pytest.raises(InvalidParameterError):
-        le.reviews.record(res.search_id, fid, "maybe", caller=ANALYST)
+        le.reviews.decide(res.search_id, fid, "maybe", caller=ANALYST)
 
 
 def test_every_search_leaves_an_audit_record(le: FaceSearch) -> None:
@@ -128,7 +128,7 @@ def test_every_search_leaves_an_audit_record(le: FaceSearch) -> None:
     probe = load_image(face("obama-720p.jpg"))
     res = le.search.by_image("bookings", probe, caller=ANALYST)
     fid = res.results[0].matches[0].face.face_id
-    le.reviews.record(res.search_id, fid, "rejected", note="different ear",
+    le.reviews.decide(res.search_id, fid, "rejected", note="different ear",
                           collection="bookings", caller=ANALYST)
     records, _ = le.audit.query(collection="bookings", operation="search.image")
     assert len(records) == 1

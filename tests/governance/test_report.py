@@ -15,7 +15,7 @@ import pytest
 
 from facesearch.config import Settings
 from facesearch.errors import InvalidParameterError
-from facesearch.governance.audit import AuditEvent
+from facesearch.governance.audit.event import AuditEvent
 from facesearch.governance.policy import CollectionPolicy
 from facesearch.governance.report import TransparencyReport, build_report, refusal_rule
 from facesearch.governance.report_render import headline, render, render_html
@@ -51,10 +51,10 @@ def busy(fs: FaceSearch) -> dict[str, object]:
     fs.search.by_image("people", face("obama2.jpg"), threshold=99.99, caller=analyst)  # none
     # a: obama confirmed, then biden rejected then changed to inconclusive; b: not reviewed
     assert {m.face.face_id for m in a.matches} >= {ids["obama"]}
-    fs.reviews.record(a.search_id, ids["obama"], "confirmed", note=NOTE, caller=analyst)
+    fs.reviews.decide(a.search_id, ids["obama"], "confirmed", note=NOTE, caller=analyst)
     if ids["biden"] in {m.face.face_id for m in a.matches}:
-        fs.reviews.record(a.search_id, ids["biden"], "rejected", caller=analyst)
-        fs.reviews.record(a.search_id, ids["biden"], "inconclusive", caller=analyst)
+        fs.reviews.decide(a.search_id, ids["biden"], "rejected", caller=analyst)
+        fs.reviews.decide(a.search_id, ids["biden"], "inconclusive", caller=analyst)
     # refusals: no purpose on a law-enforcement collection, a threshold under its floor
     with pytest.raises(InvalidParameterError):
         fs.search.by_image("watch", face("obama2.jpg"), caller=Caller("FSAKX", role="searcher"))
@@ -164,9 +164,9 @@ def test_reviews_of_video_batches_and_live_matches_are_counted(fs: FaceSearch) -
                              caller=analyst, search_id=job)
         fs.search.by_vectors("people", vec[n], operation="search.stream", threshold=95,
                              caller=analyst, search_id=run)
-    fs.reviews.record(job, ids["biden"], "confirmed", caller=analyst)  # the second batch's
-    fs.reviews.record(run, ids["obama"], "rejected", caller=analyst)
-    fs.reviews.record(run, ids["biden"], "inconclusive", caller=analyst)
+    fs.reviews.decide(job, ids["biden"], "confirmed", caller=analyst)  # the second batch's
+    fs.reviews.decide(run, ids["obama"], "rejected", caller=analyst)
+    fs.reviews.decide(run, ids["biden"], "inconclusive", caller=analyst)
     r = build_report(fs.audit, start, time.time() + 1)
     assert tally(r.searches_by_kind, "stored video (jobs)") == 1 and r.candidates_returned == 2
     assert tally(r.review_outcomes, "confirmed") == 1
@@ -187,10 +187,10 @@ def test_published_purposes_come_from_the_operators_list(home: Path) -> None:
                                  ("Suspect Jane Doe, case REF-2026-0042", "C-2", 6),
                                  ("missing person", "C-3", 2), ("Trafficking", "C-4", 1)):
             for _ in range(n):
-                fs.audit.record(AuditEvent(operation="search.face", actor="FSAKX",
+                fs.audit.append(AuditEvent(operation="search.face", actor="FSAKX",
                                            role="searcher", purpose=purpose, case_ref=case,
                                            collection="watch"))
-        fs.audit.record(AuditEvent(operation="search.face", actor="FSAKX", role="searcher",
+        fs.audit.append(AuditEvent(operation="search.face", actor="FSAKX", role="searcher",
                                    collection="rare"))
         r = public_report(fs.audit, 0, 4e9, purposes=["fraud investigation", "Missing person",
                                                       "Trafficking"], min_count=3)

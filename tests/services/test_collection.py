@@ -254,7 +254,7 @@ def test_reembed_a_collection_made_with_another_model(home: Path, pipeline,  # n
 _CRASH_SCRIPT = """
 import os, sys
 from pathlib import Path
-from facesearch.governance.audit import AuditLog
+from facesearch.governance.audit.log import AuditLog
 from facesearch.service import FaceSearch
 from facesearch.storage.outbox_store import Outbox
 
@@ -262,12 +262,12 @@ home, image, where = sys.argv[1], sys.argv[2], sys.argv[3]
 fs = FaceSearch.open(home)
 fs.collections.create("c")
 if where == "before-audit":  # the faces committed, their audit event not yet appended
-    orig = AuditLog.record_many
+    orig = AuditLog.append_many
     def crash(self, events, *a, **k):
         if any(e.operation == "index" for e in events):
             os._exit(9)
         return orig(self, events, *a, **k)
-    AuditLog.record_many = crash
+    AuditLog.append_many = crash
 else:  # the audit event appended, its outbox row not yet removed
     def crash_remove(self, *a, **k):
         os._exit(9)

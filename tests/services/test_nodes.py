@@ -25,7 +25,7 @@ from sqlalchemy import Engine, event
 
 from facesearch.config import Settings
 from facesearch.errors import AlreadyExistsError, DatabaseError
-from facesearch.governance.audit import AuditEvent
+from facesearch.governance.audit.event import AuditEvent
 from facesearch.service import FaceSearch
 from facesearch.storage import migrate
 from facesearch.storage.migrate import Schema
@@ -68,7 +68,7 @@ def _node(n: int, settings: dict[str, str], start: Any, created: Any, out: str) 
             indexed += [f.face_id for f in res.indexed]
             duplicates += res.duplicate
             for j in range(EVENTS_PER_NODE // 3):
-                fs.audit.record(AuditEvent(operation="test.node", actor=f"node{n}",
+                fs.audit.append(AuditEvent(operation="test.node", actor=f"node{n}",
                                            details={"i": i * 100 + j}))
             fs.search.by_image("shared", face("obama2.jpg"), threshold=0)
         key = fs.keys.create("searcher", label=f"node{n}")

@@ -19,7 +19,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, inspect
 
 from facesearch.errors import DatabaseError
-from facesearch.governance.audit import AuditEvent, AuditLog
+from facesearch.governance.audit.event import AuditEvent
+from facesearch.governance.audit.log import AuditLog
 from facesearch.storage import database, migrate, schema
 from facesearch.storage.migrate import Schema
 from facesearch.storage.store import Store
@@ -61,7 +62,7 @@ def test_both_schemas_share_one_database_and_migrate_once(
         targets: dict[Schema, Path | str]) -> None:
     store = Store(targets[Schema.METADATA])
     log = AuditLog(targets[Schema.AUDIT], None)
-    log.record(AuditEvent(operation="index", actor="a"))
+    log.append(AuditEvent(operation="index", actor="a"))
     log.shutdown()
     store.close()
     for which, target in targets.items():
@@ -159,7 +160,7 @@ def test_a_data_directory_from_before_migrations_is_brought_up_and_stamped(
         assert set(schema.metadata.tables) <= set(inspect(conn).get_table_names())
     store.close()
     log = AuditLog(tmp_path / "audit.db", tmp_path / "k.pem", checkpoint_every=1)
-    log.record(AuditEvent(operation="index", actor="a"))  # checkpoints with a tree root
+    log.append(AuditEvent(operation="index", actor="a"))  # checkpoints with a tree root
     assert log.checkpoints()[0].tree_root is not None and log.verify().ok
     log.shutdown()
     assert migrate.revision(tmp_path / "facesearch.db", Schema.METADATA) == migrate.head(Schema.METADATA)

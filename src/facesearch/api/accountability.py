@@ -92,7 +92,7 @@ async def review(request: Request, body: ReviewIn, caller: CallerDep) -> ReviewO
     ``search_id``; the face must be one of its candidates) in the audit trail."""
     ctx = context(request)
 
-    await ctx.io(lambda: ctx.fs.reviews.record(body.search_id, body.face_id, body.decision,
+    await ctx.io(lambda: ctx.fs.reviews.decide(body.search_id, body.face_id, body.decision,
                                                note=body.note, collection=body.collection,
                                                caller=caller))
     return ReviewOut(recorded=True)

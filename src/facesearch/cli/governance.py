@@ -84,7 +84,7 @@ def audit_verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Check the hash chain and the signed checkpoints; exit 1 if anything was tampered with."""
-    from facesearch.governance.audit import read_witness
+    from facesearch.governance.audit.verify import read_witness
 
     pem = public_key.read_bytes() if public_key is not None else None
     witnessed = read_witness(witness) if witness is not None else None
@@ -280,7 +280,7 @@ def audit_check_proof(
                                                                   "(PEM).")],
 ) -> None:
     """Check an inclusion proof offline (no data directory needed); exit 1 if it fails."""
-    from facesearch.governance.audit import check_proof
+    from facesearch.governance.audit.verify import check_proof
 
     text = sys.stdin.read() if str(proof) == "-" else proof.read_text(encoding="utf-8")
     try:
@@ -396,6 +396,6 @@ def review(
 ) -> None:
     """Record an analyst's decision on a search candidate in the audit trail."""
     with service(home) as fs:
-        fs.reviews.record(search_id, face_id, decision, note=note, collection=collection,
+        fs.reviews.decide(search_id, face_id, decision, note=note, collection=collection,
                               caller=Caller.local(purpose, case))
     out.print(f"recorded: {decision}")

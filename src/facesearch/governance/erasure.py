@@ -174,13 +174,13 @@ class Erasure:
         receipt = ErasureReceipt(str(uuid.uuid4()), collection, sorted(erased), images,
                                  self.clock(), reason, derived, crops,
                                  self.indexes.erasure_bound)
-        self.trail.record(f"faces.{reason}", caller, collection=collection,
-                          results=[(f, None) for f in receipt.face_ids],
-                          details={"receipt_id": receipt.receipt_id, "faces": len(erased),
-                                   "images": images, "derived": derived, "crops": crops,
-                                   "external_id": external_id, "user_id": user_id,
-                                   **({"kept_for_user": ",".join(sorted(kept))}
-                                      if kept else {}),
-                                   **({"snapshots_failed": len(files.failed)}
-                                      if files is not None and files.failed else {})})
+        self.trail.note(f"faces.{reason}", caller, collection=collection,
+                        results=[(f, None) for f in receipt.face_ids],
+                        details={"receipt_id": receipt.receipt_id, "faces": len(erased),
+                                 "images": images, "derived": derived, "crops": crops,
+                                 "external_id": external_id, "user_id": user_id,
+                                 **({"kept_for_user": ",".join(sorted(kept))}
+                                    if kept else {}),
+                                 **({"snapshots_failed": len(files.failed)}
+                                    if files is not None and files.failed else {})})
         return receipt, kept

@@ -49,7 +49,8 @@ from facesearch.errors import (
     InvalidParameterError,
     NotFoundError,
 )
-from facesearch.governance.audit import AuditEvent, AuditLog
+from facesearch.governance.audit.event import AuditEvent
+from facesearch.governance.audit.log import AuditLog
 from facesearch.storage.crypto import Sealer, create_secret_file
 from facesearch.storage.store import Store
 from facesearch.types import Caller
@@ -214,7 +215,7 @@ class AccessKeys:
         if self.audit is None:
             return
         c = caller or Caller.local()
-        self.audit.record(AuditEvent(
+        self.audit.append(AuditEvent(
             operation=operation, actor=c.actor, role=c.role, purpose=c.purpose,
             case_ref=c.case_ref, client=c.client,
             details={"key_id": info.key_id, "key_role": info.role, "label": info.label,

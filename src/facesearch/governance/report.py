@@ -3,8 +3,9 @@
 Public-oversight rules for police face recognition ask an agency to publish how often it
 searched and why, how often searches were refused, what they returned, what the people
 reviewing the candidates concluded, what live cameras matched, what was erased, and who got
-access. :func:`build_report` reads the audit trail (:class:`~facesearch.governance.audit.AuditLog`)
-for a period (``start <= ts < end``, seconds since the epoch) and counts;
+access. :func:`build_report` reads the audit trail
+(:class:`~facesearch.governance.audit.log.AuditLog`) for a period (``start <= ts < end``,
+seconds since the epoch) and counts;
 :mod:`facesearch.governance.report_render` lays the numbers out with charts (HTML, PDF) for an
 oversight body.
 
@@ -36,7 +37,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from facesearch.errors import InvalidParameterError
-from facesearch.governance.audit import AuditLog, AuditRecord
+from facesearch.governance.audit.event import AuditRecord
+from facesearch.governance.audit.log import AuditLog
 
 REVIEW_OUTCOMES = ("confirmed", "rejected", "inconclusive", "never reviewed")
 

@@ -16,7 +16,7 @@ from facesearch.errors import (
     InvalidParameterError,
     SearchNotFoundError,
 )
-from facesearch.governance.audit import AuditLog
+from facesearch.governance.audit.log import AuditLog
 from facesearch.governance.trail import AuditTrail
 from facesearch.types import Caller
 
@@ -30,7 +30,7 @@ class Reviews:
         self.log = log
         self.trail = trail
 
-    def record(self, search_id: str, face_id: str, decision: str, *, note: str = "",
+    def decide(self, search_id: str, face_id: str, decision: str, *, note: str = "",
                collection: str | None = None, caller: Caller | None = None) -> str | None:
         """Record ``decision`` on candidate ``face_id`` of search ``search_id``; returns the
         search's collection. Refuses a search that is not in the trail
@@ -59,7 +59,7 @@ class Reviews:
                                         f"{found.collection!r}, not {collection!r}")
         if face_id not in found.candidates:
             raise CandidateNotFoundError(f"face {face_id} is not a candidate of search {sid}")
-        self.trail.record("review", caller, collection=found.collection,
-                          results=[(face_id, None)],
-                          details={"search_id": sid, "decision": decision, "note": note})
+        self.trail.note("review", caller, collection=found.collection,
+                        results=[(face_id, None)],
+                        details={"search_id": sid, "decision": decision, "note": note})
         return found.collection

@@ -129,8 +129,8 @@ class Tags:
 
     def _record(self, operation: str, kind: ResourceKind, name: str, caller: Caller | None,
                 tags: Mapping[str, str | None]) -> None:
-        self.trail.record(operation, caller,
-                          collection=name if kind is ResourceKind.COLLECTION else None,
-                          details={"resource": kind.value, "name": name,
-                                   "tags": json.dumps(dict(tags), sort_keys=True,
-                                                      ensure_ascii=False)})
+        self.trail.note(operation, caller,
+                        collection=name if kind is ResourceKind.COLLECTION else None,
+                        details={"resource": kind.value, "name": name,
+                                 "tags": json.dumps(dict(tags), sort_keys=True,
+                                                    ensure_ascii=False)})

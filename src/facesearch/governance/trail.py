@@ -1,8 +1,8 @@
 """What every service calls to leave its mark in the audit trail.
 
 :class:`AuditTrail` turns an operation, its caller and what it touched into an
-:class:`~facesearch.governance.audit.AuditEvent` and appends it to the
-:class:`~facesearch.governance.audit.AuditLog` (``audit.db``). Events that must commit with
+:class:`~facesearch.governance.audit.event.AuditEvent` and appends it to the
+:class:`~facesearch.governance.audit.log.AuditLog` (``audit.db``). Events that must commit with
 the data they describe (an indexed image's faces) go through the outbox: a row of
 ``facesearch.db`` written in the data's own transaction (:meth:`AuditTrail.stage`), appended
 to the chain after the commit (:meth:`AuditTrail.drain`); a crash in between leaves the row,
@@ -23,8 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from facesearch.errors import FaceSearchError
-
-from facesearch.governance.audit import AuditEvent, event_from_json, event_to_json
+from facesearch.governance.audit.event import AuditEvent, event_from_json, event_to_json
 from facesearch.storage.store import Store
 from facesearch.types import Caller
 
@@ -37,11 +36,11 @@ Results = Sequence[tuple[str, float | None]]
 
 
 class AuditSink(Protocol):
-    """Where audited operations go (:class:`facesearch.governance.audit.AuditLog`)."""
+    """Where audited operations go (:class:`facesearch.governance.audit.log.AuditLog`)."""
 
-    def record(self, event: AuditEvent) -> object: ...
+    def append(self, event: AuditEvent) -> object: ...
 
-    def record_many(self, events: Sequence[AuditEvent],
+    def append_many(self, events: Sequence[AuditEvent],
                     outbox_ids: Sequence[str] | None = None) -> object: ...
 
 
@@ -68,19 +67,19 @@ class AuditTrail:
             threshold=threshold, model_version=self._model_version(),
             results=tuple(results), details=details or {})
 
-    def record(self, operation: str, caller: Caller | None, *, collection: str | None = None,
-               probe_sha256: str | None = None, threshold: float | None = None,
-               results: Results = (), details: Details | None = None) -> None:
-        """Append one event now."""
+    def note(self, operation: str, caller: Caller | None, *, collection: str | None = None,
+             probe_sha256: str | None = None, threshold: float | None = None,
+             results: Results = (), details: Details | None = None) -> None:
+        """Append the event of ``operation`` by ``caller`` (:meth:`event`) now."""
         if self.sink is not None:
-            self.sink.record(self.event(operation, caller, collection=collection,
+            self.sink.append(self.event(operation, caller, collection=collection,
                                         probe_sha256=probe_sha256, threshold=threshold,
                                         results=results, details=details))
 
-    def record_many(self, events: Sequence[AuditEvent]) -> None:
-        """Append several events in one write."""
+    def append_many(self, events: Sequence[AuditEvent]) -> None:
+        """Append several events, made beforehand, in one write."""
         if self.sink is not None and events:
-            self.sink.record_many(events)
+            self.sink.append_many(events)
 
     def stage(self, conn: Connection, event: AuditEvent, now: float) -> str | None:
         """Write ``event`` to the outbox in the transaction ``conn`` (it commits with the
@@ -104,7 +103,7 @@ class AuditTrail:
                 rows = self.store.outbox.oldest(conn, before=before)
             if not rows:
                 return n
-            self.sink.record_many([event_from_json(text) for _, text in rows],
+            self.sink.append_many([event_from_json(text) for _, text in rows],
                                   outbox_ids=[oid for oid, _ in rows])
             with self.store.transaction() as conn:
                 self.store.outbox.remove(conn, [oid for oid, _ in rows])

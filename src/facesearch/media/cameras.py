@@ -140,8 +140,8 @@ class Cameras:
                     added_by=cam.added_by, created_at=cam.created_at))
         except IntegrityError:
             raise AlreadyExistsError(f"camera {name!r} already exists; remove it first") from None
-        self.trail.record("camera.add", c, details={"camera": name, "url": cam.shown_url,
-                                                    "input_format": cam.input_format})
+        self.trail.note("camera.add", c, details={"camera": name, "url": cam.shown_url,
+                                                  "input_format": cam.input_format})
         return cam
 
     def get(self, name: str) -> Camera:
@@ -159,7 +159,7 @@ class Cameras:
             n = conn.execute(delete(cameras_t).where(cameras_t.c.name == name)).rowcount
         if not n:
             raise CameraNotFoundError(f"camera {name!r} is not configured")
-        self.trail.record("camera.remove", caller, details={"camera": name})
+        self.trail.note("camera.remove", caller, details={"camera": name})
 
     # Last in the class: below it, ``list`` in annotations would mean this method.
     def list_cameras(self) -> list[Camera]:

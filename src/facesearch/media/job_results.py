@@ -194,9 +194,9 @@ class JobResults:
 
     def _audit_read(self, job: VideoJob, caller: Caller | None, what: str, n: int) -> None:
         """Record a read of a job's results (who, which job, how many entries)."""
-        self.trail.record("video.results.read", caller, collection=job.collection,
-                          details={"job_id": job.job_id, "kind": job.kind.value,
-                                   "what": what, "entries": n})
+        self.trail.note("video.results.read", caller, collection=job.collection,
+                        details={"job_id": job.job_id, "kind": job.kind.value,
+                                 "what": what, "entries": n})
 
     def face_search_results(self, job_id: str, *, max_results: int = MAX_PAGE,
                             next_token: str | None = None, sort_by: SortBy = "TIMESTAMP",

@@ -168,8 +168,8 @@ class FaceCollections:
                 return self.describe(name)
             raise AlreadyExistsError(f"collection {name!r} already exists") from None
         info = self.describe(name)
-        self.trail.record("collection.create", caller, collection=name,
-                          details={"law_enforcement": info.policy.law_enforcement})
+        self.trail.note("collection.create", caller, collection=name,
+                        details={"law_enforcement": info.policy.law_enforcement})
         return info
 
     def _check_law_enforcement(self, policy: CollectionPolicy) -> None:
@@ -202,7 +202,7 @@ class FaceCollections:
             settings["policy"] = policy.model_dump(exclude_none=True)
             self.store.collections.update_settings(conn, coll.id, settings)
         info = self.describe(name)
-        self.trail.record("policy.set", caller, collection=name, details=policy.model_dump())
+        self.trail.note("policy.set", caller, collection=name, details=policy.model_dump())
         return info
 
     def delete(self, name: str, *, caller: Caller | None = None) -> None:
@@ -216,8 +216,8 @@ class FaceCollections:
                 self.store.collections.delete(conn, coll.id)
             self.indexes.drop(coll.id)
             self.store.checkpoint()
-        self.trail.record("collection.delete", caller, collection=name,
-                          details={"faces_erased": nfaces})
+        self.trail.note("collection.delete", caller, collection=name,
+                        details={"faces_erased": nfaces})
 
     # -- indexing ------------------------------------------------------------------------------
 
@@ -232,8 +232,8 @@ class FaceCollections:
         image = source if isinstance(source, Image) else load_image(source, self.limits)
         faces = self.pipeline.analyze(image)
         faces = Faces(faces.boxes, faces.scores, faces.landmarks, faces.quality)
-        self.trail.record("detect", caller, probe_sha256=image.sha256,
-                          details={"faces": len(faces)})
+        self.trail.note("detect", caller, probe_sha256=image.sha256,
+                        details={"faces": len(faces)})
         return image, faces
 
     def index_image(self, collection: str, source: ImageSource | Image, *,
@@ -409,8 +409,8 @@ class FaceCollections:
             rows = self.store.faces.page(conn, coll.id, after, limit + 1, user_row, face_ids)
         nxt = rows[limit - 1].row if len(rows) > limit else None
         page = rows[:limit]
-        self.trail.record("faces.list", caller, collection=collection,
-                          details={"count": len(page), "user_id": user_id})
+        self.trail.note("faces.list", caller, collection=collection,
+                        details={"count": len(page), "user_id": user_id})
         return page, nxt
 
     def face_cards(self, collection: str, face_ids: list[str], *,
@@ -432,18 +432,18 @@ class FaceCollections:
             check_purpose(of_collection(coll.settings, self.models.calibration(coll.model_version))[1],
                           c, "view of its faces")
         except InvalidParameterError as exc:
-            self.trail.record("faces.crops.refused", c, collection=collection,
-                              details={"reason": exc.message, "count": len(asked)})
+            self.trail.note("faces.crops.refused", c, collection=collection,
+                            details={"reason": exc.message, "count": len(asked)})
             raise
         with self.store.transaction() as conn:
             found = self.store.faces.by_face_ids(conn, coll.id, asked)
             crops = self.store.faces.crops(conn, list(found.values()))
         cards = [FaceCard(found[f], _file_name(found[f].image.source), crops.get(f))
                  for f in asked if f in found]
-        self.trail.record("faces.crops", caller, collection=collection,
-                          results=[(c.face.face_id, None) for c in cards],
-                          details={"count": len(cards),
-                                   "with_crop": sum(c.crop is not None for c in cards)})
+        self.trail.note("faces.crops", caller, collection=collection,
+                        results=[(c.face.face_id, None) for c in cards],
+                        details={"count": len(cards),
+                                 "with_crop": sum(c.crop is not None for c in cards)})
         return cards, [f for f in asked if f not in found]
 
     def face_crop(self, collection: str, face_id: str, *,

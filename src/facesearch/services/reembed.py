@@ -108,9 +108,9 @@ def reembed(collections: FaceCollections, name: str, *, drop_missing: bool = Fal
         store.checkpoint()
     report = ReembedReport(name, old_model, new_model, len(updates), missing,
                            len(missing) if drop_missing else 0)
-    collections.trail.record("collection.reembed", caller, collection=name,
-                             details={"old_model": old_model, "new_model": new_model,
-                                      "faces": len(updates), "dropped": report.dropped})
+    collections.trail.note("collection.reembed", caller, collection=name,
+                           details={"old_model": old_model, "new_model": new_model,
+                                    "faces": len(updates), "dropped": report.dropped})
     return report
 
 

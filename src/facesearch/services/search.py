@@ -16,7 +16,7 @@ order:
    filter before any vector is searched (a probe that fails it is refused as above);
 3. :meth:`SearchGate.candidates`: the vector index and the metadata of the candidates at or
    above the threshold;
-4. :meth:`SearchGate.record`: one audit record of the search, with the candidates returned.
+4. :meth:`SearchGate.record_search`: one audit record of the search, with the candidates returned.
 
 The gate also decides every threshold: :meth:`SearchGate.threshold` is the one a search of a
 collection uses when the caller gives none (the larger of the model's default and the
@@ -294,10 +294,10 @@ class SearchGate:
                 threshold: float | None = None, max_results: int | None = None,
                 probe: ImageSource | Image | None = None) -> None:
         """Record a refused search (with the probe's SHA-256 where there is a probe)."""
-        self.trail.record("search.refused", caller, collection=collection, threshold=threshold,
-                          probe_sha256=self._probe_sha256(probe),
-                          details={"reason": reason, "max_results": max_results,
-                                   "operation": operation})
+        self.trail.note("search.refused", caller, collection=collection, threshold=threshold,
+                        probe_sha256=self._probe_sha256(probe),
+                        details={"reason": reason, "max_results": max_results,
+                                 "operation": operation})
 
     def _probe_sha256(self, probe: ImageSource | Image | None) -> str | None:
         if probe is None:
@@ -333,14 +333,14 @@ class SearchGate:
                 out.append(ms[:adm.max_results])
         return out
 
-    def record(self, adm: Admission, results: Sequence[tuple[str, float]], *,
-               probe_sha256: str | None = None, details: Details | None = None) -> None:
+    def record_search(self, adm: Admission, results: Sequence[tuple[str, float]], *,
+                      probe_sha256: str | None = None, details: Details | None = None) -> None:
         """Step 4: the one audit record of an admitted search."""
-        self.trail.record(adm.operation, adm.caller, collection=adm.collection.name,
-                          probe_sha256=probe_sha256, threshold=adm.threshold,
-                          results=[(f, round(s, 4)) for f, s in results],
-                          details={"search_id": adm.search_id, "max_results": adm.max_results,
-                                   **(details or {})})
+        self.trail.note(adm.operation, adm.caller, collection=adm.collection.name,
+                        probe_sha256=probe_sha256, threshold=adm.threshold,
+                        results=[(f, round(s, 4)) for f, s in results],
+                        details={"search_id": adm.search_id, "max_results": adm.max_results,
+                                 **(details or {})})
 
     def _result(self, adm: Admission, per_probe: list[list[Match]], *,
                 warnings: list[str] | None = None) -> SearchResult:
@@ -380,12 +380,13 @@ class SearchGate:
         adm, warnings = self.probe_quality(adm, image, probes.quality.recognisability)
         per_face = self.candidates(adm, probes.embeddings)
         warnings += self._candidate_warnings(per_face)
-        self.record(adm, [(m.face.face_id, m.similarity) for ms in per_face for m in ms],
-                    probe_sha256=image.sha256,
-                    details={"probes": len(searched),
-                             "quality_band": adm.risk.quality_band if adm.risk else None,
-                             "recognisability": adm.risk.recognisability if adm.risk else None,
-                             "warnings": " | ".join(warnings) or None})
+        risk = adm.risk
+        self.record_search(adm, [(m.face.face_id, m.similarity) for ms in per_face for m in ms],
+                           probe_sha256=image.sha256,
+                           details={"probes": len(searched),
+                                    "quality_band": risk.quality_band if risk else None,
+                                    "recognisability": risk.recognisability if risk else None,
+                                    "warnings": " | ".join(warnings) or None})
         others = [i for i in range(len(faces)) if why[i]]
         return SearchResult(
             search_id=adm.search_id, collection=collection, threshold=adm.threshold,
@@ -486,10 +487,10 @@ class SearchGate:
             adm, None, np.array([record.quality.get("recognisability", np.nan)], np.float32))
         per = self.candidates(adm, vector, exclude=[face_id])
         warnings += self._candidate_warnings(per)
-        self.record(adm, [(m.face.face_id, m.similarity) for m in per[0]],
-                    details={"face_id": face_id, "probes": 1,
-                             "quality_band": adm.risk.quality_band if adm.risk else None,
-                             "warnings": " | ".join(warnings) or None})
+        self.record_search(adm, [(m.face.face_id, m.similarity) for m in per[0]],
+                           details={"face_id": face_id, "probes": 1,
+                                    "quality_band": adm.risk.quality_band if adm.risk else None,
+                                    "warnings": " | ".join(warnings) or None})
         return self._result(adm, per, warnings=warnings)
 
     def by_vectors(self, collection: str, vectors: FloatArray, *, operation: str,
@@ -508,8 +509,8 @@ class SearchGate:
                             adm.operation, search_id, adm.size, adm.risk, adm.rate_limited)
         self.charge(adm, len(vectors))
         per = self.candidates(adm, vectors)
-        self.record(adm, [(m.face.face_id, m.similarity) for ms in per for m in ms],
-                    details={"probes": len(per)})
+        self.record_search(adm, [(m.face.face_id, m.similarity) for ms in per for m in ms],
+                           details={"probes": len(per)})
         return self._result(adm, per)
 
     def face_vector(self, collection: str, face_id: str) -> FloatArray:
@@ -553,9 +554,9 @@ class SearchGate:
         model = pipeline.model_version
         scores = sim.to_similarity(fb.embeddings @ fa.embeddings[0], model)
         best = float(scores.max())
-        self.trail.record("compare", caller, probe_sha256=a.sha256, threshold=used,
-                          details={"target_sha256": b.sha256, "similarity": round(best, 4),
-                                   "match": best >= used})
+        self.trail.note("compare", caller, probe_sha256=a.sha256, threshold=used,
+                        details={"target_sha256": b.sha256, "similarity": round(best, 4),
+                                 "match": best >= used})
         cal = self.models.calibration(model)
         return Comparison(best, best >= used, used, fa, fb, [float(s) for s in scores],
                           (a.width, a.height), (b.width, b.height),

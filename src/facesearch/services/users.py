@@ -122,8 +122,8 @@ class UserDirectory:
                 self.store.users.insert(conn, coll.id, user_id, self.collections.clock())
         except IntegrityError:
             raise AlreadyExistsError(f"user {user_id!r} already exists in {collection!r}") from None
-        self.trail.record("users.create", caller, collection=collection,
-                          details={"user_id": user_id})
+        self.trail.note("users.create", caller, collection=collection,
+                        details={"user_id": user_id})
         return self.describe(collection, user_id)
 
     def describe(self, collection: str, user_id: str) -> UserInfo:
@@ -137,8 +137,8 @@ class UserDirectory:
         with self.store.transaction() as conn:
             coll = self.store.collections.get(conn, collection)
             self.store.users.delete(conn, self._user_row(conn, coll.id, user_id))
-        self.trail.record("users.delete", caller, collection=collection,
-                          details={"user_id": user_id})
+        self.trail.note("users.delete", caller, collection=collection,
+                        details={"user_id": user_id})
 
     def list_users(self, collection: str, *, limit: int = 100,
              after: int = 0) -> tuple[list[UserInfo], int | None]:
@@ -195,10 +195,10 @@ class UserDirectory:
                 done.append(fid)
             self.store.users.assign_faces(conn, take, urow)
             info = self._info(conn, coll.id, user_id)
-        self.trail.record("users.associate", caller, collection=collection,
-                          threshold=user_match_threshold,
-                          results=[(f, None) for f in done],
-                          details={"user_id": user_id, "failed": len(failed)})
+        self.trail.note("users.associate", caller, collection=collection,
+                        threshold=user_match_threshold,
+                        results=[(f, None) for f in done],
+                        details={"user_id": user_id, "failed": len(failed)})
         return Association(done, failed, info)
 
     def disassociate(self, collection: str, user_id: str, face_ids: Sequence[str], *,
@@ -226,9 +226,9 @@ class UserDirectory:
                     done.append(fid)
             self.store.users.assign_faces(conn, rows, None)
             info = self._info(conn, coll.id, user_id)
-        self.trail.record("users.disassociate", caller, collection=collection,
-                          results=[(f, None) for f in done],
-                          details={"user_id": user_id, "failed": len(failed)})
+        self.trail.note("users.disassociate", caller, collection=collection,
+                        results=[(f, None) for f in done],
+                        details={"user_id": user_id, "failed": len(failed)})
         return Association(done, failed, info)
 
     def _rank(self, adm: Admission, queries: FloatArray, *, probe_sha256: str | None = None,
@@ -263,9 +263,9 @@ class UserDirectory:
             ranked = sorted(top.items(), key=lambda kv: -kv[1][0])
             matches = [UserMatch(uid, s, face_ids[row]) for uid, (s, row) in ranked
                        if s >= adm.threshold][:adm.max_results]
-        self.gate.record(adm, [(m.face_id, m.similarity) for m in matches],
-                         probe_sha256=probe_sha256,
-                         details={"users": ",".join(m.user_id for m in matches)})
+        self.gate.record_search(adm, [(m.face_id, m.similarity) for m in matches],
+                                probe_sha256=probe_sha256,
+                                details={"users": ",".join(m.user_id for m in matches)})
         return matches
 
     def search(self, collection: str, *, user_id: str | None = None, face_id: str | None = None,
@@ -310,8 +310,8 @@ class UserDirectory:
             raise NoFaceError("no face was found in the probe image")
         why = quality_reasons(faces[:1], quality_filter)[0]
         if why:
-            self.gate.record(adm, [], probe_sha256=image.sha256,
-                             details={"not_searched": ",".join(why)})
+            self.gate.record_search(adm, [], probe_sha256=image.sha256,
+                                    details={"not_searched": ",".join(why)})
             return UserSearchResult(faces[:1], [], adm.threshold, adm.search_id, adm.risk,
                                     faces[1:], why)
         probe = pipeline.embed(image, faces[:1])

@@ -36,7 +36,8 @@ class ReviewOut(Out):
 
 
 class ProblemOut(Out):
-    """What the verification found wrong, from a :class:`~facesearch.governance.audit.Problem`."""
+    """What the verification found wrong, from a
+    :class:`~facesearch.governance.audit.verify.Problem`."""
 
     kind: Annotated[str, BeforeValidator(lambda k: getattr(k, "value", k))]
     seq: int
@@ -45,7 +46,7 @@ class ProblemOut(Out):
 
 class VerifyOut(Out):
     """The audit trail's verification, from a
-    :class:`~facesearch.governance.audit.VerifyReport`."""
+    :class:`~facesearch.governance.audit.verify.VerifyReport`."""
 
     ok: bool
     events: int

@@ -222,7 +222,7 @@ class StreamProcessors:
         its case's processors. Subscribing is audited."""
         self._row(name, caller)
         sub = self.hub(name).subscribe(max_queue, loop, caller.actor if caller else None)
-        self.search.trail.record("stream.subscribe", caller, details={"processor": name})
+        self.search.trail.note("stream.subscribe", caller, details={"processor": name})
         return sub
 
     @property
@@ -234,7 +234,7 @@ class StreamProcessors:
         """Let ``caller`` watch the processor's live view (a case-bound key: its case's
         processors only); audited once per viewing (``stream.live``)."""
         self._row(name, caller)
-        self.search.trail.record("stream.live", caller, details={"processor": name})
+        self.search.trail.note("stream.live", caller, details={"processor": name})
 
     def live_view(self, name: str) -> LiveView | None:
         """The processor's newest processed frame (None while it does not run here or has
@@ -263,8 +263,8 @@ class StreamProcessors:
                                 "(snapshots off, or erased with the face it matched)")
         data = read_snapshot(self.home, str(found[0].relative_to(self.home.resolve())),
                              self.sealer)
-        self.search.trail.record("stream.snapshot.read", caller,
-                                 details={"processor": name, "event_id": event_id})
+        self.search.trail.note("stream.snapshot.read", caller,
+                               details={"processor": name, "event_id": event_id})
         return data
 
     def _on_status(self, name: str, status: ProcessorStatus, message: str | None) -> None:
