@@ -76,11 +76,6 @@ class AuditTrail:
                                         probe_sha256=probe_sha256, threshold=threshold,
                                         results=results, details=details))
 
-    def append_many(self, events: Sequence[AuditEvent]) -> None:
-        """Append several events, made beforehand, in one write."""
-        if self.sink is not None and events:
-            self.sink.append_many(events)
-
     def stage(self, conn: Connection, event: AuditEvent, now: float) -> str | None:
         """Write ``event`` to the outbox in the transaction ``conn`` (it commits with the
         data); returns its outbox id (None when recording is off)."""
