@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +14,7 @@ from facesearch.errors import InvalidParameterError
 from facesearch.evaluation import harness as ev
 from facesearch.vision import similarity as sim
 
+from ..clirun import CliResult, run_cli
 from ..conftest import LFW
 
 PEOPLE = {
@@ -259,10 +257,8 @@ def test_pair_score_sets_counts(emb: ev.Embeddings) -> None:
 
 # -- command line -----------------------------------------------------------------------
 
-def _cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
-                          check=False, capture_output=True, text=True, timeout=600)
+def _cli(*args: str, ok: bool = True) -> CliResult:
+    proc = run_cli(*args, env={"COLUMNS": "200"})
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc

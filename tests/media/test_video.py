@@ -10,10 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +36,7 @@ from facesearch.storage.schema import jobs_t, thumbnails_t
 from facesearch.types import Caller
 from facesearch.vision.pipeline import Pipeline
 
+from ..clirun import CliResult, run_cli
 from ..conftest import face
 from .video_helpers import (
     ALEX_PHOTO,
@@ -315,10 +313,8 @@ def test_cancel_and_restart_recovery(pipeline: Pipeline,
 
 # -- command line -----------------------------------------------------------------------------
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+def _cli(home: Path, *args: str) -> CliResult:
+    proc = run_cli(*args, env={"FACESEARCH_HOME": str(home), "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     return proc
 
