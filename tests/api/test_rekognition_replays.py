@@ -171,8 +171,12 @@ class DroppingProxy:
             else:
                 _pump(up, conn)
         finally:
-            conn.close()
-            up.close()
+            for s in (conn, up):  # shut down first: a recv blocked in _pump would keep the
+                try:              # socket open (no FIN), and botocore would wait 60 s for it
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
 
     def close(self) -> None:
         self.listener.close()
