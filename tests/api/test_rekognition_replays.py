@@ -301,6 +301,7 @@ class FaceSearchKeys:
 
 # -- replays across a restart, feeds --------------------------------------------------------------
 
+@pytest.mark.slow
 def test_replays_refused_after_a_restart(tmp_path: Path) -> None:
     """A CreateKey captured before a restart and replayed after it (inside the window) is
     refused; a captured IndexFaces replayed after it gets the first answer (no second copy);

@@ -187,6 +187,7 @@ _TOP_NAMES = ("Andrew_Caldecott", "Andrew_Gilligan", "Choi_Sung-hong", "Sung_Hon
               "Hasan_Wirayuda", "Hassan_Wirajuda")
 
 
+@pytest.mark.slow
 def test_shipped_default_calibration_recomputed_from_lfw_dev() -> None:
     shipped = cal.load_calibration()
     assert shipped.measured_with == "blazeface+onet/sface-2021dec"

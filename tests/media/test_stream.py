@@ -228,6 +228,7 @@ def test_processors_resume_after_restart(home: Path, pipeline: Pipeline) -> None
         b.shutdown()
 
 
+@pytest.mark.slow
 def test_rtsp_processor_reports_lin_and_not_without_him(fs: FaceSearch) -> None:
     require_rtsp_server()
     watchlist(fs, "watch", [LIN_PHOTO, ALEX_PHOTO])
@@ -259,6 +260,7 @@ def test_rtsp_processor_reports_lin_and_not_without_him(fs: FaceSearch) -> None:
             and fs.streams.describe("cam-others").status is ProcessorStatus.STOPPED)
 
 
+@pytest.mark.slow
 def test_rtsp_processor_reconnects_when_the_server_returns(fs: FaceSearch) -> None:
     require_rtsp_server()
     watchlist(fs, "watch", [LIN_PHOTO])

@@ -257,6 +257,7 @@ def test_face_detection_job_from_an_upload_with_webhook(fs: FaceSearch) -> None:
         fs.video.frame(job_id, 1000)
 
 
+@pytest.mark.slow
 def test_cancel_and_restart_recovery(pipeline: Pipeline,
                                      settings: Callable[..., Settings]) -> None:
     a = FaceSearch(settings(), pipeline=pipeline)

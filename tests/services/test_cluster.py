@@ -28,7 +28,8 @@ from .test_indexing import lfw_people
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 if not HAVE_RAY and os.environ.get("CI"):
     pytest.fail("Ray is not installed (pip install -e '.[ray]')", pytrace=False)
-pytestmark = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (extra 'ray')")
+pytestmark = [pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (extra 'ray')"),
+              pytest.mark.slow]  # a Ray cluster of two nodes per module
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
          "AWS_DEFAULT_REGION": "us-east-1"}

@@ -37,6 +37,7 @@ def lfw_people(n: int, min_images: int) -> list[list[Path]]:
     return people
 
 
+@pytest.mark.slow
 def test_rank1_identification_on_50_lfw_people(fs: FaceSearch) -> None:
     people = lfw_people(50, 2)
     gallery = [imgs[0] for imgs in people]
@@ -109,6 +110,7 @@ def _db_counts(db: Path) -> tuple[int, int]:
         con.close()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_index_leaves_a_consistent_collection(tmp_path: Path, pipeline) -> None:  # noqa: ANN001
     home = tmp_path / "home"
     files = [p for imgs in lfw_people(40, 1) for p in imgs[:2]][:60]
@@ -177,6 +179,7 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_cli_alone_ends_its_workers(tmp_path: Path) -> None:
     """Only the CLI parent is killed (as an OOM killer or a bare ``kill -9 PID`` does); its
     worker processes notice and exit instead of living on as orphans."""
