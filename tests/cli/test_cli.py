@@ -285,6 +285,7 @@ def test_the_installed_command_exits_1_with_one_line_or_2_on_usage(home: Path) -
     assert usage.returncode == 2 and "Traceback" not in usage.stderr, usage.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     """SIGTERM (systemd, container runtimes) shuts the server down as Ctrl-C does: the vector
     index is written and a final checkpoint signs the audit trail's head."""

@@ -379,6 +379,7 @@ def _append_worker(db: str, url: bool, key: str, proc: int, n: int, start: Any) 
     a.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.databases
 def test_concurrent_appends_from_processes_form_one_chain(target: Path | str,
                                                           tmp_path: Path) -> None:

@@ -320,6 +320,7 @@ def _cli(home: Path, *args: str) -> CliResult:
     return proc
 
 
+@pytest.mark.slow
 def test_cli_video_search_detect_and_stream_run(home: Path, tmp_path: Path) -> None:
     _cli(home, "collection", "create", "demo")
     _cli(home, "index", "demo", str(face(LIN_PHOTO)), "--workers", "1")
