@@ -270,6 +270,28 @@ def test_usage_error_exits_2(home: Path) -> None:
     assert proc.returncode == 2
 
 
+def test_an_in_process_run_leaves_the_test_process_as_it_was(home: Path, tmp_path: Path) -> None:
+    """The in-process runner (:mod:`tests.clirun`) puts back what a command sets for its
+    process: the service's umask 077, the CLI's SIGTERM handler and logging handler, the
+    working directory and the environment."""
+    import logging
+    import signal
+
+    before = (signal.getsignal(signal.SIGTERM), os.getcwd(), dict(os.environ),
+              list(logging.getLogger("facesearch.setup").handlers))
+    old = os.umask(0o022)
+    try:
+        made = run_cli("collection", "create", "c", cwd=tmp_path,
+                       env={"FACESEARCH_HOME": str(home)})
+        assert made.returncode == 0, made.stderr
+        assert (home / "facesearch.db").stat().st_mode & 0o077 == 0  # the service's umask
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(old)
+    assert (signal.getsignal(signal.SIGTERM), os.getcwd(), dict(os.environ),
+            list(logging.getLogger("facesearch.setup").handlers)) == before
+
+
 def test_the_installed_command_exits_1_with_one_line_or_2_on_usage(home: Path) -> None:
     """The entry point pip installs (``.venv/bin/facesearch``), as a process: a facesearch
     error is one line on stderr and status 1, a usage error status 2."""
