@@ -25,6 +25,7 @@ from PIL import Image as PILImage
 from facesearch.config import Settings
 from facesearch.service import FaceSearch
 
+from ..clirun import CliResult, run_cli
 from ..conftest import face
 from .shapes import watch
 
@@ -128,12 +129,11 @@ class Server:
             aws_access_key_id=key_id, aws_secret_access_key=secret,
             config=Config(retries={"max_attempts": retries, "mode": "standard"})))
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """``facesearch ARGS`` on the server's data directory (the operator's side)."""
-        env = {**os.environ, "FACESEARCH_HOME": str(self.home),
-               "FACESEARCH_AUDIT_SIGNING_KEY": str(self.signing_key)}
-        proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
-                              capture_output=True, text=True, timeout=300, check=False)
+    def cli(self, *args: str) -> CliResult:
+        """``facesearch ARGS`` on the server's data directory (the operator's side; run in
+        the test process, :mod:`tests.clirun`)."""
+        proc = run_cli(*args, env={"FACESEARCH_HOME": str(self.home),
+                                   "FACESEARCH_AUDIT_SIGNING_KEY": str(self.signing_key)})
         assert proc.returncode == 0, proc.stderr
         return proc
 

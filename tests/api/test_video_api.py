@@ -665,6 +665,7 @@ def test_websocket_handshake_auth_and_unknown_processor(vserver: Server) -> None
 
 # -- restarts ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_restart_ends_feeds_and_resumes_processors_and_jobs(
         tmp_path_factory: pytest.TempPathFactory) -> None:
     """A server shutdown ends live feeds at once; the next start resumes the processors that

@@ -143,6 +143,7 @@ def ui_collection(server: Server) -> str:
     return name
 
 
+@pytest.mark.slow
 def test_search_and_review_in_a_browser(server: Server, ui_collection: str, browser: Browser,
                                         tmp_path: Path) -> None:
     b = browser

@@ -26,6 +26,8 @@ from ..media.video_helpers import ALEX_PHOTO, LIN, LIN_PHOTO, clip
 from .browser import Browser, chromium_path, in_ci
 from .conftest import Server, image_bytes, start_server, stop_server
 
+pytestmark = pytest.mark.slow  # a server of its own and a browser
+
 WATCHLIST = "clip-watch"
 CASE = "CASE-UI-7"
 

@@ -1,4 +1,6 @@
-"""The command-line interface: JSON shapes for scripts, one-line errors, exit codes."""
+"""The command-line interface: JSON shapes for scripts, one-line errors, exit codes (run in
+the test process, :mod:`tests.clirun`; a few tests start the real process where the process
+itself is under test: output into a pipe, signals, the installed entry point)."""
 
 from __future__ import annotations
 
@@ -10,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from ..clirun import CliResult, run_cli
 from ..conftest import face
 
 
-def run(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+def run(home: Path, *args: str, ok: bool = True) -> CliResult:
+    proc = run_cli(*args, env={"FACESEARCH_HOME": str(home), "COLUMNS": "200"})
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -188,11 +189,8 @@ def test_audit_report_without_options_writes_a_file(home: Path, tmp_path: Path) 
     run(home, "collection", "create", "cli")
     work = tmp_path / ("a-rather-long-folder-name-for-the-report-" * 2)
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
-    proc = subprocess.run([sys.executable, "-m", "facesearch", "audit", "report"], cwd=work,
-                          check=False,
-                          env={**env, "FACESEARCH_HOME": str(home)}, capture_output=True,
-                          text=True, timeout=600)
+    proc = run_cli("audit", "report", cwd=work,
+                   env={"COLUMNS": None, "FACESEARCH_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr
     today = datetime.date.today()
     first = today - datetime.timedelta(days=29)
@@ -272,6 +270,44 @@ def test_usage_error_exits_2(home: Path) -> None:
     assert proc.returncode == 2
 
 
+def test_an_in_process_run_leaves_the_test_process_as_it_was(home: Path, tmp_path: Path) -> None:
+    """The in-process runner (:mod:`tests.clirun`) puts back what a command sets for its
+    process: the service's umask 077, the CLI's SIGTERM handler and logging handler, the
+    working directory and the environment."""
+    import logging
+    import signal
+
+    before = (signal.getsignal(signal.SIGTERM), os.getcwd(), dict(os.environ),
+              list(logging.getLogger("facesearch.setup").handlers))
+    old = os.umask(0o022)
+    try:
+        made = run_cli("collection", "create", "c", cwd=tmp_path,
+                       env={"FACESEARCH_HOME": str(home)})
+        assert made.returncode == 0, made.stderr
+        assert (home / "facesearch.db").stat().st_mode & 0o077 == 0  # the service's umask
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(old)
+    assert (signal.getsignal(signal.SIGTERM), os.getcwd(), dict(os.environ),
+            list(logging.getLogger("facesearch.setup").handlers)) == before
+
+
+def test_the_installed_command_exits_1_with_one_line_or_2_on_usage(home: Path) -> None:
+    """The entry point pip installs (``.venv/bin/facesearch``), as a process: a facesearch
+    error is one line on stderr and status 1, a usage error status 2."""
+    command = Path(sys.executable).with_name("facesearch")
+    env = {**os.environ, "FACESEARCH_HOME": str(home)}
+    bad = subprocess.run([str(command), "collection", "create", "bad name"], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode == 1 and bad.stdout == ""
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "invalid collection name" in lines[0], bad.stderr
+    usage = subprocess.run([str(command), "search"], env=env, capture_output=True, text=True,
+                           timeout=300, check=False)
+    assert usage.returncode == 2 and "Traceback" not in usage.stderr, usage.stderr
+
+
+@pytest.mark.slow
 def test_sigterm_stops_the_server_cleanly(tmp_path: Path) -> None:
     """SIGTERM (systemd, container runtimes) shuts the server down as Ctrl-C does: the vector
     index is written and a final checkpoint signs the audit trail's head."""

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ from facesearch.evaluation.identification import IdentificationSplit, identify, 
 from facesearch.evaluation.verification import best_threshold, pair_scores, tar_at_far, verify
 from facesearch.vision import similarity as sim
 
+from ..clirun import CliResult, run_cli
 from ..conftest import LFW
 
 PEOPLE = {
@@ -263,10 +261,8 @@ def test_pair_score_sets_counts(emb: Embeddings) -> None:
 
 # -- command line -----------------------------------------------------------------------
 
-def _cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
-                          check=False, capture_output=True, text=True, timeout=600)
+def _cli(*args: str, ok: bool = True) -> CliResult:
+    proc = run_cli(*args, env={"COLUMNS": "200"})
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc

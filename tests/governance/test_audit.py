@@ -12,8 +12,6 @@ import json
 import multiprocessing
 import os
 import sqlite3
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,6 +36,7 @@ from facesearch.governance.audit.log import AuditLog
 from facesearch.governance.audit.verify import ProblemKind, read_witness
 from facesearch.types import Caller
 
+from ..clirun import CliResult, run_cli
 from ..conftest import Databases
 
 P = ProblemKind
@@ -378,6 +377,7 @@ def _append_worker(db: str, url: bool, key: str, proc: int, n: int, start: Any) 
     a.shutdown()
 
 
+@pytest.mark.slow
 @pytest.mark.databases
 def test_concurrent_appends_from_processes_form_one_chain(target: Path | str,
                                                           tmp_path: Path) -> None:
@@ -461,10 +461,8 @@ def test_export_round_trips(log: AuditLog, fmt: str) -> None:
 
 # -- CLI ------------------------------------------------------------------------------------
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "facesearch", "audit", *args], env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+def _cli(home: Path, *args: str) -> CliResult:
+    return run_cli("audit", *args, env={"FACESEARCH_HOME": str(home), "COLUMNS": "200"})
 
 
 def test_cli_verify_exit_code(tmp_path: Path) -> None:
@@ -543,10 +541,8 @@ def test_witness_shows_a_rewrite_resigned_with_the_stolen_key(target: Path | str
         (P.REWRITTEN, 5), (P.REWRITTEN, 10), (P.REWRITTEN, 12)}
 
 
-def _cli_env(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200", **env}
-    return subprocess.run([sys.executable, "-m", "facesearch", *args], env=full,
-                          capture_output=True, text=True, timeout=300, check=False)
+def _cli_env(home: Path, env: dict[str, str], *args: str) -> CliResult:
+    return run_cli(*args, env={"FACESEARCH_HOME": str(home), "COLUMNS": "200", **env})
 
 
 def test_with_the_data_directory_alone_a_cut_tail_shows_against_the_witness(

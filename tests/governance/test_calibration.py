@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +20,7 @@ from facesearch.service import FaceSearch
 from facesearch.types import Caller
 from facesearch.vision import similarity as sim
 
+from ..clirun import CliResult, run_cli
 from ..conftest import LFW, face
 
 
@@ -146,10 +144,8 @@ def test_shipped_calibration_of_the_default_model() -> None:
 
 # -- command line -----------------------------------------------------------------------
 
-def _cli(home: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
-                          check=False, capture_output=True, text=True, timeout=600)
+def _cli(home: Path, *args: str, ok: bool = True) -> CliResult:
+    proc = run_cli(*args, env={"FACESEARCH_HOME": str(home), "COLUMNS": "200"})
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -197,6 +193,7 @@ _TOP_NAMES = ("Andrew_Caldecott", "Andrew_Gilligan", "Choi_Sung-hong", "Sung_Hon
               "Hasan_Wirayuda", "Hassan_Wirajuda")
 
 
+@pytest.mark.slow
 def test_shipped_default_calibration_recomputed_from_lfw_dev() -> None:
     shipped = cal.load_calibration()
     assert shipped.measured_with == "blazeface+onet/sface-2021dec"

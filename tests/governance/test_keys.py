@@ -6,8 +6,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +15,8 @@ from facesearch.config import Settings
 from facesearch.errors import EncryptionError, InvalidParameterError
 from facesearch.governance.keys import MASTER_KEY_FILE, KeyNotFoundError, Role
 from facesearch.service import FaceSearch
+
+from ..clirun import run_cli
 
 Make = Callable[..., Settings]
 
@@ -91,9 +91,7 @@ def test_master_key_from_settings(home: Path) -> None:
 
 def test_cli(home: Path) -> None:
     def run(*args: str) -> str:
-        env = {**os.environ, "FACESEARCH_HOME": str(home)}
-        proc = subprocess.run([sys.executable, "-m", "facesearch", "keys", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = run_cli("keys", *args, env={"FACESEARCH_HOME": str(home)})
         assert proc.returncode == 0, proc.stderr
         return proc.stdout
 

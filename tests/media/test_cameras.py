@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from facesearch.media.webhook import EgressRefusedError
 from facesearch.service import FaceSearch
 from facesearch.storage.schema import cameras_t
 
+from ..clirun import CliResult, run_cli
 from .video_helpers import LIN_PHOTO, clip, wait_for, watchlist
 
 
@@ -101,10 +100,8 @@ def test_processors_read_cameras(fs: FaceSearch) -> None:
 
 
 def test_cli(home: Path) -> None:
-    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "FACESEARCH_HOME": str(home)}
-        proc = subprocess.run([sys.executable, "-m", "facesearch", "cameras", *args], env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+    def run(*args: str, ok: bool = True) -> CliResult:
+        proc = run_cli("cameras", *args, env={"FACESEARCH_HOME": str(home)})
         assert (proc.returncode == 0) == ok, proc.stderr
         return proc
 

@@ -142,6 +142,7 @@ def _drain(sub: Subscription, into: list[StreamEvent]) -> list[StreamEvent]:
     return into
 
 
+@pytest.mark.slow
 def test_looped_file_processor_with_outputs(fs: FaceSearch, tmp_path: Path) -> None:
     watchlist(fs, "watch", [LIN_PHOTO, ALEX_PHOTO])
     jsonl = tmp_path / "events.jsonl"
@@ -209,6 +210,7 @@ def test_looped_file_processor_with_outputs(fs: FaceSearch, tmp_path: Path) -> N
         fs.streams.describe("file-cam")
 
 
+@pytest.mark.slow
 def test_processors_resume_after_restart(home: Path, pipeline: Pipeline) -> None:
     a = FaceSearch(Settings(home=home, egress_allow=LOOPBACK), pipeline=pipeline)
     watchlist(a, "watch", [LIN_PHOTO])
@@ -228,6 +230,7 @@ def test_processors_resume_after_restart(home: Path, pipeline: Pipeline) -> None
         b.shutdown()
 
 
+@pytest.mark.slow
 def test_rtsp_processor_reports_lin_and_not_without_him(fs: FaceSearch) -> None:
     require_rtsp_server()
     watchlist(fs, "watch", [LIN_PHOTO, ALEX_PHOTO])
@@ -259,6 +262,7 @@ def test_rtsp_processor_reports_lin_and_not_without_him(fs: FaceSearch) -> None:
             and fs.streams.describe("cam-others").status is ProcessorStatus.STOPPED)
 
 
+@pytest.mark.slow
 def test_rtsp_processor_reconnects_when_the_server_returns(fs: FaceSearch) -> None:
     require_rtsp_server()
     watchlist(fs, "watch", [LIN_PHOTO])

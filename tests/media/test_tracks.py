@@ -234,6 +234,7 @@ def test_track_template_and_split() -> None:
 
 # -- live streams ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_stream_tracks_end_at_cuts_and_lin_is_not_named_in_the_audience(fs: FaceSearch) -> None:
     watchlist(fs, "watch", [LIN_PHOTO, "obama.jpg"])
     fs.streams.create("cam", StreamSettings(input_url=str(clip()), collection="watch",

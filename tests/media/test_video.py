@@ -10,10 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import os
 import socket
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,6 +38,7 @@ from facesearch.video.scan import VideoJobSettings
 from facesearch.video.tracking import IouTracker, iou_matrix
 from facesearch.vision.pipeline import Pipeline
 
+from ..clirun import CliResult, run_cli
 from ..conftest import face
 from .video_helpers import (
     ALEX_PHOTO,
@@ -261,6 +259,7 @@ def test_face_detection_job_from_an_upload_with_webhook(fs: FaceSearch) -> None:
         fs.video.results.frame(job_id, 1000)
 
 
+@pytest.mark.slow
 def test_cancel_and_restart_recovery(pipeline: Pipeline,
                                      settings: Callable[..., Settings]) -> None:
     a = FaceSearch(settings(), pipeline=pipeline)
@@ -317,14 +316,13 @@ def test_cancel_and_restart_recovery(pipeline: Pipeline,
 
 # -- command line -----------------------------------------------------------------------------
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
-    proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+def _cli(home: Path, *args: str) -> CliResult:
+    proc = run_cli(*args, env={"FACESEARCH_HOME": str(home), "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     return proc
 
 
+@pytest.mark.slow
 def test_cli_video_search_detect_and_stream_run(home: Path, tmp_path: Path) -> None:
     _cli(home, "collection", "create", "demo")
     _cli(home, "index", "demo", str(face(LIN_PHOTO)), "--workers", "1")

@@ -21,6 +21,7 @@ from facesearch.services.indexing import BulkIndexer, IdFrom, Outcome, Summary
 from facesearch.video.scan import VideoJobSettings
 from facesearch.vision.pipeline import Pipeline
 
+from ..clirun import run_cli
 from ..media.video_helpers import ALEX_PHOTO, LIN_PHOTO, clip, watchlist
 from ..storage.test_vector_backends import milvus_server  # noqa: F401 (Ray with Milvus)
 from .test_indexing import lfw_people
@@ -28,7 +29,8 @@ from .test_indexing import lfw_people
 HAVE_RAY = importlib.util.find_spec("ray") is not None
 if not HAVE_RAY and os.environ.get("CI"):
     pytest.fail("Ray is not installed (pip install -e '.[ray]')", pytrace=False)
-pytestmark = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (extra 'ray')")
+pytestmark = [pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (extra 'ray')"),
+              pytest.mark.slow]  # a Ray cluster of two nodes per module
 
 CREDS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
          "AWS_DEFAULT_REGION": "us-east-1"}
@@ -186,12 +188,10 @@ def test_the_cli_indexes_a_folder_and_an_s3_prefix_on_ray(
         tmp_path: Path) -> None:
     import json
     import shutil
-    import subprocess
-    import sys
 
     import boto3
 
-    env = {**os.environ, **CREDS, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
+    env = {**CREDS, "FACESEARCH_HOME": str(home), "COLUMNS": "200"}
     s3 = boto3.client("s3", endpoint_url=moto_url, aws_access_key_id="testing",
                       aws_secret_access_key="testing", region_name="us-east-1")
     s3.create_bucket(Bucket="cli")
@@ -204,8 +204,7 @@ def test_the_cli_indexes_a_folder_and_an_s3_prefix_on_ray(
             shutil.copy(p, folder / p.parent.name / p.name)
 
     def cli(*args: str) -> dict[str, Any]:
-        proc = subprocess.run([sys.executable, "-m", "facesearch", *args], env=env,
-                              capture_output=True, text=True, timeout=600, check=False)
+        proc = run_cli(*args, env=env)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
@@ -237,8 +236,7 @@ def test_sigterm_stops_the_cli_indexing_on_ray_gracefully(
     for p in photos:
         (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(p, folder / p.parent.name / p.name)
-    subprocess.run([sys.executable, "-m", "facesearch", "collection", "create", "c"], env=env,
-                   check=True, capture_output=True, timeout=300)
+    assert run_cli("collection", "create", "c", env=env).returncode == 0
     args = [sys.executable, "-m", "facesearch", "index", "c", str(folder), "--ray", ray_address,
             "--id-from", "parent", "--json"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -276,24 +274,20 @@ def test_the_cli_indexes_on_ray_into_milvus(home: Path, ray_address: str, photos
     Runs where Milvus does (FACESEARCH_TEST_MILVUS=1 in .venv-milvus)."""
     import json
     import shutil
-    import subprocess
-    import sys
     import uuid
 
     server = request.getfixturevalue("milvus_server")  # skips where Milvus is not installed
     backend = {"FACESEARCH_VECTOR_BACKEND": "milvus",
                "FACESEARCH_MILVUS_URI": f"http://127.0.0.1:{server.listen_port}",
                "FACESEARCH_MILVUS_PREFIX": "t" + uuid.uuid4().hex[:12]}
-    env = {**os.environ, "FACESEARCH_HOME": str(home), **backend}
+    env = {"FACESEARCH_HOME": str(home), **backend}
     folder = tmp_path / "photos"
     for p in photos[:9]:
         (folder / p.parent.name).mkdir(parents=True, exist_ok=True)
         shutil.copy(p, folder / p.parent.name / p.name)
-    subprocess.run([sys.executable, "-m", "facesearch", "collection", "create", "c"], env=env,
-                   check=True, capture_output=True, timeout=300)
-    proc = subprocess.run([sys.executable, "-m", "facesearch", "index", "c", str(folder),
-                           "--ray", ray_address, "--id-from", "parent", "--json"], env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
+    assert run_cli("collection", "create", "c", env=env).returncode == 0
+    proc = run_cli("index", "c", str(folder), "--ray", ray_address, "--id-from", "parent",
+                   "--json", env=env)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])["summary"]
     assert summary["indexed"] == 9 and summary["faces"] >= 9

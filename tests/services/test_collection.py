@@ -282,6 +282,7 @@ def _index_events(fs: FaceSearch) -> list[str]:
     return [face_id for r in records for face_id, _ in r.event.results]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["before-audit", "before-outbox-removal"])
 def test_indexed_faces_get_their_audit_event_after_a_crash(home: Path, pipeline: object,
                                                            settings: Make, databases: Databases,

@@ -18,6 +18,7 @@ from facesearch.errors import NoFaceError
 from facesearch.service import FaceSearch
 from facesearch.services.indexing import BulkIndexer, IdFrom, Outcome, iter_image_files
 
+from ..clirun import run_cli
 from ..conftest import LFW, face
 
 
@@ -36,6 +37,7 @@ def lfw_people(n: int, min_images: int) -> list[list[Path]]:
     return people
 
 
+@pytest.mark.slow
 def test_rank1_identification_on_50_lfw_people(fs: FaceSearch) -> None:
     people = lfw_people(50, 2)
     gallery = [imgs[0] for imgs in people]
@@ -108,6 +110,7 @@ def _db_counts(db: Path) -> tuple[int, int]:
         con.close()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_index_leaves_a_consistent_collection(tmp_path: Path, pipeline) -> None:  # noqa: ANN001
     home = tmp_path / "home"
     files = [p for imgs in lfw_people(40, 1) for p in imgs[:2]][:60]
@@ -117,7 +120,7 @@ def test_kill_9_mid_index_leaves_a_consistent_collection(tmp_path: Path, pipelin
         (listing / f"{i:03d}_{p.name}").symlink_to(p)
     env = {**os.environ, "FACESEARCH_HOME": str(home)}
     cli = [sys.executable, "-m", "facesearch"]
-    subprocess.run([*cli, "collection", "create", "k"], env=env, check=True)
+    assert run_cli("collection", "create", "k", env={"FACESEARCH_HOME": str(home)}).returncode == 0
     proc = subprocess.Popen([*cli, "index", "k", str(listing), "--workers", "2"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -149,8 +152,9 @@ def test_kill_9_mid_index_leaves_a_consistent_collection(tmp_path: Path, pipelin
         index = fs.indexes.get(row)
         assert np.array_equal(np.sort(index.ids()), truth)
 
-    done = subprocess.run([*cli, "index", "k", str(listing), "--workers", "2", "--json"],
-                          env=env, check=True, capture_output=True, text=True)
+    done = run_cli("index", "k", str(listing), "--workers", "2", "--json",
+                   env={"FACESEARCH_HOME": str(home)})
+    assert done.returncode == 0, done.stderr
     outcomes = [line for line in done.stdout.splitlines() if '"outcome"' in line]
     assert sum('"skipped"' in line for line in outcomes) == images_at_kill
     images, total_faces = _db_counts(db)
@@ -175,6 +179,7 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+@pytest.mark.slow
 def test_kill_9_of_the_cli_alone_ends_its_workers(tmp_path: Path) -> None:
     """Only the CLI parent is killed (as an OOM killer or a bare ``kill -9 PID`` does); its
     worker processes notice and exit instead of living on as orphans."""
@@ -186,7 +191,7 @@ def test_kill_9_of_the_cli_alone_ends_its_workers(tmp_path: Path) -> None:
         (listing / f"{i:03d}_{p.name}").symlink_to(p)
     env = {**os.environ, "FACESEARCH_HOME": str(home)}
     cli = [sys.executable, "-m", "facesearch"]
-    subprocess.run([*cli, "collection", "create", "k"], env=env, check=True)
+    assert run_cli("collection", "create", "k", env={"FACESEARCH_HOME": str(home)}).returncode == 0
     proc = subprocess.Popen([*cli, "index", "k", str(listing), "--workers", "2"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240

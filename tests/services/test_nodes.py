@@ -78,6 +78,7 @@ def _node(n: int, settings: dict[str, str], start: Any, created: Any, out: str) 
         fs.shutdown()
 
 
+@pytest.mark.slow
 def test_two_api_nodes_share_collections_keys_and_one_audit_chain(
         tmp_path: Path, postgres: Databases, pipeline: Pipeline) -> None:
     """Two nodes append concurrently (searches, staged index events drained through the
@@ -311,6 +312,7 @@ def own_postgres() -> Iterator[PostgresServer]:
     server.stop()
 
 
+@pytest.mark.slow
 def test_postgresql_down_answers_503_at_once_then_the_node_recovers(
         tmp_path: Path, own_postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """PostgreSQL stopped under a running API node: every request is answered within seconds

@@ -92,6 +92,7 @@ def large() -> tuple[VectorIndex, np.ndarray, np.ndarray]:
     return idx, ids, x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("n", "kind"), [(9_999, "flat"), (10_000, "ivf")])
 def test_form_follows_size(n: int, kind: str) -> None:
     x = identities(n // 4 + 1, 4, seed=1)
@@ -100,6 +101,7 @@ def test_form_follows_size(n: int, kind: str) -> None:
     assert not idx.needs_rebuild(large=10_000)
 
 
+@pytest.mark.slow
 def test_inverted_file_finds_the_same_persons_as_exact_search(large) -> None:  # noqa: ANN001
     """At least 99 % of the same-person matches above the default threshold that exact
     search finds, with exact similarities (the store's vectors score the final shortlist)."""
@@ -124,6 +126,7 @@ def test_inverted_file_finds_the_same_persons_as_exact_search(large) -> None:  #
     assert wanted > 500 and found / wanted >= 0.99, (found, wanted)
 
 
+@pytest.mark.slow
 def test_inverted_file_adds_removes_saves_and_reconciles(large, tmp_path: Path) -> None:  # noqa: ANN001
     from facesearch.storage.crypto import load_sealer
 
@@ -172,6 +175,7 @@ def _enrol_synthetic(fs: FaceSearch, name: str, vecs: np.ndarray) -> list[str]:
     return ids
 
 
+@pytest.mark.slow
 def test_the_service_index_becomes_an_inverted_file_when_large(
         settings: Callable[..., Settings], pipeline: Pipeline) -> None:
     x = vectors(1_500, seed=5)
@@ -228,6 +232,7 @@ def test_a_collection_growing_past_the_size_is_rebuilt_in_the_background(
         fs.shutdown()
 
 
+@pytest.mark.slow
 def test_an_inverted_file_whose_data_drifted_asks_for_a_rebuild() -> None:
     """Vectors added since the cells were trained that fall into a few of them (another
     population, another camera) unbalance the cells; the index then asks to be rebuilt, and

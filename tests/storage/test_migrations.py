@@ -6,10 +6,7 @@ upgrades."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,7 @@ from facesearch.storage import database, migrate, schema
 from facesearch.storage.migrate import Schema
 from facesearch.storage.store import Store
 
+from ..clirun import run_cli
 from ..conftest import Databases
 
 pytestmark = pytest.mark.databases
@@ -103,12 +101,10 @@ def test_a_database_newer_than_this_version_is_refused(targets: dict[Schema, Pat
 
 
 def test_cli_reports_and_upgrades(tmp_path: Path, databases: Databases) -> None:
-    env = {**os.environ, "FACESEARCH_HOME": str(tmp_path / "home"),
-           **databases.env(tmp_path / "secrets")}
+    env = {"FACESEARCH_HOME": str(tmp_path / "home"), **databases.env(tmp_path / "secrets")}
 
     def db(*args: str) -> list[dict[str, str | None]]:
-        proc = subprocess.run([sys.executable, "-m", "facesearch", "db", *args, "--json"],
-                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        proc = run_cli("db", *args, "--json", env=env)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)["databases"]  # type: ignore[no-any-return]
 

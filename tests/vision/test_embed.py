@@ -232,6 +232,7 @@ def _probe(model: Path, chips: Path, out: Path, *, valgrind: bool,
     return np.load(out)
 
 
+@pytest.mark.slow
 def test_int8_vectors_are_the_same_on_a_cpu_without_vnni(
         fp32_bytes: bytes, chips: npt.NDArray[np.uint8], tmp_path: Path) -> None:
     """valgrind runs the process on an emulated x86-64 with AVX2 but neither AVX-512 nor
