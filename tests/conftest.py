@@ -46,10 +46,11 @@ def home(tmp_path: Path) -> Path:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked ``databases`` that use the ``databases`` fixture (``fs`` does) run on
-    SQLite and on PostgreSQL."""
+    SQLite and on PostgreSQL (that half marked ``slow``: the fast loop runs SQLite only)."""
     if ("databases" in metafunc.fixturenames
             and metafunc.definition.get_closest_marker("databases") is not None):
-        metafunc.parametrize("databases", ["sqlite", "postgresql"], indirect=True)
+        metafunc.parametrize("databases", [
+            "sqlite", pytest.param("postgresql", marks=pytest.mark.slow)], indirect=True)
 
 
 @pytest.fixture(scope="session")
