@@ -95,6 +95,12 @@ def cells_for(n: int) -> int:
     return 1 << (want.bit_length() - 1)
 
 
+def probe_fraction_for(n: int) -> float:
+    """Share of the inverted file's cells scanned per query for an index trained on ``n``
+    vectors: :data:`PROBE_FRACTION`."""
+    return PROBE_FRACTION
+
+
 def shortlist(k: int) -> tuple[int, int]:
     """(candidates from the 4-bit codes, of which kept after the 8-bit rescoring) for top-k:
     1,024 and 64 for the top 10 (at 5 million faces 256 candidates held 60 % of the exact
@@ -121,7 +127,7 @@ class VectorIndex:
         self.shortlists: Callable[[int], tuple[int, int]] = shortlist
         """(4-bit candidates, 8-bit survivors) for top-k (benchmarks tune it)."""
         if self._refine is not None:
-            self.probe_fraction = PROBE_FRACTION
+            self.probe_fraction = probe_fraction_for(trained_on)
             self._baseline_imbalance = self.imbalance()
 
     @property
