@@ -1,6 +1,6 @@
 """A collection's vector index at millions of faces, probed with real faces: recall against
 exact search (the top 10 above the default threshold, and the mate), latency, memory, build
-time, for the settings the index can take (cells scanned, shortlists, codes).
+time, for the settings the index can take (cells scanned, shortlists, codes, FAISS threads).
 
 Faces: the shipped model's (SFace) embeddings of lfw-dev. Each person with two or more photos
 is a probe: the first photo searches, the others (the mates) are enrolled. The rest of the N
@@ -11,7 +11,7 @@ and score each query's final shortlist.
 
 For each size N the inverted file is built the way the service builds it
 (:meth:`facesearch.storage.index.VectorIndex.build`), once per code size; then each setting of
-cells scanned and shortlists searches every probe (top 10, one query at a time, 2 threads).
+cells scanned, shortlists and FAISS threads searches every probe (top 10, one query at a time).
 Against exact search over all N:
 
 - ``top-10``: the share of the exact top 10 at or above the default threshold (cosine 0.366,
@@ -21,14 +21,17 @@ Against exact search over all N:
 
     .venv/bin/python bench/index_scale.py [--sizes 1000000,5000000] [--subvectors 32,64]
         [--cells 0] [--probe 0.3,0.45,0.6] [--first 256,1024,2048] [--second 64,128]
-        [--workdir DIR [--keep]] [--cell-ranks]
+        [--workdir DIR [--keep]] [--cell-ranks] [--save-index | --load-index | --build-only]
 
 ``--probe`` and ``--first`` default to the service's own policy for each size
 (:func:`facesearch.storage.index.probe_fraction_for`, :func:`facesearch.storage.index.shortlist`);
 ``--cells 0`` is the service's :func:`facesearch.storage.index.cells_for`. ``--keep`` keeps
 the face-like vectors and the exact top 10 in ``--workdir`` (``v<N>.f32``, ``truth<N>.npz``)
 and reuses them (20,000,000 faces are 10.2 GB of vectors: generating and searching them
-exactly takes minutes). ``--cell-ranks`` trains only the cells (k-means, as ``build`` does)
+exactly takes minutes); ``--save-index`` writes each index built there
+(``index<N>-<codes>-<cells>.faiss``, ``.sq8``), ``--load-index`` reads it instead of building
+it again (the build at 20,000,000 faces takes the better part of an hour of a busy machine),
+``--build-only`` builds and saves without measuring. ``--cell-ranks`` trains only the cells (k-means, as ``build`` does)
 and prints, per share of cells scanned, the share of the mates and of the exact top 10 above
 the threshold that lie in the scanned cells: the bound on recall that the cells alone set,
 without building the index.
@@ -127,9 +130,9 @@ def rss_mb() -> float:
 
 
 class Vectors:
-    """The N exact vectors in a raw float32 file: contiguous ranges are read with ``pread``
-    (through the page cache, not mapped into the process), scattered rows through a map
-    opened for the call."""
+    """The N exact vectors in a raw float32 file, read with ``pread`` (through the page
+    cache: a map of the file would count the pages around every row read as the process's
+    memory)."""
 
     def __init__(self, path: Path, n: int) -> None:
         self.path, self.n = path, n
@@ -146,10 +149,9 @@ class Vectors:
         ids = np.asarray(ids, np.int64)
         if len(ids) and ids[-1] - ids[0] == len(ids) - 1 and np.all(np.diff(ids) == 1):
             return self.range(int(ids[0]), int(ids[-1]) + 1)
-        mm = np.memmap(self.path, np.float32, "r", shape=(self.n, DIM))
-        out = np.array(mm[ids])
-        del mm
-        return out
+        size = DIM * 4
+        buf = b"".join(os.pread(self._fd, size, int(i) * size) for i in ids)
+        return np.frombuffer(buf, np.float32).reshape(-1, DIM)
 
 
 def make_vectors(path: Path, n: int, faces: Faces) -> Vectors:
@@ -269,14 +271,19 @@ def main() -> int:
     ap.add_argument("--first", default=None,
                     help="4-bit shortlist (default: the service's shortlist(10))")
     ap.add_argument("--second", default="64", help="8-bit shortlist (min)")
+    ap.add_argument("--threads", default="2",
+                    help="FAISS (OpenMP) threads of the searching thread")
     ap.add_argument("--lfw", type=Path, default=LFW)
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--keep", action="store_true",
                     help="keep and reuse the vectors and exact answers in --workdir")
+    ap.add_argument("--save-index", action="store_true", help="save each index in --workdir")
+    ap.add_argument("--load-index", action="store_true",
+                    help="load each index from --workdir (saved by --save-index)")
+    ap.add_argument("--build-only", action="store_true", help="build and save, no search")
     ap.add_argument("--cell-ranks", action="store_true",
                     help="train the cells only: recall bound per share scanned")
     args = ap.parse_args()
-    faiss.omp_set_num_threads(2)
     faces = real_faces(args.lfw)
     print(f"{len(faces.probes)} probes, {len(faces.mates)} mates, {len(faces.pool)} "
           f"single-photo people mixed into the distractors; threshold cosine {COS_AT_80}; "
@@ -291,7 +298,9 @@ def main() -> int:
                 vecs = Vectors(path, n)
             else:
                 vecs = make_vectors(path, n, faces)
-            if truth_path.is_file():
+            if args.build_only:
+                truth = Truth(np.zeros((0, 10), np.int64), np.zeros((0, 10)), np.zeros(0))
+            elif truth_path.is_file():
                 z = np.load(truth_path)
                 truth = Truth(z["top"], z["sims"], z["mate"])
             else:
@@ -313,15 +322,29 @@ def main() -> int:
                   "p50 | p99 | top-10 above threshold | mate found |")
             print("|---|---|---|---|---|---|---|---|---|---|---|")
             ids = np.arange(n, dtype=np.int64)
+            faiss.omp_set_num_threads(2)  # building: 2 cores
             for sub, nlist in itertools.product(ints(args.subvectors) or [], cells):
                 base = rss_mb()
                 t = time.perf_counter()
-                index = VectorIndex.build(DIM, ids, vecs.rows, subvectors=sub, cells=nlist)
+                saved = keep_dir / f"index{n}-{sub // 2}-{nlist}"
+                if args.load_index:
+                    index = VectorIndex(DIM, faiss.read_index(f"{saved}.faiss"),
+                                        faiss.read_index(f"{saved}.sq8"), n)
+                else:
+                    index = VectorIndex.build(DIM, ids, vecs.rows, subvectors=sub, cells=nlist)
                 build_s = time.perf_counter() - t
                 mem = rss_mb() - base
-                for frac, first, second in itertools.product(
-                        fracs, ints(args.first) or [shortlist(10)[0]],
-                        ints(args.second) or []):
+                print(f"index {'loaded' if args.load_index else 'built'} in {build_s:.0f} s, "
+                      f"{mem:,.0f} MB; load average {os.getloadavg()[0]:.1f}", flush=True)
+                if args.save_index or args.build_only:
+                    faiss.write_index(index._index, f"{saved}.faiss")  # noqa: SLF001
+                    faiss.write_index(index._refine, f"{saved}.sq8")  # noqa: SLF001
+                if args.build_only:
+                    continue
+                for frac, first, second, threads in itertools.product(
+                        fracs, ints(args.first) or [shortlist(10, n)[0]],
+                        ints(args.second) or [], ints(args.threads) or []):
+                    faiss.omp_set_num_threads(threads)
                     index.probe_fraction = frac
                     index.shortlists = lambda k, f=first, s=second: (max(10 * k, f),
                                                                      max(2 * k, s))
@@ -330,7 +353,7 @@ def main() -> int:
                           f"{build_s:.0f} s | {mem:,.0f} MB | {r['p50']:.1f} ms | "
                           f"{r['p99']:.1f} ms | {r['top10']:.3f} ({r['want']}) | "
                           f"{r['mate']:.3f} ({r['mates']}/{r['of']}) | "
-                          f"load {os.getloadavg()[0]:.1f}", flush=True)
+                          f"{threads} threads, load {os.getloadavg()[0]:.1f}", flush=True)
                 del index
             if not args.keep:
                 path.unlink()

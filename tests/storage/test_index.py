@@ -124,6 +124,34 @@ def test_inverted_file_finds_the_same_persons_as_exact_search(large) -> None:  #
     assert wanted > 500 and found / wanted >= 0.99, (found, wanted)
 
 
+def test_inverted_file_search_keeps_every_threads_faiss_setting(large) -> None:  # noqa: ANN001
+    """The re-scoring runs on the searching thread alone, then gives that thread its own
+    OpenMP thread count back; a thread that set its count is not changed by another's
+    search, and the results are those of the default setting."""
+    import threading
+
+    import faiss
+
+    idx, _ids, x = large
+    q = x[:3] + 0.01
+    before = faiss.omp_get_max_threads()
+    want = idx.search(q, 10)
+    assert faiss.omp_get_max_threads() == before
+    seen: list[int] = []
+
+    def other() -> None:
+        faiss.omp_set_num_threads(3)
+        idx.search(q[:1], 10)
+        seen.append(faiss.omp_get_max_threads())
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == [3] and faiss.omp_get_max_threads() == before
+    got = idx.search(q, 10)
+    assert np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0])
+
+
 def test_inverted_file_adds_removes_saves_and_reconciles(large, tmp_path: Path) -> None:  # noqa: ANN001
     from facesearch.storage.crypto import load_sealer
 
