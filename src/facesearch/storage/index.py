@@ -11,7 +11,8 @@ Two forms, chosen by size (:meth:`VectorIndex.build`, :meth:`VectorIndex.needs_r
   (``IndexIDMap2(IndexFlatIP)``, 512 bytes a vector);
 - ``ivf`` (from :data:`LARGE` vectors on): an inverted file of ``nlist`` k-means cells with
   4-bit product-quantised codes scanned with SIMD (``IVF<nlist>,PQ64x4fs``, 32 bytes a
-  vector), of which :data:`PROBE_FRACTION` of the cells nearest the query are scanned; its
+  vector), of which the share :func:`probe_fraction_for` gives (:data:`PROBE_FRACTION` up to
+  :data:`PROBE_FULL` vectors, less past it) of the cells nearest the query are scanned; its
   best :func:`shortlist` candidates are scored again on 8-bit scalar-quantised copies of the
   vectors (``IndexIDMap2(SQ8)``, 128 bytes), and the best of those exactly, on the store's own
   vectors (``exact``), so that every reported similarity is exact. Adds and removals go
@@ -21,12 +22,13 @@ Two forms, chosen by size (:meth:`VectorIndex.build`, :meth:`VectorIndex.needs_r
   (:class:`facesearch.storage.indexes.IndexCache`).
 
 The probe fraction, the codes and the shortlists are set on real faces (SFace embeddings of
-lfw-dev people) among 5 million face-like vectors (mixtures of real embeddings), against exact
-search: the mate is found for 99.7 % of the probes whose mate exact search ranks in its top 10
-above the default threshold, and 98 % of the exact top 10 above the threshold is returned
-(``bench/index_scale.py``, docs/benchmarks.md). A person's photos fall in different cells, so
-a large share of the cells must be scanned; the 4-bit codes make that cheap, and real faces
-crowd, so the shortlist from the codes must be long.
+lfw-dev people) among 5 and 20 million face-like vectors (mixtures of real embeddings),
+against exact search: at 5 million the mate is found for 99.7 % of the probes whose mate
+exact search ranks in its top 10 above the default threshold, and 98 % of the exact top 10
+above the threshold is returned (``bench/index_scale.py``, docs/benchmarks.md; 20 million:
+there). A person's photos fall in different cells, so a large share of the cells must be
+scanned (a smaller one as the cells get more numerous and smaller); the 4-bit codes make
+that cheap, and real faces crowd, so the shortlist from the codes must be long.
 """
 
 from __future__ import annotations
