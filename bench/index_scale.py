@@ -6,8 +6,8 @@ Faces: the shipped model's (SFace) embeddings of lfw-dev. Each person with two o
 is a probe: the first photo searches, the others (the mates) are enrolled. The rest of the N
 faces are face-like vectors: mixtures of three real embeddings of the people with one photo
 (Dirichlet weights, plus a little noise), so they crowd where real faces are, unlike
-isotropic vectors. The exact vectors live in a memory-mapped file, as the store's do on disk,
-and score each query's final shortlist.
+isotropic vectors. The exact vectors live in a file, as the store's do on disk, and score each
+query's final shortlist.
 
 For each size N the inverted file is built the way the service builds it
 (:meth:`facesearch.storage.index.VectorIndex.build`), once per code size; then each setting of
@@ -20,9 +20,10 @@ query (what a query costs, whatever the machine's load). Against exact search ov
 - ``mate``: of the probes whose best mate exact search ranks in its top 10 at or above the
   threshold, the share whose index top 10 holds that mate.
 
-    .venv/bin/python bench/index_scale.py [--sizes 1000000,5000000] [--subvectors 32,64]
-        [--cells 0] [--probe 0.3,0.45,0.6] [--first 256,1024,2048] [--second 64,128]
-        [--workdir DIR [--keep]] [--cell-ranks] [--save-index | --load-index | --build-only]
+    .venv/bin/python bench/index_scale.py [--sizes 1000000,5000000] [--subvectors 64]
+        [--cells 0] [--probe 0.3,0.45,0.6] [--first 256,1024,2048] [--second 64]
+        [--threads 2] [--workdir DIR [--keep]] [--cell-ranks]
+        [--save-index | --load-index | --build-only]
 
 ``--probe`` and ``--first`` default to the service's own policy for each size
 (:func:`facesearch.storage.index.probe_fraction_for`, :func:`facesearch.storage.index.shortlist`);
@@ -31,9 +32,9 @@ the face-like vectors and the exact top 10 in ``--workdir`` (``v<N>.f32``, ``tru
 and reuses them (20,000,000 faces are 10.2 GB of vectors: generating and searching them
 exactly takes minutes); ``--save-index`` writes each index built there
 (``index<N>-<codes>-<cells>.faiss``, ``.sq8``), ``--load-index`` reads it instead of building
-it again (the build at 20,000,000 faces takes the better part of an hour of a busy machine),
-``--build-only`` builds and saves without measuring. ``--cell-ranks`` trains only the cells (k-means, as ``build`` does)
-and prints, per share of cells scanned, the share of the mates and of the exact top 10 above
+it again (the build at 20,000,000 faces took 22 minutes of a busy machine), ``--build-only``
+builds and saves without measuring. ``--cell-ranks`` trains only the cells (k-means, as
+``build`` does) and prints, per share of cells scanned, the share of the mates and of the exact top 10 above
 the threshold that lie in the scanned cells: the bound on recall that the cells alone set,
 without building the index.
 
