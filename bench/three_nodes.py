@@ -14,8 +14,9 @@ Then, through the Rekognition-compatible endpoint with boto3:
 - node B stopped (SIGTERM) and started again: its stop, ready (``/readyz``) and first search.
 
 For each phase of requests, the CPU time each part used per request (from ``/proc``: node A,
-node B, Milvus, PostgreSQL with its backends, and this process, the boto3 clients), which
-says where a request's time goes when all of them share the machine; ``--sequential N`` also
+node B, Milvus, PostgreSQL with its backends, and this process, the boto3 clients; less what
+each used idle, measured for 20 s before the phases: Milvus indexes in the background after
+a bulk load), which says where a request's time goes when all of them share the machine; ``--sequential N`` also
 times N of each search from one client (no queueing: a request's own latency).
 
     .venv-milvus/bin/python bench/three_nodes.py [--faces 1000000] [--index-images 200]
