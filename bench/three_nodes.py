@@ -13,8 +13,15 @@ Then, through the Rekognition-compatible endpoint with boto3:
 - DeleteFaces on node A of a face node B returns, then SearchFaces on node B until it is gone;
 - node B stopped (SIGTERM) and started again: its stop, ready (``/readyz``) and first search.
 
+For each phase of requests, the CPU time each part used per request (from ``/proc``: node A,
+node B, Milvus, PostgreSQL with its backends, and this process, the boto3 clients; less what
+each used idle, measured for 20 s before the phases: Milvus indexes in the background after
+a bulk load), which says where a request's time goes when all of them share the machine; ``--sequential N`` also
+times N of each search from one client (no queueing: a request's own latency).
+
     .venv-milvus/bin/python bench/three_nodes.py [--faces 1000000] [--index-images 200]
                                                  [--searches 200] [--clients 4] [--wait-index]
+                                                 [--sequential 0]
 
 Run it alone: two servers of the ``milvus`` wheel cannot run at once (etcd's port 2380).
 """
@@ -49,6 +56,40 @@ def pct(xs: list[float]) -> str:
             f"({len(a)} requests)")
 
 
+def _proc_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used: user + system) of every process."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, float]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        f = stat[stat.rindex(")") + 2:].split()
+        out[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick)
+    return out
+
+
+def cpu_of(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process with its descendants (a root whose
+    descendants are counted under another name is not counted twice)."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out: dict[str, float] = {}
+    for name, root in roots.items():
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += table.get(pid, (0, 0.0))[1]
+            todo += [c for c in children.get(pid, []) if c not in roots.values()]
+        out[name] = total
+    return out
+
+
 def roles(server: Any) -> tuple[str, str]:
     """deploy.md's roles and databases; returns (metadata, audit) database names."""
     import psycopg
@@ -76,6 +117,8 @@ def main() -> int:
     ap.add_argument("--index-images", type=int, default=200)
     ap.add_argument("--searches", type=int, default=200)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--sequential", type=int, default=0,
+                    help="also time this many of each search from one client")
     ap.add_argument("--wait-index", action="store_true",
                     help="seal Milvus's segments and wait for their index before measuring "
                          "(else searches meet segments on the interim index, as right after a "
@@ -206,10 +249,35 @@ def main() -> int:
                 th.join()
             return lat, time.perf_counter() - t0
 
+        postmaster = int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
+
+        def parts() -> dict[str, int]:
+            return {"node A": nodes["A"].pid, "node B": nodes["B"].pid,
+                    "Milvus": milvus.server_proc.pid, "PostgreSQL": postmaster,
+                    "clients": os.getpid()}
+
+        idle: dict[str, float] = {}
+
+        def cpu_per(before: dict[str, float], requests: int, wall: float) -> str:
+            """CPU per request of each part, less what it uses idle over ``wall``."""
+            after = cpu_of(parts())
+            used = {k: max(0.0, after[k] - before[k] - idle.get(k, 0.0) * wall) * 1000
+                    / requests for k in after}
+            return ("CPU per request (less idle): "
+                    + ", ".join(f"{k} {v:.1f} ms" for k, v in used.items())
+                    + f"; total {sum(used.values()):.0f} ms; load average "
+                    + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+
         a, b = client("A"), client("B")
         probe = PROBE.read_bytes()
         for c in (a, b):  # warm-up: models loaded, Milvus collection loaded
             c.search_faces_by_image(CollectionId="big", Image={"Bytes": probe})
+        cpu0, t0 = cpu_of(parts()), time.perf_counter()
+        time.sleep(20)
+        cpu1, idle_s = cpu_of(parts()), time.perf_counter() - t0
+        idle.update({k: (cpu1[k] - cpu0[k]) / idle_s for k in cpu1})
+        print("CPU used idle, per second: " + ", ".join(
+            f"{k} {v * 1000:.0f} ms" for k, v in idle.items()), flush=True)
         images = sorted(LFW.rglob("*.jpg"))[:args.index_images]
         faces = [0]
         clients = [client("A") for _ in range(args.clients)]
@@ -219,23 +287,43 @@ def main() -> int:
                                        ExternalImageId=path.stem, MaxFaces=1)
             faces[0] += len(r["FaceRecords"])
 
+        cpu0 = cpu_of(parts())
         lat, wall = parallel(images, index, args.clients)
         print(f"IndexFaces on node A, {args.clients} clients: {len(images) / wall:.2f} images/s, "
               f"{faces[0] / wall:.2f} faces/s; {pct(lat)}", flush=True)
+        print(f"  {cpu_per(cpu0, len(images), wall)}", flush=True)
 
         both = [client("A" if i % 2 == 0 else "B") for i in range(args.clients)]
+        cpu0 = cpu_of(parts())
         lat, wall = parallel(list(range(args.searches)), lambda i, _: both[i].search_faces_by_image(
             CollectionId="big", Image={"Bytes": probe}, MaxFaces=10), args.clients)
         print(f"SearchFacesByImage over both nodes, {args.clients} clients: "
               f"{args.searches / wall:.2f} requests/s; {pct(lat)}", flush=True)
+        print(f"  {cpu_per(cpu0, args.searches, wall)}", flush=True)
         some = a.list_faces(CollectionId="big", MaxResults=100)["Faces"]
         ids = [f["FaceId"] for f in some]
+        cpu0 = cpu_of(parts())
         lat, wall = parallel([ids[i % len(ids)] for i in range(args.searches)],
                              lambda i, fid: both[i].search_faces(
                                  CollectionId="big", FaceId=fid, MaxFaces=10,
                                  FaceMatchThreshold=0), args.clients)
         print(f"SearchFaces (by face id) over both nodes, {args.clients} clients: "
               f"{args.searches / wall:.2f} requests/s; {pct(lat)}", flush=True)
+        print(f"  {cpu_per(cpu0, args.searches, wall)}", flush=True)
+        if args.sequential:
+            n = args.sequential
+            cpu0 = cpu_of(parts())
+            lat, wall = parallel(list(range(n)), lambda i, _: a.search_faces_by_image(
+                CollectionId="big", Image={"Bytes": probe}, MaxFaces=10), 1)
+            print(f"SearchFacesByImage, node A, one client: {pct(lat)}; "
+                  f"{cpu_per(cpu0, n, wall)}", flush=True)
+            cpu0 = cpu_of(parts())
+            lat, wall = parallel([ids[i % len(ids)] for i in range(n)],
+                                 lambda i, fid: a.search_faces(
+                                     CollectionId="big", FaceId=fid, MaxFaces=10,
+                                     FaceMatchThreshold=0), 1)
+            print(f"SearchFaces, node A, one client: {pct(lat)}; {cpu_per(cpu0, n, wall)}",
+                  flush=True)
 
         def found_on_b(probe_id: str) -> list[str]:
             r = b.search_faces(CollectionId="big", FaceId=probe_id, MaxFaces=10,

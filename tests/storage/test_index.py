@@ -127,6 +127,35 @@ def test_inverted_file_finds_the_same_persons_as_exact_search(large) -> None:  #
 
 
 @pytest.mark.slow
+def test_inverted_file_search_keeps_every_threads_faiss_setting(large) -> None:  # noqa: ANN001
+    """The re-scoring runs on the searching thread alone, then gives that thread its own
+    OpenMP thread count back; a thread that set its count is not changed by another's
+    search, and the results are those of the default setting."""
+    import threading
+
+    import faiss
+
+    idx, _ids, x = large
+    q = x[:3] + 0.01
+    before = faiss.omp_get_max_threads()
+    want = idx.search(q, 10)
+    assert faiss.omp_get_max_threads() == before
+    seen: list[int] = []
+
+    def other() -> None:
+        faiss.omp_set_num_threads(3)
+        idx.search(q[:1], 10)
+        seen.append(faiss.omp_get_max_threads())
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert seen == [3] and faiss.omp_get_max_threads() == before
+    got = idx.search(q, 10)
+    assert np.array_equal(got[1], want[1]) and np.allclose(got[0], want[0])
+
+
+@pytest.mark.slow
 def test_inverted_file_adds_removes_saves_and_reconciles(large, tmp_path: Path) -> None:  # noqa: ANN001
     from facesearch.storage.crypto import load_sealer
 
@@ -248,3 +277,41 @@ def test_an_inverted_file_whose_data_drifted_asks_for_a_rebuild() -> None:
     both = np.vstack([base, drifted[:6_000]])
     rebuilt = VectorIndex.build(128, np.arange(18_000), both, large=10_000)
     assert not rebuilt.needs_rebuild(large=10_000)
+
+
+def test_face_count_after_additions_counts_only_the_new_faces(
+        settings: Callable[..., Settings], pipeline: Pipeline) -> None:
+    """The collection's face count (the risk at the threshold, the Milvus catch-up) is
+    counted in full once; after faces are added, only the faces above the last count's top
+    row are counted; after a deletion (a new generation), in full again. Always right."""
+    from sqlalchemy import event
+
+    fs = FaceSearch(settings(), pipeline=pipeline)
+    counts: list[str] = []
+
+    def seen(_conn, _cursor, statement: str, *_a) -> None:  # noqa: ANN001, ANN002
+        if "count(" in statement.lower() and "faces" in statement:
+            counts.append(statement)
+
+    try:
+        fs.collections.create("c")
+        first = _enrol_synthetic(fs, "c", vectors(30, seed=1))
+        event.listen(fs.store.engine, "before_cursor_execute", seen)
+
+        def count() -> int:
+            with fs.store.transaction() as conn:
+                return fs.store.generations.face_count(conn, fs.store.collections.get(conn, "c"))
+
+        assert count() == 30 and len(counts) == 1 and ".id >" not in counts[-1]
+        assert count() == 30 and len(counts) == 1  # unchanged: not counted
+        _enrol_synthetic(fs, "c", vectors(5, seed=2))
+        assert count() == 35 and len(counts) == 2 and ".id >" in counts[-1]
+        fs.erasure.delete_faces("c", first[:3])
+        assert count() == 32 and ".id >" not in counts[-1]
+        _enrol_synthetic(fs, "c", vectors(4, seed=3))
+        assert count() == 36 and ".id >" in counts[-1]
+        with fs.store.transaction() as conn:
+            truth = fs.store.collections.counts(conn, fs.store.collections.get(conn, "c").id)[0]
+        assert truth == 36
+    finally:
+        fs.shutdown()

@@ -11,7 +11,8 @@ Two forms, chosen by size (:meth:`VectorIndex.build`, :meth:`VectorIndex.needs_r
   (``IndexIDMap2(IndexFlatIP)``, 512 bytes a vector);
 - ``ivf`` (from :data:`LARGE` vectors on): an inverted file of ``nlist`` k-means cells with
   4-bit product-quantised codes scanned with SIMD (``IVF<nlist>,PQ64x4fs``, 32 bytes a
-  vector), of which :data:`PROBE_FRACTION` of the cells nearest the query are scanned; its
+  vector), of which the share :func:`probe_fraction_for` gives (:data:`PROBE_FRACTION` up to
+  :data:`PROBE_FULL` vectors, less past it) of the cells nearest the query are scanned; its
   best :func:`shortlist` candidates are scored again on 8-bit scalar-quantised copies of the
   vectors (``IndexIDMap2(SQ8)``, 128 bytes), and the best of those exactly, on the store's own
   vectors (``exact``), so that every reported similarity is exact. Adds and removals go
@@ -21,12 +22,13 @@ Two forms, chosen by size (:meth:`VectorIndex.build`, :meth:`VectorIndex.needs_r
   (:class:`facesearch.storage.indexes.IndexCache`).
 
 The probe fraction, the codes and the shortlists are set on real faces (SFace embeddings of
-lfw-dev people) among 5 million face-like vectors (mixtures of real embeddings), against exact
-search: the mate is found for 99.7 % of the probes whose mate exact search ranks in its top 10
-above the default threshold, and 98 % of the exact top 10 above the threshold is returned
-(``bench/index_scale.py``, docs/benchmarks.md). A person's photos fall in different cells, so
-a large share of the cells must be scanned; the 4-bit codes make that cheap, and real faces
-crowd, so the shortlist from the codes must be long.
+lfw-dev people) among 5 and 20 million face-like vectors (mixtures of real embeddings),
+against exact search: at 5 million the mate is found for 99.7 % of the probes whose mate
+exact search ranks in its top 10 above the default threshold, and 98 % of the exact top 10
+above the threshold is returned (``bench/index_scale.py``, docs/benchmarks.md; 20 million:
+there). A person's photos fall in different cells, so a large share of the cells must be
+scanned (a smaller one as the cells get more numerous and smaller); the 4-bit codes make
+that cheap, and real faces crowd, so the shortlist from the codes must be long.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ import math
 import os
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +60,11 @@ _STATE = "<qqd"
 LARGE = 100_000
 """Vectors from which a collection's index is an inverted file (below: exact)."""
 PROBE_FRACTION = 0.6
-"""Share of the inverted file's cells scanned per query."""
+"""Share of the inverted file's cells scanned per query, up to :data:`PROBE_FULL` vectors
+(:func:`probe_fraction_for`)."""
+PROBE_FULL = 5_000_000
+"""Vectors up to which :data:`PROBE_FRACTION` of the cells are scanned; past it the share
+falls as ``1 / sqrt(n)``."""
 REGROW = 4.0
 """An inverted file is rebuilt when it holds this many times more (or fewer) vectors than it
 was trained on."""
@@ -95,11 +102,30 @@ def cells_for(n: int) -> int:
     return 1 << (want.bit_length() - 1)
 
 
-def shortlist(k: int) -> tuple[int, int]:
-    """(candidates from the 4-bit codes, of which kept after the 8-bit rescoring) for top-k:
-    1,024 and 64 for the top 10 (at 5 million faces 256 candidates held 60 % of the exact
-    top 10 above the threshold, 1,024 hold 98 %: docs/benchmarks.md)."""
-    return max(10 * k, 1024), max(2 * k, 64)
+def probe_fraction_for(n: int) -> float:
+    """Share of the inverted file's cells scanned per query for an index trained on ``n``
+    vectors: :data:`PROBE_FRACTION` up to :data:`PROBE_FULL` vectors, then
+    ``PROBE_FRACTION * sqrt(PROBE_FULL / n)`` (0.3 at 20 million), so that the vectors scanned
+    grow as ``sqrt(n)``: 3 million at 5 million faces, 6 million at 20 million.
+
+    Larger collections have more and smaller cells (:func:`cells_for`), which follow the
+    faces more closely, so a smaller share of them holds a probe's mates: on real faces among
+    20 million face-like vectors, the cells nearest the probe hold its mate (when exact search
+    ranks it in the top 10 above the threshold) for 98.9 % of the probes at 0.3 of 1,024
+    cells, 99.3 % of 2,048 and 99.8 % of 4,096 (docs/benchmarks.md)."""
+    if n <= PROBE_FULL:
+        return PROBE_FRACTION
+    return PROBE_FRACTION * math.sqrt(PROBE_FULL / n)
+
+
+def shortlist(k: int, n: int = 0) -> tuple[int, int]:
+    """(candidates from the 4-bit codes, of which kept after the 8-bit rescoring) for top-k
+    in an index trained on ``n`` vectors: 1,024 and 64 for the top 10 up to
+    :data:`PROBE_FULL` vectors, 2,048 and 64 past it (at 5 million faces 256 candidates held
+    60 % of the exact top 10 above the threshold, 1,024 hold 98 %; at 20 million, four times
+    as crowded, 1,024 hold 96 %, 2,048 98.5 %, for 2 ms more a query: docs/benchmarks.md)."""
+    first = 1024 if n <= PROBE_FULL else 2048
+    return max(10 * k, first), max(2 * k, 64)
 
 
 class VectorIndex:
@@ -118,10 +144,10 @@ class VectorIndex:
         """The state the index's file recorded when loaded (None: unknown, reconcile)."""
         self._baseline_imbalance: float | None = None
         """The cells' imbalance when the inverted file was filled or opened (None: flat)."""
-        self.shortlists: Callable[[int], tuple[int, int]] = shortlist
+        self.shortlists: Callable[[int], tuple[int, int]] = lambda k: shortlist(k, trained_on)
         """(4-bit candidates, 8-bit survivors) for top-k (benchmarks tune it)."""
         if self._refine is not None:
-            self.probe_fraction = PROBE_FRACTION
+            self.probe_fraction = probe_fraction_for(trained_on)
             self._baseline_imbalance = self.imbalance()
 
     @property
@@ -285,10 +311,12 @@ class VectorIndex:
         return out_s, out_i
 
     def _rescore(self, query: FloatArray, ids: IntArray, keep: int) -> IntArray:
-        """The ``keep`` best of ``ids`` by their 8-bit copies."""
+        """The ``keep`` best of ``ids`` by their 8-bit copies (decoded on this thread alone:
+        :func:`_one_thread`)."""
         if len(ids) <= keep:
             return ids
-        s = self._refine.reconstruct_batch(ids) @ query  # type: ignore[union-attr]
+        with _one_thread():
+            s = self._refine.reconstruct_batch(ids) @ query  # type: ignore[union-attr]
         return ids[np.argpartition(-s, keep - 1)[:keep]]
 
     def reconcile(self, truth_ids: IntArray, fetch: Fetch) -> tuple[int, int]:
@@ -378,6 +406,21 @@ class VectorIndex:
         out = cls(dim, parts[0], parts[1] if n == 2 else None, int(trained_on))
         out.saved_state = state
         return out
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """FAISS calls in this block run on the calling thread only (OpenMP's thread count is a
+    setting of each thread: other threads keep theirs). Decoding one query's 1,024
+    candidates is too little work to share: on two cores shared with other work, each
+    parallel region waits for the second core to be free (measured on a busy machine: 1.6 ms
+    on one thread, 8.6 ms on two; docs/benchmarks.md)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def _chunks(ids: IntArray, size: int = 100_000) -> list[IntArray]:
