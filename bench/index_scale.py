@@ -67,8 +67,10 @@ from facesearch.storage.index import (
     probe_fraction_for,
     shortlist,
 )
-from facesearch.vision.similarity import COS_AT_80
+from facesearch.vision.similarity import DEFAULT_EMBEDDER, SCALES
 
+COS_AT_80 = SCALES[DEFAULT_EMBEDDER].cos_at_80
+"""The default threshold (similarity 80) of the default model, as a cosine."""
 DIM = 128
 CHUNK = 500_000
 EXACT_CHUNK = 50_000

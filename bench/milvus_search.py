@@ -1,7 +1,7 @@
 """Vectors on Milvus against FAISS: search latency and recall at 100,000 faces, and the time
 an erasure takes (delete, flush, compaction).
 
-Vectors shaped like SFace's on lfw-dev (:class:`index_scale.People`: people of 4 photos). A
+Vectors shaped like SFace's on lfw-dev (:class:`People`: synthetic people of 4 photos each). A
 Milvus 2.3 standalone server (the ``milvus`` wheel) is started in a temporary folder; the
 vectors go into one collection the way :class:`facesearch.storage.milvus.MilvusVectors`
 writes them (upserts of 10,000, IVF_SQ8, segments sealed and indexed), and each query runs
@@ -28,10 +28,51 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from index_scale import COS_AT_80, DIM, PER_ID, People
+from index_scale import COS_AT_80, DIM
 
 from facesearch.storage.index import VectorIndex
 from facesearch.storage.milvus import INTERIM_NPROBE, NLIST, MilvusCollection
+
+PER_ID = 4
+"""Photos of each synthetic person."""
+
+
+class People:
+    """Deterministic synthetic people: identity ``i``'s photo ``j`` is the same vector
+    whenever it is asked for."""
+
+    def __init__(self, n_ids: int, offset: float = 0.33, within: float = 0.65,
+                 seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        mu = rng.normal(size=DIM)
+        self.mu = (mu * offset / np.linalg.norm(mu)).astype(np.float32)
+        self.n_ids = n_ids
+        self.within = within
+        self.seed = seed
+
+    def centres(self, ids: np.ndarray) -> np.ndarray:
+        out = np.empty((len(ids), DIM), np.float32)
+        for k, i in enumerate(ids):
+            out[k] = np.random.default_rng((self.seed, 1, int(i))).normal(size=DIM)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def photos(self, start: int, stop: int, photo_seed: int = 2) -> np.ndarray:
+        """Photos ``start`` .. ``stop`` (photo k is person k // 4), unit vectors."""
+        people = np.arange(start, stop) // PER_ID
+        uniq, inv = np.unique(people, return_inverse=True)
+        c = self.centres(uniq)[inv]
+        noise = np.random.default_rng((self.seed, photo_seed, start)).normal(
+            size=(stop - start, DIM)).astype(np.float32)
+        x = c * 0.9 + noise * (self.within / np.sqrt(DIM)) + self.mu
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def new_photos(self, people: np.ndarray) -> np.ndarray:
+        c = self.centres(people)
+        noise = np.random.default_rng((self.seed, 7)).normal(
+            size=(len(people), DIM)).astype(np.float32)
+        x = c * 0.9 + noise * (self.within / np.sqrt(DIM)) + self.mu
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
 
 
 def recall(found: list[set[int]], who: np.ndarray, q: np.ndarray, x: np.ndarray) -> float:
