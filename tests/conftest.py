@@ -6,17 +6,25 @@ server that the session starts (:mod:`tests.postgres`)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers share the cores: each runs its inference (ONNX Runtime, here and in the
+    # servers the tests start) and FAISS's OpenMP on one thread instead of every core, so
+    # they do not oversubscribe them. Set before anything loads OpenMP.
+    os.environ.setdefault("FACESEARCH_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from facesearch.config import Settings
-from facesearch.service import FaceSearch
-from facesearch.vision.pipeline import Pipeline, load_pipeline
+from collections.abc import Callable, Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-from .postgres import PostgresServer, binaries
+import pytest  # noqa: E402
+
+from facesearch.config import Settings  # noqa: E402
+from facesearch.service import FaceSearch  # noqa: E402
+from facesearch.vision.pipeline import Pipeline, load_pipeline  # noqa: E402
+
+from .postgres import PostgresServer, binaries  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = REPO_ROOT.parent / "shared" / "testdata"
@@ -35,8 +43,10 @@ def face(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def pipeline() -> Pipeline:
-    """The default pipeline, loaded once per test session."""
-    return load_pipeline(Settings().pipeline)
+    """The default pipeline, loaded once per test session (inference threads: the
+    settings', ``FACESEARCH_THREADS``, else every core)."""
+    settings = Settings()
+    return load_pipeline(settings.pipeline, threads=settings.threads)
 
 
 @pytest.fixture
